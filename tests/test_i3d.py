@@ -1,0 +1,169 @@
+"""I3D backbone: endpoint geometry, parameter counts, logits head and the kinetics-i3d checkpoint converter."""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid.backbones import i3d
+
+# GoogLeNet's Inception widths (Szegedy et al. 2015, Table 1), one row per block in I3D's naming:
+# (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5 (a 3x3x3 conv in I3D), pool proj).
+GOOGLENET_ROWS = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32),
+    "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64),
+    "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64),
+    "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+
+
+def reference_num_params(in_channels, num_classes=None):
+    """Brute-force count: kernel weights + 3 BN vectors (offset, mean, variance) per conv unit."""
+    def unit(cin, cout, k):
+        return k ** 3 * cin * cout + 3 * cout
+
+    total = unit(in_channels, 64, 7) + unit(64, 64, 1) + unit(64, 192, 3)
+    cin = 192
+    for row in GOOGLENET_ROWS.values():
+        b0, r1, b1, r2, b2, proj = row
+        total += unit(cin, b0, 1) + unit(cin, r1, 1) + unit(r1, b1, 3) + unit(cin, r2, 1) + unit(r2, b2, 3)
+        total += unit(cin, proj, 1)
+        cin = b0 + b1 + b2 + proj
+    if num_classes:
+        total += cin * num_classes + num_classes
+    return total
+
+
+def test_supplement_geometry_128x256x352():
+    """Supplement Sec. 2.1: 128 frames of 256x352 -> Mixed_5c 16x8x11x1024 (strides 8, 32, 32)."""
+    x = keras.Input((128, 256, 352, 3))
+    ends = i3d.i3d_features(x)
+    assert tuple(ends) == i3d.I3D_ENDPOINTS[:-1]
+    assert tuple(ends["Mixed_5c"].shape) == (None, 16, 8, 11, 1024)
+    widths = {k: v.shape[-1] for k, v in ends.items() if k.startswith("Mixed")}
+    assert widths == {k: r[0] + r[2] + r[4] + r[5] for k, r in GOOGLENET_ROWS.items()}
+    assert tuple(ends["Mixed_4f"].shape) == (None, 32, 16, 22, 832)
+    model = keras.Model(x, ends["Mixed_5c"])
+    assert tuple(model.compute_output_shape((1, 128, 256, 352, 3))) == (1, 16, 8, 11, 1024)
+
+
+def test_param_counts_match_googlenet_widths():
+    x = keras.Input((8, 64, 64, 2))
+    feats = i3d.i3d_features(x, name="flow")["Mixed_5c"]
+    assert keras.Model(x, feats).count_params() == reference_num_params(2)
+    x = keras.Input((8, 224, 224, 3))
+    feats = i3d.i3d_features(x)["Mixed_5c"]
+    logits = i3d.i3d_logits(feats, 400)
+    model = keras.Model(x, logits)
+    assert model.count_params() == reference_num_params(3, 400) == 12_704_544
+
+
+def test_odd_sizes_round_up_like_tf_same_padding():
+    x = keras.Input((9, 33, 47, 3))
+    model = keras.Model(x, i3d.i3d_features(x)["Mixed_5c"])
+    out = model(np.random.default_rng(0).normal(size=(1, 9, 33, 47, 3)).astype("float32"))
+
+    def down(n, strides):
+        for s in strides:
+            n = math.ceil(n / s)
+        return n
+    expected = (1, down(9, (2, 1, 1, 2, 2)), down(33, (2, 2, 2, 2, 2)), down(47, (2, 2, 2, 2, 2)), 1024)
+    assert tuple(out.shape) == expected == (1, 2, 2, 2, 1024)
+    assert np.all(np.isfinite(out)) and np.all(np.asarray(out) >= 0)  # ends with ReLU
+
+
+def test_logits_head_matches_numpy_window_average():
+    x = keras.Input((24, 96, 96, 3))
+    feats = i3d.i3d_features(x)["Mixed_5c"]  # 3x3x3x1024: window clipped to (2, 3, 3)
+    logits = i3d.i3d_logits(feats, 5)
+    model = keras.Model(x, [feats, logits])
+    clip = np.random.default_rng(1).uniform(-1, 1, size=(2, 24, 96, 96, 3)).astype("float32")
+    fmap, out = (np.asarray(t) for t in model(clip))
+    conv = model.get_layer(i3d.layer_name("i3d", i3d.LOGITS_UNIT, "conv"))
+    w, b = (np.asarray(v) for v in conv.weights)
+    windows = np.stack([fmap[:, t:t + 2].mean(axis=(1, 2, 3)) for t in range(2)], axis=1)  # [B, 2, 1024]
+    expected = (windows @ w.reshape(1024, 5) + b).mean(axis=1)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="final_endpoint"):
+        i3d.i3d_features(keras.Input((8, 32, 32, 3)), final_endpoint="Mixed_6a")
+
+
+def _write_kinetics_checkpoint(path, scope, in_channels, num_classes, rng, drop=None):
+    """Writes a TF1 name-based checkpoint with kinetics-i3d's variable names (Sonnet shapes for BN)."""
+    names, values = [], []
+
+    def add(name, value):
+        if name != drop:
+            names.append(name)
+            values.append(value.astype("float32"))
+
+    prefix = f"{scope}/inception_i3d/"
+    shapes = {}
+    x = keras.Input((8, 32, 32, in_channels))
+    ends = i3d.i3d_features(x, name="probe")
+    probe = keras.Model(x, ends["Mixed_5c"])
+    for unit in i3d.conv_unit_scopes():
+        kernel = probe.get_layer(i3d.layer_name("probe", unit, "conv")).kernel.shape
+        shapes[unit] = kernel
+        cout = kernel[-1]
+        add(prefix + unit + "/conv_3d/w", rng.normal(size=kernel) * 0.1)
+        add(prefix + unit + "/batch_norm/beta", rng.normal(size=(1, 1, 1, 1, cout)))
+        add(prefix + unit + "/batch_norm/moving_mean", rng.normal(size=(1, 1, 1, 1, cout)))
+        add(prefix + unit + "/batch_norm/moving_variance", rng.uniform(0.5, 2.0, size=(1, 1, 1, 1, cout)))
+    add(prefix + "Logits/Conv3d_0c_1x1/conv_3d/w", rng.normal(size=(1, 1, 1, 1024, num_classes)))
+    add(prefix + "Logits/Conv3d_0c_1x1/conv_3d/b", rng.normal(size=(num_classes,)))
+    add("global_step", np.array(7.0))  # unrelated variables are ignored
+    tf.raw_ops.SaveV2(prefix=path, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(v) for v in values])
+    return dict(zip(names, values))
+
+
+def test_checkpoint_converter_reproduces_source_values(tmp_path):
+    rng = np.random.default_rng(2)
+    ckpt = str(tmp_path / "model.ckpt")
+    source = _write_kinetics_checkpoint(ckpt, "Flow", 2, 7, rng)
+    x = keras.Input((8, 32, 32, 2))
+    ends = i3d.i3d_features(x, name="flow_i3d")
+    logits = i3d.i3d_logits(ends["Mixed_5c"], 7, name="flow_i3d")
+    model = keras.Model(x, [ends["Conv3d_1a_7x7"], logits])
+    copied = i3d.load_kinetics_i3d_checkpoint(model, ckpt, modality="flow", name="flow_i3d")
+    assert len(copied) == 4 * len(i3d.conv_unit_scopes()) + 2 == len(source) - 1
+    for unit in ("Conv3d_1a_7x7", "Mixed_5b/Branch_2/Conv3d_0a_3x3", "Mixed_4e/Branch_3/Conv3d_0b_1x1"):
+        conv = model.get_layer(i3d.layer_name("flow_i3d", unit, "conv"))
+        bn = model.get_layer(i3d.layer_name("flow_i3d", unit, "bn"))
+        key = f"Flow/inception_i3d/{unit}"
+        np.testing.assert_array_equal(np.asarray(conv.kernel), source[key + "/conv_3d/w"])
+        np.testing.assert_array_equal(np.asarray(bn.moving_variance), source[key + "/batch_norm/moving_variance"].ravel())
+        np.testing.assert_array_equal(np.asarray(bn.beta), source[key + "/batch_norm/beta"].ravel())
+    # The converted stem computes the source's Conv3D + BN (offset only, eps 1e-3) + ReLU.
+    clip = rng.uniform(-1, 1, size=(1, 8, 32, 32, 2)).astype("float32")
+    stem, _ = model(clip, training=False)
+    key = "Flow/inception_i3d/Conv3d_1a_7x7"
+    conv = tf.nn.conv3d(clip, source[key + "/conv_3d/w"], strides=[1, 2, 2, 2, 1], padding="SAME").numpy()
+    mean, var, beta = (source[f"{key}/batch_norm/{n}"].ravel() for n in ("moving_mean", "moving_variance", "beta"))
+    expected = np.maximum((conv - mean) / np.sqrt(var + 1e-3) + beta, 0.0)
+    np.testing.assert_allclose(np.asarray(stem), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(
+        np.asarray(model.get_layer(i3d.layer_name("flow_i3d", i3d.LOGITS_UNIT, "conv")).bias),
+        source["Flow/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/b"])
+
+
+def test_checkpoint_converter_errors_name_the_problem(tmp_path):
+    rng = np.random.default_rng(3)
+    ckpt = str(tmp_path / "model.ckpt")
+    missing = "RGB/inception_i3d/Mixed_4c/Branch_1/Conv3d_0b_3x3/batch_norm/moving_mean"
+    _write_kinetics_checkpoint(ckpt, "RGB", 3, 4, rng, drop=missing)
+    x = keras.Input((8, 32, 32, 3))
+    model = keras.Model(x, i3d.i3d_features(x)["Mixed_5c"])
+    with pytest.raises(ValueError, match="Mixed_4c/Branch_1/Conv3d_0b_3x3/batch_norm/moving_mean"):
+        i3d.load_kinetics_i3d_checkpoint(model, ckpt, modality="rgb")
+    with pytest.raises(ValueError, match="top-level scopes found"):
+        i3d.load_kinetics_i3d_checkpoint(model, ckpt, modality="flow")
+    with pytest.raises(ValueError, match="modality"):
+        i3d.load_kinetics_i3d_checkpoint(model, ckpt, modality="depth")
