@@ -1,0 +1,81 @@
+"""Factorization losses against numbers worked out by hand (docs/action_context.md)."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid.losses import factorization as fl
+
+
+def test_classification_single_label_with_negative_weight():
+    logits = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    ce0 = math.log(1 + 2 * math.exp(-2))  # class 0 of [2, 0, 0]
+    ce1 = math.log(2 + math.e)  # class 2 of [0, 1, 0]
+    got = fl.factorization_classification_loss([0, 2], logits, negative_weight=0.01, background_class=2)
+    assert float(got) == pytest.approx((ce0 + 0.01 * ce1) / 1.01, rel=1e-6)
+    got = fl.factorization_classification_loss([0, 2], logits)
+    assert float(got) == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
+
+
+def test_classification_multi_label_negative_rows():
+    logits = [[0.0, 2.0], [-1.0, 1.0]]
+    pos = (math.log(2) + math.log(1 + math.exp(2))) / 2
+    neg = (math.log(1 + math.exp(-1)) + math.log(1 + math.e)) / 2
+    got = fl.factorization_classification_loss([[1, 0], [0, 0]], logits, multi_label=True, negative_weight=0.5)
+    assert float(got) == pytest.approx((pos + 0.5 * neg) / 1.5, rel=1e-6)
+
+
+def test_action_removal_hinge():
+    s_a = [[0.0, 3.0], [1.0, 0.0]]
+    s_a_conj = [[0.0, 2.5], [-1.0, 0.0]]
+    # sample 0: drop 0.5 < margin 1 -> 0.5; sample 1: drop 2 -> 0
+    assert float(fl.action_removal_loss([1, 0], s_a, s_a_conj, margin=1.0)) == pytest.approx(0.25)
+    assert float(fl.action_removal_loss([1, 0], s_a, s_a_conj, pair_weights=[1, 0])) == pytest.approx(0.5)
+    assert float(fl.action_removal_loss([1, 0], s_a, s_a_conj, margin=3.0)) == pytest.approx((2.5 + 1.0) / 2)
+    # background clips take no part
+    assert float(fl.action_removal_loss([1, 0], s_a, s_a_conj, background_class=0)) == pytest.approx(0.5)
+    # multi-label: mean over the positive classes (hinges 1 and 0.5)
+    got = fl.action_removal_loss([[1, 1]], [[1.0, 1.0]], [[1.0, 0.5]], multi_label=True)
+    assert float(got) == pytest.approx(0.75)
+
+
+def test_context_consistency_and_overlap():
+    s_c = [[1.0, 2.0], [0.0, 0.0]]
+    s_c_conj = [[0.0, 0.0], [0.0, 1.0]]
+    assert float(fl.context_consistency_loss(s_c, s_c_conj)) == pytest.approx((2.5 + 0.5) / 2)
+    assert float(fl.context_consistency_loss(s_c, s_c_conj, pair_weights=[1.0, 3.0])) == pytest.approx(1.0)
+    alpha = np.array([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]], "float32")[..., None]
+    beta = np.array([[0.0, 0.5, 0.5, 0.0], [0.25, 0.25, 0.25, 0.25]], "float32")[..., None]
+    assert float(fl.attention_overlap_loss(alpha, beta)) == pytest.approx(0.75)
+
+
+def test_factorization_loss_total_and_gradient_signs():
+    outputs = {"logits": tf.Variable([[2.0, 0.0, 0.0]]), "action_scores": tf.Variable([[0.5, 0.0, 0.0]]),
+               "context_scores": tf.Variable([[1.0, 0.0, 0.0]]),
+               "action_map": tf.constant([[[0.5], [0.5]]]), "context_map": tf.constant([[[0.5], [0.5]]])}
+    conj = {"logits": tf.constant([[0.0, 0.0, 0.0]]), "action_scores": tf.constant([[0.25, 0.0, 0.0]]),
+            "context_scores": tf.constant([[0.0, 0.0, 0.0]]),
+            "action_map": tf.constant([[[1.0], [0.0]]]), "context_map": tf.constant([[[0.0], [1.0]]])}
+    loss_fn = fl.FactorizationLoss(classification_weight=2.0, removal_weight=3.0, consistency_weight=0.5,
+                                   overlap_weight=0.1, margin=1.0)
+    with tf.GradientTape() as tape:
+        terms = loss_fn([0], outputs, conj)
+    ce = math.log(1 + 2 * math.exp(-2))
+    assert float(terms["classification"]) == pytest.approx(ce, rel=1e-6)
+    assert float(terms["action_removal"]) == pytest.approx(0.75)  # 1 - (0.5 - 0.25)
+    assert float(terms["context_consistency"]) == pytest.approx(1.0 / 3)
+    assert float(terms["attention_overlap"]) == pytest.approx(1.0)
+    assert float(terms["loss"]) == pytest.approx(2 * ce + 3 * 0.75 + 0.5 / 3 + 0.1, rel=1e-6)
+    g_action = tape.gradient(terms["loss"], outputs["action_scores"]).numpy()
+    np.testing.assert_allclose(g_action, [[-3.0, 0.0, 0.0]])  # raising s_a(x)_y lowers the hinge
+    assert fl.FactorizationLoss.from_config(loss_fn.get_config()).get_config() == loss_fn.get_config()
+    only_cls = fl.FactorizationLoss()([0], outputs)
+    assert float(only_cls["loss"]) == pytest.approx(ce, rel=1e-6)
+
+
+def test_factorization_loss_validation():
+    with pytest.raises(ValueError, match="margin=-1"):
+        fl.FactorizationLoss(margin=-1)
+    with pytest.raises(ValueError, match="outputs='all'"):
+        fl.FactorizationLoss()([0], {"logits": [[0.0]]})
