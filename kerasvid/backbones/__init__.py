@@ -1,0 +1,1 @@
+"""Backbone families with named endpoints and insertion points."""

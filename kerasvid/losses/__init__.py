@@ -1,0 +1,4 @@
+"""kerasvid.losses: public names (each paper's module appends its import line here)."""
+from kerasvid.losses.actor_observer import ActorObserverLoss, dist_ratio, equalize_grad_norm, margin_rank  # noqa: F401
+from kerasvid.losses.factorization import (FactorizationLoss, action_removal_loss, attention_overlap_loss,  # noqa: F401
+                                           context_consistency_loss, factorization_classification_loss)

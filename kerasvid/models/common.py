@@ -1,0 +1,94 @@
+"""Pieces every kerasvid builder shares: argument checks, the classification head, weight loading, GFLOPs."""
+import os
+
+import keras
+
+POOLINGS = ("avg", "max", None)
+
+
+def validate_common_args(num_classes, include_top, weights, pooling, dropout_rate, classifier_activation=None):
+    """Checks the keras.applications-style arguments shared by all builders; raises ValueError naming the value."""
+    if include_top and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
+        raise ValueError(f"`num_classes` must be an integer >= 1 when include_top=True, got num_classes={num_classes!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"`pooling` must be one of {POOLINGS}, got pooling={pooling!r}")
+    if not 0.0 <= float(dropout_rate) < 1.0:
+        raise ValueError(f"`dropout_rate` must be in [0, 1), got dropout_rate={dropout_rate!r}")
+    if weights is not None and weights != "imagenet" and not os.path.exists(str(weights)):
+        raise ValueError(f"`weights` must be None, 'imagenet' or the path to a .weights.h5 file; the path "
+                         f"{weights!r} does not exist")
+    if classifier_activation is not None:
+        keras.activations.get(classifier_activation)  # raises a clear ValueError for unknown names
+
+
+def classifier_head(x, num_classes, include_top, pooling, dropout_rate, classifier_activation, name="head"):
+    """Global pooling over every axis but batch and channels, dropout and a dense classifier.
+
+    Args:
+        x: KerasTensor `[batch, ..., C]` (rank 4 or 5).
+        num_classes: classifier width.
+        include_top: when False, returns the pooled features (or `x` itself when `pooling=None`).
+        pooling: "avg" or "max" (used when include_top=False; the top always averages, as in the papers).
+        dropout_rate: dropout before the classifier.
+        classifier_activation: None (logits), "softmax", ...
+        name: prefix of the head's layer names.
+
+    Returns:
+        `[batch, num_classes]` logits/probabilities, or pooled features `[batch, C]`.
+    """
+    rank = len(x.shape)
+    avg = keras.layers.GlobalAveragePooling3D if rank == 5 else keras.layers.GlobalAveragePooling2D
+    mx = keras.layers.GlobalMaxPooling3D if rank == 5 else keras.layers.GlobalMaxPooling2D
+    if not include_top:
+        if pooling == "avg":
+            return avg(name=f"{name}_avg_pool")(x)
+        if pooling == "max":
+            return mx(name=f"{name}_max_pool")(x)
+        return x
+    y = avg(name=f"{name}_avg_pool")(x)
+    if dropout_rate:
+        y = keras.layers.Dropout(dropout_rate, name=f"{name}_dropout")(y)
+    return keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(y)
+
+
+def load_model_weights(model, weights):
+    """Loads a `.weights.h5` file into `model`, with an error that names the mismatching layer or shapes.
+
+    Args:
+        model: the built model.
+        weights: None (nothing to do) or a path. ("imagenet" is handled by the builder that supports it.)
+    """
+    if weights is None:
+        return model
+    path = str(weights)
+    if not os.path.exists(path):
+        raise ValueError(f"The weights path {path!r} does not exist")
+    try:
+        model.load_weights(path)
+    except ValueError as err:
+        raise ValueError(f"The weights file {path!r} does not match the model {model.name!r} (e.g. a different "
+                         f"num_classes or include_top): {err}") from err
+    return model
+
+
+def count_gflops(model):
+    """Floating-point operations of one forward pass at batch 1, in 1e9, as TF's profiler counts them.
+
+    The graph of `model(x, training=False)` is frozen and profiled (`tf.compat.v1.profiler`, float_operation): a
+    multiply-add counts 2. Ops without registered statistics (e.g. top-k) count 0.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    specs = [tf.TensorSpec((1,) + tuple(inp.shape[1:]), inp.dtype) for inp in model.inputs]
+    single = len(specs) == 1
+
+    @tf.function
+    def forward(*args):
+        return model(args[0] if single else list(args), training=False)
+
+    frozen = convert_variables_to_constants_v2(forward.get_concrete_function(*specs))
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    result = tf.compat.v1.profiler.profile(graph=frozen.graph, cmd="op", options=opts)
+    return result.total_float_ops / 1e9

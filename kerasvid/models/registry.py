@@ -1,0 +1,79 @@
+"""The model registry behind `kerasvid.zoo` (torchvision-style `@register_model`).
+
+It lives below the model files so that each model file can register its builders without importing
+`kerasvid.zoo` (imports point downward); `kerasvid.zoo` re-exports everything here.
+"""
+import dataclasses
+import difflib
+from typing import Callable, Optional, Tuple
+
+_REGISTRY = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """Metadata of a registered model.
+
+    Attributes:
+        name: registry name (the builder's name).
+        builder: the builder function.
+        paper: the paper the model comes from (short citation).
+        default_input: the default `input_shape` `(T, H, W, C)` (or `(H, W, C)` for image models) used for the
+            parameter and GFLOPs figures.
+        num_classes: `num_classes` used for the figures.
+        num_params: total parameter count (trainable + non-trainable) of
+            `builder(num_classes=num_classes, input_shape=default_input)`; a test recomputes it.
+        gflops: multiply-adds x 2 of one forward pass at batch 1 for `default_input`, in 1e9; a test recomputes it.
+        recipe: the flagfile in `zoo/` that trains it, or "" where none exists yet.
+    """
+
+    name: str
+    builder: Callable
+    paper: str
+    default_input: Tuple[int, ...]
+    num_classes: int
+    num_params: Optional[int]
+    gflops: Optional[float]
+    recipe: str = ""
+
+
+def register_model(paper, default_input, num_params=None, gflops=None, recipe="", num_classes=400, name=None):
+    """Decorator that registers a builder in the zoo.
+
+    Args:
+        paper: short citation, e.g. "Liu et al., CVPR 2019 (CPNet)".
+        default_input: default `input_shape` of the builder.
+        num_params: the recorded parameter count for `num_classes` and `default_input` (checked by a test).
+        gflops: the recorded GFLOPs for `default_input` (checked by a test).
+        recipe: flagfile under `zoo/`.
+        num_classes: the class count the figures refer to.
+        name: registry name; defaults to the function name.
+    """
+
+    def wrap(fn):
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"A model named {key!r} is already registered (by {_REGISTRY[key].builder!r}).")
+        _REGISTRY[key] = ModelInfo(key, fn, paper, tuple(default_input), num_classes, num_params, gflops, recipe)
+        return fn
+
+    return wrap
+
+
+def list_models():
+    """Returns the sorted names of all registered models."""
+    return sorted(_REGISTRY)
+
+
+def model_info(name):
+    """Returns the `ModelInfo` of a registered model; unknown names raise a ValueError with the closest names."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown model name {name!r}.{hint} Available: {', '.join(list_models())}.")
+    return _REGISTRY[name]
+
+
+def get_model(name, **kwargs):
+    """Builds a registered model by name: `get_model("cpnet_resnet18", num_classes=174)`."""
+    return model_info(name).builder(**kwargs)

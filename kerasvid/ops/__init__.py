@@ -1,0 +1,2 @@
+"""kerasvid.ops: public names (each paper's module appends its import line here)."""
+from kerasvid.ops.knn import cp_knn  # noqa: F401

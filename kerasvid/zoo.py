@@ -1,0 +1,50 @@
+"""The kerasvid model zoo: `list_models()`, `get_model(name, **kwargs)` and every builder by name.
+
+    import kerasvid
+    model = kerasvid.zoo.cpnet_resnet34(num_classes=27, input_shape=(8, 112, 112, 3))
+    kerasvid.zoo.list_models()
+
+`python -m kerasvid.zoo` prints the model table (name, paper, parameters, GFLOPs for the default input).
+"""
+import importlib
+import sys
+
+from kerasvid.models.registry import ModelInfo, get_model, list_models, model_info, register_model  # noqa: F401
+
+# Each paper's model file registers its builders on import. Add new model modules here.
+_MODEL_MODULES = (
+    "kerasvid.models.resnet_video",
+)
+
+for _module in _MODEL_MODULES:
+    importlib.import_module(_module)
+for _name in list_models():
+    globals()[_name] = model_info(_name).builder
+del _module, _name
+
+
+def model_table(markdown=True):
+    """Returns the model table (from the registry's recorded figures) as markdown or plain text."""
+    rows = [("model", "paper", "input (T, H, W, C)", "params (M)", "GFLOPs", "recipe")]
+    for name in list_models():
+        info = model_info(name)
+        params = f"{info.num_params / 1e6:.2f}" if info.num_params else "-"
+        gflops = f"{info.gflops:.1f}" if info.gflops else "-"
+        shape = "x".join(str(v) for v in info.default_input)
+        rows.append((f"`{name}`", info.paper, shape, params, gflops, f"`{info.recipe}`" if info.recipe else "-"))
+    if markdown:
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    print(model_table(markdown="--markdown" in argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

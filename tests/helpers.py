@@ -1,0 +1,79 @@
+"""The shared model test helper: one call checks what every kerasvid model must satisfy.
+
+    from tests.helpers import check_model
+    check_model(model, x, expected_output_shape=(2, 5), expected_num_params=1234, tmp_path=tmp_path)
+"""
+import copy
+
+import numpy as np
+import keras
+import tensorflow as tf
+
+
+def _flatten(outputs):
+    return [np.asarray(o) for o in tf.nest.flatten(outputs)]
+
+
+def assert_outputs_close(a, b, atol=1e-5):
+    fa, fb = _flatten(a), _flatten(b)
+    assert len(fa) == len(fb)
+    for x, y in zip(fa, fb):
+        np.testing.assert_allclose(x, y, atol=atol, rtol=1e-5)
+
+
+def default_loss(outputs, num_classes_seed=0):
+    """Sparse cross-entropy of the logits against fixed pseudo-labels (a model whose output is the logits)."""
+    logits = tf.nest.flatten(outputs)[0]
+    logits = tf.reshape(logits, (tf.shape(logits)[0], -1))
+    labels = tf.math.floormod(tf.range(tf.shape(logits)[0]), tf.shape(logits)[1])
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def check_model(model, inputs, expected_output_shape=None, expected_num_params=None, tmp_path=None,
+                loss_fn=default_loss, train_steps=3, learning_rate=1e-2, check_serialization=True, atol=1e-5):
+    """Checks a built kerasvid model.
+
+    1. Calling it on `inputs` (inference) gives `expected_output_shape` (a tuple, or a dict/structure of tuples).
+    2. `count_params()` equals `expected_num_params` exactly (when given).
+    3. No Lambda layer anywhere.
+    4. `get_config` -> `from_config` rebuilds the same architecture: same config, same outputs with copied weights.
+    5. `.keras` save -> `keras.saving.load_model(safe_mode=True)` gives the same outputs (needs `tmp_path`).
+    6. `train_steps` steps of Adam on the fixed batch lower `loss_fn(model(inputs, training=True))`.
+
+    Returns:
+        The inference outputs (for further numeric checks by the caller).
+    """
+    outputs = model(inputs, training=False)
+    if expected_output_shape is not None:
+        got = tf.nest.map_structure(lambda t: tuple(t.shape), outputs)
+        assert got == expected_output_shape, f"output shape {got} != expected {expected_output_shape}"
+    if expected_num_params is not None:
+        assert model.count_params() == expected_num_params, (
+            f"count_params() = {model.count_params()} != expected {expected_num_params}")
+    lambdas = [layer.name for layer in model._flatten_layers() if isinstance(layer, keras.layers.Lambda)]
+    assert not lambdas, f"Lambda layers are not allowed: {lambdas}"
+    if check_serialization:
+        config = model.get_config()
+        clone = model.__class__.from_config(copy.deepcopy(config))  # from_config may consume its argument
+        assert clone.get_config() == config, "get_config -> from_config -> get_config is not the identity"
+        clone.set_weights(model.get_weights())
+        assert_outputs_close(clone(inputs, training=False), outputs, atol)
+        if tmp_path is not None:
+            path = str(tmp_path / f"{model.name}.keras")
+            model.save(path)
+            loaded = keras.saving.load_model(path, safe_mode=True)
+            assert_outputs_close(loaded(inputs, training=False), outputs, atol)
+    if train_steps:
+        keras.utils.set_random_seed(0)
+        optimizer = keras.optimizers.Adam(learning_rate)
+        losses = []
+        for _ in range(train_steps + 1):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(model(inputs, training=True))
+            losses.append(float(loss))
+            grads = tape.gradient(loss, model.trainable_variables)
+            pairs = [(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None]
+            assert pairs, "no trainable variable received a gradient"
+            optimizer.apply_gradients(pairs)
+        assert losses[-1] < losses[0], f"training did not lower the loss: {losses}"
+    return outputs
