@@ -1,0 +1,167 @@
+"""Actor and Observer losses (Sigurdsson et al., CVPR 2018): triplet losses, the online normalised
+importance-sampling objective (supp Eq. 7-15, 28) and the gradient balancing of supp §2."""
+import keras
+import tensorflow as tf
+
+from kerasvid.layers.video_softmax import decayed_sum_coefficients, gather_across_replicas, replica_sum
+
+
+def dist_ratio(d_pos, d_neg):
+    """Distance-ratio triplet loss `l = softplus(d_pos - d_neg)`.
+
+    The authors' `DistRatio`, `l = X + log(exp(-X) + exp(-Y))` with `X = d_pos`, `Y = d_neg`, which is
+    `softplus(X - Y)` (a soft version of `d_pos < d_neg`; `dl/dX = sigmoid(X - Y)`).
+
+    Args:
+        d_pos: float tensor `[B]`, distance first-person -> third-person (`||f(x) - f(y)||`).
+        d_neg: float tensor `[B]`, distance third-person -> negative first-person (`||f(y) - f(z)||`).
+
+    Returns:
+        float tensor `[B]`, the per-triplet loss.
+    """
+    return tf.nn.softplus(tf.convert_to_tensor(d_pos) - tf.convert_to_tensor(d_neg))
+
+
+def margin_rank(d_pos, d_neg, margin=0.0):
+    """Margin ranking triplet loss `l = max(0, d_pos - d_neg + margin)` (the authors' `MarginRank`, margin 0).
+
+    Args:
+        d_pos: float tensor `[B]`, positive-pair distances.
+        d_neg: float tensor `[B]`, negative-pair distances.
+        margin: float >= 0.
+
+    Returns:
+        float tensor `[B]`, the per-triplet loss.
+    """
+    if not isinstance(margin, (int, float)) or margin < 0:
+        raise ValueError(f"`margin` must be a non-negative float, got margin={margin!r}")
+    return tf.nn.relu(tf.convert_to_tensor(d_pos) - tf.convert_to_tensor(d_neg) + margin)
+
+
+@keras.saving.register_keras_serializable(package="kerasvid")
+class ActorObserverLoss(keras.layers.Layer):
+    """Online normalised importance-sampling objective of Actor and Observer (supp Eq. 7-15 and 28).
+
+    The loss of the paper is `L = sum_tau p(tau) l(tau) / sum_tau p(tau)` over the triplets `tau` of the training
+    set, with `p` the selector's (VideoSoftmax) weight. It is estimated online by a running weighted mean `L_N`,
+    folded in sample by sample (the first sample ever sets `L = l`, `W = w`), with `d = decay`:
+
+        W_N = (1 - d) * w + d * W_{N-1}                                    (Eq. 15, k = 1 - d)
+        L_N = ((1 - d) * w * l + d * W_{N-1} * L_{N-1}) / W_N             (Eq. 14)
+
+    The returned objective is `sum_i (l_i - L) * w_i / n` with `L` the running mean after the whole batch (a
+    constant) and `n = (sum_i w_i + epsilon) / B` (not a constant). Its gradient with respect to a selector score `f`
+    with `w = p` and `dp/df = p` is `p_i (l_i - L) / n - p_i * sum_j (l_j - L) w_j / (n^2 B)`: the Eq. 28 form
+    `p (l - L)`, rescaled by `1/n`, plus the derivative of `n`, which vanishes when `L` is the batch's own weighted
+    mean. The state (`running_loss`, `running_weight`) is global over all triplets (the authors' `LossAll`, used in
+    both of their experiments), changes only when `training`, and is saved with the layer.
+
+    Under `tf.distribute` each replica folds in the gathered global batch (same state as single-device training on
+    the global batch), and returns its share `sum_{i local} (l_i - L) w_i / n_global`, so that the SUM over
+    replicas (the `tf.distribute` convention for losses) is the single-device objective.
+
+    Args:
+        decay: float in (0, 1), `d` above (the reference code's `--finaldecay`, 0.9).
+        epsilon: float >= 0 added to `sum w` in `n` (1e-5).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        per_triplet_loss: float tensor `[B]` (or `[B, 1]`), `l_i`, e.g. `dist_ratio(d_pos, d_neg)`.
+        weights: float tensor `[B]` (or `[B, 1]`), `w_i >= 0`, e.g. the product of the three VideoSoftmax outputs.
+        training: bool (default True), whether to update the running mean.
+
+    Returns:
+        float32 scalar, the objective.
+
+    Example:
+
+    >>> loss = kerasvid.losses.ActorObserverLoss(decay=0.9)
+    >>> float(loss(np.array([1.0, 2.0], "float32"), np.array([1.0, 3.0], "float32")))  # L = 1.25
+    0.99999...
+    """
+
+    def __init__(self, decay=0.9, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
+            raise ValueError(f"`decay` must be a float in (0, 1), got decay={decay!r}")
+        if not isinstance(epsilon, (int, float)) or epsilon < 0:
+            raise ValueError(f"`epsilon` must be a non-negative float, got epsilon={epsilon!r}")
+        self.decay = float(decay)
+        self.epsilon = float(epsilon)
+
+    def build(self, per_triplet_loss_shape=None, weights_shape=None):
+        def state(name, dtype):
+            return self.add_weight(name=name, shape=(), initializer="zeros", trainable=False, dtype=dtype,
+                                   aggregation="only_first_replica")
+
+        self.running_loss = state("running_loss", "float32")
+        self.running_weight = state("running_weight", "float32")
+        self.count = state("count", "int32")
+
+    def call(self, per_triplet_loss, weights, training=True):
+        l = tf.reshape(tf.cast(per_triplet_loss, tf.float32), [-1])
+        w = tf.reshape(tf.cast(weights, tf.float32), [-1])
+        (l_all, w_all), _, _ = gather_across_replicas(tf.stop_gradient(l), tf.stop_gradient(w))
+        running_loss, running_weight = self._fold(l_all, w_all)
+        if training:
+            self.running_loss.assign(running_loss)
+            self.running_weight.assign(running_weight)
+            self.count.assign(self.count + tf.shape(l_all)[0])
+        global_size = tf.cast(tf.size(l_all), tf.float32)
+        n = (replica_sum(tf.reduce_sum(w)) + self.epsilon) / global_size
+        return tf.reduce_sum((l - running_loss) * w) / n
+
+    def _fold(self, l, w):
+        """Running mean and weight after folding in `(l, w)` sample by sample (Eq. 14-15, closed form)."""
+        segments = tf.zeros_like(l, dtype=tf.int32)
+        seen = tf.fill(tf.shape(segments), self.count > 0)
+        log_c, log_p = decayed_sum_coefficients(segments, seen, self.decay)
+        c, p = tf.exp(log_c[-1]), tf.exp(log_p[-1])  # the state after the last sample
+        weight = tf.reduce_sum(c * w) + p * self.running_weight
+        weighted = tf.reduce_sum(c * w * l) + p * self.running_weight * self.running_loss
+        # All-zero weights leave the running mean where it was.
+        mean = tf.where(weight > 0, weighted / tf.where(weight > 0, weight, 1.0), self.running_loss)
+        return tf.stop_gradient(mean), tf.stop_gradient(weight)
+
+    def reset_state(self):
+        """Forgets the running mean."""
+        for v in (self.running_loss, self.running_weight, self.count):
+            v.assign(tf.zeros_like(v))
+
+    def compute_output_shape(self, per_triplet_loss_shape=None, weights_shape=None):
+        return ()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"decay": self.decay, "epsilon": self.epsilon})
+        return config
+
+
+def equalize_grad_norm(*tensors):
+    """Identity whose backward pass rescales every input's gradient to the norm of the first input's gradient.
+
+    The supplement's gradient balancing (§2: "rescaling all gradients to have norm equal to the triplet loss
+    gradient"); the authors apply it to `(d_pos, d_neg, p_x, p_y, p_z)`. Norms are over the whole (global) batch:
+    under `tf.distribute` the squared norms are summed over replicas. A zero gradient stays zero.
+
+    Args:
+        *tensors: one or more float tensors; the first one's gradient sets the norm.
+
+    Returns:
+        The tensors unchanged (a tuple, or the tensor itself when one is given).
+    """
+    if not tensors:
+        raise ValueError("`equalize_grad_norm` needs at least one tensor, got none")
+    tensors = [tf.convert_to_tensor(t) for t in tensors]
+
+    @tf.custom_gradient
+    def _identity(*xs):
+        def grad(*upstream):
+            upstream = [tf.zeros_like(x) if g is None else g for g, x in zip(upstream, xs)]
+            norms = [tf.sqrt(replica_sum(tf.reduce_sum(tf.square(g)))) for g in upstream]
+            return [g * tf.math.divide_no_nan(norms[0], norm) for g, norm in zip(upstream, norms)]
+
+        return [tf.identity(x) for x in xs], grad
+
+    outputs = _identity(*tensors)
+    return outputs[0] if len(tensors) == 1 else tuple(outputs)

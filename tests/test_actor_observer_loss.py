@@ -1,0 +1,204 @@
+"""Tests for kerasvid.losses actor-observer pieces against hand-computed values and a plain-python Eq. 14-15."""
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid.layers import VideoSoftmax
+from kerasvid.losses import ActorObserverLoss, dist_ratio, equalize_grad_norm, margin_rank
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def reference_running_mean(batches, decay=0.9, state=None):
+    """Plain-python supp Eq. 14-15, one sample at a time; returns the (L, W) after each batch."""
+    L, W = state if state is not None else (None, None)
+    after = []
+    for l, w in batches:
+        for li, wi in zip(map(float, l), map(float, w)):
+            if W is None:
+                L, W = li, wi
+            else:
+                W_new = (1 - decay) * wi + decay * W
+                L = ((1 - decay) * wi * li + decay * W * L) / W_new
+                W = W_new
+        after.append((L, W))
+    return after
+
+
+def reference_objective(l, w, L, eps=1e-5):
+    n = (np.sum(w, dtype="float64") + eps) / len(l)
+    return float(np.sum((np.asarray(l, "float64") - L) * w) / n)
+
+
+def test_dist_ratio_and_margin_rank_values():
+    d_pos = np.array([0.5, 2.0, 1.0], "float32")
+    d_neg = np.array([1.5, 1.0, 1.0], "float32")
+    # The authors' form X + log(exp(-X) + exp(-Y)).
+    want = d_pos + np.log(np.exp(-d_pos) + np.exp(-d_neg))
+    np.testing.assert_allclose(dist_ratio(d_pos, d_neg).numpy(), want, rtol=1e-6)
+    np.testing.assert_allclose(margin_rank(d_pos, d_neg).numpy(), [0.0, 1.0, 0.0])
+    np.testing.assert_allclose(margin_rank(d_pos, d_neg, margin=0.25).numpy(), [0.0, 1.25, 0.25])
+    assert np.isfinite(dist_ratio(np.float32(1e4), np.float32(-1e4)).numpy())
+    with pytest.raises(ValueError, match="margin=-1"):
+        margin_rank(d_pos, d_neg, margin=-1)
+
+
+def test_hand_computed_objective():
+    loss = ActorObserverLoss(decay=0.9)
+    out = loss(np.array([1.0, 2.0], "float32"), np.array([1.0, 3.0], "float32"))
+    # W = 0.1*3 + 0.9*1 = 1.2, L = (0.1*3*2 + 0.9*1*1)/1.2 = 1.25, n = (4 + 1e-5)/2.
+    np.testing.assert_allclose(loss.running_loss.numpy(), 1.25, rtol=1e-6)
+    np.testing.assert_allclose(loss.running_weight.numpy(), 1.2, rtol=1e-6)
+    np.testing.assert_allclose(float(out), ((1 - 1.25) * 1 + (2 - 1.25) * 3) / (4.00001 / 2), rtol=1e-6)
+
+
+def test_matches_reference_over_batches():
+    rng = np.random.default_rng(0)
+    batches = [(rng.uniform(0, 3, 6).astype("float32"), rng.uniform(0.1, 4, 6).astype("float32"))
+               for _ in range(4)]
+    expected = reference_running_mean(batches, decay=0.8)
+    loss = ActorObserverLoss(decay=0.8)
+    step = tf.function(lambda l, w: loss(l, w))
+    for (l, w), (L, W) in zip(batches, expected):
+        out = step(l, w.reshape(-1, 1))
+        np.testing.assert_allclose(loss.running_loss.numpy(), L, rtol=1e-6)
+        np.testing.assert_allclose(loss.running_weight.numpy(), W, rtol=1e-6)
+        np.testing.assert_allclose(float(out), reference_objective(l, w, L), rtol=1e-5, atol=1e-6)
+    before = (loss.running_loss.numpy(), loss.running_weight.numpy())
+    loss(*batches[0], training=False)
+    assert (loss.running_loss.numpy(), loss.running_weight.numpy()) == before
+    loss.reset_state()
+    loss(np.array([7.0], "float32"), np.array([0.5], "float32"))
+    np.testing.assert_allclose([loss.running_loss.numpy(), loss.running_weight.numpy()], [7.0, 0.5])
+
+
+def test_selector_gradient_has_eq28_form():
+    """d objective / d f for w = p_x p_y p_z (VideoSoftmax outputs): autodiff == p (l - L)/n + normaliser term."""
+    rng = np.random.default_rng(1)
+    B = 6
+    index = rng.integers(0, 3, B)
+    fs = [tf.constant(rng.normal(0, 1, B).astype("float32")) for _ in range(3)]
+    l = tf.constant(rng.uniform(0, 2, B).astype("float32"))
+    softmaxes = [VideoSoftmax(num_videos=3) for _ in range(3)]
+    loss = ActorObserverLoss()
+    loss(rng.uniform(0, 2, 4).astype("float32"), rng.uniform(0.5, 2, 4).astype("float32"))  # a prior state
+    with tf.GradientTape() as tape:
+        tape.watch(fs + [l])
+        ps = [sm(f, index, training=True) for sm, f in zip(softmaxes, fs)]
+        w = ps[0] * ps[1] * ps[2]
+        objective = loss(l, w)
+    grads = tape.gradient(objective, fs + [l])
+    w, l_np, L = w.numpy().astype("float64"), l.numpy().astype("float64"), float(loss.running_loss.numpy())
+    n = (w.sum() + 1e-5) / B
+    normaliser_term = np.sum((l_np - L) * w) / (w.sum() + 1e-5)
+    eq28 = w * (l_np - L) / n  # p(l - L), p = w the triplet's weight, rescaled by 1/n
+    for g in grads[:3]:
+        np.testing.assert_allclose(g.numpy(), eq28 - w / n * normaliser_term, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grads[3].numpy(), w / n, rtol=1e-5)  # L is a constant
+
+
+def test_equalize_grad_norm():
+    a = tf.constant([1.0, 2.0, 3.0])
+    b = tf.constant([0.5, -0.5])
+    c = tf.constant([4.0])
+    with tf.GradientTape() as tape:
+        tape.watch([a, b, c])
+        a2, b2, c2 = equalize_grad_norm(a, b, c)
+        objective = tf.reduce_sum(3.0 * a2) + tf.reduce_sum(b2 * b2 * 10.0) + 0.0 * tf.reduce_sum(c2)
+    np.testing.assert_array_equal(a2.numpy(), a.numpy())
+    ga, gb, gc = tape.gradient(objective, [a, b, c])
+    np.testing.assert_allclose(ga.numpy(), [3.0, 3.0, 3.0])
+    raw_gb = np.array([10.0, -10.0])
+    np.testing.assert_allclose(gb.numpy(), raw_gb / np.linalg.norm(raw_gb) * np.linalg.norm(ga), rtol=1e-6)
+    np.testing.assert_array_equal(gc.numpy(), [0.0])
+    single = equalize_grad_norm(a)
+    assert isinstance(single, tf.Tensor)
+    with pytest.raises(ValueError, match="at least one"):
+        equalize_grad_norm()
+
+
+def test_config_checkpoint_and_validation(tmp_path):
+    loss = ActorObserverLoss(decay=0.95, epsilon=1e-3, name="ao")
+    clone = ActorObserverLoss.from_config(loss.get_config())
+    assert (clone.decay, clone.epsilon, clone.name) == (0.95, 1e-3, "ao")
+    loss(np.array([1.0, 3.0], "float32"), np.array([2.0, 1.0], "float32"))
+    path = tf.train.Checkpoint(loss=loss).save(str(tmp_path / "ckpt"))
+    restored = ActorObserverLoss(decay=0.95)
+    restored.build()
+    tf.train.Checkpoint(loss=restored).restore(path).assert_existing_objects_matched()
+    assert restored.running_loss.numpy() == loss.running_loss.numpy()
+    assert restored.count.numpy() == 2
+    with pytest.raises(ValueError, match="decay=0"):
+        ActorObserverLoss(decay=0)
+    with pytest.raises(ValueError, match="epsilon=-1"):
+        ActorObserverLoss(epsilon=-1)
+
+
+_DISTRIBUTED_SCRIPT = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from kerasvid.losses import ActorObserverLoss, equalize_grad_norm
+
+    rng = np.random.default_rng(0)
+    steps, batch = 4, 6
+    l = rng.uniform(0, 3, (steps, batch)).astype("float32")
+    w = rng.uniform(0.1, 3, (steps, batch)).astype("float32")
+
+    def objective_and_grads(loss, l, w):
+        with tf.GradientTape() as tape:
+            tape.watch([l, w])
+            l2, w2 = equalize_grad_norm(l, w)  # the gradient of w gets the (global) norm of l's
+            value = loss(l2, w2 * w2)
+        return value, tape.gradient(value, w)
+
+    single = ActorObserverLoss()
+    single_values, single_grads = [], []
+    for s in range(steps):
+        v, g = objective_and_grads(single, tf.constant(l[s]), tf.constant(w[s]))
+        single_values.append(float(v)); single_grads.append(g.numpy())
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        loss = ActorObserverLoss()
+        loss.build()
+    data = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((l.reshape(-1), w.reshape(-1))).batch(batch))
+    step = tf.function(lambda a, b: objective_and_grads(loss, a, b))
+    values, grads = [], []
+    for a, b in data:
+        v, g = strategy.run(step, (a, b))
+        values.append(float(strategy.reduce("SUM", v, axis=None)))
+        grads.append(np.concatenate([t.numpy() for t in strategy.experimental_local_results(g)]))
+    copies = strategy.experimental_local_results(loss.running_loss.value)
+    print("RESULT" + json.dumps({
+        "num_copies": len(copies),
+        "state_err": max(abs(float(c.numpy()) - float(single.running_loss.numpy())) for c in copies),
+        "weight_err": abs(float(loss.running_weight.numpy()) - float(single.running_weight.numpy())),
+        "value_err": max(abs(a - b) for a, b in zip(values, single_values)),
+        "grad_err": float(np.max(np.abs(np.stack(grads) - np.stack(single_grads)))),
+    }))
+""")
+
+
+def test_mirrored_strategy_matches_single_device():
+    """Loss state, summed objective and gradients (through n and equalize_grad_norm) equal single-device ones."""
+    proc = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    r = json.loads(lines[-1][len("RESULT"):])
+    assert r["num_copies"] == 2, r
+    assert r["state_err"] < 1e-5 and r["weight_err"] < 1e-5, r
+    assert r["value_err"] < 1e-5, r
+    assert r["grad_err"] < 1e-5, r
