@@ -1,0 +1,181 @@
+"""video_dataset: which frames it decodes, view layout, labels, determinism, corrupt input.
+
+Frame t of the test videos is a uniform grey of value 20 + 10 t, so the mean of an output frame tells which source
+frame the pipeline picked (JPEG keeps uniform images to within 1 grey level).
+"""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid.data import pipeline, schema, writer
+
+
+def _grey_video(num_frames, label, h=24, w=32, vid="v"):
+    frames = [writer.encode_jpeg(np.full((h, w, 3), 20 + 10 * t, np.uint8), 95) for t in range(num_frames)]
+    return schema.make_sequence_example(frames, label, video_id=vid)
+
+
+def _frame_values(image):
+    """Mean grey level of each frame -> source frame index."""
+    return np.round((image.mean(axis=(-3, -2, -1)) - 20) / 10).astype(int)
+
+
+@pytest.fixture(scope="module")
+def grey_records(tmp_path_factory):
+    d = tmp_path_factory.mktemp("grey")
+    examples = [_grey_video(n, [i % 3], vid=f"v{i}") for i, n in enumerate([10, 3, 20, 16])]
+    writer.write_records(examples, str(d), "eval", 1)
+    return writer.file_pattern(str(d), "eval")
+
+
+def _eval(pattern, **kw):
+    args = dict(num_frames=4, image_size=(16, 16), training=False, batch_size=4, normalization="none")
+    args.update(kw)
+    return next(iter(pipeline.video_dataset(pattern, **args)))
+
+
+def test_eval_centre_clip_and_looping(grey_records):
+    features, labels = _eval(grey_records, stride=2)
+    idx = _frame_values(features["image"].numpy())
+    # n=10: span 7, offset 1; n=3: looped from 0; n=20: offset 6; n=16: offset 4.
+    np.testing.assert_array_equal(idx, [[1, 3, 5, 7], [0, 2, 1, 0], [6, 8, 10, 12], [4, 6, 8, 10]])
+    assert labels.numpy().tolist() == [0, 1, 2, 0] and labels.dtype == tf.int32
+    assert features["image"].shape == (4, 4, 16, 16, 3)
+
+
+def test_eval_multi_view_layout_is_clip_major(grey_records):
+    features, labels = _eval(grey_records, num_clips=2, num_crops=3)
+    image = features["image"].numpy()
+    assert image.shape == (4 * 6, 4, 16, 16, 3) and labels.shape == (4,)
+    idx = _frame_values(image).reshape(4, 2, 3, 4)  # [video, clip, crop, T]
+    np.testing.assert_array_equal(idx[2, 0, 0], [0, 1, 2, 3])  # n=20: clips at 0 and 16
+    np.testing.assert_array_equal(idx[2, 1, 2], [16, 17, 18, 19])
+    assert (idx[:, :, 0] == idx[:, :, 2]).all()  # crops of one clip share its frames
+
+
+def test_tsn_sampler(grey_records):
+    features, _ = _eval(grey_records, sampler="tsn")
+    idx = _frame_values(features["image"].numpy())
+    np.testing.assert_array_equal(idx[3], [2, 6, 10, 14])  # n=16
+    np.testing.assert_array_equal(idx[2], [2, 7, 12, 17])  # n=20: floor(5k + 2.5)
+
+
+def test_eval_crop_equals_shared_preprocessing(grey_records, tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (4, 30, 40, 3)).astype(np.uint8)
+    encoded = [writer.encode_jpeg(f, 95) for f in raw]
+    writer.write_records([schema.make_sequence_example(encoded, [1])], str(tmp_path), "x", 1)
+    features, _ = _eval(writer.file_pattern(str(tmp_path), "x"), normalization="imagenet", batch_size=1)
+    decoded = tf.stack([tf.io.decode_jpeg(e) for e in encoded])
+    from kerasvid.data import preprocess
+    expected = preprocess.normalize(preprocess.resize_and_center_crop(decoded, (16, 16)), "imagenet")
+    np.testing.assert_allclose(features["image"].numpy()[0], expected.numpy(), atol=1e-5)
+
+
+def test_labels_multi_hot_and_range_check(tmp_path):
+    writer.write_records([_grey_video(4, [1, 3]), _grey_video(4, [0])], str(tmp_path), "m", 1)
+    pattern = writer.file_pattern(str(tmp_path), "m")
+    _, labels = _eval(pattern, num_classes=5, multi_label=True, batch_size=2)
+    np.testing.assert_array_equal(labels.numpy(), [[0, 1, 0, 1, 0], [1, 0, 0, 0, 0]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
+        _eval(pattern, num_classes=3, multi_label=True, batch_size=2)
+
+
+def test_model_garden_record_reads(tmp_path):
+    ex = tf.train.SequenceExample()
+    ex.context.feature["clip/label/index"].int64_list.value.append(2)
+    for t in range(5):
+        ex.feature_lists.feature_list["image/encoded"].feature.add().bytes_list.value.append(
+            writer.encode_jpeg(np.full((20, 20, 3), 20 + 10 * t, np.uint8), 95))
+    with tf.io.TFRecordWriter(str(tmp_path / "mg.tfrecord")) as w:
+        w.write(ex.SerializeToString())
+    features, labels = _eval(str(tmp_path / "mg.tfrecord"), batch_size=1)
+    np.testing.assert_array_equal(_frame_values(features["image"].numpy()), [[0, 1, 2, 3]])
+    assert labels.numpy().tolist() == [2]
+
+
+def test_training_is_deterministic_with_seed(grey_records):
+    def first_two(seed):
+        ds = pipeline.video_dataset(grey_records, num_frames=4, image_size=(16, 16), batch_size=2, seed=seed,
+                                    deterministic=True, color_jitter=0.2)
+        return [b[0]["image"].numpy() for b in ds.take(2)]
+
+    a, b, c = first_two(3), first_two(3), first_two(4)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_training_flip_swaps_mirror_labels(tmp_path):
+    # Left half dark, right half bright; label 0 and its mirror class 1.
+    frame = np.zeros((16, 16, 3), np.uint8)
+    frame[:, 8:] = 250
+    ex = schema.make_sequence_example([writer.encode_jpeg(frame, 95)] * 2, [0])
+    writer.write_records([ex], str(tmp_path), "f", 1)
+    ds = pipeline.video_dataset(writer.file_pattern(str(tmp_path), "f"), num_frames=2, image_size=(16, 16),
+                                batch_size=1, num_classes=3, mirror_labels={0: 1}, crop="center", seed=0,
+                                normalization="none", eval_short_side=16)
+    seen = set()
+    for features, label in ds.take(24):
+        img = features["image"].numpy()[0, 0, :, :, 0]
+        flipped = img[:, :8].mean() > img[:, 8:].mean()
+        assert label.numpy()[0] == (1 if flipped else 0)
+        seen.add(flipped)
+    assert seen == {True, False}
+
+
+def test_corrupt_shard_raises_and_is_counted_when_skipping(tmp_path):
+    examples = [_grey_video(4, [i], vid=f"v{i}") for i in range(6)]
+    paths = writer.write_records(examples, str(tmp_path), "c", 2)  # shard 0: v0 v2 v4; shard 1: v1 v3 v5
+    data = open(paths[0], "rb").read()
+    with open(paths[0], "wb") as f:
+        f.write(data[: int(len(data) * 0.5)])  # truncated: v0 survives
+    pattern = writer.file_pattern(str(tmp_path), "c")
+    args = dict(num_frames=2, image_size=(8, 8), training=False, batch_size=1)
+    with pytest.raises(tf.errors.DataLossError):
+        list(pipeline.video_dataset(pattern, **args))
+    ds = pipeline.video_dataset(pattern, on_error="skip", **args)
+    labels = sorted(int(y[0]) for _, y in ds)
+    assert labels == [0, 1, 3, 5]
+    assert ds.error_counter.shards == 1 and ds.error_counter.records == 0
+
+
+def test_corrupt_record_is_skipped_and_counted(tmp_path):
+    good = _grey_video(3, [1])
+    bad = schema.make_sequence_example([b"not a jpeg", b"nor this"], [2])
+    writer.write_records([good, bad, b"\x00garbage proto", good], str(tmp_path), "r", 1)
+    pattern = writer.file_pattern(str(tmp_path), "r")
+    args = dict(num_frames=2, image_size=(8, 8), training=False, batch_size=2)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        list(pipeline.video_dataset(pattern, **args))
+    counter = pipeline.ErrorCounter()
+    ds = pipeline.video_dataset(pattern, on_error="skip", error_counter=counter, **args)
+    batches = [y.numpy().tolist() for _, y in ds]
+    assert batches == [[1, 1]]
+    assert counter.records == 2 and counter.shards == 0
+
+
+def test_hidden_temporary_shards_are_never_read(tmp_path):
+    writer.write_records([_grey_video(2, [0])], str(tmp_path), "t", 1)
+    with open(tmp_path / ".t-00000-of-00002.tfrecord.tmp-1", "wb") as f:
+        f.write(b"partial")
+    assert pipeline.list_files(str(tmp_path / "t-*")) == [str(tmp_path / "t-00000-of-00001.tfrecord")]
+    assert pipeline.list_files(str(tmp_path)) == [str(tmp_path / "t-00000-of-00001.tfrecord")]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_frames=0), "num_frames"),
+    (dict(multi_label=True), "num_classes"),
+    (dict(sampler="random"), "sampler"),
+    (dict(on_error="ignore"), "on_error"),
+    (dict(normalization="caffe"), "normalization"),
+])
+def test_bad_arguments(grey_records, kwargs, match):
+    args = dict(num_frames=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        pipeline.video_dataset(grey_records, **args)
+    with pytest.raises(ValueError, match="No record files"):
+        pipeline.video_dataset(os.path.join(os.path.dirname(grey_records), "nothing-*"), num_frames=4)
