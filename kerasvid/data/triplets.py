@@ -1,0 +1,229 @@
+"""Charades / Charades-Ego label files and the actor-observer triplet sampling (pure python + numpy).
+
+Layout (Charades-Ego, frames at 24 fps): third-person frames `<root>/<vid>/<vid>-000001.jpg, ...` and the paired
+first-person frames `<root>/<vid>EGO/<vid>EGO-000001.jpg, ...`; label CSVs in the Charades format, one row per
+video, with `actions` = `"c092 11.90 21.20;c147 0.00 12.60"` (class, start s, end s).
+
+Triplet sampling Q (papers.md §3.3, supp §2): every 4th third-person frame (6 fps) is an anchor `y`; the positive
+first-person frame `x` is the linearly time-mapped frame `round(i * (m - 1) / (n - 1))` (`n` third-person, `m`
+first-person frames); the negative `z` is a uniformly random first-person frame at least 10 s (240 frames) from the
+positive; anchors without such a frame are skipped.
+"""
+import csv
+import dataclasses
+import io
+import os
+import re
+
+import numpy as np
+
+EGO_SUFFIX = "EGO"
+_ACTION = re.compile(r"^c(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One labelled interval: class index (`c092` -> 92), start and end in seconds."""
+
+    label: int
+    start: float
+    end: float
+
+
+def parse_actions(text):
+    """Parses a Charades `actions` field, `"c092 11.90 21.20;c147 0.00 12.60"`, into a list of `Action`s.
+
+    Args:
+        text: the field; empty (or None) for a video without actions.
+
+    Returns:
+        list of `Action`, in the order of the field.
+    """
+    actions = []
+    for item in (text or "").split(";"):
+        item = item.strip()
+        if not item:
+            continue
+        parts = item.split()
+        match = _ACTION.match(parts[0]) if parts else None
+        if len(parts) != 3 or match is None:
+            raise ValueError(f"An action must be 'c<class> <start> <end>', got {item!r} in {text!r}")
+        start, end = float(parts[1]), float(parts[2])
+        actions.append(Action(int(match.group(1)), start, end))
+    return actions
+
+
+def read_charades_csv(source):
+    """Reads a Charades / Charades-Ego label CSV.
+
+    Args:
+        source: a path, or a file-like object with the CSV text.
+
+    Returns:
+        list of dicts, one per row: every column as a string, except `actions` (a list of `Action`) and `length`
+        (float seconds, when the column exists and is not empty).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, newline="", encoding="utf-8") as f:
+            return read_charades_csv(io.StringIO(f.read()))
+    reader = csv.DictReader(source)
+    if reader.fieldnames is None or "id" not in reader.fieldnames:
+        raise ValueError(f"A Charades CSV needs an 'id' column, got columns {reader.fieldnames}")
+    rows = []
+    for row in reader:
+        row = dict(row)
+        row["actions"] = parse_actions(row.get("actions"))
+        if row.get("length"):
+            row["length"] = float(row["length"])
+        rows.append(row)
+    return rows
+
+
+def paired_videos(records):
+    """`(third_person_id, first_person_id)` pairs of the records whose `<id>EGO` video is also in the records."""
+    ids = {r["id"] for r in records}
+    return [(r["id"], r["id"] + EGO_SUFFIX) for r in records
+            if not r["id"].endswith(EGO_SUFFIX) and r["id"] + EGO_SUFFIX in ids]
+
+
+def frame_path(root, video_id, frame):
+    """Path of the 0-based `frame` of a video in the Charades frame layout (file numbers start at 1)."""
+    return os.path.join(root, video_id, f"{video_id}-{frame + 1:06d}.jpg")
+
+
+def count_frames(root, video_id):
+    """Number of `<video_id>-NNNNNN.jpg` frames in `<root>/<video_id>/` (0 when the folder is missing)."""
+    folder = os.path.join(root, video_id)
+    if not os.path.isdir(folder):
+        return 0
+    pattern = re.compile(re.escape(video_id) + r"-\d{6}\.jpg$")
+    return sum(1 for name in os.listdir(folder) if pattern.match(name))
+
+
+def sample_triplet_frames(num_third, num_first, rng, anchor_stride=4, min_gap=240):
+    """Samples the triplets of one paired video as frame indices.
+
+    Args:
+        num_third: number of third-person frames `n`.
+        num_first: number of first-person frames `m`.
+        rng: `numpy.random.Generator` (the negatives are random).
+        anchor_stride: every `anchor_stride`-th third-person frame is an anchor (4: 6 fps at 24 fps).
+        min_gap: minimal distance in frames between the positive and the negative (240 = 10 s at 24 fps).
+
+    Returns:
+        int array `[K, 3]` of `(third, first_positive, first_negative)` frame indices (0-based); anchors without a
+        negative far enough from their positive are skipped.
+    """
+    for what, v in (("num_third", num_third), ("num_first", num_first), ("anchor_stride", anchor_stride)):
+        if int(v) != v or v < 1:
+            raise ValueError(f"`{what}` must be a positive int, got {what}={v!r}")
+    if int(min_gap) != min_gap or min_gap < 1:
+        raise ValueError(f"`min_gap` must be an int >= 1 (the negative differs from the positive), got "
+                         f"min_gap={min_gap!r}")
+    anchors = np.arange(0, num_third, anchor_stride)
+    scale = (num_first - 1) / (num_third - 1) if num_third > 1 else 0.0
+    positives = np.round(anchors * scale).astype(int)
+    triplets = []
+    for third, pos in zip(anchors, positives):
+        # Negatives: frames [0, pos - gap] and [pos + gap, m - 1].
+        low = max(0, pos - min_gap + 1)  # first frame that is too close
+        high = min(num_first, pos + min_gap)  # one past the last frame that is too close
+        num_valid = low + (num_first - high)
+        if num_valid <= 0:
+            continue
+        k = int(rng.integers(num_valid))
+        neg = k if k < low else high + (k - low)
+        triplets.append((third, pos, neg))
+    return np.array(triplets, dtype=np.int64).reshape(-1, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One training sample of the actor-observer task.
+
+    Attributes:
+        third_person: path of the third-person frame `y`.
+        first_person: path of the first-person frame `x` (the same as `third_person` for classification samples).
+        first_person_negative: path of the negative first-person frame `z` (idem).
+        video_index: index of the paired video (the VideoSoftmax key); `num_videos` for classification samples.
+        label: -1 for a triplet, else the class of the third-person frame (the classification-mixed setup).
+    """
+
+    third_person: str
+    first_person: str
+    first_person_negative: str
+    video_index: int
+    label: int = -1
+
+    @property
+    def is_triplet(self):
+        return self.label < 0
+
+
+def build_triplets(pairs, root, frame_counts, seed=0, anchor_stride=4, min_gap=240):
+    """Triplet samples of every paired video (Charades-Ego layout).
+
+    Args:
+        pairs: `(third_person_id, first_person_id)` sequence (e.g. `paired_videos(records)`); the position of a
+            pair is its `video_index`.
+        root: the frame root.
+        frame_counts: dict video id -> number of frames (e.g. from `count_frames`); pairs with a missing or empty
+            video are skipped (their index stays reserved).
+        seed: seed of the negatives.
+        anchor_stride, min_gap: see `sample_triplet_frames`.
+
+    Returns:
+        list of `Sample`, video by video.
+    """
+    rng = np.random.default_rng(seed)
+    samples = []
+    for index, (third_id, first_id) in enumerate(pairs):
+        n, m = frame_counts.get(third_id, 0), frame_counts.get(first_id, 0)
+        if n < 1 or m < 1:
+            continue
+        for third, pos, neg in sample_triplet_frames(n, m, rng, anchor_stride, min_gap):
+            samples.append(Sample(frame_path(root, third_id, third), frame_path(root, first_id, pos),
+                                  frame_path(root, first_id, neg), index))
+    return samples
+
+
+def build_classification_samples(records, root, frame_counts, num_videos, fps=24.0, frames_per_action=4):
+    """Third-person frames with an action label, `(y, y, y)` with a class (the classification-mixed setup).
+
+    Each action interval contributes `frames_per_action` evenly spaced frames from inside the interval.
+
+    Args:
+        records: Charades rows (`read_charades_csv`).
+        root: the frame root.
+        frame_counts: dict video id -> number of frames; videos without frames are skipped.
+        num_videos: the dummy `video_index` given to these samples (one past the paired videos).
+        fps: frame rate of the frames.
+        frames_per_action: frames per action interval.
+
+    Returns:
+        list of `Sample` with `label >= 0`.
+    """
+    if frames_per_action < 1:
+        raise ValueError(f"`frames_per_action` must be >= 1, got frames_per_action={frames_per_action!r}")
+    samples = []
+    for record in records:
+        n = frame_counts.get(record["id"], 0)
+        if n < 1:
+            continue
+        for action in record["actions"]:
+            first = min(n - 1, max(0, int(round(action.start * fps))))
+            last = min(n - 1, max(first, int(round(action.end * fps))))
+            for frame in np.unique(np.linspace(first, last, frames_per_action).round().astype(int)):
+                path = frame_path(root, record["id"], int(frame))
+                samples.append(Sample(path, path, path, num_videos, action.label))
+    return samples
+
+
+def mix_samples(triplets, classification, triplet_repeats=6, seed=0):
+    """The classification-mixed training set: classification samples plus `triplet_repeats` copies of the
+    triplets (the authors use 6), shuffled with `seed`."""
+    if triplet_repeats < 0:
+        raise ValueError(f"`triplet_repeats` must be >= 0, got triplet_repeats={triplet_repeats!r}")
+    samples = list(classification) + list(triplets) * triplet_repeats
+    order = np.random.default_rng(seed).permutation(len(samples))
+    return [samples[i] for i in order]
