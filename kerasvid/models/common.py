@@ -74,11 +74,11 @@ def load_model_weights(model, weights):
 def count_gflops(model):
     """Floating-point operations of one forward pass at batch 1, in 1e9, as TF's profiler counts them.
 
-    The graph of `model(x, training=False)` is frozen and profiled (`tf.compat.v1.profiler`, float_operation): a
-    multiply-add counts 2. Ops without registered statistics (e.g. top-k) count 0.
+    The graph of `model(x, training=False)` is traced and profiled (`tf.compat.v1.profiler`, float_operation): a
+    multiply-add counts 2. Ops without registered statistics (e.g. top-k) count 0. (Variable shapes are static, so
+    the graph need not be frozen, which would copy every weight into it.)
     """
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     specs = [tf.TensorSpec((1,) + tuple(inp.shape[1:]), inp.dtype) for inp in model.inputs]
     single = len(specs) == 1
@@ -87,8 +87,8 @@ def count_gflops(model):
     def forward(*args):
         return model(args[0] if single else list(args), training=False)
 
-    frozen = convert_variables_to_constants_v2(forward.get_concrete_function(*specs))
+    graph = forward.get_concrete_function(*specs).graph
     opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     opts["output"] = "none"
-    result = tf.compat.v1.profiler.profile(graph=frozen.graph, cmd="op", options=opts)
+    result = tf.compat.v1.profiler.profile(graph=graph, cmd="op", options=opts)
     return result.total_float_ops / 1e9

@@ -1,0 +1,42 @@
+"""The registry: every registered model's recorded figures are recomputed, and every model round-trips .keras."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from kerasvid import zoo
+from kerasvid.models.common import count_gflops
+
+MODELS = zoo.list_models()
+
+
+def test_registry_lists_foundation_models():
+    for name in ("c2d_resnet18", "c2d_resnet34", "c2d_resnet50", "c2d_resnet101", "c3d_resnet18"):
+        assert name in MODELS
+        assert getattr(zoo, name) is zoo.model_info(name).builder
+    table = zoo.model_table()
+    assert table.count("\n") == len(MODELS) + 1 and "`c2d_resnet18`" in table
+
+
+def test_unknown_name_suggests_closest():
+    with pytest.raises(ValueError, match=r"Unknown model name 'cpnet_resnet_18'.*Did you mean"):
+        zoo.get_model("cpnet_resnet_18")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_metadata_and_keras_round_trip(name, tmp_path):
+    info = zoo.model_info(name)
+    model = zoo.get_model(name, num_classes=info.num_classes, input_shape=info.default_input)
+    assert info.paper and len(info.default_input) in (3, 4)
+    assert model.count_params() == info.num_params, f"{name}: recorded {info.num_params}, built {model.count_params()}"
+    assert count_gflops(model) == pytest.approx(info.gflops, rel=2e-3, abs=2e-3), name
+    lambdas = [layer.name for layer in model._flatten_layers() if isinstance(layer, keras.layers.Lambda)]
+    assert not lambdas
+    path = tmp_path / f"{name}.keras"
+    model.save(str(path))
+    loaded = keras.saving.load_model(str(path), safe_mode=True)
+    assert json.loads(json.dumps(loaded.get_config())) == json.loads(json.dumps(model.get_config()))
+    assert len(loaded.weights) == len(model.weights)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
