@@ -1,0 +1,199 @@
+"""CPModule: the correspondence-proposal module of CPNet (Liu, Lee, Jin, CVPR 2019)."""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasvid.ops.knn import cp_knn
+
+
+def point_coordinates(num_frames, height, width):
+    """Normalised coordinates `(t/T, h/H, w/W)` of a `T x H x W` grid flattened frame-major, float32 `[N, 3]`.
+
+    Divided by the size, not by size - 1, as in the CPNet reference (papers.md section 1.1 step 5).
+    """
+    grid = np.meshgrid(np.arange(num_frames) / num_frames, np.arange(height) / height, np.arange(width) / width,
+                       indexing="ij")
+    return np.stack(grid, axis=-1).reshape(-1, 3).astype(np.float32)
+
+
+def static_clip_shape(input_shape, layer_name):
+    """Returns `(T, H, W, C)` of a rank-5 clip shape, or raises a ValueError naming the layer and the shape."""
+    if len(input_shape) != 5:
+        raise ValueError(f"{layer_name} expects a rank-5 input [batch, T, H, W, C], got shape {tuple(input_shape)}")
+    if None in tuple(input_shape[1:]):
+        raise ValueError(f"{layer_name} needs static T, H, W and C, got shape {tuple(input_shape)}")
+    return tuple(int(v) for v in input_shape[1:])
+
+
+def pointwise_conv(owner, units, in_channels, name):
+    """A built 1x1(x1) convolution (a `Dense` on the channel axis) with the owner layer's initializer and dtype."""
+    layer = keras.layers.Dense(units, kernel_initializer=owner.kernel_initializer, name=name, dtype=owner.dtype_policy)
+    layer.build((None, in_channels))
+    return layer
+
+
+def batch_norm(owner, channels, rank, name, gamma_initializer="ones"):
+    """A built BatchNormalization over the last axis for inputs of `rank` (which fixes the reduction axes)."""
+    layer = keras.layers.BatchNormalization(epsilon=owner.epsilon, momentum=owner.momentum,
+                                            gamma_initializer=gamma_initializer, name=name, dtype=owner.dtype_policy)
+    layer.build((None,) * (rank - 1) + (channels,))
+    return layer
+
+
+def _positive_int(value, name, allow_none=False):
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}, "
+                         f"got {name}={value!r}")
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="kerasvid")
+class CPModule(keras.layers.Layer):
+    """Correspondence-proposal (CP) module: learns from the k most similar points of the other frames.
+
+    From "Learning Video Representations from Correspondence Proposals" (Liu, Lee, Jin, CVPR 2019; supp. §B
+    Figure 1, §D Figure 2, §G), following the computation spelled out in papers.md §1.1. The input is a residual
+    block's output after the residual addition and before its ReLU; the module returns `x + g(x)`:
+
+        f = shrink(bn0(conv0(x)))                        optional bottleneck (no activation), optional 2x shrink
+        N(i) = k nearest points of f_i, by ||f_i - f_j||^2, among the points of the other frames (`cp_knn`)
+        h_i = max_{j in N(i)} MLP([c_j - c_i, f_i, f_j])   c = (t/T, h/H', w/W'); MLP layers = 1x1 conv + BN + ReLU
+        g(x) = upsample(BN_gamma0(conv_final(h)))         back to C channels; BN gamma starts at 0
+
+    so a fresh module is exactly the identity and a CPNet at initialisation computes its C2D backbone's output.
+    The neighbour indices carry no gradient; gradients reach `x` through the gathered features only, and no
+    `[N, N]` tensor is kept for the backward pass (`N = T H' W'`).
+
+    The first MLP layer acts on the concatenation `[c_j - c_i, f_i, f_j]` (its kernel keeps that layout), but is
+    evaluated as `W_j f_j + W_c c_j` per point, gathered, plus `W_i f_i - W_c c_i + b` per query: the same numbers
+    as the concatenation at 1/k of the cost, and the `[B, N, k, 2C' + 3]` tensor is never formed.
+
+    Args:
+        k: number of correspondence proposals per point (8 for Kinetics ResNet-18, 12 for Jester/SSv2 ResNet-34).
+        mlp_units: widths of the MLP's hidden layers; None means `(C // 4, C // 2)` of the input channels `C`.
+        spatial_shrink: 1, or 2 to propose correspondences on a bilinearly half-sized map (the released code's
+            res3 modules); the output is resized back bilinearly (half-pixel centres, `tf.image.resize`).
+        bottleneck: None, or the width of a 1x1 conv + BN (no activation) applied before everything else
+            (the released code's ResNet-101 modules use C // 8).
+        chunk_size: query chunk size of `cp_knn` (None: automatic, dense below 64 MiB per clip).
+        epsilon: BatchNormalization epsilon (1e-3, the reference's `tf.contrib.layers.batch_norm` default).
+        momentum: BatchNormalization momentum of the moving statistics.
+        kernel_initializer: initializer of the 1x1 convs ("he_normal": the reference's variance scaling).
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: `[batch, T, H, W, C]` with static `T >= 2`, `H`, `W`, `C`.
+        training: BatchNormalization mode.
+
+    Returns:
+        `[batch, T, H, W, C]`: `inputs + g(inputs)`.
+
+    Example:
+    >>> layer = kerasvid.layers.CPModule(k=4)
+    >>> x = np.random.rand(2, 4, 7, 7, 32).astype("float32")
+    >>> bool(np.all(layer(x).numpy() == x))  # identity at initialisation
+    True
+    """
+
+    def __init__(self, k=8, mlp_units=None, spatial_shrink=1, bottleneck=None, chunk_size=None, epsilon=1e-3,
+                 momentum=0.99, kernel_initializer="he_normal", **kwargs):
+        super().__init__(**kwargs)
+        self.k = _positive_int(k, "k")
+        if mlp_units is not None:
+            if isinstance(mlp_units, (int, np.integer)) or not len(mlp_units):
+                raise ValueError(f"`mlp_units` must be None or a non-empty list of positive integers, "
+                                 f"got mlp_units={mlp_units!r}")
+            mlp_units = tuple(_positive_int(u, "mlp_units entry") for u in mlp_units)
+        self.mlp_units = mlp_units
+        if spatial_shrink not in (1, 2) or isinstance(spatial_shrink, bool):
+            raise ValueError(f"`spatial_shrink` must be 1 or 2, got spatial_shrink={spatial_shrink!r}")
+        self.spatial_shrink = int(spatial_shrink)
+        self.bottleneck = _positive_int(bottleneck, "bottleneck", allow_none=True)
+        self.chunk_size = _positive_int(chunk_size, "chunk_size", allow_none=True)
+        self.epsilon = float(epsilon)
+        self.momentum = float(momentum)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        frames, height, width, channels = static_clip_shape(input_shape, "CPModule")
+        if frames < 2:
+            raise ValueError(f"CPModule needs at least 2 frames (correspondences come from other frames), "
+                             f"got T={frames} in shape {tuple(input_shape)}")
+        s = self.spatial_shrink
+        if height < s or width < s:
+            raise ValueError(f"spatial_shrink={s} needs H and W >= {s}, got shape {tuple(input_shape)}")
+        small_h, small_w = height // s, width // s
+        candidates = (frames - 1) * small_h * small_w
+        if self.k > candidates:
+            raise ValueError(f"`k` must be at most the number of points in other frames, got k={self.k} with "
+                             f"{candidates} candidates ({frames - 1} other frames x {small_h}x{small_w})")
+        feat = self.bottleneck or channels
+        units = self.mlp_units or (max(1, channels // 4), max(1, channels // 2))
+        self._dims = (frames, height, width, channels, small_h, small_w, feat)
+        if self.bottleneck:
+            self.bottleneck_conv = pointwise_conv(self, feat, channels, "bottleneck_conv")
+            self.bottleneck_bn = batch_norm(self, feat, 5, "bottleneck_bn")
+        self.mlp_convs, self.mlp_bns = [], []
+        in_channels = 2 * feat + 3
+        for i, u in enumerate(units):
+            self.mlp_convs.append(pointwise_conv(self, u, in_channels, f"mlp{i}_conv"))
+            self.mlp_bns.append(batch_norm(self, u, 4, f"mlp{i}_bn"))
+            in_channels = u
+        self.final_conv = pointwise_conv(self, channels, in_channels, "final_conv")
+        self.final_bn = batch_norm(self, channels, 3, "final_bn", gamma_initializer="zeros")
+        self._coords = point_coordinates(frames, small_h, small_w)
+
+    def _resize(self, x, size, batch):
+        frames = self._dims[0]
+        flat = tf.reshape(x, tf.concat([[batch * frames], tf.shape(x)[2:]], axis=0))
+        out = tf.image.resize(flat, size, method="bilinear")
+        return tf.reshape(tf.cast(out, x.dtype), tf.concat([[batch, frames], tf.shape(out)[1:]], axis=0))
+
+    def call(self, inputs, training=None):
+        frames, height, width, channels, small_h, small_w, feat = self._dims
+        dtype = inputs.dtype
+        batch = tf.shape(inputs)[0]
+        f = inputs
+        if self.bottleneck:
+            f = self.bottleneck_bn(self.bottleneck_conv(f), training=training)
+        if self.spatial_shrink > 1:
+            f = self._resize(f, (small_h, small_w), batch)
+        num_points = frames * small_h * small_w
+        points = tf.reshape(f, [batch, num_points, feat])
+        proposals = cp_knn(points, frames, self.k, chunk_size=self.chunk_size)  # [B, N, k], no gradient
+
+        first = self.mlp_convs[0]
+        kernel = tf.cast(first.kernel, dtype)
+        w_coord, w_query, w_neighbour = kernel[:3], kernel[3:3 + feat], kernel[3 + feat:]
+        coord_term = tf.matmul(tf.constant(self._coords, dtype), w_coord)  # [N, U]
+        per_neighbour = tf.matmul(points, w_neighbour) + coord_term
+        per_query = tf.matmul(points, w_query) - coord_term + tf.cast(first.bias, dtype)
+        h = tf.gather(per_neighbour, proposals, batch_dims=1) + per_query[:, :, None, :]  # [B, N, k, U]
+        h = tf.nn.relu(self.mlp_bns[0](h, training=training))
+        for conv, bn in zip(self.mlp_convs[1:], self.mlp_bns[1:]):
+            h = tf.nn.relu(bn(conv(h), training=training))
+        h = tf.reduce_max(h, axis=2)  # max over the k proposals
+        g = self.final_bn(self.final_conv(h), training=training)
+        g = tf.reshape(g, [batch, frames, small_h, small_w, channels])
+        if self.spatial_shrink > 1:
+            g = self._resize(g, (height, width), batch)
+        return inputs + g
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "k": self.k,
+            "mlp_units": list(self.mlp_units) if self.mlp_units is not None else None,
+            "spatial_shrink": self.spatial_shrink,
+            "bottleneck": self.bottleneck,
+            "chunk_size": self.chunk_size,
+            "epsilon": self.epsilon,
+            "momentum": self.momentum,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        })
+        return config

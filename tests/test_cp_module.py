@@ -1,0 +1,245 @@
+"""CPModule against a numpy re-implementation of the module (kerasvid.layers.cp_module)."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid.layers.cp_module import CPModule, point_coordinates
+from tests.test_knn import _all_shapes
+
+
+def np_resize_bilinear(x, out_h, out_w):
+    """Bilinear resize of `[..., H, W, C]` with half-pixel centres and edge clamping (tf.image.resize)."""
+    def axis_weights(n_in, n_out):
+        src = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+        lo = np.floor(src)
+        frac = src - lo
+        return np.clip(lo, 0, n_in - 1).astype(int), np.clip(np.ceil(src), 0, n_in - 1).astype(int), frac
+
+    h0, h1, fh = axis_weights(x.shape[-3], out_h)
+    w0, w1, fw = axis_weights(x.shape[-2], out_w)
+    rows = x[..., h0, :, :] * (1 - fh)[:, None, None] + x[..., h1, :, :] * fh[:, None, None]
+    return rows[..., w0, :] * (1 - fw)[:, None] + rows[..., w1, :] * fw[:, None]
+
+
+def np_batch_norm(x, bn, training):
+    gamma, beta, mean, var = [w.astype(np.float64) for w in bn.get_weights()]
+    if training:
+        axes = tuple(range(x.ndim - 1))
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+    return (x - mean) / np.sqrt(var + bn.epsilon) * gamma + beta
+
+
+def np_dense(x, dense):
+    kernel, bias = dense.get_weights()
+    return x @ kernel.astype(np.float64) + bias
+
+
+def np_cp_module(x, layer, training=False):
+    """The module step by step as papers.md section 1.1 states it, with explicit [c_j - c_i, f_i, f_j] pairs."""
+    x = x.astype(np.float64)
+    batch, frames, height, width, channels = x.shape
+    s = layer.spatial_shrink
+    f = x
+    if layer.bottleneck:
+        f = np_batch_norm(np_dense(f, layer.bottleneck_conv), layer.bottleneck_bn, training)
+    if s > 1:
+        f = np_resize_bilinear(f, height // s, width // s)
+    hs, ws = f.shape[2:4]
+    per_frame = hs * ws
+    n = frames * per_frame
+    pts = f.reshape(batch, n, -1)
+    coords = np.stack(np.meshgrid(np.arange(frames) / frames, np.arange(hs) / hs, np.arange(ws) / ws,
+                                  indexing="ij"), -1).reshape(n, 3)
+    same_frame = (np.arange(n)[:, None] // per_frame) == (np.arange(n)[None] // per_frame)
+    pairs = np.zeros((batch, n, layer.k, 2 * pts.shape[-1] + 3))
+    for b in range(batch):
+        d = np.sum((pts[b][:, None] - pts[b][None]) ** 2, axis=-1)
+        d[same_frame] = np.inf
+        nbr = np.argsort(d, axis=1, kind="stable")[:, :layer.k]
+        for i in range(n):
+            for m, j in enumerate(nbr[i]):
+                pairs[b, i, m] = np.concatenate([coords[j] - coords[i], pts[b, i], pts[b, j]])
+    h = pairs
+    for conv, bn in zip(layer.mlp_convs, layer.mlp_bns):
+        h = np.maximum(np_batch_norm(np_dense(h, conv), bn, training), 0.0)
+    h = h.max(axis=2)
+    g = np_batch_norm(np_dense(h, layer.final_conv), layer.final_bn, training)
+    g = g.reshape(batch, frames, hs, ws, channels)
+    if s > 1:
+        g = np_resize_bilinear(g, height, width)
+    return x + g
+
+
+def randomize(layer, seed=0):
+    """Random weights everywhere, including the moving statistics and the zero-initialised final gamma."""
+    rng = np.random.RandomState(seed)
+    for w in layer.weights:
+        shape = tuple(w.shape)
+        if "variance" in w.path:
+            w.assign(rng.uniform(0.5, 2.0, shape).astype(np.float32))
+        elif "gamma" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
+        else:
+            w.assign(rng.uniform(-0.5, 0.5, shape).astype(np.float32))
+
+
+CONFIGS = [
+    dict(k=3),
+    dict(k=4, mlp_units=(3, 5, 2), spatial_shrink=2, bottleneck=4),
+    dict(k=2, spatial_shrink=2, chunk_size=3),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("training", [False, True])
+def test_identity_at_initialisation(config, training):
+    x = np.random.RandomState(1).randn(2, 3, 4, 6, 8).astype(np.float32)
+    out = CPModule(**config)(x, training=training).numpy()
+    np.testing.assert_array_equal(out, x)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("training", [False, True])
+def test_matches_numpy_reference(config, training):
+    x = np.random.RandomState(2).randn(2, 3, 4, 6, 8).astype(np.float32)
+    layer = CPModule(**config)
+    layer.build(x.shape)
+    randomize(layer)
+    got = layer(x, training=training).numpy()
+    want = np_cp_module(x, layer, training=training)
+    assert np.abs(want - x).max() > 0.1  # the module does change the input
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_default_mlp_widths_and_parameter_count():
+    layer = CPModule(k=2)
+    layer.build((None, 2, 3, 3, 64))
+    c = 64
+    # MLP (2C + 3 -> C/4 -> C/2), final conv back to C; each conv has a bias, each BN 4 vectors.
+    expected = ((2 * c + 3) * 16 + 16 + 4 * 16) + (16 * 32 + 32 + 4 * 32) + (32 * c + c + 4 * c)
+    assert layer.count_params() == expected
+    assert [d.units for d in layer.mlp_convs] == [16, 32]
+    bottleneck = CPModule(k=2, bottleneck=8, mlp_units=[8])
+    bottleneck.build((None, 2, 3, 3, 64))
+    assert bottleneck.count_params() == (64 * 8 + 8 + 32) + (19 * 8 + 8 + 32) + (8 * 64 + 64 + 256)
+
+
+def test_gradient_finite_differences():
+    x = np.random.RandomState(3).randn(1, 2, 2, 3, 4)
+    layer = CPModule(k=2, mlp_units=(3, 4), dtype="float64")
+    layer.build(x.shape)
+    randomize(layer, seed=4)
+    theoretical, numerical = tf.test.compute_gradient(lambda t: layer(t, training=False), [tf.constant(x)],
+                                                      delta=1e-6)
+    assert np.abs(theoretical[0]).max() > 0.1
+    np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_reach_the_mlp():
+    x = tf.constant(np.random.RandomState(5).randn(2, 3, 3, 3, 8).astype(np.float32))
+    layer = CPModule(k=3)
+    layer.build(x.shape)
+
+    def grads():
+        with tf.GradientTape() as tape:
+            y = tf.reduce_sum(tf.square(layer(x, training=True)))
+        return {w.path: g for w, g in zip(layer.trainable_weights,
+                                          tape.gradient(y, layer.trainable_weights))}
+
+    at_init = grads()
+    # gamma = 0: only the final BN learns at the first step (the module starts as the identity) ...
+    assert np.abs(at_init[layer.final_bn.gamma.path].numpy()).max() > 0
+    assert all(np.all(g.numpy() == 0) for p, g in at_init.items() if "final_bn" not in p)
+    layer.final_bn.gamma.assign(np.ones(8, np.float32))
+    # ... and once gamma moves, every weight of the MLP receives a gradient.
+    for path, g in grads().items():
+        assert g is not None and np.abs(g.numpy()).max() > 0, path
+
+
+def test_permutation_equivariance_within_frames():
+    # With the coordinate weights zeroed the module sees the points of a frame as a set: permuting the pixels
+    # of each frame (a different permutation per frame) permutes the output the same way.
+    rng = np.random.RandomState(6)
+    x = rng.randn(1, 3, 3, 4, 8).astype(np.float32)
+    layer = CPModule(k=4, bottleneck=6)
+    layer.build(x.shape)
+    randomize(layer, seed=7)
+    kernel = layer.mlp_convs[0].kernel.numpy()
+    kernel[:3] = 0.0
+    layer.mlp_convs[0].kernel.assign(kernel)
+    flat = x.reshape(1, 3, 12, 8)
+    perms = [rng.permutation(12) for _ in range(3)]
+    permuted = np.stack([flat[:, t, perms[t]] for t in range(3)], axis=1).reshape(x.shape)
+    out = layer(x).numpy().reshape(1, 3, 12, 8)
+    out_permuted = layer(permuted).numpy().reshape(1, 3, 12, 8)
+    for t in range(3):
+        np.testing.assert_allclose(out_permuted[:, t], out[:, t, perms[t]], rtol=1e-5, atol=1e-5)
+
+
+def test_coordinates():
+    c = point_coordinates(2, 2, 4)
+    assert c.shape == (16, 3)
+    np.testing.assert_allclose(c[0], [0, 0, 0])
+    np.testing.assert_allclose(c[5], [0, 0.5, 0.25])  # t=0, h=1, w=1
+    np.testing.assert_allclose(c[15], [0.5, 0.5, 0.75])
+
+
+def test_training_step_keeps_no_n_by_n_tensor():
+    layer = CPModule(k=2, chunk_size=4)
+    shape = (1, 3, 4, 4, 8)
+    n = 3 * 4 * 4
+    layer.build(shape)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, training=True))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    shapes = _all_shapes(step.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph)
+    assert (1, 4, n) in shapes
+    assert not [s for s in shapes if sum(d == n for d in s) >= 2]
+
+
+def assert_layer_round_trip(layer, input_shape, tmp_path):
+    """get_config -> from_config identity, and `.keras` save -> load_model(safe_mode=True) with equal outputs."""
+    config = layer.get_config()
+    assert type(layer).from_config(config).get_config() == config
+    inputs = keras.Input(input_shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    randomize(layer)
+    x = np.random.RandomState(8).randn(*input_shape).astype(np.float32)
+    path = str(tmp_path / "layer.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_serialization_round_trip(tmp_path):
+    layer = CPModule(k=3, mlp_units=[4, 6], spatial_shrink=2, bottleneck=4, chunk_size=5, epsilon=1e-4,
+                     momentum=0.9, name="cp")
+    assert_layer_round_trip(layer, (2, 3, 4, 4, 8), tmp_path)
+
+
+@pytest.mark.parametrize("kwargs,shape,match", [
+    (dict(k=2), (1, 1, 4, 4, 8), "at least 2 frames"),
+    (dict(k=17), (1, 2, 4, 4, 8), "k=17 with 16 candidates"),
+    (dict(k=5, spatial_shrink=2), (1, 2, 4, 4, 8), "k=5 with 4 candidates"),
+    (dict(k=2), (1, 4, 4, 8), "rank-5 input"),
+])
+def test_shape_errors(kwargs, shape, match):
+    with pytest.raises(ValueError, match=match):
+        CPModule(**kwargs).build(shape)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(k=0), "`k` must be a positive integer"),
+    (dict(spatial_shrink=3), "`spatial_shrink` must be 1 or 2"),
+    (dict(mlp_units=[]), "`mlp_units` must be None or a non-empty list"),
+    (dict(mlp_units=[4, 0]), "mlp_units entry"),
+    (dict(bottleneck=0), "`bottleneck` must be a positive integer or None"),
+])
+def test_argument_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CPModule(**kwargs)
