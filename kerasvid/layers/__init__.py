@@ -3,3 +3,4 @@ from kerasvid.layers.video_softmax import VideoSoftmax
 from kerasvid.layers.cp_module import CPModule  # noqa: F401
 from kerasvid.layers.action_context import ActionContextAttention
 from kerasvid.layers.non_local import NonLocalBlock  # noqa: F401
+from kerasvid.layers.tvnet import TVNet, TVNetBlock  # noqa: F401

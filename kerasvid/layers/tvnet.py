@@ -1,0 +1,374 @@
+"""TVNet: the TV-L1 optical-flow solver unrolled into trainable Keras layers.
+
+From "End-to-End Learning of Motion Representation for Video Understanding" (Fan, Huang, Gan, Ermon, Gong, Huang,
+CVPR 2018). The forward pass follows the authors' released `tvnet.py` (MIT) detail for detail so that TVNet-50
+(1 scale, 1 warp, 50 iterations, untrained) reproduces their published flow for the sample pair; see
+`tests/fixtures/tvnet/README.md`.
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasvid.ops.warp import (PADDINGS, backward_divergence_term, bilinear_warp, centered_gradient,
+                               forward_difference, resize_align_corners)
+
+# Released TVNet's "GRAD_IS_ZERO": the epsilon of the dual-update norm, of |grad I|^2 and of rho.
+EPSILON = 1e-12
+
+# Luma weights (ITU-R BT.601) for the channels (B, G, R); TVNet floors the weighted sum.
+BGR_LUMA_WEIGHTS = (0.114, 0.587, 0.299)
+# Which input channel holds B, G, R for each channel order.
+CHANNEL_ORDERS = {"rgb": (2, 1, 0), "bgr": (0, 1, 2)}
+
+# The released 5x5 Gaussian (sigma ~0.8), applied with SAME zero padding.
+GAUSSIAN_5X5 = np.array([[0.000874, 0.006976, 0.01386, 0.006976, 0.000874],
+                         [0.006976, 0.0557, 0.110656, 0.0557, 0.006976],
+                         [0.01386, 0.110656, 0.219833, 0.110656, 0.01386],
+                         [0.006976, 0.0557, 0.110656, 0.0557, 0.006976],
+                         [0.000874, 0.006976, 0.01386, 0.006976, 0.000874]], np.float32)
+
+
+def tv_dual_update(p, grad_u, step, epsilon=EPSILON):
+    """Projected dual ascent step of TV-L1 with an analytic gradient (TVNet supp. Eq. 1 and Eq. 2).
+
+        p'_d = (p_d + (tau/theta) grad u_d) / (1 + (tau/theta) sqrt(|grad u_d|^2 + eps))        (supp. Eq. 1)
+
+    The backward pass is the closed form of supp. Eq. 2 instead of autodiff through the square root: with
+    `D = 1 + step * s`, `s = sqrt(|grad u|^2 + eps)` (never 0),
+
+        dL/dp      = g / D
+        dL/dgrad u = step * g / D - step * grad u / (s * D) * <g, p'>
+
+    which only needs the outputs and `s`, `D` (no stored autodiff intermediates) and is finite everywhere.
+
+    Args:
+        p: dual variable, tensor `[..., 2]` (last axis = the x and y components of one flow channel's dual field).
+        grad_u: forward gradient of the primal, same shape as `p` (last axis = d/dx, d/dy).
+        step: `tau / theta`, a Python float.
+        epsilon: the epsilon under the square root.
+
+    Returns:
+        `p'`, same shape as `p`.
+    """
+    step = float(step)
+
+    @tf.custom_gradient
+    def _update(p, grad_u):
+        norm = tf.sqrt(tf.reduce_sum(tf.square(grad_u), axis=-1, keepdims=True) + epsilon)
+        denominator = 1.0 + step * norm
+        out = (p + step * grad_u) / denominator
+
+        def grad(upstream):
+            d_p = upstream / denominator
+            inner = tf.reduce_sum(upstream * out, axis=-1, keepdims=True)
+            d_grad_u = step * d_p - (step * grad_u / (norm * denominator)) * inner
+            return d_p, d_grad_u
+
+        return out, grad
+
+    return _update(p, grad_u)
+
+
+@keras.saving.register_keras_serializable(package="kerasvid")
+class TVNetBlock(keras.layers.Layer):
+    """One unrolled TV-L1 iteration with trainable forward-gradient and divergence kernels (a TVNet "iteration").
+
+    From "End-to-End Learning of Motion Representation for Video Understanding" (Fan et al., CVPR 2018), the
+    iteration of the dual TV-L1 solver (Zach et al. 2007) in the form of the released TVNet code. For a flow
+    `u = (u_1, u_2)` with dual fields `p_c = (p_c1, p_c2)`, warped second frame `I_2w`, its gradient `grad I_2w`,
+    `g = |grad I_2w|^2 + eps` and `rho_c = I_2w - grad I_2w . u_warp - I_1` (fixed within a warp):
+
+        rho = rho_c + grad I_2w . u + eps
+        v   = u + { lambda theta grad I_2w         if rho < -lambda theta g
+                  { -lambda theta grad I_2w        if rho >  lambda theta g
+                  { -rho / g grad I_2w             otherwise (and 0 where g <= eps)
+        u_c = v_c + theta div(p_c)
+        p_c = (p_c + tau/theta grad u_c) / (1 + tau/theta sqrt(|grad u_c|^2 + eps))     (supp. Eq. 1)
+
+    The `grad` and `div` convolutions start as the `[-1, 1]` finite differences and are trainable (16 scalars:
+    a 2-tap kernel per flow channel c, per direction x/y, for the gradient and for the divergence); the dual
+    update uses `tv_dual_update`, a `tf.custom_gradient` implementing supp. Eq. 2.
+
+    Args:
+        tau: time step of the dual update.
+        lbda: weight of the data term (lambda).
+        theta: coupling weight of `(u - v)^2`.
+        **kwargs: standard layer arguments (`name`, `trainable`, `dtype`).
+
+    Call arguments:
+        u: flow `[batch, H, W, 2]` (u_1 = x, u_2 = y).
+        p: dual variables `[batch, H, W, 2, 2]`; `p[..., c, k]` = `p_{c+1, k+1}` (flow channel c, direction k).
+        rho_c: `[batch, H, W, 1]`, the constant part of the linearised residual for the current warp.
+        image_gradient: `[batch, H, W, 2]`, `(d/dx, d/dy)` of the warped second frame.
+
+    Returns:
+        `(u, p)` after the iteration, same shapes.
+
+    Example:
+
+    >>> block = TVNetBlock()
+    >>> u, p = block(tf.zeros((1, 8, 8, 2)), tf.zeros((1, 8, 8, 2, 2)), tf.ones((1, 8, 8, 1)),
+    ...              tf.ones((1, 8, 8, 2)))
+    """
+
+    def __init__(self, tau=0.25, lbda=0.15, theta=0.3, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("tau", tau), ("lbda", lbda), ("theta", theta)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"`{name}` must be a positive number, got {name}={value!r}")
+        self.tau = float(tau)
+        self.lbda = float(lbda)
+        self.theta = float(theta)
+
+    def build(self, *args, **kwargs):
+        init = keras.initializers.Constant(np.tile(np.array([-1.0, 1.0], np.float32), (2, 2, 1)))
+        # [flow channel c, direction (x, y), tap]
+        self.gradient_kernel = self.add_weight(name="gradient_kernel", shape=(2, 2, 2), initializer=init)
+        self.divergence_kernel = self.add_weight(name="divergence_kernel", shape=(2, 2, 2), initializer=init)
+
+    @staticmethod
+    def _taps(kernel, direction):
+        k = tf.convert_to_tensor(kernel)
+        return k[:, direction, 0], k[:, direction, 1]  # each [2], broadcast over the flow channels
+
+    def call(self, u, p, rho_c, image_gradient):
+        dtype = u.dtype
+        l_t = tf.constant(self.lbda * self.theta, dtype)
+        eps = tf.constant(EPSILON, dtype)
+        grad_sq = tf.reduce_sum(tf.square(image_gradient), axis=-1, keepdims=True) + eps
+        rho = rho_c + tf.reduce_sum(image_gradient * u, axis=-1, keepdims=True) + eps
+        below = rho < -l_t * grad_sq
+        above = rho > l_t * grad_sq
+        middle = ~below & ~above & (grad_sq > eps)
+        zeros = tf.zeros_like(image_gradient)
+        # the -rho/g branch only where g > eps (g == eps exactly where the image is flat)
+        step = tf.where(below, l_t * image_gradient,
+                        tf.where(above, -l_t * image_gradient,
+                                 tf.where(middle, -rho / grad_sq * image_gradient, zeros)))
+        v = u + step
+        divergence = (backward_divergence_term(p[..., 0], 2, self._taps(self.divergence_kernel, 0))
+                      + backward_divergence_term(p[..., 1], 1, self._taps(self.divergence_kernel, 1)))
+        u = v + self.theta * divergence
+        grad_u = tf.stack([forward_difference(u, 2, self._taps(self.gradient_kernel, 0)),
+                           forward_difference(u, 1, self._taps(self.gradient_kernel, 1))], axis=-1)
+        p = tv_dual_update(p, grad_u, self.tau / self.theta)
+        return u, p
+
+    def compute_output_spec(self, u, p, rho_c, image_gradient):
+        return (keras.KerasTensor(u.shape, u.dtype), keras.KerasTensor(p.shape, p.dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(tau=self.tau, lbda=self.lbda, theta=self.theta)
+        return config
+
+
+def zoom_size(height, width, factor):
+    """Size of a pyramid level, `int(side * factor + 0.5)` (released TVNet's `zoom_size`)."""
+    return int(float(height) * factor + 0.5), int(float(width) * factor + 0.5)
+
+
+def pyramid_sizes(height, width, scales, zoom):
+    """Sizes of the image pyramid, finest first, as the released TVNet chooses them, capped to what fits.
+
+    `n = min(1 + ln(sqrt(H^2 + W^2) / 4) / ln(1 / zoom), scales)` levels (truncated to an int), further reduced so
+    that every level is at least 2x2 (the centred gradient needs two pixels per side).
+
+    Returns:
+        list of `(height, width)` for scale 0 (full size), 1, ..., n - 1.
+    """
+    limit = 1 + math.log(math.sqrt(height ** 2 + width ** 2) / 4.0) / math.log(1.0 / zoom)
+    count = max(1, int(min(limit, scales)))
+    sizes = [zoom_size(height, width, np.float32(zoom) ** s) for s in range(count)]
+    while len(sizes) > 1 and min(sizes[-1]) < 2:
+        sizes.pop()
+    return sizes
+
+
+@keras.saving.register_keras_serializable(package="kerasvid")
+class TVNet(keras.layers.Layer):
+    """TVNet: multi-scale TV-L1 optical flow unrolled into trainable layers (Fan et al., CVPR 2018).
+
+    From "End-to-End Learning of Motion Representation for Video Understanding". Given two frames, computes the
+    flow `u` minimising the TV-L1 energy `sum |grad u_1| + |grad u_2| + lambda |I_2(x + u) - I_1|` with the dual
+    algorithm of Zach et al., exactly as the authors' released forward pass:
+
+    1. grey = floor(luma) with weights `(0.299, 0.587, 0.114)` for RGB (`(0.114, 0.587, 0.299)` for BGR);
+    2. joint min-max normalisation of the two grey images to [0, 255] (per sample);
+    3. the released 5x5 Gaussian (SAME zero padding);
+    4. a pyramid of `n = min(1 + ln(diag / 4) / ln(1 / zoom), scales)` levels of size `int(side * zoom^s + 0.5)`
+       (align-corners bilinear resampling), coarse to fine, the flow upsampled and divided by `zoom`;
+    5. per scale: duals `p = 0`; `warps` times: warp `I_2`, `dI_2/dx`, `dI_2/dy` (centred differences) by the
+       current flow, then `iterations` `TVNetBlock`s (supp. Eq. 1 with the Eq. 2 gradient).
+
+    Every `TVNetBlock` (scale x warp x iteration) has its own 16 trainable kernel scalars, as in the released model
+    (TVNet-50 = 1 scale, 1 warp, 50 iterations: 800). With `learn_initial_flow=True` the initial flow `u_0` at the
+    coarsest scale is a trainable `[1, h, w, 2]` weight (zeros at init), as in the released model; the default
+    starts from zero flow with no weight, which keeps the layer free of a fixed input size except through the
+    pyramid. `scales` is a maximum: inputs too small for the requested pyramid use fewer levels (see
+    `pyramid_sizes`; `num_scales` tells how many after building). H and W must be static and >= 2.
+
+    Args:
+        scales: maximum number of pyramid levels.
+        warps: warps per scale.
+        iterations: TV-L1 iterations per warp.
+        tau: time step of the dual update.
+        lbda: data-term weight lambda.
+        theta: coupling weight theta.
+        zoom: pyramid down-sampling factor in (0, 1).
+        channel_order: `"rgb"` or `"bgr"`, the channel order of the input frames (the released demo reads BGR
+            with OpenCV; feeding the same pixels as RGB with `channel_order="rgb"` gives the same grey image).
+        learn_initial_flow: add a trainable initial flow at the coarsest scale.
+        warp_padding: border mode of the warps, see `kerasvid.ops.bilinear_warp` (`"border"` or `"zeros"`).
+        **kwargs: standard layer arguments.
+
+    Call arguments:
+        frame1: `[batch, H, W, 3]` first frames, 0-255 (any numeric dtype), or a clip `[batch, T, H, W, 3]` with
+            `frame2=None`, in which case the flow of every consecutive pair is computed.
+        frame2: `[batch, H, W, 3]` second frames, or None for a clip.
+
+    Returns:
+        float32 flow `[batch, H, W, 2]` in pixels (channel 0 = x, channel 1 = y), such that
+        `frame2(x + u) ~ frame1(x)`; for a clip, `[batch, T - 1, H, W, 2]`.
+
+    Example:
+
+    >>> tvnet = kerasvid.layers.TVNet(iterations=10)
+    >>> flow = tvnet(tf.zeros((2, 32, 32, 3)), tf.zeros((2, 32, 32, 3)))  # [2, 32, 32, 2]
+    """
+
+    def __init__(self, scales=1, warps=1, iterations=50, tau=0.25, lbda=0.15, theta=0.3, zoom=0.5,
+                 channel_order="rgb", learn_initial_flow=False, warp_padding="border", **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("scales", scales), ("warps", warps), ("iterations", iterations)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {name}={value!r}")
+        if not isinstance(zoom, (int, float)) or not 0.0 < zoom < 1.0:
+            raise ValueError(f"`zoom` must be in (0, 1), got zoom={zoom!r}")
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"`channel_order` must be 'rgb' or 'bgr', got channel_order={channel_order!r}")
+        if warp_padding not in PADDINGS:
+            raise ValueError(f"`warp_padding` must be one of {PADDINGS}, got warp_padding={warp_padding!r}")
+        TVNetBlock(tau, lbda, theta)  # validates tau, lbda, theta
+        self.scales = scales
+        self.warps = warps
+        self.iterations = iterations
+        self.tau = float(tau)
+        self.lbda = float(lbda)
+        self.theta = float(theta)
+        self.zoom = float(zoom)
+        self.channel_order = channel_order
+        self.learn_initial_flow = bool(learn_initial_flow)
+        self.warp_padding = warp_padding
+        self.sizes = None
+        self.blocks = []
+
+    @property
+    def num_scales(self):
+        """Pyramid levels actually used (known after `build`)."""
+        return None if self.sizes is None else len(self.sizes)
+
+    def build(self, input_shape, *args, **kwargs):
+        input_shape = tuple(input_shape)
+        if len(input_shape) not in (4, 5) or input_shape[-1] != 3:
+            raise ValueError(f"TVNet expects frames [batch, H, W, 3] or a clip [batch, T, H, W, 3], got shape "
+                             f"{input_shape}")
+        height, width = input_shape[-3], input_shape[-2]
+        if height is None or width is None or height < 2 or width < 2:
+            raise ValueError(f"TVNet needs a static height and width of at least 2 pixels, got shape {input_shape}")
+        self.sizes = pyramid_sizes(height, width, self.scales, self.zoom)
+        self.blocks = []
+        for s in reversed(range(len(self.sizes))):
+            h, w = self.sizes[s]
+            for warp in range(self.warps):
+                for it in range(self.iterations):
+                    block = TVNetBlock(self.tau, self.lbda, self.theta, name=f"scale{s}_warp{warp}_iter{it}",
+                                       dtype=self.dtype_policy)
+                    block.build((None, h, w, 2))
+                    self.blocks.append(block)
+        if self.learn_initial_flow:
+            h, w = self.sizes[-1]
+            self.initial_flow = self.add_weight(name="initial_flow", shape=(1, h, w, 2), initializer="zeros")
+
+    # -- preprocessing (released TVNet steps 1-3) --
+    def _grey(self, frames):
+        # Summed in B, G, R order whatever the channel order: the floor makes the rounding of the sum visible,
+        # and this order reproduces the released output (RGB and BGR inputs then give identical grey images).
+        blue, green, red = (frames[..., c:c + 1] for c in CHANNEL_ORDERS[self.channel_order])
+        weights = BGR_LUMA_WEIGHTS
+        return tf.floor(weights[0] * blue + weights[1] * green + weights[2] * red)
+
+    @staticmethod
+    def _normalize(grey1, grey2):
+        low = tf.minimum(tf.reduce_min(grey1, axis=[1, 2, 3], keepdims=True),
+                         tf.reduce_min(grey2, axis=[1, 2, 3], keepdims=True))
+        high = tf.maximum(tf.reduce_max(grey1, axis=[1, 2, 3], keepdims=True),
+                          tf.reduce_max(grey2, axis=[1, 2, 3], keepdims=True))
+        span = high - low
+        safe = tf.where(span > 0, span, tf.ones_like(span))
+        return (tf.where(span > 0, 255.0 * (grey1 - low) / safe, grey1),
+                tf.where(span > 0, 255.0 * (grey2 - low) / safe, grey2))
+
+    @staticmethod
+    def _smooth(grey):
+        kernel = tf.constant(GAUSSIAN_5X5[:, :, None, None], grey.dtype)
+        return tf.nn.conv2d(grey, kernel, strides=1, padding="SAME")
+
+    def _flow(self, frame1, frame2):
+        frame1 = tf.cast(frame1, "float32")
+        frame2 = tf.cast(frame2, "float32")
+        image1, image2 = self._normalize(self._grey(frame1), self._grey(frame2))
+        image1, image2 = self._smooth(image1), self._smooth(image2)
+        batch = tf.shape(image1)[0]
+        blocks = iter(self.blocks)
+        u = None
+        for s in reversed(range(len(self.sizes))):
+            size = self.sizes[s]
+            level1 = resize_align_corners(image1, size)
+            level2 = resize_align_corners(image2, size)
+            if u is None:
+                u = (tf.tile(tf.cast(self.initial_flow, "float32"), tf.stack([batch, 1, 1, 1]))
+                     if self.learn_initial_flow else tf.zeros(tf.stack([batch, size[0], size[1], 2])))
+            else:  # coarse-to-fine: upsample the flow and rescale it to the finer pixel grid
+                u = resize_align_corners(u, size) / np.float32(self.zoom)
+            grad_x, grad_y = centered_gradient(level2)
+            stacked = tf.concat([level2, grad_x, grad_y], axis=-1)
+            p = tf.zeros(tf.stack([batch, size[0], size[1], 2, 2]))
+            for _ in range(self.warps):
+                warped = bilinear_warp(stacked, u, padding=self.warp_padding)
+                image_gradient = warped[..., 1:3]
+                rho_c = warped[..., 0:1] - tf.reduce_sum(image_gradient * u, axis=-1, keepdims=True) - level1
+                for _ in range(self.iterations):
+                    u, p = next(blocks)(u, p, rho_c, image_gradient)
+        return u
+
+    def call(self, frame1, frame2=None):
+        if frame2 is None:
+            if frame1.shape.rank != 5 or frame1.shape[1] is None or frame1.shape[1] < 2:
+                raise ValueError(f"With one input TVNet expects a clip [batch, T >= 2, H, W, 3], got shape "
+                                 f"{frame1.shape}; pass two frames as tvnet(frame1, frame2)")
+            steps = frame1.shape[1]
+            spatial = frame1.shape[2:]
+            first = tf.reshape(frame1[:, :-1], (-1,) + tuple(spatial))
+            second = tf.reshape(frame1[:, 1:], (-1,) + tuple(spatial))
+            flow = self._flow(first, second)
+            return tf.reshape(flow, (-1, steps - 1) + tuple(spatial[:2]) + (2,))
+        if frame1.shape.rank != 4 or tuple(frame1.shape[1:]) != tuple(frame2.shape[1:]):
+            raise ValueError(f"TVNet expects two frames of the same shape [batch, H, W, 3], got {frame1.shape} and "
+                             f"{frame2.shape}")
+        return self._flow(frame1, frame2)
+
+    def compute_output_spec(self, frame1, frame2=None):
+        shape = tuple(frame1.shape)
+        if frame2 is None:
+            return keras.KerasTensor(shape[:1] + (shape[1] - 1,) + shape[2:4] + (2,), "float32")
+        return keras.KerasTensor(shape[:3] + (2,), "float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(scales=self.scales, warps=self.warps, iterations=self.iterations, tau=self.tau,
+                      lbda=self.lbda, theta=self.theta, zoom=self.zoom, channel_order=self.channel_order,
+                      learn_initial_flow=self.learn_initial_flow, warp_padding=self.warp_padding)
+        return config

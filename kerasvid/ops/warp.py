@@ -1,0 +1,210 @@
+"""Bilinear warping, align-corners resizing and the finite-difference operators of TV-L1 optical flow.
+
+Pure TensorFlow functions (no tensorflow-addons), differentiable, usable under `jit_compile=True`. They are the
+image-space building blocks of TVNet ("End-to-End Learning of Motion Representation for Video Understanding",
+Fan et al., CVPR 2018) and of its unsupervised TV-L1 energy.
+
+Conventions: images are `[batch, H, W, C]`; a flow field is `[batch, H, W, 2]` in pixels, channel 0 = horizontal
+displacement `u` (x, along W), channel 1 = vertical displacement `v` (y, along H).
+"""
+import numpy as np
+import tensorflow as tf
+
+PADDINGS = ("border", "zeros")
+
+
+def _check_rank(x, rank, name):
+    if x.shape.rank is not None and x.shape.rank != rank:
+        raise ValueError(f"`{name}` must have rank {rank}, got shape {x.shape}")
+
+
+def bilinear_warp(image, flow, padding="border"):
+    """Backward-warps `image` by `flow` with bilinear interpolation.
+
+    For every output pixel `(x, y)`:
+
+        out[b, y, x] = image[b, y + v[b, y, x], x + u[b, y, x]]     (bilinear between the 4 neighbours)
+
+    so `bilinear_warp(I2, flow)` aligns the second frame with the first when `flow` is the optical flow from
+    frame 1 to frame 2 (the warp `I2(x + u)` of TV-L1).
+
+    Border behaviour (`padding`):
+    - `"border"` (default): sample coordinates are clamped to `[0, W - 1] x [0, H - 1]` first, i.e. the image is
+      extended by replicating its edge pixels (scikit-image `warp(mode="edge")`, PyTorch
+      `grid_sample(padding_mode="border")`). The gradient with respect to the flow is 0 along the clamped axis.
+    - `"zeros"`: the image is 0 outside; each of the 4 neighbours that falls outside contributes 0
+      (PyTorch `grid_sample(padding_mode="zeros", align_corners=True)`).
+
+    A zero flow returns `image` exactly (the bilinear weights are then exactly 1 and 0). The released TVNet's
+    spatial transformer scales flows by `(W - 1) / W` and pads asymmetrically; this function does not reproduce
+    that quirk, which is invisible at the first warp (zero flow) and therefore in the TVNet-50 golden output.
+
+    Args:
+        image: float tensor `[batch, H, W, C]`.
+        flow: float tensor `[batch, H, W, 2]` in pixels (`u` then `v`), same batch, H and W as `image`.
+        padding: `"border"` or `"zeros"`.
+
+    Returns:
+        `[batch, H, W, C]` tensor, the warped image, in `image.dtype`. Differentiable in `image` and `flow`.
+    """
+    if padding not in PADDINGS:
+        raise ValueError(f"`padding` must be one of {PADDINGS}, got padding={padding!r}")
+    image = tf.convert_to_tensor(image)
+    flow = tf.convert_to_tensor(flow, dtype=image.dtype)
+    _check_rank(image, 4, "image")
+    _check_rank(flow, 4, "flow")
+    if flow.shape[-1] is not None and flow.shape[-1] != 2:
+        raise ValueError(f"`flow` must have 2 channels (u, v), got shape {flow.shape}")
+    if image.shape[1:3].is_fully_defined() and flow.shape[1:3].is_fully_defined() and \
+            image.shape[1:3] != flow.shape[1:3]:
+        raise ValueError(f"`image` and `flow` must have the same height and width, got image shape {image.shape} "
+                         f"and flow shape {flow.shape}")
+    shape = tf.shape(image)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    dtype = image.dtype
+    w_max = tf.cast(width - 1, dtype)
+    h_max = tf.cast(height - 1, dtype)
+    grid_y, grid_x = tf.meshgrid(tf.range(height), tf.range(width), indexing="ij")
+    x = tf.cast(grid_x, dtype)[None] + flow[..., 0]
+    y = tf.cast(grid_y, dtype)[None] + flow[..., 1]
+    if padding == "border":
+        x = tf.clip_by_value(x, tf.zeros((), dtype), w_max)
+        y = tf.clip_by_value(y, tf.zeros((), dtype), h_max)
+    x0 = tf.floor(x)
+    y0 = tf.floor(y)
+    wx = x - x0  # fractional parts carry the gradient with respect to the flow
+    wy = y - y0
+    x0 = tf.cast(x0, tf.int32)
+    y0 = tf.cast(y0, tf.int32)
+    flat = tf.reshape(image, tf.stack([batch, height * width, channels]))
+
+    def corner(xi, yi, weight):
+        inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+        index = tf.clip_by_value(yi, 0, height - 1) * width + tf.clip_by_value(xi, 0, width - 1)
+        values = tf.gather(flat, tf.reshape(index, tf.stack([batch, -1])), batch_dims=1)
+        values = tf.reshape(values, shape)
+        if padding == "zeros":
+            weight = weight * tf.cast(inside, dtype)
+        return values * weight[..., None]
+
+    return (corner(x0, y0, (1 - wx) * (1 - wy)) + corner(x0 + 1, y0, wx * (1 - wy))
+            + corner(x0, y0 + 1, (1 - wx) * wy) + corner(x0 + 1, y0 + 1, wx * wy))
+
+
+def _interpolation_matrix(size_in, size_out):
+    """`[size_out, size_in]` matrix of align-corners linear interpolation (rows sum to 1)."""
+    matrix = np.zeros((size_out, size_in), np.float64)
+    if size_out == 1 or size_in == 1:
+        matrix[:, 0] = 1.0
+        return matrix
+    position = np.arange(size_out) * (size_in - 1) / (size_out - 1)
+    lower = np.minimum(np.floor(position).astype(int), size_in - 2)
+    frac = position - lower
+    matrix[np.arange(size_out), lower] = 1.0 - frac
+    matrix[np.arange(size_out), lower + 1] += frac
+    return matrix
+
+
+def resize_align_corners(image, size):
+    """Bilinear resize with aligned corners (the corner pixels of input and output coincide).
+
+    Output pixel `i` of a side samples the input at `i * (size_in - 1) / (size_out - 1)`: the zero-flow spatial
+    transformer the released TVNet uses to build its image pyramid and to upsample flows. Computed as two small
+    interpolation-matrix products (static shapes), which is exact, differentiable and XLA-friendly.
+
+    Args:
+        image: float tensor `[batch, H, W, C]` with static H and W.
+        size: `(new_height, new_width)`, positive ints.
+
+    Returns:
+        `[batch, new_height, new_width, C]` tensor.
+    """
+    image = tf.convert_to_tensor(image)
+    _check_rank(image, 4, "image")
+    height, width = image.shape[1], image.shape[2]
+    if height is None or width is None:
+        raise ValueError(f"`resize_align_corners` needs a static height and width, got shape {image.shape}")
+    new_height, new_width = (int(s) for s in size)
+    if new_height < 1 or new_width < 1:
+        raise ValueError(f"`size` must be positive, got size={tuple(size)}")
+    if (new_height, new_width) == (height, width):
+        return image
+    rows = tf.constant(_interpolation_matrix(height, new_height), image.dtype)
+    cols = tf.constant(_interpolation_matrix(width, new_width), image.dtype)
+    return tf.einsum("oh,bhwc,pw->bopc", rows, image, cols)
+
+
+def _pad_axis(x, axis, before, after):
+    paddings = [[0, 0]] * 4
+    paddings[axis] = [before, after]
+    return tf.pad(x, paddings)
+
+
+def _slice_axis(x, axis, start, stop):
+    index = [slice(None)] * 4
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+def forward_difference(x, axis, kernel=(-1.0, 1.0)):
+    """Forward difference along `axis` (2 = x, 1 = y) with the last column/row set to 0.
+
+        d[j] = k0 * x[j] + k1 * x[j + 1]   for j < n - 1,     d[n - 1] = 0
+
+    With the default kernel `(-1, 1)` this is the forward gradient of TV-L1 (released TVNet: a [-1, 1] convolution
+    with SAME padding, last column/row forced to 0). `kernel` entries may be tensors broadcasting against `x`'s
+    channels (TVNet's trainable per-channel kernels).
+
+    Args:
+        x: tensor `[batch, H, W, C]`.
+        axis: 1 (vertical, y) or 2 (horizontal, x).
+        kernel: the two taps `(k0, k1)`.
+
+    Returns:
+        tensor with the shape of `x`.
+    """
+    diff = kernel[0] * _slice_axis(x, axis, None, -1) + kernel[1] * _slice_axis(x, axis, 1, None)
+    return _pad_axis(diff, axis, 0, 1)
+
+
+def backward_divergence_term(p, axis, kernel=(-1.0, 1.0)):
+    """One axis of the discrete divergence, the negative adjoint of `forward_difference`.
+
+        q = [0, p[0], ..., p[n - 2]] (shift by one, last entry dropped),   d[j] = k0 * q[j] + k1 * q[j + 1],  q[n] = 0
+
+    With the default kernel: `d[0] = p[0]`, `d[j] = p[j] - p[j - 1]`, `d[n - 1] = -p[n - 2]` (released TVNet's
+    divergence). `div(p) = backward_divergence_term(p_x, 2) + backward_divergence_term(p_y, 1)`.
+
+    Args:
+        p: tensor `[batch, H, W, C]`, one component of a dual field.
+        axis: 1 (y) or 2 (x).
+        kernel: the two taps `(k0, k1)` (tensors allowed, broadcasting over channels).
+
+    Returns:
+        tensor with the shape of `p`.
+    """
+    trimmed = _slice_axis(p, axis, None, -1)
+    shifted = _pad_axis(trimmed, axis, 1, 0)  # q[j]
+    ahead = _pad_axis(trimmed, axis, 0, 1)  # q[j + 1]
+    return kernel[0] * shifted + kernel[1] * ahead
+
+
+def centered_gradient(x):
+    """Centred image gradient `((x[j+1] - x[j-1]) / 2)` with one-sided half differences at the borders.
+
+    At the first and last column (row) the derivative is `(x[1] - x[0]) / 2` and `(x[n-1] - x[n-2]) / 2`
+    (released TVNet's `centered_gradient`; note the factor 1/2 is kept at the border). Needs H, W >= 2.
+
+    Args:
+        x: tensor `[batch, H, W, C]`.
+
+    Returns:
+        `(d_x, d_y)`, two tensors shaped like `x`.
+    """
+    def along(axis):
+        inner = 0.5 * (_slice_axis(x, axis, 2, None) - _slice_axis(x, axis, None, -2))
+        first = 0.5 * (_slice_axis(x, axis, 1, 2) - _slice_axis(x, axis, 0, 1))
+        last = 0.5 * (_slice_axis(x, axis, -1, None) - _slice_axis(x, axis, -2, -1))
+        return tf.concat([first, inner, last], axis=axis)
+
+    return along(2), along(1)
