@@ -234,3 +234,54 @@ def test_two_tvnets_in_one_model_save_and_load(tmp_path):
     assert isinstance(loaded.get_layer("backward_flow"), TVNet)
     assert TVNet.from_config(model.get_layer("backward_flow").get_config()).get_config() == \
         model.get_layer("backward_flow").get_config()
+
+
+# ---- losses -------------------------------------------------------------------------------------------------
+
+
+def test_tvl1_energy_by_hand():
+    from kerasvid.losses.tvnet import tvl1_energy
+
+    frame1 = np.array([[10.0, 20.0, 40.0], [0.0, 5.0, 5.0]]).reshape(1, 2, 3, 1)
+    frame2 = np.array([[20.0, 40.0, 80.0], [5.0, 5.0, 9.0]]).reshape(1, 2, 3, 1)
+    flow = np.zeros((1, 2, 3, 2))
+    # zero flow: data = mean |I2 - I1| = (10 + 20 + 40 + 5 + 0 + 4) / 6; no TV
+    np.testing.assert_allclose(tvl1_energy(frame1, frame2, flow, lbda=0.5).numpy(), [0.5 * 79 / 6], rtol=1e-6)
+    flow[0, 0, :, 0] = [1.0, 1.0, 0.0]  # first row samples one pixel to the right (except the last column)
+    flow[0, 1, 0, 1] = -1.0  # (1, 0) samples (0, 0)
+    # warped I2 = [[40, 80, 80], [20, 5, 9]]; |I2w - I1| = [30, 60, 40, 20, 0, 4] -> mean 154 / 6
+    # TV: d_x u1 = [[0, -1, 0], [0, 0, 0]], d_y u1 = [[-1, -1, 0], [0, 0, 0]], d_y u2 = [[-1, 0, 0], [0, 0, 0]],
+    #     d_x u2 = [[0, 0, 0], [1, 0, 0]] -> sum of |.| = 5, mean over the 6 pixels = 5 / 6
+    np.testing.assert_allclose(tvl1_energy(frame1, frame2, flow, lbda=0.5).numpy(), [0.5 * 154 / 6 + 5 / 6],
+                               rtol=1e-6)
+
+
+def test_tvnet_flow_lowers_the_tvl1_energy():
+    from kerasvid.losses.tvnet import tvl1_energy
+
+    frame1, frame2 = _smooth_pair(24, 24, shift=(0.8, -0.5), seed=8)
+    flow = TVNet(iterations=20)(frame1, frame2)
+    assert tvl1_energy(frame1, frame2, flow).numpy()[0] < 0.8 * tvl1_energy(frame1, frame2, 0 * flow).numpy()[0]
+
+
+def test_endpoint_error_masks_unknown_flow_and_has_finite_gradients():
+    from kerasvid.losses.tvnet import EndpointError, endpoint_error
+
+    truth = np.zeros((2, 1, 3, 2), np.float32)
+    pred = np.zeros((2, 1, 3, 2), np.float32)
+    pred[0, 0, 0] = [3.0, 4.0]  # EPE 5
+    pred[0, 0, 1] = [1.0, 0.0]  # EPE 1
+    truth[0, 0, 2] = [np.inf, 0.0]  # unknown: ignored
+    truth[1, 0, :, 0] = 2e9  # sample without valid pixels
+    pred = tf.constant(pred)
+    with tf.GradientTape() as tape:
+        tape.watch(pred)
+        epe = endpoint_error(truth, pred)
+        total = tf.reduce_sum(epe)
+    np.testing.assert_allclose(epe.numpy(), [3.0, 0.0])
+    grad = tape.gradient(total, pred).numpy()
+    np.testing.assert_allclose(grad[0, 0, 0], [0.6 / 2, 0.8 / 2], rtol=1e-6)  # d/dpred of |pred| / 2 valid pixels
+    np.testing.assert_array_equal(grad[0, 0, 2], 0.0)  # pred == truth would be NaN with a plain sqrt
+    np.testing.assert_array_equal(grad[1], 0.0)
+    assert float(EndpointError()(truth, pred)) == pytest.approx(1.5)
+    assert EndpointError.from_config(EndpointError().get_config()).name == "endpoint_error"
