@@ -41,7 +41,9 @@ def _serialize(example):
     if isinstance(example, bytes):
         return example
     if hasattr(example, "SerializeToString"):
-        return example.SerializeToString()
+        # Deterministic: protobuf map fields (the feature dicts) otherwise serialise in a per-process order, and
+        # a resumed conversion must reproduce a clean run byte for byte.
+        return example.SerializeToString(deterministic=True)
     raise TypeError(f"Records must be bytes or protos with SerializeToString, got {type(example).__name__}.")
 
 

@@ -1,0 +1,290 @@
+"""`kerasvid convert`: videos or frame folders + a label file -> sharded SequenceExample records + manifest.
+
+Resumable: shard i holds the inputs i, i + n, i + 2n, ... of the sorted input list; it is written under a temporary
+name and renamed when complete, then a small sidecar (`.kerasvid_convert/<shard>.json`) records what it holds. A
+rerun keeps every shard that has both, redoes the others, and so produces the same bytes as a clean run.
+
+Example:
+    kerasvid convert --format=kinetics --labels=train.csv --input_dir=videos/ --output_dir=records/ \
+        --name=train --num_shards=100 --fps=10 --short_side=256 --workers=4
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import sys
+import threading
+import time
+
+from kerasvid.data import schema, sources, writer
+
+MANIFEST = "manifest.json"
+_STATE_DIR = ".kerasvid_convert"
+
+
+class Progress:
+    """A progress bar on an interactive terminal, a log line every 10% otherwise."""
+
+    def __init__(self, total, desc, stream=None, enabled=True):
+        self.total, self.desc, self.done = total, desc, 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._lock = threading.Lock()
+        self._start = time.time()
+        self._last_decile = -1
+
+    def update(self, n=1):
+        with self._lock:
+            self.done += n
+            if not self.enabled:
+                return
+            elapsed = time.time() - self._start
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+            line = f"{self.desc}: {self.done}/{self.total} videos, {rate:.2f} videos/s, ETA {eta:.0f} s"
+            if self.tty:
+                width = 30
+                filled = int(width * self.done / max(self.total, 1))
+                self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {line}")
+                if self.done >= self.total:
+                    self.stream.write("\n")
+            else:
+                decile = int(10 * self.done / max(self.total, 1))
+                if decile != self._last_decile:
+                    self._last_decile = decile
+                    self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+def _write_json_atomic(path, data):
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _sidecar_path(output_dir, shard):
+    return os.path.join(output_dir, _STATE_DIR, os.path.basename(shard) + ".json")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_temporaries(output_dir, name):
+    """Deletes hidden temporary shards left by a killed converter (their writer's pid no longer runs)."""
+    import glob
+
+    for tmp in glob.glob(os.path.join(output_dir, f".{name}-*-of-*.tfrecord.tmp-*")):
+        pid = tmp.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            os.remove(tmp)
+
+
+def _check_stale_shards(output_dir, name, num_shards, overwrite):
+    """Shards of the same split with another shard count would be read together with the new ones."""
+    import glob
+
+    _remove_dead_temporaries(output_dir, name)
+    stale = [p for p in sorted(glob.glob(writer.file_pattern(output_dir, name)))
+             if not p.endswith(f"-of-{num_shards:05d}.tfrecord")]
+    if stale and not overwrite:
+        raise ValueError(f"{output_dir!r} already holds shards of split {name!r} with another shard count "
+                         f"({os.path.basename(stale[0])}, ...); pass overwrite=True (--overwrite) or use a new "
+                         f"output directory.")
+    for p in stale:
+        os.remove(p)
+
+
+def _relative(path, input_dir):
+    return (os.path.relpath(path, input_dir) if input_dir else path).replace(os.sep, "/")
+
+
+def _example(item, label_idx, label_names, frames, fps, input_dir, quality):
+    return schema.make_sequence_example(
+        [writer.encode_jpeg(f, quality) for f in frames], label_idx, label_text=[label_names[i] for i in label_idx],
+        video_id=item.video_id, filename=_relative(item.source, input_dir), fps=fps, height=frames.shape[1],
+        width=frames.shape[2])
+
+
+def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps=None, short_side=None,
+            jpeg_quality=90, source_fps=None, input_dir=None, num_workers=2, progress=True, overwrite=False,
+            settings=None):
+    """Converts `items` (from `sources.parse_label_file`) into `num_shards` shards of split `name`.
+
+    Args:
+        items: list of `sources.Item`, in the order that defines the shard assignment (sorted by id).
+        output_dir: output directory (shards, `manifest.json`, the hidden resume state).
+        name: split name (a plain file-name prefix).
+        num_shards: number of shards.
+        label_names: class names in index order; None -> sorted names found in `items`.
+        fps: resample every video to this rate (None: keep the source's frames).
+        short_side: resize frames so their shorter side is this (None: keep).
+        jpeg_quality: JPEG quality of the stored frames.
+        source_fps: frame rate of frame folders (needed with `fps`; stored as `video/fps`).
+        input_dir: root that `video/filename` is made relative to.
+        num_workers: shards converted in parallel (threads: PyAV and TF release the GIL while decoding/encoding).
+        progress: show progress on stderr.
+        overwrite: remove this split's shards of another shard count instead of refusing.
+        settings: extra JSON-able settings recorded in the manifest (e.g. the label file).
+
+    Returns:
+        The manifest entry of this split (also merged into `<output_dir>/manifest.json`).
+
+    Raises:
+        ValueError: bad arguments, a label missing from the label map (naming file and label), or existing shards
+            written with other settings.
+    """
+    writer.check_split_name(name)
+    if not isinstance(num_shards, int) or num_shards < 1:
+        raise ValueError(f"`num_shards` must be a positive int, got {num_shards!r}.")
+    if fps is not None and fps <= 0:
+        raise ValueError(f"`fps` must be positive, got {fps}.")
+    if short_side is not None and short_side < 8:
+        raise ValueError(f"`short_side` must be >= 8, got {short_side}.")
+    if not 1 <= int(jpeg_quality) <= 100:
+        raise ValueError(f"`jpeg_quality` must be in [1, 100], got {jpeg_quality}.")
+    label_names = list(label_names) if label_names is not None else sources.build_label_map(items)
+    indices = sources.label_indices(items, label_names)
+    output_dir = os.path.abspath(output_dir)
+    os.makedirs(os.path.join(output_dir, _STATE_DIR), exist_ok=True)
+    _check_stale_shards(output_dir, name, num_shards, overwrite)
+    config = {"fps": fps, "short_side": short_side, "jpeg_quality": int(jpeg_quality), "source_fps": source_fps,
+              "num_shards": num_shards}
+    config.update(settings or {})
+
+    shards = [writer.shard_path(output_dir, name, i, num_shards) for i in range(num_shards)]
+    members = [[k for k in range(len(items)) if writer.shard_of(k, num_shards) == i] for i in range(num_shards)]
+    bar = Progress(len(items), f"convert {name}", enabled=progress)
+    results = [None] * num_shards
+    todo = []
+    for i, shard in enumerate(shards):
+        side = _sidecar_path(output_dir, shard)
+        ids = [items[k].video_id for k in members[i]]
+        if os.path.exists(shard) and os.path.exists(side):
+            with open(side, encoding="utf-8") as f:
+                done = json.load(f)
+            if done.get("settings") != config or done.get("inputs") != ids:
+                raise ValueError(f"Shard {shard} was written with other settings or inputs; pass --overwrite or use "
+                                 f"a new output directory (old: {done.get('settings')}, new: {config}).")
+            results[i] = done
+            bar.update(len(ids))
+        else:
+            todo.append(i)
+
+    def run(i):
+        converted, skipped = [], []
+
+        def examples():
+            for k in members[i]:
+                item = items[k]
+                try:
+                    frames, rate = sources.read_source(item, fps, source_fps)
+                    frames = sources.resize_short_side(frames, short_side)
+                    ex = _example(item, indices[k], label_names, frames, rate, input_dir, jpeg_quality)
+                except sources.SkipInput as e:
+                    skipped.append({"video_id": item.video_id, "input": _relative(item.source, input_dir),
+                                    "reason": str(e)})
+                else:
+                    converted.append({"video_id": item.video_id, "labels": indices[k], "num_frames": len(frames)})
+                    yield ex
+                finally:
+                    bar.update()
+
+        count = writer.write_shard(shards[i], examples())
+        done = {"shard": os.path.basename(shards[i]), "num_records": count, "inputs": [items[k].video_id
+                                                                                    for k in members[i]],
+                "converted": converted, "skipped": skipped, "settings": config}
+        _write_json_atomic(_sidecar_path(output_dir, shards[i]), done)
+        return i, done
+
+    if todo:
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(num_workers, len(todo)))) as pool:
+            for i, done in pool.map(run, todo):
+                results[i] = done
+
+    entry = _split_entry(results, label_names, config)
+    _merge_manifest(output_dir, name, entry, label_names)
+    return entry
+
+
+def _split_entry(results, label_names, config):
+    per_class = {n: 0 for n in label_names}
+    converted = [c for r in results for c in r["converted"]]
+    for c in converted:
+        for i in c["labels"]:
+            per_class[label_names[i]] += 1
+    skipped = sorted((s for r in results for s in r["skipped"]), key=lambda s: s["video_id"])
+    return {"num_videos": len(converted), "num_frames": sum(c["num_frames"] for c in converted),
+            "per_class": per_class, "skipped": skipped,
+            "shards": [{"file": r["shard"], "num_records": r["num_records"]} for r in results],
+            "settings": config}
+
+
+_MANIFEST_LOCK = threading.Lock()
+
+
+def _merge_manifest(output_dir, name, entry, label_names):
+    path = os.path.join(output_dir, MANIFEST)
+    with _MANIFEST_LOCK:
+        manifest = {"format": "kerasvid SequenceExample (Model Garden / DMVR keys)", "label_map": label_names,
+                    "splits": {}}
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+            if old.get("label_map") != label_names:
+                raise ValueError(f"{path} has another label map ({len(old.get('label_map', []))} classes) than this "
+                                 f"conversion ({len(label_names)}); pass the same --label_map for every split.")
+            manifest["splits"] = old.get("splits", {})
+        manifest["splits"][name] = entry
+        _write_json_atomic(path, manifest)
+    return manifest
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="kerasvid convert", description=__doc__.split("\n\n")[0])
+    p.add_argument("--format", required=True, choices=sources.LABEL_FORMATS, help="label file format")
+    p.add_argument("--labels", required=True, help="label file (CSV / JSON / list)")
+    p.add_argument("--input_dir", required=True, help="root of the videos or frame folders")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--name", default="train", help="split name, the shard prefix")
+    p.add_argument("--split", default=None, help="Kinetics: keep rows of this `split` value")
+    p.add_argument("--label_map", default=None, help="class names (txt: one per line; JSON list or {name: index})")
+    p.add_argument("--num_shards", type=int, default=10)
+    p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: keep)")
+    p.add_argument("--source_fps", type=float, default=None, help="frame rate of frame folders")
+    p.add_argument("--short_side", type=int, default=None, help="resize the shorter side to this (default: keep)")
+    p.add_argument("--jpeg_quality", type=int, default=90)
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
+    p.add_argument("--overwrite", action="store_true", help="replace shards of another shard count")
+    p.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def main(argv=None):
+    """Entry point of `kerasvid convert` (argv without the subcommand)."""
+    args = build_parser().parse_args(argv)
+    items = sources.parse_label_file(args.format, args.labels, args.input_dir, args.split)
+    label_names = sources.load_label_map(args.label_map) if args.label_map else None
+    if args.format == "list" and label_names is not None:
+        items = sources.resolve_list_labels(items, label_names)  # labels may be written as indices
+    entry = convert(items, args.output_dir, args.name, args.num_shards, label_names, args.fps, args.short_side,
+                    args.jpeg_quality, args.source_fps, args.input_dir, args.workers, not args.no_progress,
+                    args.overwrite, {"format": args.format, "labels": os.path.abspath(args.labels)})
+    print(json.dumps({"name": args.name, "num_videos": entry["num_videos"], "skipped": len(entry["skipped"]),
+                      "output_dir": os.path.abspath(args.output_dir)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Inputs of the converters: label files (Kinetics CSV, Something-Something JSON, Jester CSV, Charades CSV, plain
+`path label` lists), label maps, and frame sources (video files decoded with PyAV, folders of frames).
+"""
+import csv
+import dataclasses
+import json
+import os
+import re
+import numpy as np
+
+LABEL_FORMATS = ("kinetics", "ssv2", "jester", "charades", "list")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One input video: its source (a video file or a folder of frames), class names and id."""
+
+    source: str
+    labels: tuple
+    video_id: str
+    exists: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------- label maps
+
+
+def load_label_map(path):
+    """Loads class names in index order from a text file (one name per line, or Charades' "c000 description"
+    lines, whose code is the name), a JSON list, or a JSON dict {name: index} (Something-Something)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith(".json"):
+        data = json.loads(text)
+        if isinstance(data, dict):
+            by_index = sorted((int(v), k) for k, v in data.items())
+            if [i for i, _ in by_index] != list(range(len(by_index))):
+                raise ValueError(f"Label map {path} must have indices 0..{len(by_index) - 1}, got "
+                                 f"{[i for i, _ in by_index][:10]}...")
+            return [k for _, k in by_index]
+        return [str(x) for x in data]
+    names = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        m = re.match(r"^(c\d{3})\s", line)
+        names.append(m.group(1) if m else line)
+    if len(set(names)) != len(names):
+        raise ValueError(f"Label map {path} has duplicate names.")
+    return names
+
+
+def build_label_map(items):
+    """Sorted unique class names of `items` (used when no label map file is given)."""
+    return sorted({label for item in items for label in item.labels})
+
+
+def label_indices(items, label_names, label_map_path="the label map"):
+    """Maps each item's class names to indices; a name missing from the map is an error naming the file."""
+    index = {name: i for i, name in enumerate(label_names)}
+    out = []
+    for item in items:
+        idx = []
+        for label in item.labels:
+            if label not in index:
+                raise ValueError(f"Label {label!r} of {item.source!r} is not in {label_map_path} "
+                                 f"({len(label_names)} classes).")
+            idx.append(index[label])
+        out.append(idx)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- label files
+
+
+def _find_source(input_dir, stems, files_by_stem):
+    for stem in stems:
+        folder = os.path.join(input_dir, stem)
+        if os.path.isdir(folder):
+            return folder, True
+        if stem in files_by_stem:
+            return files_by_stem[stem], True
+    return os.path.join(input_dir, stems[0]), False
+
+
+def _index_videos(input_dir):
+    """{stem: path} of the video files anywhere under `input_dir` (sorted walk; first one wins)."""
+    found = {}
+    for root, dirs, files in os.walk(input_dir):
+        dirs.sort()
+        for f in sorted(files):
+            stem, ext = os.path.splitext(f)
+            if ext.lower() in VIDEO_EXTENSIONS:
+                found.setdefault(stem, os.path.join(root, f))
+    return found
+
+
+def parse_label_file(fmt, label_file, input_dir, split=None):
+    """Reads a label file into a list of `Item`s, sorted by video id.
+
+    Args:
+        fmt: "kinetics" (CSV `label,youtube_id,time_start,time_end,split`; files named
+            `<youtube_id>_<start:06d>_<end:06d>.<ext>` or `<youtube_id>.<ext>` anywhere under `input_dir`),
+            "ssv2" (Something-Something JSON list of {"id", "template"}; class = template without brackets),
+            "jester" (CSV `id;label`, frame folders `<input_dir>/<id>/`),
+            "charades" (CSV with `id` and `actions` = "c092 11.90 21.20;..."; multi-label), or
+            "list" (lines `path label [label ...]`, path relative to `input_dir`; a `#` starts a comment).
+        label_file: path of the label file.
+        input_dir: root of the videos / frame folders.
+        split: Kinetics only: keep rows whose `split` column equals it.
+
+    Returns:
+        list of `Item`; items whose source is missing have `exists=False` (the converter records them as skipped).
+    """
+    if fmt not in LABEL_FORMATS:
+        raise ValueError(f"`format` must be one of {LABEL_FORMATS}, got {fmt!r}.")
+    files = _index_videos(input_dir) if fmt != "jester" else {}
+    items = []
+
+    def add(video_id, labels, stems=None, path=None):
+        if path is None:
+            path, exists = _find_source(input_dir, stems or [video_id], files)
+        else:
+            exists = os.path.exists(path)
+        items.append(Item(path, tuple(labels), str(video_id), exists))
+
+    with open(label_file, encoding="utf-8", newline="") as f:
+        if fmt == "kinetics":
+            for row in csv.DictReader(f):
+                if split and row.get("split") and row["split"] != split:
+                    continue
+                yid = row["youtube_id"]
+                stems = [f"{yid}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}", yid]
+                label = row.get("label")
+                add(stems[0], [label] if label else [], stems)
+        elif fmt == "ssv2":
+            for entry in json.load(f):
+                template = entry.get("template")
+                label = template.replace("[", "").replace("]", "") if template else entry.get("label")
+                add(str(entry["id"]), [label] if label else [])
+        elif fmt == "jester":
+            for line in f:
+                if line.strip():
+                    vid, _, label = line.strip().partition(";")
+                    add(vid, [label] if label else [], path=os.path.join(input_dir, vid))
+        elif fmt == "charades":
+            for row in csv.DictReader(f):
+                actions = [a.split()[0] for a in (row.get("actions") or "").split(";") if a.strip()]
+                add(row["id"], sorted(set(actions)))
+        else:
+            for n, line in enumerate(f, 1):
+                line = line.split("#", 1)[0].strip()
+                if not line:
+                    continue
+                parts = line.split()
+                if len(parts) < 2:
+                    raise ValueError(f"{label_file}:{n}: expected `path label [label ...]`, got {line!r}.")
+                rel = parts[0]
+                path = rel if os.path.isabs(rel) else os.path.join(input_dir, rel)
+                vid = os.path.splitext(rel)[0].replace(os.sep, "/")
+                add(vid, parts[1:], path=path)
+    ids = [i.video_id for i in items]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ValueError(f"{label_file} lists some videos more than once: {dup}.")
+    return sorted(items, key=lambda i: i.video_id)
+
+
+def resolve_list_labels(items, label_names):
+    """In `list` files labels may be written as indices: turn all-digit labels into the map's names."""
+    out = []
+    for item in items:
+        labels = []
+        for label in item.labels:
+            if label.isdigit() and label not in label_names:
+                k = int(label)
+                if not 0 <= k < len(label_names):
+                    raise ValueError(f"Label index {k} of {item.source!r} is out of range for the label map "
+                                     f"({len(label_names)} classes).")
+                label = label_names[k]
+            labels.append(label)
+        out.append(dataclasses.replace(item, labels=tuple(labels)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- frames
+
+
+class SkipInput(Exception):
+    """An input that cannot be converted (the reason goes into the manifest)."""
+
+
+def resample_times(times, fps, end_time):
+    """Chooses, for each output time k / fps < end_time, the last source frame shown at that time.
+
+    Args:
+        times: sorted presentation times (s) of the decoded frames, starting at 0.
+        fps: target rate.
+        end_time: the video's duration (s): last frame time + one source frame period.
+
+    Returns:
+        list of source frame indices (repeats when upsampling, gaps when downsampling).
+    """
+    times = np.asarray(times, np.float64)
+    count = int(np.ceil(end_time * fps - 1e-9))
+    targets = np.arange(count) / fps
+    idx = np.searchsorted(times, targets + 1e-9, side="right") - 1
+    return np.clip(idx, 0, len(times) - 1).tolist()
+
+
+def decode_video(path, fps=None):
+    """Decodes a video with PyAV into uint8 RGB frames, optionally resampled to `fps`.
+
+    Returns:
+        (frames `[T, H, W, 3]` uint8, the fps of the returned frames).
+
+    Raises:
+        SkipInput: unreadable file, no video stream, or fewer than 2 frames.
+    """
+    import av
+
+    if os.path.getsize(path) == 0:
+        raise SkipInput("empty video (0 bytes)")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise SkipInput("no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frames, times = [], []
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                times.append(float(frame.time) if frame.time is not None else len(times) / float(stream.average_rate))
+            rate = float(stream.average_rate) if stream.average_rate else None
+    except SkipInput:
+        raise
+    except Exception as e:  # PyAV raises several error types for broken files
+        raise SkipInput(f"unreadable video ({type(e).__name__}: {e})") from e
+    if len(frames) == 0:
+        raise SkipInput("empty video (0 frames)")
+    if len(frames) == 1:
+        raise SkipInput("one-frame video")
+    times = np.asarray(times) - times[0]
+    if rate is None:
+        rate = (len(times) - 1) / max(times[-1], 1e-6)
+    if fps is None:
+        return np.stack(frames), rate
+    idx = resample_times(times, fps, times[-1] + 1.0 / rate)
+    return np.stack([frames[i] for i in idx]), float(fps)
+
+
+def list_frame_files(folder):
+    """Sorted image files of a frame folder (natural order: frame2 before frame10)."""
+    names = [n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+
+    def key(n):
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]
+
+    return [os.path.join(folder, n) for n in sorted(names, key=key)]
+
+
+def read_frame_folder(folder, source_fps=None, fps=None):
+    """Reads a folder of frames (Jester / Charades RGB layout) into uint8 RGB frames.
+
+    Resampling to `fps` needs the folder's `source_fps`.
+
+    Returns:
+        (frames `[T, H, W, 3]` uint8, fps or None).
+    """
+    import tensorflow as tf
+
+    files = list_frame_files(folder)
+    if len(files) == 0:
+        raise SkipInput("empty frame folder (0 frames)")
+    if len(files) == 1:
+        raise SkipInput("one-frame folder")
+    if fps is not None:
+        if not source_fps:
+            raise ValueError(f"Resampling the frame folder {folder!r} to fps={fps} needs `source_fps`.")
+        times = np.arange(len(files)) / source_fps
+        files = [files[i] for i in resample_times(times, fps, len(files) / source_fps)]
+    frames = []
+    try:
+        for f in files:
+            with open(f, "rb") as fh:
+                frames.append(tf.io.decode_image(fh.read(), channels=3, expand_animations=False).numpy())
+    except tf.errors.InvalidArgumentError as e:
+        raise SkipInput(f"unreadable frame {os.path.basename(f)} ({e.message.splitlines()[0]})") from e
+    shapes = {fr.shape for fr in frames}
+    if len(shapes) != 1:
+        raise SkipInput(f"frames of different sizes {sorted(shapes)[:3]}")
+    return np.stack(frames), (fps if fps is not None else source_fps)
+
+
+def read_source(item, fps=None, source_fps=None):
+    """Frames of an `Item` (video file or frame folder); raises SkipInput for missing / unusable inputs."""
+    if not item.exists or not os.path.exists(item.source):
+        raise SkipInput("missing input")
+    if os.path.isdir(item.source):
+        return read_frame_folder(item.source, source_fps, fps)
+    return decode_video(item.source, fps)
+
+
+def resize_short_side(frames, short_side):
+    """Resizes uint8 frames `[T, H, W, 3]` so min(H, W) == short_side (bilinear, antialiased); no-op if equal."""
+    import tensorflow as tf
+
+    if not short_side:
+        return frames
+    h, w = frames.shape[1:3]
+    if min(h, w) == short_side:
+        return frames
+    scale = short_side / min(h, w)
+    size = (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
+    out = tf.image.resize(frames, size, method="bilinear", antialias=True)
+    return np.clip(np.round(out.numpy()), 0, 255).astype(np.uint8)
+
