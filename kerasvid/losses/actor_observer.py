@@ -165,3 +165,55 @@ def equalize_grad_norm(*tensors):
 
     outputs = _identity(*tensors)
     return outputs[0] if len(tensors) == 1 else tuple(outputs)
+
+
+def actor_observer_objective(outputs, video_index, video_softmaxes, loss, labels=None, classification_weight=2.0,
+                             triplet_loss=dist_ratio, balance_gradients=True, training=True):
+    """The full actor-observer training objective of one (per-replica) batch.
+
+    `w = p_x p_y p_z` with `p_s = VideoSoftmax_s(selector_s)` (one state per stream), `l = triplet_loss(d_pos,
+    d_neg)`, and the online importance-sampling objective of `ActorObserverLoss`. With `balance_gradients`,
+    `(d_pos, d_neg, p_x, p_y, p_z)` pass through `equalize_grad_norm` first (supp §2). In the classification-mixed
+    setup (`labels` given), samples with `label >= 0` are third-person frames with a class: they get zero triplet
+    weight (and must carry a dummy `video_index`), and add `classification_weight` x their summed cross-entropy of
+    `outputs["logits"]` divided by the global batch size (2.0 in the authors' experiment).
+
+    Args:
+        outputs: the dict of `actor_observer_network` (`d_pos`, `d_neg`, `selector_x/y/z`, optionally `logits`).
+        video_index: int `[B]`, the paired video of each sample (the VideoSoftmax key).
+        video_softmaxes: three `VideoSoftmax` layers, for the x, y and z streams.
+        loss: an `ActorObserverLoss`.
+        labels: None (triplets only) or int `[B]`: -1 for triplets, the class for classification samples.
+        classification_weight: weight of the classification term.
+        triplet_loss: `dist_ratio` or `margin_rank`.
+        balance_gradients: apply `equalize_grad_norm`.
+        training: update the VideoSoftmax and loss states.
+
+    Returns:
+        dict: `objective` (scalar, this replica's share), `triplet_objective`, `classification_loss` (scalars),
+        `per_triplet_loss` and `weights` (`[B]`).
+    """
+    if len(video_softmaxes) != 3:
+        raise ValueError(f"`video_softmaxes` must be three VideoSoftmax layers (x, y, z), got {len(video_softmaxes)}")
+    probs = [sm(outputs[key], video_index, training=training)
+             for sm, key in zip(video_softmaxes, ("selector_x", "selector_y", "selector_z"))]
+    d_pos, d_neg = outputs["d_pos"], outputs["d_neg"]
+    if balance_gradients:
+        d_pos, d_neg, *probs = equalize_grad_norm(d_pos, d_neg, *probs)
+    per_triplet = triplet_loss(d_pos, d_neg)
+    weights = probs[0] * probs[1] * probs[2]
+    classification = tf.constant(0.0)
+    if labels is not None:
+        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+        is_class = labels >= 0
+        weights = weights * tf.cast(tf.logical_not(is_class), weights.dtype)
+        if "logits" not in outputs:
+            raise ValueError("`labels` were given but the model has no classifier (`logits`); build it with "
+                             "num_classes")
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0),
+                                                            logits=tf.cast(outputs["logits"], tf.float32))
+        global_batch = replica_sum(tf.cast(tf.size(labels), tf.float32))
+        classification = classification_weight * tf.reduce_sum(tf.where(is_class, ce, 0.0)) / global_batch
+    triplet_objective = loss(per_triplet, weights, training=training)
+    return {"objective": triplet_objective + classification, "triplet_objective": triplet_objective,
+            "classification_loss": classification, "per_triplet_loss": per_triplet, "weights": weights}

@@ -1,0 +1,194 @@
+"""ActorObserverNet (Sigurdsson et al., CVPR 2018): a shared ResNet-152 trunk over first/third-person frames.
+
+Three streams share one trunk: a first-person frame `x`, the corresponding third-person frame `y` and a
+non-corresponding first-person frame `z`. The network returns the two distances the triplet loss compares and one
+selector score per stream (the `f` of the VideoSoftmax that weighs the triplet); optionally a third-person
+classifier. The VideoSoftmax layers and the loss, which keep state across batches, belong to the training task
+(`kerasvid.layers.VideoSoftmax`, `kerasvid.losses.ActorObserverLoss`), so the model itself is a pure function of
+the frames.
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+from kerasvid.backbones import resnet
+from kerasvid.models import common
+from kerasvid.models.registry import register_model
+
+_PAPER = "Sigurdsson et al., CVPR 2018 (Actor and Observer)"
+VARIANTS = ("share", "noshare")
+INPUT_NAMES = ("first_person", "third_person", "first_person_negative")
+
+
+@keras.saving.register_keras_serializable(package="kerasvid")
+class PairwiseDistance(keras.layers.Layer):
+    """Euclidean distance between two batches of vectors, `||a - b + epsilon||_2` (torch `pairwise_distance`).
+
+    The `epsilon` inside the norm keeps the gradient finite when `a == b`.
+
+    Args:
+        epsilon: float >= 0 (1e-6).
+
+    Call arguments:
+        a: `[B, D]`.
+        b: `[B, D]`.
+
+    Returns:
+        `[B]` distances.
+    """
+
+    def __init__(self, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(epsilon, (int, float)) or epsilon < 0:
+            raise ValueError(f"`epsilon` must be a non-negative float, got epsilon={epsilon!r}")
+        self.epsilon = float(epsilon)
+
+    def call(self, a, b):
+        return tf.sqrt(tf.reduce_sum(tf.square(a - b + self.epsilon), axis=-1))
+
+    def compute_output_shape(self, a_shape, b_shape=None):
+        return tuple(a_shape[:-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerasvid")
+class SelectorScale(keras.layers.Layer):
+    """Bounded selector score `f = tanh(h) * exp(s)` with a learned scalar `s` (scale kept positive).
+
+    Supp §2: a tanh bounds the VideoSoftmax input and its scale is learned and constrained to be positive; the
+    authors' code parameterises the scale as `exp(s)` with `s` initialised to `ln 0.5`.
+
+    Args:
+        initial_scale: float > 0, `exp(s)` at initialisation (0.5).
+
+    Call arguments:
+        h: `[B, 1]` (or `[B]`), the output of the stream's `Dense(1)`.
+
+    Returns:
+        `[B]` selector scores in `(-exp(s), exp(s))`.
+    """
+
+    def __init__(self, initial_scale=0.5, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(initial_scale, (int, float)) or initial_scale <= 0:
+            raise ValueError(f"`initial_scale` must be a positive float, got initial_scale={initial_scale!r}")
+        self.initial_scale = float(initial_scale)
+
+    def build(self, h_shape=None):
+        self.log_scale = self.add_weight(name="log_scale", shape=(),
+                                         initializer=keras.initializers.Constant(math.log(self.initial_scale)))
+
+    def call(self, h):
+        return tf.reshape(tf.tanh(h), [-1]) * tf.exp(self.log_scale)
+
+    def compute_output_shape(self, h_shape):
+        return (h_shape[0],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"initial_scale": self.initial_scale})
+        return config
+
+
+def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224, 3), include_top=True,
+                           weights=None, pooling="avg", dropout_rate=0.0, classifier_activation=None,
+                           variant="share", stem_stride=None, name=None):
+    """Builds the three-stream actor-observer network on a shared ResNet trunk of any depth.
+
+    Args:
+        depth: ResNet depth of the trunk (152 in the paper; smaller depths for experiments and tests).
+        num_classes: None (triplets only) or the width of the third-person classifier (157 for Charades).
+        input_shape: `(T, H, W, C)` of each stream; the paper uses single frames, `T = 1`.
+        include_top: add the classifier when `num_classes` is given.
+        weights: None, "imagenet" (keras.applications ResNet weights into the trunk) or a `.weights.h5` path.
+        pooling: "avg" (the trunk's pooled 2048-d feature, as in the paper).
+        dropout_rate: dropout before the classifier.
+        classifier_activation: None (logits) or e.g. "softmax".
+        variant: "share" (the two first-person selectors share their Dense) or "noshare".
+        stem_stride: 1 or 2 (default: 2 for >= 160-pixel inputs).
+        name: model name.
+
+    Returns:
+        A `keras.Model` taking the list `[x, y, z]` (inputs named "first_person", "third_person",
+        "first_person_negative") of `[B, T, H, W, C]` frames and returning a dict with `d_pos = ||f(x) - f(y)||`, `d_neg = ||f(y) - f(z)||`,
+        `selector_x`, `selector_y`, `selector_z` (all `[B]`) and, with a classifier, `logits` `[B, num_classes]`.
+    """
+    with_classifier = include_top and num_classes is not None
+    common.validate_common_args(num_classes, with_classifier, weights, pooling, dropout_rate, classifier_activation)
+    if pooling != "avg":
+        raise ValueError(f"The actor-observer trunk uses average pooling, got pooling={pooling!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {VARIANTS}, got variant={variant!r}")
+    input_shape = tuple(input_shape)
+    if stem_stride is None:
+        stem_stride = resnet.default_stem_stride(input_shape)
+    resnet.check_spatial_size(input_shape, stem_stride)
+
+    frames = keras.Input(input_shape, name="frames")
+    features = resnet.resnet_features(frames, depth, stem_stride=stem_stride)["res5"]
+    pooled = keras.layers.GlobalAveragePooling3D(name="avg_pool")(features)
+    trunk = keras.Model(frames, pooled, name="trunk")
+
+    inputs = [keras.Input(input_shape, name=key) for key in INPUT_NAMES]
+    fx, fy, fz = (trunk(x) for x in inputs)
+    d_pos = PairwiseDistance(name="d_pos")(fx, fy)
+    d_neg = PairwiseDistance(name="d_neg")(fy, fz)
+    fc_first = keras.layers.Dense(1, name="selector_first_fc")
+    fc_third = keras.layers.Dense(1, name="selector_third_fc")
+    fc_negative = fc_first if variant == "share" else keras.layers.Dense(1, name="selector_first_negative_fc")
+    outputs = {
+        "d_pos": d_pos,
+        "d_neg": d_neg,
+        # Three scales in both variants (the authors share only the first-person Dense).
+        "selector_x": SelectorScale(name="selector_x")(fc_first(fx)),
+        "selector_y": SelectorScale(name="selector_y")(fc_third(fy)),
+        "selector_z": SelectorScale(name="selector_z")(fc_negative(fz)),
+    }
+    if with_classifier:
+        h = keras.layers.Dropout(dropout_rate, name="classifier_dropout")(fy) if dropout_rate else fy
+        outputs["logits"] = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(h)
+    model = keras.Model(inputs, outputs, name=name or f"actor_observer_resnet{depth}")
+    if weights == "imagenet":
+        if depth not in (50, 101, 152) or input_shape[-1] != 3:
+            raise ValueError(f"weights='imagenet' needs depth 50/101/152 and 3 channels, got depth={depth}, "
+                             f"input_shape={input_shape!r}")
+        image_model = getattr(keras.applications, f"ResNet{depth}")(
+            include_top=False, weights="imagenet", input_shape=(None, None, 3))
+        resnet.transfer_2d_weights(trunk, image_model)
+    else:
+        common.load_model_weights(model, weights)
+    return model
+
+
+@register_model(paper=_PAPER, default_input=(1, 224, 224, 3), num_classes=157, num_params=58696738, gflops=67.922,
+                recipe="zoo/actor_observer_third_to_first.flags")
+def actor_observer_resnet152(num_classes=None, input_shape=(1, 224, 224, 3), include_top=True, weights=None,
+                             pooling="avg", dropout_rate=0.0, classifier_activation=None, variant="share",
+                             stem_stride=None):
+    """ActorObserverNet: shared ResNet-152 trunk, two distances and three selectors (+ optional classifier).
+
+    From "Actor and Observer: Joint Modeling of First and Third-Person Videos" (Sigurdsson et al., CVPR 2018).
+    Selectors: `f = tanh(Dense(1)(feature)) * exp(s)`, `s` initialised to `ln 0.5`, one per stream; in "share"
+    the two first-person streams share their Dense (the authors' `ActorObserverBase`), in "noshare" they do not.
+    With `num_classes` (157 for Charades) a classifier reads the third-person feature (`...WithClassifier`).
+
+    Args:
+        num_classes: None or the classifier width.
+        input_shape: `(T, H, W, C)` per stream (`T = 1`: single frames).
+        include_top, weights, pooling, dropout_rate, classifier_activation, stem_stride: see
+            `actor_observer_network`.
+        variant: "share" or "noshare".
+
+    Returns:
+        A `keras.Model`, see `actor_observer_network`.
+
+    Example:
+        >>> model = kerasvid.zoo.actor_observer_resnet152(num_classes=157, input_shape=(1, 224, 224, 3))
+    """
+    return actor_observer_network(152, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
+                                  classifier_activation, variant, stem_stride, name="actor_observer_resnet152")
