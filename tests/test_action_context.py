@@ -90,3 +90,99 @@ def test_layer_config_and_validation():
         ActionContextAttention(num_classes=2, per_class="yes")
     with pytest.raises(ValueError, match="input_shape"):
         ActionContextAttention(num_classes=2)(np.zeros((2, 3), "float32"))
+
+
+# ---- models (kerasvid.models.action_context) ----
+from kerasvid.layers.action_context import I3DFlowInput  # noqa: E402
+from kerasvid.losses.factorization import FactorizationLoss  # noqa: E402
+from kerasvid.models import action_context as ac  # noqa: E402
+from tests.helpers import check_model  # noqa: E402
+from tests.test_i3d import reference_num_params  # noqa: E402
+
+
+def head_params(depth, num_classes, maps=1):
+    """Two 1x1x1 map convs (D*K + K each) and two classifiers (D*n + n each, class-agnostic)."""
+    return 2 * (depth * maps + maps) + 2 * (depth * num_classes + num_classes)
+
+
+def factorization_loss_fn(labels):
+    loss = FactorizationLoss()
+    return lambda outputs: loss(labels, outputs)["loss"]
+
+
+def test_i3d_builder(tmp_path):
+    model = ac.i3d(num_classes=3, input_shape=(8, 32, 32, 2), modality="flow", dropout_rate=0.0)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(2, 8, 32, 32, 2)).astype("float32")
+    # (.keras round trips of the I3D models: tests/test_zoo.py at the default inputs, and the two tests below)
+    check_model(model, x, expected_output_shape=(2, 3), expected_num_params=reference_num_params(2, 3),
+                check_serialization=False, train_steps=0)
+    with pytest.raises(ValueError, match="3 input channels"):
+        ac.i3d(input_shape=(8, 32, 32, 2))
+    with pytest.raises(ValueError, match="modality='depth'"):
+        ac.i3d(modality="depth")
+
+
+def test_two_stream_action_context_model():
+    rng = np.random.default_rng(1)
+    model = ac.i3d_action_context(num_classes=4, input_shape=(8, 64, 64, 3), outputs="all")
+    rgb = rng.uniform(-1, 1, size=(2, 8, 64, 64, 3)).astype("float32")
+    flow = rng.uniform(-1, 1, size=(2, 8, 64, 64, 2)).astype("float32")
+    expected_params = reference_num_params(3) + reference_num_params(2) + 2 * head_params(1024, 4)
+    shapes = {"logits": (2, 4), "action_scores": (2, 4), "context_scores": (2, 4),
+              "action_map": (2, 1, 2, 2, 2), "context_map": (2, 1, 2, 2, 2)}
+    # The stream scores are averaged: rebuild each stream's head output from the model's own layers.
+    parts = keras.Model(model.inputs, [model.get_layer(f"{s}_action_context")(
+        model.get_layer(f"{s}_i3d_Mixed_5c").output)["logits"] for s in ("rgb", "flow")])
+    rgb_logits, flow_logits = (np.asarray(t) for t in parts([rgb, flow]))
+    out = check_model(model, [rgb, flow], expected_output_shape=shapes, expected_num_params=expected_params,
+                      check_serialization=False, train_steps=0)  # training: image variant below
+    np.testing.assert_allclose(np.asarray(out["logits"]), (rgb_logits + flow_logits) / 2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["logits"]),
+                               np.asarray(out["action_scores"]) + np.asarray(out["context_scores"]), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["action_map"]).sum(axis=(1, 2, 3)), np.ones((2, 2)), atol=1e-5)
+    logits_model = ac.i3d_action_context(num_classes=4, input_shape=(8, 64, 64, 3), streams=("rgb",))
+    assert logits_model.output.shape == (None, 4) and len(logits_model.inputs) == 1
+
+
+def test_tvnet_flow_stream_is_computed_in_the_model(tmp_path):
+    model = ac.i3d_action_context(num_classes=3, input_shape=(8, 32, 32, 3), streams=("flow",),
+                                  flow_source="tvnet", tvnet_kwargs={"iterations": 2})
+    assert len(model.inputs) == 1 and model.inputs[0].shape == (None, 8, 32, 32, 3)
+    # A bright square moving right by 2 px per frame.
+    clip = -np.ones((1, 8, 32, 32, 3), "float32")
+    for t in range(8):
+        clip[0, t, 10:20, 4 + 2 * t:14 + 2 * t] = 1.0
+    flow_in = keras.Model(model.inputs, model.get_layer("tvnet_flow_scaling").output)(clip)
+    assert flow_in.shape == (1, 8, 32, 32, 2)
+    flow_in = np.asarray(flow_in)
+    np.testing.assert_array_equal(flow_in[:, -1], flow_in[:, -2])  # T-1 fields, the last one repeated
+    assert np.abs(flow_in).max() <= 1.0 and np.abs(flow_in[..., 0]).max() > 0.0
+    check_model(model, clip, expected_output_shape=(1, 3), tmp_path=tmp_path, train_steps=0)
+
+
+def test_i3d_flow_input_scaling():
+    flow = np.array([-30.0, -10.0, 0.0, 5.0, 40.0], "float32").reshape(1, 5, 1, 1, 1)
+    flow = np.concatenate([flow, -flow], axis=-1)
+    out = np.asarray(I3DFlowInput(num_frames=6)(flow))
+    np.testing.assert_allclose(out[0, :, 0, 0, 0], [-1.0, -0.5, 0.0, 0.25, 1.0, 1.0])
+    np.testing.assert_allclose(out[0, :, 0, 0, 1], [1.0, 0.5, 0.0, -0.25, -1.0, -1.0])
+    with pytest.raises(ValueError, match="flow fields <= num_frames"):
+        I3DFlowInput(num_frames=3)(flow)
+
+
+def test_still_image_variant(tmp_path):
+    model = ac.action_context_image(num_classes=5, input_shape=(64, 64, 3), backbone="mobilenet_v2",
+                                    per_class=True, outputs="all")
+    x = np.random.default_rng(2).uniform(-1, 1, size=(2, 64, 64, 3)).astype("float32")
+    shapes = {"logits": (2, 5), "action_scores": (2, 5), "context_scores": (2, 5),
+              "action_map": (2, 2, 2, 5), "context_map": (2, 2, 2, 5)}
+    backbone_params = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                                     input_shape=(64, 64, 3)).count_params()
+    per_class_head = 2 * (1280 * 5 + 5) + 2 * (5 * 1280 + 5)
+    out = check_model(model, x, expected_output_shape=shapes, expected_num_params=backbone_params + per_class_head,
+                      tmp_path=tmp_path, loss_fn=factorization_loss_fn(np.array([0, 4])), train_steps=1)
+    np.testing.assert_allclose(np.asarray(out["context_map"]).sum(axis=(1, 2)), np.ones((2, 5)), atol=1e-5)
+    with pytest.raises(ValueError, match="backbone='vgg99'"):
+        ac.action_context_image(backbone="vgg99")
+    with pytest.raises(ValueError, match="classifier_activation must be None"):
+        ac.action_context_image(outputs="all", classifier_activation="softmax")

@@ -139,7 +139,8 @@ def test_checkpoint_converter_reproduces_source_values(tmp_path):
         bn = model.get_layer(i3d.layer_name("flow_i3d", unit, "bn"))
         key = f"Flow/inception_i3d/{unit}"
         np.testing.assert_array_equal(np.asarray(conv.kernel), source[key + "/conv_3d/w"])
-        np.testing.assert_array_equal(np.asarray(bn.moving_variance), source[key + "/batch_norm/moving_variance"].ravel())
+        np.testing.assert_array_equal(np.asarray(bn.moving_variance),
+                                      source[key + "/batch_norm/moving_variance"].ravel())
         np.testing.assert_array_equal(np.asarray(bn.beta), source[key + "/batch_norm/beta"].ravel())
     # The converted stem computes the source's Conv3D + BN (offset only, eps 1e-3) + ReLU.
     clip = rng.uniform(-1, 1, size=(1, 8, 32, 32, 2)).astype("float32")

@@ -1,6 +1,6 @@
 """kerasvid.layers: public names (each paper's module appends its import line here)."""
 from kerasvid.layers.video_softmax import VideoSoftmax
 from kerasvid.layers.cp_module import CPModule  # noqa: F401
-from kerasvid.layers.action_context import ActionContextAttention
+from kerasvid.layers.action_context import ActionContextAttention, I3DFlowInput  # noqa: F401
 from kerasvid.layers.non_local import NonLocalBlock  # noqa: F401
 from kerasvid.layers.tvnet import TVNet, TVNetBlock  # noqa: F401

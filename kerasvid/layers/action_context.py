@@ -126,3 +126,60 @@ class ActionContextAttention(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         })
         return config
+
+
+@keras.saving.register_keras_serializable(package="kerasvid")
+class I3DFlowInput(keras.layers.Layer):
+    """Turns optical flow in pixels into the input of an I3D flow stream.
+
+    As for the kinetics-i3d flow models: the flow is clipped to `[-bound, bound]` pixels and divided by `bound`
+    (so it lies in [-1, 1]); a clip of T frames has T - 1 flow fields, so with `num_frames` the last field is
+    repeated until the clip has `num_frames` fields (the I3D flow stream then sees the RGB stream's geometry).
+
+        out_t = clip(u_t, -bound, bound) / bound,   u_t = u_{T'-1} for t >= T'
+
+    Args:
+        bound: the clipping bound in pixels (20 in kinetics-i3d).
+        num_frames: pad the time axis to this length by repeating the last field (None: no padding).
+        **kwargs: base Layer arguments.
+
+    Call arguments:
+        flow: `[batch, T', H, W, 2]` flow fields in pixels (e.g. from `kerasvid.layers.TVNet` on a clip).
+
+    Returns:
+        `[batch, num_frames or T', H, W, 2]` in [-1, 1].
+
+    Example:
+        >>> I3DFlowInput(num_frames=8)(np.full((1, 7, 4, 4, 2), 30.0, "float32")).shape
+        TensorShape([1, 8, 4, 4, 2])
+    """
+
+    def __init__(self, bound=20.0, num_frames=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(bound, (int, float)) or isinstance(bound, bool) or bound <= 0:
+            raise ValueError(f"`bound` must be a positive number, got bound={bound!r}")
+        if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1):
+            raise ValueError(f"`num_frames` must be None or an integer >= 1, got num_frames={num_frames!r}")
+        self.bound = float(bound)
+        self.num_frames = num_frames
+
+    def call(self, flow):
+        flow = ops.clip(flow, -self.bound, self.bound) / self.bound
+        steps = flow.shape[1]
+        if self.num_frames is not None:
+            if steps is None or steps > self.num_frames:
+                raise ValueError(f"I3DFlowInput(num_frames={self.num_frames}) needs a static number of flow fields "
+                                 f"<= num_frames, got shape {tuple(flow.shape)}")
+            if steps < self.num_frames:
+                last = ops.repeat(flow[:, -1:], self.num_frames - steps, axis=1)
+                flow = ops.concatenate([flow, last], axis=1)
+        return flow
+
+    def compute_output_shape(self, input_shape):
+        steps = self.num_frames if self.num_frames is not None else input_shape[1]
+        return (input_shape[0], steps) + tuple(input_shape[2:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"bound": self.bound, "num_frames": self.num_frames})
+        return config
