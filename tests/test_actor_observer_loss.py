@@ -202,3 +202,36 @@ def test_mirrored_strategy_matches_single_device():
     assert r["state_err"] < 1e-5 and r["weight_err"] < 1e-5, r
     assert r["value_err"] < 1e-5, r
     assert r["grad_err"] < 1e-5, r
+
+
+def test_objective_classification_mixed():
+    """Samples with a label get zero triplet weight and add 2 x their summed cross-entropy / B."""
+    from kerasvid.losses import actor_observer_objective
+
+    rng = np.random.default_rng(4)
+    B = 4
+    logits = rng.normal(size=(B, 3)).astype("float32")
+    outputs = {"d_pos": tf.constant([1.0, 0.5, 2.0, 0.3]), "d_neg": tf.constant([0.5, 1.5, 1.0, 0.3]),
+               "selector_x": tf.constant([0.1, -0.2, 0.3, 0.0]), "selector_y": tf.constant([0.2, 0.1, 0.0, 0.0]),
+               "selector_z": tf.constant([0.0, 0.4, -0.1, 0.0]), "logits": tf.constant(logits)}
+    labels = np.array([-1, 2, -1, 0])
+    index = np.array([0, 2, 1, 2])  # classification samples use the dummy video 2
+    softmaxes = [VideoSoftmax(num_videos=3) for _ in range(3)]
+    result = actor_observer_objective(outputs, index, softmaxes, ActorObserverLoss(), labels=labels)
+    w = result["weights"].numpy()
+    assert w[1] == 0 and w[3] == 0 and np.all(w[[0, 2]] > 0)
+    # Each triplet sample is the first of its video: p = 1 for every stream, w = 1.
+    np.testing.assert_allclose(w[[0, 2]], [1.0, 1.0], rtol=1e-6)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    ce = -(log_probs[1, 2] + log_probs[3, 0])
+    np.testing.assert_allclose(float(result["classification_loss"]), 2.0 * ce / B, rtol=1e-5)
+    l = np.log1p(np.exp(np.array([1.0, 0.5, 2.0, 0.3]) - np.array([0.5, 1.5, 1.0, 0.3])))
+    # Eq. 14-15 fold every sample in; a zero weight leaves L alone but decays W.
+    (L, W), = reference_running_mean([(l, w)])
+    assert W == pytest.approx(0.9 * (0.1 + 0.9 * 0.9))
+    want = reference_objective(l, w, L)
+    np.testing.assert_allclose(float(result["triplet_objective"]), want, rtol=1e-5)
+    np.testing.assert_allclose(float(result["objective"]), want + 2.0 * ce / B, rtol=1e-5)
+    with pytest.raises(ValueError, match="no classifier"):
+        actor_observer_objective({k: v for k, v in outputs.items() if k != "logits"}, index, softmaxes,
+                                 ActorObserverLoss(), labels=labels)
