@@ -119,5 +119,13 @@ def test_variants_and_validation():
         ao.actor_observer_network(depth=18, input_shape=(1, 32, 32, 3), variant="both")
     with pytest.raises(ValueError, match="pooling='max'"):
         ao.actor_observer_network(depth=18, input_shape=(1, 32, 32, 3), pooling="max")
+    frames = keras.Input((1, 8, 8, 3))
+    small = keras.Model(frames, keras.layers.Dense(6)(keras.layers.Flatten()(frames)), name="small")
+    custom = ao.actor_observer_network(input_shape=(1, 8, 8, 3), trunk=small)
+    assert custom.count_params() == 8 * 8 * 3 * 6 + 6 + 2 * (6 + 1) + 3
+    out = custom([np.ones((2, 1, 8, 8, 3), "float32")] * 3)
+    np.testing.assert_allclose(out["d_pos"].numpy(), np.sqrt(6) * 1e-6, rtol=1e-3)  # identical frames
+    with pytest.raises(ValueError, match="one \\[B, D\\] output"):
+        ao.actor_observer_network(input_shape=(1, 8, 8, 3), trunk=keras.Model(frames, frames))
     with pytest.raises(ValueError, match="initial_scale=0"):
         ao.SelectorScale(initial_scale=0)

@@ -97,7 +97,7 @@ class SelectorScale(keras.layers.Layer):
 
 def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224, 3), include_top=True,
                            weights=None, pooling="avg", dropout_rate=0.0, classifier_activation=None,
-                           variant="share", stem_stride=None, name=None):
+                           variant="share", stem_stride=None, trunk=None, name=None):
     """Builds the three-stream actor-observer network on a shared ResNet trunk of any depth.
 
     Args:
@@ -111,6 +111,9 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
         classifier_activation: None (logits) or e.g. "softmax".
         variant: "share" (the two first-person selectors share their Dense) or "noshare".
         stem_stride: 1 or 2 (default: 2 for >= 160-pixel inputs).
+        trunk: None (the ResNet of `depth`) or any `keras.Model` mapping `[B, *input_shape]` frames to `[B, D]`
+            features, shared by the three streams (e.g. a small CNN for synthetic experiments); `depth`,
+            `stem_stride` and `weights="imagenet"` then do not apply.
         name: model name.
 
     Returns:
@@ -125,14 +128,19 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
     if variant not in VARIANTS:
         raise ValueError(f"`variant` must be one of {VARIANTS}, got variant={variant!r}")
     input_shape = tuple(input_shape)
-    if stem_stride is None:
-        stem_stride = resnet.default_stem_stride(input_shape)
-    resnet.check_spatial_size(input_shape, stem_stride)
-
-    frames = keras.Input(input_shape, name="frames")
-    features = resnet.resnet_features(frames, depth, stem_stride=stem_stride)["res5"]
-    pooled = keras.layers.GlobalAveragePooling3D(name="avg_pool")(features)
-    trunk = keras.Model(frames, pooled, name="trunk")
+    default_name = "actor_observer" if trunk is not None else f"actor_observer_resnet{depth}"
+    if trunk is None:
+        if stem_stride is None:
+            stem_stride = resnet.default_stem_stride(input_shape)
+        resnet.check_spatial_size(input_shape, stem_stride)
+        frames = keras.Input(input_shape, name="frames")
+        features = resnet.resnet_features(frames, depth, stem_stride=stem_stride)["res5"]
+        pooled = keras.layers.GlobalAveragePooling3D(name="avg_pool")(features)
+        trunk = keras.Model(frames, pooled, name="trunk")
+    elif not isinstance(trunk, keras.Model) or len(trunk.outputs) != 1 or len(trunk.outputs[0].shape) != 2:
+        raise ValueError(f"`trunk` must be a keras.Model with one [B, D] output, got {trunk!r}")
+    elif weights == "imagenet":
+        raise ValueError("weights='imagenet' needs the ResNet trunk, got a custom `trunk`")
 
     inputs = [keras.Input(input_shape, name=key) for key in INPUT_NAMES]
     fx, fy, fz = (trunk(x) for x in inputs)
@@ -152,7 +160,7 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
     if with_classifier:
         h = keras.layers.Dropout(dropout_rate, name="classifier_dropout")(fy) if dropout_rate else fy
         outputs["logits"] = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(h)
-    model = keras.Model(inputs, outputs, name=name or f"actor_observer_resnet{depth}")
+    model = keras.Model(inputs, outputs, name=name or default_name)
     if weights == "imagenet":
         if depth not in (50, 101, 152) or input_shape[-1] != 3:
             raise ValueError(f"weights='imagenet' needs depth 50/101/152 and 3 channels, got depth={depth}, "
