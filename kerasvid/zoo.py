@@ -14,6 +14,7 @@ from kerasvid.models.registry import ModelInfo, get_model, list_models, model_in
 # Each paper's model file registers its builders on import. Add new model modules here.
 _MODEL_MODULES = (
     "kerasvid.models.resnet_video",
+    "kerasvid.models.cpnet",
 )
 
 for _module in _MODEL_MODULES:

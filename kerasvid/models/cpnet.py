@@ -1,0 +1,183 @@
+"""CPNet (Liu, Lee, Jin, CVPR 2019) and its non-local baseline: C2D ResNets with modules at insertion points.
+
+Both are configurations of `kerasvid.models.resnet_video.resnet_video`: the CP modules / NL blocks go after the
+residual addition and before the ReLU of the listed blocks (`"res3_1"` = stage res3, 0-based block 1).
+
+Two variants of the CP placement (papers.md §1.2):
+
+| depth | variant | CP modules at | k | MLP hidden widths | bottleneck | res3 shrink |
+|---|---|---|---|---|---|---|
+| 18 | paper (supp. §B, Table 1) | res3_0-1, res4_0-1, res5_0-1 (6) | 8 | C/4, C/2 | - | - |
+| 34 | paper (supp. §E, Table 3) | res3_2-3, res4_3-5 (5) | 12 | C/4, C/2 | - | - |
+| 101 | paper (supp. §D, Table 2) | res3_2-3, res4_20-22 (5) | 4 | C/16, C/8 | - | - |
+| 18 | released_code | res3_0-1, res4_0-1 (4) | 8 | C/4, C/2 | - | 2 |
+| 34 | released_code | res3_2-3, res4_3-5 (5) | 8 | C/4, C/2 | - | 2 |
+| 101 | released_code | res3_2-3, res4_20-22 (5) | 4 | C/8 | C/8 | 2 |
+"""
+import dataclasses
+from typing import Optional, Tuple
+
+from kerasvid.layers.cp_module import CPModule
+from kerasvid.layers.non_local import NonLocalBlock
+from kerasvid.models.registry import register_model
+from kerasvid.models.resnet_video import resnet_video
+
+_PAPER = "Liu, Lee, Jin, CVPR 2019 (CPNet)"
+_NL_PAPER = "Wang et al., CVPR 2018 (non-local), NL C2D baseline of CPNet supp. Table 1"
+VARIANTS = ("paper", "released_code")
+
+
+@dataclasses.dataclass(frozen=True)
+class CPPlacement:
+    """Where the CP modules of one CPNet go and how they are sized.
+
+    Attributes:
+        points: insertion points of the backbone (`kerasvid.backbones.resnet.insertion_points`).
+        k: number of correspondence proposals.
+        mlp_divisors: hidden MLP widths as divisors of the module's input channels C (`(4, 2)` = `[C/4, C/2]`).
+        bottleneck_divisor: width C/d of the 1x1 bottleneck before the kNN, or None.
+        shrink_res3: whether the res3 modules work on a 2x smaller map.
+    """
+
+    points: Tuple[str, ...]
+    k: int
+    mlp_divisors: Tuple[int, ...]
+    bottleneck_divisor: Optional[int] = None
+    shrink_res3: bool = False
+
+
+_R34_POINTS = ("res3_2", "res3_3", "res4_3", "res4_4", "res4_5")
+_R101_POINTS = ("res3_2", "res3_3", "res4_20", "res4_21", "res4_22")
+_SIX_R18_POINTS = ("res3_0", "res3_1", "res4_0", "res4_1", "res5_0", "res5_1")
+
+PLACEMENTS = {
+    "paper": {
+        18: CPPlacement(_SIX_R18_POINTS, k=8, mlp_divisors=(4, 2)),
+        34: CPPlacement(_R34_POINTS, k=12, mlp_divisors=(4, 2)),
+        101: CPPlacement(_R101_POINTS, k=4, mlp_divisors=(16, 8)),
+    },
+    "released_code": {
+        18: CPPlacement(_SIX_R18_POINTS[:4], k=8, mlp_divisors=(4, 2), shrink_res3=True),
+        34: CPPlacement(_R34_POINTS, k=8, mlp_divisors=(4, 2), shrink_res3=True),
+        101: CPPlacement(_R101_POINTS, k=4, mlp_divisors=(8,), bottleneck_divisor=8, shrink_res3=True),
+    },
+}
+
+
+def cp_placement(depth, variant="paper"):
+    """Returns the `CPPlacement` of a CPNet ResNet-`depth` in `variant` ("paper" or "released_code")."""
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {VARIANTS}, got variant={variant!r}")
+    if depth not in PLACEMENTS[variant]:
+        raise ValueError(f"CPNet is defined for depth {sorted(PLACEMENTS[variant])}, got depth={depth!r}")
+    return PLACEMENTS[variant][depth]
+
+
+def _cp_factory(placement, k, point, chunk_size):
+    def factory(channels, name):
+        return CPModule(
+            k=k,
+            mlp_units=[channels // d for d in placement.mlp_divisors],
+            spatial_shrink=2 if placement.shrink_res3 and point.startswith("res3") else 1,
+            bottleneck=channels // placement.bottleneck_divisor if placement.bottleneck_divisor else None,
+            chunk_size=chunk_size,
+            name=name,
+        )
+
+    return factory
+
+
+def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,
+                 pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
+                 stem_stride=None, chunk_size=None, name=None):
+    """Builds a CPNet: a C2D ResNet-`depth` with CP modules placed as `variant` says (see the module table).
+
+    Args:
+        depth: 18, 34 or 101.
+        num_classes, input_shape, include_top, weights, pooling, dropout_rate, classifier_activation: as in
+            `kerasvid.models.resnet_video.resnet_video` (keras.applications style). `input_shape` is
+            `(T, H, W, C)` with static `T >= 2`; 112-pixel inputs get stem stride 1, 224-pixel inputs stride 2.
+        variant: "paper" (the supplement's placement, default) or "released_code" (the reference code's).
+        k: overrides the number of correspondence proposals of every module.
+        stem_stride: overrides the stem stride (1 or 2).
+        chunk_size: query chunk size of the kNN (None: automatic, see `kerasvid.ops.cp_knn`).
+        name: model name (default `cpnet_resnet{depth}`).
+
+    Returns:
+        A `keras.Model` `[batch, T, H, W, C] -> [batch, num_classes]`.
+    """
+    placement = cp_placement(depth, variant)
+    if k is None:
+        k = placement.k
+    elif isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"`k` must be a positive integer or None, got k={k!r}")
+    if input_shape[0] is None or input_shape[0] < 2:
+        raise ValueError(f"CPNet needs a static number of frames >= 2 (correspondences link frames), got "
+                         f"input_shape={tuple(input_shape)!r}")
+    insertions = {p: _cp_factory(placement, k, p, chunk_size) for p in placement.points}
+    return resnet_video(depth, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
+                        classifier_activation, stem_stride=stem_stride, insertions=insertions,
+                        name=name or f"cpnet_resnet{depth}")
+
+
+@register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=12187280, gflops=34.553,
+                recipe="zoo/cpnet_resnet18_kinetics.flags")
+def cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,
+                   pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
+                   stem_stride=None, chunk_size=None):
+    """CPNet ResNet-18 (Kinetics ablations): 6 CP modules, k=8, MLP [C/4, C/2] ("released_code": 4, res3 shrunk).
+
+    Example:
+        >>> model = kerasvid.zoo.cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3))
+    """
+    return cpnet_resnet(18, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
+                        classifier_activation, variant, k, stem_stride, chunk_size)
+
+
+@register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=21783184, gflops=65.294,
+                recipe="zoo/cpnet_resnet34_jester.flags")
+def cpnet_resnet34(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,
+                   pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
+                   stem_stride=None, chunk_size=None):
+    """CPNet ResNet-34 (Jester / Something-Something): 5 CP modules, k=12 ("released_code": k=8, res3 shrunk).
+
+    Example:
+        >>> model = kerasvid.zoo.cpnet_resnet34(num_classes=27, input_shape=(8, 112, 112, 3))
+    """
+    return cpnet_resnet(34, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
+                        classifier_activation, variant, k, stem_stride, chunk_size)
+
+
+@register_model(paper=_PAPER, default_input=(8, 224, 224, 3), num_params=44449040, gflops=141.515,
+                recipe="zoo/cpnet_resnet101_kinetics.flags")
+def cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=True, weights=None,
+                    pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
+                    stem_stride=None, chunk_size=None):
+    """CPNet ResNet-101 (Kinetics): 5 CP modules, k=4, MLP [C/16, C/8] ("released_code": C/8 bottleneck + [C/8]).
+
+    Example:
+        >>> model = kerasvid.zoo.cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3))
+    """
+    return cpnet_resnet(101, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
+                        classifier_activation, variant, k, stem_stride, chunk_size)
+
+
+NL_R18_POINTS = _SIX_R18_POINTS
+
+
+@register_model(paper=_NL_PAPER, default_input=(8, 112, 112, 3), num_params=12784016, gflops=54.958,
+                recipe="zoo/nl_resnet18_kinetics.flags")
+def nl_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None, pooling="avg",
+                dropout_rate=0.5, classifier_activation=None, subsample=False, stem_stride=None):
+    """NL C2D ResNet-18: embedded-Gaussian non-local blocks at the 6 places of the paper's CPNet-R18.
+
+    Args:
+        subsample: max-pool phi and g 2x2 in space inside every block (Wang et al. §3.3); off by default.
+        (others as `cpnet_resnet18`).
+
+    Example:
+        >>> model = kerasvid.zoo.nl_resnet18(num_classes=400, input_shape=(8, 112, 112, 3))
+    """
+    insertions = {p: (lambda channels, name: NonLocalBlock(subsample=subsample, name=name)) for p in NL_R18_POINTS}
+    return resnet_video(18, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
+                        classifier_activation, stem_stride=stem_stride, insertions=insertions, name="nl_resnet18")

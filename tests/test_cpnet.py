@@ -1,0 +1,162 @@
+"""CPNet builders and the NL baseline (kerasvid.models.cpnet): placements, parameter formulas, identity at init."""
+import keras
+import numpy as np
+import pytest
+
+from kerasvid import zoo
+from kerasvid.layers import CPModule, NonLocalBlock
+from kerasvid.ops import cp_knn
+from tests.helpers import check_model
+
+SMALL = (3, 32, 32, 3)  # stem stride 1: res3 8x8, res4 4x4, res5 2x2
+
+
+def cp_module_params(c, units, bottleneck=None):
+    """1x1 convs with bias; every BN holds gamma, beta, moving mean and variance."""
+    f = bottleneck or c
+    total = c * f + f + 4 * f if bottleneck else 0
+    prev = 2 * f + 3
+    for u in units:
+        total += prev * u + u + 4 * u
+        prev = u
+    return total + prev * c + c + 4 * c
+
+
+def modules_of(model, cls):
+    return [layer for layer in model.layers if isinstance(layer, cls)]
+
+
+# (depth, variant) -> [(insertion point, k, MLP widths, spatial shrink, bottleneck, input channels C)]
+EXPECTED = {
+    (18, "paper"): [(p, 8, [c // 4, c // 2], 1, None, c) for p, c in
+                    [("res3_0", 128), ("res3_1", 128), ("res4_0", 256), ("res4_1", 256), ("res5_0", 512),
+                     ("res5_1", 512)]],
+    (18, "released_code"): [("res3_0", 8, [32, 64], 2, None, 128), ("res3_1", 8, [32, 64], 2, None, 128),
+                            ("res4_0", 8, [64, 128], 1, None, 256), ("res4_1", 8, [64, 128], 1, None, 256)],
+    (34, "paper"): [("res3_2", 12, [32, 64], 1, None, 128), ("res3_3", 12, [32, 64], 1, None, 128),
+                    ("res4_3", 12, [64, 128], 1, None, 256), ("res4_4", 12, [64, 128], 1, None, 256),
+                    ("res4_5", 12, [64, 128], 1, None, 256)],
+    (34, "released_code"): [("res3_2", 8, [32, 64], 2, None, 128), ("res3_3", 8, [32, 64], 2, None, 128),
+                            ("res4_3", 8, [64, 128], 1, None, 256), ("res4_4", 8, [64, 128], 1, None, 256),
+                            ("res4_5", 8, [64, 128], 1, None, 256)],
+    # ResNet-101 bottleneck outputs: res3 512 channels, res4 1024.
+    (101, "paper"): [("res3_2", 4, [32, 64], 1, None, 512), ("res3_3", 4, [32, 64], 1, None, 512),
+                     ("res4_20", 4, [64, 128], 1, None, 1024), ("res4_21", 4, [64, 128], 1, None, 1024),
+                     ("res4_22", 4, [64, 128], 1, None, 1024)],
+    (101, "released_code"): [("res3_2", 4, [64], 2, 64, 512), ("res3_3", 4, [64], 2, 64, 512),
+                             ("res4_20", 4, [128], 1, 128, 1024), ("res4_21", 4, [128], 1, 128, 1024),
+                             ("res4_22", 4, [128], 1, 128, 1024)],
+}
+
+
+@pytest.mark.parametrize("depth,variant", sorted(EXPECTED))
+def test_module_places_and_parameter_formula(depth, variant):
+    model = zoo.get_model(f"cpnet_resnet{depth}", num_classes=7, input_shape=SMALL, variant=variant)
+    got = [(m.name, m.k, list(m.mlp_units), m.spatial_shrink, m.bottleneck, m.input.shape[-1])
+           for m in modules_of(model, CPModule)]
+    want = [(f"{p}_insert", k, units, s, b, c) for p, k, units, s, b, c in EXPECTED[depth, variant]]
+    assert got == want
+    added = sum(cp_module_params(c, units, b) for _, _, units, _, b, c in EXPECTED[depth, variant])
+    assert sum(m.count_params() for m in modules_of(model, CPModule)) == added
+    if depth == 18:  # and nothing else changes: the rest is exactly the C2D backbone
+        c2d = zoo.c2d_resnet18(num_classes=7, input_shape=SMALL)
+        assert model.count_params() == c2d.count_params() + added
+    if variant == "paper":  # the registered count (400 classes) differs only by the classifier's 393 extra rows
+        features = 512 if depth < 50 else 2048
+        assert zoo.model_info(f"cpnet_resnet{depth}").num_params - model.count_params() == (features + 1) * 393
+
+
+def test_module_costs_quoted_in_the_docs():
+    # Trainable parameters of one (C, [C/4, C/2]) module (papers.md §1.3: 19,200 / 75,264 / 297,984) plus
+    # 2 moving statistics per BN channel.
+    for c, trainable in ((128, 19_200), (256, 75_264), (512, 297_984)):
+        assert cp_module_params(c, [c // 4, c // 2]) == trainable + 2 * (c // 4 + c // 2 + c)
+
+
+def test_nl_resnet18_places_and_count():
+    model = zoo.nl_resnet18(num_classes=7, input_shape=SMALL)
+    blocks = modules_of(model, NonLocalBlock)
+    assert [b.name for b in blocks] == [f"res{s}_{i}_insert" for s in (3, 4, 5) for i in (0, 1)]
+    c2d = zoo.c2d_resnet18(num_classes=7, input_shape=SMALL)
+    # theta, phi, g: C -> C/2 with bias; W_z: C/2 -> C with bias; BN(C) with 4 vectors.
+    added = sum(2 * (3 * (c * c // 2 + c // 2) + (c // 2 * c + c) + 4 * c) for c in (128, 256, 512))
+    assert model.count_params() == c2d.count_params() + added
+
+
+@pytest.mark.parametrize("variant", ["paper", "released_code"])
+def test_cpnet_at_initialisation_equals_c2d(variant):
+    rng = np.random.default_rng(0)
+    c2d = zoo.c2d_resnet18(num_classes=5, input_shape=SMALL)
+    cpnet = zoo.cpnet_resnet18(num_classes=5, input_shape=SMALL, variant=variant)
+    for layer in c2d.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            g, b, m, v = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
+                               rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+        if layer.weights:
+            cpnet.get_layer(layer.name).set_weights(layer.get_weights())
+    x = rng.normal(size=(2,) + SMALL).astype("float32")
+    want = c2d(x, training=False).numpy()
+    assert np.abs(want).max() > 1e-2
+    np.testing.assert_array_equal(cpnet(x, training=False).numpy(), want)
+
+
+def test_check_model_cpnet_resnet18(tmp_path):
+    model = zoo.cpnet_resnet18(num_classes=5, input_shape=(3, 32, 32, 3), k=4, chunk_size=16)
+    assert {m.k for m in modules_of(model, CPModule)} == {4}
+    assert {m.chunk_size for m in modules_of(model, CPModule)} == {16}
+    x = np.random.default_rng(1).normal(size=(2, 3, 32, 32, 3)).astype("float32")
+    check_model(model, x, expected_output_shape=(2, 5), tmp_path=tmp_path, train_steps=1)
+
+
+def test_stem_stride_follows_input_size():
+    for size, stride in ((112, 1), (224, 2)):
+        model = zoo.cpnet_resnet18(num_classes=3, input_shape=(2, size, size, 3), include_top=False, pooling=None)
+        assert model.get_layer("conv1_conv").strides[1:] == (stride, stride)
+        assert modules_of(model, CPModule)[0].input.shape[2:4] == (28, 28)  # res3 at 28x28 either way
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(input_shape=(1, 32, 32, 3)), r"frames >= 2.*\(1, 32, 32, 3\)"),
+    (dict(input_shape=(None, 32, 32, 3)), "static number of frames"),
+    (dict(input_shape=SMALL, variant="code"), "variant='code'"),
+    (dict(input_shape=SMALL, k=0), "k=0"),
+    (dict(input_shape=(2, 32, 32, 3), k=5), "k=5 with 4 candidates"),  # res5 is 2x2: one other frame of 4
+])
+def test_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        zoo.cpnet_resnet18(num_classes=3, **kwargs)
+
+
+def test_correspondences_follow_a_moving_square():
+    """The paper's premise in miniature: proposals of a textured moving square recover its motion.
+
+    A 6x6 square with a fixed random texture moves by (+1, +2) pixels per frame over fresh background noise.
+    Features are 3x3 patches. For every pixel deep inside the square, its T-1 proposals are exactly the same
+    texture pixel in each other frame, i.e. displaced by (t' - t) * (1, 2): the correspondences encode motion.
+    """
+    rng = np.random.default_rng(3)
+    frames, size, side, velocity = 4, 20, 6, (1, 2)
+    texture = rng.uniform(0.0, 1.0, (side, side))
+    clip = rng.uniform(0.0, 1.0, (frames, size, size)) * 0.2 - 1.0  # background far from the texture values
+    origins = [(3 + velocity[0] * t, 2 + velocity[1] * t) for t in range(frames)]
+    for t, (y, x) in enumerate(origins):
+        clip[t, y:y + side, x:x + side] = texture
+    padded = np.pad(clip, ((0, 0), (1, 1), (1, 1)), constant_values=-1.0)
+    patches = np.stack([padded[:, dy:dy + size, dx:dx + size] for dy in range(3) for dx in range(3)], axis=-1)
+    points = patches.reshape(1, frames * size * size, 9).astype(np.float32)
+    proposals = cp_knn(points, frames, k=frames - 1).numpy()[0]
+    checked = 0
+    for t, (y0, x0) in enumerate(origins):
+        for dy in range(1, side - 1):
+            for dx in range(1, side - 1):
+                i = (t * size + y0 + dy) * size + x0 + dx
+                found = sorted(proposals[i].tolist())
+                want = sorted(((u * size + origins[u][0] + dy) * size + origins[u][1] + dx)
+                              for u in range(frames) if u != t)
+                assert found == want, (t, dy, dx)
+                displacement = [((j // size) % size - (y0 + dy), j % size - (x0 + dx), j // size ** 2 - t)
+                                for j in proposals[i]]
+                assert all(d[:2] == (velocity[0] * d[2], velocity[1] * d[2]) for d in displacement)
+                checked += 1
+    assert checked == frames * (side - 2) ** 2
