@@ -1,0 +1,175 @@
+"""The task interface: what the training loop asks of one kind of training.
+
+A task owns everything specific to a kind of training (classification, actor-observer triplets, action/context
+factorization): building the model, building the datasets, the per-replica loss, evaluation outputs and their
+aggregation, and images for TensorBoard. `kerasvid.training.Trainer` owns everything generic (strategies, the
+custom loop, checkpoints, schedules, summaries, progress). A new task subclasses `Task`, sets `name`, implements
+the four abstract methods and registers itself:
+
+```python
+@kerasvid.tasks.register_task
+class TripletTask(kerasvid.tasks.Task):
+    name = "triplet"
+    ...
+```
+
+Shapes in this file: `B` is the per-replica batch, `V` the number of evaluation views (clips x crops).
+"""
+import dataclasses
+import difflib
+from typing import Dict, Optional, Tuple
+
+_TASKS = {}
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """Settings shared by all tasks (one field per generic flag of `train/main.py`).
+
+    Attributes:
+        model: registered model name (`kerasvid.zoo.list_models()`).
+        model_kwargs: extra keyword arguments of the builder (e.g. `{"k": 12}`).
+        num_classes: number of classes (0 = the length of `label_names`).
+        label_names: class names, index order (read from `labels.txt` beside the records when empty).
+        train_pattern / eval_pattern: TFRecord file patterns of the training / evaluation records.
+        num_frames, stride, image_size: clip geometry `T`, temporal stride and `(H, W)`.
+        batch_size: global training batch (split over replicas). eval_batch_size: videos per eval batch.
+        eval_clips, eval_crops: evaluation views per video (`V = eval_clips * eval_crops`).
+        multi_label: labels are multi-hot (sigmoid + binary cross-entropy, mAP).
+        label_smoothing: label smoothing of the cross-entropy.
+        normalization: normalisation preset of `kerasvid.data.preprocess.normalize`.
+        shuffle_buffer: shuffle buffer of the training pipeline.
+        seed: global seed; deterministic: deterministic data order and ops (for bit-identical resumes).
+        data_kwargs: extra keyword arguments of the data pipeline (e.g. `{"flip": False}`; `--data_kwargs`).
+        task_kwargs: task-specific settings (from `--task_kwargs`); each task documents its own keys.
+    """
+
+    model: str = "c2d_resnet18"
+    model_kwargs: Dict = dataclasses.field(default_factory=dict)
+    num_classes: int = 0
+    label_names: Tuple[str, ...] = ()
+    train_pattern: str = ""
+    eval_pattern: str = ""
+    num_frames: int = 8
+    stride: int = 1
+    image_size: Tuple[int, int] = (112, 112)
+    batch_size: int = 8
+    eval_batch_size: int = 8
+    eval_clips: int = 1
+    eval_crops: int = 1
+    multi_label: bool = False
+    label_smoothing: float = 0.0
+    normalization: str = "imagenet"
+    shuffle_buffer: int = 64
+    seed: int = 0
+    deterministic: bool = False
+    data_kwargs: Dict = dataclasses.field(default_factory=dict)
+    task_kwargs: Dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_views(self):
+        return self.eval_clips * self.eval_crops
+
+
+class Task:
+    """Base class of the tasks. Subclasses implement `build_model`, `build_dataset`, `compute_loss`,
+    `eval_outputs` and `aggregate_eval`; `validate` and `summary_images` have defaults.
+
+    Args:
+        config: a `TaskConfig`.
+    """
+
+    name = "base"
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+
+    def validate(self, modes):
+        """Raises ValueError for settings that cannot work, before any work starts.
+
+        Args:
+            modes: the modes that will run, a subset of {"train", "eval", "export"}.
+        """
+
+    def build_model(self):
+        """Returns the `keras.Model` (built under the strategy scope by the caller)."""
+        raise NotImplementedError
+
+    def build_dataset(self, training: bool, input_context=None):
+        """Returns this worker's `tf.data.Dataset` of `(inputs, labels)` batches.
+
+        Training datasets repeat forever; each local batch is sliced over the local replicas by the loop.
+        Evaluation datasets are finite (one pass) and are read in full by every worker.
+
+        Args:
+            training: training or evaluation data.
+            input_context: None, or (multi-worker training) a `tf.distribute.InputContext`: read only this
+                worker's shard of the records and batch `local_batch_size(input_context)` videos.
+        """
+        raise NotImplementedError
+
+    def local_batch_size(self, input_context=None):
+        """Videos per batch on this worker: `batch_size / num_workers` under multi-worker training."""
+        if input_context is None:
+            return self.config.batch_size
+        return self.config.batch_size // input_context.num_input_pipelines
+
+    def compute_loss(self, model, inputs, labels, global_batch_size: int):
+        """Runs the model in training mode on one replica's batch.
+
+        Returns:
+            `(loss, stats)`: `loss` is this replica's share of the global mean loss (summing `loss` over replicas
+            gives the mean over the global batch, e.g. `tf.nn.compute_average_loss`), excluding the model's
+            regularisation losses (the loop adds them); `stats` maps a name to a `(total, count)` pair of float32
+            scalars; the loop sums both over replicas and steps and logs `total / count` (e.g.
+            `"accuracy": (number correct, batch size)`).
+        """
+        raise NotImplementedError
+
+    def eval_outputs(self, model, inputs, labels) -> Dict:
+        """Runs the model in inference mode on one evaluation batch.
+
+        Returns:
+            A dict of per-video tensors (first axis = videos, views already merged), e.g. `{"probs", "labels"}`;
+            the loop concatenates them over the whole evaluation set and hands them to `aggregate_eval`.
+        """
+        raise NotImplementedError
+
+    def aggregate_eval(self, outputs: Dict) -> Dict:
+        """Turns the concatenated numpy outputs into results (JSON-serialisable floats and ints).
+
+        Must include `num_examples`; the loop adds `step`.
+        """
+        raise NotImplementedError
+
+    def summary_images(self, model, inputs) -> Dict:
+        """Images for TensorBoard: name -> float32 `[N, H, W, 3]` in [0, 1] (sample frames, flow, attention)."""
+        return {}
+
+    def best_metric(self) -> Optional[Tuple[str, str]]:
+        """`(name, "max"|"min")` of the evaluation result that selects the best checkpoint, or None."""
+        return None
+
+
+def register_task(cls):
+    """Class decorator: registers a `Task` subclass under `cls.name`."""
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"register_task expects a Task subclass, got {cls!r}.")
+    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
+        raise ValueError(f"A task named {cls.name!r} is already registered ({_TASKS[cls.name]!r}).")
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def list_tasks():
+    """Sorted names of the registered tasks."""
+    return sorted(_TASKS)
+
+
+def get_task(name, config):
+    """Instantiates a registered task; unknown names raise ValueError with the closest names."""
+    if name not in _TASKS:
+        close = difflib.get_close_matches(name, list(_TASKS), n=2, cutoff=0.4)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown task {name!r}.{hint} Registered tasks: {', '.join(list_tasks())}.")
+    return _TASKS[name](config)

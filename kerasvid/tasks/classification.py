@@ -1,0 +1,181 @@
+"""Video classification (single-label softmax or multi-label sigmoid), with multi-view evaluation."""
+import numpy as np
+import tensorflow as tf
+
+from kerasvid.tasks.base import Task, register_task
+
+
+def topk_accuracy(probs, labels, k):
+    """Fraction of rows whose label is among the `k` highest scores (ties broken by lower class index).
+
+    Args:
+        probs: float `[N, C]` scores.
+        labels: int `[N]` class indices.
+        k: the `k` of top-k (clipped to C).
+
+    Returns:
+        A float in [0, 1].
+    """
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    k = min(k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(order == labels[:, None], axis=1)))
+
+
+def mean_average_precision(probs, labels):
+    """Mean over classes with at least one positive of the average precision (area under the precision at each
+    positive, ranking by score; the Charades/Model Garden convention).
+
+    Args:
+        probs: float `[N, C]` scores.
+        labels: `[N, C]` multi-hot targets.
+
+    Returns:
+        A float in [0, 1] (NaN if no class has a positive).
+    """
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels) > 0
+    aps = []
+    for c in range(probs.shape[1]):
+        positives = labels[:, c]
+        if not positives.any():
+            continue
+        order = np.argsort(-probs[:, c], kind="stable")
+        hits = positives[order]
+        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(float(np.sum(precision[hits]) / hits.sum()))
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def confusion_matrix(predictions, labels, num_classes):
+    """`[C, C]` int matrix: row = true class, column = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+@register_task
+class ClassificationTask(Task):
+    """Video classification: cross-entropy with optional label smoothing (softmax), or binary cross-entropy
+    (sigmoid) for multi-label data; evaluation averages the class probabilities of the `V` views of each video
+    (softmax, or sigmoid for multi-label) and reports top-1 / top-5 accuracy (single-label) or mAP (multi-label).
+
+    Data: `kerasvid.data.video_dataset` records with `clip/label/index`; inputs `{"image": [B, T, H, W, 3]}`.
+    The model is `kerasvid.zoo.get_model(config.model, num_classes=..., input_shape=(T, H, W, 3),
+    **config.model_kwargs)`, called on `inputs["image"]`; its logits are used in float32 (the head of a mixed
+    precision model may be float16/bfloat16).
+
+    Args:
+        config: a `kerasvid.tasks.TaskConfig`.
+    """
+
+    name = "classification"
+
+    @property
+    def num_classes(self):
+        return self.config.num_classes or len(self.config.label_names)
+
+    def validate(self, modes):
+        c = self.config
+        if self.num_classes < 1:
+            raise ValueError("The number of classes is unknown: pass --num_classes or put labels.txt (one class "
+                             f"name per line) beside the records; got num_classes={c.num_classes} and no labels.")
+        if c.label_names and c.num_classes and len(c.label_names) != c.num_classes:
+            raise ValueError(f"num_classes={c.num_classes} but labels.txt lists {len(c.label_names)} names.")
+        if not 0.0 <= c.label_smoothing < 1.0:
+            raise ValueError(f"`label_smoothing` must be in [0, 1), got label_smoothing={c.label_smoothing}.")
+        if c.multi_label and c.label_smoothing:
+            raise ValueError("label_smoothing is only supported for single-label data (multi_label=False).")
+        for name in ("num_frames", "stride", "batch_size", "eval_batch_size", "eval_clips", "eval_crops"):
+            if getattr(c, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {name}={getattr(c, name)}.")
+        if len(c.image_size) != 2 or min(c.image_size) < 1:
+            raise ValueError(f"`image_size` must be (height, width), got image_size={c.image_size!r}.")
+        needed = {"train": ["train_pattern"], "eval": ["eval_pattern"], "export": []}
+        for mode in modes:
+            for attr in needed.get(mode, []):
+                pattern = getattr(c, attr)
+                if not pattern:
+                    raise ValueError(f"--mode includes {mode!r} but --{attr} is empty.")
+                if not tf.io.gfile.glob(pattern):
+                    raise ValueError(f"--{attr}={pattern!r} matches no file.")
+
+    def build_model(self):
+        from kerasvid import zoo  # imported here: tasks sit above the zoo and build by name
+
+        c = self.config
+        return zoo.get_model(c.model, num_classes=self.num_classes,
+                             input_shape=(c.num_frames, *c.image_size, 3), **c.model_kwargs)
+
+    def build_dataset(self, training, input_context=None):
+        from kerasvid import data
+
+        c = self.config
+        return data.video_dataset(
+            c.train_pattern if training else c.eval_pattern, num_frames=c.num_frames, stride=c.stride,
+            image_size=tuple(c.image_size), training=training,
+            batch_size=self.local_batch_size(input_context) if training else c.eval_batch_size,
+            num_classes=self.num_classes, multi_label=c.multi_label, normalization=c.normalization,
+            num_clips=1 if training else c.eval_clips, num_crops=1 if training else c.eval_crops,
+            shuffle_buffer=c.shuffle_buffer, seed=c.seed, deterministic=c.deterministic,
+            input_context=input_context, **c.data_kwargs)
+
+    def _per_example_loss(self, logits, labels):
+        if self.config.multi_label:
+            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, tf.float32), logits),
+                                  axis=-1)
+        targets = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)
+        if self.config.label_smoothing:
+            targets = targets * (1.0 - self.config.label_smoothing) + self.config.label_smoothing / self.num_classes
+        return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+
+    def compute_loss(self, model, inputs, labels, global_batch_size):
+        logits = tf.cast(model(inputs["image"], training=True), tf.float32)
+        loss = tf.nn.compute_average_loss(self._per_example_loss(logits, labels), global_batch_size=global_batch_size)
+        batch = tf.cast(tf.shape(logits)[0], tf.float32)
+        if self.config.multi_label:
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(logits > 0, tf.float32),
+                                                     tf.cast(labels, tf.float32)), tf.float32))
+            return loss, {"accuracy": (correct, batch * self.num_classes)}
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                                 tf.cast(labels, tf.int32)), tf.float32))
+        return loss, {"accuracy": (correct, batch)}
+
+    def eval_outputs(self, model, inputs, labels):
+        logits = tf.cast(model(inputs["image"], training=False), tf.float32)
+        probs = tf.sigmoid(logits) if self.config.multi_label else tf.nn.softmax(logits)
+        # Views of one video are contiguous: [B * V, C] -> [B, V, C] -> mean over views.
+        probs = tf.reduce_mean(tf.reshape(probs, [-1, self.config.num_views, self.num_classes]), axis=1)
+        return {"probs": probs, "labels": labels}
+
+    def aggregate_eval(self, outputs):
+        probs, labels = outputs["probs"], outputs["labels"]
+        results = {"num_examples": int(probs.shape[0])}
+        if self.config.multi_label:
+            results["map"] = mean_average_precision(probs, labels)
+            hard = np.argmax(probs, 1)
+            results["top1"] = float(np.mean(np.asarray(labels)[np.arange(len(hard)), hard] > 0))
+            results["top5"] = float(np.mean([labels[i][np.argsort(-probs[i], kind="stable")[:5]].max() > 0
+                                             for i in range(len(hard))]))
+            return results
+        labels = np.asarray(labels).astype(np.int64)
+        results["top1"] = topk_accuracy(probs, labels, 1)
+        results["top5"] = topk_accuracy(probs, labels, 5)
+        matrix = confusion_matrix(np.argmax(probs, 1), labels, self.num_classes)
+        names = list(self.config.label_names) or [str(i) for i in range(self.num_classes)]
+        support = matrix.sum(1)
+        results["per_class_accuracy"] = {names[i]: float(matrix[i, i] / support[i])
+                                         for i in range(self.num_classes) if support[i]}
+        off = matrix - np.diag(np.diag(matrix))
+        pairs = np.dstack(np.unravel_index(np.argsort(-off, axis=None, kind="stable"), off.shape))[0][:5]
+        results["most_confused"] = [[names[t], names[p], int(off[t, p])] for t, p in pairs if off[t, p] > 0]
+        if self.num_classes <= 32:
+            results["confusion_matrix"] = matrix.tolist()
+        return results
+
+    def summary_images(self, model, inputs):
+        from kerasvid.training.summaries import clip_to_image_grid
+
+        return {"sample_frames": clip_to_image_grid(inputs["image"][0])}
+
+    def best_metric(self):
+        return ("map", "max") if self.config.multi_label else ("top1", "max")

@@ -1,0 +1,411 @@
+"""The custom training loop over tf.distribute (not `model.fit`, which fails under MultiWorkerMirroredStrategy in
+Keras 3, keras-team/keras#20585).
+
+Data position: each worker reads its own local `tf.data` iterator, which is checkpointed with the model (a
+`DistributedIterator` is not trackable); the loop slices each local batch into one piece per local replica with
+`experimental_distribute_values_from_function`. Gradient accumulation runs `accumulation_steps` micro-batches
+inside one step function and applies their summed gradients once. Global-norm clipping all-reduces the gradients
+first, so the norm is the norm of the global gradient.
+"""
+import dataclasses
+import json
+import os
+import time
+from typing import Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from kerasvid.training import checkpoints as checkpoints_lib
+from kerasvid.training import schedules
+from kerasvid.training import strategy as strategy_lib
+from kerasvid.training import summaries as summaries_lib
+
+MIXED_PRECISION = ("", "bfloat16", "float16")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of the loop (one field per generic training flag of `train/main.py`).
+
+    Attributes:
+        train_steps: optimizer steps of the whole run (a resumed run continues up to it).
+        log_every: steps between log lines and train summaries.
+        checkpoint_every: steps between checkpoints (0 = only at the end).
+        keep_checkpoints: recent checkpoints kept.
+        eval_every: steps between evaluations in `train_and_eval` (0 = only at the end).
+        accumulation_steps: micro-batches per optimizer step (each of `batch_size`).
+        clip_norm: global-norm gradient clipping (0 = off).
+        optimizer, learning_rate, momentum, weight_decay, nesterov: see `schedules.build_optimizer`.
+        schedule, warmup_steps, decay_steps, boundaries, decay_rate, min_lr: see `schedules.WarmupDecay`.
+        mixed_precision: "" (float32), "bfloat16" or "float16" (Keras `mixed_*` policy; heads stay float32).
+        jit_compile: XLA-compile the per-replica step.
+        image_summaries_every: steps between image summaries (0 = off).
+        bn_recalibration_batches: at the end of training, re-estimate the BatchNorm moving statistics as the plain
+            average of the batch statistics of this many training batches ("precise BN", as in PySlowFast); short
+            runs otherwise evaluate with moving averages that still remember the first steps (0 = off).
+    """
+
+    train_steps: int = 100
+    log_every: int = 10
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 3
+    eval_every: int = 0
+    accumulation_steps: int = 1
+    clip_norm: float = 0.0
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    decay_steps: int = 1
+    boundaries: Tuple[int, ...] = ()
+    decay_rate: float = 0.1
+    min_lr: float = 0.0
+    mixed_precision: str = ""
+    jit_compile: bool = False
+    image_summaries_every: int = 0
+    bn_recalibration_batches: int = 0
+
+    def validate(self, strategy_name="default"):
+        """Raises ValueError for bad or contradictory settings (before any work starts)."""
+        for name in ("train_steps", "log_every", "accumulation_steps", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {name}={getattr(self, name)}.")
+        for name in ("checkpoint_every", "eval_every", "image_summaries_every", "warmup_steps",
+                     "bn_recalibration_batches"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {name}={getattr(self, name)}.")
+        if self.clip_norm < 0:
+            raise ValueError(f"`clip_norm` must be >= 0, got clip_norm={self.clip_norm}.")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
+        if self.warmup_steps >= self.train_steps and self.warmup_steps:
+            raise ValueError(f"`warmup_steps`={self.warmup_steps} must be smaller than "
+                             f"`train_steps`={self.train_steps}.")
+        if (self.jit_compile and strategy_name in ("mirrored", "multi_worker")
+                and not tf.config.list_physical_devices("GPU")):
+            raise ValueError(f"jit_compile=True with strategy={strategy_name!r} on CPU devices is not supported by "
+                             "XLA (variables on another logical device); use jit_compile on one device.")
+        self.learning_rate_schedule()  # validates the schedule arguments
+        schedules.build_optimizer(self.optimizer, 0.1, self.momentum, self.weight_decay)
+
+    def learning_rate_schedule(self):
+        return schedules.WarmupDecay(self.learning_rate, self.schedule, self.train_steps, self.warmup_steps,
+                                     self.decay_steps, self.boundaries, self.decay_rate, self.min_lr)
+
+
+def seed_generator_states(model):
+    """The state variables of the model's Keras `SeedGenerator`s (dropout masks, random augmentation layers).
+
+    `tf.train.Checkpoint(model=...)` does not track them, so a resumed run would draw other dropout masks than an
+    uninterrupted one; the loop checkpoints them explicitly.
+    """
+    return {f"{i}": v.value for i, v in enumerate(model.variables) if "seed_generator_state" in v.path}
+
+
+def recalibrate_batch_norm(model, dataset, num_batches):
+    """Sets every BatchNormalization's moving mean / variance to the average of its batch statistics over
+    `num_batches` batches of `dataset` (forward passes in training mode; no weight is trained).
+
+    Batch i uses momentum i / (i + 1), so after N batches the moving value is exactly the mean of the N batch
+    values. Every worker reads the same (unsharded) batches, so replicas and workers stay identical.
+    """
+    layers = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]  # noqa
+    if not layers:
+        return 0
+    saved = [l.momentum for l in layers]
+    try:
+        for i, (inputs, _) in enumerate(dataset.take(num_batches)):
+            for layer in layers:
+                layer.momentum = i / (i + 1.0)
+            model(inputs["image"] if isinstance(inputs, dict) and "image" in inputs else inputs, training=True)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    logging.info("Re-estimated the statistics of %d BatchNorm layers on %d batches.", len(layers), num_batches)
+    return len(layers)
+
+
+def set_mixed_precision(mixed_precision):
+    """Sets the global Keras dtype policy ("" = float32)."""
+    keras.mixed_precision.set_global_policy(f"mixed_{mixed_precision}" if mixed_precision else "float32")
+
+
+class Trainer:
+    """Trains and evaluates one task under one strategy.
+
+    Args:
+        task: a `kerasvid.tasks.Task`.
+        strategy: a `tf.distribute.Strategy`.
+        model_dir: checkpoints, summaries and `eval_results.json` go here.
+        config: a `TrainConfig`.
+
+    Example:
+    ```python
+    trainer = Trainer(task, tf.distribute.get_strategy(), "/tmp/run", TrainConfig(train_steps=50))
+    trainer.train()
+    results = trainer.evaluate()
+    ```
+    """
+
+    def __init__(self, task, strategy, model_dir, config):
+        self.task = task
+        self.strategy = strategy
+        self.model_dir = model_dir
+        self.config = config
+        self.chief = strategy_lib.is_chief(strategy)
+        set_mixed_precision(config.mixed_precision)
+        with strategy.scope():
+            self.model = task.build_model()
+            self.optimizer = schedules.build_optimizer(
+                config.optimizer, config.learning_rate_schedule(), config.momentum, config.weight_decay,
+                config.nesterov, mixed_float16=config.mixed_precision == "float16")
+            self.optimizer.build(self.model.trainable_variables)
+        # Host-side state (plain variables, the same on every worker): step and running sums of the log window.
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self._train_fn = None
+        self._eval_fn = None
+        self._metric_state = None
+        self._stat_names = None
+        self.history = []  # (step, logs) of every log line of this process
+        self.last_eval = None  # results of the last evaluate()
+
+    # ----- data -------------------------------------------------------------------------------------------------
+    @property
+    def num_local_replicas(self):
+        if self.strategy.num_replicas_in_sync == 1:
+            return 1
+        return len(self.strategy.extended.worker_devices)
+
+    def _split_for_replicas(self, batch):
+        """Slices a local batch into one piece per local replica (a PerReplica value)."""
+        n = self.num_local_replicas
+        if self.strategy.num_replicas_in_sync == 1:
+            return batch
+
+        def value_fn(ctx):
+            i = ctx.replica_id_in_sync_group % n
+
+            def piece(t):
+                size = tf.shape(t)[0] // n
+                return t[i * size:(i + 1) * size]
+
+            return tf.nest.map_structure(piece, batch)
+
+        return self.strategy.experimental_distribute_values_from_function(value_fn)
+
+    # ----- training ---------------------------------------------------------------------------------------------
+    def _replica_step(self, batches):
+        cfg = self.config
+        model, optimizer, task = self.model, self.optimizer, self.task
+        num_replicas = self.strategy.num_replicas_in_sync
+        global_batch = self.task.config.batch_size
+        variables = model.trainable_variables
+        grads_sum, loss_sum, stats_sum = None, 0.0, None
+        for inputs, labels in batches:
+            with tf.GradientTape() as tape:
+                loss, stats = task.compute_loss(model, inputs, labels, global_batch)
+                loss = tf.cast(loss, tf.float32) / cfg.accumulation_steps
+                total = loss
+                if model.losses:
+                    total += tf.add_n([tf.cast(l, tf.float32) for l in model.losses]) / (
+                        num_replicas * cfg.accumulation_steps)
+                scaled = optimizer.scale_loss(total)
+            grads = tape.gradient(scaled, variables)
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+            grads_sum = grads if grads_sum is None else [a + b for a, b in zip(grads_sum, grads)]
+            loss_sum += total
+            stats = {k: (tf.cast(t, tf.float32), tf.cast(c, tf.float32)) for k, (t, c) in stats.items()}
+            stats_sum = stats if stats_sum is None else {
+                k: (stats_sum[k][0] + t, stats_sum[k][1] + c) for k, (t, c) in stats.items()}
+        grads = grads_sum
+        if cfg.clip_norm:
+            ctx = tf.distribute.get_replica_context()
+            if num_replicas > 1:  # clip the global gradient; the optimizer sums the replicas' shares again
+                grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            unscale = getattr(optimizer, "dynamic_scale", None)
+            if unscale is not None:
+                grads = [g / unscale for g in grads]
+            grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
+            if unscale is not None:
+                grads = [g * unscale for g in grads]
+            if num_replicas > 1:
+                grads = [g / num_replicas for g in grads]
+        optimizer.apply(grads, variables)
+        return loss_sum, stats_sum
+
+    def _make_train_fn(self, iterator_spec_holder=None):
+        replica_step = self._replica_step
+        if self.config.jit_compile:
+            replica_step = tf.function(replica_step, jit_compile=True)
+
+        @tf.function
+        def train_fn(iterator):
+            batches = [self._split_for_replicas(next(iterator)) for _ in range(self.config.accumulation_steps)]
+            loss, stats = self.strategy.run(replica_step, args=(batches,))
+            reduce = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)  # noqa: E731
+            return reduce(loss), {k: (reduce(t), reduce(c)) for k, (t, c) in stats.items()}
+
+        return train_fn
+
+    def _train_dataset(self):
+        input_context = None
+        local_batch = self.task.config.batch_size
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            num_workers = self.strategy.extended._num_workers  # pylint: disable=protected-access
+            if num_workers > 1:
+                if local_batch % num_workers:
+                    raise ValueError(f"batch_size={local_batch} must be divisible by the number of workers "
+                                     f"({num_workers}).")
+                input_context = tf.distribute.InputContext(
+                    num_input_pipelines=num_workers,
+                    input_pipeline_id=self.strategy.extended._id_in_cluster,  # pylint: disable=protected-access
+                    num_replicas_in_sync=self.strategy.num_replicas_in_sync)
+                local_batch //= num_workers
+        if local_batch % self.num_local_replicas:
+            raise ValueError(f"The local batch ({local_batch}) must be divisible by the number of local replicas "
+                             f"({self.num_local_replicas}).")
+        return self.task.build_dataset(training=True, input_context=input_context)
+
+    def _log_window(self):
+        """Returns the mean loss and stats of the log window from the metric state."""
+        state = self._metric_state.numpy()
+        logs = {"loss": float(state[0, 0] / max(state[0, 1], 1.0))}
+        for i, name in enumerate(self._stat_names):
+            logs[name] = float(state[i + 1, 0] / max(state[i + 1, 1], 1e-12))
+        return logs
+
+    def train(self, eval_callback=None):
+        """Runs (or resumes) training up to `config.train_steps`.
+
+        Args:
+            eval_callback: called as `eval_callback(step)` every `config.eval_every` steps (train_and_eval).
+
+        Returns:
+            The last log dict (`loss`, stats, `learning_rate`, `clips_per_s`).
+
+        Raises:
+            NonFiniteLossError: the loss became NaN/inf; the last good checkpoint is kept.
+        """
+        cfg = self.config
+        dataset = self._train_dataset()
+        iterator = iter(dataset)
+        self._train_fn = self._make_train_fn()
+        concrete = self._train_fn.get_concrete_function(iterator)
+        self._stat_names = sorted(concrete.structured_outputs[1])
+        self._metric_state = tf.Variable(tf.zeros([1 + len(self._stat_names), 2]), trainable=False,
+                                         name="metric_state")
+        ckpt = checkpoints_lib.Checkpointer(self.model_dir, self.strategy, cfg.keep_checkpoints, model=self.model,
+                                            optimizer=self.optimizer, step=self.step,
+                                            metric_state=self._metric_state, data=iterator,
+                                            rng=seed_generator_states(self.model))
+        ckpt.restore()
+        summaries = summaries_lib.Summaries(os.path.join(self.model_dir, "train"), enabled=self.chief)
+        sample = None
+        if cfg.image_summaries_every and self.chief:
+            sample = next(iter(self.task.build_dataset(training=False)))
+        start = int(self.step.numpy())
+        if start >= cfg.train_steps:
+            logging.info("Training already finished (step %d >= train_steps %d).", start, cfg.train_steps)
+            return {}
+        progress = summaries_lib.Progress(cfg.train_steps, start, cfg.log_every)
+        clips_per_step = self.task.config.batch_size * cfg.accumulation_steps
+        window_start, window_steps = time.time(), 0
+        logs = {}
+        for step in range(start + 1, cfg.train_steps + 1):
+            loss, stats = self._train_fn(iterator)
+            loss = float(loss)
+            if not np.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"The training loss is {loss} at step {step}. Training stopped; the last good checkpoint "
+                    f"({ckpt.latest or 'none yet'}) is kept. Lower --learning_rate, add --clip_norm or "
+                    "--warmup_steps, or check the data.")
+            update = np.zeros(self._metric_state.shape, np.float32)
+            update[0] = (loss, 1.0)
+            for i, name in enumerate(self._stat_names):
+                update[i + 1] = (float(stats[name][0]), float(stats[name][1]))
+            self._metric_state.assign_add(update)
+            self.step.assign(step)
+            window_steps += 1
+            if step % cfg.log_every == 0 or step == cfg.train_steps:
+                logs = self._log_window()
+                elapsed = time.time() - window_start
+                logs["learning_rate"] = float(self.optimizer.learning_rate)
+                logs["clips_per_s"] = window_steps * clips_per_step / max(elapsed, 1e-9)
+                self.history.append((step, dict(logs)))
+                summaries.scalars(logs, step)
+                progress.update(step, {k: logs[k] for k in ["loss", *self._stat_names]})
+                self._metric_state.assign(tf.zeros_like(self._metric_state))
+                window_start, window_steps = time.time(), 0
+            if sample is not None and step % cfg.image_summaries_every == 0:
+                summaries.images(self.task.summary_images(self.model, sample[0]), step)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.train_steps:
+                ckpt.save(step)
+            if eval_callback is not None and cfg.eval_every and step % cfg.eval_every == 0 \
+                    and step != cfg.train_steps:
+                results = eval_callback(step)
+                self._maybe_save_best(ckpt, results, step)
+        if cfg.bn_recalibration_batches:
+            recalibrate_batch_norm(self.model, self.task.build_dataset(training=True), cfg.bn_recalibration_batches)
+        ckpt.save(cfg.train_steps)
+        if eval_callback is not None:
+            self._maybe_save_best(ckpt, eval_callback(cfg.train_steps), cfg.train_steps)
+        summaries.close()
+        return logs
+
+    def _maybe_save_best(self, ckpt, results, step):
+        best = self.task.best_metric()
+        if best and results and best[0] in results:
+            ckpt.save_best(step, results[best[0]], *best)
+
+    # ----- evaluation -------------------------------------------------------------------------------------------
+    def restore_for_inference(self, checkpoint=None):
+        """Loads model weights from `checkpoint` (default: the latest in `model_dir`); returns the path."""
+        path = checkpoints_lib.Checkpointer(self.model_dir, self.strategy, 1, model=self.model).restore_model_only(
+            self.model, checkpoint)
+        reader = tf.train.load_checkpoint(path)
+        if "step/.ATTRIBUTES/VARIABLE_VALUE" in reader.get_variable_to_shape_map():
+            self.step.assign(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+        return path
+
+    def evaluate(self, write=True):
+        """Evaluates on the task's evaluation data; writes `<model_dir>/eval_results.json` (chief only).
+
+        Every worker evaluates the whole set (outside `strategy.run`: the model is called in the cross-replica
+        context), so results are the same everywhere.
+
+        Returns:
+            The results dict (`step`, `num_examples`, and the task's metrics, e.g. `top1`, `top5`).
+        """
+        if self._eval_fn is None:
+            self._eval_fn = tf.function(lambda x, y: self.task.eval_outputs(self.model, x, y))
+        outputs = {}
+        for inputs, labels in self.task.build_dataset(training=False):
+            for k, v in self._eval_fn(inputs, labels).items():
+                outputs.setdefault(k, []).append(v.numpy())
+        if not outputs:
+            raise ValueError(f"The evaluation data {self.task.config.eval_pattern!r} produced no batch.")
+        outputs = {k: np.concatenate(v, axis=0) for k, v in outputs.items()}
+        results = {"step": int(self.step.numpy()), **self.task.aggregate_eval(outputs)}
+        logging.info("eval at step %d: %s", results["step"], json.dumps(results))
+        self.last_eval = results
+        if write and self.chief:
+            tf.io.gfile.makedirs(self.model_dir)
+            path = os.path.join(self.model_dir, "eval_results.json")
+            with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+                json.dump(results, f, indent=2)
+            tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+            scalars = {k: v for k, v in results.items() if isinstance(v, (int, float)) and k != "step"}
+            evsum = summaries_lib.Summaries(os.path.join(self.model_dir, "eval"))
+            evsum.scalars(scalars, results["step"])
+            evsum.close()
+        return results

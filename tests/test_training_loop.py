@@ -1,0 +1,212 @@
+"""Tests of kerasvid.training (schedules, the custom loop, checkpoints/resume, accumulation, clipping, NaN stop,
+precise BN, summaries) on a tiny in-memory task; the mirrored-strategy comparison runs in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(__file__))
+from training_toy import ToyTask, toy_config, toy_data  # noqa: E402
+
+from kerasvid.training import (NonFiniteLossError, Progress, TrainConfig, Trainer, WarmupDecay,  # noqa: E402
+                               build_optimizer, get_strategy, loop)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _trainer(model_dir, task=None, **kw):
+    keras.utils.set_random_seed(0)
+    base = dict(train_steps=10, log_every=5, learning_rate=0.05, optimizer="sgd", momentum=0.9)
+    base.update(kw)
+    return Trainer(task or ToyTask(toy_config()), get_strategy("default"), str(model_dir), TrainConfig(**base))
+
+
+def _weights(trainer):
+    return [v.numpy() for v in trainer.model.trainable_variables]
+
+
+# ----- schedules ------------------------------------------------------------------------------------------------
+def test_warmup_decay_values_match_hand_computed():
+    step = WarmupDecay(0.1, "step", total_steps=100, decay_steps=10, decay_rate=0.1, min_lr=1e-5)
+    assert [round(float(step(s)), 8) for s in (0, 9, 10, 25, 99)] == [0.1, 0.1, 0.01, 0.001, 1e-5]
+    multi = WarmupDecay(0.1, "multistep", total_steps=100, boundaries=(50, 75), warmup_steps=4)
+    # warm-up: 0.1 * (s + 1) / 4 for s < 4.
+    np.testing.assert_allclose([float(multi(s)) for s in (0, 3, 4, 49, 50, 80)],
+                               [0.025, 0.1, 0.1, 0.1, 0.01, 0.001], rtol=1e-6)
+    cos = WarmupDecay(1.0, "cosine", total_steps=12, warmup_steps=2, min_lr=0.0)
+    expected = [0.5, 1.0] + [0.5 * (1 + np.cos(np.pi * (s - 2) / 10)) for s in range(2, 13)]
+    np.testing.assert_allclose([float(cos(s)) for s in range(13)], expected, atol=1e-6)
+    again = WarmupDecay.from_config(cos.get_config())
+    assert float(again(7)) == float(cos(7))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(schedule="linear"), "schedule"),
+    (dict(schedule="multistep", boundaries=(5, 3)), "increasing"),
+    (dict(schedule="cosine", warmup_steps=10, total_steps=10), "warmup_steps"),
+    (dict(min_lr=1.0), "min_lr"),
+])
+def test_warmup_decay_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        WarmupDecay(0.1, **kwargs)
+
+
+def test_build_optimizer_and_config_validation():
+    assert isinstance(build_optimizer("adamw", 0.1, weight_decay=0.05), keras.optimizers.AdamW)
+    assert isinstance(build_optimizer("sgd", 0.1, mixed_float16=True), keras.optimizers.LossScaleOptimizer)
+    with pytest.raises(ValueError, match="optimizer"):
+        build_optimizer("rmsprop", 0.1)
+    with pytest.raises(ValueError, match="accumulation_steps"):
+        TrainConfig(accumulation_steps=0).validate()
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="float8").validate()
+    if not tf.config.list_physical_devices("GPU"):
+        with pytest.raises(ValueError, match="jit_compile"):
+            TrainConfig(jit_compile=True).validate("mirrored")
+
+
+# ----- the loop ---------------------------------------------------------------------------------------------------
+def test_training_learns_and_eval_matches_numpy(tmp_path):
+    trainer = _trainer(tmp_path, train_steps=30, log_every=10, checkpoint_every=10)
+    trainer.train()
+    losses = [logs["loss"] for _, logs in trainer.history]
+    assert losses[-1] < 0.5 * losses[0]
+    results = trainer.evaluate()
+    with open(tmp_path / "eval_results.json") as f:
+        assert json.load(f)["top1"] == results["top1"]
+    # Independent check: top-1 of the model on the same eval clips, computed with numpy.
+    x, y = toy_data(24, 3, 2, 4)
+    top1 = float(np.mean(np.argmax(trainer.model(x, training=False).numpy(), 1) == y))
+    assert results["step"] == 30 and results["num_examples"] == 24
+    assert results["top1"] == pytest.approx(top1)
+    assert results["top1"] > 0.8
+    assert sum(map(sum, results["confusion_matrix"])) == 24
+    assert sorted(os.listdir(tmp_path))[:1] == ["checkpoint"]
+    assert {"ckpt-10.index", "ckpt-20.index", "ckpt-30.index", "best.json"} <= set(os.listdir(tmp_path)) or \
+        {"ckpt-10.index", "ckpt-20.index", "ckpt-30.index"} <= set(os.listdir(tmp_path))
+
+
+def test_multi_view_eval_averages_views(tmp_path):
+    task = ToyTask(toy_config(eval_clips=2, eval_crops=2))
+    trainer = _trainer(tmp_path, task=task, train_steps=5)
+    trainer.train()
+    single = _trainer(tmp_path / "single", task=ToyTask(toy_config()), train_steps=1)
+    single.model.set_weights(trainer.model.get_weights())
+    # The toy eval repeats each clip V=4 times, so the averaged probabilities equal the single-view ones.
+    assert trainer.evaluate(write=False)["top1"] == single.evaluate(write=False)["top1"]
+    out = task.eval_outputs(trainer.model, {"image": tf.zeros([8, 2, 4, 4, 3])}, tf.zeros([2], tf.int32))
+    assert out["probs"].shape == (2, 3)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    # Dropout (Keras SeedGenerator state), shuffled data (iterator state) and momentum must all be restored.
+    full = _trainer(tmp_path / "full", task=ToyTask(toy_config(), dropout=0.5), train_steps=20, checkpoint_every=5)
+    full.train()
+    first = _trainer(tmp_path / "resumed", task=ToyTask(toy_config(), dropout=0.5), train_steps=10,
+                     checkpoint_every=5)
+    first.train()
+    second = _trainer(tmp_path / "resumed", task=ToyTask(toy_config(), dropout=0.5), train_steps=20,
+                      checkpoint_every=5)
+    second.train()
+    for a, b in zip(_weights(full), _weights(second)):
+        np.testing.assert_array_equal(a, b)
+    assert full.history[-1][1]["loss"] == second.history[-1][1]["loss"]
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path):
+    big = _trainer(tmp_path / "big", task=ToyTask(toy_config(batch_size=8)), train_steps=3)
+    big.train()
+    acc = _trainer(tmp_path / "acc", task=ToyTask(toy_config(batch_size=4)), train_steps=3, accumulation_steps=2)
+    acc.train()
+    for a, b in zip(_weights(big), _weights(acc)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_clip_norm_clips_the_global_gradient(tmp_path):
+    trainer = _trainer(tmp_path, train_steps=1, learning_rate=1.0, momentum=0.0, clip_norm=0.01)
+    before = _weights(trainer)
+    trainer.train()
+    delta = [a - b for a, b in zip(before, _weights(trainer))]
+    assert np.sqrt(sum(float(np.sum(d ** 2)) for d in delta)) == pytest.approx(0.01, rel=1e-4)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
+    trainer = _trainer(tmp_path, task=ToyTask(toy_config(), nan_at=5), train_steps=10, checkpoint_every=2)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 6.*ckpt-4"):
+        trainer.train()
+    reader = tf.train.load_checkpoint(str(tmp_path / "ckpt-4"))
+    assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 4
+    assert not os.path.exists(tmp_path / "ckpt-6.index")
+
+
+def test_recalibrate_batch_norm_is_the_average_of_batch_statistics():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.99)(inputs))
+    batches = [np.full((2, 3), v, np.float32) + np.array([[0.0], [2.0]], np.float32) for v in (1.0, 4.0, 7.0)]
+    ds = tf.data.Dataset.from_tensor_slices((np.stack(batches), np.zeros(3)))
+    assert loop.recalibrate_batch_norm(model, ds, 3) == 1
+    bn = model.layers[-1]
+    # Batch means: 2, 5, 8 -> 5; batch variances (biased): 1 each -> 1.
+    np.testing.assert_allclose(bn.moving_mean.numpy(), [5.0] * 3, rtol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), [1.0] * 3, rtol=1e-6)
+    assert bn.momentum == 0.99
+
+
+def test_summaries_hold_the_logged_values(tmp_path):
+    trainer = _trainer(tmp_path, train_steps=10, log_every=5, image_summaries_every=5)
+    trainer.train()
+    events = [os.path.join(tmp_path, "train", f) for f in os.listdir(tmp_path / "train")]
+    scalars, images = {}, 0
+    for event in tf.compat.v1.train.summary_iterator(events[0]):
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "images":
+                images += 1
+                shape = tf.make_ndarray(value.tensor)
+                assert int(shape[0]) == 8 and int(shape[1]) == 4  # width = 2 frames x 4, height 4
+            elif value.tag == "loss":
+                scalars[event.step] = float(tf.make_ndarray(value.tensor))
+    assert scalars == pytest.approx({s: logs["loss"] for s, logs in trainer.history})
+    assert images == 2
+
+
+def test_progress_logs_lines_when_not_a_terminal(caplog):
+    import io
+    import logging as std_logging
+
+    with caplog.at_level(std_logging.INFO):
+        progress = Progress(20, initial=0, log_every=10, stream=io.StringIO())
+        progress.update(5, {"loss": 1.0})
+        progress.update(10, {"loss": 0.5})
+    assert sum("step 10/20 loss=0.5" in r.getMessage() for r in caplog.records) == 1
+    assert not any("step 5/20" in r.getMessage() for r in caplog.records)
+
+
+def test_mirrored_over_two_logical_cpus_matches_one_device():
+    script = textwrap.dedent(f"""
+        import sys, tempfile
+        sys.path[:0] = [{REPO!r}, {os.path.join(REPO, 'tests')!r}]
+        from kerasvid.training import Trainer, TrainConfig, get_strategy, split_cpu_into_logical_devices
+        split_cpu_into_logical_devices(2)
+        import keras, numpy as np
+        from training_toy import ToyTask, toy_config
+        def run(strategy, **kw):
+            keras.utils.set_random_seed(0)
+            t = Trainer(ToyTask(toy_config()), get_strategy(strategy), tempfile.mkdtemp(),
+                        TrainConfig(train_steps=6, log_every=3, learning_rate=0.05, checkpoint_every=3, **kw))
+            t.train()
+            assert t.strategy.num_replicas_in_sync == (2 if strategy == "mirrored" else 1)
+            return [v.numpy() for v in t.model.trainable_variables]
+        for kw in ({{}}, {{"clip_norm": 0.05}}):
+            diff = max(float(np.abs(a - b).max()) for a, b in zip(run("default", **kw), run("mirrored", **kw)))
+            print("maxdiff", diff)
+            assert diff < 1e-6, diff
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("maxdiff") == 2
