@@ -1,0 +1,129 @@
+"""Attentive action/context factorization training on (clip, conjugate) pairs (kerasvid's formulation)."""
+import tensorflow as tf
+
+from kerasvid.losses.factorization import FactorizationLoss
+from kerasvid.tasks.base import register_task
+from kerasvid.tasks.classification import ClassificationTask
+
+# task_kwargs keys -> FactorizationLoss arguments (and their defaults there).
+LOSS_KEYS = ("classification_weight", "removal_weight", "consistency_weight", "overlap_weight", "margin",
+             "negative_weight", "background_class")
+
+
+@register_task
+class FactorizationTask(ClassificationTask):
+    """Trains a factorization model (`i3d_action_context`, outputs="all") with `kerasvid.losses.FactorizationLoss`.
+
+    Training batches are pairs from `kerasvid.data.conjugates.pair_dataset`: each clip and its conjugate (written
+    by `kerasvid conjugates`) are sampled and augmented identically; both go through the model in one batch.
+    Evaluation is the classification task's (top-1/top-5 or mAP on the logits `s`), on plain records.
+
+    task_kwargs (`--task_kwargs`):
+        conjugate_dir: directory of the conjugate shards of `--train_pattern` (required for training).
+        classification_weight, removal_weight, consistency_weight, overlap_weight, margin, negative_weight,
+        background_class: `FactorizationLoss` arguments (defaults 1, 1, 1, 0, 1, 1, None).
+
+    The model is built with `outputs="all"`; it must take the RGB clip alone (for `i3d_action_context`:
+    `streams=("rgb",)` or `flow_source="tvnet"`, the default here).
+
+    Args:
+        config: a `kerasvid.tasks.TaskConfig`.
+    """
+
+    name = "factorization"
+
+    def __init__(self, config):
+        super().__init__(config)
+        unknown = set(config.task_kwargs) - set(LOSS_KEYS) - {"conjugate_dir"}
+        if unknown:
+            raise ValueError(f"Unknown factorization task_kwargs {sorted(unknown)}; known: "
+                             f"{['conjugate_dir', *LOSS_KEYS]}")
+        loss_args = {k: config.task_kwargs[k] for k in LOSS_KEYS if k in config.task_kwargs}
+        self.loss_fn = FactorizationLoss(multi_label=config.multi_label, **loss_args)
+
+    def validate(self, modes):
+        super().validate(modes)
+        if "train" in modes and not self.config.task_kwargs.get("conjugate_dir"):
+            raise ValueError("The factorization task trains on conjugate pairs: pass "
+                             "--task_kwargs=conjugate_dir='<output_dir of kerasvid conjugates>'")
+        if self.config.label_smoothing:
+            raise ValueError(f"label_smoothing is not supported by the factorization task, got "
+                             f"{self.config.label_smoothing}")
+
+    def build_model(self):
+        from kerasvid import zoo
+
+        c = self.config
+        kwargs = dict(c.model_kwargs)
+        kwargs.setdefault("outputs", "all")
+        if c.model == "i3d_action_context":
+            kwargs.setdefault("flow_source", "tvnet")
+        model = zoo.get_model(c.model, num_classes=self.num_classes, input_shape=(c.num_frames, *c.image_size, 3),
+                              **kwargs)
+        if len(model.inputs) != 1 or not isinstance(model.output, dict) or "action_scores" not in model.output:
+            raise ValueError(f"The factorization task needs a model with one RGB input and outputs='all' (the "
+                             f"ActionContextAttention dict); {c.model!r} with {kwargs} has {len(model.inputs)} "
+                             f"inputs and outputs {type(model.output).__name__}")
+        return model
+
+    def build_dataset(self, training, input_context=None):
+        if not training:
+            return super().build_dataset(training, input_context)
+        from kerasvid.data.conjugates import pair_dataset
+
+        c = self.config
+        return pair_dataset(c.train_pattern, c.task_kwargs["conjugate_dir"], num_frames=c.num_frames,
+                            stride=c.stride, image_size=tuple(c.image_size),
+                            batch_size=self.local_batch_size(input_context), num_classes=self.num_classes,
+                            multi_label=c.multi_label, normalization=c.normalization,
+                            shuffle_buffer=c.shuffle_buffer, seed=c.seed, deterministic=c.deterministic,
+                            input_context=input_context, **c.data_kwargs)
+
+    def compute_loss(self, model, inputs, labels, global_batch_size):
+        batch = tf.shape(inputs["image"])[0]
+        both = model(tf.concat([inputs["image"], inputs["conjugate"]], axis=0), training=True)
+        both = {k: tf.cast(v, tf.float32) for k, v in both.items()}
+        outputs = {k: v[:batch] for k, v in both.items()}
+        conjugates = {k: v[batch:] for k, v in both.items()}
+        terms = self.loss_fn(labels, outputs, conjugates, pair_weights=inputs["pair_weight"])
+        local = tf.cast(batch, tf.float32)
+        # The terms are weighted means over this replica's batch; its share of the global mean is B_local / B.
+        loss = terms["loss"] * local / tf.cast(global_batch_size, tf.float32)
+        stats = {name: (terms[name] * local, local) for name in
+                 ("classification", "action_removal", "context_consistency", "attention_overlap")}
+        logits = outputs["logits"]
+        if self.config.multi_label:
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(logits > 0, tf.float32),
+                                                     tf.cast(labels, tf.float32)), tf.float32))
+            stats["accuracy"] = (correct, local * self.num_classes)
+        else:
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                                     tf.cast(labels, tf.int32)), tf.float32))
+            stats["accuracy"] = (correct, local)
+            # How much the true class's action score drops from the clip to its conjugate (should grow).
+            idx = tf.stack([tf.range(batch), tf.cast(labels, tf.int32)], axis=1)
+            drop = tf.gather_nd(outputs["action_scores"], idx) - tf.gather_nd(conjugates["action_scores"], idx)
+            weights = tf.cast(inputs["pair_weight"], tf.float32)
+            stats["action_score_drop"] = (tf.reduce_sum(drop * weights), tf.reduce_sum(weights))
+        return loss, stats
+
+    def eval_outputs(self, model, inputs, labels):
+        logits = tf.cast(model(inputs["image"], training=False)["logits"], tf.float32)
+        probs = tf.sigmoid(logits) if self.config.multi_label else tf.nn.softmax(logits)
+        probs = tf.reduce_mean(tf.reshape(probs, [-1, self.config.num_views, self.num_classes]), axis=1)
+        return {"probs": probs, "labels": labels}
+
+    def summary_images(self, model, inputs):
+        """The middle frame of the first clip with the action map (red) and the context map (green) overlaid."""
+        clip = inputs["image"][:1]
+        out = model(clip, training=False)
+        frame = clip[0, clip.shape[1] // 2]
+        frame = (frame - tf.reduce_min(frame)) / tf.maximum(tf.reduce_max(frame) - tf.reduce_min(frame), 1e-6)
+        images = {}
+        for key, channel in (("action_map", 0), ("context_map", 1)):
+            amap = tf.reduce_mean(out[key][0], axis=[0, 3])  # mean over time and maps -> [H', W']
+            amap = amap / tf.maximum(tf.reduce_max(amap), 1e-12)
+            amap = tf.image.resize(amap[..., None], tf.shape(frame)[:2], method="bilinear")
+            tint = tf.one_hot(channel, 3)
+            images[key] = (0.5 * frame + 0.5 * amap * tint)[None]
+        return images
