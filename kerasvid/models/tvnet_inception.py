@@ -1,0 +1,251 @@
+"""TVNet + BN-Inception (Fan et al., CVPR 2018), the TSN-style BN-Inception streams and two-stream fusion.
+
+The motion stream of TVNet's action-recognition experiments: 6 frames -> 5 TVNet-50 flows stacked into 10 channels
+(x, y of each flow, TSN's flow-stack order) -> BN-Inception, trained end to end (supp. §2-3). The RGB stream is the
+same BN-Inception on frames; `two_stream_fusion` combines the two streams' class scores.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasvid.backbones.bn_inception import bn_inception_features
+from kerasvid.layers.tvnet import TVNet
+from kerasvid.models import common
+from kerasvid.models.registry import register_model
+
+_TVNET_PAPER = "Fan et al., CVPR 2018 (TVNet)"
+_BN_INCEPTION_PAPER = "Ioffe & Szegedy, ICML 2015 (BN-Inception), TSN layout (Wang et al., ECCV 2016)"
+FIRST_CONV = "conv1_7x7_s2"
+
+
+def _check_spatial(input_shape):
+    if len(input_shape) != 4:
+        raise ValueError(f"`input_shape` must be (T, H, W, C), got input_shape={input_shape!r}")
+    height, width = input_shape[1], input_shape[2]
+    if height is None or width is None or height < 32 or width < 32:
+        raise ValueError(f"BN-Inception needs a static H, W >= 32 (output stride 32), got input_shape={input_shape!r}")
+
+
+def _bn_inception_head(inputs, features, num_classes, include_top, pooling, dropout_rate, classifier_activation,
+                       name):
+    if include_top:
+        y = features["global_pool"]
+        if dropout_rate:
+            y = keras.layers.Dropout(dropout_rate, name="dropout")(y)
+        outputs = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(y)
+    elif pooling == "avg":
+        outputs = features["global_pool"]
+    elif pooling == "max":
+        outputs = keras.layers.GlobalMaxPooling3D(name="global_max_pool")(features["inception_5b"])
+    else:
+        outputs = features["inception_5b"]
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_model(paper=_BN_INCEPTION_PAPER, default_input=(3, 224, 224, 3), num_classes=101, num_params=10393797,
+                gflops=12.224)
+def bn_inception(num_classes=101, input_shape=(3, 224, 224, 3), include_top=True, weights=None, pooling="avg",
+                 dropout_rate=0.8, classifier_activation=None, input_channels=None, name=None):
+    """BN-Inception on `T` frames (TSN segments) sharing weights, scores averaged over the segments.
+
+    The TSN layout used by TVNet (supp. §2-3): RGB input (`input_channels=3`) or a stack of 5 flows
+    (`input_channels=10`); endpoints `inception_4e_output`, `inception_5a_output`, `inception_5b_output` and
+    `global_pool` are layers of the model (`model.get_layer("inception_5b_output").output`). The average over
+    segments of TSN's consensus is taken on the pooled features, which equals averaging the linear class scores.
+
+    Args:
+        num_classes: classifier width (101 for UCF101).
+        input_shape: `(T, H, W, C)`; H, W >= 32.
+        include_top: add dropout + the dense classifier on `global_pool`.
+        weights: None or the path to a `.weights.h5` file of this exact model.
+        pooling: when include_top=False: "avg" (`global_pool`), "max" or None (the `inception_5b` map).
+        dropout_rate: dropout before the classifier (TSN: 0.8 for RGB, 0.7 for flow).
+        classifier_activation: None for logits, or e.g. "softmax".
+        input_channels: overrides the channel count of `input_shape` (3 RGB, 10 stacked flow).
+        name: model name; default "bn_inception" (3 channels) or "bn_inception_flow".
+
+    Returns:
+        A `keras.Model` `[batch, T, H, W, C] -> [batch, num_classes]`.
+
+    Example:
+        >>> model = kerasvid.zoo.bn_inception(num_classes=101, input_shape=(3, 224, 224, 3))
+    """
+    common.validate_common_args(num_classes, include_top, weights, pooling, dropout_rate, classifier_activation)
+    input_shape = tuple(input_shape)
+    if input_channels is not None:
+        if isinstance(input_channels, bool) or not isinstance(input_channels, int) or input_channels < 1:
+            raise ValueError(f"`input_channels` must be a positive int, got input_channels={input_channels!r}")
+        input_shape = input_shape[:-1] + (input_channels,)
+    _check_spatial(input_shape)
+    if weights == "imagenet":
+        raise ValueError("weights='imagenet' is not available for bn_inception; pass a .weights.h5 path")
+    inputs = keras.Input(input_shape, name="frames")
+    features = bn_inception_features(inputs)
+    model = _bn_inception_head(inputs, features, num_classes, include_top, pooling, dropout_rate,
+                               classifier_activation, name=name or ("bn_inception" if input_shape[-1] == 3
+                                                                    else "bn_inception_flow"))
+    return common.load_model_weights(model, weights)
+
+
+@keras.saving.register_keras_serializable(package="kerasvid")
+class StackFlows(keras.layers.Layer):
+    """Stacks `[batch, N, H, W, 2]` flows into one TSN flow image `[batch, 1, H, W, 2N]` (x1, y1, x2, y2, ...).
+
+    Call arguments:
+        flows: `[batch, N, H, W, 2]`.
+
+    Returns:
+        `[batch, 1, H, W, 2N]`.
+    """
+
+    def call(self, flows):
+        steps, height, width = flows.shape[1], flows.shape[2], flows.shape[3]
+        stacked = tf.transpose(flows, (0, 2, 3, 1, 4))
+        return tf.reshape(stacked, (-1, 1, height, width, 2 * steps))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1, input_shape[2], input_shape[3], 2 * input_shape[1])
+
+
+def cross_modality_init(flow_model, rgb_model):
+    """TSN cross-modality initialisation of a flow network from an RGB network with the same layer names.
+
+    The first conv's kernel is averaged over the RGB input channels and replicated over the flow channels; every
+    other layer whose weights have the same shapes is copied (a classifier of another width is left as it is).
+
+    Args:
+        flow_model: e.g. `tvnet_bn_inception(...)` or `bn_inception(input_channels=10)`.
+        rgb_model: a trained `bn_inception(input_channels=3)`.
+
+    Returns:
+        the names of the layers that were initialised.
+    """
+    done = []
+    rgb_layers = {layer.name: layer for layer in rgb_model.layers}
+    for layer in flow_model.layers:
+        source = rgb_layers.get(layer.name)
+        if source is None or not layer.weights or len(layer.weights) != len(source.weights):
+            continue
+        weights = source.get_weights()
+        if layer.name == FIRST_CONV:
+            kernel = weights[0]  # (1, 7, 7, 3, 64)
+            channels = layer.weights[0].shape[3]
+            weights[0] = np.repeat(kernel.mean(axis=3, keepdims=True), channels, axis=3)
+        if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
+            continue
+        layer.set_weights(weights)
+        done.append(layer.name)
+    return done
+
+
+@register_model(paper=_TVNET_PAPER, default_input=(6, 224, 224, 3), num_classes=101, num_params=10416549,
+                gflops=5.655)
+def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_top=True, weights=None,
+                       pooling="avg", dropout_rate=0.7, classifier_activation=None, rgb_weights=None,
+                       tvnet_scales=1, tvnet_warps=1, tvnet_iterations=50, channel_order="rgb"):
+    """TVNet-50 + BN-Inception: end-to-end motion representation from raw frames (Fan et al., CVPR 2018).
+
+    `T` frames (0-255) -> `TVNet` flows of the `T - 1` consecutive pairs (layer `tvnet`, trainable kernels) ->
+    stacked into `2 (T - 1)` channels (TSN order x1, y1, x2, ...) -> BN-Inception with that many input channels.
+    With `rgb_weights`, BN-Inception starts from an RGB `bn_inception` (TSN cross-modality initialisation: the
+    first conv averaged over RGB and replicated, see `cross_modality_init`).
+
+    Args:
+        num_classes: classifier width (101 for UCF101, 51 for HMDB51).
+        input_shape: `(T, H, W, 3)` with T >= 2 (6 frames -> 10 channels in the paper); H, W >= 32.
+        include_top: add dropout + dense classifier.
+        weights: None or the path to a `.weights.h5` file of this exact model.
+        pooling: when include_top=False: "avg", "max" or None.
+        dropout_rate: dropout before the classifier (TSN flow stream: 0.7).
+        classifier_activation: None for logits, or e.g. "softmax".
+        rgb_weights: path to the `.weights.h5` of `bn_inception(num_classes, input_shape=(1, H, W, 3),
+            include_top=include_top)` for cross-modality initialisation.
+        tvnet_scales, tvnet_warps, tvnet_iterations: the TVNet configuration (TVNet-50: 1, 1, 50).
+        channel_order: channel order of the frames, "rgb" or "bgr".
+
+    Returns:
+        A `keras.Model` `[batch, T, H, W, 3] -> [batch, num_classes]`.
+
+    Example:
+        >>> model = kerasvid.zoo.tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3))
+    """
+    common.validate_common_args(num_classes, include_top, weights, pooling, dropout_rate, classifier_activation)
+    input_shape = tuple(input_shape)
+    _check_spatial(input_shape)
+    if input_shape[0] is None or input_shape[0] < 2 or input_shape[-1] != 3:
+        raise ValueError(f"`input_shape` must be (T >= 2, H, W, 3) frames, got input_shape={input_shape!r}")
+    if weights == "imagenet":
+        raise ValueError("weights='imagenet' is not available for tvnet_bn_inception; pass a .weights.h5 path")
+    inputs = keras.Input(input_shape, name="frames")
+    flows = TVNet(scales=tvnet_scales, warps=tvnet_warps, iterations=tvnet_iterations, channel_order=channel_order,
+                  name="tvnet")(inputs)
+    stacked = StackFlows(name="stack_flows")(flows)
+    features = bn_inception_features(stacked)
+    model = _bn_inception_head(inputs, features, num_classes, include_top, pooling, dropout_rate,
+                               classifier_activation, name="tvnet_bn_inception")
+    if rgb_weights is not None:
+        rgb = bn_inception(num_classes, (1,) + input_shape[1:], include_top, rgb_weights, pooling, dropout_rate,
+                           classifier_activation)
+        cross_modality_init(model, rgb)
+    return common.load_model_weights(model, weights)
+
+
+@keras.saving.register_keras_serializable(package="kerasvid")
+class ScoreFusion(keras.layers.Layer):
+    """Weighted sum of the class scores of several streams (two-stream late fusion, TSN weights RGB 1 : flow 1.5).
+
+        s = sum_i w_i softmax(z_i)     (or of the raw logits with `softmax=False`)
+
+    Args:
+        weights: one weight per stream.
+        softmax: apply a softmax to each stream's logits first.
+
+    Call arguments:
+        inputs: list of `[batch, num_classes]` logits, one per stream.
+
+    Returns:
+        `[batch, num_classes]` fused scores.
+    """
+
+    def __init__(self, weights=(1.0, 1.5), softmax=True, **kwargs):
+        super().__init__(**kwargs)
+        self.stream_weights = tuple(float(w) for w in weights)
+        self.softmax = bool(softmax)
+
+    def call(self, inputs):
+        if len(inputs) != len(self.stream_weights):
+            raise ValueError(f"ScoreFusion has {len(self.stream_weights)} weights but got {len(inputs)} streams")
+        scores = [keras.ops.softmax(z, axis=-1) if self.softmax else z for z in inputs]
+        return sum(w * s for w, s in zip(self.stream_weights, scores))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(weights=list(self.stream_weights), softmax=self.softmax)
+        return config
+
+
+def two_stream_fusion(rgb_model, flow_model, weights=(1.0, 1.5), softmax=True, name="two_stream"):
+    """Two-stream model: an RGB and a motion network side by side, class scores fused by `ScoreFusion`.
+
+    Args:
+        rgb_model: e.g. `bn_inception(num_classes, (3, 224, 224, 3))` (TSN RGB segments).
+        flow_model: e.g. `tvnet_bn_inception(num_classes, (6, 224, 224, 3))`.
+        weights: fusion weights (RGB, flow); TSN uses 1 : 1.5.
+        softmax: fuse softmax scores (True) or logits.
+        name: model name.
+
+    Returns:
+        A `keras.Model` with inputs `[rgb_frames, flow_frames]` and the fused `[batch, num_classes]` scores.
+    """
+    if rgb_model.output.shape[-1] != flow_model.output.shape[-1]:
+        raise ValueError(f"The two streams must have the same number of classes, got {rgb_model.output.shape} and "
+                         f"{flow_model.output.shape}")
+    if rgb_model.name == flow_model.name:
+        raise ValueError(f"The two streams need different model names, both are named {rgb_model.name!r}")
+    rgb_in = keras.Input(rgb_model.input.shape[1:], name="rgb_frames")
+    flow_in = keras.Input(flow_model.input.shape[1:], name="flow_frames")
+    fused = ScoreFusion(weights, softmax, name="fusion")([rgb_model(rgb_in), flow_model(flow_in)])
+    return keras.Model([rgb_in, flow_in], fused, name=name)
