@@ -108,10 +108,11 @@ class FactorizationTask(ClassificationTask):
         return loss, stats
 
     def eval_outputs(self, model, inputs, labels):
-        logits = tf.cast(model(inputs["image"], training=False)["logits"], tf.float32)
-        probs = tf.sigmoid(logits) if self.config.multi_label else tf.nn.softmax(logits)
-        probs = tf.reduce_mean(tf.reshape(probs, [-1, self.config.num_views, self.num_classes]), axis=1)
-        return {"probs": probs, "labels": labels}
+        # The classification task's evaluation, on the combined scores s.
+        def logits(x, training=False):
+            return model(x, training=training)["logits"]
+
+        return super().eval_outputs(logits, inputs, labels)
 
     def summary_images(self, model, inputs):
         """The middle frame of the first clip with the action map (red) and the context map (green) overlaid."""
