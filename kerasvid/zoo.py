@@ -15,6 +15,7 @@ from kerasvid.models.registry import ModelInfo, get_model, list_models, model_in
 _MODEL_MODULES = (
     "kerasvid.models.resnet_video",
     "kerasvid.models.cpnet",
+    "kerasvid.models.action_context",
     "kerasvid.models.tvnet_inception",
 )
 
