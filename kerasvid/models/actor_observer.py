@@ -118,8 +118,9 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
 
     Returns:
         A `keras.Model` taking the list `[x, y, z]` (inputs named "first_person", "third_person",
-        "first_person_negative") of `[B, T, H, W, C]` frames and returning a dict with `d_pos = ||f(x) - f(y)||`, `d_neg = ||f(y) - f(z)||`,
-        `selector_x`, `selector_y`, `selector_z` (all `[B]`) and, with a classifier, `logits` `[B, num_classes]`.
+        "first_person_negative") of `[B, T, H, W, C]` frames and returning a dict with
+        `d_pos = ||f(x) - f(y)||`, `d_neg = ||f(y) - f(z)||`, `selector_x`, `selector_y`, `selector_z` (all `[B]`)
+        and, with a classifier, `logits` `[B, num_classes]`.
     """
     with_classifier = include_top and num_classes is not None
     common.validate_common_args(num_classes, with_classifier, weights, pooling, dropout_rate, classifier_activation)

@@ -1,0 +1,257 @@
+"""Actor-observer triplet training (Sigurdsson et al., CVPR 2018) on Charades-Ego style frame folders."""
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from kerasvid.data import triplets as triplet_data
+from kerasvid.tasks.base import Task, register_task
+
+INPUT_KEYS = ("first_person", "third_person", "first_person_negative")
+# task_kwargs keys and their defaults.
+DEFAULTS = {
+    "frames_root": "",  # Charades-Ego frames: <root>/<vid>/<vid>-000001.jpg and <root>/<vid>EGO/...
+    "train_csv": "",  # Charades-Ego CSV listing <vid> and <vid>EGO rows (training pairs)
+    "eval_csv": "",  # the same for evaluation
+    "charades_csv": "",  # classification-mixed setup: third-person Charades training CSV (needs num_classes)
+    "charades_root": "",  # and its frame root (default: frames_root)
+    "triplet_repeats": 6,  # copies of the triplet set mixed with the Charades frames (the authors use 6)
+    "frames_per_action": 4,
+    "softmax_decay": 0.9,  # VideoSoftmax decay (supp k = 0.1; the third-to-first-person experiment uses 0.95)
+    "loss_decay": 0.9,  # ActorObserverLoss decay (the reference's --finaldecay)
+    "classification_weight": 2.0,
+    "triplet_loss": "dist_ratio",  # or "margin_rank"
+    "margin": 0.0,
+    "balance_gradients": True,
+    "anchor_stride": 4,  # every 4th third-person frame (6 fps at 24 fps)
+    "min_gap": 240,  # negatives at least 10 s (240 frames at 24 fps) from the positive
+    "fps": 24.0,
+    "crop_scale": (0.8, 1.0),  # RandomResizedCrop area range for Charades-Ego frames
+}
+
+
+def video_weights(selectors, video_index):
+    """Offline VideoSoftmax for evaluation: `p/k = exp(f) / mean_{same video} exp(f)` per stream, multiplied.
+
+    With every frame of a video at hand the normaliser of supp Eq. 1 is computed exactly instead of online.
+
+    Args:
+        selectors: float `[N, 3]` selector scores (x, y, z streams).
+        video_index: int `[N]`.
+
+    Returns:
+        float `[N]` triplet weights `w = p_x p_y p_z` (each `p` with mean 1 over its video).
+    """
+    selectors = np.asarray(selectors, np.float64)
+    video_index = np.asarray(video_index)
+    log_w = np.zeros(len(selectors))
+    for v in np.unique(video_index):
+        rows = video_index == v
+        f = selectors[rows]
+        log_mean = np.log(np.mean(np.exp(f - f.max(axis=0)), axis=0)) + f.max(axis=0)
+        log_w[rows] = np.sum(f - log_mean, axis=1)
+    return np.exp(log_w)
+
+
+@register_task
+class TripletTask(Task):
+    """Trains `actor_observer_resnet152` (or any model with its outputs) on first/third-person triplets.
+
+    Training batches: triplets `(x, y, z)` of `kerasvid.data.triplets.build_triplets` (every 4th third-person frame,
+    the time-mapped first-person frame, a first-person frame at least 10 s away), optionally mixed with labelled
+    third-person Charades frames (`charades_csv`, the classification-mixed setup; build the model with
+    `num_classes`). The objective is `kerasvid.losses.actor_observer_objective`: three VideoSoftmax layers (one per
+    stream, keyed by the paired video), `dist_ratio` (or `margin_rank`), `ActorObserverLoss`, `equalize_grad_norm`.
+    The VideoSoftmax and loss states live in the task (`checkpoint_objects()`); the loop must checkpoint them for
+    an exact resume. Gradient accumulation (the reference accumulates 4 batches) is the loop's
+    `--accumulation_steps`; the states fold in every micro-batch, as in the reference.
+
+    Evaluation: triplets of `eval_csv` (fixed negatives); triplet accuracy, weighted by the selector (offline
+    VideoSoftmax, `video_weights`) and on the top 1/2/5/10/50 % most-selected triplets.
+
+    Inputs: `{"first_person", "third_person", "first_person_negative": [B, 1, H, W, 3], "video_index": [B]}`;
+    labels `[B]`: -1 for triplets, the class for classification samples.
+
+    task_kwargs: see `DEFAULTS` in this module.
+
+    Args:
+        config: a `kerasvid.tasks.TaskConfig` (`num_frames` must be 1).
+    """
+
+    name = "triplet"
+
+    def __init__(self, config):
+        super().__init__(config)
+        unknown = sorted(set(config.task_kwargs) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"Unknown triplet task_kwargs {unknown}; known: {sorted(DEFAULTS)}")
+        self.options = {**DEFAULTS, **config.task_kwargs}
+        if self.options["triplet_loss"] not in ("dist_ratio", "margin_rank"):
+            raise ValueError(f"`triplet_loss` must be 'dist_ratio' or 'margin_rank', got "
+                             f"{self.options['triplet_loss']!r}")
+        self._samples = {}
+        self.video_softmaxes = None
+        self.loss = None
+
+    # ----- configuration ----------------------------------------------------------------------------------------
+    def validate(self, modes):
+        c, o = self.config, self.options
+        if c.num_frames != 1:
+            raise ValueError(f"The triplet task works on single frames: --num_frames must be 1, got {c.num_frames}")
+        for mode, key in (("train", "train_csv"), ("eval", "eval_csv")):
+            if mode in modes:
+                if not o["frames_root"] or not o[key]:
+                    raise ValueError(f"--mode includes {mode!r}: pass --task_kwargs=frames_root=...,{key}=...")
+                if not tf.io.gfile.exists(o[key]):
+                    raise ValueError(f"The {key} {o[key]!r} does not exist")
+        if o["charades_csv"] and not c.num_classes:
+            raise ValueError("The classification-mixed setup (charades_csv) needs --num_classes (157 for Charades)")
+
+    def samples(self, split):
+        """The `kerasvid.data.triplets.Sample`s of "train" or "eval" (built once, from the CSVs and frame folders)."""
+        if split in self._samples:
+            return self._samples[split]
+        o = self.options
+        records = triplet_data.read_charades_csv(o["train_csv" if split == "train" else "eval_csv"])
+        pairs = triplet_data.paired_videos(records)
+        counts = {vid: triplet_data.count_frames(o["frames_root"], vid) for pair in pairs for vid in pair}
+        seed = self.config.seed + (0 if split == "train" else 1)
+        samples = triplet_data.build_triplets(pairs, o["frames_root"], counts, seed=seed,
+                                              anchor_stride=o["anchor_stride"], min_gap=o["min_gap"])
+        if not samples:
+            raise ValueError(f"No {split} triplet: check frames_root={o['frames_root']!r} and the CSV ({len(pairs)} "
+                             f"pairs found)")
+        if split == "train" and o["charades_csv"]:
+            root = o["charades_root"] or o["frames_root"]
+            charades = triplet_data.read_charades_csv(o["charades_csv"])
+            counts = {r["id"]: triplet_data.count_frames(root, r["id"]) for r in charades}
+            labelled = triplet_data.build_classification_samples(charades, root, counts, num_videos=len(pairs),
+                                                                  fps=o["fps"],
+                                                                  frames_per_action=o["frames_per_action"])
+            samples = triplet_data.mix_samples(samples, labelled, o["triplet_repeats"], seed=self.config.seed)
+        logging.info("triplet task: %d %s samples (%d triplets) from %d paired videos", len(samples), split,
+                     sum(s.is_triplet for s in samples), len(pairs))
+        self._samples[split] = (samples, len(pairs))
+        return self._samples[split]
+
+    # ----- model and state --------------------------------------------------------------------------------------
+    def build_model(self):
+        from kerasvid.layers import VideoSoftmax
+        from kerasvid.losses import ActorObserverLoss
+
+        o = self.options
+        num_videos = self.samples("train")[1] + 1 if o["train_csv"] else 1  # + the classification dummy
+        model = self.build_network()
+        # Built here, under the strategy scope, so that their state is mirrored like the model's.
+        self.video_softmaxes = [VideoSoftmax(num_videos, decay=o["softmax_decay"], name=f"video_softmax_{s}")
+                                for s in "xyz"]
+        for layer in self.video_softmaxes:
+            layer.build((None,), (None,))
+        self.loss = ActorObserverLoss(decay=o["loss_decay"], name="actor_observer_loss")
+        self.loss.build()
+        return model
+
+    def build_network(self):
+        """The network: `kerasvid.zoo.get_model(config.model, num_classes or None, (1, H, W, 3), **model_kwargs)`."""
+        from kerasvid import zoo
+
+        c = self.config
+        return zoo.get_model(c.model, num_classes=c.num_classes or None, input_shape=(1, *c.image_size, 3),
+                             **c.model_kwargs)
+
+    def checkpoint_objects(self):
+        """The task's state to checkpoint beside the model: the three VideoSoftmax layers and the loss."""
+        names = ("video_softmax_x", "video_softmax_y", "video_softmax_z")
+        return {**dict(zip(names, self.video_softmaxes)), "actor_observer_loss": self.loss}
+
+    # ----- data -------------------------------------------------------------------------------------------------
+    def _load(self, path, seed, training):
+        c = self.config
+        from kerasvid.data import preprocess
+
+        frame = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)[None]  # [1, H, W, 3]
+        if training:
+            shape = tf.shape(frame)
+            window = preprocess.random_resized_crop_window(shape[1], shape[2], seed,
+                                                           scale=tuple(self.options["crop_scale"]),
+                                                           aspect_ratio=(3 / 4, 4 / 3))
+            frame = preprocess.crop_window_and_resize(frame, window, c.image_size)
+            flip = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7)) < 0.5
+            frame = tf.cond(flip, lambda: frame[:, :, ::-1], lambda: frame)
+        else:
+            frame = preprocess.resize_and_center_crop(frame, c.image_size)
+        return preprocess.normalize(frame, c.normalization)
+
+    def build_dataset(self, training, input_context=None):
+        c = self.config
+        samples, _ = self.samples("train" if training else "eval")
+        columns = {
+            "first_person": [s.first_person for s in samples],
+            "third_person": [s.third_person for s in samples],
+            "first_person_negative": [s.first_person_negative for s in samples],
+            "video_index": np.array([s.video_index for s in samples], np.int32),
+            "label": np.array([s.label for s in samples], np.int32),
+        }
+        ds = tf.data.Dataset.from_tensor_slices(columns)
+        if input_context is not None and training:
+            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        if training:
+            ds = ds.shuffle(len(samples), seed=c.seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.enumerate()
+
+        def load(position, row):
+            seed = tf.stack([tf.cast(c.seed, tf.int64), position])
+            seeds = tf.random.experimental.stateless_split(seed, 3)
+            inputs = {key: self._load(row[key], seeds[i], training) for i, key in enumerate(INPUT_KEYS)}
+            inputs["video_index"] = row["video_index"]
+            return inputs, row["label"]
+
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=c.deterministic or None)
+        batch = self.local_batch_size(input_context) if training else c.eval_batch_size
+        return ds.batch(batch, drop_remainder=training).prefetch(2)
+
+    # ----- loss and evaluation ----------------------------------------------------------------------------------
+    def _objective(self, model, inputs, labels, training):
+        from kerasvid.losses import actor_observer_objective, dist_ratio, margin_rank
+
+        o = self.options
+        outputs = model([inputs[k] for k in INPUT_KEYS], training=training)
+        if o["triplet_loss"] == "margin_rank":
+            triplet_loss = lambda a, b: margin_rank(a, b, o["margin"])  # noqa: E731
+        else:
+            triplet_loss = dist_ratio
+        result = actor_observer_objective(
+            outputs, inputs["video_index"], self.video_softmaxes, self.loss,
+            labels=labels if "logits" in outputs else None, classification_weight=o["classification_weight"],
+            triplet_loss=triplet_loss, balance_gradients=o["balance_gradients"], training=training)
+        return outputs, result
+
+    def compute_loss(self, model, inputs, labels, global_batch_size):
+        outputs, result = self._objective(model, inputs, labels, training=True)
+        is_triplet = tf.cast(tf.reshape(labels, [-1]) < 0, tf.float32)
+        correct = tf.cast(outputs["d_pos"] < outputs["d_neg"], tf.float32) * is_triplet
+        stats = {
+            "triplet_accuracy": (tf.reduce_sum(correct), tf.reduce_sum(is_triplet)),
+            "triplet_loss": (tf.reduce_sum(result["per_triplet_loss"] * is_triplet), tf.reduce_sum(is_triplet)),
+        }
+        return result["objective"], stats
+
+    def eval_outputs(self, model, inputs, labels):
+        outputs = model([inputs[k] for k in INPUT_KEYS], training=False)
+        selectors = tf.stack([outputs["selector_x"], outputs["selector_y"], outputs["selector_z"]], axis=1)
+        return {"d_pos": outputs["d_pos"], "d_neg": outputs["d_neg"], "selectors": selectors,
+                "video_index": inputs["video_index"]}
+
+    def aggregate_eval(self, outputs):
+        from kerasvid import metrics
+
+        d_pos, d_neg = np.asarray(outputs["d_pos"]), np.asarray(outputs["d_neg"])
+        weights = video_weights(outputs["selectors"], outputs["video_index"])
+        results = {"num_examples": int(d_pos.shape[0]),
+                   "triplet_accuracy": metrics.triplet_accuracy(d_pos, d_neg),
+                   "weighted_triplet_accuracy": metrics.triplet_accuracy(d_pos, d_neg, weights)}
+        for percent in (1, 2, 5, 10, 50):
+            results[f"top{percent}_selected_accuracy"] = metrics.topk_selected_accuracy(d_pos, d_neg, weights, percent)
+        return results
+
+    def best_metric(self):
+        return ("weighted_triplet_accuracy", "max")

@@ -1,0 +1,168 @@
+"""Tests for kerasvid.tasks.triplet on tiny Charades-Ego style frame folders (small CNN trunk, 16x16 frames)."""
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid.data import triplets as tr
+from kerasvid.layers import VideoSoftmax
+from kerasvid.losses import ActorObserverLoss, actor_observer_objective
+from kerasvid.models.actor_observer import actor_observer_network
+from kerasvid.tasks import TaskConfig, get_task, list_tasks
+from kerasvid.tasks.triplet import TripletTask, video_weights
+from kerasvid.training import TrainConfig, Trainer
+
+HEADER = "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n"
+
+
+def _write_video(root, vid, count, shade):
+    os.makedirs(os.path.join(root, vid))
+    for i in range(count):
+        frame = np.full((20, 24, 3), (shade + 7 * i) % 256, np.uint8)
+        tf.io.write_file(tr.frame_path(root, vid, i), tf.io.encode_jpeg(frame))
+
+
+@pytest.fixture(scope="module")
+def charades_ego(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("frames"))
+    for vid, count, shade in (("AA", 24, 10), ("AAEGO", 16, 60), ("BB", 20, 110), ("BBEGO", 20, 160),
+                              ("CC", 16, 30), ("CCEGO", 16, 90), ("CH1", 30, 200)):
+        _write_video(root, vid, count, shade)
+    paths = {}
+    for name, ids in (("train", ("AA", "AAEGO", "BB", "BBEGO")), ("eval", ("CC", "CCEGO"))):
+        paths[name] = os.path.join(root, f"{name}.csv")
+        with open(paths[name], "w") as f:
+            f.write(HEADER + "".join(f"{i},S,K,5,5,Yes,x,y,z,,10\n" for i in ids))
+    paths["charades"] = os.path.join(root, "charades.csv")
+    with open(paths["charades"], "w") as f:
+        f.write(HEADER + "CH1,S,K,5,5,Yes,x,y,z,c002 0.10 0.50;c000 0.60 1.00,1.2\n")
+    return root, paths
+
+
+class SmallTripletTask(TripletTask):
+    """The triplet task with a small CNN trunk instead of ResNet-152 (the task logic is unchanged)."""
+
+    def build_network(self):
+        frames = keras.Input((1, 16, 16, 3))
+        x = keras.layers.Reshape((16, 16, 3))(frames)
+        x = keras.layers.Conv2D(4, 3, strides=2, activation="relu",
+                                kernel_initializer=keras.initializers.GlorotUniform(0))(x)
+        x = keras.layers.Dense(8, kernel_initializer=keras.initializers.GlorotUniform(1))(keras.layers.Flatten()(x))
+        trunk = keras.Model(frames, x, name="small")
+        return actor_observer_network(num_classes=self.config.num_classes or None, input_shape=(1, 16, 16, 3),
+                                      trunk=trunk)
+
+
+def _config(paths, root, **task_kwargs):
+    kwargs = dict(frames_root=root, train_csv=paths["train"], eval_csv=paths["eval"], anchor_stride=4, min_gap=6,
+                  fps=24.0)
+    kwargs.update(task_kwargs)
+    return TaskConfig(model="actor_observer_resnet152", num_frames=1, image_size=(16, 16), batch_size=4,
+                      eval_batch_size=4, normalization="zero_one", task_kwargs=kwargs)
+
+
+def test_samples_and_dataset(charades_ego):
+    root, paths = charades_ego
+    assert "triplet" in list_tasks()
+    task = SmallTripletTask(_config(paths, root))
+    samples, num_pairs = task.samples("train")
+    assert num_pairs == 2
+    # AA: 24 third-person frames, anchors 0,4,...,20; every anchor's positive has a negative >= 6 frames away.
+    assert sum(s.video_index == 0 for s in samples) == 6 and sum(s.video_index == 1 for s in samples) == 5
+    task.build_model()
+    inputs, labels = next(iter(task.build_dataset(training=True)))
+    assert {k: tuple(v.shape) for k, v in inputs.items()} == {
+        "first_person": (4, 1, 16, 16, 3), "third_person": (4, 1, 16, 16, 3),
+        "first_person_negative": (4, 1, 16, 16, 3), "video_index": (4,)}
+    assert np.all(labels.numpy() == -1) and set(inputs["video_index"].numpy()) <= {0, 1}
+    assert 0.0 <= float(tf.reduce_min(inputs["third_person"])) and float(tf.reduce_max(inputs["third_person"])) <= 1
+    # Evaluation: fixed triplets, centre crops of the flat-shaded frames: the frame's shade / 255.
+    eval_batches = list(task.build_dataset(training=False))
+    again = list(task.build_dataset(training=False))
+    assert sum(int(b[1].shape[0]) for b in eval_batches) == 4  # CC: anchors 0, 4, 8, 12
+    np.testing.assert_array_equal(eval_batches[0][0]["first_person_negative"], again[0][0]["first_person_negative"])
+    first = eval_batches[0][0]["third_person"].numpy()[0]
+    assert abs(float(first.mean()) - 30 / 255) < 3 / 255  # JPEG of a flat frame of shade 30
+
+
+def test_compute_loss_is_the_actor_observer_objective(charades_ego):
+    root, paths = charades_ego
+    task = SmallTripletTask(_config(paths, root, softmax_decay=0.95))
+    model = task.build_model()
+    assert [layer.num_videos for layer in task.video_softmaxes] == [3, 3, 3] and task.video_softmaxes[0].decay == 0.95
+    inputs, labels = next(iter(task.build_dataset(training=True)))
+    # The same objective from fresh states, computed directly.
+    outputs = model([inputs[k] for k in ("first_person", "third_person", "first_person_negative")], training=True)
+    fresh = [VideoSoftmax(3, decay=0.95) for _ in range(3)]
+    want = actor_observer_objective(outputs, inputs["video_index"], fresh, ActorObserverLoss())
+    loss, stats = task.compute_loss(model, inputs, labels, global_batch_size=4)
+    np.testing.assert_allclose(float(loss), float(want["objective"]), rtol=1e-5)
+    correct = np.sum(outputs["d_pos"].numpy() < outputs["d_neg"].numpy())
+    assert float(stats["triplet_accuracy"][0]) == correct and float(stats["triplet_accuracy"][1]) == 4
+    assert int(task.loss.count.numpy()) == 4
+    np.testing.assert_array_equal(task.video_softmaxes[1].count.numpy(), fresh[1].count.numpy())
+
+
+def test_trainer_runs_with_accumulation_and_evaluates(charades_ego, tmp_path):
+    root, paths = charades_ego
+    task = get_task("triplet", _config(paths, root))
+    task.build_network = SmallTripletTask.build_network.__get__(task)
+    trainer = Trainer(task, tf.distribute.get_strategy(), str(tmp_path),
+                      TrainConfig(train_steps=2, accumulation_steps=2, log_every=1, learning_rate=0.01))
+    trainer.train()
+    assert int(task.loss.count.numpy()) == 2 * 2 * 4  # steps x micro-batches x batch
+    results = trainer.evaluate()
+    assert results["num_examples"] == 4
+    for key in ("triplet_accuracy", "weighted_triplet_accuracy", "top1_selected_accuracy", "top50_selected_accuracy"):
+        assert 0.0 <= results[key] <= 1.0, (key, results)
+    # The task's state round-trips through a checkpoint.
+    path = tf.train.Checkpoint(**task.checkpoint_objects()).save(str(tmp_path / "state"))
+    saved = task.video_softmaxes[0].log_sigma.numpy().copy()
+    task.video_softmaxes[0].reset_state()
+    tf.train.Checkpoint(**task.checkpoint_objects()).restore(path).assert_existing_objects_matched()
+    np.testing.assert_array_equal(task.video_softmaxes[0].log_sigma.numpy(), saved)
+
+
+def test_classification_mixed_setup(charades_ego):
+    root, paths = charades_ego
+    config = _config(paths, root, charades_csv=paths["charades"], triplet_repeats=2, frames_per_action=2)
+    config.num_classes = 3
+    task = SmallTripletTask(config)
+    samples, _ = task.samples("train")
+    labelled = [s for s in samples if not s.is_triplet]
+    # CH1 (30 frames): c002 over frames 2..12, c000 over 14..24 (24 fps), 2 frames each; dummy video index 2.
+    assert sorted((s.label, s.third_person[-10:-4]) for s in labelled) == [
+        (0, "000015"), (0, "000025"), (2, "000003"), (2, "000013")]
+    assert all(s.video_index == 2 for s in labelled) and len(samples) == 4 + 2 * 11
+    model = task.build_model()
+    batch = [s for s in samples if not s.is_triplet][:2] + [s for s in samples if s.is_triplet][:2]
+    inputs = {k: tf.stack([task._load(getattr(s, k), tf.constant([0, 0], tf.int64), False) for s in batch])
+              for k in ("first_person", "third_person", "first_person_negative")}
+    inputs["video_index"] = tf.constant([s.video_index for s in batch])
+    labels = tf.constant([s.label for s in batch])
+    loss, _ = task.compute_loss(model, inputs, labels, global_batch_size=4)
+    outputs = model([inputs[k] for k in ("first_person", "third_person", "first_person_negative")], training=True)
+    logits = outputs["logits"].numpy()
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    ce = -(log_probs[0, batch[0].label] + log_probs[1, batch[1].label])
+    fresh = [VideoSoftmax(3) for _ in range(3)]
+    triplet = actor_observer_objective(outputs, inputs["video_index"], fresh, ActorObserverLoss(),
+                                       labels=labels)["triplet_objective"]
+    np.testing.assert_allclose(float(loss), float(triplet) + 2.0 * ce / 4, rtol=1e-5)
+
+
+def test_video_weights_and_validation(charades_ego):
+    root, paths = charades_ego
+    f = np.array([[0.0, 1.0, 0.0], [np.log(3.0), 1.0, 0.0], [5.0, 5.0, 5.0]])
+    # Video 0: p_x = (1, 3) / 2, p_y = p_z = 1; video 1 alone: all ones.
+    np.testing.assert_allclose(video_weights(f, [0, 0, 1]), [0.5, 1.5, 1.0], rtol=1e-12)
+    with pytest.raises(ValueError, match="num_frames must be 1"):
+        TripletTask(TaskConfig(num_frames=8)).validate({"train"})
+    with pytest.raises(ValueError, match="frames_root"):
+        TripletTask(TaskConfig(num_frames=1)).validate({"train"})
+    with pytest.raises(ValueError, match="Unknown triplet task_kwargs \\['decay'\\]"):
+        TripletTask(TaskConfig(num_frames=1, task_kwargs={"decay": 0.9}))
+    with pytest.raises(ValueError, match="num_classes"):
+        TripletTask(_config(paths, root, charades_csv=paths["charades"])).validate({"train"})
