@@ -17,6 +17,14 @@ RESNET152_NOTOP = 60_419_944 - (2048 * 1000 + 1000)
 SELECTOR_FC = 2048 + 1
 
 
+def _small_trunk(size=32, dim=16):
+    """A small conv trunk (the network logic does not depend on the trunk; the ResNet ones are tested above)."""
+    frames = keras.Input((1, size, size, 3))
+    x = keras.layers.Reshape((size, size, 3))(frames)
+    x = keras.layers.Conv2D(8, 3, strides=4, activation="relu")(x)
+    return keras.Model(frames, keras.layers.Dense(dim)(keras.layers.Flatten()(x)), name="small")
+
+
 def _frames(rng, batch, size):
     return [rng.normal(0, 1, (batch, 1, size, size, 3)).astype("float32") for _ in range(3)]
 
@@ -52,8 +60,8 @@ def test_resnet152_builder_counts_and_one_balanced_training_step():
 
 
 def test_selector_gradients_are_balanced():
-    """equalize_grad_norm inside the objective: the five gradients have equal norms (small depth, 32x32)."""
-    model = ao.actor_observer_network(depth=18, input_shape=(1, 32, 32, 3))
+    """equalize_grad_norm inside the objective: the five gradients have equal norms (small trunk, 32x32)."""
+    model = ao.actor_observer_network(input_shape=(1, 32, 32, 3), trunk=_small_trunk())
     rng = np.random.default_rng(1)
     frames = _frames(rng, 4, 32)
     probs = {}
@@ -78,10 +86,11 @@ def test_selector_gradients_are_balanced():
 
 
 def test_network_numbers_and_serialization(tmp_path):
-    model = ao.actor_observer_network(depth=18, num_classes=5, input_shape=(1, 32, 32, 3), variant="share")
+    model = ao.actor_observer_network(num_classes=5, input_shape=(1, 32, 32, 3), variant="share",
+                                      trunk=_small_trunk())
     rng = np.random.default_rng(2)
     x, y, z = _frames(rng, 2, 32)
-    trunk = model.get_layer("trunk")
+    trunk = model.get_layer("small")
     fx, fy, fz = (trunk(t, training=False).numpy() for t in (x, y, z))
     out = model([x, y, z], training=False)
     np.testing.assert_allclose(out["d_pos"].numpy(), np.linalg.norm(fx - fy + 1e-6, axis=1), rtol=1e-5)
@@ -103,9 +112,9 @@ def test_network_numbers_and_serialization(tmp_path):
 
 
 def test_variants_and_validation():
-    share = ao.actor_observer_network(depth=18, input_shape=(1, 32, 32, 3), variant="share")
-    noshare = ao.actor_observer_network(depth=18, input_shape=(1, 32, 32, 3), variant="noshare")
-    assert noshare.count_params() - share.count_params() == 512 + 1  # ResNet-18 features are 512-d
+    share = ao.actor_observer_network(input_shape=(1, 32, 32, 3), variant="share", trunk=_small_trunk())
+    noshare = ao.actor_observer_network(input_shape=(1, 32, 32, 3), variant="noshare", trunk=_small_trunk())
+    assert noshare.count_params() - share.count_params() == 16 + 1  # one more Dense(1) on 16-d features
     rng = np.random.default_rng(3)
     x, y, _ = _frames(rng, 2, 32)
     # With z = x the shared first-person selector scores x and z alike; the unshared one does not.
