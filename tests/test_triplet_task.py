@@ -166,3 +166,59 @@ def test_video_weights_and_validation(charades_ego):
         TripletTask(TaskConfig(num_frames=1, task_kwargs={"decay": 0.9}))
     with pytest.raises(ValueError, match="num_classes"):
         TripletTask(_config(paths, root, charades_csv=paths["charades"])).validate({"train"})
+
+
+_MIRRORED_SCRIPT = """
+import json, os, sys, tempfile
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from tests.test_triplet_task import HEADER, SmallTripletTask, _config, _write_video
+from kerasvid.training import TrainConfig, Trainer
+
+root = tempfile.mkdtemp()
+for vid, count, shade in (("AA", 24, 10), ("AAEGO", 16, 60), ("BB", 20, 110), ("BBEGO", 20, 160)):
+    _write_video(root, vid, count, shade)
+paths = {"train": os.path.join(root, "train.csv"), "eval": ""}
+with open(paths["train"], "w") as f:
+    f.write(HEADER + "".join(f"{i},S,K,5,5,Yes,x,y,z,,10\\n" for i in ("AA", "AAEGO", "BB", "BBEGO")))
+
+def run(strategy):
+    keras.utils.set_random_seed(0)
+    task = SmallTripletTask(_config(paths, root))
+    trainer = Trainer(task, strategy, tempfile.mkdtemp(),
+                      TrainConfig(train_steps=3, accumulation_steps=2, log_every=1, learning_rate=0.05))
+    initial = [w.numpy() for w in trainer.model.weights]
+    trainer.train()
+    return ([w.numpy() for w in trainer.model.weights], initial, [l.log_sigma.numpy() for l in task.video_softmaxes],
+            [float(task.loss.running_loss.numpy()), float(task.loss.running_weight.numpy()),
+             int(task.loss.count.numpy())])
+
+single = run(tf.distribute.get_strategy())
+mirrored = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+print("RESULT" + json.dumps({
+    "weight_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(single[0], mirrored[0])),
+    "weight_change": max(float(np.max(np.abs(a - b))) for a, b in zip(single[0], single[1])),
+    "log_sigma_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(single[2], mirrored[2])),
+    "loss_single": single[3], "loss_mirrored": mirrored[3]}))
+"""
+
+
+def test_trainer_under_mirrored_strategy_equals_single_device():
+    """The real loop on 2 logical CPUs (accumulation 2, 3 steps): weights, VideoSoftmax and loss states match."""
+    import json
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], cwd=repo, capture_output=True, text=True,
+                          timeout=400, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    r = json.loads(lines[-1][len("RESULT"):])
+    assert r["weight_change"] > 1e-3, r  # training moved the weights
+    assert r["weight_diff"] < 1e-6 and r["log_sigma_diff"] < 1e-6, r
+    assert r["loss_mirrored"][2] == r["loss_single"][2] == 3 * 2 * 4, r
+    np.testing.assert_allclose(r["loss_mirrored"][:2], r["loss_single"][:2], rtol=1e-6)
