@@ -222,3 +222,24 @@ def test_trainer_under_mirrored_strategy_equals_single_device():
     assert r["weight_diff"] < 1e-6 and r["log_sigma_diff"] < 1e-6, r
     assert r["loss_mirrored"][2] == r["loss_single"][2] == 3 * 2 * 4, r
     np.testing.assert_allclose(r["loss_mirrored"][:2], r["loss_single"][:2], rtol=1e-6)
+
+
+def test_alignment_error_of_the_eval_pairs(charades_ego):
+    from kerasvid import metrics
+
+    root, paths = charades_ego
+    task = SmallTripletTask(_config(paths, root))
+    model = task.build_model()
+    result = task.alignment_error(model, split="eval", batch_size=3)
+    # By hand: every 4th frame of CC / CCEGO (16 frames each -> 4 + 4), 6 fps, radius 3.
+    trunk = model.get_layer("small")
+    seed = tf.constant([0, 0], tf.int64)
+
+    def embed(vid):
+        frames = tf.stack([task._load(tr.frame_path(root, vid, i), seed, False) for i in range(0, 16, 4)])
+        return trunk(frames).numpy()
+
+    distances = np.linalg.norm(embed("CCEGO")[:, None] - embed("CC")[None], axis=-1)
+    want = metrics.median_alignment_error([distances], fps=6.0, radius=3)
+    assert result["num_videos"] == 1 and want > 0  # (a non-zero error also pins the 6 fps time scale)
+    assert result["median_alignment_error_s"] == pytest.approx(want)

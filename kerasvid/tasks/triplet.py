@@ -253,5 +253,50 @@ class TripletTask(Task):
             results[f"top{percent}_selected_accuracy"] = metrics.topk_selected_accuracy(d_pos, d_neg, weights, percent)
         return results
 
+    def alignment_error(self, model, split="eval", batch_size=32, radius=3):
+        """Median alignment error (seconds) over the paired videos of `split` (papers.md §3.5).
+
+        Every `anchor_stride`-th frame of both videos (6 fps at 24 fps) goes through the model's shared trunk;
+        `kerasvid.metrics.alignment_error` box-smooths their distance matrix and compares the arg-min with the
+        linear time mapping.
+
+        Args:
+            model: the trained network (its shared trunk is the nested `keras.Model` layer).
+            split: "train" or "eval" (which CSV's pairs).
+            batch_size: frames per trunk call.
+            radius: smoothing radius of the distance matrix (3).
+
+        Returns:
+            dict: `median_alignment_error_s`, `num_videos`.
+        """
+        import keras
+
+        from kerasvid import metrics
+
+        o = self.options
+        trunks = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+        if len(trunks) != 1:
+            raise ValueError(f"Expected one shared trunk (a nested keras.Model) in {model.name!r}, found "
+                             f"{[t.name for t in trunks]}")
+        records = triplet_data.read_charades_csv(o["train_csv" if split == "train" else "eval_csv"])
+        seed = tf.constant([0, 0], tf.int64)
+
+        def embed(video_id):
+            count = triplet_data.count_frames(o["frames_root"], video_id)
+            paths = [triplet_data.frame_path(o["frames_root"], video_id, i)
+                     for i in range(0, count, o["anchor_stride"])]
+            ds = tf.data.Dataset.from_tensor_slices(paths).map(lambda p: self._load(p, seed, False)).batch(batch_size)
+            return np.concatenate([trunks[0](frames, training=False).numpy() for frames in ds])
+
+        matrices = []
+        for third_id, first_id in triplet_data.paired_videos(records):
+            if min(triplet_data.count_frames(o["frames_root"], v) for v in (third_id, first_id)) < 1:
+                continue
+            ego, third = embed(first_id), embed(third_id)
+            matrices.append(np.linalg.norm(ego[:, None] - third[None], axis=-1))
+        fps = o["fps"] / o["anchor_stride"]
+        return {"median_alignment_error_s": metrics.median_alignment_error(matrices, fps=fps, radius=radius),
+                "num_videos": len(matrices)}
+
     def best_metric(self):
         return ("weighted_triplet_accuracy", "max")
