@@ -92,7 +92,7 @@ def test_gradients_reach_every_kernel_through_50_iterations(monkeypatch):
             loss = tf.reduce_sum(layer(frame1, frame2) * weights)
         return tape.gradient(loss, layer.trainable_weights)
 
-    layer = TVNet(iterations=50, learn_initial_flow=True)
+    layer = TVNet(iterations=50, learn_initial_flow=True, unroll=True)
     custom = kernel_grads(layer)
     assert len(custom) == 50 * 2 + 1  # a gradient and a divergence kernel per iteration, plus u0
     assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == 50 * 16 + 20 * 20 * 2
@@ -108,6 +108,28 @@ def test_gradients_reach_every_kernel_through_50_iterations(monkeypatch):
     for c, a in zip(custom, autodiff):
         if a is not None:
             np.testing.assert_allclose(c.numpy(), a.numpy(), rtol=1e-4, atol=1e-4 * np.abs(a.numpy()).max())
+
+
+def test_while_loop_matches_unrolled_graph():
+    frame1, frame2 = _smooth_pair(16, 20, shift=(1.2, 0.4), seed=9, batch=2)
+    unrolled = TVNet(scales=2, warps=2, iterations=4, unroll=True)
+    looped = TVNet(scales=2, warps=2, iterations=4, unroll=False)
+    unrolled(frame1, frame2)
+    looped(frame1, frame2)
+    rng = np.random.default_rng(3)
+    unrolled.set_weights([w + rng.normal(scale=0.05, size=w.shape) for w in unrolled.get_weights()])
+    looped.set_weights(unrolled.get_weights())
+    results = []
+    for layer, run in ((unrolled, unrolled), (looped, tf.function(looped))):  # eager unrolled vs graph loop
+        with tf.GradientTape() as tape:
+            flow = run(frame1, frame2)
+            loss = tf.reduce_sum(tf.square(flow))
+        grads = tape.gradient(loss, layer.trainable_weights)
+        results.append((flow.numpy(), [np.zeros(w.shape) if g is None else g.numpy()
+                                       for g, w in zip(grads, layer.trainable_weights)]))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_block_matches_numpy_iteration():

@@ -71,6 +71,45 @@ def tv_dual_update(p, grad_u, step, epsilon=EPSILON):
     return _update(p, grad_u)
 
 
+def _taps(kernel, direction):
+    kernel = tf.convert_to_tensor(kernel)
+    return kernel[:, direction, 0], kernel[:, direction, 1]  # each [2], broadcast over the flow channels
+
+
+def tvl1_iteration(u, p, rho_c, image_gradient, gradient_kernel, divergence_kernel, tau, lbda, theta):
+    """One TV-L1 iteration with explicit kernels: the computation of `TVNetBlock` (see its docstring).
+
+    Args:
+        u, p, rho_c, image_gradient: as in `TVNetBlock.call`.
+        gradient_kernel: `[2, 2, 2]` forward-gradient taps `[flow channel, direction (x, y), tap]`.
+        divergence_kernel: `[2, 2, 2]` divergence taps, same layout.
+        tau, lbda, theta: Python floats.
+
+    Returns:
+        `(u, p)` after the iteration.
+    """
+    dtype = u.dtype
+    l_t = tf.constant(lbda * theta, dtype)
+    eps = tf.constant(EPSILON, dtype)
+    grad_sq = tf.reduce_sum(tf.square(image_gradient), axis=-1, keepdims=True) + eps
+    rho = rho_c + tf.reduce_sum(image_gradient * u, axis=-1, keepdims=True) + eps
+    below = rho < -l_t * grad_sq
+    above = rho > l_t * grad_sq
+    middle = ~below & ~above & (grad_sq > eps)
+    zeros = tf.zeros_like(image_gradient)
+    # the -rho/g branch only where g > eps (g == eps exactly where the image is flat)
+    step = tf.where(below, l_t * image_gradient,
+                    tf.where(above, -l_t * image_gradient,
+                             tf.where(middle, -rho / grad_sq * image_gradient, zeros)))
+    v = u + step
+    divergence = (backward_divergence_term(p[..., 0], 2, _taps(divergence_kernel, 0))
+                  + backward_divergence_term(p[..., 1], 1, _taps(divergence_kernel, 1)))
+    u = v + theta * divergence
+    grad_u = tf.stack([forward_difference(u, 2, _taps(gradient_kernel, 0)),
+                       forward_difference(u, 1, _taps(gradient_kernel, 1))], axis=-1)
+    return u, tv_dual_update(p, grad_u, tau / theta)
+
+
 @keras.saving.register_keras_serializable(package="kerasvid")
 class TVNetBlock(keras.layers.Layer):
     """One unrolled TV-L1 iteration with trainable forward-gradient and divergence kernels (a TVNet "iteration").
@@ -128,33 +167,9 @@ class TVNetBlock(keras.layers.Layer):
         self.gradient_kernel = self.add_weight(name="gradient_kernel", shape=(2, 2, 2), initializer=init)
         self.divergence_kernel = self.add_weight(name="divergence_kernel", shape=(2, 2, 2), initializer=init)
 
-    @staticmethod
-    def _taps(kernel, direction):
-        k = tf.convert_to_tensor(kernel)
-        return k[:, direction, 0], k[:, direction, 1]  # each [2], broadcast over the flow channels
-
     def call(self, u, p, rho_c, image_gradient):
-        dtype = u.dtype
-        l_t = tf.constant(self.lbda * self.theta, dtype)
-        eps = tf.constant(EPSILON, dtype)
-        grad_sq = tf.reduce_sum(tf.square(image_gradient), axis=-1, keepdims=True) + eps
-        rho = rho_c + tf.reduce_sum(image_gradient * u, axis=-1, keepdims=True) + eps
-        below = rho < -l_t * grad_sq
-        above = rho > l_t * grad_sq
-        middle = ~below & ~above & (grad_sq > eps)
-        zeros = tf.zeros_like(image_gradient)
-        # the -rho/g branch only where g > eps (g == eps exactly where the image is flat)
-        step = tf.where(below, l_t * image_gradient,
-                        tf.where(above, -l_t * image_gradient,
-                                 tf.where(middle, -rho / grad_sq * image_gradient, zeros)))
-        v = u + step
-        divergence = (backward_divergence_term(p[..., 0], 2, self._taps(self.divergence_kernel, 0))
-                      + backward_divergence_term(p[..., 1], 1, self._taps(self.divergence_kernel, 1)))
-        u = v + self.theta * divergence
-        grad_u = tf.stack([forward_difference(u, 2, self._taps(self.gradient_kernel, 0)),
-                           forward_difference(u, 1, self._taps(self.gradient_kernel, 1))], axis=-1)
-        p = tv_dual_update(p, grad_u, self.tau / self.theta)
-        return u, p
+        return tvl1_iteration(u, p, rho_c, image_gradient, self.gradient_kernel, self.divergence_kernel,
+                              self.tau, self.lbda, self.theta)
 
     def compute_output_spec(self, u, p, rho_c, image_gradient):
         return (keras.KerasTensor(u.shape, u.dtype), keras.KerasTensor(p.shape, p.dtype))
@@ -222,6 +237,10 @@ class TVNet(keras.layers.Layer):
             with OpenCV; feeding the same pixels as RGB with `channel_order="rgb"` gives the same grey image).
         learn_initial_flow: add a trainable initial flow at the coarsest scale.
         warp_padding: border mode of the warps, see `kerasvid.ops.bilinear_warp` (`"border"` or `"zeros"`).
+        unroll: False (default): the iterations of each warp run in a `tf.while_loop` over the blocks' stacked
+            kernels; True: unrolled, one set of ops per `TVNetBlock` (the released graph). Same numbers and
+            gradients; the loop's graph is ~`iterations` times smaller, so tracing (~10x) and XLA compilation
+            are much faster (see `benchmarks/bench_tvnet.py`).
         **kwargs: standard layer arguments.
 
     Call arguments:
@@ -240,7 +259,7 @@ class TVNet(keras.layers.Layer):
     """
 
     def __init__(self, scales=1, warps=1, iterations=50, tau=0.25, lbda=0.15, theta=0.3, zoom=0.5,
-                 channel_order="rgb", learn_initial_flow=False, warp_padding="border", **kwargs):
+                 channel_order="rgb", learn_initial_flow=False, warp_padding="border", unroll=False, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("scales", scales), ("warps", warps), ("iterations", iterations)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -262,6 +281,7 @@ class TVNet(keras.layers.Layer):
         self.channel_order = channel_order
         self.learn_initial_flow = bool(learn_initial_flow)
         self.warp_padding = warp_padding
+        self.unroll = bool(unroll)
         self.sizes = None
         self.blocks = []
 
@@ -340,9 +360,27 @@ class TVNet(keras.layers.Layer):
                 warped = bilinear_warp(stacked, u, padding=self.warp_padding)
                 image_gradient = warped[..., 1:3]
                 rho_c = warped[..., 0:1] - tf.reduce_sum(image_gradient * u, axis=-1, keepdims=True) - level1
-                for _ in range(self.iterations):
-                    u, p = next(blocks)(u, p, rho_c, image_gradient)
+                warp_blocks = [next(blocks) for _ in range(self.iterations)]
+                if self.unroll:
+                    for block in warp_blocks:
+                        u, p = block(u, p, rho_c, image_gradient)
+                else:
+                    u, p = self._loop(warp_blocks, u, p, rho_c, image_gradient)
         return u
+
+    def _loop(self, blocks, u, p, rho_c, image_gradient):
+        """The iterations of one warp as a `tf.while_loop`, each step using its own block's kernels."""
+        gradient_kernels = tf.stack([tf.convert_to_tensor(b.gradient_kernel) for b in blocks])
+        divergence_kernels = tf.stack([tf.convert_to_tensor(b.divergence_kernel) for b in blocks])
+
+        def body(i, u, p):
+            u, p = tvl1_iteration(u, p, rho_c, image_gradient, gradient_kernels[i], divergence_kernels[i],
+                                  self.tau, self.lbda, self.theta)
+            return i + 1, u, p
+
+        _, u, p = tf.while_loop(lambda i, u, p: i < len(blocks), body, (tf.constant(0), u, p),
+                                maximum_iterations=len(blocks))
+        return u, p
 
     def call(self, frame1, frame2=None):
         if frame2 is None:
@@ -370,5 +408,6 @@ class TVNet(keras.layers.Layer):
         config = super().get_config()
         config.update(scales=self.scales, warps=self.warps, iterations=self.iterations, tau=self.tau,
                       lbda=self.lbda, theta=self.theta, zoom=self.zoom, channel_order=self.channel_order,
-                      learn_initial_flow=self.learn_initial_flow, warp_padding=self.warp_padding)
+                      learn_initial_flow=self.learn_initial_flow, warp_padding=self.warp_padding,
+                      unroll=self.unroll)
         return config
