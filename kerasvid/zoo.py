@@ -16,6 +16,7 @@ _MODEL_MODULES = (
     "kerasvid.models.resnet_video",
     "kerasvid.models.cpnet",
     "kerasvid.models.action_context",
+    "kerasvid.models.actor_observer",
     "kerasvid.models.tvnet_inception",
 )
 
