@@ -1,0 +1,107 @@
+"""Benchmark: training-step time and peak memory of C2D / NL / CPNet ResNets (batch 1, 112x112).
+
+    python benchmarks/cpnet.py [--frames 8] [--models c2d_resnet18,cpnet_resnet18,...] [--repeats 3]
+
+A model spec is a registry name, optionally `:variant` for CPNet (`cpnet_resnet34:released_code`). One
+training step = forward (training=True), softmax cross-entropy, backward, SGD update, in a `tf.function`. All
+models are built and warmed up first, then timed round-robin (one step each per round, `--repeats` rounds,
+median), so that a change of load on a shared machine hits every model alike; peak memory is TF's CPU allocator peak during a step above what
+was allocated before it. Ratios are to the C2D model of the same depth, from the same run. Prints JSON and a
+markdown table.
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+import keras
+import tensorflow as tf
+
+from kerasvid import zoo
+
+CPU = "CPU:0"
+DEFAULT_MODELS = ("c2d_resnet18,nl_resnet18,cpnet_resnet18,c2d_resnet34,cpnet_resnet34,"
+                  "cpnet_resnet34:released_code")
+
+
+def build(spec, frames, num_classes):
+    name, _, variant = spec.partition(":")
+    kwargs = {"variant": variant} if variant else {}
+    return zoo.get_model(name, num_classes=num_classes, input_shape=(frames, 112, 112, 3), **kwargs)
+
+
+def prepare(spec, frames, num_classes=174):
+    """Builds the model and returns a traced, warmed-up `tf.function` training step (SGD with momentum)."""
+    model = build(spec, frames, num_classes)
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    x = tf.random.uniform([1, frames, 112, 112, 3], seed=0)
+    y = tf.constant([3])
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    step().numpy()  # trace + optimizer slots
+    return model, step
+
+
+def timed_step(step):
+    """Seconds of one step and the allocator peak during it above what was allocated before it (bytes)."""
+    tf.config.experimental.reset_memory_stats(CPU)
+    base = tf.config.experimental.get_memory_info(CPU)["current"]
+    start = time.perf_counter()
+    step().numpy()
+    seconds = time.perf_counter() - start
+    return seconds, tf.config.experimental.get_memory_info(CPU)["peak"] - base
+
+
+def bench(specs, frames, repeats):
+    """Round-robin over the models (one step each per round), so that load drifts hit all of them alike."""
+    prepared = {spec: prepare(spec, frames) for spec in specs}
+    times = {spec: [] for spec in specs}
+    peaks = {spec: 0 for spec in specs}
+    for _ in range(repeats):
+        for spec, (_, step) in prepared.items():
+            seconds, peak = timed_step(step)
+            times[spec].append(seconds)
+            peaks[spec] = max(peaks[spec], peak)
+    return [{"model": spec, "frames": frames, "params": prepared[spec][0].count_params(),
+             "step_s": round(statistics.median(times[spec]), 3), "peak_MiB": round(peaks[spec] / 2**20, 1)}
+            for spec in specs]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--models", default=DEFAULT_MODELS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    rows = bench(args.models.split(","), args.frames, args.repeats)
+    baselines = {r["model"].split("_")[1]: r for r in rows if r["model"].startswith("c2d_")}
+    for r in rows:
+        base = baselines.get(r["model"].split(":")[0].split("_")[1])
+        if base:
+            r["time_vs_c2d"] = round(r["step_s"] / base["step_s"], 3)
+            r["mem_vs_c2d"] = round(r["peak_MiB"] / base["peak_MiB"], 3)
+    meta = {"tensorflow": tf.__version__, "cpus": os.cpu_count(), "batch": 1, "size": "112x112",
+            "note": "shared 2-core CPU machine: absolute times are noisy; ratios come from one run"}
+    out = args.out or f"benchmarks/results/cpnet_{args.frames}f.json"
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print(json.dumps({"meta": meta, "rows": rows}))
+    keys = ["model", "frames", "params", "step_s", "peak_MiB", "time_vs_c2d", "mem_vs_c2d"]
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(k, "")) for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()
