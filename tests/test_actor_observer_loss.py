@@ -1,12 +1,10 @@
 """Tests for kerasvid.losses actor-observer pieces against hand-computed values and a plain-python Eq. 14-15."""
 import json
-import math
 import os
 import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
