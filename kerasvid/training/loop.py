@@ -176,6 +176,7 @@ class Trainer:
         self._eval_fn = None
         self._metric_state = None
         self._stat_names = None
+        self._sync_fn = None
         self.history = []  # (step, logs) of every log line of this process
         self.last_eval = None  # results of the last evaluate()
 
@@ -276,6 +277,30 @@ class Trainer:
                              f"({self.num_local_replicas}).")
         return self.task.build_dataset(training=True, input_context=input_context)
 
+    def sync_replica_statistics(self):
+        """Sets every float non-trainable variable (BatchNorm moving statistics) to its mean over all replicas.
+
+        Keras creates them with aggregation "none", so each replica updates its own copy from its own batch (local
+        BatchNorm, like the per-GPU BN of the CPNet code) and the copies drift apart; the loop averages them before
+        every checkpoint, evaluation and the end of training, so that saved weights, every worker's weights and a
+        resumed run agree. A no-op with one replica.
+        """
+        if self.strategy.num_replicas_in_sync == 1:
+            return
+        variables = [v for v in self.model.non_trainable_variables
+                     if v.dtype in ("float32", "float16", "bfloat16", "float64")]
+        if not variables:
+            return
+        if self._sync_fn is None:
+            def replica_fn():
+                ctx = tf.distribute.get_replica_context()
+                means = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in variables])
+                for v, mean in zip(variables, means):
+                    v.assign(mean)
+
+            self._sync_fn = tf.function(lambda: self.strategy.run(replica_fn))
+        self._sync_fn()
+
     def _log_window(self):
         """Returns the mean loss and stats of the log window from the metric state."""
         state = self._metric_state.numpy()
@@ -349,11 +374,14 @@ class Trainer:
             if sample is not None and step % cfg.image_summaries_every == 0:
                 summaries.images(self.task.summary_images(self.model, sample[0]), step)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.train_steps:
+                self.sync_replica_statistics()
                 ckpt.save(step)
             if eval_callback is not None and cfg.eval_every and step % cfg.eval_every == 0 \
                     and step != cfg.train_steps:
+                self.sync_replica_statistics()
                 results = eval_callback(step)
                 self._maybe_save_best(ckpt, results, step)
+        self.sync_replica_statistics()
         if cfg.bn_recalibration_batches:
             recalibrate_batch_norm(self.model, self.task.build_dataset(training=True), cfg.bn_recalibration_batches)
         ckpt.save(cfg.train_steps)

@@ -1,0 +1,197 @@
+"""Tests of train/main.py: flag validation before any work, the recipes, and end-to-end runs in subprocesses
+(train + eval + export + predictions; SIGKILL and resume == uninterrupted; mirrored over 2 logical CPUs;
+multi_worker as two processes on 127.0.0.1 with identical weights and chief-only outputs)."""
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from absl import app, flags
+from absl.testing import flagsaver
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(REPO, "train", "main.py")
+_spec = importlib.util.spec_from_file_location("kerasvid_train_main", MAIN)
+main = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(main)
+FLAGS = flags.FLAGS
+MY_RECIPES = ["c2d_resnet18_kinetics", "c3d_resnet18_kinetics", "cpnet_resnet18_kinetics", "nl_resnet18_kinetics",
+              "cpnet_resnet101_kinetics", "cpnet_resnet34_jester", "cpnet_resnet34_ssv2", "tvnet_bn_inception_ucf101"]
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    from kerasvid.data import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("records")
+    kw = dict(num_classes=2, num_frames=8, height=32, width=32, num_shards=2)
+    train = write_synthetic_dataset(str(root), "train", num_videos=24, seed=0, **kw)
+    heldout = write_synthetic_dataset(str(root), "heldout", num_videos=8, seed=1, **kw)
+    return train, heldout
+
+
+def _parse(*args):
+    FLAGS.unparse_flags()
+    FLAGS(["main.py", *args])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model=c2d_resnet19"], r"Unknown model name 'c2d_resnet19'\. Did you mean: c2d_resnet18"),
+    (["--train_pattern=/nonexistent/train-*"], r"--train_pattern='/nonexistent/train-\*' matches no file"),
+    (["--train_steps=5", "--train_epochs=2"], "Set exactly one of --train_steps and --train_epochs"),
+    (["--strategy=mirrored", "--jit_compile", "--train_steps=5"], "jit_compile=True with strategy='mirrored'"),
+    (["--model_kwargs=k=", "--train_steps=5"], "--model_kwargs='k=' is not a list of key=value"),
+    (["--strategy=multi_worker", "--train_steps=5"], "TF_CONFIG"),
+    (["--learning_rate=-1", "--train_steps=5"], "base_lr"),
+    (["--label_smoothing=1.5", "--train_steps=5"], "label_smoothing"),
+])
+def test_bad_flags_fail_before_any_work(records, tmp_path, args, message):
+    train, heldout = records
+    labels = os.path.join(os.path.dirname(train), "labels.txt")
+    base = [f"--model_dir={tmp_path / 'run'}", f"--train_pattern={train}", f"--eval_pattern={heldout}",
+            f"--labels_file={labels}"]
+    with flagsaver.flagsaver():
+        _parse(*base, *args)
+        os.environ.pop("TF_CONFIG", None)
+        with pytest.raises(app.UsageError, match=message):
+            main.build_configs(["train_and_eval"])
+    assert not os.path.exists(tmp_path / "run")  # nothing was written
+
+
+def test_unknown_number_of_classes_is_an_error(records, tmp_path):
+    import shutil
+
+    shard = sorted(os.listdir(os.path.dirname(records[0])))[-1]
+    shutil.copy(os.path.join(os.path.dirname(records[0]), shard), tmp_path / "train-00000-of-00001.tfrecord")
+    with flagsaver.flagsaver():
+        _parse(f"--model_dir={tmp_path / 'run'}", f"--train_pattern={tmp_path}/train-*", "--mode=train",
+               "--train_steps=5")
+        with pytest.raises(app.UsageError, match="number of classes is unknown"):
+            main.build_configs(["train"])
+
+
+def test_parse_kwargs():
+    assert main.parse_kwargs("k=12, variant=released_code, scale=(0.5, 1.0), m={1: 2}", "x") == {
+        "k": 12, "variant": "released_code", "scale": (0.5, 1.0), "m": {1: 2}}
+    assert main.parse_kwargs("", "x") == {}
+    with pytest.raises(app.UsageError, match="--x='12'"):
+        main.parse_kwargs("12", "x")
+
+
+@pytest.mark.parametrize("recipe", MY_RECIPES)
+def test_recipes_are_valid_up_to_their_data(recipe, tmp_path):
+    path = os.path.join(REPO, "zoo", f"{recipe}.flags")
+    with open(path) as f:
+        header = f.readline()
+    assert header.startswith("# ") and "Data layout" in open(path).read()
+    with flagsaver.flagsaver():
+        _parse(f"--flagfile={path}", f"--model_dir={tmp_path}", "--num_classes=10")
+        assert recipe.split("_")[0] in FLAGS.model  # self-describing names
+        with pytest.raises(app.UsageError, match=r"--train_pattern='/data/.*' matches no file"):
+            main.build_configs(list(FLAGS.mode))
+
+
+def test_quickstart_flagfile_is_valid():
+    with flagsaver.flagsaver():
+        _parse(f"--flagfile={os.path.join(REPO, 'zoo', 'quickstart.flags')}")
+        assert FLAGS.synthetic and FLAGS.mode == ["train_and_eval", "export"] and FLAGS.predict_examples > 0
+        from kerasvid import zoo
+
+        assert zoo.model_info(FLAGS.model).name == FLAGS.model
+        assert FLAGS.model_dir == "runs/quickstart"
+
+
+# ----- end-to-end runs (subprocesses) -------------------------------------------------------------------------------
+def _command(records, model_dir, *extra):
+    train, heldout = records
+    return [sys.executable, MAIN, "--model=c2d_resnet18", "--model_kwargs=stem_stride=2", f"--train_pattern={train}",
+            f"--eval_pattern={heldout}", "--num_frames=2", "--stride=2", "--image_size=32,32", "--batch_size=4",
+            "--eval_batch_size=4", "--train_steps=6", "--log_every=2", "--checkpoint_every=2", "--learning_rate=0.01",
+            "--deterministic", "--data_kwargs=flip=False", f"--model_dir={model_dir}", *extra]
+
+
+def _run(cmd, env=None, timeout=300):
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def _digest(stdout):
+    found = re.findall(r"weights_sha256=([0-9a-f]{64}) step=(\d+)", stdout)
+    assert found, stdout[-2000:]
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def reference_run(records, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("reference")
+    result = _run(_command(records, model_dir, "--mode=train_and_eval,export", "--predict_examples=2"))
+    return model_dir, result
+
+
+def test_train_eval_export_and_predict(reference_run):
+    model_dir, result = reference_run
+    with open(model_dir / "eval_results.json") as f:
+        results = json.load(f)
+    assert results["step"] == 6 and results["num_examples"] == 8
+    assert {"top1", "top5", "confusion_matrix"} <= set(results)
+    assert os.path.exists(model_dir / "export" / "saved_model.pb")
+    assert os.path.exists(model_dir / "export" / "labels.txt")
+    assert result.stdout.count("predicted=") == 2 and "serve_examples" in result.stdout
+    assert _digest(result.stdout)[1] == "6"
+    assert os.listdir(model_dir / "train")  # TensorBoard events
+
+
+def test_sigkill_then_rerun_resumes_to_the_same_weights(records, reference_run, tmp_path):
+    cmd = _command(records, tmp_path, "--mode=train")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    deadline = time.time() + 240
+    state = tmp_path / "checkpoint"  # written after the checkpoint files: ckpt-2 is then complete and restorable
+    while not (state.exists() and "ckpt-2" in state.read_text()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not os.path.exists(tmp_path / "ckpt-6.index")
+    resumed = _run(cmd)
+    assert "Restored" in resumed.stderr
+    assert _digest(resumed.stdout) == _digest(reference_run[1].stdout)
+
+
+def test_mirrored_over_two_logical_cpus(records, tmp_path):
+    result = _run(_command(records, tmp_path, "--strategy=mirrored", "--cpu_devices=2", "--mode=train_and_eval"))
+    assert "replicas=2" in result.stderr
+    assert json.load(open(tmp_path / "eval_results.json"))["step"] == 6
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_two_processes_identical_weights_chief_only_outputs(records, tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(_command(records, tmp_path, "--strategy=multi_worker", "--mode=train_and_eval,export"),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO))
+    outputs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-4000:]
+    chief, other = (_digest(out) for out, _ in outputs)
+    assert chief == other
+    assert "replicas=2" in outputs[0][1]
+    assert os.path.exists(tmp_path / "ckpt-6.index") and os.path.exists(tmp_path / "export" / "saved_model.pb")
+    assert json.load(open(tmp_path / "eval_results.json"))["step"] == 6
+    worker_dir = [d for d in os.listdir("/tmp/kerasvid_workers") if d.startswith(f"{tmp_path.name}_worker_1")] \
+        if os.path.exists("/tmp/kerasvid_workers") else []
+    assert all(not os.listdir(os.path.join("/tmp/kerasvid_workers", d)) for d in worker_dir)

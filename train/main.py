@@ -1,0 +1,372 @@
+r"""kerasvid training, evaluation and export: `python train/main.py --flagfile=zoo/<recipe>.flags`.
+
+Modes (`--mode`, comma-separated to chain them): `train`, `eval`, `train_and_eval` (evaluates every `--eval_every`
+steps and at the end, keeps the best checkpoint by top-1 / mAP), `export` (SavedModel into `--export_dir`, default
+`<model_dir>/export`). Rerunning the same command after a crash resumes from the last checkpoint in `--model_dir`.
+
+With `--synthetic` and no data patterns, moving-digits records are generated under `<model_dir>/data` first (the
+quickstart: `python train/main.py --flagfile=zoo/quickstart.flags`).
+
+Every flag is checked (unknown model, missing data, contradictory settings) before any work starts.
+"""
+import ast
+import json
+import math
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:  # run from a checkout without `pip install -e`
+    sys.path.insert(0, _REPO)
+
+MODES = ("train", "eval", "train_and_eval", "export")
+FLAGS = flags.FLAGS
+
+# Task and model.
+flags.DEFINE_string("task", "classification", "Registered task (kerasvid.tasks.list_tasks()).")
+flags.DEFINE_string("model", "c2d_resnet18", "Registered model name (kerasvid.zoo.list_models()).")
+flags.DEFINE_string("model_kwargs", "", "Extra builder arguments, `key=value,key=value` (Python literals).")
+flags.DEFINE_string("task_kwargs", "", "Task-specific settings, `key=value,...`.")
+flags.DEFINE_string("data_kwargs", "", "Extra data-pipeline arguments, `key=value,...` (e.g. `flip=False`).")
+flags.DEFINE_integer("num_classes", 0, "Number of classes (0 = lines of --labels_file).")
+# Data.
+flags.DEFINE_string("train_pattern", "", "Training records (glob).")
+flags.DEFINE_string("eval_pattern", "", "Evaluation records (glob).")
+flags.DEFINE_string("labels_file", "", "Class names, one per line (default: labels.txt beside the records).")
+flags.DEFINE_integer("num_frames", 8, "Frames per clip (T).")
+flags.DEFINE_integer("stride", 1, "Temporal stride between sampled frames.")
+flags.DEFINE_list("image_size", ["112", "112"], "Crop size H,W.")
+flags.DEFINE_integer("batch_size", 8, "Global training batch (over all replicas and workers).")
+flags.DEFINE_integer("eval_batch_size", 8, "Videos per evaluation batch.")
+flags.DEFINE_integer("eval_clips", 1, "Evaluation clips per video.")
+flags.DEFINE_integer("eval_crops", 1, "Evaluation crops per clip.")
+flags.DEFINE_bool("multi_label", False, "Multi-hot labels (sigmoid, mAP).")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
+flags.DEFINE_string("normalization", "imagenet", "Normalisation preset of kerasvid.data.preprocess.")
+flags.DEFINE_integer("shuffle_buffer", 64, "Training record shuffle buffer.")
+flags.DEFINE_bool("synthetic", False, "Generate moving-digits records under <model_dir>/data when no pattern is given.")
+flags.DEFINE_integer("synthetic_train_videos", 256, "Synthetic training videos.")
+flags.DEFINE_integer("synthetic_eval_videos", 64, "Synthetic held-out videos.")
+flags.DEFINE_integer("synthetic_classes", 4, "Synthetic motion classes.")
+flags.DEFINE_integer("synthetic_frames", 16, "Frames per synthetic video.")
+flags.DEFINE_integer("synthetic_size", 64, "Height and width of the synthetic videos.")
+# Schedule and optimiser.
+flags.DEFINE_integer("train_steps", 0, "Optimizer steps (set this or --train_epochs).")
+flags.DEFINE_float("train_epochs", 0.0, "Epochs over the training records (converted to steps).")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam", "adamw"], "Optimizer.")
+flags.DEFINE_float("learning_rate", 0.01, "Base learning rate (for the global batch).")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_bool("nesterov", False, "Nesterov momentum.")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
+flags.DEFINE_enum("lr_schedule", "constant", ["constant", "step", "multistep", "cosine"], "Learning-rate schedule.")
+flags.DEFINE_integer("warmup_steps", 0, "Linear warm-up steps.")
+flags.DEFINE_integer("lr_decay_steps", 0, "Period of the step schedule, in steps.")
+flags.DEFINE_float("lr_decay_epochs", 0.0, "Period of the step schedule, in epochs.")
+flags.DEFINE_list("lr_boundaries", [], "Multistep boundaries in steps.")
+flags.DEFINE_list("lr_boundaries_epochs", [], "Multistep boundaries in epochs.")
+flags.DEFINE_float("lr_decay_rate", 0.1, "Decay factor of step / multistep.")
+flags.DEFINE_float("min_lr", 0.0, "Learning-rate floor.")
+flags.DEFINE_integer("accumulation_steps", 1, "Micro-batches per optimizer step.")
+flags.DEFINE_float("clip_norm", 0.0, "Global-norm gradient clipping (0 = off).")
+flags.DEFINE_enum("mixed_precision", "", ["", "bfloat16", "float16"], "Mixed precision compute dtype.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step (single device).")
+# Runtime.
+flags.DEFINE_list("mode", ["train_and_eval"], f"One or more of {MODES}, comma-separated, run in order.")
+flags.DEFINE_string("model_dir", "", "Checkpoints, summaries, eval_results.json, export.")
+flags.DEFINE_string("export_dir", "", "SavedModel directory (default <model_dir>/export).")
+flags.DEFINE_string("checkpoint", "", "Checkpoint for eval/export (default: the latest in --model_dir).")
+flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy (multi_worker reads TF_CONFIG).")
+flags.DEFINE_integer("num_devices", 0, "Devices for mirrored (0 = all).")
+flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (tests of mirrored on CPU).")
+flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+flags.DEFINE_integer("seed", 0, "Global seed.")
+flags.DEFINE_bool("deterministic", False, "Deterministic ops and data order (bit-identical resumes).")
+flags.DEFINE_integer("log_every", 10, "Steps between log lines / summaries.")
+flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints (0 = at the end only).")
+flags.DEFINE_integer("keep_checkpoints", 3, "Recent checkpoints kept.")
+flags.DEFINE_integer("eval_every", 0, "Steps between evaluations in train_and_eval (0 = at the end).")
+flags.DEFINE_integer("image_summaries_every", 0, "Steps between image summaries (0 = off).")
+flags.DEFINE_integer("bn_recalibration_batches", 0, "After training, re-estimate BatchNorm statistics on this many "
+                     "training batches (precise BN; helps short runs).")
+flags.DEFINE_integer("predict_examples", 0, "After export, print the predictions of the exported serve_examples "
+                     "signature for this many held-out videos.")
+
+
+def parse_kwargs(text, flag):
+    """`"a=1,b='x',c=(1, 2)"` -> dict; values are Python literals (bare words are strings)."""
+    if not text.strip():
+        return {}
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+        if call.args:
+            raise ValueError("positional value")
+        out = {}
+        for kw in call.keywords:
+            try:
+                out[kw.arg] = ast.literal_eval(kw.value)
+            except ValueError:
+                if isinstance(kw.value, ast.Name):
+                    out[kw.arg] = kw.value.id
+                else:
+                    raise
+        return out
+    except (SyntaxError, ValueError) as e:
+        raise app.UsageError(f"--{flag}={text!r} is not a list of key=value pairs with Python literal values ({e}).")
+
+
+def _read_labels(path):
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path) as f:
+        return tuple(line.strip() for line in f if line.strip())
+
+
+def _count_records(pattern):
+    import tensorflow as tf
+
+    files = tf.io.gfile.glob(pattern)
+    return int(tf.data.TFRecordDataset(files).reduce(0, lambda n, _: n + 1))
+
+
+def _make_synthetic(model_dir):
+    """Writes (once) moving-digits train / held-out records under <model_dir>/data; returns their patterns."""
+    from kerasvid.data import synthetic
+
+    data_dir = os.path.join(model_dir, "data")
+    done = os.path.join(data_dir, "DONE")
+    kwargs = dict(num_classes=FLAGS.synthetic_classes, num_frames=FLAGS.synthetic_frames,
+                  height=FLAGS.synthetic_size, width=FLAGS.synthetic_size)
+    if not os.path.exists(done):
+        start = time.time()
+        synthetic.write_synthetic_dataset(data_dir, "train", num_videos=FLAGS.synthetic_train_videos, seed=FLAGS.seed,
+                                          **kwargs)
+        synthetic.write_synthetic_dataset(data_dir, "heldout", num_videos=FLAGS.synthetic_eval_videos,
+                                          seed=FLAGS.seed + 1000, **kwargs)
+        with open(done, "w") as f:
+            f.write("ok\n")
+        logging.info("Wrote synthetic records to %s in %.1fs", data_dir, time.time() - start)
+    return (os.path.join(data_dir, "train-*-of-*.tfrecord"), os.path.join(data_dir, "heldout-*-of-*.tfrecord"))
+
+
+def build_configs(modes):
+    """Turns the flags into `(task, TrainConfig)`; raises app.UsageError before any work for bad flags."""
+    from kerasvid import tasks, zoo
+    from kerasvid.training import TrainConfig, strategy as strategy_lib
+
+    if not FLAGS.model_dir:
+        raise app.UsageError("--model_dir is required.")
+    try:
+        zoo.model_info(FLAGS.model)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    if FLAGS.task not in tasks.list_tasks():
+        raise app.UsageError(f"Unknown --task={FLAGS.task!r}; registered tasks: {', '.join(tasks.list_tasks())}.")
+    try:
+        image_size = tuple(int(v) for v in FLAGS.image_size)
+    except ValueError:
+        raise app.UsageError(f"--image_size must be two integers H,W, got {FLAGS.image_size}.")
+    if len(image_size) == 1:
+        image_size = image_size * 2
+    if len(image_size) != 2:
+        raise app.UsageError(f"--image_size must be H,W, got {FLAGS.image_size}.")
+    if FLAGS.cpu_devices and FLAGS.strategy not in ("mirrored", "default", "one_device"):
+        raise app.UsageError(f"--cpu_devices is for --strategy=mirrored on one machine, got {FLAGS.strategy}.")
+    try:
+        strategy_lib.validate_strategy_args(FLAGS.strategy, FLAGS.num_devices, FLAGS.tpu)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+
+    train_pattern, eval_pattern = FLAGS.train_pattern, FLAGS.eval_pattern
+    if FLAGS.synthetic and not train_pattern and not eval_pattern:
+        train_pattern, eval_pattern = _make_synthetic(FLAGS.model_dir)
+    elif FLAGS.synthetic:
+        raise app.UsageError("--synthetic generates its own data: leave --train_pattern/--eval_pattern empty.")
+    labels_file = FLAGS.labels_file
+    if not labels_file:
+        import tensorflow as tf
+
+        for pattern in (train_pattern, eval_pattern):
+            files = tf.io.gfile.glob(pattern) if pattern else []
+            candidate = os.path.join(os.path.dirname(files[0]), "labels.txt") if files else ""
+            if candidate and tf.io.gfile.exists(candidate):
+                labels_file = candidate
+                break
+    elif not os.path.exists(labels_file):
+        raise app.UsageError(f"--labels_file={labels_file!r} does not exist.")
+    label_names = _read_labels(labels_file) if labels_file else ()
+    exported_settings = os.path.join(FLAGS.model_dir, "run_config.json")
+    if not label_names and not FLAGS.num_classes and os.path.exists(exported_settings):
+        with open(exported_settings) as f:  # eval/export of a finished run without the data
+            label_names = tuple(json.load(f).get("label_names", ()))
+
+    config = tasks.TaskConfig(
+        model=FLAGS.model, model_kwargs=parse_kwargs(FLAGS.model_kwargs, "model_kwargs"),
+        num_classes=FLAGS.num_classes, label_names=label_names, train_pattern=train_pattern,
+        eval_pattern=eval_pattern, num_frames=FLAGS.num_frames, stride=FLAGS.stride, image_size=image_size,
+        batch_size=FLAGS.batch_size, eval_batch_size=FLAGS.eval_batch_size, eval_clips=FLAGS.eval_clips,
+        eval_crops=FLAGS.eval_crops, multi_label=FLAGS.multi_label, label_smoothing=FLAGS.label_smoothing,
+        normalization=FLAGS.normalization, shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed,
+        deterministic=FLAGS.deterministic, data_kwargs=parse_kwargs(FLAGS.data_kwargs, "data_kwargs"),
+        task_kwargs=parse_kwargs(FLAGS.task_kwargs, "task_kwargs"))
+    task = tasks.get_task(FLAGS.task, config)
+    task_modes = set()
+    for mode in modes:
+        task_modes |= {"train_and_eval": {"train", "eval"}}.get(mode, {mode})
+    try:
+        task.validate(task_modes)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+
+    training = "train" in task_modes
+    if training and bool(FLAGS.train_steps) == bool(FLAGS.train_epochs):
+        raise app.UsageError(f"Set exactly one of --train_steps and --train_epochs, got train_steps="
+                             f"{FLAGS.train_steps}, train_epochs={FLAGS.train_epochs}.")
+    if FLAGS.lr_decay_steps and FLAGS.lr_decay_epochs:
+        raise app.UsageError("Set --lr_decay_steps or --lr_decay_epochs, not both.")
+    if FLAGS.lr_boundaries and FLAGS.lr_boundaries_epochs:
+        raise app.UsageError("Set --lr_boundaries or --lr_boundaries_epochs, not both.")
+    steps_per_epoch = None
+    if training and (FLAGS.train_epochs or FLAGS.lr_decay_epochs or FLAGS.lr_boundaries_epochs):
+        num_examples = _count_records(train_pattern)
+        steps_per_epoch = num_examples / float(FLAGS.batch_size * FLAGS.accumulation_steps)
+        logging.info("%d training videos: %.1f steps per epoch", num_examples, steps_per_epoch)
+    train_steps = FLAGS.train_steps or (int(math.ceil(FLAGS.train_epochs * steps_per_epoch)) if training else 1)
+    decay_steps = FLAGS.lr_decay_steps or (int(round(FLAGS.lr_decay_epochs * steps_per_epoch))
+                                           if FLAGS.lr_decay_epochs else 1)
+    try:
+        boundaries = [int(b) for b in FLAGS.lr_boundaries] or [int(round(float(b) * steps_per_epoch))
+                                                               for b in FLAGS.lr_boundaries_epochs]
+    except ValueError:
+        raise app.UsageError(f"--lr_boundaries must be integers, got {FLAGS.lr_boundaries}.")
+    train_config = TrainConfig(
+        train_steps=max(train_steps, 1), log_every=FLAGS.log_every, checkpoint_every=FLAGS.checkpoint_every,
+        keep_checkpoints=FLAGS.keep_checkpoints, eval_every=FLAGS.eval_every,
+        accumulation_steps=FLAGS.accumulation_steps, clip_norm=FLAGS.clip_norm, optimizer=FLAGS.optimizer,
+        learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
+        nesterov=FLAGS.nesterov, schedule=FLAGS.lr_schedule, warmup_steps=FLAGS.warmup_steps,
+        decay_steps=decay_steps, boundaries=tuple(boundaries), decay_rate=FLAGS.lr_decay_rate, min_lr=FLAGS.min_lr,
+        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+        image_summaries_every=FLAGS.image_summaries_every, bn_recalibration_batches=FLAGS.bn_recalibration_batches)
+    try:
+        train_config.validate(FLAGS.strategy)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    return task, train_config
+
+
+def _print_exported_predictions(export_dir, pattern, count):
+    """Runs the exported serve_examples signature on `count` held-out records and prints label vs prediction."""
+    import numpy as np
+    import tensorflow as tf
+
+    from kerasvid.data import schema
+
+    loaded = tf.saved_model.load(export_dir)
+    labels = [line.rstrip("\n") for line in open(os.path.join(export_dir, "labels.txt"))]
+    records = list(tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern))).take(count).as_numpy_iterator())
+    probs = loaded.signatures["serve_examples"](examples=tf.constant(records))["probs"].numpy()
+    print(f"Predictions of the exported model ({export_dir}, signature serve_examples):")
+    for record, p in zip(records, probs):
+        truth = int(tf.io.parse_single_sequence_example(record, context_features={
+            schema.LABEL_INDEX: tf.io.VarLenFeature(tf.int64)})[0][schema.LABEL_INDEX].values[0])
+        best = int(np.argmax(p))
+        print(f"  true={labels[truth]:<14} predicted={labels[best]:<14} p={p[best]:.3f}"
+              f"{'' if best == truth else '  (wrong)'}")
+
+
+def weights_digest(model):
+    """SHA-256 of all model weights (order of `model.weights`): identical runs print identical digests."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in model.weights:
+        digest.update(w.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run(modes):
+    """Runs the modes in order; returns a dict of what was produced."""
+    import keras
+    import tensorflow as tf
+
+    from kerasvid import export as export_lib
+    from kerasvid.training import Trainer, get_strategy, split_cpu_into_logical_devices
+
+    for mode in modes:
+        if mode not in MODES:
+            raise app.UsageError(f"--mode must be one or more of {MODES}, got {mode!r}.")
+    if FLAGS.cpu_devices:
+        split_cpu_into_logical_devices(FLAGS.cpu_devices)
+    # The strategy comes first: MultiWorkerMirroredStrategy must configure collectives before any TF op runs.
+    try:
+        strategy = get_strategy(FLAGS.strategy, FLAGS.num_devices, FLAGS.tpu)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    task, train_config = build_configs(modes)
+    keras.utils.set_random_seed(FLAGS.seed)
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    trainer = Trainer(task, strategy, FLAGS.model_dir, train_config)
+    logging.info("strategy=%s replicas=%d chief=%s", FLAGS.strategy, strategy.num_replicas_in_sync, trainer.chief)
+    c = task.config
+    if trainer.chief:
+        tf.io.gfile.makedirs(FLAGS.model_dir)
+        with tf.io.gfile.GFile(os.path.join(FLAGS.model_dir, "run_config.json"), "w") as f:
+            json.dump({"flags": {k: v.value for k, v in FLAGS.__flags.items() if v.present or k in ("model", "task")},
+                       "label_names": list(c.label_names), "num_classes": task.num_classes
+                       if hasattr(task, "num_classes") else c.num_classes}, f, indent=1, default=str)
+    produced = {}
+    for mode in modes:
+        if mode in ("train", "train_and_eval"):
+            callback = trainer.evaluate if mode == "train_and_eval" else None
+            start = time.time()
+            produced["train"] = trainer.train(eval_callback=callback)
+            logging.info("Training finished in %.1fs", time.time() - start)
+            print(f"weights_sha256={weights_digest(trainer.model)} step={int(trainer.step.numpy())}")
+            if callback is not None:
+                produced["eval"] = trainer.last_eval or trainer.evaluate()
+        elif mode == "eval":
+            if "train" not in produced:
+                trainer.restore_for_inference(FLAGS.checkpoint or None)
+            produced["eval"] = trainer.evaluate()
+        elif mode == "export":
+            if "train" not in produced:
+                trainer.restore_for_inference(FLAGS.checkpoint or None)
+            if not trainer.chief:
+                continue
+            export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
+            export_lib.export_saved_model(
+                trainer.model, export_dir, c.num_frames, c.image_size, c.label_names, c.normalization, c.stride,
+                short_side=c.data_kwargs.get("eval_short_side"), multi_label=c.multi_label,
+                extra_settings={"model": c.model, "step": int(trainer.step.numpy())})
+            logging.info("Exported the SavedModel to %s", export_dir)
+            produced["export"] = export_dir
+            if FLAGS.predict_examples and c.eval_pattern:
+                _print_exported_predictions(export_dir, c.eval_pattern, FLAGS.predict_examples)
+    if "eval" in produced and trainer.chief:
+        r = produced["eval"]
+        summary = ", ".join(f"{k}={r[k]:.4f}" for k in ("top1", "top5", "map") if k in r)
+        print(f"Evaluation at step {r['step']} on {r['num_examples']} videos: {summary} "
+              f"({os.path.join(FLAGS.model_dir, 'eval_results.json')})")
+    return produced
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from kerasvid.training import NonFiniteLossError
+
+    try:
+        run(FLAGS.mode)
+    except NonFiniteLossError as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    app.run(main)
