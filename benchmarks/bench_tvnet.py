@@ -1,0 +1,235 @@
+"""TVNet benchmark: execution modes, and accuracy/speed on real frames next to CPU TV-L1 peers.
+
+Part A (fixture pair, 240x240, TVNet-50): eager vs graph (`tf.function`) vs XLA (`jit_compile=True`), for the
+unrolled graph and the default `tf.while_loop`; first call (trace/compile) and steady-state time per pair.
+
+Part B (scikit-image's `stereo_motorcycle` pair at half size, 250x370): mean end-point error against the ground
+truth (disparity d gives the flow u = -d, v = 0 from the left to the right image; `inf` = invalid, excluded) and time
+per pair for several TVNet (scales, warps, iterations) settings, batched and unbatched, next to scikit-image's
+`optical_flow_tvl1` and OpenCV's `DualTVL1OpticalFlow`. OpenCV's TV-L1 lives in opencv-contrib, which conflicts
+with the project's opencv-python-headless, so it runs in its own virtual environment, in a subprocess:
+
+    python -m venv /tmp/cvenv && /tmp/cvenv/bin/pip install opencv-contrib-python-headless numpy
+    python benchmarks/bench_tvnet.py --opencv_python /tmp/cvenv/bin/python
+
+Prints JSON and a markdown table, and writes them to benchmarks/results/bench_tvnet.{json,md}. With `--figure PATH`
+it also writes the README picture: first frame | kerasvid TVNet-50 flow | the authors' released flow.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "tvnet")
+
+_OPENCV_SCRIPT = r"""
+import json, sys, time, numpy as np, cv2
+data = np.load(sys.argv[1])
+first, second = data["first"], data["second"]
+configs = {"defaults": {}, "scaleStep 0.5": {"ScaleStep": 0.5}}
+for name, options in configs.items():
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+    for key, value in options.items():
+        getattr(tvl1, "set" + key)(value)
+    times = []
+    for _ in range(int(sys.argv[3])):
+        start = time.perf_counter()
+        flow = tvl1.calc(first, second, None)
+        times.append(time.perf_counter() - start)
+    path = sys.argv[2] + name.replace(" ", "_") + ".npy"
+    np.save(path, flow)
+    print(json.dumps({"name": name, "seconds": min(times), "path": path, "version": cv2.__version__,
+                      "threads": cv2.getNumThreads()}), flush=True)
+"""
+
+
+def _timed(fn, repeats):
+    """Returns (first call seconds, min steady seconds over `repeats`, last output)."""
+    start = time.perf_counter()
+    out = fn()
+    first = time.perf_counter() - start
+    steady = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        steady.append(time.perf_counter() - start)
+    return first, min(steady) if steady else first, out
+
+
+def _numpy(x):
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def _half(image):
+    """2x2 box down-sampling (pixel i of the result is centred on input pixels 2i, 2i+1); inf propagates."""
+    height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    image = image[:height, :width].astype(np.float64)
+    return image.reshape(height // 2, 2, width // 2, 2, *image.shape[2:]).mean(axis=(1, 3))
+
+
+def _epe(flow, truth, valid):
+    return float(np.mean(np.sqrt(np.sum((flow - truth) ** 2, axis=-1))[valid]))
+
+
+def part_a(repeats):
+    import tensorflow as tf
+    from PIL import Image
+
+    from kerasvid.layers.tvnet import TVNet
+
+    frames = [np.asarray(Image.open(os.path.join(FIXTURES, n)).convert("RGB"), np.float32)[None]
+              for n in ("img1.png", "img2.png")]
+    first, second = tf.constant(frames[0]), tf.constant(frames[1])
+    import scipy.io
+    reference = scipy.io.loadmat(os.path.join(FIXTURES, "result.mat"))["flow"]
+    rows = []
+    for unroll in (False, True):
+        layer = TVNet(iterations=50, unroll=unroll)
+        layer(first, second)
+        modes = [("eager", lambda: layer(first, second)), ("graph", tf.function(layer))]
+        if not unroll:  # XLA of the unrolled 50-iteration graph takes minutes to compile on CPU
+            modes.append(("xla", tf.function(layer, jit_compile=True)))
+        for mode, fn in modes:
+            call = fn if mode == "eager" else (lambda fn=fn: fn(first, second))
+            t_first, t_steady, flow = _timed(call, repeats)
+            rows.append({"part": "A", "method": f"TVNet-50 {mode} ({'unrolled' if unroll else 'while_loop'})",
+                         "first_call_s": round(t_first, 3), "s_per_pair": round(t_steady, 4),
+                         "epe_vs_released": float(np.mean(np.sqrt(np.sum((_numpy(flow)[0] - reference) ** 2, -1))))})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def part_b(settings, batch, repeats, opencv_python):
+    import tensorflow as tf
+    from skimage import data
+    from skimage.color import rgb2gray
+    from skimage.registration import optical_flow_tvl1
+
+    from kerasvid.layers.tvnet import TVNet
+
+    left, right, disparity = data.stereo_motorcycle()
+    left, right = _half(left), _half(right)
+    truth_u = -_half(disparity) / 2.0
+    valid = np.isfinite(truth_u)
+    truth = np.stack([np.where(valid, truth_u, 0.0), np.zeros_like(truth_u)], axis=-1)
+    height, width = truth.shape[:2]
+    rows = []
+
+    grey0, grey1 = rgb2gray(left / 255.0), rgb2gray(right / 255.0)
+    t_first, t_steady, (v, u) = _timed(lambda: optical_flow_tvl1(grey0, grey1), max(1, repeats // 2))
+    rows.append({"part": "B", "method": "scikit-image optical_flow_tvl1 (defaults)", "batch": 1,
+                 "s_per_pair": round(t_steady, 4), "epe": _epe(np.stack([u, v], -1), truth, valid)})
+    print(json.dumps(rows[-1]), flush=True)
+
+    if opencv_python and os.path.exists(opencv_python):
+        with tempfile.TemporaryDirectory() as tmp:
+            pair = os.path.join(tmp, "pair.npz")
+            out = os.path.join(tmp, "flow_")
+            to_uint8 = lambda g: np.clip(np.round(g * 255.0), 0, 255).astype(np.uint8)  # noqa: E731
+            np.savez(pair, first=to_uint8(grey0), second=to_uint8(grey1))
+            result = subprocess.run([opencv_python, "-c", _OPENCV_SCRIPT, pair, out, str(max(1, repeats // 2))],
+                                    capture_output=True, text=True, check=True)
+            for line in result.stdout.splitlines():
+                r = json.loads(line)
+                rows.append({"part": "B", "method": f"OpenCV {r['version']} DualTVL1 ({r['name']}, "
+                                                    f"{r['threads']} threads)", "batch": 1,
+                             "s_per_pair": round(r["seconds"], 4), "epe": _epe(np.load(r["path"]), truth, valid)})
+                print(json.dumps(rows[-1]), flush=True)
+    else:
+        print(f"OpenCV peer skipped: no python with opencv-contrib at {opencv_python!r}", file=sys.stderr)
+
+    for scales, warps, iterations in settings:
+        layer = TVNet(scales=scales, warps=warps, iterations=iterations)
+        fn = tf.function(layer, jit_compile=True)
+        for size in sorted({1, batch}):
+            first = tf.constant(np.repeat(left[None], size, 0), tf.float32)
+            second = tf.constant(np.repeat(right[None], size, 0), tf.float32)
+            t_first, t_steady, flow = _timed(lambda: fn(first, second), repeats)
+            rows.append({"part": "B", "method": f"TVNet {scales}/{warps}/{iterations} (XLA)", "batch": size,
+                         "first_call_s": round(t_first, 2), "s_per_pair": round(t_steady / size, 4),
+                         "epe": _epe(_numpy(flow)[0], truth, valid)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows, (height, width)
+
+
+def figure(path):
+    from PIL import Image
+
+    from kerasvid.layers.tvnet import TVNet
+    from kerasvid.viz import flow_to_color, write_png
+    import scipy.io
+
+    frames = [np.asarray(Image.open(os.path.join(FIXTURES, n)).convert("RGB"), np.float32)[None]
+              for n in ("img1.png", "img2.png")]
+    flow = TVNet(iterations=50)(frames[0], frames[1]).numpy()[0]
+    reference = scipy.io.loadmat(os.path.join(FIXTURES, "result.mat"))["flow"]
+    scale = float(np.sqrt((reference ** 2).sum(-1)).max())
+    gap = np.full((240, 4, 3), 255, np.uint8)
+    strip = np.concatenate([frames[0][0].astype(np.uint8), gap, flow_to_color(flow, scale), gap,
+                            flow_to_color(reference, scale)], axis=1)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_png(path, strip)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def markdown(rows, size):
+    lines = ["| part | method | batch | first call (s) | s / pair | EPE (px) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        epe = r.get("epe", r.get("epe_vs_released"))
+        lines.append(f"| {r['part']} | {r['method']} | {r.get('batch', 1)} | {r.get('first_call_s', '-')} | "
+                     f"{r['s_per_pair']} | {epe:.3g} |")
+    peers = [r for r in rows if r["part"] == "B" and not r["method"].startswith("TVNet")]
+    ours = [r for r in rows if r["part"] == "B" and r["method"].startswith("TVNet")]
+    if peers and ours:
+        best = min(peers, key=lambda r: r["epe"])
+        good = [r for r in ours if r["epe"] <= best["epe"]]
+        lines.append("")
+        lines.append(f"Part A: fixture pair 240x240 (EPE = against the authors' result.mat). Part B: motorcycle "
+                     f"{size[0]}x{size[1]}; best CPU peer by EPE: {best['method']} ({best['epe']:.3f} px, "
+                     f"{best['s_per_pair']} s).")
+        if good:
+            fastest = min(good, key=lambda r: r["s_per_pair"])
+            lines.append(f"Fastest TVNet setting at least as accurate: {fastest['method']} batch {fastest['batch']}, "
+                         f"EPE {fastest['epe']:.3f} px, {best['s_per_pair'] / fastest['s_per_pair']:.1f}x faster "
+                         f"than the peer (target >= 5x).")
+        else:
+            lines.append("No TVNet setting reached the best peer's EPE.")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--settings", default="1/1/50,5/5/10,5/5/30",
+                        help="TVNet scales/warps/iterations, comma separated")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--opencv_python", default="/tmp/cvenv/bin/python")
+    parser.add_argument("--skip_a", action="store_true")
+    parser.add_argument("--figure", default=None, help="write the README flow picture to this PNG path")
+    args = parser.parse_args(argv)
+    if args.figure:
+        figure(args.figure)
+    settings = [tuple(int(v) for v in s.split("/")) for s in args.settings.split(",") if s]
+    rows = [] if args.skip_a else part_a(args.repeats)
+    rows_b, size = part_b(settings, args.batch, args.repeats, args.opencv_python)
+    rows += rows_b
+    table = markdown(rows, size)
+    print(json.dumps(rows, indent=1))
+    print(table)
+    out_dir = os.path.join(ROOT, "benchmarks", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "bench_tvnet.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    with open(os.path.join(out_dir, "bench_tvnet.md"), "w") as f:
+        f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
