@@ -201,3 +201,14 @@ def test_input_context_shards_records(grey_records):
     ds = pipeline.video_dataset(grey_records, num_frames=2, image_size=(8, 8), training=False, batch_size=4,
                                 input_context=ctx)
     assert [y.numpy().tolist() for _, y in ds] == [[1, 0]]  # records 1 and 3 of the single shard
+
+
+def test_decode_examples_equals_eval_pipeline_without_labels(grey_records):
+    records = [r for r in tf.data.TFRecordDataset(pipeline.list_files(grey_records))]
+    unlabeled = tf.train.SequenceExample.FromString(records[0].numpy())
+    del unlabeled.context.feature[schema.LABEL_INDEX]
+    serialized = tf.stack([unlabeled.SerializeToString(deterministic=True)] + records[1:])
+    got = tf.function(lambda s: pipeline.decode_examples(s, 4, 2, (16, 16), num_clips=2))(serialized)
+    features, _ = _eval(grey_records, stride=2, num_clips=2, normalization="imagenet")
+    assert got.shape == (8, 4, 16, 16, 3)
+    np.testing.assert_allclose(got.numpy(), features["image"].numpy(), atol=1e-6)

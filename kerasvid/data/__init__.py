@@ -3,7 +3,8 @@
 Records follow TF Model Garden / DMVR (`kerasvid.data.schema`); `video_dataset` reads them into
 `({"image": float32 [B, T, H, W, 3]}, labels)` batches.
 """
-from kerasvid.data.pipeline import ErrorCounter, list_files, make_decoder, video_dataset  # noqa: F401
+from kerasvid.data.pipeline import (ErrorCounter, decode_examples, list_files, make_decoder,  # noqa: F401
+                                    video_dataset)
 from kerasvid.data.preprocess import normalize, resize_and_center_crop  # noqa: F401
 from kerasvid.data.schema import make_sequence_example, parse_sequence_example  # noqa: F401
 from kerasvid.data.synthetic import write_synthetic_dataset, write_synthetic_ego_exo  # noqa: F401

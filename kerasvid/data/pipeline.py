@@ -113,9 +113,11 @@ def _validate(num_frames, stride, image_size, batch_size, num_classes, multi_lab
 def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num_classes=None, multi_label=False,
                  one_hot=False, normalization="imagenet", num_clips=1, num_crops=1, sampler="dense",
                  crop="random_resized", crop_scale=(0.49, 1.0), crop_aspect_ratio=(0.5, 2.0),
-                 scale_jitter=(256, 320), flip=True, mirror_labels=None, color_jitter=0.0, eval_short_side=None):
+                 scale_jitter=(256, 320), flip=True, mirror_labels=None, color_jitter=0.0, eval_short_side=None,
+                 with_labels=True):
     """Returns `fn(serialized, seed) -> ({"image": [V?, T, H, W, 3]}, label)`, the per-record part of
-    `video_dataset` (same arguments); `seed` is an int64 scalar. Useful to build custom pipelines."""
+    `video_dataset` (same arguments); `seed` is an int64 scalar. Useful to build custom pipelines.
+    With `with_labels=False` the labels are neither checked nor returned: `fn` returns `{"image": ...}`."""
     height, width = int(image_size[0]), int(image_size[1])
     views = num_clips * (1 if training else num_crops)
     perm = None
@@ -135,10 +137,12 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
         encoded, labels = parsed["frames"], parsed["labels"]
         n = tf.size(encoded)
         checks = [tf.debugging.assert_positive(n, message="record has no frames (`image/encoded` is empty)")]
-        if num_classes:
+        if not with_labels:
+            pass
+        elif num_classes:
             checks.append(tf.debugging.assert_less(labels, tf.cast(num_classes, tf.int64),
                                                    message="label index out of range for num_classes"))
-        if not (multi_label or one_hot):
+        if with_labels and not (multi_label or one_hot):
             checks.append(tf.debugging.assert_positive(tf.size(labels), message="record has no label"))
         with tf.control_dependencies(checks):
             n = tf.identity(n)
@@ -173,6 +177,8 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
         image = preprocess.normalize(clips, normalization)
         if views == 1:
             image = image[0]
+        if not with_labels:
+            return {"image": image}
         if multi_label or one_hot:
             label = tf.reduce_max(tf.one_hot(labels, num_classes, dtype=tf.float32), axis=0)
             label = tf.ensure_shape(label, [num_classes])
@@ -182,6 +188,29 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
 
     fn.views = views
     return fn
+
+
+def decode_examples(serialized, num_frames, stride=1, image_size=(224, 224), normalization="imagenet", num_clips=1,
+                    num_crops=1, sampler="dense", eval_short_side=None):
+    """Eval-mode decoding of a batch of serialized SequenceExamples, exactly as `video_dataset(training=False)`.
+
+    Graph-safe, for serving signatures that take records (`serve_examples`); labels are not needed.
+
+    Args:
+        serialized: string `[B]`.
+        num_frames, stride, image_size, normalization, num_clips, num_crops, sampler, eval_short_side: as in
+            `video_dataset`.
+
+    Returns:
+        float32 `[B, T, H, W, 3]`, or `[B * V, T, H, W, 3]` (views of a video contiguous) when V > 1.
+    """
+    decode = make_decoder(num_frames, stride, image_size, False, normalization=normalization, num_clips=num_clips,
+                          num_crops=num_crops, sampler=sampler, eval_short_side=eval_short_side, with_labels=False)
+    h, w = int(image_size[0]), int(image_size[1])
+    shape = ([decode.views] if decode.views > 1 else []) + [num_frames, h, w, 3]
+    images = tf.map_fn(lambda s: decode(s, tf.constant(0, tf.int64))["image"], serialized,
+                       fn_output_signature=tf.TensorSpec(shape, tf.float32))
+    return tf.reshape(images, [-1, num_frames, h, w, 3]) if decode.views > 1 else images
 
 
 def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), training=True, batch_size=8,
