@@ -114,7 +114,8 @@ def resize_and_crops(frames, image_size, short_side=None, num_crops=1):
     if short_side is None:
         short_side = default_short_side(image_size)
     if short_side < min(ch, cw):
-        raise ValueError(f"`short_side` ({short_side}) must be >= the crop's smaller side, got image_size={image_size}.")
+        raise ValueError(f"`short_side` ({short_side}) must be >= the crop's smaller side, "
+                         f"got image_size={image_size}.")
     resized = resize_short_side(frames, short_side)
     h, w = tf.shape(resized)[-3], tf.shape(resized)[-2]
     # Slide along the longer side, centre the other one.
@@ -257,7 +258,8 @@ def color_jitter(frames, strength, seed, blend=0.5):
     y = x * tf.random.stateless_uniform([], seeds[0], 1 - s, 1 + s)
     mean = tf.reduce_mean(y, axis=[-3, -2, -1], keepdims=True)
     y = (y - mean) * tf.random.stateless_uniform([], seeds[1], 1 - s, 1 + s) + mean
-    y = tf.image.adjust_saturation(tf.clip_by_value(y, 0.0, 1.0), tf.random.stateless_uniform([], seeds[2], 1 - s, 1 + s))
+    y = tf.clip_by_value(y, 0.0, 1.0)
+    y = tf.image.adjust_saturation(y, tf.random.stateless_uniform([], seeds[2], 1 - s, 1 + s))
     y = tf.image.adjust_hue(y, tf.random.stateless_uniform([], seeds[3], -s / 2.5, s / 2.5))
     y = tf.clip_by_value(y, 0.0, 1.0)
     return (blend * y + (1.0 - blend) * x) * 255.0

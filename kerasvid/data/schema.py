@@ -2,15 +2,15 @@
 
 Layout (zoo_anchors.md §D1):
 
-| where          | key                      | type                         | written by                |
-|----------------|--------------------------|------------------------------|---------------------------|
-| feature_lists  | `image/encoded`          | one JPEG (bytes) per frame   | Model Garden, DMVR, here  |
-| context        | `clip/label/index`       | int64 list (>1 = multi-label) | Model Garden, DMVR, here  |
-| context        | `clip/label/text`        | bytes list                   | DMVR, here                |
-| context        | `video/filename`         | bytes                        | DMVR, here                |
-| context        | `video/id`, `video/fps`, `video/num_frames`, `image/height`, `image/width` | | kerasvid   |
-| feature_lists  | `region/bbox/{ymin,xmin,ymax,xmax}` | float list per frame (0..n boxes, normalised) | kerasvid (conjugates) |
-| feature_lists  | `frame/visible`          | int64 per frame (1 = the actor is visible) | kerasvid (synthetic ego/exo) |
+| where         | key                                  | value                                   | written by      |
+|---------------|--------------------------------------|-----------------------------------------|-----------------|
+| feature_lists | `image/encoded`                      | one JPEG (bytes) per frame              | MG, DMVR, here  |
+| context       | `clip/label/index`                   | int64 list (several = multi-label)      | MG, DMVR, here  |
+| context       | `clip/label/text`                    | bytes list                              | DMVR, here      |
+| context       | `video/filename`                     | bytes                                   | DMVR, here      |
+| context       | `video/id`, `video/fps`, `video/num_frames`, `image/height`, `image/width` | scalars | here |
+| feature_lists | `region/bbox/{ymin,xmin,ymax,xmax}`  | floats per frame (0..n boxes, in [0,1]) | here (boxes)    |
+| feature_lists | `frame/visible`                      | int64 per frame (1 = actor visible)     | here (ego/exo)  |
 
 Only `image/encoded` and `clip/label/index` are required to read a record, so records written by Model Garden's
 tools read as well; every other key is optional on reading.
