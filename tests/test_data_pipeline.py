@@ -212,3 +212,10 @@ def test_decode_examples_equals_eval_pipeline_without_labels(grey_records):
     features, _ = _eval(grey_records, stride=2, num_clips=2, normalization="imagenet")
     assert got.shape == (8, 4, 16, 16, 3)
     np.testing.assert_allclose(got.numpy(), features["image"].numpy(), atol=1e-6)
+
+
+def test_auto_shard_policy_option(grey_records):
+    ds = pipeline.video_dataset(grey_records, num_frames=2, image_size=(8, 8), training=False)
+    assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+    ds = pipeline.video_dataset(grey_records, num_frames=2, image_size=(8, 8), training=False, auto_shard="off")
+    assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
