@@ -210,3 +210,30 @@ def test_mirrored_over_two_logical_cpus_matches_one_device():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("maxdiff") == 2
+
+
+def test_jit_compile_matches_graph_mode_on_one_device(tmp_path):
+    graph = _trainer(tmp_path / "graph", train_steps=3)
+    graph.train()
+    jit = _trainer(tmp_path / "jit", train_steps=3, jit_compile=True)
+    jit.train()
+    for a, b in zip(_weights(graph), _weights(jit)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["bfloat16", "float16"])
+def test_mixed_precision_trains_with_float32_variables(tmp_path, policy):
+    try:
+        trainer = _trainer(tmp_path, train_steps=4, mixed_precision=policy)
+        assert trainer.model.layers[-1].compute_dtype == policy
+        assert all(v.dtype == "float32" for v in trainer.model.trainable_variables)
+        if policy == "float16":
+            assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+        before = _weights(trainer)
+        trainer.train()
+        after = _weights(trainer)
+        assert all(np.isfinite(w).all() for w in after)
+        assert any(np.abs(a - b).max() > 0 for a, b in zip(before, after))
+        assert np.isfinite(trainer.history[-1][1]["loss"])
+    finally:
+        loop.set_mixed_precision("")
