@@ -122,7 +122,7 @@ def test_chunked_graph_has_no_n_by_n_tensor():
     dense = _graph_shapes(n, None)
     assert (2, n, n) in dense  # the inspection does see the dense score matrix ...
     chunked = _graph_shapes(n, 8)
-    assert (2, 8, n) in chunked  # ... and the chunked block inside the while-loop body
+    assert (2, 8, n) in chunked  # ... and the chunked score blocks
     assert not [s for s in chunked if sum(d == n for d in s) >= 2], chunked
 
 
