@@ -165,8 +165,9 @@ def test_sigkill_then_rerun_resumes_to_the_same_weights(records, reference_run, 
 
 
 def test_mirrored_over_two_logical_cpus(records, tmp_path):
-    result = _run(_command(records, tmp_path, "--strategy=mirrored", "--cpu_devices=2", "--mode=train_and_eval"))
-    assert "replicas=2" in result.stderr
+    result = _run(_command(records, tmp_path, "--strategy=mirrored", "--cpu_devices=2", "--mode=train_and_eval",
+                           "--bn_recalibration_batches=2"))
+    assert "replicas=2" in result.stderr and "Re-estimated the statistics of 20 BatchNorm layers" in result.stderr
     assert json.load(open(tmp_path / "eval_results.json"))["step"] == 6
 
 
