@@ -146,6 +146,9 @@ def test_train_eval_export_and_predict(reference_run):
     assert result.stdout.count("predicted=") == 2 and "serve_examples" in result.stdout
     assert _digest(result.stdout)[1] == "6"
     assert os.listdir(model_dir / "train")  # TensorBoard events
+    best = json.load(open(model_dir / "best.json"))
+    assert best["metric"] == "top1" and best["step"] == 6 and best["value"] == results["top1"]
+    assert os.path.exists(best["checkpoint"] + ".index")
 
 
 def test_sigkill_then_rerun_resumes_to_the_same_weights(records, reference_run, tmp_path):
