@@ -222,6 +222,19 @@ def test_constant_and_tiny_images_give_finite_flow():
     assert pyramid_sizes(6, 6, 5, 0.5) == [(6, 6), (3, 3)]
 
 
+def test_float32_under_mixed_precision():
+    frame1, frame2 = _smooth_pair(12, 12, shift=(0.5, 0.0), seed=10)
+    reference = TVNet(scales=2, iterations=3)(frame1, frame2).numpy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = TVNet(scales=2, iterations=3)
+        flow = layer(frame1, frame2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert flow.dtype == tf.float32 and layer.blocks[0].gradient_kernel.dtype == "float32"
+    np.testing.assert_allclose(flow.numpy(), reference, atol=1e-6)
+
+
 def test_invalid_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"\(1, 8, 8, 3\).*\(1, 8, 9, 3\)"):
         TVNet(iterations=1)(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 9, 3)))

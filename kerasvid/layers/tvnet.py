@@ -236,6 +236,8 @@ class TVNet(keras.layers.Layer):
         channel_order: `"rgb"` or `"bgr"`, the channel order of the input frames (the released demo reads BGR
             with OpenCV; feeding the same pixels as RGB with `channel_order="rgb"` gives the same grey image).
         learn_initial_flow: add a trainable initial flow at the coarsest scale.
+        (The layer's dtype policy defaults to float32, also under a global mixed-precision policy: the
+        solver always computes in float32.)
         warp_padding: border mode of the warps, see `kerasvid.ops.bilinear_warp` (`"border"` or `"zeros"`).
         unroll: False (default): the iterations of each warp run in a `tf.while_loop` over the blocks' stacked
             kernels; True: unrolled, one set of ops per `TVNetBlock` (the released graph). Same numbers and
@@ -260,6 +262,8 @@ class TVNet(keras.layers.Layer):
 
     def __init__(self, scales=1, warps=1, iterations=50, tau=0.25, lbda=0.15, theta=0.3, zoom=0.5,
                  channel_order="rgb", learn_initial_flow=False, warp_padding="border", unroll=False, **kwargs):
+        # float32 whatever the global policy: the 1e-12 epsilons and the thresholding need it
+        kwargs["dtype"] = kwargs.get("dtype") or "float32"
         super().__init__(**kwargs)
         for name, value in (("scales", scales), ("warps", warps), ("iterations", iterations)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -305,7 +309,7 @@ class TVNet(keras.layers.Layer):
             for warp in range(self.warps):
                 for it in range(self.iterations):
                     block = TVNetBlock(self.tau, self.lbda, self.theta, name=f"scale{s}_warp{warp}_iter{it}",
-                                       dtype=self.dtype_policy)
+                                       dtype="float32")
                     block.build((None, h, w, 2))
                     self.blocks.append(block)
         if self.learn_initial_flow:
