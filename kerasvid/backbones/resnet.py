@@ -239,3 +239,19 @@ def transfer_2d_weights(video_model, image_model):
         raise ValueError("No layer of the 2D model matched a layer of the video model by name; is it a "
                          "keras.applications ResNet?")
     return count
+
+
+def check_imagenet_weights(depth, input_shape):
+    """Raises a ValueError unless keras.applications has ImageNet weights for this depth and channel count."""
+    if depth not in (50, 101, 152):
+        raise ValueError(f"weights='imagenet' is available for depth 50, 101 and 152 (keras.applications), "
+                         f"got depth={depth}")
+    if input_shape[-1] != 3:
+        raise ValueError(f"weights='imagenet' needs 3 input channels, got input_shape={tuple(input_shape)!r}")
+
+
+def load_imagenet_weights(video_model, depth):
+    """Downloads keras.applications' ImageNet ResNet of `depth` and transfers (inflates) it into `video_model`."""
+    image_model = getattr(keras.applications, f"ResNet{depth}")(
+        include_top=False, weights="imagenet", input_shape=(None, None, 3))
+    return transfer_2d_weights(video_model, image_model)

@@ -163,12 +163,8 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
         outputs["logits"] = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(h)
     model = keras.Model(inputs, outputs, name=name or default_name)
     if weights == "imagenet":
-        if depth not in (50, 101, 152) or input_shape[-1] != 3:
-            raise ValueError(f"weights='imagenet' needs depth 50/101/152 and 3 channels, got depth={depth}, "
-                             f"input_shape={input_shape!r}")
-        image_model = getattr(keras.applications, f"ResNet{depth}")(
-            include_top=False, weights="imagenet", input_shape=(None, None, 3))
-        resnet.transfer_2d_weights(trunk, image_model)
+        resnet.check_imagenet_weights(depth, input_shape)
+        resnet.load_imagenet_weights(trunk, depth)
     else:
         common.load_model_weights(model, weights)
     return model

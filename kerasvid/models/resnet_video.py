@@ -43,11 +43,7 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
         stem_stride = resnet.default_stem_stride(input_shape)
     resnet.check_spatial_size(input_shape, stem_stride)
     if weights == "imagenet":
-        if depth not in (50, 101, 152):
-            raise ValueError(f"weights='imagenet' is available for depth 50, 101 and 152 (keras.applications), "
-                             f"got depth={depth}")
-        if input_shape[-1] != 3:
-            raise ValueError(f"weights='imagenet' needs 3 input channels, got input_shape={input_shape!r}")
+        resnet.check_imagenet_weights(depth, input_shape)
     inputs = keras.Input(input_shape, name="image")
     feats = resnet.resnet_features(inputs, depth, temporal_kernels=temporal_kernels,
                                    stem_temporal_kernel=stem_temporal_kernel, stem_stride=stem_stride,
@@ -56,9 +52,7 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
                                      classifier_activation)
     model = keras.Model(inputs, outputs, name=name or f"resnet{depth}_video")
     if weights == "imagenet":
-        image_model = getattr(keras.applications, f"ResNet{depth}")(
-            include_top=False, weights="imagenet", input_shape=(None, None, 3))
-        resnet.transfer_2d_weights(model, image_model)
+        resnet.load_imagenet_weights(model, depth)
     else:
         common.load_model_weights(model, weights)
     return model
