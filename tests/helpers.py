@@ -77,3 +77,9 @@ def check_model(model, inputs, expected_output_shape=None, expected_num_params=N
             optimizer.apply_gradients(pairs)
         assert losses[-1] < losses[0], f"training did not lower the loss: {losses}"
     return outputs
+
+
+def weights_only_count(model):
+    """CPNet supplement Table 1 convention: conv/dense kernels plus the classifier bias (no conv bias, no BN)."""
+    n = sum(int(np.prod(w.shape)) for w in model.weights if w.path.endswith("/kernel"))
+    return n + int(np.prod(model.get_layer("predictions").bias.shape))

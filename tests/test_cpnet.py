@@ -7,7 +7,7 @@ from kerasvid import zoo
 from kerasvid.layers import CPModule, NonLocalBlock
 from kerasvid.ops import cp_knn
 from tests.helpers import check_model
-from tests.test_resnet import _weights_only
+from tests.helpers import weights_only_count as _weights_only
 
 SMALL = (3, 32, 32, 3)  # stem stride 1: res3 8x8, res4 4x4, res5 2x2
 

@@ -7,13 +7,7 @@ import tensorflow as tf
 from kerasvid import zoo
 from kerasvid.backbones import resnet
 from kerasvid.models.resnet_video import resnet_video
-from tests.helpers import check_model
-
-
-def _weights_only(model):
-    """CPNet supplement Table 1 convention: conv/dense kernels plus the classifier bias (no conv bias, no BN)."""
-    n = sum(int(np.prod(w.shape)) for w in model.weights if w.path.endswith("/kernel"))
-    return n + int(np.prod(model.get_layer("predictions").bias.shape))
+from tests.helpers import check_model, weights_only_count as _weights_only
 
 
 def test_table1_weight_counts():
