@@ -237,3 +237,20 @@ def test_mixed_precision_trains_with_float32_variables(tmp_path, policy):
         assert np.isfinite(trainer.history[-1][1]["loss"])
     finally:
         loop.set_mixed_precision("")
+
+
+def test_classification_aggregate_eval_by_hand():
+    single = ToyTask(toy_config(label_names=("a", "b", "c")))
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]], np.float32)
+    r = single.aggregate_eval({"probs": probs, "labels": np.array([0, 1, 1])})
+    assert r["num_examples"] == 3 and r["top1"] == pytest.approx(1 / 3) and r["top5"] == 1.0
+    assert r["confusion_matrix"] == [[1, 0, 0], [1, 0, 1], [0, 0, 0]]
+    assert r["per_class_accuracy"] == {"a": 1.0, "b": 0.0}
+    assert sorted(r["most_confused"]) == [["b", "a", 1], ["b", "c", 1]]
+    multi = ToyTask(toy_config(num_classes=2, multi_label=True))
+    r = multi.aggregate_eval({"probs": np.array([[0.9, 0.2], [0.8, 0.7], [0.1, 0.3]]),
+                              "labels": np.array([[1, 0], [0, 1], [1, 0]], np.float32)})
+    # AP(class 0) = (1/1 + 2/3) / 2, AP(class 1) = 1; top-1 hits a positive only in row 0.
+    assert r["map"] == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+    assert r["top1"] == pytest.approx(1 / 3)
+    assert multi.best_metric() == ("map", "max") and single.best_metric() == ("top1", "max")

@@ -2,48 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
+from kerasvid import metrics
 from kerasvid.tasks.base import Task, register_task
-
-
-def topk_accuracy(probs, labels, k):
-    """Fraction of rows whose label is among the `k` highest scores (ties broken by lower class index).
-
-    Args:
-        probs: float `[N, C]` scores.
-        labels: int `[N]` class indices.
-        k: the `k` of top-k (clipped to C).
-
-    Returns:
-        A float in [0, 1].
-    """
-    probs, labels = np.asarray(probs), np.asarray(labels)
-    k = min(k, probs.shape[1])
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(order == labels[:, None], axis=1)))
-
-
-def mean_average_precision(probs, labels):
-    """Mean over classes with at least one positive of the average precision (area under the precision at each
-    positive, ranking by score; the Charades/Model Garden convention).
-
-    Args:
-        probs: float `[N, C]` scores.
-        labels: `[N, C]` multi-hot targets.
-
-    Returns:
-        A float in [0, 1] (NaN if no class has a positive).
-    """
-    probs, labels = np.asarray(probs, np.float64), np.asarray(labels) > 0
-    aps = []
-    for c in range(probs.shape[1]):
-        positives = labels[:, c]
-        if not positives.any():
-            continue
-        order = np.argsort(-probs[:, c], kind="stable")
-        hits = positives[order]
-        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-        aps.append(float(np.sum(precision[hits]) / hits.sum()))
-    return float(np.mean(aps)) if aps else float("nan")
 
 
 def confusion_matrix(predictions, labels, num_classes):
@@ -151,15 +111,15 @@ class ClassificationTask(Task):
         probs, labels = outputs["probs"], outputs["labels"]
         results = {"num_examples": int(probs.shape[0])}
         if self.config.multi_label:
-            results["map"] = mean_average_precision(probs, labels)
+            results["map"] = metrics.mean_average_precision(labels, probs)
             hard = np.argmax(probs, 1)
             results["top1"] = float(np.mean(np.asarray(labels)[np.arange(len(hard)), hard] > 0))
             results["top5"] = float(np.mean([labels[i][np.argsort(-probs[i], kind="stable")[:5]].max() > 0
                                              for i in range(len(hard))]))
             return results
         labels = np.asarray(labels).astype(np.int64)
-        results["top1"] = topk_accuracy(probs, labels, 1)
-        results["top5"] = topk_accuracy(probs, labels, 5)
+        results["top1"] = metrics.topk_accuracy(labels, probs, 1)
+        results["top5"] = metrics.topk_accuracy(labels, probs, min(5, self.num_classes))
         matrix = confusion_matrix(np.argmax(probs, 1), labels, self.num_classes)
         names = list(self.config.label_names) or [str(i) for i in range(self.num_classes)]
         support = matrix.sum(1)
