@@ -243,3 +243,28 @@ def test_alignment_error_of_the_eval_pairs(charades_ego):
     want = metrics.median_alignment_error([distances], fps=6.0, radius=3)
     assert result["num_videos"] == 1 and want > 0  # (a non-zero error also pins the 6 fps time scale)
     assert result["median_alignment_error_s"] == pytest.approx(want)
+
+
+def test_trainer_checkpoints_and_restores_the_task_state(charades_ego, tmp_path):
+    """The loop saves the VideoSoftmax and loss states with the model; a rerun of the finished command restores them."""
+    from kerasvid.training import TrainConfig, Trainer
+
+    root, paths = charades_ego
+    model_dir = str(tmp_path / "run")
+
+    def trainer():
+        keras.utils.set_random_seed(0)
+        task = SmallTripletTask(_config(paths, root))
+        return task, Trainer(task, tf.distribute.get_strategy(), model_dir,
+                             TrainConfig(train_steps=2, log_every=1, learning_rate=0.05))
+
+    task, first = trainer()
+    first.train()
+    trained = [layer.log_sigma.numpy().copy() for layer in task.video_softmaxes]
+    running = float(task.loss.running_loss.numpy())
+    assert int(task.loss.count.numpy()) > 0 and any(np.any(s != 0) for s in trained)
+    task2, second = trainer()
+    second.train()  # already at train_steps: restores, trains nothing
+    for a, layer in zip(trained, task2.video_softmaxes):
+        np.testing.assert_array_equal(layer.log_sigma.numpy(), a)
+    assert float(task2.loss.running_loss.numpy()) == running

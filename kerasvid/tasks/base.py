@@ -146,6 +146,10 @@ class Task:
         """Images for TensorBoard: name -> float32 `[N, H, W, 3]` in [0, 1] (sample frames, flow, attention)."""
         return {}
 
+    def checkpoint_objects(self) -> Dict:
+        """Trackable state the task keeps outside the model (e.g. running loss statistics), checkpointed with it."""
+        return {}
+
     def best_metric(self) -> Optional[Tuple[str, str]]:
         """`(name, "max"|"min")` of the evaluation result that selects the best checkpoint, or None."""
         return None

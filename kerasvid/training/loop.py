@@ -332,7 +332,8 @@ class Trainer:
         ckpt = checkpoints_lib.Checkpointer(self.model_dir, self.strategy, cfg.keep_checkpoints, model=self.model,
                                             optimizer=self.optimizer, step=self.step,
                                             metric_state=self._metric_state, data=iterator,
-                                            rng=seed_generator_states(self.model))
+                                            rng=seed_generator_states(self.model),
+                                            **self.task.checkpoint_objects())
         ckpt.restore()
         summaries = summaries_lib.Summaries(os.path.join(self.model_dir, "train"), enabled=self.chief)
         sample = None
