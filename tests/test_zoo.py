@@ -1,5 +1,6 @@
 """The registry: every registered model's recorded figures are recomputed, and every model round-trips .keras."""
 import json
+import os
 
 import keras
 import numpy as np
@@ -29,6 +30,9 @@ def test_metadata_and_keras_round_trip(name, tmp_path):
     info = zoo.model_info(name)
     model = zoo.get_model(name, num_classes=info.num_classes, input_shape=info.default_input)
     assert info.paper and len(info.default_input) in (3, 4)
+    if info.recipe:  # the recipe exists and trains this model
+        recipe = os.path.join(os.path.dirname(os.path.dirname(__file__)), info.recipe)
+        assert f"--model={name}\n" in open(recipe).read(), recipe
     assert model.count_params() == info.num_params, f"{name}: recorded {info.num_params}, built {model.count_params()}"
     assert count_gflops(model) == pytest.approx(info.gflops, rel=2e-3, abs=2e-3), name
     lambdas = [layer.name for layer in model._flatten_layers() if isinstance(layer, keras.layers.Lambda)]
@@ -40,3 +44,9 @@ def test_metadata_and_keras_round_trip(name, tmp_path):
     assert len(loaded.weights) == len(model.weights)
     for a, b in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_readme_model_table_is_the_registry_table():
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    block = readme.split("<!-- model-table -->\n")[1].split("<!-- /model-table -->")[0]
+    assert block.strip() == zoo.model_table().strip(), "regenerate the README table: python -m kerasvid.zoo --markdown"

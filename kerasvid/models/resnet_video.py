@@ -95,7 +95,8 @@ def c2d_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=Tru
                         classifier_activation, stem_stride=stem_stride, name="c2d_resnet101")
 
 
-@register_model(paper=_C3D_PAPER, default_input=(8, 112, 112, 3), num_params=33385872, gflops=86.501)
+@register_model(paper=_C3D_PAPER, default_input=(8, 112, 112, 3), num_params=33385872, gflops=86.501,
+                recipe="zoo/c3d_resnet18_kinetics.flags")
 def c3d_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None, pooling="avg",
                  dropout_rate=0.5, classifier_activation=None, stem_stride=None):
     """C3D ResNet-18: 3x3x3 convolutions in every block and a 3x7x7 stem (1x1x1 projection shortcuts)."""

@@ -139,7 +139,7 @@ def cross_modality_init(flow_model, rgb_model):
 
 
 @register_model(paper=_TVNET_PAPER, default_input=(6, 224, 224, 3), num_classes=101, num_params=10416549,
-                gflops=4.677)
+                gflops=4.677, recipe="zoo/tvnet_bn_inception_ucf101.flags")
 def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_top=True, weights=None,
                        pooling="avg", dropout_rate=0.7, classifier_activation=None, rgb_weights=None,
                        tvnet_scales=1, tvnet_warps=1, tvnet_iterations=50, channel_order="rgb"):
