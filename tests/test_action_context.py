@@ -171,6 +171,7 @@ def test_i3d_flow_input_scaling():
 
 
 def test_still_image_variant(tmp_path):
+    keras.utils.set_random_seed(0)  # MobileNetV2 with batch-2 BatchNorm: one large step can overshoot from some inits
     model = ac.action_context_image(num_classes=5, input_shape=(64, 64, 3), backbone="mobilenet_v2",
                                     per_class=True, outputs="all")
     x = np.random.default_rng(2).uniform(-1, 1, size=(2, 64, 64, 3)).astype("float32")
@@ -180,7 +181,8 @@ def test_still_image_variant(tmp_path):
                                                      input_shape=(64, 64, 3)).count_params()
     per_class_head = 2 * (1280 * 5 + 5) + 2 * (5 * 1280 + 5)
     out = check_model(model, x, expected_output_shape=shapes, expected_num_params=backbone_params + per_class_head,
-                      tmp_path=tmp_path, loss_fn=factorization_loss_fn(np.array([0, 4])), train_steps=1)
+                      tmp_path=tmp_path, loss_fn=factorization_loss_fn(np.array([0, 4])), train_steps=3,
+                      learning_rate=1e-3)
     np.testing.assert_allclose(np.asarray(out["context_map"]).sum(axis=(1, 2)), np.ones((2, 5)), atol=1e-5)
     with pytest.raises(ValueError, match="backbone='vgg99'"):
         ac.action_context_image(backbone="vgg99")

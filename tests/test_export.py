@@ -116,7 +116,8 @@ def test_saved_model_cli_run_matches_keras(exported, tmp_path):
     frames = _frames(seed=3)
     np.save(tmp_path / "frames.npy", frames)
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    result = subprocess.run([cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
+    # Through this interpreter, so the console script's shebang does not matter (e.g. a relocated venv).
+    result = subprocess.run([sys.executable, cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
                              "--inputs", f"frames={tmp_path / 'frames.npy'}", "--outdir", str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]

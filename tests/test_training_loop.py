@@ -179,10 +179,17 @@ def test_progress_logs_lines_when_not_a_terminal(caplog):
     import io
     import logging as std_logging
 
-    with caplog.at_level(std_logging.INFO):
-        progress = Progress(20, initial=0, log_every=10, stream=io.StringIO())
-        progress.update(5, {"loss": 1.0})
-        progress.update(10, {"loss": 0.5})
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)  # an earlier in-process absl app may have parsed --verbosity
+    try:
+        with caplog.at_level(std_logging.INFO):
+            progress = Progress(20, initial=0, log_every=10, stream=io.StringIO())
+            progress.update(5, {"loss": 1.0})
+            progress.update(10, {"loss": 0.5})
+    finally:
+        absl_logging.set_verbosity(verbosity)
     assert sum("step 10/20 loss=0.5" in r.getMessage() for r in caplog.records) == 1
     assert not any("step 5/20" in r.getMessage() for r in caplog.records)
 
