@@ -242,7 +242,7 @@ class TVNet(keras.layers.Layer):
         unroll: False (default): the iterations of each warp run in a `tf.while_loop` over the blocks' stacked
             kernels; True: unrolled, one set of ops per `TVNetBlock` (the released graph). Same numbers and
             gradients; the loop's graph is ~`iterations` times smaller, so tracing (~10x) and XLA compilation
-            are much faster (see `benchmarks/bench_tvnet.py`).
+            are much faster (see `benchmarks/tvnet.py`).
         **kwargs: standard layer arguments.
 
     Call arguments:

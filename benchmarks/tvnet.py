@@ -10,7 +10,7 @@ per pair for several TVNet (scales, warps, iterations) settings, batched and unb
 with the project's opencv-python-headless, so it runs in its own virtual environment, in a subprocess:
 
     python -m venv /tmp/cvenv && /tmp/cvenv/bin/pip install opencv-contrib-python-headless numpy
-    python benchmarks/bench_tvnet.py --opencv_python /tmp/cvenv/bin/python
+    python benchmarks/tvnet.py --opencv_python /tmp/cvenv/bin/python
 
 Prints JSON and a markdown table, and writes them to benchmarks/results/bench_tvnet.{json,md}. The default run takes
 ~15 min on the shared 2-core machine, mostly XLA compilation of the multi-scale settings (first call, reported) and

@@ -2,7 +2,7 @@
 of step time spent waiting for input (1 - clips/s on records / clips/s on one cached batch; noisy on a shared
 machine, so the pipeline's own throughput is reported beside it).
 
-    python benchmarks/bench_train_step.py [--steps 12] [--models c2d_resnet18,c3d_resnet18]
+    python benchmarks/train.py [--steps 12] [--models c2d_resnet18,c3d_resnet18]
 
 Models run at the quickstart geometry (8 frames x 32x32, stem stride 2, batch 8) on synthetic moving-digit records
 written to a temporary directory. Prints JSON and a markdown table (all ratios come from one run of this script)

@@ -11,7 +11,7 @@ Compared, on the same clips (16 frames, stride 2, batch 8, training augmentation
   - "pyav_same_res": the same from H.264 mp4s re-encoded at the records' resolution (GOP 25), for reference.
 Targets (issue 3): pipeline >= 3x the PyAV path and >= 80% of bare_decode.
 
-Run: `python benchmarks/bench_data.py [--clips 32]`; prints JSON and a markdown table, saves
+Run: `python benchmarks/data.py [--clips 32]`; prints JSON and a markdown table, saves
 benchmarks/results/bench_data.json.
 """
 import argparse
@@ -191,7 +191,7 @@ def main():
     parser.add_argument("--clips", type=int, default=32, help="clips per timed run (best of 3 runs)")
     args = parser.parse_args()
     results = run(args.clips)
-    report = {"benchmark": "bench_data", "clip": f"{NUM_FRAMES}x{STRIDE}", "batch": BATCH,
+    report = {"benchmark": "data", "clip": f"{NUM_FRAMES}x{STRIDE}", "batch": BATCH,
               "cpu_count": os.cpu_count(), "machine": platform.machine(), "tensorflow": tf.__version__,
               "av": av.__version__, "results": results}
     print(json.dumps(report, indent=1))
