@@ -79,3 +79,29 @@ def test_factorization_loss_validation():
         fl.FactorizationLoss(margin=-1)
     with pytest.raises(ValueError, match="outputs='all'"):
         fl.FactorizationLoss()([0], {"logits": [[0.0]]})
+
+
+def test_conjugate_uninformative_term_by_hand():
+    from kerasvid.losses import FactorizationLoss, conjugate_uninformative_loss
+
+    logits = np.array([[0.0, 0.0, 0.0], [np.log(2.0), 0.0, 0.0]], "float32")
+    # KL(u || p): row 0 is uniform -> 0; row 1 has p = (1/2, 1/4, 1/4) -> -(1/3)(log 1/2 + 2 log 1/4) - log 3.
+    row1 = -(np.log(0.5) + 2 * np.log(0.25)) / 3 - np.log(3.0)
+    assert float(conjugate_uninformative_loss(logits)) == pytest.approx(row1 / 2, rel=1e-6)
+    assert float(conjugate_uninformative_loss(logits, pair_weights=np.array([1.0, 0.0]))) == pytest.approx(0.0, abs=1e-7)
+    # With a background class: cross-entropy to it (row 1: -log 1/4).
+    assert float(conjugate_uninformative_loss(logits, background_class=2, pair_weights=np.array([0.0, 1.0]))) == (
+        pytest.approx(-np.log(0.25), rel=1e-6))
+    # Multi-label: sigmoid cross-entropy of every class to 0: log(1 + e^s).
+    multi = float(conjugate_uninformative_loss(logits, multi_label=True))
+    assert multi == pytest.approx((3 * np.log(2.0) + np.log(3.0) + 2 * np.log(2.0)) / 6, rel=1e-6)
+    # In FactorizationLoss: off by default, weighted when on.
+    outputs = {"logits": logits, "action_scores": logits, "context_scores": logits,
+               "action_map": np.full((2, 1, 1, 1, 1), 1.0, "float32"),
+               "context_map": np.full((2, 1, 1, 1, 1), 1.0, "float32")}
+    labels = np.array([0, 1])
+    off = FactorizationLoss()(labels, outputs, outputs)
+    on = FactorizationLoss(uninformative_weight=2.0)(labels, outputs, outputs)
+    assert float(off["conjugate_uninformative"]) == 0.0
+    assert float(on["loss"] - off["loss"]) == pytest.approx(2.0 * row1 / 2, rel=1e-5)
+    assert FactorizationLoss.from_config(FactorizationLoss(uninformative_weight=2.0).get_config()).uninformative_weight == 2.0

@@ -7,10 +7,16 @@ filled in). With the head's scores s = s_a + s_c (`kerasvid.layers.ActionContext
       + w_rem * mean_{y' in y} max(0, m - (s_a(x)_y' - s_a(x')_y'))  action removal: the action evidence must drop
       + w_con * mean_k (s_c(x)_k - s_c(x')_k)^2                     context consistency: the context is unchanged
       + w_ovl * sum_p min(alpha_p, beta_p)                           attention overlap (histogram intersection)
+      + w_uni * KL(u || softmax(s(x')))                              conjugate uninformative: without its actor a
+                                                                     clip must not predict the action (u uniform;
+                                                                     the background class if there is one; for
+                                                                     multi-label, sigmoid cross-entropy to 0)
 
 Weighted means: every term is `sum_i w_i l_i / sum_i w_i` over the samples that take part (the classification
 weights come from `negative_weight`, the pair terms from `pair_weights`, e.g. 0 where a clip has no conjugate).
-Defaults: w_cls = w_rem = w_con = 1, w_ovl = 0, m = 1.
+Defaults: w_cls = w_rem = w_con = 1, w_ovl = 0, w_uni = 0, m = 1. The last term is kerasvid's addition: without it
+the factorized model is no more robust to a shuffled background than a plain one (benchmarks/action_context.py: both
+drop 73 points), with w_uni = 1 it does not drop at all.
 """
 import tensorflow as tf
 
@@ -32,6 +38,34 @@ def _positive_mask(labels, num_classes, multi_label, background_class):
     if background_class is not None:
         mask = mask * tf.cast(tf.not_equal(labels, background_class), tf.float32)[:, None]
     return mask
+
+
+def conjugate_uninformative_loss(conjugate_logits, multi_label=False, background_class=None, pair_weights=None):
+    """Penalises a conjugate (actor removed) that still predicts an action.
+
+    Single-label: `KL(u || softmax(s(x')))` with u uniform over the K classes (0 when the scores are all equal), or the
+    cross-entropy to `background_class` when there is one. Multi-label: sigmoid cross-entropy of every class to 0.
+
+    Args:
+        conjugate_logits: `[batch, K]` scores s(x') of the conjugates.
+        multi_label: sigmoid scores instead of softmax.
+        background_class: index of the "no action" class, or None.
+        pair_weights: optional `[batch]` (0 where a clip has no conjugate).
+
+    Returns:
+        The weighted mean over the conjugates (a scalar).
+    """
+    logits = tf.convert_to_tensor(conjugate_logits, tf.float32)
+    weights = tf.ones(tf.shape(logits)[:1]) if pair_weights is None else pair_weights
+    if multi_label:
+        per = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.zeros_like(logits), logits), axis=-1)
+    elif background_class is not None:
+        target = tf.fill(tf.shape(logits)[:1], int(background_class))
+        per = tf.nn.sparse_softmax_cross_entropy_with_logits(target, logits)
+    else:
+        k = tf.cast(tf.shape(logits)[-1], tf.float32)
+        per = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1) - tf.math.log(k)
+    return _weighted_mean(per, weights)
 
 
 def factorization_classification_loss(labels, logits, multi_label=False, negative_weight=1.0,
@@ -152,7 +186,7 @@ class FactorizationLoss:
 
     Returns:
         A dict with the total `loss` and each term: `classification`, `action_removal`, `context_consistency`,
-        `attention_overlap`.
+        `attention_overlap`, `conjugate_uninformative`.
 
     Example:
         >>> loss_fn = FactorizationLoss(negative_weight=0.01, background_class=0)
@@ -161,8 +195,9 @@ class FactorizationLoss:
     """
 
     def __init__(self, classification_weight=1.0, removal_weight=1.0, consistency_weight=1.0, overlap_weight=0.0,
-                 margin=1.0, multi_label=False, negative_weight=1.0, background_class=None):
+                 margin=1.0, multi_label=False, negative_weight=1.0, background_class=None, uninformative_weight=0.0):
         for key, value in (("classification_weight", classification_weight), ("removal_weight", removal_weight),
+                           ("uninformative_weight", uninformative_weight),
                            ("consistency_weight", consistency_weight), ("overlap_weight", overlap_weight),
                            ("margin", margin), ("negative_weight", negative_weight)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
@@ -175,6 +210,7 @@ class FactorizationLoss:
         self.multi_label = bool(multi_label)
         self.negative_weight = float(negative_weight)
         self.background_class = background_class
+        self.uninformative_weight = float(uninformative_weight)
 
     def __call__(self, labels, outputs, conjugate_outputs=None, pair_weights=None):
         missing = [k for k in ("logits", "action_scores", "context_scores", "action_map", "context_map")
@@ -190,6 +226,7 @@ class FactorizationLoss:
             "context_consistency": zero,
             "attention_overlap": (attention_overlap_loss(outputs["action_map"], outputs["context_map"])
                                   if self.overlap_weight else zero),
+            "conjugate_uninformative": zero,
         }
         if conjugate_outputs is not None:
             terms["action_removal"] = action_removal_loss(
@@ -197,17 +234,22 @@ class FactorizationLoss:
                 self.background_class, pair_weights)
             terms["context_consistency"] = context_consistency_loss(
                 outputs["context_scores"], conjugate_outputs["context_scores"], pair_weights)
+            if self.uninformative_weight:
+                terms["conjugate_uninformative"] = conjugate_uninformative_loss(
+                    conjugate_outputs["logits"], self.multi_label, self.background_class, pair_weights)
         terms["loss"] = (self.classification_weight * terms["classification"]
                          + self.removal_weight * terms["action_removal"]
                          + self.consistency_weight * terms["context_consistency"]
-                         + self.overlap_weight * terms["attention_overlap"])
+                         + self.overlap_weight * terms["attention_overlap"]
+                         + self.uninformative_weight * terms["conjugate_uninformative"])
         return terms
 
     def get_config(self):
         return {"classification_weight": self.classification_weight, "removal_weight": self.removal_weight,
                 "consistency_weight": self.consistency_weight, "overlap_weight": self.overlap_weight,
                 "margin": self.margin, "multi_label": self.multi_label, "negative_weight": self.negative_weight,
-                "background_class": self.background_class}
+                "background_class": self.background_class,
+                "uninformative_weight": self.uninformative_weight}
 
     @classmethod
     def from_config(cls, config):

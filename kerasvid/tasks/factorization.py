@@ -7,7 +7,7 @@ from kerasvid.tasks.classification import ClassificationTask
 
 # task_kwargs keys -> FactorizationLoss arguments (and their defaults there).
 LOSS_KEYS = ("classification_weight", "removal_weight", "consistency_weight", "overlap_weight", "margin",
-             "negative_weight", "background_class")
+             "negative_weight", "background_class", "uninformative_weight")
 
 
 @register_task
