@@ -51,8 +51,8 @@ class ClassificationTask(Task):
         if len(c.image_size) != 2 or min(c.image_size) < 1:
             raise ValueError(f"`image_size` must be (height, width), got image_size={c.image_size!r}.")
         needed = {"train": ["train_pattern"], "eval": ["eval_pattern"], "export": []}
-        for mode in modes:
-            for attr in needed.get(mode, []):
+        for mode in (m for m in needed if m in modes):  # fixed order: `modes` may be a set
+            for attr in needed[mode]:
                 pattern = getattr(c, attr)
                 if not pattern:
                     raise ValueError(f"--mode includes {mode!r} but --{attr} is empty.")
