@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from _report import save_report
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -128,13 +130,7 @@ def main():
     for name, r in results.items():
         lines.append(f"| {name} | {r['top1_class']:.3f} | {r['top1_shuffled']:.3f} | {r['drop_points']} | "
                      f"{r.get('action_map_in_box_shuffled', float('nan')):.2f} |")
-    os.makedirs(args.out_dir, exist_ok=True)
-    print(json.dumps(report, indent=1))
-    print("\n".join(lines))
-    with open(os.path.join(args.out_dir, "action_context.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(args.out_dir, "action_context.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    save_report("action_context", report, "\n".join(lines), args.out_dir)
     # Attention picture: the middle frame of a shuffled-background clip | the action map (upsampled) over it.
     clip, amap = picture
     t = amap.shape[0] // 2

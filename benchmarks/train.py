@@ -9,7 +9,6 @@ written to a temporary directory. Prints JSON and a markdown table (all ratios c
 and writes both to benchmarks/results/bench_train_step.{json,md}.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from kerasvid.data import write_synthetic_dataset  # noqa: E402
 from kerasvid.tasks import TaskConfig  # noqa: E402
 from kerasvid.tasks.classification import ClassificationTask  # noqa: E402
 from kerasvid.training import TrainConfig, Trainer, get_strategy  # noqa: E402
+from _report import save_report  # noqa: E402
 
 
 class CachedBatchTask(ClassificationTask):
@@ -89,14 +89,7 @@ def main():
                      f"{100 * r['input_wait_share']:.0f}% | {r['clips_per_s_pipeline_only']} "
                      f"({r['pipeline_over_training']}x training) |")
     table = "\n".join(lines)
-    print(json.dumps(result, indent=1))
-    print(table)
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "bench_train_step.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(out, "bench_train_step.md"), "w") as f:
-        f.write(table + "\n")
+    save_report("train", result, table)
 
 
 if __name__ == "__main__":

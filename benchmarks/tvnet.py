@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from _report import save_report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "tvnet")
@@ -221,14 +223,7 @@ def main(argv=None):
     rows_b, size = part_b(settings, args.batch, args.repeats, args.opencv_python)
     rows += rows_b
     table = markdown(rows, size)
-    print(json.dumps(rows, indent=1))
-    print(table)
-    out_dir = os.path.join(ROOT, "benchmarks", "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "bench_tvnet.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    with open(os.path.join(out_dir, "bench_tvnet.md"), "w") as f:
-        f.write(table + "\n")
+    save_report("tvnet", rows, table)
 
 
 if __name__ == "__main__":

@@ -83,3 +83,19 @@ def weights_only_count(model):
     """CPNet supplement Table 1 convention: conv/dense kernels plus the classifier bias (no conv bias, no BN)."""
     n = sum(int(np.prod(w.shape)) for w in model.weights if w.path.endswith("/kernel"))
     return n + int(np.prod(model.get_layer("predictions").bias.shape))
+
+
+def run_script_result(script, timeout=400):
+    """Runs `python -c script` from the repository root (e.g. to set up logical devices before TF starts) and returns
+    the JSON the script printed on its last line starting with "RESULT"."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT"):])

@@ -1,8 +1,4 @@
 """Tests for kerasvid.losses actor-observer pieces against hand-computed values and a plain-python Eq. 14-15."""
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -11,8 +7,8 @@ import tensorflow as tf
 
 from kerasvid.layers import VideoSoftmax
 from kerasvid.losses import ActorObserverLoss, dist_ratio, equalize_grad_norm, margin_rank
+from tests.helpers import run_script_result
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def reference_running_mean(batches, decay=0.9, state=None):
@@ -191,11 +187,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
 
 def test_mirrored_strategy_matches_single_device():
     """Loss state, summed objective and gradients (through n and equalize_grad_norm) equal single-device ones."""
-    proc = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    r = json.loads(lines[-1][len("RESULT"):])
+    r = run_script_result(_DISTRIBUTED_SCRIPT, timeout=300)
     assert r["num_copies"] == 2, r
     assert r["state_err"] < 1e-5 and r["weight_err"] < 1e-5, r
     assert r["value_err"] < 1e-5, r

@@ -13,6 +13,7 @@ from kerasvid.models.actor_observer import actor_observer_network
 from kerasvid.tasks import TaskConfig, get_task, list_tasks
 from kerasvid.tasks.triplet import TripletTask, video_weights
 from kerasvid.training import TrainConfig, Trainer
+from tests.helpers import run_script_result
 
 HEADER = "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n"
 
@@ -208,16 +209,7 @@ print("RESULT" + json.dumps({
 
 def test_trainer_under_mirrored_strategy_equals_single_device():
     """The real loop on 2 logical CPUs (accumulation 2, 3 steps): weights, VideoSoftmax and loss states match."""
-    import json
-    import subprocess
-    import sys
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], cwd=repo, capture_output=True, text=True,
-                          timeout=400, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    r = json.loads(lines[-1][len("RESULT"):])
+    r = run_script_result(_MIRRORED_SCRIPT, timeout=400)
     assert r["weight_change"] > 1e-3, r  # training moved the weights
     assert r["weight_diff"] < 1e-6 and r["log_sigma_diff"] < 1e-6, r
     assert r["loss_mirrored"][2] == r["loss_single"][2] == 3 * 2 * 4, r

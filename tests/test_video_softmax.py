@@ -1,9 +1,5 @@
 """Tests for kerasvid.layers.VideoSoftmax against a plain-python transcription of supp Eq. 5-6."""
-import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -12,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from kerasvid.layers import VideoSoftmax
+from tests.helpers import run_script_result
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def reference_video_softmax(batches, decay=0.9, read="per_sample", state=None):
@@ -207,11 +203,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
 
 
 def test_mirrored_strategy_state_equals_single_device():
-    proc = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    results = json.loads(lines[-1][len("RESULT"):])
+    results = run_script_result(_DISTRIBUTED_SCRIPT, timeout=300)
     for read, r in results.items():
         assert r["num_copies"] == 2, (read, r)
         assert r["state_err"] < 1e-5, (read, r)
