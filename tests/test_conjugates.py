@@ -150,3 +150,13 @@ def _id(example):
 
 def _decode(example, t):
     return tf.io.decode_jpeg(example.feature_lists.feature_list["image/encoded"].feature[t].bytes_list.value[0]).numpy()
+
+
+def test_missing_opencv_gives_an_install_hint(monkeypatch):
+    import sys
+
+    from kerasvid.data import conjugates
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now raises ImportError
+    with pytest.raises(ImportError, match=r"kerasvid\[conjugates\]"):
+        conjugates._cv2()

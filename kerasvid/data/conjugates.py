@@ -76,8 +76,18 @@ def box_mask(height, width, boxes, units="normalized"):
     return mask
 
 
+def _cv2():
+    """OpenCV (inpainting and Poisson blending), an optional dependency: `pip install kerasvid[conjugates]`."""
+    try:
+        import cv2
+    except ImportError as err:
+        raise ImportError("Conjugate samples need OpenCV for inpainting and Poisson blending: "
+                          "pip install 'kerasvid[conjugates]' (opencv-python-headless)") from err
+    return cv2
+
+
 def _dilate(mask, radius):
-    import cv2
+    cv2 = _cv2()
 
     if radius <= 0:
         return mask.copy()
@@ -86,7 +96,7 @@ def _dilate(mask, radius):
 
 
 def _fill(frame, mask, fill, radius):
-    import cv2
+    cv2 = _cv2()
 
     if callable(fill):
         filled = np.asarray(fill(frame.copy(), mask.copy()))
@@ -105,7 +115,7 @@ def poisson_blend(frame, filled, region):
     The frames are padded (reflection) so that a region touching the frame border still has a boundary, and every
     pixel outside `region` is returned unchanged.
     """
-    import cv2
+    cv2 = _cv2()
 
     if not region.any():
         return frame.copy()
