@@ -118,8 +118,7 @@ def _bottleneck_block(x, width, stride, kt, project, prefix, insertions, point):
     return keras.layers.Activation("relu", name=prefix + "_out")(y)
 
 
-def resnet_features(x, depth, temporal_kernels=1, stem_temporal_kernel=1, stem_stride=2, insertions=None,
-                    name="resnet"):
+def resnet_features(x, depth, temporal_kernels=1, stem_temporal_kernel=1, stem_stride=2, insertions=None):
     """Applies a ResNet trunk to a clip tensor and returns its named endpoints.
 
     Args:
@@ -130,12 +129,10 @@ def resnet_features(x, depth, temporal_kernels=1, stem_temporal_kernel=1, stem_s
         stem_temporal_kernel: temporal size of the 7x7 stem conv (1 or 3 for C3D).
         stem_stride: spatial stride of the stem conv: 2 for 224-pixel inputs, 1 for 112-pixel inputs.
         insertions: optional mapping insertion point name -> `factory(channels, name) -> keras.layers.Layer`.
-        name: prefix of nothing (kept for symmetry with other backbones; layer names follow keras.applications).
 
     Returns:
         dict with `res2` .. `res5`: KerasTensors `[batch, T, H/s, W/s, C_stage]`.
     """
-    del name
     kind, blocks = _check_depth(depth)
     kts = _per_stage(temporal_kernels, "temporal_kernels")
     if stem_stride not in (1, 2):
