@@ -5,7 +5,10 @@
 Prints JSON and a markdown table. Peak memory is TF's CPU allocator peak (`tf.config.experimental.
 get_memory_info("CPU:0")`) during the measured call, minus what was allocated before it. All ratios in the
 table come from the same run. Sizes are the CPNet ones (DESIGN.md): res4 of an 8-frame clip (8x14x14, C=256),
-res3 (8x28x28, C=128) and res3 of a 32-frame clip (32x28x28).
+res3 (8x28x28, C=128) and res3 of a 32-frame clip (32x28x28). kNN modes: "dense" = one N x N score block
+(row top-k: plain `tf.math.top_k` over whole rows; two-stage: kerasvid's exact group selection), "frame pairs" =
+the dense form `cp_knn` uses (half the multiply-adds), "auto" = what `cp_knn` picks under its memory budget
+(frame pairs up to 8x28x28, query chunks above), "chunked 512" = blocks of 512 queries.
 """
 import argparse
 import json
@@ -47,19 +50,21 @@ def knn_rows(sizes, repeats):
     for frames, side, channels, k in sizes:
         n = frames * side * side
         points = tf.random.normal([1, n, channels], seed=0)
+        full = lambda p, c=n: knn._query_chunk_knn(p, frames, k, c)  # noqa: E731 (one N x N score block)
         modes = {
-            "dense, row top-k": (n, True),
-            "dense, two-stage": (n, False),
-            "chunked (auto), two-stage": (None, False),
-            "chunked 512, two-stage": (512, False),
+            "dense, row top-k": (full, True),
+            "dense, two-stage": (full, False),
+            "frame pairs, two-stage": (lambda p: knn.cp_knn(p, frames, k, chunk_size=n), False),
+            "auto, two-stage": (lambda p: knn.cp_knn(p, frames, k), False),
+            "chunked 512, two-stage": (lambda p: knn.cp_knn(p, frames, k, chunk_size=512), False),
         }
         results = {}
-        for mode, (chunk, plain) in modes.items():
+        for mode, (call, plain) in modes.items():
             group_size = knn._group_size
             if plain:
                 knn._group_size = lambda num_points, k, largest=32: 1  # plain tf.math.top_k over whole rows
             try:
-                fn = tf.function(lambda p, c=chunk: knn.cp_knn(p, frames, k, chunk_size=c))
+                fn = tf.function(call)
                 seconds, peak = measure(lambda: fn(points).numpy(), repeats if n <= 8000 else 1)
             finally:
                 knn._group_size = group_size

@@ -58,6 +58,17 @@ def test_float_points_nearest_distances_and_chunked_equals_dense(batch, frames, 
     np.testing.assert_array_equal(dense, ref)  # random floats: no near-ties at these sizes
 
 
+@pytest.mark.parametrize("frames,side,k", [(8, 4, 12), (2, 5, 3), (3, 7, 20)])
+def test_frame_pair_form_equals_single_block_and_brute_force(frames, side, k):
+    # CPNet-like layouts (several groups per frame, a prime frame size, k above the frame size) with frequent
+    # ties: the dense frame-pair form, one full score block and the brute force agree index for index.
+    n = frames * side * side
+    points = np.random.RandomState(n + k).randint(-1, 2, size=(2, n, 3)).astype(np.float32)
+    pairs = cp_knn(points, frames, k, chunk_size=n).numpy()
+    np.testing.assert_array_equal(pairs, knn_module._query_chunk_knn(tf.constant(points), frames, k, n).numpy())
+    np.testing.assert_array_equal(pairs, brute_force_knn(points, frames, k))
+
+
 @pytest.mark.parametrize("group,k", [(4, 3), (8, 1), (5, 8), (20, 2)])
 def test_two_stage_selection_equals_top_k_with_ties(group, k):
     scores = np.random.RandomState(group + k).randint(0, 4, size=(3, 7, 40)).astype(np.float32)  # many ties
@@ -120,7 +131,7 @@ def _graph_shapes(n, chunk_size, frames=4):
 def test_chunked_graph_has_no_n_by_n_tensor():
     n = 36
     dense = _graph_shapes(n, None)
-    assert (2, n, n) in dense  # the inspection does see the dense score matrix ...
+    assert (2, 6, 9, 9) in dense  # the inspection does see the dense form's 6 frame-pair blocks of 9 x 9 ...
     chunked = _graph_shapes(n, 8)
     assert (2, 8, n) in chunked  # ... and the chunked score blocks
     assert not [s for s in chunked if sum(d == n for d in s) >= 2], chunked
@@ -130,10 +141,11 @@ def test_automatic_chunking_above_budget(monkeypatch):
     assert default_chunk_size(100, budget=100 * 100 * 4) == 100
     assert default_chunk_size(100, budget=100 * 4 * 7) == 7
     assert default_chunk_size(100, budget=1) == 1
-    assert default_chunk_size(6272) == 2091  # 64 MiB fits 2674 rows: 3 balanced chunks, not 2674 + 2674 + 924
-    monkeypatch.setattr(knn_module, "DENSE_BUDGET_BYTES", 36 * 4 * 5)  # a 5 x 36 block fits, 36 x 36 does not
+    # 32 x 28 x 28 points: 160 MiB fits 1671 rows, 16 balanced chunks rather than 15 full ones and a remainder
+    assert default_chunk_size(32 * 28 * 28) == 1568
+    monkeypatch.setattr(knn_module, "DENSE_BUDGET_BYTES", 36 * 4 * 5)  # a 5 x 36 block fits, the pairs do not
     shapes = _graph_shapes(36, None)
-    assert (2, 5, 36) in shapes and (2, 36, 36) not in shapes
+    assert (2, 5, 36) in shapes and (2, 6, 9, 9) not in shapes
     rng = np.random.RandomState(0)
     points = rng.randint(-2, 3, size=(2, 36, 5)).astype(np.float32)
     np.testing.assert_array_equal(cp_knn(points, 4, 3).numpy(), brute_force_knn(points, 4, 3))

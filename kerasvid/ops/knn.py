@@ -1,10 +1,13 @@
 """Correspondence-proposal k-nearest neighbours (CPNet, Liu et al., CVPR 2019)."""
+import functools
 import math
 
+import numpy as np
 import tensorflow as tf
 
-# A dense [B, N, N] score tensor larger than this (per clip, in bytes) switches `cp_knn` to chunked queries.
-DENSE_BUDGET_BYTES = 64 * 2**20
+# Score memory per clip (bytes) above which `cp_knn` switches from the dense frame-pair blocks to chunked queries.
+# 8 x 28 x 28 points (CPNet res3) need 2 x 28 blocks of 784 x 784 floats = 138 MB and stay dense.
+DENSE_BUDGET_BYTES = 160 * 2**20
 
 # Added (negated) to the score of every same-frame pair. Finite on purpose: the mask is folded into the
 # distance matmul as `-penalty * onehot(t_i) . onehot(t_j)`, and `inf * 0` would give NaN.
@@ -31,6 +34,86 @@ def _group_size(num_points, k, largest=32):
         if num_points % g == 0:
             return g
     return 1
+
+
+def _frame_group_size(per_frame, num_frames, k, largest=32):
+    """Largest divisor of `per_frame` up to `largest` leaving at least `k` groups in the other frames (1: none)."""
+    for g in range(min(largest, per_frame), 1, -1):
+        if per_frame % g == 0 and (num_frames - 1) * (per_frame // g) >= k:
+            return g
+    return 1
+
+
+@functools.lru_cache(maxsize=None)
+def _frame_pair_tables(num_frames):
+    """Static index tables of the frame-pair formulation for T frames.
+
+    Returns `(first, second, others, source)`: the P = T(T-1)/2 pairs `first[p] < second[p]`; `others[t]`, the
+    T-1 other frames of frame t in increasing order; `source[t, m]`, where the scores of frame t's queries against
+    frame `others[t, m]` live: block `p` of the pair scores (`< P`, rows) or `P + p` of their transposes.
+    """
+    first, second = np.triu_indices(num_frames, 1)
+    num_pairs = len(first)
+    pair_of = np.zeros((num_frames, num_frames), np.int32)
+    pair_of[first, second] = pair_of[second, first] = np.arange(num_pairs)
+    others = np.array([[u for u in range(num_frames) if u != t] for t in range(num_frames)], np.int32)
+    source = np.array([[pair_of[t, u] + (0 if u > t else num_pairs) for u in others[t]]
+                       for t in range(num_frames)], np.int32)
+    return first.astype(np.int32), second.astype(np.int32), others, source
+
+
+def _frame_pair_knn(points, num_frames, k):
+    """Exact `cp_knn` from the distance blocks of frame pairs: half the matmul of the dense score matrix.
+
+    The negated squared distance is symmetric and the own frame is excluded, so only the T(T-1)/2 blocks
+    `D[p] = -||f_a - f_b||^2` of frame pairs a < b are computed (one batched matmul on points augmented with their
+    squared norms), plus their transposes. Frame t's queries see frame u > t in the rows of `D[(t, u)]` and u < t in
+    the rows of its transpose. Selection is the exact two-stage one of `_top_k_indices` over each query's
+    `(T - 1) * S` candidates, kept in increasing key index (key frame, then point), so ties go to the lower index:
+    group maxima of `g` consecutive keys, the k best groups, then the best k of their `k * g` scores.
+    """
+    batch = tf.shape(points)[0]
+    num_points, channels = points.shape[1], points.shape[2]
+    per_frame = num_points // num_frames
+    first, second, others, source = _frame_pair_tables(num_frames)
+    num_pairs = len(first)
+    f = tf.reshape(points, [batch, num_frames, per_frame, channels])
+    sq_norm = tf.reduce_sum(tf.square(f), axis=-1, keepdims=True)
+    ones = tf.ones_like(sq_norm)
+    left = tf.concat([2.0 * f, -sq_norm, ones], axis=-1)  # left_i . right_j = -||f_i - f_j||^2
+    right = tf.concat([f, ones, -sq_norm], axis=-1)
+    blocks = tf.matmul(tf.gather(left, first, axis=1), tf.gather(right, second, axis=1), transpose_b=True)
+    blocks_t = tf.transpose(blocks, [0, 1, 3, 2])  # [B, P, S, S] each
+
+    group = _frame_group_size(per_frame, num_frames, k)
+    groups = per_frame // group
+
+    def group_max(x):
+        return tf.reduce_max(tf.reshape(x, [batch, num_pairs, per_frame, groups, group]), axis=-1)
+
+    maxima = tf.concat([group_max(blocks), group_max(blocks_t)], axis=1) if group > 1 else \
+        tf.concat([blocks, blocks_t], axis=1)
+    maxima = tf.gather(maxima, source, axis=1)  # [B, T, T-1, S, G]
+    maxima = tf.reshape(tf.transpose(maxima, [0, 1, 3, 2, 4]), [batch, num_points, (num_frames - 1) * groups])
+    query_frame = np.repeat(np.arange(num_frames, dtype=np.int32), per_frame)[:, None]  # [N, 1]
+    others = others.reshape(-1)
+    if group == 1:  # the maxima are the scores themselves
+        best = tf.math.top_k(maxima, k=k, sorted=True).indices
+        return tf.gather(others, query_frame * (num_frames - 1) + best // groups) * per_frame + best % groups
+
+    best_groups = tf.sort(tf.math.top_k(maxima, k=k, sorted=False).indices, axis=-1)  # in index order
+    slot, start = best_groups // groups, best_groups % groups  # which other frame, which group in it
+    src = tf.gather(source.reshape(-1), query_frame * (num_frames - 1) + slot)
+    local = (np.arange(num_points, dtype=np.int32) % per_frame)[:, None]  # query's point within its frame
+    row = ((src % num_pairs) * per_frame + local) * groups + start  # group row in a [P * S * G, g] view
+    flat = [num_pairs * per_frame * groups, group]
+    candidates = tf.where((src < num_pairs)[..., None],
+                          tf.gather(tf.reshape(blocks, [batch] + flat), row, batch_dims=1),
+                          tf.gather(tf.reshape(blocks_t, [batch] + flat), row, batch_dims=1))
+    pos = tf.math.top_k(tf.reshape(candidates, [batch, num_points, k * group]), k=k, sorted=True).indices
+    chosen = pos // group
+    key_frame = tf.gather(others, query_frame * (num_frames - 1) + tf.gather(slot, chosen, batch_dims=2))
+    return key_frame * per_frame + tf.gather(start, chosen, batch_dims=2) * group + pos % group
 
 
 def _top_k_indices(scores, k, group):
@@ -77,24 +160,29 @@ def cp_knn(points, num_frames, k, chunk_size=None):
 
         knn(i) = the k indices j with t(j) != t(i) minimising ||f_i - f_j||^2, in increasing distance.
 
-    Computed as the top-k of the score `2 f_i . f_j - |f_j|^2 - P [t(i) == t(j)]` (the per-row constant
-    `|f_i|^2` does not change the ranking), with the same-frame penalty `P` folded into one matmul by
-    appending `[1, -P onehot(t_i)]` to each query and `[-|f_j|^2, onehot(t_j)]` to each key. Ties break
-    towards the lower index (`tf.math.top_k`), in dense and chunked mode alike. The selection runs in two exact
-    stages (best groups of up to 32 consecutive candidates by their maximum, then the best k inside them), about
-    4x faster than `tf.math.top_k` over whole rows on CPU.
+    Ties break towards the lower index, in dense and chunked mode alike. Two exact formulations:
 
-    Memory: with `chunk_size < N` the queries are processed `chunk_size` at a time, each block after the
-    previous one (control dependencies), so at most a `[batch, chunk_size, N]` score block exists at once
-    (O(chunk x N), not O(N^2)). With `chunk_size=None` the chunk is chosen so that one clip's block stays under
-    `DENSE_BUDGET_BYTES` (64 MiB), which is dense for the usual CPNet sizes (N = 8x14x14).
+    - Dense (frame pairs): the distance is symmetric and the own frame excluded, so only the `T(T-1)/2` blocks
+      `-||f_a - f_b||^2` of frame pairs `a < b` are computed (one batched matmul on points augmented with their
+      squared norms, `S x S` per pair, `S = N / T`) and read row-wise and, transposed, column-wise: about half
+      the multiply-adds of the full `N x N` score matrix. Memory: `T(T-1) S^2` floats per clip.
+    - Chunked queries: the score `2 f_i . f_j - |f_j|^2 - P [t(i) == t(j)]` of `chunk_size` queries against
+      all `N` points at a time (the per-row `|f_i|^2` does not change the ranking; the same-frame penalty `P` is
+      folded into the matmul by appending `[1, -P onehot(t_i)]` to each query and `[-|f_j|^2, onehot(t_j)]` to
+      each key), each block after the previous one (control dependencies), so at most a `[batch, chunk_size, N]`
+      score block exists at once: O(chunk x N) memory, not O(N^2).
+
+    Both select in two exact stages (the best groups of up to 32 consecutive candidates by their maximum, then
+    the best k inside them), about 4x faster than `tf.math.top_k` over whole rows on CPU. With
+    `chunk_size=None` the dense form is used when its blocks fit `DENSE_BUDGET_BYTES` (160 MiB) per clip, as at
+    the CPNet sizes up to 8x28x28 points; above it the queries are chunked to stay under the budget.
 
     Args:
         points: float tensor `[batch, N, C]`, `N = num_frames * S` points ordered frame-major (t, then h,
             then w). No gradient flows through the indices.
         num_frames: `T >= 2`, the number of frames the points are split into.
         k: number of neighbours, `1 <= k <= N - S` (the number of points in other frames).
-        chunk_size: queries per block, or None for the automatic choice.
+        chunk_size: queries per block (`>= N`: the dense frame-pair form), or None for the automatic choice.
 
     Returns:
         int32 tensor `[batch, N, k]` of neighbour indices into the `N` points, nearest first.
@@ -128,6 +216,20 @@ def cp_knn(points, num_frames, k, chunk_size=None):
     points = tf.stop_gradient(points)
     dtype = points.dtype
 
+    if chunk_size is None:
+        pair_bytes = num_frames * (num_frames - 1) * per_frame ** 2 * dtype.size
+        chunk_size = num_points if pair_bytes <= DENSE_BUDGET_BYTES else default_chunk_size(
+            num_points, bytes_per_score=dtype.size)
+    if chunk_size >= num_points:
+        return tf.cast(_frame_pair_knn(points, num_frames, k), tf.int32)
+    return _query_chunk_knn(points, num_frames, k, chunk_size)
+
+
+def _query_chunk_knn(points, num_frames, k, chunk_size):
+    """`cp_knn` by blocks of `chunk_size` queries against all N points (a single block when `chunk_size >= N`)."""
+    num_points = points.shape[1]
+    per_frame = num_points // num_frames
+    dtype = points.dtype
     batch = tf.shape(points)[0]
     frame_onehot = tf.one_hot(tf.repeat(tf.range(num_frames), per_frame), num_frames, dtype=dtype)  # [N, T]
     frame_onehot = tf.broadcast_to(frame_onehot, [batch, num_points, num_frames])
@@ -140,11 +242,6 @@ def cp_knn(points, num_frames, k, chunk_size=None):
     def top_k_of(query_block):
         scores = tf.matmul(query_block, keys, transpose_b=True)  # [B, chunk, N]
         return _top_k_indices(scores, k, group)
-
-    if chunk_size is None:
-        chunk_size = default_chunk_size(num_points, bytes_per_score=dtype.size)
-    if chunk_size >= num_points:
-        return tf.cast(top_k_of(queries), tf.int32)
 
     # Query blocks run one after another: each block's matmul waits for the previous block's indices, so at most
     # one [B, chunk, N] score block is alive (the memory guarantee). Unrolled rather than a while loop, so that the
