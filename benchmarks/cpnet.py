@@ -1,13 +1,14 @@
 """Benchmark: training-step time and peak memory of C2D / NL / CPNet ResNets (batch 1, 112x112).
 
-    python benchmarks/cpnet.py [--frames 8] [--models c2d_resnet18,cpnet_resnet18,...] [--repeats 3]
+    python benchmarks/cpnet.py [--frames 8] [--models c2d_resnet18,cpnet_resnet18,...] [--repeats 3] [--inter-op 1]
 
 A model spec is a registry name, optionally `:variant` for CPNet (`cpnet_resnet34:released_code`). One
 training step = forward (training=True), softmax cross-entropy, backward, SGD update, in a `tf.function`. All
 models are built and warmed up first, then timed round-robin (one step each per round, `--repeats` rounds,
 median), so that a change of load on a shared machine hits every model alike; peak memory is TF's CPU allocator peak during a step above what
 was allocated before it. Ratios are to the C2D model of the same depth, from the same run. Prints JSON and a
-markdown table.
+markdown table. `--inter-op N` sets TF's inter-op thread pool (0: TF's default, one thread per core); on a 2-core
+machine 1 is faster for every model (ops then run one after another, each on both cores).
 """
 import argparse
 import json
@@ -81,8 +82,10 @@ def main():
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--inter-op", type=int, default=0, help="inter-op threads (0: TF's default)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     rows = bench(args.models.split(","), args.frames, args.repeats)
     baselines = {r["model"].split("_")[1]: r for r in rows if r["model"].startswith("c2d_")}
     for r in rows:
@@ -91,8 +94,9 @@ def main():
             r["time_vs_c2d"] = round(r["step_s"] / base["step_s"], 3)
             r["mem_vs_c2d"] = round(r["peak_MiB"] / base["peak_MiB"], 3)
     meta = {"tensorflow": tf.__version__, "cpus": os.cpu_count(), "batch": 1, "size": "112x112",
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
             "note": "shared 2-core CPU machine: absolute times are noisy; ratios come from one run"}
-    out = args.out or f"benchmarks/results/cpnet_{args.frames}f.json"
+    out = args.out or f"benchmarks/results/cpnet_{args.frames}f_interop{args.inter_op}.json"
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
