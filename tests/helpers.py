@@ -1,7 +1,10 @@
-"""The shared model test helper: one call checks what every kerasvid model must satisfy.
+"""Shared test helpers. `check_model`: one call checks what every kerasvid model must satisfy.
 
     from tests.helpers import check_model
     check_model(model, x, expected_output_shape=(2, 5), expected_num_params=1234, tmp_path=tmp_path)
+
+Also: script runner, weights-only parameter count, and the numpy references and graph inspection shared by the
+CPNet layer tests (kNN, CP module, non-local block).
 """
 import copy
 
@@ -99,3 +102,60 @@ def run_script_result(script, timeout=400):
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     return json.loads(lines[-1][len("RESULT"):])
+
+
+# Shared by the CPNet layer tests (kNN, CP module, non-local block).
+
+
+def all_graph_shapes(graph):
+    """Static shapes of every op output in a graph and in the bodies of its while loops / conditionals."""
+    shapes = []
+    for op in graph.get_operations():
+        shapes += [tuple(out.shape.as_list()) for out in op.outputs if out.shape.rank is not None]
+        for attr in ("body", "cond", "then_branch", "else_branch"):
+            try:
+                fn_name = op.get_attr(attr).name
+            except ValueError:
+                continue
+            shapes += all_graph_shapes(graph._get_function(fn_name).graph)
+    return shapes
+
+
+def np_batch_norm(x, bn, training):
+    gamma, beta, mean, var = [w.astype(np.float64) for w in bn.get_weights()]
+    if training:
+        axes = tuple(range(x.ndim - 1))
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+    return (x - mean) / np.sqrt(var + bn.epsilon) * gamma + beta
+
+
+def np_dense(x, dense):
+    kernel, bias = dense.get_weights()
+    return x @ kernel.astype(np.float64) + bias
+
+
+def randomize(layer, seed=0):
+    """Random weights everywhere, including the moving statistics and the zero-initialised final gamma."""
+    rng = np.random.RandomState(seed)
+    for w in layer.weights:
+        shape = tuple(w.shape)
+        if "variance" in w.path:
+            w.assign(rng.uniform(0.5, 2.0, shape).astype(np.float32))
+        elif "gamma" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
+        else:
+            w.assign(rng.uniform(-0.5, 0.5, shape).astype(np.float32))
+
+
+def assert_layer_round_trip(layer, input_shape, tmp_path):
+    """get_config -> from_config identity, and `.keras` save -> load_model(safe_mode=True) with equal outputs."""
+    config = layer.get_config()
+    assert type(layer).from_config(config).get_config() == config
+    inputs = keras.Input(input_shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+    randomize(layer)
+    x = np.random.RandomState(8).randn(*input_shape).astype(np.float32)
+    path = str(tmp_path / "layer.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)

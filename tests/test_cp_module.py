@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from kerasvid.layers.cp_module import CPModule, fused_batch_norm, point_coordinates
-from tests.test_knn import _all_shapes
+from tests.helpers import all_graph_shapes, assert_layer_round_trip, np_batch_norm, np_dense, randomize
 
 
 def np_resize_bilinear(x, out_h, out_w):
@@ -20,19 +20,6 @@ def np_resize_bilinear(x, out_h, out_w):
     w0, w1, fw = axis_weights(x.shape[-2], out_w)
     rows = x[..., h0, :, :] * (1 - fh)[:, None, None] + x[..., h1, :, :] * fh[:, None, None]
     return rows[..., w0, :] * (1 - fw)[:, None] + rows[..., w1, :] * fw[:, None]
-
-
-def np_batch_norm(x, bn, training):
-    gamma, beta, mean, var = [w.astype(np.float64) for w in bn.get_weights()]
-    if training:
-        axes = tuple(range(x.ndim - 1))
-        mean, var = x.mean(axis=axes), x.var(axis=axes)
-    return (x - mean) / np.sqrt(var + bn.epsilon) * gamma + beta
-
-
-def np_dense(x, dense):
-    kernel, bias = dense.get_weights()
-    return x @ kernel.astype(np.float64) + bias
 
 
 def np_cp_module(x, layer, training=False):
@@ -69,19 +56,6 @@ def np_cp_module(x, layer, training=False):
     if s > 1:
         g = np_resize_bilinear(g, height, width)
     return x + g
-
-
-def randomize(layer, seed=0):
-    """Random weights everywhere, including the moving statistics and the zero-initialised final gamma."""
-    rng = np.random.RandomState(seed)
-    for w in layer.weights:
-        shape = tuple(w.shape)
-        if "variance" in w.path:
-            w.assign(rng.uniform(0.5, 2.0, shape).astype(np.float32))
-        elif "gamma" in w.path:
-            w.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
-        else:
-            w.assign(rng.uniform(-0.5, 0.5, shape).astype(np.float32))
 
 
 CONFIGS = [
@@ -197,23 +171,9 @@ def test_training_step_keeps_no_n_by_n_tensor():
             loss = tf.reduce_sum(layer(x, training=True))
         return tape.gradient(loss, layer.trainable_weights)
 
-    shapes = _all_shapes(step.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph)
+    shapes = all_graph_shapes(step.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph)
     assert (1, 4, n) in shapes
     assert not [s for s in shapes if sum(d == n for d in s) >= 2]
-
-
-def assert_layer_round_trip(layer, input_shape, tmp_path):
-    """get_config -> from_config identity, and `.keras` save -> load_model(safe_mode=True) with equal outputs."""
-    config = layer.get_config()
-    assert type(layer).from_config(config).get_config() == config
-    inputs = keras.Input(input_shape[1:])
-    model = keras.Model(inputs, layer(inputs))
-    randomize(layer)
-    x = np.random.RandomState(8).randn(*input_shape).astype(np.float32)
-    path = str(tmp_path / "layer.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_serialization_round_trip(tmp_path):

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from kerasvid.ops import knn as knn_module
 from kerasvid.ops.knn import _group_size, _top_k_indices, cp_knn, default_chunk_size
+from tests.helpers import all_graph_shapes
 
 
 def brute_force_knn(points, num_frames, k):
@@ -109,23 +110,9 @@ def test_float64_and_float16_inputs():
                                   brute_force_knn(half.astype(np.float32), 3, 4))
 
 
-def _all_shapes(graph):
-    """Static shapes of every op output in a graph and in the bodies of its while loops / conditionals."""
-    shapes = []
-    for op in graph.get_operations():
-        shapes += [tuple(out.shape.as_list()) for out in op.outputs if out.shape.rank is not None]
-        for attr in ("body", "cond", "then_branch", "else_branch"):
-            try:
-                fn_name = op.get_attr(attr).name
-            except ValueError:
-                continue
-            shapes += _all_shapes(graph._get_function(fn_name).graph)
-    return shapes
-
-
 def _graph_shapes(n, chunk_size, frames=4):
     fn = tf.function(lambda p: cp_knn(p, frames, 3, chunk_size=chunk_size))
-    return _all_shapes(fn.get_concrete_function(tf.TensorSpec([2, n, 5], tf.float32)).graph)
+    return all_graph_shapes(fn.get_concrete_function(tf.TensorSpec([2, n, 5], tf.float32)).graph)
 
 
 def test_chunked_graph_has_no_n_by_n_tensor():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from kerasvid.layers.non_local import NonLocalBlock
-from tests.test_cp_module import assert_layer_round_trip, np_batch_norm, np_dense, randomize
+from tests.helpers import assert_layer_round_trip, np_batch_norm, np_dense, randomize
 
 
 def np_non_local(x, block, training=False):
