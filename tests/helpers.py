@@ -4,7 +4,7 @@
     check_model(model, x, expected_output_shape=(2, 5), expected_num_params=1234, tmp_path=tmp_path)
 
 Also: script runner, weights-only parameter count, and the numpy references and graph inspection shared by the
-CPNet layer tests (kNN, CP module, non-local block).
+CPNet layer tests (kNN, CP module, non-local block) and the I3D reference widths and parameter count.
 """
 import copy
 
@@ -159,3 +159,37 @@ def assert_layer_round_trip(layer, input_shape, tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+# Shared by the I3D and action/context model tests.
+
+# GoogLeNet's Inception widths (Szegedy et al. 2015, Table 1), one row per block in I3D's naming:
+# (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5 (a 3x3x3 conv in I3D), pool proj).
+GOOGLENET_ROWS = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32),
+    "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64),
+    "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64),
+    "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+
+
+def reference_num_params(in_channels, num_classes=None):
+    """Brute-force count: kernel weights + 3 BN vectors (offset, mean, variance) per conv unit."""
+    def unit(cin, cout, k):
+        return k ** 3 * cin * cout + 3 * cout
+
+    total = unit(in_channels, 64, 7) + unit(64, 64, 1) + unit(64, 192, 3)
+    cin = 192
+    for row in GOOGLENET_ROWS.values():
+        b0, r1, b1, r2, b2, proj = row
+        total += unit(cin, b0, 1) + unit(cin, r1, 1) + unit(r1, b1, 3) + unit(cin, r2, 1) + unit(r2, b2, 3)
+        total += unit(cin, proj, 1)
+        cin = b0 + b1 + b2 + proj
+    if num_classes:
+        total += cin * num_classes + num_classes
+    return total

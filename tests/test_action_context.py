@@ -96,8 +96,7 @@ def test_layer_config_and_validation():
 from kerasvid.layers.action_context import I3DFlowInput  # noqa: E402
 from kerasvid.losses.factorization import FactorizationLoss  # noqa: E402
 from kerasvid.models import action_context as ac  # noqa: E402
-from tests.helpers import check_model  # noqa: E402
-from tests.test_i3d import reference_num_params  # noqa: E402
+from tests.helpers import check_model, reference_num_params  # noqa: E402
 
 
 def head_params(depth, num_classes, maps=1):
