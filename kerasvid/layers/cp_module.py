@@ -200,12 +200,13 @@ class CPModule(keras.layers.Layer):
         per_neighbour = tf.matmul(points, w_neighbour) + coord_term
         per_query = tf.matmul(points, w_query) - coord_term + tf.cast(first.bias, dtype)
         h = tf.gather(per_neighbour, proposals, batch_dims=1) + tf.expand_dims(per_query, 2)  # [B, N, k, U]
-        h = tf.nn.relu(fused_batch_norm(self.mlp_bns[0], h, training))
+        h = fused_batch_norm(self.mlp_bns[0], h, training)
         for conv, bn in zip(self.mlp_convs[1:], self.mlp_bns[1:]):
-            h = tf.nn.relu(fused_batch_norm(bn, conv(h), training))
-        # Max over the k proposals as a [1, k] max-pool: the same values, and a single fused gradient op that
-        # routes each channel's gradient to its maximum (reduce_max's gradient takes five passes over [B, N, k, U]).
-        h = tf.squeeze(tf.nn.max_pool2d(h, [1, self.k], [1, self.k], "VALID"), axis=2)
+            h = fused_batch_norm(bn, conv(tf.nn.relu(h)), training)
+        # Max over the k proposals as a [1, k] max-pool (one fused gradient op that routes each channel's gradient
+        # to its maximum; reduce_max's gradient takes five passes over [B, N, k, U]), then the last ReLU, on the
+        # pooled tensor: max_k relu(h_k) = relu(max_k h_k), since the ReLU is non-decreasing.
+        h = tf.nn.relu(tf.squeeze(tf.nn.max_pool2d(h, [1, self.k], [1, self.k], "VALID"), axis=2))
         g = fused_batch_norm(self.final_bn, self.final_conv(h), training)
         g = tf.reshape(g, [batch, frames, small_h, small_w, channels])
         if self.spatial_shrink > 1:
