@@ -197,8 +197,9 @@ class CPModule(keras.layers.Layer):
         kernel = tf.cast(first.kernel, dtype)
         w_coord, w_query, w_neighbour = kernel[:3], kernel[3:3 + feat], kernel[3 + feat:]
         coord_term = tf.matmul(tf.constant(self._coords, dtype), w_coord)  # [N, U]
-        per_neighbour = tf.matmul(points, w_neighbour) + coord_term
-        per_query = tf.matmul(points, w_query) - coord_term + tf.cast(first.bias, dtype)
+        per_neighbour, per_query = tf.split(tf.matmul(points, tf.concat([w_neighbour, w_query], axis=1)), 2, axis=-1)
+        per_neighbour = per_neighbour + coord_term
+        per_query = per_query - coord_term + tf.cast(first.bias, dtype)
         h = tf.gather(per_neighbour, proposals, batch_dims=1) + tf.expand_dims(per_query, 2)  # [B, N, k, U]
         h = fused_batch_norm(self.mlp_bns[0], h, training)
         for conv, bn in zip(self.mlp_convs[1:], self.mlp_bns[1:]):
