@@ -106,7 +106,7 @@ class CPModule(keras.layers.Layer):
             res3 modules); the output is resized back bilinearly (half-pixel centres, `tf.image.resize`).
         bottleneck: None, or the width of a 1x1 conv + BN (no activation) applied before everything else
             (the released code's ResNet-101 modules use C // 8).
-        chunk_size: query chunk size of `cp_knn` (None: automatic, dense below 64 MiB per clip).
+        chunk_size: query chunk size of `cp_knn` (None: automatic; the dense frame-pair form below 160 MiB per clip).
         epsilon: BatchNormalization epsilon (1e-3, the reference's `tf.contrib.layers.batch_norm` default).
         momentum: BatchNormalization momentum of the moving statistics.
         kernel_initializer: initializer of the 1x1 convs ("he_normal": the reference's variance scaling).
