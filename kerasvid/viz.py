@@ -82,3 +82,65 @@ def write_png(path, image):
         raise ValueError(f"`image` must be uint8 [H, W, 1|3|4], got shape {image.shape} and dtype {image.dtype}")
     tf.io.write_file(str(path), tf.io.encode_png(image))
     return str(path)
+
+
+def attention_overlay(frames, attention, alpha=0.6, color=(255, 0, 0), method="bilinear"):
+    """Blends an attention map over video frames: `out = (1 - alpha a) frame + alpha a color`, uint8.
+
+    For the action/context attention maps of `kerasvid.models.action_context` (or any non-negative map): `a` is the
+    map divided by its maximum over the whole clip (a zero map leaves the frames unchanged), resized to the frames'
+    height and width with `method` ("bilinear" or "nearest", `tf.image.resize`).
+
+    Args:
+        frames: `[H, W, 3]` or `[T, H, W, 3]` (or greyscale `[H, W]`, `[T, H, W]`; a 3-axis array whose last axis
+            is 1 or 3 is read as one frame), values in [0, 255].
+        attention: `[h, w]` or `[T', h, w]` (a trailing axis of size 1 is allowed), non-negative and finite. With
+            `T' < T` (an I3D map has T/8 steps) each map step covers `T / T'` consecutive frames; `T` must be a
+            multiple of `T'`.
+        alpha: opacity of the colour where the attention is at its maximum, in [0, 1].
+        color: RGB of the overlay.
+        method: resize method of the map.
+
+    Returns:
+        uint8 `[H, W, 3]` or `[T, H, W, 3]`; write a frame with `write_png`.
+
+    Example:
+    >>> attention_overlay(np.full((2, 2, 3), 100.0), np.array([[0.0, 1.0], [0.0, 0.5]]), alpha=1.0)[0, 1].tolist()
+    [255, 0, 0]
+    """
+    import tensorflow as tf
+
+    frames = np.asarray(frames, np.float64)
+    attention = np.asarray(attention, np.float64)
+    if frames.ndim in (2, 3) and (frames.ndim == 2 or frames.shape[-1] not in (1, 3)):
+        frames = frames[..., None]  # greyscale without a channel axis
+    single = frames.ndim == 3
+    if single:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        raise ValueError(f"`frames` must be [H, W(, 1|3)] or [T, H, W(, 1|3)], got shape {frames.shape}")
+    frames = np.broadcast_to(frames, frames.shape[:3] + (3,))
+    if attention.ndim >= 3 and attention.shape[-1] == 1:
+        attention = attention[..., 0]
+    if attention.ndim == 2:
+        attention = attention[None]
+    if attention.ndim != 3:
+        raise ValueError(f"`attention` must be [h, w] or [T, h, w], got shape {attention.shape}")
+    steps, num_frames = attention.shape[0], frames.shape[0]
+    if num_frames % steps:
+        raise ValueError(f"the number of frames must be a multiple of the attention's time steps, got {num_frames} "
+                         f"frames and {steps} steps")
+    if not np.all(np.isfinite(attention)) or attention.min() < 0:
+        raise ValueError(f"`attention` must be finite and non-negative, got values in "
+                         f"[{np.nanmin(attention)}, {np.nanmax(attention)}]")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1], got alpha={alpha}")
+    if method not in ("bilinear", "nearest"):
+        raise ValueError(f"`method` must be 'bilinear' or 'nearest', got method={method!r}")
+    peak = attention.max()
+    weights = attention / peak if peak > 0 else attention
+    weights = tf.image.resize(weights[..., None], frames.shape[1:3], method=method).numpy()[..., 0]
+    weights = np.repeat(weights, num_frames // steps, axis=0)[..., None] * alpha
+    out = (1.0 - weights) * frames + weights * np.asarray(color, np.float64)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out[0] if single else out

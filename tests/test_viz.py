@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasvid.viz import color_wheel, flow_to_color, write_png
+from kerasvid.viz import attention_overlay, color_wheel, flow_to_color, write_png
 
 
 def test_color_wheel_segments():
@@ -53,3 +53,44 @@ def test_write_png_round_trip(tmp_path):
     np.testing.assert_array_equal(decoded, image[1])
     with pytest.raises(ValueError, match="uint8"):
         write_png(tmp_path / "bad.png", image[1].astype(np.float32))
+
+
+def test_attention_overlay_by_hand():
+    frame = np.array([[[10, 20, 30], [100, 100, 100]], [[0, 0, 0], [200, 50, 250]]], np.uint8)
+    att = np.array([[0.0, 2.0], [1.0, 4.0]])  # normalised by the maximum: 0, 0.5, 0.25, 1
+    out = attention_overlay(frame, att, alpha=0.8, color=(255, 0, 0), method="nearest")
+    a = np.array([[0.0, 0.5], [0.25, 1.0]])[..., None] * 0.8
+    want = np.rint((1 - a) * frame + a * np.array([255, 0, 0]))
+    assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(out[0, 0], frame[0, 0])  # zero attention: the frame unchanged
+
+
+def test_attention_overlay_clip_upsampling_and_time_steps():
+    frames = np.full((4, 4, 6, 3), 50, np.uint8)
+    att = np.zeros((2, 2, 3, 1))  # 2 time steps (each covers 2 frames), 2x3 map, trailing channel axis
+    att[1, 0, 2, 0] = 3.0
+    out = attention_overlay(frames, att, alpha=1.0, color=(0, 255, 0), method="nearest")
+    assert out.shape == (4, 4, 6, 3)
+    np.testing.assert_array_equal(out[:2], frames[:2])  # the first step has no attention
+    hot = np.zeros((4, 6), bool)
+    hot[0:2, 4:6] = True  # nearest x2 upsampling of map cell (0, 2)
+    for t in (2, 3):
+        np.testing.assert_array_equal(out[t][hot], np.tile([0, 255, 0], (hot.sum(), 1)))
+        np.testing.assert_array_equal(out[t][~hot], frames[t][~hot])
+    grey = attention_overlay(np.full((4, 6), 7.0), np.ones((2, 3)), alpha=0.5)  # greyscale, bilinear
+    np.testing.assert_array_equal(grey, np.full((4, 6, 3), [131, 4, 4]))  # rint(0.5*7 + 0.5*255), rint(3.5) = 4
+
+
+@pytest.mark.parametrize("frames,att,kwargs,match", [
+    (np.zeros((2, 2, 3)), np.array([[-1.0, 0], [0, 0]]), {}, "finite and non-negative"),
+    (np.zeros((2, 2, 3)), np.array([[np.nan, 0], [0, 0]]), {}, "finite and non-negative"),
+    (np.zeros((3, 2, 2, 3)), np.zeros((2, 2, 2)), {}, "multiple of the attention's time steps"),
+    (np.zeros((2, 2, 3)), np.zeros((2,)), {}, "`attention` must be"),
+    (np.zeros((2, 2, 2, 2, 3)), np.zeros((2, 2)), {}, "`frames` must be"),
+    (np.zeros((2, 2, 3)), np.zeros((2, 2)), {"alpha": 1.5}, "alpha"),
+    (np.zeros((2, 2, 3)), np.zeros((2, 2)), {"method": "cubic"}, "method"),
+])
+def test_attention_overlay_errors(frames, att, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        attention_overlay(frames, att, **kwargs)
