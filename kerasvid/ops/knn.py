@@ -36,14 +36,6 @@ def _group_size(num_points, k, largest=32):
     return 1
 
 
-def _frame_group_size(per_frame, num_frames, k, largest=32):
-    """Largest divisor of `per_frame` up to `largest` leaving at least `k` groups in the other frames (1: none)."""
-    for g in range(min(largest, per_frame), 1, -1):
-        if per_frame % g == 0 and (num_frames - 1) * (per_frame // g) >= k:
-            return g
-    return 1
-
-
 @functools.lru_cache(maxsize=None)
 def _frame_pair_tables(num_frames):
     """Static index tables of the frame-pair formulation for T frames.
@@ -85,7 +77,8 @@ def _frame_pair_knn(points, num_frames, k):
     blocks = tf.matmul(tf.gather(left, first, axis=1), tf.gather(right, second, axis=1), transpose_b=True)
     blocks_t = tf.transpose(blocks, [0, 1, 3, 2])  # [B, P, S, S] each
 
-    group = _frame_group_size(per_frame, num_frames, k)
+    # Groups never straddle two frames: divisors of S, at least ceil(k / (T - 1)) per frame (k in the T-1 others).
+    group = _group_size(per_frame, -(-k // (num_frames - 1)))
     groups = per_frame // group
 
     def group_max(x):
