@@ -194,34 +194,72 @@ def test_mirrored_strategy_matches_single_device():
     assert r["grad_err"] < 1e-5, r
 
 
+def _numpy_video_softmax(f, index, decay=0.9):
+    """Supp Eq. 5-6 by hand: per video, the first sample sets S = e^f, later ones S <- d S + (1 - d) e^f (update
+    before read); the output is e^f / S."""
+    state, out = {}, []
+    for fi, vi in zip(map(float, f), map(int, index)):
+        state[vi] = np.exp(fi) if vi not in state else decay * state[vi] + (1 - decay) * np.exp(fi)
+        out.append(np.exp(fi) / state[vi])
+    return np.array(out)
+
+
+def test_mixed_batch_loss_counts_only_the_triplets():
+    """The reference evaluates the loss on the triplet subset: classification samples leave L, W, n and B alone."""
+    loss = ActorObserverLoss(decay=0.9)
+    loss(np.array([1.0, 2.0], "float32"), np.array([1.0, 3.0], "float32"))  # prior state L = 1.25, W = 1.2
+    l = np.array([0.5, 0.0, 2.0, 0.0, 1.5], "float32")
+    w = np.array([2.0, 0.0, 1.0, 0.0, 0.5], "float32")
+    mask = np.array([True, False, True, False, True])
+    out = loss(l, w, triplet_mask=mask)
+    (L, W), = reference_running_mean([(l[mask], w[mask])], state=(1.25, 1.2))
+    np.testing.assert_allclose([loss.running_loss.numpy(), loss.running_weight.numpy()], [L, W], rtol=1e-6)
+    assert int(loss.count.numpy()) == 2 + 3
+    # n = (sum of the 3 triplet weights + eps) / 3, not / 5.
+    np.testing.assert_allclose(float(out), reference_objective(l[mask], w[mask], L), rtol=1e-5)
+    # A batch without any triplet: objective 0, state unchanged.
+    before = (loss.running_loss.numpy(), loss.running_weight.numpy(), loss.count.numpy())
+    out = loss(l[:2], w[:2], triplet_mask=[False, False])
+    assert float(out) == 0.0
+    assert (loss.running_loss.numpy(), loss.running_weight.numpy(), loss.count.numpy()) == before
+
+
 def test_objective_classification_mixed():
-    """Samples with a label get zero triplet weight and add 2 x their summed cross-entropy / B."""
+    """A batch mixing triplets and classification samples, against the reference's scaling computed by hand: the
+    triplet objective over the triplets only, plus 2 x the summed (not averaged) cross-entropy."""
     from kerasvid.losses import actor_observer_objective
 
     rng = np.random.default_rng(4)
-    B = 4
-    logits = rng.normal(size=(B, 3)).astype("float32")
-    outputs = {"d_pos": tf.constant([1.0, 0.5, 2.0, 0.3]), "d_neg": tf.constant([0.5, 1.5, 1.0, 0.3]),
-               "selector_x": tf.constant([0.1, -0.2, 0.3, 0.0]), "selector_y": tf.constant([0.2, 0.1, 0.0, 0.0]),
-               "selector_z": tf.constant([0.0, 0.4, -0.1, 0.0]), "logits": tf.constant(logits)}
-    labels = np.array([-1, 2, -1, 0])
-    index = np.array([0, 2, 1, 2])  # classification samples use the dummy video 2
-    softmaxes = [VideoSoftmax(num_videos=3) for _ in range(3)]
-    result = actor_observer_objective(outputs, index, softmaxes, ActorObserverLoss(), labels=labels)
-    w = result["weights"].numpy()
-    assert w[1] == 0 and w[3] == 0 and np.all(w[[0, 2]] > 0)
-    # Each triplet sample is the first of its video: p = 1 for every stream, w = 1.
-    np.testing.assert_allclose(w[[0, 2]], [1.0, 1.0], rtol=1e-6)
+    labels = np.array([-1, 2, -1, 0, -1])
+    index = np.array([0, 3, 1, 3, 0])  # classification samples use the dummy video 3; video 0 appears twice
+    d_pos = np.array([1.0, 0.5, 2.0, 0.3, 0.7], "float32")
+    d_neg = np.array([0.5, 1.5, 1.0, 0.3, 1.9], "float32")
+    selectors = {f"selector_{s}": rng.normal(size=5).astype("float32") for s in "xyz"}
+    logits = rng.normal(size=(5, 3)).astype("float32")
+    outputs = {"d_pos": tf.constant(d_pos), "d_neg": tf.constant(d_neg), "logits": tf.constant(logits),
+               **{k: tf.constant(v) for k, v in selectors.items()}}
+    softmaxes = [VideoSoftmax(num_videos=4) for _ in range(3)]
+    loss = ActorObserverLoss()
+    result = actor_observer_objective(outputs, index, softmaxes, loss, labels=labels, balance_gradients=False)
+
+    tri = labels < 0
+    w = np.prod([_numpy_video_softmax(selectors[f"selector_{s}"][tri], index[tri]) for s in "xyz"], axis=0)
+    np.testing.assert_allclose(result["weights"].numpy()[tri], w, rtol=1e-5)
+    assert np.all(result["weights"].numpy()[~tri] == 0)
+    l = np.log1p(np.exp(d_pos[tri] - d_neg[tri]))
+    # Fresh state: the first triplet sets L and W, the two others fold in (the classification samples do not).
+    L, W = l[0], w[0]
+    for li, wi in zip(l[1:], w[1:]):
+        W_new = 0.1 * wi + 0.9 * W
+        L, W = (0.1 * wi * li + 0.9 * W * L) / W_new, W_new
+    np.testing.assert_allclose([loss.running_loss.numpy(), loss.running_weight.numpy()], [L, W], rtol=1e-5)
+    n = (w.sum() + 1e-5) / 3
+    triplet = np.sum((l - L) * w) / n
+    np.testing.assert_allclose(float(result["triplet_objective"]), triplet, rtol=1e-5)
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     ce = -(log_probs[1, 2] + log_probs[3, 0])
-    np.testing.assert_allclose(float(result["classification_loss"]), 2.0 * ce / B, rtol=1e-5)
-    l = np.log1p(np.exp(np.array([1.0, 0.5, 2.0, 0.3]) - np.array([0.5, 1.5, 1.0, 0.3])))
-    # Eq. 14-15 fold every sample in; a zero weight leaves L alone but decays W.
-    (L, W), = reference_running_mean([(l, w)])
-    assert W == pytest.approx(0.9 * (0.1 + 0.9 * 0.9))
-    want = reference_objective(l, w, L)
-    np.testing.assert_allclose(float(result["triplet_objective"]), want, rtol=1e-5)
-    np.testing.assert_allclose(float(result["objective"]), want + 2.0 * ce / B, rtol=1e-5)
+    np.testing.assert_allclose(float(result["classification_loss"]), 2.0 * ce, rtol=1e-5)
+    np.testing.assert_allclose(float(result["objective"]), triplet + 2.0 * ce, rtol=1e-5)
     with pytest.raises(ValueError, match="no classifier"):
         actor_observer_objective({k: v for k, v in outputs.items() if k != "logits"}, index, softmaxes,
                                  ActorObserverLoss(), labels=labels)

@@ -128,14 +128,14 @@ def test_trainer_runs_with_accumulation_and_evaluates(charades_ego, tmp_path):
 
 def test_classification_mixed_setup(charades_ego):
     root, paths = charades_ego
-    config = _config(paths, root, charades_csv=paths["charades"], triplet_repeats=2, frames_per_action=2)
+    config = _config(paths, root, charades_csv=paths["charades"], triplet_repeats=2, frame_stride=4)
     config.num_classes = 3
     task = SmallTripletTask(config)
     samples, _ = task.samples("train")
     labelled = [s for s in samples if not s.is_triplet]
-    # CH1 (30 frames): c002 over frames 2..12, c000 over 14..24 (24 fps), 2 frames each; dummy video index 2.
+    # CH1 (30 frames): every 4th frame strictly inside c002 (0.1-0.5 s: frames 4, 8) and c000 (0.6-1.0 s: 16, 20).
     assert sorted((s.label, s.third_person[-10:-4]) for s in labelled) == [
-        (0, "000015"), (0, "000025"), (2, "000003"), (2, "000013")]
+        (0, "000017"), (0, "000021"), (2, "000005"), (2, "000009")]
     assert all(s.video_index == 2 for s in labelled) and len(samples) == 4 + 2 * 11
     model = task.build_model()
     batch = [s for s in samples if not s.is_triplet][:2] + [s for s in samples if s.is_triplet][:2]
@@ -151,7 +151,7 @@ def test_classification_mixed_setup(charades_ego):
     fresh = [VideoSoftmax(3) for _ in range(3)]
     triplet = actor_observer_objective(outputs, inputs["video_index"], fresh, ActorObserverLoss(),
                                        labels=labels)["triplet_objective"]
-    np.testing.assert_allclose(float(loss), float(triplet) + 2.0 * ce / 4, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), float(triplet) + 2.0 * ce, rtol=1e-5)  # the summed cross-entropy
 
 
 def test_video_weights_and_validation(charades_ego):

@@ -84,11 +84,16 @@ def test_build_samples_from_frame_folders(tmp_path):
         pairs, root, counts, seed=0, min_gap=5)
 
     records = tr.read_charades_csv(io.StringIO(CSV.replace("c092 11.90 21.20;", "c003 1.00 2.00;")))
-    cls = tr.build_classification_samples(records, root, counts, num_videos=2, fps=24.0, frames_per_action=4)
-    # AB12 (40 frames): c003 over frames 24..39 (clipped at the end), c147 over 0..39; AB12EGO: 24..39.
-    ab12 = [s for s in cls if "AB12-" in s.third_person]
-    assert [(s.label, s.third_person[-10:-4]) for s in ab12[:4]] == [
-        (3, "000025"), (3, "000030"), (3, "000035"), (3, "000040")]
+    cls = tr.build_classification_samples(records, root, counts, num_videos=2, fps=24.0)
+    # Every 4th frame of the video (0, 4, ..., 36 < 39) whose time is strictly inside the interval: AB12 (40
+    # frames) c003 1.00-2.00 s -> frames 28, 32, 36 (24 = 1.00 s is on the edge); c147 0.00-12.60 s -> 4..36;
+    # AB12EGO (20 frames) c092 1.00-2.00 s -> none (its last grid frame, 16, is at 0.67 s).
+    got = [(s.label, int(s.third_person[-10:-4]) - 1) for s in cls]
+    assert got == [(3, 28), (3, 32), (3, 36)] + [(147, f) for f in range(4, 37, 4)]
+    # Every frame (stride 1, frames 0..38): c003 -> 25..38 (14 frames), c147 -> 1..38 (38), c092 -> none.
+    assert len(tr.build_classification_samples(records, root, counts, num_videos=2, frame_stride=1)) == 14 + 38
+    with pytest.raises(ValueError, match="frame_stride=0"):
+        tr.build_classification_samples(records, root, counts, num_videos=2, frame_stride=0)
     assert all(s.video_index == 2 and not s.is_triplet and s.first_person == s.third_person for s in cls)
     mixed = tr.mix_samples(triplets, cls, triplet_repeats=6, seed=0)
     assert len(mixed) == len(cls) + 6 * len(triplets)

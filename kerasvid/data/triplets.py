@@ -187,10 +187,12 @@ def build_triplets(pairs, root, frame_counts, seed=0, anchor_stride=4, min_gap=2
     return samples
 
 
-def build_classification_samples(records, root, frame_counts, num_videos, fps=24.0, frames_per_action=4):
+def build_classification_samples(records, root, frame_counts, num_videos, fps=24.0, frame_stride=4):
     """Third-person frames with an action label, `(y, y, y)` with a class (the classification-mixed setup).
 
-    Each action interval contributes `frames_per_action` evenly spaced frames from inside the interval.
+    As the reference's Charades frame loader: every `frame_stride`-th frame of the video (frames 0, 4, 8, ... at
+    24 fps, i.e. 6 fps, the last frame excluded) whose time `frame / fps` lies strictly inside an action interval is
+    one sample of that action (a frame inside two intervals gives two samples).
 
     Args:
         records: Charades rows (`read_charades_csv`).
@@ -198,22 +200,20 @@ def build_classification_samples(records, root, frame_counts, num_videos, fps=24
         frame_counts: dict video id -> number of frames; videos without frames are skipped.
         num_videos: the dummy `video_index` given to these samples (one past the paired videos).
         fps: frame rate of the frames.
-        frames_per_action: frames per action interval.
+        frame_stride: the frame grid step (4: 6 fps at 24 fps).
 
     Returns:
-        list of `Sample` with `label >= 0`.
+        list of `Sample` with `label >= 0`, video by video, action by action, in frame order.
     """
-    if frames_per_action < 1:
-        raise ValueError(f"`frames_per_action` must be >= 1, got frames_per_action={frames_per_action!r}")
+    if isinstance(frame_stride, bool) or not isinstance(frame_stride, int) or frame_stride < 1:
+        raise ValueError(f"`frame_stride` must be an int >= 1, got frame_stride={frame_stride!r}")
     samples = []
     for record in records:
         n = frame_counts.get(record["id"], 0)
-        if n < 1:
-            continue
+        frames = np.arange(0, n - 1, frame_stride)
+        times = frames / float(fps)
         for action in record["actions"]:
-            first = min(n - 1, max(0, int(round(action.start * fps))))
-            last = min(n - 1, max(first, int(round(action.end * fps))))
-            for frame in np.unique(np.linspace(first, last, frames_per_action).round().astype(int)):
+            for frame in frames[(times > action.start) & (times < action.end)]:
                 path = frame_path(root, record["id"], int(frame))
                 samples.append(Sample(path, path, path, num_videos, action.label))
     return samples

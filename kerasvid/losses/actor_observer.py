@@ -50,7 +50,10 @@ class ActorObserverLoss(keras.layers.Layer):
         L_N = ((1 - d) * w * l + d * W_{N-1} * L_{N-1}) / W_N             (Eq. 14)
 
     The returned objective is `sum_i (l_i - L) * w_i / n` with `L` the running mean after the whole batch (a
-    constant) and `n = (sum_i w_i + epsilon) / B` (not a constant). Its gradient with respect to a selector score `f`
+    constant) and `n = (sum_i w_i + epsilon) / B` (not a constant). With `triplet_mask`, only the masked-in samples
+    are triplets: the others (the classification samples of the mixed setup) leave the running mean, `n`, `B` and
+    the sum untouched, as in the reference, which evaluates this loss on the triplet subset of the batch only; a
+    batch without triplets returns 0 and leaves the state as it was. Its gradient with respect to a selector score `f`
     with `w = p` and `dp/df = p` is `p_i (l_i - L) / n - p_i * sum_j (l_j - L) w_j / (n^2 B)`: the Eq. 28 form
     `p (l - L)`, rescaled by `1/n`, plus the derivative of `n`, which vanishes when `L` is the batch's own weighted
     mean. The state (`running_loss`, `running_weight`) is global over all triplets (the authors' `LossAll`, used in
@@ -69,6 +72,7 @@ class ActorObserverLoss(keras.layers.Layer):
         per_triplet_loss: float tensor `[B]` (or `[B, 1]`), `l_i`, e.g. `dist_ratio(d_pos, d_neg)`.
         weights: float tensor `[B]` (or `[B, 1]`), `w_i >= 0`, e.g. the product of the three VideoSoftmax outputs.
         training: bool (default True), whether to update the running mean.
+        triplet_mask: None (every sample is a triplet) or bool `[B]`, True for the triplets.
 
     Returns:
         float32 scalar, the objective.
@@ -98,29 +102,37 @@ class ActorObserverLoss(keras.layers.Layer):
         self.running_weight = state("running_weight", "float32")
         self.count = state("count", "int32")
 
-    def call(self, per_triplet_loss, weights, training=True):
+    def call(self, per_triplet_loss, weights, training=True, triplet_mask=None):
         l = tf.reshape(tf.cast(per_triplet_loss, tf.float32), [-1])
         w = tf.reshape(tf.cast(weights, tf.float32), [-1])
-        (l_all, w_all), _, _ = gather_across_replicas(tf.stop_gradient(l), tf.stop_gradient(w))
-        running_loss, running_weight = self._fold(l_all, w_all)
+        mask = tf.ones_like(l) if triplet_mask is None else tf.reshape(tf.cast(triplet_mask, tf.float32), [-1])
+        (l_all, w_all, mask_all), _, _ = gather_across_replicas(tf.stop_gradient(l), tf.stop_gradient(w), mask)
+        is_triplet = mask_all > 0
+        running_loss, running_weight = self._fold(l_all, w_all, is_triplet)
+        num_triplets = tf.reduce_sum(tf.cast(is_triplet, tf.int32))
         if training:
             self.running_loss.assign(running_loss)
             self.running_weight.assign(running_weight)
-            self.count.assign(self.count + tf.shape(l_all)[0])
-        global_size = tf.cast(tf.size(l_all), tf.float32)
-        n = (replica_sum(tf.reduce_sum(w)) + self.epsilon) / global_size
-        return tf.reduce_sum((l - running_loss) * w) / n
+            self.count.assign(self.count + num_triplets)
+        local = mask > 0
+        n = (replica_sum(tf.reduce_sum(tf.where(local, w, 0.0))) + self.epsilon) / tf.cast(
+            tf.maximum(num_triplets, 1), tf.float32)
+        return tf.reduce_sum(tf.where(local, (l - running_loss) * w, 0.0)) / n
 
-    def _fold(self, l, w):
-        """Running mean and weight after folding in `(l, w)` sample by sample (Eq. 14-15, closed form)."""
-        segments = tf.zeros_like(l, dtype=tf.int32)
+    def _fold(self, l, w, is_triplet):
+        """Running mean and weight after folding in the triplets' `(l, w)` sample by sample (Eq. 14-15, closed
+        form); the other samples are put in a segment of their own and ignored."""
+        segments = tf.where(is_triplet, 0, 1)
         seen = tf.fill(tf.shape(segments), self.count > 0)
         log_c, log_p = decayed_sum_coefficients(segments, seen, self.decay)
-        c, p = tf.exp(log_c[-1]), tf.exp(log_p[-1])  # the state after the last sample
-        weight = tf.reduce_sum(c * w) + p * self.running_weight
-        weighted = tf.reduce_sum(c * w * l) + p * self.running_weight * self.running_loss
-        # All-zero weights leave the running mean where it was.
-        mean = tf.where(weight > 0, weighted / tf.where(weight > 0, weight, 1.0), self.running_loss)
+        last = tf.reduce_max(tf.where(is_triplet, tf.range(tf.shape(l)[0]), -1))  # the state after the last triplet
+        c, p = tf.exp(tf.gather(log_c, tf.maximum(last, 0))), tf.exp(tf.gather(log_p, tf.maximum(last, 0)))
+        weight = tf.reduce_sum(tf.where(is_triplet, c * w, 0.0)) + p * self.running_weight
+        weighted = tf.reduce_sum(tf.where(is_triplet, c * w * l, 0.0)) + p * self.running_weight * self.running_loss
+        # All-zero weights leave the running mean where it was; a batch without triplets leaves the whole state.
+        changed = (weight > 0) & (last >= 0)
+        mean = tf.where(changed, weighted / tf.where(changed, weight, 1.0), self.running_loss)
+        weight = tf.where(last >= 0, weight, self.running_weight)
         return tf.stop_gradient(mean), tf.stop_gradient(weight)
 
     def reset_state(self):
@@ -175,8 +187,12 @@ def actor_observer_objective(outputs, video_index, video_softmaxes, loss, labels
     d_neg)`, and the online importance-sampling objective of `ActorObserverLoss`. With `balance_gradients`,
     `(d_pos, d_neg, p_x, p_y, p_z)` pass through `equalize_grad_norm` first (supp §2). In the classification-mixed
     setup (`labels` given), samples with `label >= 0` are third-person frames with a class: they get zero triplet
-    weight (and must carry a dummy `video_index`), and add `classification_weight` x their summed cross-entropy of
-    `outputs["logits"]` divided by the global batch size (2.0 in the authors' experiment).
+    weight (and must carry a dummy `video_index`), stay out of the triplet objective (its running mean, `n` and
+    batch size count the triplets only), and add `classification_weight` x their summed (not averaged)
+    cross-entropy of `outputs["logits"]` (2.0 in the authors' experiment). This is the reference code's scaling
+    (`ActorObserverLossAllWithClassifier`: the triplet loss over the triplet subset plus `clsweight` x the sum of
+    the classification subset's cross-entropies); a batch without triplets (or without classification samples)
+    contributes 0 for that half.
 
     Args:
         outputs: the dict of `actor_observer_network` (`d_pos`, `d_neg`, `selector_x/y/z`, optionally `logits`).
@@ -212,8 +228,10 @@ def actor_observer_objective(outputs, video_index, video_softmaxes, loss, labels
                              "num_classes")
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0),
                                                             logits=tf.cast(outputs["logits"], tf.float32))
-        global_batch = replica_sum(tf.cast(tf.size(labels), tf.float32))
-        classification = classification_weight * tf.reduce_sum(tf.where(is_class, ce, 0.0)) / global_batch
-    triplet_objective = loss(per_triplet, weights, training=training)
+        classification = classification_weight * tf.reduce_sum(tf.where(is_class, ce, 0.0))
+        triplet_mask = tf.logical_not(is_class)
+    else:
+        triplet_mask = None
+    triplet_objective = loss(per_triplet, weights, training=training, triplet_mask=triplet_mask)
     return {"objective": triplet_objective + classification, "triplet_objective": triplet_objective,
             "classification_loss": classification, "per_triplet_loss": per_triplet, "weights": weights}

@@ -15,7 +15,7 @@ DEFAULTS = {
     "charades_csv": "",  # classification-mixed setup: third-person Charades training CSV (needs num_classes)
     "charades_root": "",  # and its frame root (default: frames_root)
     "triplet_repeats": 6,  # copies of the triplet set mixed with the Charades frames (the authors use 6)
-    "frames_per_action": 4,
+    "frame_stride": 4,  # Charades frames of the mixed setup: every 4th frame inside an action interval
     "softmax_decay": 0.9,  # VideoSoftmax decay (supp k = 0.1; the third-to-first-person experiment uses 0.95)
     "loss_decay": 0.9,  # ActorObserverLoss decay (the reference's --finaldecay)
     "classification_weight": 2.0,
@@ -126,7 +126,7 @@ class TripletTask(Task):
             counts = {r["id"]: triplet_data.count_frames(root, r["id"]) for r in charades}
             labelled = triplet_data.build_classification_samples(charades, root, counts, num_videos=len(pairs),
                                                                   fps=o["fps"],
-                                                                  frames_per_action=o["frames_per_action"])
+                                                                  frame_stride=o["frame_stride"])
             samples = triplet_data.mix_samples(samples, labelled, o["triplet_repeats"], seed=self.config.seed)
         logging.info("triplet task: %d %s samples (%d triplets) from %d paired videos", len(samples), split,
                      sum(s.is_triplet for s in samples), len(pairs))

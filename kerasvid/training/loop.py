@@ -4,8 +4,9 @@ Keras 3, keras-team/keras#20585).
 Data position: each worker reads its own local `tf.data` iterator, which is checkpointed with the model (a
 `DistributedIterator` is not trackable); the loop slices each local batch into one piece per local replica with
 `experimental_distribute_values_from_function`. Gradient accumulation runs `accumulation_steps` micro-batches
-inside one step function and applies their summed gradients once. Global-norm clipping all-reduces the gradients
-first, so the norm is the norm of the global gradient.
+inside one step function and applies the average of their gradients once (each micro-batch loss is divided by
+`accumulation_steps`): k micro-batches of `batch_size` make the step of one batch k times larger. Global-norm
+clipping all-reduces the gradients first, so the norm is the norm of the global gradient.
 """
 import dataclasses
 import json
@@ -40,7 +41,7 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (0 = only at the end).
         keep_checkpoints: recent checkpoints kept.
         eval_every: steps between evaluations in `train_and_eval` (0 = only at the end).
-        accumulation_steps: micro-batches per optimizer step (each of `batch_size`).
+        accumulation_steps: micro-batches per optimizer step (each of `batch_size`; gradients averaged).
         clip_norm: global-norm gradient clipping (0 = off).
         optimizer, learning_rate, momentum, weight_decay, nesterov: see `schedules.build_optimizer`.
         schedule, warmup_steps, decay_steps, boundaries, decay_rate, min_lr: see `schedules.WarmupDecay`.
