@@ -99,3 +99,93 @@ def test_alignment_error_on_synthetic_matrices():
     assert metrics.median_alignment_error([aligned, spike, aligned], radius=0) == 0.0
     with pytest.raises(ValueError, match="radius=-1"):
         metrics.alignment_error(aligned, radius=-1)
+
+
+# ----- ties and non-finite scores never help (issue 13 A1; each assertion fails on the old "ties favour the label") --
+def test_topk_ties_rank_the_label_below_and_constant_or_nan_models_score_zero():
+    # Row 0: the label ties with class 1 at the top -> rank 2 (a miss at k=1, a hit at k=2).
+    # Row 1: the label is alone at the top -> a hit. Row 2: a NaN anywhere in the row -> a miss at every k.
+    scores = np.array([[0.4, 0.4, 0.2], [0.1, 0.7, 0.2], [np.nan, 0.5, 0.5]])
+    labels = np.array([0, 1, 1])
+    assert metrics.topk_accuracy(labels, scores, 1) == pytest.approx(1 / 3)
+    assert metrics.topk_accuracy(labels, scores, 2) == pytest.approx(2 / 3)
+    assert metrics.topk_accuracy(labels, scores, 3) == pytest.approx(2 / 3)
+    labels = np.arange(10) % 4
+    assert metrics.topk_accuracy(labels, np.full((10, 4), 0.25), 1) == 0.0  # was 1.0
+    assert metrics.topk_accuracy(labels, np.full((10, 4), 0.25), 3) == 0.0  # 3 classes tie above every label
+    assert metrics.topk_accuracy(labels, np.full((10, 4), np.nan), 1) == 0.0  # was 1.0
+    assert metrics.topk_accuracy(labels, np.full((10, 4), np.inf), 4) == 0.0
+    np.testing.assert_array_equal(metrics.nonfinite_rows(scores), [False, False, True])
+
+
+def test_topk_multi_hot_ties_between_positives_are_a_hit_ties_with_a_negative_are_not():
+    scores = np.array([[0.5, 0.5, 0.1], [0.5, 0.5, 0.1], [0.2, 0.3, 0.9], [0.2, 0.3, 0.9]])
+    multi_hot = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]])
+    # Row 0: both top classes are positive. Row 1: the positive ties with a negative. Row 2: one negative above
+    # (a top-2 hit). Row 3: no positive at all.
+    assert metrics.topk_accuracy(multi_hot, scores, 1) == pytest.approx(1 / 4)
+    assert metrics.topk_accuracy(multi_hot, scores, 2) == pytest.approx(3 / 4)
+
+
+def test_topk_hits_in_a_graph_equals_the_numpy_metric():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=(40, 5)), 1).astype(np.float32)  # many ties
+    scores[3, 2] = np.nan
+    labels = rng.integers(0, 5, 40)
+    fn = tf.function(lambda p, s: metrics.topk_hits(p, s, 2))
+    hits = fn(tf.one_hot(labels, 5) > 0, scores).numpy()
+    # Brute force: a hit when the row is finite and fewer than 2 other classes score >= the label.
+    want = [np.isfinite(s).all() and np.sum(np.delete(s, l) >= s[l]) < 2 for s, l in zip(scores, labels)]
+    np.testing.assert_array_equal(hits, want)
+    assert metrics.topk_accuracy(labels, scores, 2) == pytest.approx(np.mean(want))
+    binary = metrics.binary_hits(np.array([[1, 0, 0]]), np.array([[np.nan, -1.0, np.inf]])).numpy()
+    np.testing.assert_array_equal(binary, [[False, True, False]])  # NaN / inf logits are misses
+
+
+def test_average_precision_ties_are_one_threshold_and_nan_is_never_retrieved():
+    # Constant scores: one threshold holding everything, precision 2/4 at recall 1 -> AP 0.5 (chance), whatever
+    # the input order (the old stable sort gave 1.0 with the positives first and 0.75 for [1, 0, 0, 1]).
+    assert metrics.average_precision([1, 1, 0, 0], [1.0] * 4) == pytest.approx(0.5)
+    assert metrics.average_precision([1, 0, 0, 1], [1.0] * 4) == pytest.approx(0.5)
+    # Scores 0.9 (+), 0.5 (+, -) tied, 0.1 (-): thresholds give recall 1/2 at precision 1, then 1 at 2/3.
+    assert metrics.average_precision([1, 1, 0, 0], [0.9, 0.5, 0.5, 0.1]) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert metrics.average_precision([1, 0, 0, 1], [np.nan] * 4) == 0.0
+    # A NaN positive is a miss: the other positive is found first -> (1/2) * 1.
+    assert metrics.average_precision([1, 1, 0], [np.nan, 0.8, 0.2]) == pytest.approx(0.5)
+    assert metrics.mean_average_precision(np.eye(3), np.full((3, 3), np.nan)) == 0.0
+    rng = np.random.default_rng(4)
+    gt = rng.random((60, 4)) < 0.4
+    gt[np.arange(60), rng.integers(0, 4, 60)] = True
+    scores = np.round(rng.random(gt.shape), 1)  # ~10 distinct values: many ties
+    for c in range(4):
+        assert metrics.average_precision(gt[:, c], scores[:, c]) == pytest.approx(
+            average_precision_score(gt[:, c], scores[:, c]), rel=1e-12)
+
+
+def test_triplet_metrics_count_ties_and_nonfinite_as_misses():
+    d_pos = np.array([1.0, 1.0, np.nan, 0.5, 0.2])
+    d_neg = np.array([2.0, 1.0, 1.0, np.inf, 0.9])  # correct: 0 and 4 (tie, NaN, inf are misses)
+    w = np.array([1.0, 1.0, 1.0, 1.0, np.nan])
+    assert metrics.triplet_accuracy(d_pos, d_neg) == pytest.approx(2 / 5)
+    # Triplet 4's NaN weight makes it a miss, weighted by the largest finite weight (1): 1 / 5 (was NaN).
+    assert metrics.triplet_accuracy(d_pos, d_neg, w) == pytest.approx(1 / 5)
+    # Constant selector: the misses come first among equal weights, so a constant selector cannot pick the
+    # correct triplets by their input order (the old stable order gave 1.0 here).
+    d_pos, d_neg = np.array([1.0, 1.0, 3.0, 3.0]), np.array([2.0, 2.0, 1.0, 1.0])
+    assert metrics.topk_selected_accuracy(d_pos, d_neg, np.ones(4), 50) == 0.0
+    assert metrics.topk_selected_accuracy(d_pos, d_neg, np.ones(4), 100) == 0.5
+    # A NaN weight ranks first, as a miss (the old order put it last and selected triplet 0, a hit).
+    assert metrics.topk_selected_accuracy(d_pos, d_neg, np.array([2.0, 1.0, 0.5, np.nan]), 25) == 0.0
+    assert metrics.topk_selected_accuracy(d_pos, d_neg, np.array([2.0, 1.0, 0.5, 0.1]), 50) == 1.0
+
+
+def test_alignment_error_of_nonfinite_distances_is_a_miss():
+    m, n = 6, 12
+    # All NaN: the worst error the matrix allows, max |j/6 - (i/6) * 12/6| = 11/6 s at (0, 11) (was a crash).
+    assert metrics.alignment_error(np.full((m, n), np.nan), radius=0) == pytest.approx(11 / 6)
+    d = np.ones((m, n))
+    d[2, 4] = 0.0
+    d[0, 0] = np.nan  # never the arg-min
+    assert metrics.alignment_error(d, radius=0) == pytest.approx(abs(4 / 6 - (2 / 6) * 12 / 6))

@@ -261,3 +261,23 @@ def test_classification_aggregate_eval_by_hand():
     assert r["map"] == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
     assert r["top1"] == pytest.approx(1 / 3)
     assert multi.best_metric() == ("map", "max") and single.best_metric() == ("top1", "max")
+
+
+def test_classification_eval_of_constant_and_nan_predictions_scores_zero_and_counts_nonfinite():
+    task = ToyTask(toy_config(label_names=("a", "b", "c")))
+    labels = np.array([0, 1, 2, 0])
+    probs = np.array([[1 / 3] * 3, [np.nan] * 3, [0.1, 0.2, 0.7], [np.nan, 0.5, 0.5]])
+    r = task.aggregate_eval({"probs": probs, "labels": labels})
+    # Row 0 ties everywhere (a miss), rows 1 and 3 are non-finite (misses), row 2 is right.
+    assert r["num_nonfinite"] == 2 and r["top1"] == pytest.approx(1 / 4)
+    assert r["top5"] == pytest.approx(2 / 4)  # top-3 of 3 classes: every finite row is a hit
+    assert r["per_class_accuracy"] == {"a": 0.0, "b": 0.0, "c": 1.0}
+    assert sum(map(sum, r["confusion_matrix"])) == 2  # the non-finite rows are left out of the matrix
+    multi = ToyTask(toy_config(num_classes=2, multi_label=True))
+    r = multi.aggregate_eval({"probs": np.full((3, 2), np.nan), "labels": np.array([[1, 0], [0, 1], [1, 1]])})
+    assert r["num_nonfinite"] == 3 and r["map"] == 0.0 and r["top1"] == 0.0
+    # The training accuracy follows the same rules: constant logits hit nothing, nor do NaN logits.
+    hits, count = task.accuracy_stat(tf.constant([[0.0, 0.0, 0.0], [np.nan, 1.0, 0.0]]), tf.constant([0, 1]))
+    assert (float(hits), float(count)) == (0.0, 2.0)
+    hits, count = multi.accuracy_stat(tf.constant([[np.nan, -1.0]]), tf.constant([[0, 0]]))
+    assert (float(hits), float(count)) == (1.0, 2.0)

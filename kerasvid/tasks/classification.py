@@ -91,14 +91,17 @@ class ClassificationTask(Task):
     def compute_loss(self, model, inputs, labels, global_batch_size):
         logits = tf.cast(model(inputs["image"], training=True), tf.float32)
         loss = tf.nn.compute_average_loss(self._per_example_loss(logits, labels), global_batch_size=global_batch_size)
-        batch = tf.cast(tf.shape(logits)[0], tf.float32)
+        return loss, {"accuracy": self.accuracy_stat(logits, labels)}
+
+    def accuracy_stat(self, logits, labels):
+        """The training accuracy as a `(hits, count)` pair, by the rules of `kerasvid.metrics` (ties and
+        non-finite logits are misses): top-1 for single-label data, per-class `logits > 0` for multi-label data."""
         if self.config.multi_label:
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(logits > 0, tf.float32),
-                                                     tf.cast(labels, tf.float32)), tf.float32))
-            return loss, {"accuracy": (correct, batch * self.num_classes)}
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                                 tf.cast(labels, tf.int32)), tf.float32))
-        return loss, {"accuracy": (correct, batch)}
+            hits = metrics.binary_hits(labels, logits)
+        else:
+            hits = metrics.topk_hits(tf.one_hot(tf.cast(labels, tf.int32), self.num_classes, on_value=True,
+                                                off_value=False), logits, 1)
+        return tf.reduce_sum(tf.cast(hits, tf.float32)), tf.cast(tf.size(hits), tf.float32)
 
     def eval_outputs(self, model, inputs, labels):
         logits = tf.cast(model(inputs["image"], training=False), tf.float32)
@@ -109,20 +112,26 @@ class ClassificationTask(Task):
 
     def aggregate_eval(self, outputs):
         probs, labels = outputs["probs"], outputs["labels"]
-        results = {"num_examples": int(probs.shape[0])}
+        nonfinite = metrics.nonfinite_rows(probs)
+        # Non-finite predictions are misses in every metric below; their count is reported beside them.
+        results = {"num_examples": int(probs.shape[0]), "num_nonfinite": int(nonfinite.sum())}
+        top5 = min(5, self.num_classes)
         if self.config.multi_label:
+            labels = np.asarray(labels)
             results["map"] = metrics.mean_average_precision(labels, probs)
-            hard = np.argmax(probs, 1)
-            results["top1"] = float(np.mean(np.asarray(labels)[np.arange(len(hard)), hard] > 0))
-            results["top5"] = float(np.mean([labels[i][np.argsort(-probs[i], kind="stable")[:5]].max() > 0
-                                             for i in range(len(hard))]))
+            results["top1"] = metrics.topk_accuracy(labels, probs, 1)
+            results["top5"] = metrics.topk_accuracy(labels, probs, top5)
             return results
         labels = np.asarray(labels).astype(np.int64)
         results["top1"] = metrics.topk_accuracy(labels, probs, 1)
-        results["top5"] = metrics.topk_accuracy(labels, probs, min(5, self.num_classes))
-        matrix = confusion_matrix(np.argmax(probs, 1), labels, self.num_classes)
+        results["top5"] = metrics.topk_accuracy(labels, probs, top5)
+        # Non-finite predictions are left out of the confusion matrix (their argmax would be a guess) but count
+        # in the support of their class: they are misses of the per-class accuracy too.
+        finite = ~nonfinite
+        predictions = metrics.top1_predictions(labels[finite], probs[finite])  # ties resolved against the label
+        matrix = confusion_matrix(predictions, labels[finite], self.num_classes)
         names = list(self.config.label_names) or [str(i) for i in range(self.num_classes)]
-        support = matrix.sum(1)
+        support = np.bincount(labels, minlength=self.num_classes)
         results["per_class_accuracy"] = {names[i]: float(matrix[i, i] / support[i])
                                          for i in range(self.num_classes) if support[i]}
         off = matrix - np.diag(np.diag(matrix))

@@ -91,15 +91,8 @@ class FactorizationTask(ClassificationTask):
         loss = terms["loss"] * local / tf.cast(global_batch_size, tf.float32)
         stats = {name: (terms[name] * local, local) for name in
                  ("classification", "action_removal", "context_consistency", "attention_overlap")}
-        logits = outputs["logits"]
-        if self.config.multi_label:
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(logits > 0, tf.float32),
-                                                     tf.cast(labels, tf.float32)), tf.float32))
-            stats["accuracy"] = (correct, local * self.num_classes)
-        else:
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                                     tf.cast(labels, tf.int32)), tf.float32))
-            stats["accuracy"] = (correct, local)
+        stats["accuracy"] = self.accuracy_stat(outputs["logits"], labels)
+        if not self.config.multi_label:
             # How much the true class's action score drops from the clip to its conjugate (should grow).
             idx = tf.stack([tf.range(batch), tf.cast(labels, tf.int32)], axis=1)
             drop = tf.gather_nd(outputs["action_scores"], idx) - tf.gather_nd(conjugates["action_scores"], idx)

@@ -246,7 +246,9 @@ class TripletTask(Task):
 
         d_pos, d_neg = np.asarray(outputs["d_pos"]), np.asarray(outputs["d_neg"])
         weights = video_weights(outputs["selectors"], outputs["video_index"])
-        results = {"num_examples": int(d_pos.shape[0]),
+        # Triplets with a non-finite distance or selector are misses in every accuracy; num_nonfinite counts them.
+        nonfinite = metrics.nonfinite_rows(np.stack([d_pos, d_neg, weights], axis=1))
+        results = {"num_examples": int(d_pos.shape[0]), "num_nonfinite": int(nonfinite.sum()),
                    "triplet_accuracy": metrics.triplet_accuracy(d_pos, d_neg),
                    "weighted_triplet_accuracy": metrics.triplet_accuracy(d_pos, d_neg, weights)}
         for percent in (1, 2, 5, 10, 50):
