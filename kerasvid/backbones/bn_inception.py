@@ -42,7 +42,12 @@ def _pool(x, kind, stride, name):
     # Caffe pools with ceil rounding; "same" padding gives the same sizes, and pads only after for stride 2.
     if kind == "max":
         return keras.layers.MaxPooling3D((1, 3, 3), strides=(1, stride, stride), padding="same", name=name)(x)
-    return keras.layers.AveragePooling3D((1, 3, 3), strides=(1, stride, stride), padding="same", name=name)(x)
+    # Caffe's (and TSN's) average pools count the zero padding: the 3x3 stride-1 pad-1 pools of the Inception blocks
+    # divide every window by 9, also at the border (TF's "same" divides by the valid pixels only).
+    if stride != 1:
+        raise ValueError(f"BN-Inception average pools have stride 1, got stride={stride} for {name!r}")
+    x = keras.layers.ZeroPadding3D(((0, 0), (1, 1), (1, 1)), name=f"{name}_pad")(x)
+    return keras.layers.AveragePooling3D((1, 3, 3), strides=(1, 1, 1), padding="valid", name=name)(x)
 
 
 def _inception_block(x, spec):
