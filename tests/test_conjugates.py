@@ -59,6 +59,69 @@ def test_callable_fill_and_no_blend(astronaut):
         cj.conjugate_frame(astronaut, [[0, 0, 10, 10]], fill="gan", units="pixels")
 
 
+def _poisson_by_hand(frame, filled, region):
+    """The 4-neighbour discrete Poisson equation (Perez et al. 2003, Eq. 7) as one dense linear system, per channel;
+    a neighbour outside the frame is its mirror pixel (an unknown when it is in the region)."""
+    pixels = list(zip(*np.nonzero(region)))
+    index = {p: i for i, p in enumerate(pixels)}
+    h, w = region.shape
+    mirror = lambda y, x: (min(max(y, 0), h - 1), min(max(x, 0), w - 1))  # noqa: E731 (a 1-pixel reflection)
+    out = frame.astype(np.float64).copy()
+    for ch in range(3):
+        a = np.zeros((len(pixels), len(pixels)))
+        b = np.zeros(len(pixels))
+        for i, (y, x) in enumerate(pixels):
+            a[i, i] = 4.0
+            for q in (mirror(y - 1, x), mirror(y + 1, x), mirror(y, x - 1), mirror(y, x + 1)):
+                b[i] += float(filled[y, x, ch]) - float(filled[q][ch])
+                if q in index:
+                    a[i, index[q]] -= 1.0
+                else:
+                    b[i] += float(frame[q][ch])
+        for (y, x), v in zip(pixels, np.linalg.solve(a, b)):
+            out[y, x, ch] = v
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def test_poisson_blend_of_one_pixel_and_thin_regions():
+    """cv2.seamlessClone raises for regions under 3 pixels on a side (a 1-pixel box with band=0): solved directly."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(40, 200, (12, 14, 3)).astype(np.uint8)
+    filled = rng.integers(40, 200, (12, 14, 3)).astype(np.uint8)
+    region = np.zeros((12, 14), bool)
+    region[5, 7] = True
+    out = cj.poisson_blend(frame, filled, region)
+    # One pixel: f_p = filled_p + mean over its 4 neighbours q of (frame_q - filled_q).
+    f, g = frame.astype(float), filled.astype(float)
+    q = [(4, 7), (6, 7), (5, 6), (5, 8)]
+    want = np.clip(np.rint(g[5, 7] + np.mean([f[y, x] - g[y, x] for y, x in q], axis=0)), 0, 255)
+    np.testing.assert_array_equal(out[5, 7], want)
+    np.testing.assert_array_equal(out[~region], frame[~region])
+    # The corner pixel: its mirrored neighbours above and left are itself (zero normal derivative), so only the
+    # two neighbours inside the frame count.
+    corner = np.zeros_like(region)
+    corner[0, 0] = True
+    q = [(1, 0), (0, 1)]
+    want = np.clip(np.rint(g[0, 0] + np.mean([f[y, x] - g[y, x] for y, x in q], axis=0)), 0, 255)
+    np.testing.assert_array_equal(cj.poisson_blend(frame, filled, corner)[0, 0], want)
+    # 2-pixel-thick strips (also at the right border) against the dense solve.
+    for rows, cols in ((slice(3, 5), slice(2, 11)), (slice(1, 10), slice(12, 14))):
+        strip = np.zeros_like(region)
+        strip[rows, cols] = True
+        got = cj.poisson_blend(frame, filled, strip).astype(int)
+        assert np.abs(got - _poisson_by_hand(frame, filled, strip)).max() <= 1  # rounding of a converged iterate
+
+
+def test_one_pixel_box_with_band_0(astronaut):
+    grey = lambda frame, mask: np.where(mask[..., None], 128, frame).astype(np.uint8)  # noqa: E731
+    for y, x in ((100, 150), (0, 0), (astronaut.shape[0] - 1, astronaut.shape[1] - 1)):
+        out, mask = cj.conjugate_frame(astronaut, [[y, x, y + 1, x + 1]], fill=grey, band=0, units="pixels")
+        assert mask.sum() == 1 and mask[y, x]
+        np.testing.assert_array_equal(out[~mask], astronaut[~mask])
+        # Outside the pixel the fill equals the frame, so the guidance terms cancel: the blend keeps the fill.
+        np.testing.assert_array_equal(out[y, x], [128, 128, 128])
+
+
 def test_load_boxes_csv_json_and_errors(tmp_path):
     csv_path = tmp_path / "boxes.csv"
     csv_path.write_text("video_id,frame,ymin,xmin,ymax,xmax,person\n"

@@ -113,12 +113,18 @@ def poisson_blend(frame, filled, region):
     """Poisson-blends `filled` into `frame` over the boolean `region` (`cv2.seamlessClone`, NORMAL_CLONE).
 
     The frames are padded (reflection) so that a region touching the frame border still has a boundary, and every
-    pixel outside `region` is returned unchanged.
+    pixel outside `region` is returned unchanged. A region under 3 pixels on a side (which `cv2.seamlessClone`
+    rejects, e.g. a 1-pixel box with `band=0`) is blended by solving the same equation directly.
     """
     cv2 = _cv2()
 
     if not region.any():
         return frame.copy()
+    ys, xs = np.nonzero(region)
+    if ys.max() - ys.min() < 2 or xs.max() - xs.min() < 2:
+        # cv2.seamlessClone raises (cv2.error) when the region's bounding box is under 3 pixels on a side, e.g. a
+        # 1-pixel box with band=0: solve the same Poisson equation directly.
+        return _poisson_blend_thin(frame, filled, region)
     pad = 2
     padded_frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     padded_fill = cv2.copyMakeBorder(filled, pad, pad, pad, pad, cv2.BORDER_REFLECT)
@@ -128,6 +134,34 @@ def poisson_blend(frame, filled, region):
     center = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
     blended = cv2.seamlessClone(padded_fill, padded_frame, padded_region, center, cv2.NORMAL_CLONE)
     blended = blended[pad:-pad, pad:-pad]
+    return np.where(region[..., None], blended, frame)
+
+
+def _poisson_blend_thin(frame, filled, region, tolerance=1e-3, max_iterations=1000):
+    """Poisson blending of a region whose bounding box is at most 2 pixels thick, by Jacobi iteration.
+
+    The discrete Poisson equation of Perez et al. (SIGGRAPH 2003, Eq. 7) with the 4-neighbourhood: for every pixel
+    `p` of the region, `4 f_p - sum_{q in N_p, q in region} f_q = sum_{q in N_p, q not in region} frame_q +
+    sum_{q in N_p} (filled_p - filled_q)`; a neighbour outside the frame is its mirror image inside it (a zero
+    normal derivative at the frame border). A thin region keeps every pixel close to fixed boundary values, so the
+    iteration converges in a few dozen steps.
+    """
+    pad = ((1, 1), (1, 1), (0, 0))
+
+    def neighbour_sum(a):
+        a = np.pad(a, pad, mode="symmetric")
+        return a[:-2, 1:-1] + a[2:, 1:-1] + a[1:-1, :-2] + a[1:-1, 2:]
+
+    g = filled.astype(np.float64)
+    guidance = (4.0 * g - neighbour_sum(g))[region]
+    f = frame.astype(np.float64)
+    for _ in range(max_iterations):
+        update = (neighbour_sum(f)[region] + guidance) / 4.0
+        change = np.max(np.abs(update - f[region]))
+        f[region] = update
+        if change < tolerance:
+            break
+    blended = np.clip(np.rint(f), 0, 255).astype(np.uint8)
     return np.where(region[..., None], blended, frame)
 
 
