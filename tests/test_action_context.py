@@ -67,6 +67,26 @@ def test_zero_init_maps_are_uniform_and_head_is_average_pooling():
                                atol=1e-6)
 
 
+def test_action_and_context_branches_differ_after_sgd():
+    """The two classifiers are separate draws, so SGD on cross-entropy alone pulls the branches apart.
+
+    With one shared draw (and zero map logits) both branches were the same function and stayed so:
+    max|s_a - s_c| = 0 after any number of steps.
+    """
+    keras.utils.set_random_seed(0)
+    feats = np.random.default_rng(0).normal(size=(4, 2, 3, 3, 8)).astype("float32")
+    labels = np.array([0, 1, 2, 0])
+    head = ActionContextAttention(num_classes=3)
+    optimizer = keras.optimizers.SGD(0.1)
+    for _ in range(5):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, head(feats)["logits"]))
+        optimizer.apply_gradients(zip(tape.gradient(loss, head.trainable_weights), head.trainable_weights))
+    out = head(feats)
+    assert np.max(np.abs(np.asarray(out["action_scores"]) - np.asarray(out["context_scores"]))) > 1e-2
+    assert np.max(np.abs(np.asarray(out["action_map"]) - np.asarray(out["context_map"]))) > 1e-6
+
+
 def test_still_image_features_and_finite_gradients():
     feats = tf.constant(np.random.default_rng(2).normal(size=(2, 4, 5, 8)).astype("float32") * 30.0)
     layer = ActionContextAttention(num_classes=4, per_class=True, attention_initializer="glorot_uniform")

@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from kerasvid.layers.initializers import weight_initializer
+
 OUTPUT_KEYS = ("logits", "action_scores", "context_scores", "action_map", "context_map")
 
 
@@ -27,7 +29,8 @@ class ActionContextAttention(keras.layers.Layer):
         num_classes: number of classes.
         per_class: one action and one context map per class (True) or one class-agnostic map each (False).
         attention_initializer: initializer of the two 1x1x1 map convolutions.
-        kernel_initializer: initializer of the two classifiers.
+        kernel_initializer: initializer of the two classifiers. Each of the four kernels is its own draw (its seed
+            derived from the initializer's seed and the kernel's name), so the two branches start different.
         **kwargs: base Layer arguments (name, dtype, ...).
 
     Call arguments:
@@ -68,19 +71,25 @@ class ActionContextAttention(keras.layers.Layer):
         if depth is None:
             raise ValueError(f"The channel axis of the features must be known, got input_shape={tuple(input_shape)}")
         k, n = self.num_maps, self.num_classes
+        # Each kernel is its own draw (seeds derived from the initializer's one seed): with one shared draw the
+        # action and context branches would start, and with zero map logits stay, the same function.
         self.action_attention_kernel = self.add_weight(
-            name="action_attention_kernel", shape=(depth, k), initializer=self.attention_initializer)
+            name="action_attention_kernel", shape=(depth, k),
+            initializer=weight_initializer(self.attention_initializer, "action_attention_kernel"))
         self.action_attention_bias = self.add_weight(name="action_attention_bias", shape=(k,), initializer="zeros")
         self.context_attention_kernel = self.add_weight(
-            name="context_attention_kernel", shape=(depth, k), initializer=self.attention_initializer)
+            name="context_attention_kernel", shape=(depth, k),
+            initializer=weight_initializer(self.attention_initializer, "context_attention_kernel"))
         self.context_attention_bias = self.add_weight(name="context_attention_bias", shape=(k,), initializer="zeros")
         # Class-agnostic: a dense [D, num_classes]; per class: one weight vector per class on its own descriptor.
         clf_shape = (n, depth) if self.per_class else (depth, n)
-        self.action_kernel = self.add_weight(name="action_kernel", shape=clf_shape,
-                                             initializer=self.kernel_initializer)
+        self.action_kernel = self.add_weight(
+            name="action_kernel", shape=clf_shape,
+            initializer=weight_initializer(self.kernel_initializer, "action_kernel"))
         self.action_bias = self.add_weight(name="action_bias", shape=(n,), initializer="zeros")
-        self.context_kernel = self.add_weight(name="context_kernel", shape=clf_shape,
-                                              initializer=self.kernel_initializer)
+        self.context_kernel = self.add_weight(
+            name="context_kernel", shape=clf_shape,
+            initializer=weight_initializer(self.kernel_initializer, "context_kernel"))
         self.context_bias = self.add_weight(name="context_bias", shape=(n,), initializer="zeros")
         self.built = True
 

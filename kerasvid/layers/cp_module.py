@@ -3,6 +3,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasvid.layers.initializers import weight_initializer
 from kerasvid.ops.knn import cp_knn
 
 
@@ -26,8 +27,12 @@ def static_clip_shape(input_shape, layer_name):
 
 
 def pointwise_conv(owner, units, in_channels, name):
-    """A built 1x1(x1) convolution (a `Dense` on the channel axis) with the owner layer's initializer and dtype."""
-    layer = keras.layers.Dense(units, kernel_initializer=owner.kernel_initializer, name=name, dtype=owner.dtype_policy)
+    """A built 1x1(x1) convolution (a `Dense` on the channel axis) with the owner layer's initializer and dtype.
+
+    Its kernel is its own draw: the owner's initializer with a seed derived from the owner's and `name`.
+    """
+    layer = keras.layers.Dense(units, kernel_initializer=weight_initializer(owner.kernel_initializer, name),
+                               name=name, dtype=owner.dtype_policy)
     layer.build((None, in_channels))
     return layer
 
@@ -109,7 +114,8 @@ class CPModule(keras.layers.Layer):
         chunk_size: query chunk size of `cp_knn` (None: automatic; the dense frame-pair form below 160 MiB per clip).
         epsilon: BatchNormalization epsilon (1e-3, the reference's `tf.contrib.layers.batch_norm` default).
         momentum: BatchNormalization momentum of the moving statistics.
-        kernel_initializer: initializer of the 1x1 convs ("he_normal": the reference's variance scaling).
+        kernel_initializer: initializer of the 1x1 convs ("he_normal": the reference's variance scaling); each conv
+            gets its own draw, seeded from this initializer's seed and the conv's name.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:

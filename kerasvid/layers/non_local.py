@@ -25,7 +25,8 @@ class NonLocalBlock(keras.layers.Layer):
         subsample: whether to max-pool phi and g by 2x2 in space.
         epsilon: BatchNormalization epsilon.
         momentum: BatchNormalization momentum.
-        kernel_initializer: initializer of the 1x1 convs.
+        kernel_initializer: initializer of the 1x1 convs; theta, phi, g and W_z each get their own draw, seeded from
+            this initializer's seed and the conv's name.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
