@@ -1,5 +1,7 @@
 """I3D backbone: endpoint geometry, parameter counts, logits head and the kinetics-i3d checkpoint converter."""
+import functools
 import math
+import os
 
 import keras
 import numpy as np
@@ -64,23 +66,31 @@ def test_logits_head_matches_numpy_window_average():
         i3d.i3d_features(keras.Input((8, 32, 32, 3)), final_endpoint="Mixed_6a")
 
 
-def _write_kinetics_checkpoint(path, scope, in_channels, num_classes, rng, drop=None):
-    """Writes a TF1 name-based checkpoint with kinetics-i3d's variable names (Sonnet shapes for BN)."""
+@functools.lru_cache(maxsize=None)
+def _kernel_shapes(in_channels):
+    x = keras.Input((8, 32, 32, in_channels))
+    ends = i3d.i3d_features(x, name="probe")
+    probe = keras.Model(x, ends["Mixed_5c"])
+    return {unit: tuple(probe.get_layer(i3d.layer_name("probe", unit, "conv")).kernel.shape)
+            for unit in i3d.conv_unit_scopes()}
+
+
+def _write_kinetics_checkpoint(path, scope, in_channels, num_classes, rng, drop=None, prefix=None, slots=False):
+    """Writes a TF1 name-based checkpoint with kinetics-i3d's variable names (Sonnet shapes for BN); `prefix`
+    overrides `<scope>/inception_i3d/` (`""`: the unscoped kin600 layout); `slots` adds `<name>/Momentum` copies
+    holding other values, as an optimizer would."""
     names, values = [], []
 
     def add(name, value):
         if name != drop:
             names.append(name)
             values.append(value.astype("float32"))
+            if slots:
+                names.append(name + "/Momentum")
+                values.append(rng.normal(size=value.shape).astype("float32"))
 
-    prefix = f"{scope}/inception_i3d/"
-    shapes = {}
-    x = keras.Input((8, 32, 32, in_channels))
-    ends = i3d.i3d_features(x, name="probe")
-    probe = keras.Model(x, ends["Mixed_5c"])
-    for unit in i3d.conv_unit_scopes():
-        kernel = probe.get_layer(i3d.layer_name("probe", unit, "conv")).kernel.shape
-        shapes[unit] = kernel
+    prefix = f"{scope}/inception_i3d/" if prefix is None else prefix
+    for unit, kernel in _kernel_shapes(in_channels).items():
         cout = kernel[-1]
         add(prefix + unit + "/conv_3d/w", rng.normal(size=kernel) * 0.1)
         add(prefix + unit + "/batch_norm/beta", rng.normal(size=(1, 1, 1, 1, cout)))
@@ -88,7 +98,8 @@ def _write_kinetics_checkpoint(path, scope, in_channels, num_classes, rng, drop=
         add(prefix + unit + "/batch_norm/moving_variance", rng.uniform(0.5, 2.0, size=(1, 1, 1, 1, cout)))
     add(prefix + "Logits/Conv3d_0c_1x1/conv_3d/w", rng.normal(size=(1, 1, 1, 1024, num_classes)))
     add(prefix + "Logits/Conv3d_0c_1x1/conv_3d/b", rng.normal(size=(num_classes,)))
-    add("global_step", np.array(7.0))  # unrelated variables are ignored
+    names.append("global_step")  # unrelated variables are ignored
+    values.append(np.array(7.0, "float32"))
     tf.raw_ops.SaveV2(prefix=path, tensor_names=names, shape_and_slices=[""] * len(names),
                       tensors=[tf.constant(v) for v in values])
     return dict(zip(names, values))
@@ -134,7 +145,56 @@ def test_checkpoint_converter_errors_name_the_problem(tmp_path):
     model = keras.Model(x, i3d.i3d_features(x)["Mixed_5c"])
     with pytest.raises(ValueError, match="Mixed_4c/Branch_1/Conv3d_0b_3x3/batch_norm/moving_mean"):
         i3d.load_kinetics_i3d_checkpoint(model, ckpt, modality="rgb")
-    with pytest.raises(ValueError, match="top-level scopes found"):
+    with pytest.raises(ValueError, match=r"Flow/inception_i3d/Conv3d_1a_7x7/conv_3d/w.*top-level scopes found: \['RGB', 'global_step'\]"):
         i3d.load_kinetics_i3d_checkpoint(model, ckpt, modality="flow")
     with pytest.raises(ValueError, match="modality"):
         i3d.load_kinetics_i3d_checkpoint(model, ckpt, modality="depth")
+
+
+def _assert_loaded(model, name, source, prefix):
+    for unit in ("Conv3d_1a_7x7", "Mixed_3c/Branch_1/Conv3d_0b_3x3", "Mixed_5c/Branch_3/Conv3d_0b_1x1"):
+        conv = model.get_layer(i3d.layer_name(name, unit, "conv"))
+        bn = model.get_layer(i3d.layer_name(name, unit, "bn"))
+        np.testing.assert_array_equal(np.asarray(conv.kernel), source[f"{prefix}{unit}/conv_3d/w"])
+        np.testing.assert_array_equal(np.asarray(bn.moving_mean),
+                                      source[f"{prefix}{unit}/batch_norm/moving_mean"].ravel())
+
+
+def test_converter_loads_every_published_layout(tmp_path):
+    """The five kinetics-i3d checkpoints, written with their names and shapes (400 or 600 classes; the unscoped
+    kin600 one with optimizer slots): each value lands in its Keras weight, the Momentum slots are ignored; the
+    zoo builders forward `kinetics_checkpoint` (the recipe's model_kwargs)."""
+    from kerasvid.models.action_context import i3d as i3d_model
+    from kerasvid.models.action_context import i3d_action_context
+
+    rng = np.random.default_rng(5)
+    paths, sources = {}, {}
+    for layout, (modality, prefix) in i3d.KINETICS_I3D_CHECKPOINTS.items():
+        os.makedirs(tmp_path / layout)
+        paths[layout] = str(tmp_path / layout / "model.ckpt")
+        classes = 600 if layout == "rgb_scratch_kin600" else 400
+        sources[layout] = _write_kinetics_checkpoint(paths[layout], None, i3d.MODALITY_CHANNELS[modality], classes,
+                                                     rng, prefix=prefix, slots=not prefix)
+    assert "Conv3d_1a_7x7/conv_3d/w/Momentum" in sources["rgb_scratch_kin600"]
+    assert "RGB/inception_i3d/Conv3d_1a_7x7/conv_3d/w" in sources["rgb_imagenet"]
+    # The factorization model of zoo/i3d_action_context.flags, initialised from rgb_imagenet + flow_imagenet.
+    model = i3d_action_context(num_classes=3, input_shape=(8, 32, 32, 3), streams=("rgb", "flow"),
+                               kinetics_checkpoint={"rgb": paths["rgb_imagenet"], "flow": paths["flow_imagenet"]})
+    _assert_loaded(model, "rgb_i3d", sources["rgb_imagenet"], "RGB/inception_i3d/")
+    _assert_loaded(model, "flow_i3d", sources["flow_imagenet"], "Flow/inception_i3d/")
+    for layout in ("rgb_scratch", "flow_scratch"):
+        modality, prefix = i3d.KINETICS_I3D_CHECKPOINTS[layout]
+        copied = i3d.load_kinetics_i3d_checkpoint(model, paths[layout], modality=modality, name=f"{modality}_i3d")
+        assert len(copied) == 4 * len(i3d.conv_unit_scopes())  # no logits conv in this model
+        _assert_loaded(model, f"{modality}_i3d", sources[layout], prefix)
+    # The unscoped 600-class checkpoint, logits included, through the `i3d` builder.
+    kin600 = i3d_model(num_classes=600, input_shape=(8, 32, 32, 3), kinetics_checkpoint=paths["rgb_scratch_kin600"])
+    _assert_loaded(kin600, "rgb_i3d", sources["rgb_scratch_kin600"], "")
+    logits = kin600.get_layer(i3d.layer_name("rgb_i3d", i3d.LOGITS_UNIT, "conv"))
+    np.testing.assert_array_equal(np.asarray(logits.bias), sources["rgb_scratch_kin600"][
+        f"{i3d.LOGITS_UNIT}/conv_3d/b"])
+    copied = i3d.load_kinetics_i3d_checkpoint(kin600, paths["rgb_scratch_kin600"], name="rgb_i3d")
+    assert len(copied) == 4 * len(i3d.conv_unit_scopes()) + 2 and not any("Momentum" in c for c in copied)
+    # The 600-class RGB checkpoint into a flow stream: the stem kernel's shape names the mismatch.
+    with pytest.raises(ValueError, match=r"'Conv3d_1a_7x7/conv_3d/w' has shape \(7, 7, 7, 3, 64\)"):
+        i3d.load_kinetics_i3d_checkpoint(model, paths["rgb_scratch_kin600"], modality="flow", name="flow_i3d")

@@ -9,7 +9,8 @@ Conv3D (no bias) + BatchNorm (offset only, epsilon 1e-3) + ReLU with TF "same" p
   feature map F of the action/context factorization supplement, Sec. 2.1).
 - Layer names are derived from the TF1 variable scopes of the kinetics-i3d checkpoints
   (`Mixed_4b/Branch_1/Conv3d_0b_3x3` -> `<name>_Mixed_4b_Branch_1_Conv3d_0b_3x3_conv`), so
-  `load_kinetics_i3d_checkpoint` converts those checkpoints (RGB or Flow scope) into a kerasvid model by name.
+  `load_kinetics_i3d_checkpoint` converts those checkpoints into a kerasvid model by name (every published
+  layout: `RGB/inception_i3d/...`, `Flow/inception_i3d/...` and the unscoped 600-class `rgb_scratch_kin600`).
 
 The architecture table below is written from the paper's Inception-v1 widths; no code is taken from the release.
 """
@@ -61,6 +62,16 @@ _LAYOUT = (
 LOGITS_UNIT = "Logits/Conv3d_0c_1x1"
 MODALITY_CHANNELS = {"rgb": 3, "flow": 2}
 CHECKPOINT_SCOPES = {"rgb": "RGB", "flow": "Flow"}
+# The published kinetics-i3d checkpoints (`data/checkpoints/<name>/model.ckpt`): modality and variable prefix.
+# `rgb_scratch_kin600` (600 classes) was saved without any scope and with the optimizer's `.../Momentum` slots.
+KINETICS_I3D_CHECKPOINTS = {
+    "rgb_imagenet": ("rgb", "RGB/inception_i3d/"),
+    "flow_imagenet": ("flow", "Flow/inception_i3d/"),
+    "rgb_scratch": ("rgb", "RGB/inception_i3d/"),
+    "flow_scratch": ("flow", "Flow/inception_i3d/"),
+    "rgb_scratch_kin600": ("rgb", ""),
+}
+_STEM_KERNEL = "Conv3d_1a_7x7/conv_3d/w"
 
 
 def _mixed_units(block):
@@ -197,9 +208,13 @@ def load_kinetics_i3d_checkpoint(model, checkpoint_path, modality="rgb", name="i
                                  include_logits=None):
     """Copies a DeepMind kinetics-i3d TF1 checkpoint into a kerasvid I3D (sub)model, by variable name.
 
-    Source names (below `<scope>/inception_i3d/`): `<unit>/conv_3d/w` `[kt, kh, kw, C_in, C_out]` (Conv3D kernel,
-    same layout as Keras), `<unit>/batch_norm/{beta, moving_mean, moving_variance}` (any shape with C_out values,
-    Sonnet stores `[1, 1, 1, 1, C_out]`), and `Logits/Conv3d_0c_1x1/conv_3d/{w, b}`.
+    Every published layout loads (`KINETICS_I3D_CHECKPOINTS`): `rgb_imagenet`, `rgb_scratch` (variables under
+    `RGB/inception_i3d/`), `flow_imagenet`, `flow_scratch` (`Flow/inception_i3d/`) and `rgb_scratch_kin600`
+    (600 classes, no scope at all: `Conv3d_1a_7x7/conv_3d/w`, ...). Source names below that prefix:
+    `<unit>/conv_3d/w` `[kt, kh, kw, C_in, C_out]` (Conv3D kernel, same layout as Keras),
+    `<unit>/batch_norm/{beta, moving_mean, moving_variance}` (any shape with C_out values, Sonnet stores
+    `[1, 1, 1, 1, C_out]`), and `Logits/Conv3d_0c_1x1/conv_3d/{w, b}`. Other variables (the optimizer's
+    `.../Momentum` slots, `global_step`) are ignored.
 
     Args:
         model: a Keras model containing an I3D built by `i3d_features(..., name=name)`.
@@ -207,7 +222,8 @@ def load_kinetics_i3d_checkpoint(model, checkpoint_path, modality="rgb", name="i
             `checkpoint` file.
         modality: "rgb" or "flow"; chooses the default scope ("RGB" / "Flow").
         name: the layer-name prefix the I3D was built with.
-        scope: overrides the checkpoint's top-level scope.
+        scope: None (default): the modality's scope, else no scope (the kin600 layout), whichever the checkpoint
+            has; or the top-level scope to read (`""`: no scope).
         include_logits: copy the logits conv too; default: when the model has one and the checkpoint's class count
             matches.
 
@@ -221,16 +237,20 @@ def load_kinetics_i3d_checkpoint(model, checkpoint_path, modality="rgb", name="i
 
     if modality not in CHECKPOINT_SCOPES:
         raise ValueError(f"`modality` must be one of {sorted(CHECKPOINT_SCOPES)}, got modality={modality!r}")
-    scope = scope or CHECKPOINT_SCOPES[modality]
     try:
         reader = tf.train.load_checkpoint(checkpoint_path)
     except Exception as err:  # NotFoundError / DataLossError: name the path
         raise ValueError(f"Cannot read a TF checkpoint at {checkpoint_path!r}: {err}") from err
     available = reader.get_variable_to_shape_map()
-    prefix = f"{scope}/inception_i3d/"
-    if not any(key.startswith(prefix) for key in available):
+    if scope is None:
+        candidates = [f"{CHECKPOINT_SCOPES[modality]}/inception_i3d/", ""]
+    else:
+        candidates = [f"{scope}/inception_i3d/" if scope else ""]
+    prefix = next((c for c in candidates if c + _STEM_KERNEL in available), None)
+    if prefix is None:
         scopes = sorted({key.split("/")[0] for key in available})
-        raise ValueError(f"No variable under {prefix!r} in {checkpoint_path!r}; top-level scopes found: {scopes}")
+        raise ValueError(f"No kinetics-i3d variables ({' or '.join(repr(c + _STEM_KERNEL) for c in candidates)}) "
+                         f"in {checkpoint_path!r} for modality={modality!r}; top-level scopes found: {scopes}")
 
     def get(key, variable, exact):
         # Kernels must match exactly; BN vectors may carry Sonnet's singleton axes.
