@@ -2,7 +2,10 @@ r"""kerasvid training, evaluation and export: `python train/main.py --flagfile=z
 
 Modes (`--mode`, comma-separated to chain them): `train`, `eval`, `train_and_eval` (evaluates every `--eval_every`
 steps and at the end, keeps the best checkpoint by top-1 / mAP), `export` (SavedModel into `--export_dir`, default
-`<model_dir>/export`). Rerunning the same command after a crash resumes from the last checkpoint in `--model_dir`.
+`<model_dir>/export`), `align` (`--task=triplet`: the actor-observer median alignment error of the eval pairs, with
+its unsmoothed and random-matrix baselines, into `<model_dir>/alignment_results.json`). Rerunning the same command
+after a crash resumes from the last checkpoint in `--model_dir`. Training augmentation: `--randaugment`,
+`--random_erasing`, `--mixup`, `--cutmix` (clip-consistent, `kerasvid.data.augment`).
 
 With `--synthetic` and no data patterns, moving-digits records are generated under `<model_dir>/data` first (the
 quickstart: `python train/main.py --flagfile=zoo/quickstart.flags`).
@@ -22,7 +25,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:  # run from a checkout without `pip install -e`
     sys.path.insert(0, _REPO)
 
-MODES = ("train", "eval", "train_and_eval", "export")
+MODES = ("train", "eval", "train_and_eval", "export", "align")
 FLAGS = flags.FLAGS
 
 # Task and model.
@@ -47,6 +50,10 @@ flags.DEFINE_bool("multi_label", False, "Multi-hot labels (sigmoid, mAP).")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
 flags.DEFINE_string("normalization", "imagenet", "Normalisation preset of kerasvid.data.preprocess.")
 flags.DEFINE_integer("shuffle_buffer", 64, "Training record shuffle buffer.")
+flags.DEFINE_list("randaugment", [], "Clip-consistent RandAugment `num_ops,magnitude` (e.g. 2,0.5; empty = off).")
+flags.DEFINE_float("random_erasing", 0.0, "Probability of erasing one box per training clip (same box every frame).")
+flags.DEFINE_float("mixup", 0.0, "MixUp Beta alpha (0 = off); labels become soft.")
+flags.DEFINE_float("cutmix", 0.0, "CutMix Beta alpha (0 = off; one box per clip); labels become soft.")
 flags.DEFINE_bool("synthetic", False, "Generate moving-digits records under <model_dir>/data when no pattern is given.")
 flags.DEFINE_integer("synthetic_train_videos", 256, "Synthetic training videos.")
 flags.DEFINE_integer("synthetic_eval_videos", 64, "Synthetic held-out videos.")
@@ -117,6 +124,29 @@ def parse_kwargs(text, flag):
         return out
     except (SyntaxError, ValueError) as e:
         raise app.UsageError(f"--{flag}={text!r} is not a list of key=value pairs with Python literal values ({e}).")
+
+
+def _data_kwargs():
+    """--data_kwargs plus the augmentation flags (kerasvid.data.augment) under "augment"."""
+    kwargs = parse_kwargs(FLAGS.data_kwargs, "data_kwargs")
+    augment = dict(kwargs.pop("augment", None) or {})
+    try:
+        if FLAGS.randaugment:
+            augment["randaugment"] = (int(FLAGS.randaugment[0]), float(FLAGS.randaugment[1]))
+    except (ValueError, IndexError):
+        raise app.UsageError(f"--randaugment must be num_ops,magnitude, got {','.join(FLAGS.randaugment)!r}.")
+    augment.update({k: getattr(FLAGS, k) for k in ("random_erasing", "mixup", "cutmix") if getattr(FLAGS, k)})
+    if augment:
+        if FLAGS.task != "classification":
+            raise app.UsageError(f"Augmentation flags are for --task=classification, got --task={FLAGS.task}.")
+        from kerasvid.data import augment as augment_lib
+
+        try:
+            augment_lib.VideoAugment(**augment)  # checked here, built by the pipeline
+        except (TypeError, ValueError) as e:
+            raise app.UsageError(f"augmentation settings {augment}: {e}")
+        kwargs["augment"] = augment
+    return kwargs
 
 
 def _read_labels(path):
@@ -211,12 +241,15 @@ def build_configs(modes):
         batch_size=FLAGS.batch_size, eval_batch_size=FLAGS.eval_batch_size, eval_clips=FLAGS.eval_clips,
         eval_crops=FLAGS.eval_crops, multi_label=FLAGS.multi_label, label_smoothing=FLAGS.label_smoothing,
         normalization=FLAGS.normalization, shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed,
-        deterministic=FLAGS.deterministic, data_kwargs=parse_kwargs(FLAGS.data_kwargs, "data_kwargs"),
+        deterministic=FLAGS.deterministic, data_kwargs=_data_kwargs(),
         task_kwargs=parse_kwargs(FLAGS.task_kwargs, "task_kwargs"))
     task = tasks.get_task(FLAGS.task, config)
     task_modes = set()
     for mode in modes:
-        task_modes |= {"train_and_eval": {"train", "eval"}}.get(mode, {mode})
+        task_modes |= {"train_and_eval": {"train", "eval"}, "align": {"eval"}}.get(mode, {mode})
+    if "align" in modes and not hasattr(task, "alignment_report"):
+        raise app.UsageError(f"--mode=align is the actor-observer alignment evaluation: it needs --task=triplet, "
+                             f"got --task={FLAGS.task}.")
     try:
         task.validate(task_modes)
     except ValueError as e:
@@ -289,6 +322,25 @@ def weights_digest(model):
     return digest.hexdigest()
 
 
+def _align(task, trainer, restore):
+    """--mode=align: the task's alignment report (median alignment error, seconds) -> alignment_results.json."""
+    import tensorflow as tf
+
+    if restore:
+        trainer.restore_for_inference(FLAGS.checkpoint or None)
+    results = {"step": int(trainer.step.numpy()),
+               **task.alignment_report(trainer.model, batch_size=FLAGS.eval_batch_size)}
+    path = os.path.join(FLAGS.model_dir, "alignment_results.json")
+    if trainer.chief:
+        with tf.io.gfile.GFile(path, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"Alignment at step {results['step']} on {results['num_videos']} paired videos: median alignment "
+              f"error {results['median_alignment_error_s']:.3f} s (unsmoothed "
+              f"{results['median_alignment_error_unsmoothed_s']:.3f} s, random-matrix baseline "
+              f"{results['random_matrix_error_s']:.3f} s) ({path})")
+    return results
+
+
 def run(modes):
     """Runs the modes in order; returns a dict of what was produced."""
     import keras
@@ -348,6 +400,8 @@ def run(modes):
             produced["export"] = export_dir
             if FLAGS.predict_examples and c.eval_pattern:
                 _print_exported_predictions(export_dir, c.eval_pattern, FLAGS.predict_examples)
+        elif mode == "align":
+            produced["align"] = _align(task, trainer, restore="train" not in produced)
     if "eval" in produced and trainer.chief:
         r = produced["eval"]
         summary = ", ".join(f"{k}={r[k]:.4f}" for k in ("top1", "top5", "map") if k in r)

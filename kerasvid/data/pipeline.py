@@ -114,7 +114,7 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
                  one_hot=False, normalization="imagenet", num_clips=1, num_crops=1, sampler="dense",
                  crop="random_resized", crop_scale=(0.49, 1.0), crop_aspect_ratio=(0.5, 2.0),
                  scale_jitter=(256, 320), flip=True, mirror_labels=None, color_jitter=0.0, eval_short_side=None,
-                 with_labels=True):
+                 with_labels=True, augment=None):
     """Returns `fn(serialized, seed) -> ({"image": [V?, T, H, W, 3]}, label)`, the per-record part of
     `video_dataset` (same arguments); `seed` is an int64 scalar. Useful to build custom pipelines.
     With `with_labels=False` the labels are neither checked nor returned: `fn` returns `{"image": ...}`."""
@@ -169,6 +169,8 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
             if color_jitter:
                 clips = preprocess.color_jitter(clips, color_jitter, seeds[3])
             clips = tf.reshape(clips, [num_clips, num_frames, height, width, 3])
+            if augment is not None:  # clip-consistent RandAugment / random erasing (kerasvid.data.augment)
+                clips = augment.clip(clips, tf.random.experimental.stateless_fold_in(seeds[3], 1))
         else:
             crops = preprocess.resize_and_crops(decode_all(chosen), (height, width), eval_short_side, num_crops)
             crops = tf.reshape(crops, [num_crops, num_clips, num_frames, height, width, 3])
@@ -219,7 +221,7 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
                   error_counter=None, repeat=None, crop="random_resized", crop_scale=(0.49, 1.0),
                   crop_aspect_ratio=(0.5, 2.0), scale_jitter=(256, 320), flip=True, mirror_labels=None,
                   color_jitter=0.0, eval_short_side=None, drop_remainder=None, input_context=None,
-                  auto_shard="data", num_parallel_calls=tf.data.AUTOTUNE, prefetch=tf.data.AUTOTUNE):
+                  auto_shard="data", num_parallel_calls=tf.data.AUTOTUNE, prefetch=tf.data.AUTOTUNE, augment=None):
     """A batched `tf.data.Dataset` of video clips from SequenceExample records.
 
     Training: a dense clip at a random offset (or TSN segments), a random crop window decoded alone and resized,
@@ -263,6 +265,8 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
         input_context: optional `tf.distribute.InputContext`; the records are sharded by it.
         auto_shard: tf.data auto-shard policy for multi-worker strategies: "data" (default), "file", "auto", "off".
         num_parallel_calls, prefetch: tf.data parallelism.
+        augment: clip-consistent training augmentation (`kerasvid.data.augment.VideoAugment` or a dict of its
+            arguments: randaugment, random_erasing, mixup, cutmix); MixUp / CutMix make the labels soft.
 
     Returns:
         `tf.data.Dataset` of `({"image": float32 [B(*V), T, H, W, 3]}, labels)`; labels int32 `[B]` or float32
@@ -276,9 +280,13 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
     _validate(num_frames, stride, image_size, batch_size, num_classes, multi_label, one_hot, num_clips, num_crops,
               sampler, on_error, crop, normalization, mirror_labels, auto_shard)
     files = list_files(file_pattern)
+    if augment is not None:  # imports keras: only when augmenting
+        from kerasvid.data.augment import from_spec
+
+        augment = from_spec(augment) if training else None
     decode = make_decoder(num_frames, stride, image_size, training, num_classes, multi_label, one_hot,
                           normalization, num_clips, num_crops, sampler, crop, crop_scale, crop_aspect_ratio,
-                          scale_jitter, flip, mirror_labels, color_jitter, eval_short_side)
+                          scale_jitter, flip, mirror_labels, color_jitter, eval_short_side, augment=augment)
     counter = error_counter if error_counter is not None else ErrorCounter()
 
     file_ds = tf.data.Dataset.from_tensor_slices(files)
@@ -307,6 +315,8 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
     if drop_remainder is None:
         drop_remainder = training
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if augment is not None:  # MixUp / CutMix: soft labels [B, num_classes]
+        ds = augment.mix_batches(ds, seed, num_classes)
     if decode.views > 1:
         h, w = int(image_size[0]), int(image_size[1])
         ds = ds.map(lambda f, y: ({"image": tf.reshape(f["image"], [-1, num_frames, h, w, 3])}, y))

@@ -83,7 +83,10 @@ class ClassificationTask(Task):
         if self.config.multi_label:
             return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, tf.float32), logits),
                                   axis=-1)
-        targets = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)
+        if labels.shape.rank == 2:  # soft targets [B, C] (MixUp / CutMix, kerasvid.data.augment)
+            targets = tf.cast(labels, tf.float32)
+        else:
+            targets = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)
         if self.config.label_smoothing:
             targets = targets * (1.0 - self.config.label_smoothing) + self.config.label_smoothing / self.num_classes
         return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
@@ -99,6 +102,8 @@ class ClassificationTask(Task):
         if self.config.multi_label:
             hits = metrics.binary_hits(labels, logits)
         else:
+            if labels.shape.rank == 2:  # soft targets (MixUp / CutMix): accuracy against the largest share
+                labels = tf.argmax(labels, -1, output_type=tf.int32)
             hits = metrics.topk_hits(tf.one_hot(tf.cast(labels, tf.int32), self.num_classes, on_value=True,
                                                 off_value=False), logits, 1)
         return tf.reduce_sum(tf.cast(hits, tf.float32)), tf.cast(tf.size(hits), tf.float32)

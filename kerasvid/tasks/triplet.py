@@ -271,9 +271,17 @@ class TripletTask(Task):
         Returns:
             dict: `median_alignment_error_s`, `num_videos`.
         """
-        import keras
-
         from kerasvid import metrics
+
+        matrices = [m for _, _, m in self.alignment_distances(model, split, batch_size)]
+        fps = self.options["fps"] / self.options["anchor_stride"]
+        return {"median_alignment_error_s": metrics.median_alignment_error(matrices, fps=fps, radius=radius),
+                "num_videos": len(matrices)}
+
+    def alignment_distances(self, model, split="eval", batch_size=32):
+        """`[(third_id, first_id, M)]` for the paired videos of `split` with frames: `M[i, j] = ||f(ego_i) -
+        f(third_j)||` over every `anchor_stride`-th frame, `f` the model's shared trunk (its nested keras.Model)."""
+        import keras
 
         o = self.options
         trunks = [layer for layer in model.layers if isinstance(layer, keras.Model)]
@@ -290,15 +298,42 @@ class TripletTask(Task):
             ds = tf.data.Dataset.from_tensor_slices(paths).map(lambda p: self._load(p, seed, False)).batch(batch_size)
             return np.concatenate([trunks[0](frames, training=False).numpy() for frames in ds])
 
-        matrices = []
+        out = []
         for third_id, first_id in triplet_data.paired_videos(records):
             if min(triplet_data.count_frames(o["frames_root"], v) for v in (third_id, first_id)) < 1:
                 continue
             ego, third = embed(first_id), embed(third_id)
-            matrices.append(np.linalg.norm(ego[:, None] - third[None], axis=-1))
-        fps = o["fps"] / o["anchor_stride"]
+            out.append((third_id, first_id, np.linalg.norm(ego[:, None] - third[None], axis=-1)))
+        return out
+
+    def alignment_report(self, model, split="eval", batch_size=32, radius=3):
+        """The actor-observer alignment evaluation as the paper reports it (papers.md §3.5), for `--mode=align`.
+
+        The median over paired videos of `kerasvid.metrics.alignment_error` (seconds; frames sampled every
+        `anchor_stride`-th frame at `fps`, i.e. 6 fps at 24 fps; the distance matrix box-smoothed with `radius`),
+        with the two baselines the evaluation prints: the same without smoothing (radius 0) and a random distance
+        matrix of the same shape (uniform, seed 0).
+
+        Returns:
+            dict: `median_alignment_error_s`, `median_alignment_error_unsmoothed_s`, `random_matrix_error_s`,
+            `num_videos`, `fps`, `radius`, and `per_video` (`third_person`, `first_person`, `error_s`).
+        """
+        from kerasvid import metrics
+
+        pairs = self.alignment_distances(model, split, batch_size)
+        if not pairs:
+            raise ValueError(f"No paired video with frames in the {split} CSV (frames_root="
+                             f"{self.options['frames_root']!r}): nothing to align.")
+        fps = self.options["fps"] / self.options["anchor_stride"]
+        matrices = [m for _, _, m in pairs]
+        rng = np.random.default_rng(0)
+        random = [rng.random(m.shape) for m in matrices]
         return {"median_alignment_error_s": metrics.median_alignment_error(matrices, fps=fps, radius=radius),
-                "num_videos": len(matrices)}
+                "median_alignment_error_unsmoothed_s": metrics.median_alignment_error(matrices, fps=fps, radius=0),
+                "random_matrix_error_s": metrics.median_alignment_error(random, fps=fps, radius=radius),
+                "num_videos": len(pairs), "fps": fps, "radius": radius,
+                "per_video": [{"third_person": t, "first_person": f,
+                               "error_s": metrics.alignment_error(m, fps=fps, radius=radius)} for t, f, m in pairs]}
 
     def best_metric(self):
         return ("weighted_triplet_accuracy", "max")
