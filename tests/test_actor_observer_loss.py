@@ -148,18 +148,21 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
     steps, batch = 4, 6
     l = rng.uniform(0, 3, (steps, batch)).astype("float32")
     w = rng.uniform(0.1, 3, (steps, batch)).astype("float32")
+    # Triplet masks (classification samples out): all in at step 0, none on replica 0's half at step 2.
+    m = rng.uniform(size=(steps, batch)) < 0.7
+    m[0], m[2, :3] = True, False
 
-    def objective_and_grads(loss, l, w):
+    def objective_and_grads(loss, l, w, m):
         with tf.GradientTape() as tape:
             tape.watch([l, w])
             l2, w2 = equalize_grad_norm(l, w)  # the gradient of w gets the (global) norm of l's
-            value = loss(l2, w2 * w2)
+            value = loss(l2, w2 * w2, triplet_mask=m)
         return value, tape.gradient(value, w)
 
     single = ActorObserverLoss()
     single_values, single_grads = [], []
     for s in range(steps):
-        v, g = objective_and_grads(single, tf.constant(l[s]), tf.constant(w[s]))
+        v, g = objective_and_grads(single, tf.constant(l[s]), tf.constant(w[s]), tf.constant(m[s]))
         single_values.append(float(v)); single_grads.append(g.numpy())
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -167,11 +170,11 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
         loss = ActorObserverLoss()
         loss.build()
     data = strategy.experimental_distribute_dataset(
-        tf.data.Dataset.from_tensor_slices((l.reshape(-1), w.reshape(-1))).batch(batch))
-    step = tf.function(lambda a, b: objective_and_grads(loss, a, b))
+        tf.data.Dataset.from_tensor_slices((l.reshape(-1), w.reshape(-1), m.reshape(-1))).batch(batch))
+    step = tf.function(lambda a, b, c: objective_and_grads(loss, a, b, c))
     values, grads = [], []
-    for a, b in data:
-        v, g = strategy.run(step, (a, b))
+    for a, b, c in data:
+        v, g = strategy.run(step, (a, b, c))
         values.append(float(strategy.reduce("SUM", v, axis=None)))
         grads.append(np.concatenate([t.numpy() for t in strategy.experimental_local_results(g)]))
     copies = strategy.experimental_local_results(loss.running_loss.value)
@@ -186,7 +189,8 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
 
 
 def test_mirrored_strategy_matches_single_device():
-    """Loss state, summed objective and gradients (through n and equalize_grad_norm) equal single-device ones."""
+    """Loss state, summed objective and gradients (through n and equalize_grad_norm) equal single-device ones, also
+    with triplet masks (a replica without any triplet included)."""
     r = run_script_result(_DISTRIBUTED_SCRIPT, timeout=300)
     assert r["num_copies"] == 2, r
     assert r["state_err"] < 1e-5 and r["weight_err"] < 1e-5, r
