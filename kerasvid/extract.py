@@ -286,7 +286,7 @@ def build_model(model_name, weights=None, num_frames=16, image_size=(224, 224), 
     if len(info.default_input) != 4:
         raise ValueError(f"--model={model_name!r} is an image model (input {info.default_input}); feature "
                          f"extraction takes video models [T, H, W, 3].")
-    if not weights:
+    if not weights and not any(k.endswith(("weights", "checkpoint")) for k in (model_kwargs or {})):
         print(f"kerasvid extract: warning: no --weights: the features of {model_name!r} come from random weights.",
               file=sys.stderr)
     kwargs = dict(model_kwargs or {})

@@ -29,13 +29,16 @@ del _module, _name
 
 def model_table(markdown=True):
     """Returns the model table (from the registry's recorded figures) as markdown or plain text."""
-    rows = [("model", "paper", "input (T, H, W, C)", "params (M)", "GFLOPs", "recipe")]
+    rows = [("model", "paper", "input (T, H, W, C)", "params (M)", "GFLOPs", "recipe",
+             "paper's result (dataset; frames; views; source)")]
     for name in list_models():
         info = model_info(name)
         params = f"{info.num_params / 1e6:.2f}" if info.num_params else "-"
         gflops = f"{info.gflops:.1f}" if info.gflops else "-"
         shape = "x".join(str(v) for v in info.default_input)
-        rows.append((f"`{name}`", info.paper, shape, params, gflops, f"`{info.recipe}`" if info.recipe else "-"))
+        reported = "<br>".join(str(r) for r in info.reported) or "-"
+        rows.append((f"`{name}`", info.paper, shape, params, gflops, f"`{info.recipe}`" if info.recipe else "-",
+                     reported))
     if markdown:
         lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]

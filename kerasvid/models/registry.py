@@ -11,6 +11,44 @@ _REGISTRY = {}
 
 
 @dataclasses.dataclass(frozen=True)
+class ReportedResult:
+    """A result a paper reports for a model, with the protocol that gives it (what a full run should reach).
+
+    Attributes:
+        metrics: `((name, value), ...)` as printed in the paper, e.g. `(("accuracy (%)", 79.2),)`.
+        dataset: dataset and split (and what the network was trained on, where that differs).
+        frames: frames / clips per video (or "still images").
+        views: test views and how predictions or features are combined.
+        source: where the number is printed (e.g. "TVNet supp. Table 1").
+    """
+
+    metrics: Tuple[Tuple[str, float], ...]
+    dataset: str
+    frames: str
+    views: str
+    source: str
+
+    def __str__(self):
+        values = ", ".join(f"{name} {value:g}" for name, value in self.metrics)
+        return f"{values} ({self.dataset}; {self.frames}; {self.views}; {self.source})"
+
+
+# Only numbers printed in the papers' texts at hand (the supplements in shared/seeds; the main papers' result
+# tables were not available, so the CPNet, I3D, actor-observer and video factorization models have none yet).
+REPORTED_RESULTS = {
+    "tvnet_bn_inception": (ReportedResult(
+        (("ASLAN accuracy (%)", 79.2), ("AUC (%)", 84.3)), "ASLAN action similarity, nets trained on UCF101",
+        "25 equal clips per video, features averaged",
+        "TVNet-50 net's global_pool + inception_5b/5a/4e and RGB net's global_pool, 12 distances each, linear SVM",
+        "TVNet supp. Table 1"),),
+    "action_context_image": (ReportedResult(
+        (("mAP (%)", 80.2),), "Pascal VOC2012 action, validation", "still images, short side 256",
+        "whole feature map; DenseNet-161 features (kerasvid default DenseNet-121), with conjugate samples; "
+        "baseline without factorization 78.2", "factorization supp. Sec. 1"),),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """Metadata of a registered model.
 
@@ -25,6 +63,7 @@ class ModelInfo:
             `builder(num_classes=num_classes, input_shape=default_input)`; a test recomputes it.
         gflops: multiply-adds x 2 of one forward pass at batch 1 for `default_input`, in 1e9; a test recomputes it.
         recipe: the flagfile in `zoo/` that trains it, or "" where none exists yet.
+        reported: the paper's `ReportedResult`s for this model (`REPORTED_RESULTS`), empty where none is printed.
     """
 
     name: str
@@ -35,6 +74,7 @@ class ModelInfo:
     num_params: Optional[int]
     gflops: Optional[float]
     recipe: str = ""
+    reported: Tuple[ReportedResult, ...] = ()
 
 
 def register_model(paper, default_input, num_params=None, gflops=None, recipe="", num_classes=400, name=None):
@@ -54,7 +94,8 @@ def register_model(paper, default_input, num_params=None, gflops=None, recipe=""
         key = name or fn.__name__
         if key in _REGISTRY:
             raise ValueError(f"A model named {key!r} is already registered (by {_REGISTRY[key].builder!r}).")
-        _REGISTRY[key] = ModelInfo(key, fn, paper, tuple(default_input), num_classes, num_params, gflops, recipe)
+        _REGISTRY[key] = ModelInfo(key, fn, paper, tuple(default_input), num_classes, num_params, gflops, recipe,
+                                   REPORTED_RESULTS.get(key, ()))
         return fn
 
     return wrap
