@@ -1,6 +1,7 @@
 """Pictures: optical flow as colour (Middlebury colour wheel), PNG writing.
 
-Other papers' helpers (attention overlays, correspondence drawings) are appended at the end of this module.
+Other papers' helpers follow: attention overlays; drawing primitives (lines, squares, a 5x7 pixel font) and line plots
+(training curves) in numpy; CPNet correspondence proposals drawn across the frames of a clip.
 """
 import numpy as np
 
@@ -144,3 +145,378 @@ def attention_overlay(frames, attention, alpha=0.6, color=(255, 0, 0), method="b
     out = (1.0 - weights) * frames + weights * np.asarray(color, np.float64)
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return out[0] if single else out
+
+
+# ----- Drawing primitives (numpy only: no plotting library is a dependency) ------------------------------------
+# A 5x7 pixel font: one string of 7 rows of 5 bits per glyph. Lower case is drawn as upper case.
+_FONT_ROWS = {
+    "0": "01110 10001 10011 10101 11001 10001 01110", "1": "00100 01100 00100 00100 00100 00100 01110",
+    "2": "01110 10001 00001 00010 00100 01000 11111", "3": "11111 00010 00100 00010 00001 10001 01110",
+    "4": "00010 00110 01010 10010 11111 00010 00010", "5": "11111 10000 11110 00001 00001 10001 01110",
+    "6": "00110 01000 10000 11110 10001 10001 01110", "7": "11111 00001 00010 00100 01000 01000 01000",
+    "8": "01110 10001 10001 01110 10001 10001 01110", "9": "01110 10001 10001 01111 00001 00010 01100",
+    "A": "01110 10001 10001 11111 10001 10001 10001", "B": "11110 10001 10001 11110 10001 10001 11110",
+    "C": "01110 10001 10000 10000 10000 10001 01110", "D": "11100 10010 10001 10001 10001 10010 11100",
+    "E": "11111 10000 10000 11110 10000 10000 11111", "F": "11111 10000 10000 11110 10000 10000 10000",
+    "G": "01110 10001 10000 10111 10001 10001 01111", "H": "10001 10001 10001 11111 10001 10001 10001",
+    "I": "01110 00100 00100 00100 00100 00100 01110", "J": "00111 00010 00010 00010 00010 10010 01100",
+    "K": "10001 10010 10100 11000 10100 10010 10001", "L": "10000 10000 10000 10000 10000 10000 11111",
+    "M": "10001 11011 10101 10101 10001 10001 10001", "N": "10001 10001 11001 10101 10011 10001 10001",
+    "O": "01110 10001 10001 10001 10001 10001 01110", "P": "11110 10001 10001 11110 10000 10000 10000",
+    "Q": "01110 10001 10001 10001 10101 10010 01101", "R": "11110 10001 10001 11110 10100 10010 10001",
+    "S": "01111 10000 10000 01110 00001 00001 11110", "T": "11111 00100 00100 00100 00100 00100 00100",
+    "U": "10001 10001 10001 10001 10001 10001 01110", "V": "10001 10001 10001 10001 10001 01010 00100",
+    "W": "10001 10001 10001 10101 10101 10101 01010", "X": "10001 10001 01010 00100 01010 10001 10001",
+    "Y": "10001 10001 10001 01010 00100 00100 00100", "Z": "11111 00001 00010 00100 01000 10000 11111",
+    ".": "00000 00000 00000 00000 00000 01100 01100", ",": "00000 00000 00000 00000 01100 00100 01000",
+    "-": "00000 00000 00000 11111 00000 00000 00000", "_": "00000 00000 00000 00000 00000 00000 11111",
+    ":": "00000 01100 01100 00000 01100 01100 00000", "/": "00000 00001 00010 00100 01000 10000 00000",
+    "=": "00000 00000 11111 00000 11111 00000 00000", "%": "11000 11001 00010 00100 01000 10011 00011",
+    "(": "00010 00100 01000 01000 01000 00100 00010", ")": "01000 00100 00010 00010 00010 00100 01000",
+    "+": "00000 00100 00100 11111 00100 00100 00000", " ": "00000 00000 00000 00000 00000 00000 00000",
+}
+_FONT = {c: np.array([[b == "1" for b in row] for row in rows.split()]) for c, rows in _FONT_ROWS.items()}
+GLYPH_HEIGHT, GLYPH_ADVANCE = 7, 6  # pixels at scale 1 (5 columns + 1 of spacing)
+
+
+def draw_text(image, text, top, left, color, scale=1):
+    """Draws `text` in place with a 5x7 pixel font (scaled by `scale`); characters outside it are drawn as '?'.
+
+    Glyph `n` covers rows `top .. top + 7 scale - 1` and columns `left + 6 scale n ..` (+ 5 scale - 1); pixels
+    outside the image are dropped. Returns `image`.
+    """
+    unknown = np.ones((GLYPH_HEIGHT, 5), bool)
+    for n, char in enumerate(str(text).upper()):
+        glyph = np.kron(_FONT.get(char, unknown), np.ones((scale, scale), bool))
+        rows, cols = np.nonzero(glyph)
+        _paint(image, top + rows, left + GLYPH_ADVANCE * scale * n + cols, color)
+    return image
+
+
+def text_width(text, scale=1):
+    """Width in pixels of `draw_text(text, scale=scale)` (without the trailing spacing column)."""
+    return max(0, GLYPH_ADVANCE * scale * len(str(text)) - scale)
+
+
+def _paint(image, rows, cols, color):
+    rows, cols = np.asarray(rows).ravel(), np.asarray(cols).ravel()
+    inside = (rows >= 0) & (rows < image.shape[0]) & (cols >= 0) & (cols < image.shape[1])
+    image[rows[inside], cols[inside]] = color
+
+
+def draw_line(image, start, end, color, thickness=1):
+    """Draws the segment from `start` to `end` ((row, col), floats allowed) in place; returns `image`.
+
+    The pixels are `rint(start + (end - start) i / n)` for `i = 0..n`, `n = max(|d row|, |d col|)` (one pixel
+    per step of the longer axis), each widened to a `thickness x thickness` square.
+    """
+    start, end = np.asarray(start, np.float64), np.asarray(end, np.float64)
+    steps = int(np.ceil(np.abs(end - start).max())) if np.any(end != start) else 0
+    t = np.linspace(0.0, 1.0, steps + 1)[:, None]
+    points = np.rint(start + (end - start) * t).astype(int)
+    offsets = np.arange(thickness) - (thickness - 1) // 2
+    for dr in offsets:
+        for dc in offsets:
+            _paint(image, points[:, 0] + dr, points[:, 1] + dc, color)
+    return image
+
+
+def draw_square(image, center, half_size, color, filled=True):
+    """Draws a `(2 half_size + 1)`-pixel square centred on integer pixel `center` (row, col), filled or as a
+    one-pixel outline, in place; returns `image`."""
+    r, c = (int(v) for v in center)
+    rows, cols = np.mgrid[r - half_size:r + half_size + 1, c - half_size:c + half_size + 1]
+    if not filled:
+        edge = (np.abs(rows - r) == half_size) | (np.abs(cols - c) == half_size)
+        rows, cols = rows[edge], cols[edge]
+    _paint(image, rows, cols, color)
+    return image
+
+
+# ----- Line plots (training curves) -----------------------------------------------------------------------------
+PLOT_COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
+
+
+def plot_margins(font_scale=1):
+    """`(top, right, bottom, left)` margins in pixels around the plot area of `line_plot`."""
+    s = font_scale
+    return 4 * s + GLYPH_HEIGHT * s * 2, 6 * s, 6 * s + GLYPH_HEIGHT * s, 8 * s + GLYPH_ADVANCE * s * 6
+
+
+def plot_position(x, y, x_range, y_range, size, font_scale=1):
+    """Pixel (row, col) of data point (x, y) in a `line_plot` image of `size` (height, width).
+
+    The plot area spans rows `top .. height - bottom - 1` and columns `left .. width - right - 1`
+    (`plot_margins`); `x_range[0]` maps to column `left`, `x_range[1]` to the last column, `y_range[1]` to row
+    `top` and `y_range[0]` to the last row, linearly, rounded to the nearest pixel.
+    """
+    top, right, bottom, left = plot_margins(font_scale)
+    height, width = size
+    (x0, x1), (y0, y1) = x_range, y_range
+    col = left + (np.asarray(x, np.float64) - x0) / ((x1 - x0) or 1.0) * (width - right - 1 - left)
+    row = top + (y1 - np.asarray(y, np.float64)) / ((y1 - y0) or 1.0) * (height - bottom - 1 - top)
+    return np.rint(row).astype(int), np.rint(col).astype(int)
+
+
+def _tick_label(value):
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.2e}"
+
+
+def line_plot(series, size=(240, 360), x_range=None, y_range=None, title="", x_label="step", font_scale=1,
+              markers=None):
+    """Draws line series on white as a uint8 RGB image: axes, min / mid / max tick labels, a coloured legend.
+
+    Args:
+        series: list of `(label, xs, ys)` or `(label, xs, ys, color)`; non-finite points are left out.
+        size: `(height, width)` of the image in pixels.
+        x_range, y_range: `(low, high)` of the axes; default the data's range (a flat series gets +-0.5).
+        title: drawn at the top left, followed by the series labels in their colours.
+        x_label: drawn under the x axis, right-aligned.
+        font_scale: integer size of the 5x7 font.
+        markers: per series, the half size of a filled square drawn at each point (None: 2 where a series has
+            at most 20 points, else 0).
+
+    Returns:
+        uint8 `[height, width, 3]`; `plot_position` gives the pixel of a data point.
+    """
+    height, width = size
+    top, right, bottom, left = plot_margins(font_scale)
+    if height - top - bottom < 2 or width - left - right < 2:
+        raise ValueError(f"`size` {tuple(size)} leaves no plot area (margins {plot_margins(font_scale)})")
+    clean = []
+    for n, entry in enumerate(series):
+        if len(entry) not in (3, 4):
+            raise ValueError(f"each series must be (label, xs, ys[, color]), got {len(entry)} items")
+        label, xs, ys = entry[:3]
+        xs, ys = np.asarray(xs, np.float64).ravel(), np.asarray(ys, np.float64).ravel()
+        if xs.shape != ys.shape:
+            raise ValueError(f"series {label!r} has {xs.size} x values and {ys.size} y values")
+        keep = np.isfinite(xs) & np.isfinite(ys)
+        color = entry[3] if len(entry) == 4 else PLOT_COLORS[n % len(PLOT_COLORS)]
+        clean.append((label, xs[keep], ys[keep], color))
+    all_x = np.concatenate([s[1] for s in clean]) if clean else np.zeros(0)
+    all_y = np.concatenate([s[2] for s in clean]) if clean else np.zeros(0)
+
+    def span(values, given):
+        if given is not None:
+            return float(given[0]), float(given[1])
+        if not values.size:
+            return 0.0, 1.0
+        lo, hi = float(values.min()), float(values.max())
+        return (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
+
+    x_range, y_range = span(all_x, x_range), span(all_y, y_range)
+    image = np.full((height, width, 3), 255, np.uint8)
+    s = font_scale
+    grey, dark = (225, 225, 225), (60, 60, 60)
+    for frac in (0.0, 0.5, 1.0):  # horizontal grid lines with their values
+        value = y_range[0] + frac * (y_range[1] - y_range[0])
+        row, _ = plot_position(0, value, (0, 1), y_range, size, s)
+        draw_line(image, (row, left), (row, width - right - 1), grey)
+        label = _tick_label(value)
+        draw_text(image, label, row - GLYPH_HEIGHT * s // 2, left - 4 * s - text_width(label, s), dark, s)
+    draw_line(image, (top, left - 1), (height - bottom, left - 1), dark)  # axes
+    draw_line(image, (height - bottom, left - 1), (height - bottom, width - right - 1), dark)
+    text_row = height - bottom + 3 * s
+    for value, align in ((x_range[0], "left"), (x_range[1], "right")):
+        label = _tick_label(value)
+        col = left if align == "left" else width - right - text_width(label, s)
+        draw_text(image, label, text_row, col, dark, s)
+    draw_text(image, x_label, text_row, (left + width - right - text_width(x_label, s)) // 2, dark, s)
+    legend = ([(title, dark)] if title else []) + [(label, color) for label, _, _, color in clean]
+    line, col = 0, left
+    for text, color in legend:  # title and legend on the top margin's two text lines
+        if col > left and col + text_width(text, s) > width - right:
+            line, col = line + 1, left
+        draw_text(image, text, 2 * s + min(line, 1) * (GLYPH_HEIGHT + 1) * s, col, color, s)
+        col += text_width(text + "  ", s)
+    for n, (label, xs, ys, color) in enumerate(clean):
+        rows, cols = plot_position(xs, ys, x_range, y_range, size, s)
+        for i in range(len(xs) - 1):
+            draw_line(image, (rows[i], cols[i]), (rows[i + 1], cols[i + 1]), color, thickness=s)
+        half = markers[n] if markers is not None else (2 * s if len(xs) <= 20 else 0)
+        for r, c in zip(rows, cols):
+            draw_square(image, (r, c), half, color)
+    return image
+
+
+# ----- CPNet correspondence proposals ---------------------------------------------------------------------------
+def cp_modules(model):
+    """The `kerasvid.layers.CPModule` layers of a Keras model, in layer order (nested models included)."""
+    from kerasvid.layers.cp_module import CPModule
+
+    found = []
+
+    def visit(layer):
+        for sub in getattr(layer, "layers", ()):
+            if isinstance(sub, CPModule):
+                found.append(sub)
+            else:
+                visit(sub)
+
+    visit(model)
+    return found
+
+
+def correspondence_proposals(model, clip, layer_name=None, query=None):
+    """The correspondence proposals of one CP module of a CPNet for one clip: a query point and its k neighbours.
+
+    Runs the model up to the input `x` of the CP module `layer_name` (a sub-model, inference mode), forms the
+    points the module proposes correspondences among (its bottleneck and 2x shrink, when it has them) and takes
+    their k nearest neighbours in the other frames with `kerasvid.ops.cp_knn`, exactly as the module does
+    (Liu, Lee, Jin, CVPR 2019, supp. §B). Grid point `(t, i, j)` of a `T' x h x w` grid is shown at the centre of
+    its cell in the clip: frame `t T // T'`, pixel `((i + 1/2) H / h - 1/2, (j + 1/2) W / w - 1/2)`.
+
+    Args:
+        model: a Keras model with at least one `CPModule` in its own graph (e.g. `kerasvid.zoo.cpnet_resnet18`).
+        clip: one model input `[T, H, W, C]` (preprocessed as for the model) or a batch of one.
+        layer_name: the CP module's name (`model.get_layer(name)`); None: the first one (`cp_modules(model)[0]`).
+        query: `(frame, y, x)` in clip pixels, mapped to the grid cell that contains it; None: in the middle grid
+            frame, the point where the module changes the features most (largest `||g(x)||` of `x + g(x)`).
+
+    Returns:
+        dict with "layer" (name), "k", "grid" `(T', h, w)`, "query" and "neighbours" (grid `(t, i, j)`, int, `[3]`
+        and `[k, 3]`, nearest first), "query_index" / "neighbour_indices" (flat frame-major point indices, the
+        `cp_knn` row of the query), "query_pixel" / "neighbour_pixels" (`(frame, y, x)` floats in the clip).
+    """
+    import keras
+    import tensorflow as tf
+
+    from kerasvid.ops.knn import cp_knn
+
+    modules = cp_modules(model)
+    if not modules:
+        raise ValueError(f"model {model.name!r} has no CPModule layer")
+    if layer_name is None:
+        layer = modules[0]
+    else:
+        layer = next((m for m in modules if m.name == layer_name), None)
+        if layer is None:
+            raise ValueError(f"`layer_name`={layer_name!r} is not a CPModule of model {model.name!r}; its CP modules: "
+                             f"{', '.join(m.name for m in modules)}")
+    clip = np.asarray(clip, np.float32)
+    if clip.ndim == 5 and clip.shape[0] == 1:
+        clip = clip[0]
+    if clip.ndim != 4:
+        raise ValueError(f"`clip` must be one clip [T, H, W, C] or a batch of one, got shape {clip.shape}")
+    try:
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        probe = keras.Model(inputs, [layer.input, layer.output])
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"CPModule {layer.name!r} is not in the graph of model {model.name!r} itself (a nested model?): "
+                         f"{e}") from None
+    x, y = (np.asarray(v) for v in probe(clip[None], training=False))
+    frames, height, width = x.shape[1:4]
+    f = tf.constant(x)
+    if layer.bottleneck:
+        f = layer.bottleneck_bn(layer.bottleneck_conv(f), training=False)
+    if layer.spatial_shrink > 1:
+        small = (height // layer.spatial_shrink, width // layer.spatial_shrink)
+        f = tf.reshape(tf.image.resize(tf.reshape(f, [frames, height, width, -1]), small, method="bilinear"),
+                       [1, frames, *small, -1])
+    grid = tuple(int(v) for v in f.shape[1:4])
+    points = tf.reshape(f, [1, int(np.prod(grid)), -1])
+    knn = cp_knn(points, frames, layer.k, chunk_size=layer.chunk_size).numpy()[0]  # [N, k]
+
+    clip_frames, clip_h, clip_w = clip.shape[:3]
+    if query is None:
+        change = np.linalg.norm((y - x)[0, grid[0] // 2], axis=-1)  # [H, W] of the middle frame
+        r, c = np.unravel_index(np.argmax(change), change.shape)
+        cell = (grid[0] // 2, r * grid[1] // height, c * grid[2] // width)
+    else:
+        if len(query) != 3:
+            raise ValueError(f"`query` must be (frame, y, x) in clip pixels, got query={query!r}")
+        t, qy, qx = query
+        if not (0 <= t < clip_frames and 0 <= qy < clip_h and 0 <= qx < clip_w):
+            raise ValueError(f"`query`={tuple(query)!r} is outside the clip of {clip_frames} frames of "
+                             f"{clip_h}x{clip_w} pixels")
+        cell = (int(t) * grid[0] // clip_frames, int(qy * grid[1] // clip_h), int(qx * grid[2] // clip_w))
+    query_index = int(np.ravel_multi_index(cell, grid))
+    neighbour_indices = knn[query_index].astype(int)
+    neighbours = np.stack(np.unravel_index(neighbour_indices, grid), axis=-1)
+
+    def to_pixels(cells):
+        cells = np.asarray(cells, np.float64)
+        return np.stack([cells[..., 0] * clip_frames // grid[0],
+                         (cells[..., 1] + 0.5) * clip_h / grid[1] - 0.5,
+                         (cells[..., 2] + 0.5) * clip_w / grid[2] - 0.5], axis=-1)
+
+    return {"layer": layer.name, "k": int(layer.k), "grid": grid, "query": np.array(cell),
+            "neighbours": neighbours, "query_index": query_index, "neighbour_indices": neighbour_indices,
+            "query_pixel": to_pixels(cell), "neighbour_pixels": to_pixels(neighbours)}
+
+
+def canvas_position(pixel, frame_size, scale, gap):
+    """Canvas (row, col) of clip pixel `(frame, y, x)` in `draw_correspondences`: frame `f` starts at column
+    `f (W scale + gap)`; the pixel at `floor((y + 1/2) scale)`, `floor((x + 1/2) scale)` within it."""
+    frame, y, x = pixel
+    height, width = frame_size
+    row = min(max(int(np.floor((y + 0.5) * scale)), 0), height * scale - 1)
+    col = min(max(int(np.floor((x + 0.5) * scale)), 0), width * scale - 1)
+    return row, int(frame) * (width * scale + gap) + col
+
+
+def draw_correspondences(frames, proposals, scale=4, gap=4, query_color=(255, 230, 0),
+                         neighbour_color=(0, 220, 255), marker_size=None):
+    """Draws a query point and its correspondence proposals across the frames of a clip.
+
+    The frames are enlarged `scale` times (nearest neighbour) and laid side by side with `gap` black columns; a
+    line joins the query to each proposal, the query is a filled square and each proposal an outlined square
+    (`2 marker_size + 1` pixels, default `scale`), at the `canvas_position` of their pixels.
+
+    Args:
+        frames: uint8 `[T, H, W, 3]` (or `[T, H, W]`), the clip as a person sees it.
+        proposals: the dict of `correspondence_proposals` (its "query_pixel" and "neighbour_pixels").
+        scale, gap: enlargement and spacing.
+        query_color, neighbour_color: RGB of the query and of the proposals and their lines.
+        marker_size: half size of the markers in canvas pixels.
+
+    Returns:
+        uint8 `[H scale, T W scale + (T - 1) gap, 3]`.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = np.repeat(frames[..., None], 3, axis=-1)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"`frames` must be uint8 [T, H, W, 3], got shape {frames.shape} and dtype {frames.dtype}")
+    if not (isinstance(scale, int) and scale >= 1 and isinstance(gap, int) and gap >= 0):
+        raise ValueError(f"`scale` must be an integer >= 1 and `gap` an integer >= 0, got scale={scale!r}, gap={gap!r}")
+    num_frames, height, width = frames.shape[:3]
+    pixels = np.concatenate([np.asarray(proposals["query_pixel"])[None], proposals["neighbour_pixels"]])
+    if pixels[:, 0].max() >= num_frames:
+        raise ValueError(f"the proposals point at frame {int(pixels[:, 0].max())} but `frames` has {num_frames}")
+    big = np.repeat(np.repeat(frames, scale, axis=1), scale, axis=2)
+    canvas = np.zeros((height * scale, num_frames * width * scale + (num_frames - 1) * gap, 3), np.uint8)
+    for t in range(num_frames):
+        start = t * (width * scale + gap)
+        canvas[:, start:start + width * scale] = big[t]
+    half = scale if marker_size is None else int(marker_size)
+    query = canvas_position(pixels[0], (height, width), scale, gap)
+    others = [canvas_position(p, (height, width), scale, gap) for p in pixels[1:]]
+    for point in others:
+        draw_line(canvas, query, point, neighbour_color)
+    for point in others:
+        draw_square(canvas, point, half, neighbour_color, filled=False)
+    draw_square(canvas, query, half, query_color)
+    return canvas
+
+
+def write_mp4(path, frames, fps=10):
+    """Writes uint8 RGB frames `[T, H, W, 3]` as an MPEG-4 video with PyAV (odd sizes are cropped to even ones,
+    as yuv420p needs); returns the path."""
+    import av  # a kerasvid dependency (video decoding); imported here since only this function encodes
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ValueError(f"`frames` must be uint8 [T, H, W, 3] with T >= 1, got shape {frames.shape} and dtype "
+                         f"{frames.dtype}")
+    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=int(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in frames[:, :height, :width]:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)

@@ -131,7 +131,7 @@ def _digest(stdout):
 @pytest.fixture(scope="module")
 def reference_run(records, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("reference")
-    result = _run(_command(records, model_dir, "--mode=train_and_eval,export", "--predict_examples=2"))
+    result = _run(_command(records, model_dir, "--mode=train_and_eval,export", "--predict_examples=2", "--pictures"))
     return model_dir, result
 
 
@@ -146,6 +146,10 @@ def test_train_eval_export_and_predict(reference_run):
     assert result.stdout.count("predicted=") == 2 and "serve_examples" in result.stdout
     assert _digest(result.stdout)[1] == "6"
     assert os.listdir(model_dir / "train")  # TensorBoard events
+    assert os.path.getsize(model_dir / "training_curve.png") > 0  # --pictures (no CP module: no correspondences)
+    last = result.stdout.strip().splitlines()
+    assert last[-3].startswith("The SavedModel is in") and "training_curve.png" in last[-2], last[-6:]
+    assert f"kerasvid predict --saved_model {model_dir / 'export'}" in result.stdout
     best = json.load(open(model_dir / "best.json"))
     assert best["metric"] == "top1" and best["step"] == 6 and best["value"] == results["top1"]
     assert os.path.exists(best["checkpoint"] + ".index")

