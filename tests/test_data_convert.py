@@ -148,11 +148,14 @@ def test_kill_during_conversion_then_resume_equals_clean_run(tmp_path):
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed / ".kerasvid_convert"
     deadline = time.time() + 120
-    while time.time() < deadline and not (state.exists() and len(os.listdir(state)) >= 2):
+    def sidecars():  # complete ones (a sidecar is written under a hidden temporary name first)
+        return [n for n in os.listdir(state) if n.endswith(".json") and not n.startswith(".")] if state.exists() else []
+
+    while time.time() < deadline and len(sidecars()) < 2:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = len([n for n in os.listdir(state) if n.endswith(".json")])
+    done_before = len(sidecars())
     assert 2 <= done_before < 6, "the kill must land in the middle of the conversion"
     # Whatever a pipeline can see right after the kill is complete: every visible shard reads without error.
     visible = pipeline.list_files(writer.file_pattern(str(killed), "train"))
@@ -163,7 +166,7 @@ def test_kill_during_conversion_then_resume_equals_clean_run(tmp_path):
     clean = tmp_path / "clean"
     assert convert.main(["--output_dir", str(clean)] + flags) == 0
     names = sorted(n for n in os.listdir(clean) if not n.startswith("."))
-    assert names == sorted(n for n in os.listdir(killed) if not n.startswith(".")) and len(names) == 7
+    assert names == sorted(n for n in os.listdir(killed) if not n.startswith(".")) and len(names) == 8
     for n in names:
         assert (clean / n).read_bytes() == (killed / n).read_bytes(), n
     assert not [n for n in os.listdir(killed) if ".tmp-" in n]
@@ -230,13 +233,14 @@ def test_kinetics_ssv2_charades_and_list_parsing(tmp_path):
                                                                                      range(1, 157)))
     charades_names = sources.load_label_map(str(tmp_path / "classes.txt"))
     assert sources.label_indices(items, charades_names) == [[92, 147]]
-    (tmp_path / "l.txt").write_text("xyz.mp4 1\n# comment\nAB12.mp4 0 1\n")
+    (tmp_path / "l.txt").write_text("xyz.mp4 1\n# comment\nAB12.mp4\t0\t1\n")
     items = sources.resolve_list_labels(sources.parse_label_file("list", str(tmp_path / "l.txt"), str(tmp_path)),
                                         ["a", "b"])
     assert [i.labels for i in items] == [("a", "b"), ("b",)]
 
 
 def test_missing_label_names_the_file_and_label(tmp_path):
+    (tmp_path / "v1.mp4").write_bytes(b"")
     items = [sources.Item(str(tmp_path / "v1.mp4"), ("dancing",), "v1")]
     with pytest.raises(ValueError, match=r"Label 'dancing' of '.*v1.mp4' is not in"):
         convert.convert(items, str(tmp_path / "o"), "train", 1, ["running"], progress=False)

@@ -79,7 +79,8 @@ def test_labels_multi_hot_and_range_check(tmp_path):
     pattern = writer.file_pattern(str(tmp_path), "m")
     _, labels = _eval(pattern, num_classes=5, multi_label=True, batch_size=2)
     np.testing.assert_array_equal(labels.numpy(), [[0, 1, 0, 1, 0], [1, 0, 0, 0, 0]])
-    with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"record 0 of \S*m-00000-of-00001.tfrecord: label 3 but num_classes is 3"):
         _eval(pattern, num_classes=3, multi_label=True, batch_size=2)
 
 
@@ -134,12 +135,15 @@ def test_corrupt_shard_raises_and_is_counted_when_skipping(tmp_path):
         f.write(data[: int(len(data) * 0.5)])  # truncated: v0 survives
     pattern = writer.file_pattern(str(tmp_path), "c")
     args = dict(num_frames=2, image_size=(8, 8), training=False, batch_size=1)
-    with pytest.raises(tf.errors.DataLossError):
+    size = len(data) // 2
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=f"shard {paths[0]} after record 1 \\(byte [0-9]+ of {size}\\): truncated or corrupt"):
         list(pipeline.video_dataset(pattern, **args))
     ds = pipeline.video_dataset(pattern, on_error="skip", **args)
     labels = sorted(int(y[0]) for _, y in ds)
     assert labels == [0, 1, 3, 5]
     assert ds.error_counter.shards == 1 and ds.error_counter.records == 0
+    assert ds.error_counter.messages[0].startswith(f"shard {paths[0]} after record 1 ")
 
 
 def test_corrupt_record_is_skipped_and_counted(tmp_path):
@@ -155,6 +159,38 @@ def test_corrupt_record_is_skipped_and_counted(tmp_path):
     batches = [y.numpy().tolist() for _, y in ds]
     assert batches == [[1, 1]]
     assert counter.records == 2 and counter.shards == 0
+    shard = pipeline.list_files(pattern)[0]
+    assert counter.messages == [f"record 1 of {shard}: frame 0 (of 2) is not a valid JPEG",
+                                f"record 2 of {shard}: not a tf.train.SequenceExample (the record does not parse: "
+                                f"garbage bytes?)"]
+
+
+def test_skipping_checkpoints_and_resumes_with_the_same_batches(tmp_path, capfd):
+    """on_error="skip" is made of graph ops only: the iterator saves, restores, and the skip totals continue."""
+    good = [_grey_video(3 + i, [i % 3], vid=f"v{i}") for i in range(6)]
+    bad = schema.make_sequence_example([writer.encode_jpeg(np.zeros((8, 8, 3), np.uint8)), b"\xff\xd8broken"], [0])
+    writer.write_records(good[:3] + [bad] + good[3:], str(tmp_path), "s", 1)
+    pattern = writer.file_pattern(str(tmp_path), "s")
+    ds = pipeline.video_dataset(pattern, num_frames=2, image_size=(8, 8), batch_size=2, seed=3, deterministic=True,
+                                on_error="skip", shuffle_buffer=1, prefetch=None)
+    it = iter(ds)
+    first = [next(it)[1].numpy().tolist() for _ in range(2)]  # 7 records, 1 bad: 4 of the 6 good ones
+    ckpt = tf.train.Checkpoint(iterator=it)
+    path = ckpt.save(str(tmp_path / "ckpt"))
+    expected = [next(it)[1].numpy().tolist() for _ in range(4)]
+    ckpt.restore(path)
+    got = [next(it)[1].numpy().tolist() for _ in range(4)]
+    assert got == expected and sorted(sum(first + expected[:1], [])) == [0, 0, 1, 1, 2, 2]
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if "kerasvid.data: skipped record 3 of" in line]
+    # Skipped once before the checkpoint, and once per later epoch; after the restore the running total goes on
+    # from the checkpoint's value (the count is iterator state), not from 0.
+    # Every line names the record and the reason. Totals: 1 before the checkpoint, more as the epochs go on (the
+    # pipeline reads ahead, so how many is not fixed), and after the restore the count continues from the
+    # checkpoint's state (it is iterator state): it never starts again from 1.
+    assert lines and all(line.split(": ", 2)[2].startswith("frame 1 (of 2) is not a valid JPEG (") for line in lines)
+    totals = [int(line.rsplit("(", 1)[1].split()[0]) for line in lines]
+    assert totals[0] == 1 and min(totals[1:]) >= 2 and len(totals) >= 3, totals
 
 
 def test_hidden_temporary_shards_are_never_read(tmp_path):
@@ -219,3 +255,42 @@ def test_auto_shard_policy_option(grey_records):
     assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
     ds = pipeline.video_dataset(grey_records, num_frames=2, image_size=(8, 8), training=False, auto_shard="off")
     assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
+
+
+def test_training_with_skipped_records_checkpoints_and_resumes(tmp_path):
+    """--data_kwargs=on_error=skip under the real training loop: checkpoints save the data iterator (this crashed
+    with `EagerPyFunc is stateful` when skipping used Python), and a resumed run ends on the same weights."""
+    import keras
+
+    from kerasvid.tasks import TaskConfig
+    from kerasvid.tasks.classification import ClassificationTask
+    from kerasvid.training import TrainConfig, Trainer, get_strategy
+
+    class Tiny(ClassificationTask):
+        def build_model(self):
+            inputs = keras.Input((2, 8, 8, 3))
+            x = keras.layers.Flatten()(inputs)
+            return keras.Model(inputs, keras.layers.Dense(3, kernel_initializer=keras.initializers.GlorotUniform(1))(x))
+
+    examples = [_grey_video(3 + i % 4, [i % 3], vid=f"v{i}") for i in range(8)]
+    examples[3] = schema.make_sequence_example([b"\xff\xd8 not a jpeg"] * 3, [1])
+    examples[6] = b"garbage, not a proto"
+    writer.write_records(examples, str(tmp_path / "data"), "train", 2)
+    config = TaskConfig(model="tiny", num_classes=3, train_pattern=writer.file_pattern(str(tmp_path / "data"),
+                                                                                      "train"),
+                        num_frames=2, image_size=(8, 8), batch_size=2, seed=1, deterministic=True,
+                        shuffle_buffer=4, normalization="zero_one", data_kwargs={"on_error": "skip"})
+
+    def train(model_dir, steps):
+        keras.utils.set_random_seed(0)
+        trainer = Trainer(Tiny(config), get_strategy("default"), str(model_dir),
+                          TrainConfig(train_steps=steps, log_every=2, checkpoint_every=2, learning_rate=0.1))
+        trainer.train()
+        return [v.numpy() for v in trainer.model.trainable_variables]
+
+    full = train(tmp_path / "full", 8)
+    train(tmp_path / "resumed", 4)
+    assert tf.train.latest_checkpoint(str(tmp_path / "resumed")).endswith("ckpt-4")
+    resumed = train(tmp_path / "resumed", 8)
+    for a, b in zip(full, resumed):
+        np.testing.assert_array_equal(a, b)

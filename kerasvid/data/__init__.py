@@ -2,10 +2,23 @@
 
 Records follow TF Model Garden / DMVR (`kerasvid.data.schema`); `video_dataset` reads them into
 `({"image": float32 [B, T, H, W, 3]}, labels)` batches.
+
+The names below are imported on first use, so that `kerasvid convert --help` does not wait for TensorFlow.
 """
-from kerasvid.data.pipeline import (ErrorCounter, decode_examples, list_files, make_decoder,  # noqa: F401
-                                    video_dataset)
-from kerasvid.data.preprocess import normalize, resize_and_center_crop  # noqa: F401
-from kerasvid.data.schema import make_sequence_example, parse_sequence_example  # noqa: F401
-from kerasvid.data.synthetic import write_synthetic_dataset, write_synthetic_ego_exo  # noqa: F401
-from kerasvid.data.writer import ShardedRecordWriter, file_pattern, write_records  # noqa: F401
+import importlib
+
+_EXPORTS = {
+    "pipeline": ("ErrorCounter", "decode_examples", "list_files", "make_decoder", "video_dataset"),
+    "preprocess": ("normalize", "resize_and_center_crop"),
+    "schema": ("make_sequence_example", "parse_sequence_example"),
+    "synthetic": ("write_synthetic_dataset", "write_synthetic_ego_exo"),
+    "writer": ("ShardedRecordWriter", "file_pattern", "write_records"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"kerasvid.data.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'kerasvid.data' has no attribute {name!r}")

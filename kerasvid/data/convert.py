@@ -10,15 +10,17 @@ Example:
 """
 import argparse
 import concurrent.futures
+import hashlib
 import json
 import os
 import sys
 import threading
 import time
 
-from kerasvid.data import schema, sources, writer
+from kerasvid.data import sources, writer
 
 MANIFEST = "manifest.json"
+LABELS = "labels.txt"
 _STATE_DIR = ".kerasvid_convert"
 
 
@@ -111,10 +113,82 @@ def _relative(path, input_dir):
 
 
 def _example(item, label_idx, label_names, frames, fps, input_dir, quality):
+    from kerasvid.data import schema
+
     return schema.make_sequence_example(
         [writer.encode_jpeg(f, quality) for f in frames], label_idx, label_text=[label_names[i] for i in label_idx],
         video_id=item.video_id, filename=_relative(item.source, input_dir), fps=fps, height=frames.shape[1],
         width=frames.shape[2])
+
+
+def _present(item):
+    return item.exists and os.path.exists(item.source)
+
+
+def _input_record(item, labels, input_dir):
+    """What a shard's content depends on for one input: id, file, labels, and the file's size and mtime."""
+    entry = {"id": item.video_id, "source": _relative(item.source, input_dir), "labels": labels}
+    if labels is not None:
+        st = os.stat(item.source)
+        entry.update(size=st.st_size if os.path.isfile(item.source) else None, mtime_ns=st.st_mtime_ns)
+    return entry
+
+
+def _check_label_names(label_names):
+    for name in label_names:
+        if not name or name != name.strip() or "\n" in name or "\r" in name:
+            raise ValueError(f"Class name {name!r} cannot be written to labels.txt (empty, surrounding spaces or a "
+                             f"line break).")
+    if len(set(label_names)) != len(label_names):
+        raise ValueError(f"The label map has duplicate class names: "
+                         f"{sorted({n for n in label_names if label_names.count(n) > 1})[:5]}.")
+
+
+def _check_label_map(output_dir, name, label_names, overwrite):
+    """Before any shard is written: the output directory's label map (manifest.json, labels.txt) must be this one.
+
+    A rerun of the only split converted so far may change it with `overwrite`; other splits converted with another
+    map are never mixed with this one.
+    """
+    path = os.path.join(output_dir, MANIFEST)
+    old_map, others = None, []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        old_map = old.get("label_map")
+        others = sorted(k for k in old.get("splits", {}) if k != name)
+    elif os.path.exists(os.path.join(output_dir, LABELS)):
+        with open(os.path.join(output_dir, LABELS), encoding="utf-8") as f:
+            old_map = [line.rstrip("\n") for line in f if line.strip()]
+    if old_map is None or old_map == list(label_names):
+        return
+    described = f"{len(old_map)} classes ({', '.join(map(repr, old_map[:3]))}{', ...' if len(old_map) > 3 else ''})"
+    new = f"{len(label_names)} classes ({', '.join(map(repr, label_names[:3]))}{', ...' if len(label_names) > 3 else ''})"
+    if others:
+        raise ValueError(f"{output_dir} holds split(s) {others} converted with another label map ({described}) than "
+                         f"this one ({new}); convert split {name!r} with --label_map="
+                         f"{os.path.join(output_dir, LABELS)} (the map those splits used), or use a new --output_dir.")
+    if not overwrite:
+        raise ValueError(f"{output_dir} was converted with another label map ({described}) than this one ({new}); "
+                         f"pass --overwrite to rewrite split {name!r} with the new map, or use a new --output_dir.")
+
+
+def _differences(old, new):
+    keys = sorted(set(old) | set(new), key=str)
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+
+
+def _describe_input_change(old_inputs, new_inputs):
+    if not isinstance(old_inputs, list) or not all(isinstance(x, dict) for x in old_inputs):
+        return "inputs recorded by an older kerasvid"
+    old_ids, new_ids = [x.get("id") for x in old_inputs], [x["id"] for x in new_inputs]
+    if old_ids != new_ids:
+        gone, added = sorted(set(old_ids) - set(new_ids)), sorted(set(new_ids) - set(old_ids))
+        return f"other inputs (removed {gone[:3]}, added {added[:3]})"
+    for o, n in zip(old_inputs, new_inputs):
+        if o != n:
+            return f"input {n['id']!r} changed ({_differences(o, n)})"
+    return "other inputs"
 
 
 def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps=None, short_side=None,
@@ -122,12 +196,17 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
             settings=None):
     """Converts `items` (from `sources.parse_label_file`) into `num_shards` shards of split `name`.
 
+    A shard's bytes are a function of what its sidecar records: the settings (including the label map) and, per
+    input, the id, file, label indices, size and modification time. A rerun keeps a shard only when all of these
+    are unchanged; otherwise it refuses, or with `overwrite` rewrites the shard.
+
     Args:
         items: list of `sources.Item`, in the order that defines the shard assignment (sorted by id).
-        output_dir: output directory (shards, `manifest.json`, the hidden resume state).
+        output_dir: output directory (shards, `manifest.json`, `labels.txt`, the hidden resume state).
         name: split name (a plain file-name prefix).
         num_shards: number of shards.
-        label_names: class names in index order; None -> sorted names found in `items`.
+        label_names: class names in index order; None -> sorted names of the inputs that exist (the label of a
+            missing input never becomes a class).
         fps: resample every video to this rate (None: keep the source's frames).
         short_side: resize frames so their shorter side is this (None: keep).
         jpeg_quality: JPEG quality of the stored frames.
@@ -135,15 +214,18 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
         input_dir: root that `video/filename` is made relative to.
         num_workers: shards converted in parallel (threads: PyAV and TF release the GIL while decoding/encoding).
         progress: show progress on stderr.
-        overwrite: remove this split's shards of another shard count instead of refusing.
+        overwrite: rewrite this split's shards written with other settings, inputs or shard count (instead of
+            refusing).
         settings: extra JSON-able settings recorded in the manifest (e.g. the label file).
 
     Returns:
-        The manifest entry of this split (also merged into `<output_dir>/manifest.json`).
+        The manifest entry of this split (also merged into `<output_dir>/manifest.json`; the label map is written
+        to `<output_dir>/labels.txt`, one class per line, which `train/main.py` reads beside the shards).
 
     Raises:
-        ValueError: bad arguments, a label missing from the label map (naming file and label), or existing shards
-            written with other settings.
+        ValueError: bad arguments, no input that exists, a label missing from the label map (naming file and
+            label), existing shards written with other settings (without `overwrite`), or other splits of
+            `output_dir` converted with another label map.
     """
     writer.check_split_name(name)
     if not isinstance(num_shards, int) or num_shards < 1:
@@ -154,33 +236,51 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
         raise ValueError(f"`short_side` must be >= 8, got {short_side}.")
     if not 1 <= int(jpeg_quality) <= 100:
         raise ValueError(f"`jpeg_quality` must be in [1, 100], got {jpeg_quality}.")
-    label_names = list(label_names) if label_names is not None else sources.build_label_map(items)
-    indices = sources.label_indices(items, label_names)
+    if not items:
+        raise ValueError("No inputs to convert (the label file lists no videos).")
+    present = [_present(item) for item in items]
+    if not any(present):
+        raise ValueError(f"None of the {len(items)} listed inputs exists (e.g. {items[0].source!r}); check "
+                         f"--input_dir and the paths in the label file.")
+    derived = label_names is None
+    existing = [item for item, p in zip(items, present) if p]
+    label_names = sources.build_label_map(existing) if derived else list(label_names)
+    _check_label_names(label_names)
+    found = iter(sources.label_indices(existing, label_names))
+    indices = [next(found) if p else None for p in present]  # a missing input is skipped whatever its label
     output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"The output directory {output_dir!r} is a file.")
+    _check_label_map(output_dir, name, label_names, overwrite)
     os.makedirs(os.path.join(output_dir, _STATE_DIR), exist_ok=True)
     _check_stale_shards(output_dir, name, num_shards, overwrite)
     config = {"fps": fps, "short_side": short_side, "jpeg_quality": int(jpeg_quality), "source_fps": source_fps,
-              "num_shards": num_shards}
+              "num_shards": num_shards, "label_map_sha256": hashlib.sha256(
+                  "\n".join(label_names).encode("utf-8")).hexdigest(), "num_classes": len(label_names)}
     config.update(settings or {})
 
     shards = [writer.shard_path(output_dir, name, i, num_shards) for i in range(num_shards)]
     members = [[k for k in range(len(items)) if writer.shard_of(k, num_shards) == i] for i in range(num_shards)]
+    inputs = [[_input_record(items[k], indices[k], input_dir) for k in members[i]] for i in range(num_shards)]
     bar = Progress(len(items), f"convert {name}", enabled=progress)
     results = [None] * num_shards
     todo = []
     for i, shard in enumerate(shards):
         side = _sidecar_path(output_dir, shard)
-        ids = [items[k].video_id for k in members[i]]
         if os.path.exists(shard) and os.path.exists(side):
             with open(side, encoding="utf-8") as f:
                 done = json.load(f)
-            if done.get("settings") != config or done.get("inputs") != ids:
-                raise ValueError(f"Shard {shard} was written with other settings or inputs; pass --overwrite or use "
-                                 f"a new output directory (old: {done.get('settings')}, new: {config}).")
-            results[i] = done
-            bar.update(len(ids))
-        else:
-            todo.append(i)
+            if done.get("settings") == config and done.get("inputs") == inputs[i]:
+                results[i] = done
+                bar.update(len(members[i]))
+                continue
+            if not overwrite:
+                what = (f"other settings ({_differences(done.get('settings') or {}, config)})"
+                        if done.get("settings") != config else _describe_input_change(done.get("inputs"), inputs[i]))
+                raise ValueError(f"Shard {shard} was written with {what}; pass --overwrite to rewrite it, or use a "
+                                 f"new --output_dir.")
+            os.remove(side)  # the shard is replaced atomically below; without its sidecar it is never kept
+        todo.append(i)
 
     def run(i):
         converted, skipped = [], []
@@ -189,6 +289,8 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
             for k in members[i]:
                 item = items[k]
                 try:
+                    if indices[k] is None:
+                        raise sources.SkipInput("missing input")
                     frames, rate = sources.read_source(item, fps, source_fps)
                     frames = sources.resize_short_side(frames, short_side)
                     ex = _example(item, indices[k], label_names, frames, rate, input_dir, jpeg_quality)
@@ -202,8 +304,7 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
                     bar.update()
 
         count = writer.write_shard(shards[i], examples())
-        done = {"shard": os.path.basename(shards[i]), "num_records": count, "inputs": [items[k].video_id
-                                                                                    for k in members[i]],
+        done = {"shard": os.path.basename(shards[i]), "num_records": count, "inputs": inputs[i],
                 "converted": converted, "skipped": skipped, "settings": config}
         _write_json_atomic(_sidecar_path(output_dir, shards[i]), done)
         return i, done
@@ -214,6 +315,9 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
                 results[i] = done
 
     entry = _split_entry(results, label_names, config)
+    if derived:
+        # Classes whose every input was skipped while decoding: named so that the user can drop or fix them.
+        entry["classes_without_videos"] = [n for n, c in entry["per_class"].items() if c == 0]
     _merge_manifest(output_dir, name, entry, label_names)
     return entry
 
@@ -242,47 +346,77 @@ def _merge_manifest(output_dir, name, entry, label_names):
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 old = json.load(f)
-            if old.get("label_map") != label_names:
-                raise ValueError(f"{path} has another label map ({len(old.get('label_map', []))} classes) than this "
-                                 f"conversion ({len(label_names)}); pass the same --label_map for every split.")
-            manifest["splits"] = old.get("splits", {})
+            if old.get("label_map") == label_names:
+                manifest["splits"] = old.get("splits", {})
+            # else: `_check_label_map` allowed it: this split was the only one and is rewritten with the new map.
         manifest["splits"][name] = entry
+        with open(os.path.join(output_dir, f".{LABELS}.tmp-{os.getpid()}"), "w", encoding="utf-8") as f:
+            f.write("".join(n + "\n" for n in label_names))
+        os.replace(f.name, os.path.join(output_dir, LABELS))
         _write_json_atomic(path, manifest)
     return manifest
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="kerasvid convert", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="kerasvid convert", description=__doc__.split("\n\n")[0],
+                                epilog=sources.LIST_FORMAT + "\n\nOutput: <output_dir>/<name>-*-of-*.tfrecord shards, "
+                                "labels.txt (the label map,\none class per line: train/main.py reads it beside the "
+                                "shards) and manifest.json (counts, and the\nskipped inputs with their reason).",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", required=True, choices=sources.LABEL_FORMATS, help="label file format")
-    p.add_argument("--labels", required=True, help="label file (CSV / JSON / list)")
+    p.add_argument("--labels", required=True, help="label file (CSV / JSON / list, see below)")
     p.add_argument("--input_dir", required=True, help="root of the videos or frame folders")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--name", default="train", help="split name, the shard prefix")
     p.add_argument("--split", default=None, help="Kinetics: keep rows of this `split` value")
-    p.add_argument("--label_map", default=None, help="class names (txt: one per line; JSON list or {name: index})")
+    p.add_argument("--label_map", default=None, help="class names (txt: one per line; JSON list or {name: index}); "
+                   "default: the sorted names of the listed inputs that exist")
     p.add_argument("--num_shards", type=int, default=10)
     p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: keep)")
     p.add_argument("--source_fps", type=float, default=None, help="frame rate of frame folders")
     p.add_argument("--short_side", type=int, default=None, help="resize the shorter side to this (default: keep)")
     p.add_argument("--jpeg_quality", type=int, default=90)
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
-    p.add_argument("--overwrite", action="store_true", help="replace shards of another shard count")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rewrite this split's shards written with other settings, inputs or shard count")
     p.add_argument("--no_progress", action="store_true")
     return p
 
 
+_MAX_REASONS = 20
+
+
 def main(argv=None):
-    """Entry point of `kerasvid convert` (argv without the subcommand)."""
+    """Entry point of `kerasvid convert` (argv without the subcommand); returns the exit status."""
     args = build_parser().parse_args(argv)
-    items = sources.parse_label_file(args.format, args.labels, args.input_dir, args.split)
-    label_names = sources.load_label_map(args.label_map) if args.label_map else None
-    if args.format == "list" and label_names is not None:
-        items = sources.resolve_list_labels(items, label_names)  # labels may be written as indices
-    entry = convert(items, args.output_dir, args.name, args.num_shards, label_names, args.fps, args.short_side,
-                    args.jpeg_quality, args.source_fps, args.input_dir, args.workers, not args.no_progress,
-                    args.overwrite, {"format": args.format, "labels": os.path.abspath(args.labels)})
-    print(json.dumps({"name": args.name, "num_videos": entry["num_videos"], "skipped": len(entry["skipped"]),
+    try:
+        items = sources.parse_label_file(args.format, args.labels, args.input_dir, args.split)
+        if args.label_map and not os.path.isfile(args.label_map):
+            raise ValueError(f"--label_map={args.label_map!r} does not exist.")
+        label_names = sources.load_label_map(args.label_map) if args.label_map else None
+        if args.format == "list" and label_names is not None:
+            items = sources.resolve_list_labels(items, label_names)  # labels may be written as indices
+        entry = convert(items, args.output_dir, args.name, args.num_shards, label_names, args.fps, args.short_side,
+                        args.jpeg_quality, args.source_fps, args.input_dir, args.workers, not args.no_progress,
+                        args.overwrite, {"format": args.format, "labels": os.path.abspath(args.labels)})
+    except ValueError as e:
+        print(f"kerasvid convert: error: {e}", file=sys.stderr)
+        return 2
+    skipped = entry["skipped"]
+    for s in skipped[:_MAX_REASONS]:
+        print(f"kerasvid convert: skipped {s['input']}: {s['reason']}", file=sys.stderr)
+    if len(skipped) > _MAX_REASONS:
+        print(f"kerasvid convert: ... and {len(skipped) - _MAX_REASONS} more skipped inputs (all listed in "
+              f"{os.path.join(os.path.abspath(args.output_dir), MANIFEST)})", file=sys.stderr)
+    for cls in entry.get("classes_without_videos", []):
+        print(f"kerasvid convert: warning: class {cls!r} has no converted video (every input of it was skipped)",
+              file=sys.stderr)
+    print(json.dumps({"name": args.name, "num_videos": entry["num_videos"], "skipped": len(skipped),
                       "output_dir": os.path.abspath(args.output_dir)}))
+    if entry["num_videos"] == 0:
+        print(f"kerasvid convert: error: no video of split {args.name!r} could be converted ({len(skipped)} "
+              f"skipped, reasons above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,57 +4,73 @@ Frame indices are chosen before decoding, and only the chosen frames (and in tra
 with `tf.image.decode_and_crop_jpeg`) are decoded. Randomness is stateless: each record is zipped with a value of
 `tf.data.Dataset.random(seed)`, so with `seed` set and `deterministic=True` two runs yield identical batches.
 """
-import logging
 import os
-import threading
+import sys
+import tempfile
+import weakref
 
 import tensorflow as tf
 
 from kerasvid.data import preprocess, samplers, schema
 
-_log = logging.getLogger("kerasvid.data")
 _CROPS = ("random_resized", "scale_jitter", "center")
 _AUTO_SHARD = {"data": tf.data.experimental.AutoShardPolicy.DATA, "file": tf.data.experimental.AutoShardPolicy.FILE,
                "auto": tf.data.experimental.AutoShardPolicy.AUTO, "off": tf.data.experimental.AutoShardPolicy.OFF}
 
 
 class ErrorCounter:
-    """Counts what `video_dataset(on_error="skip")` skipped (thread-safe; read it after or during iteration).
+    """What `video_dataset(on_error="skip")` skipped, for this process (read it after or during iteration).
+
+    The pipeline reports every skip from inside the tf.data graph (`tf.print`, an op that iterator checkpoints
+    accept): one line on stderr naming the shard, the record index and the reason, with the running totals (which
+    are part of the iterator state, so they continue across a checkpoint restore), and one line in this counter's
+    event file (`path`), which the attributes below read.
 
     Attributes:
-        records: number of records dropped because they failed to parse or decode (or had no frames / labels out
-            of range).
-        shards: number of shards whose reading stopped at a corrupt or truncated record (the records after it in
-            that shard are lost; the ones before were delivered).
-        messages: the first 100 shard-level error messages.
+        records: records dropped because they did not parse or decode, had no frames or no label, or a label out
+            of range.
+        shards: shards whose reading stopped at a corrupt or truncated record (the records after it in that shard
+            are lost; the ones before were delivered).
+        messages: the first 100 messages (shard level and record level), each naming the file.
     """
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self.records = 0
-        self.shards = 0
-        self.messages = []
+        fd, self.path = tempfile.mkstemp(prefix="kerasvid_skipped_", suffix=".tsv")
+        os.close(fd)
+        weakref.finalize(self, _remove_quietly, self.path)
+
+    def _events(self):
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                return [line.rstrip("\n").split("\t", 1) for line in f if "\t" in line]
+        except FileNotFoundError:
+            return []
+
+    @property
+    def records(self):
+        return sum(1 for kind, _ in self._events() if kind == "record")
+
+    @property
+    def shards(self):
+        return sum(1 for kind, _ in self._events() if kind == "shard")
+
+    @property
+    def messages(self):
+        return [message for _, message in self._events()[:100]]
 
     @property
     def total(self):
         return self.records + self.shards
 
-    def _add_record(self):
-        with self._lock:
-            self.records += 1
-            n = self.records
-        _log.warning("kerasvid.data: skipped a corrupt record (%d records skipped so far).", n)
-        return False
-
-    def _add_shard(self, path, error):
-        with self._lock:
-            self.shards += 1
-            if len(self.messages) < 100:
-                self.messages.append(f"{path}: {error}")
-        _log.warning("kerasvid.data: stopped reading corrupt shard %s: %s", path, error)
-
     def __repr__(self):
         return f"ErrorCounter(records={self.records}, shards={self.shards})"
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def list_files(file_pattern):
@@ -70,23 +86,54 @@ def list_files(file_pattern):
     files = sorted({f for f in files if not os.path.basename(f).startswith(".")})
     if not files:
         raise ValueError(f"No record files match `file_pattern`={file_pattern!r}.")
+    dirs = [f for f in files if tf.io.gfile.isdir(f)]
+    if dirs:
+        raise ValueError(f"`file_pattern`={file_pattern!r} matches a directory, not a record file: {dirs[0]!r}.")
     return files
 
 
-def _read_skipping(files, counter, deterministic):
-    def gen(path):
-        path = path.decode() if isinstance(path, bytes) else path
-        try:
-            for record in tf.data.TFRecordDataset(path):
-                yield record.numpy()
-        except (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError) as e:
-            counter._add_shard(path, getattr(e, "message", str(e)))
+def _str(x):
+    return tf.strings.as_string(x) if x.dtype != tf.string else x
 
-    def one(path):
-        return tf.data.Dataset.from_generator(gen, args=(path,), output_signature=tf.TensorSpec([], tf.string))
 
-    return files.interleave(one, cycle_length=4, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=deterministic)
+def _join(*parts):
+    """One string tensor from Python strings and scalar tensors (numbers printed in decimal, strings unquoted)."""
+    return tf.strings.join([p if isinstance(p, str) else _str(p) for p in parts])
+
+
+def _read_records(files, sizes):
+    """`(record, path, index, note)` of every readable record, and a marker where a shard ends early.
+
+    A shard's records are read until the first one that does not read (TFRecordDataset stops there: a truncated
+    or corrupt shard, or a file that is not a TFRecord file at all). Whether it stopped early is told by the
+    bytes read: every complete record takes its length + 16 framing bytes, so a shard was read to its end exactly
+    when they add up to the file size. Then a marker follows (`record` empty, `note` saying what happened), which
+    the decoding stage turns into a skip or an error. All of it is tf.data graph state, so the iterator
+    checkpoints (no Python generator or py_function).
+    """
+
+    def read(path, size):
+        records = tf.data.TFRecordDataset(path).ignore_errors().map(lambda r: (r, tf.constant(False)))
+        end = tf.data.Dataset.from_tensors((tf.constant(b""), tf.constant(True)))
+
+        def step(state, element):
+            record, is_end = element
+            count, read_bytes = state
+            incomplete = tf.logical_and(is_end, tf.not_equal(read_bytes, size))
+            note = tf.cond(incomplete, lambda: _join(
+                "shard ", path, " after record ", count, " (byte ", read_bytes, " of ", size, "): truncated or "
+                "corrupt, or not a TFRecord file"), lambda: tf.constant(""))
+            step_bytes = tf.where(is_end, tf.constant(0, tf.int64), tf.cast(tf.strings.length(record), tf.int64) + 16)
+            new_state = (count + tf.where(is_end, tf.constant(0, tf.int64), tf.constant(1, tf.int64)),
+                         read_bytes + step_bytes)
+            return new_state, (record, path, count, is_end, note)
+
+        out = records.concatenate(end).scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
+        out = out.filter(lambda record, path, index, is_end, note: tf.logical_or(tf.logical_not(is_end),
+                                                                                  tf.strings.length(note) > 0))
+        return out.map(lambda record, path, index, is_end, note: (record, path, index, note))
+
+    return read
 
 
 def _validate(num_frames, stride, image_size, batch_size, num_classes, multi_label, one_hot, num_clips, num_crops,
@@ -95,8 +142,7 @@ def _validate(num_frames, stride, image_size, batch_size, num_classes, multi_lab
                     ("num_clips", num_clips), ("num_crops", num_crops)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"`{name}` must be a positive int, got {v!r}.")
-    if len(image_size) != 2 or any(int(s) < 1 for s in image_size):
-        raise ValueError(f"`image_size` must be (height, width), got {image_size!r}.")
+    _image_size(image_size)
     if (multi_label or one_hot or mirror_labels) and not num_classes:
         raise ValueError(f"`num_classes` is required with multi_label / one_hot / mirror_labels, got {num_classes!r}.")
     if sampler not in samplers.SAMPLERS:
@@ -110,6 +156,20 @@ def _validate(num_frames, stride, image_size, batch_size, num_classes, multi_lab
     preprocess.check_normalization(normalization)
 
 
+def _image_size(image_size):
+    """`image_size` as (height, width) positive ints: one int means a square."""
+    bad = ValueError(f"`image_size` must be (height, width) positive ints or one int (a square), got "
+                     f"{image_size!r}.")
+    if isinstance(image_size, (str, bytes, float)):
+        raise bad
+    values = [image_size] if not hasattr(image_size, "__len__") else list(image_size)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not all(hasattr(v, "__index__") and int(v) >= 1 for v in values):
+        raise bad
+    return int(values[0]), int(values[1])
+
+
 def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num_classes=None, multi_label=False,
                  one_hot=False, normalization="imagenet", num_clips=1, num_crops=1, sampler="dense",
                  crop="random_resized", crop_scale=(0.49, 1.0), crop_aspect_ratio=(0.5, 2.0),
@@ -118,7 +178,7 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
     """Returns `fn(serialized, seed) -> ({"image": [V?, T, H, W, 3]}, label)`, the per-record part of
     `video_dataset` (same arguments); `seed` is an int64 scalar. Useful to build custom pipelines.
     With `with_labels=False` the labels are neither checked nor returned: `fn` returns `{"image": ...}`."""
-    height, width = int(image_size[0]), int(image_size[1])
+    height, width = _image_size(image_size)
     views = num_clips * (1 if training else num_crops)
     perm = None
     if mirror_labels:
@@ -142,6 +202,8 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
         elif num_classes:
             checks.append(tf.debugging.assert_less(labels, tf.cast(num_classes, tf.int64),
                                                    message="label index out of range for num_classes"))
+        if with_labels:
+            checks.append(tf.debugging.assert_non_negative(labels, message="negative label index"))
         if with_labels and not (multi_label or one_hot):
             checks.append(tf.debugging.assert_positive(tf.size(labels), message="record has no label"))
         with tf.control_dependencies(checks):
@@ -208,7 +270,7 @@ def decode_examples(serialized, num_frames, stride=1, image_size=(224, 224), nor
     """
     decode = make_decoder(num_frames, stride, image_size, False, normalization=normalization, num_clips=num_clips,
                           num_crops=num_crops, sampler=sampler, eval_short_side=eval_short_side, with_labels=False)
-    h, w = int(image_size[0]), int(image_size[1])
+    h, w = _image_size(image_size)
     shape = ([decode.views] if decode.views > 1 else []) + [num_frames, h, w, 3]
     images = tf.map_fn(lambda s: decode(s, tf.constant(0, tf.int64))["image"], serialized,
                        fn_output_signature=tf.TensorSpec(shape, tf.float32))
@@ -279,24 +341,23 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
     """
     _validate(num_frames, stride, image_size, batch_size, num_classes, multi_label, one_hot, num_clips, num_crops,
               sampler, on_error, crop, normalization, mirror_labels, auto_shard)
+    image_size = _image_size(image_size)
     files = list_files(file_pattern)
     if augment is not None:  # imports keras: only when augmenting
         from kerasvid.data.augment import from_spec
 
         augment = from_spec(augment) if training else None
+    sizes = [tf.io.gfile.stat(f).length for f in files]
     decode = make_decoder(num_frames, stride, image_size, training, num_classes, multi_label, one_hot,
                           normalization, num_clips, num_crops, sampler, crop, crop_scale, crop_aspect_ratio,
                           scale_jitter, flip, mirror_labels, color_jitter, eval_short_side, augment=augment)
     counter = error_counter if error_counter is not None else ErrorCounter()
 
-    file_ds = tf.data.Dataset.from_tensor_slices(files)
+    file_ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
     if training:
         file_ds = file_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    if on_error == "skip":
-        records = _read_skipping(file_ds, counter, deterministic)
-    else:
-        records = file_ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=1,
-                                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    records = file_ds.interleave(_read_records(files, sizes), cycle_length=min(len(files), 8), block_length=1,
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if input_context is not None:
         records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if training and shuffle_buffer and shuffle_buffer > 1:
@@ -306,19 +367,20 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
         records = records.repeat(epochs)
     rng = tf.data.Dataset.random(seed=seed)
     records = tf.data.Dataset.zip((records, rng))
-
+    # Evaluation keeps the record order (as a parallel map does in practice); training order is shuffled anyway.
+    ds = _guarded_decode(records, decode, num_frames, image_size, num_classes, multi_label or one_hot,
+                         on_error == "skip", num_parallel_calls, deterministic or not training)
     if on_error == "skip":
-        ds = _map_skipping(records, decode, counter, num_frames, image_size, num_classes, multi_label or one_hot,
-                           deterministic)
+        ds = _count_and_drop(ds, counter)
     else:
-        ds = records.map(decode, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        ds = ds.map(lambda features, label, status, message: (features, label))
     if drop_remainder is None:
         drop_remainder = training
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if augment is not None:  # MixUp / CutMix: soft labels [B, num_classes]
         ds = augment.mix_batches(ds, seed, num_classes)
     if decode.views > 1:
-        h, w = int(image_size[0]), int(image_size[1])
+        h, w = image_size
         ds = ds.map(lambda f, y: ({"image": tf.reshape(f["image"], [-1, num_frames, h, w, 3])}, y))
     if prefetch:
         ds = ds.prefetch(prefetch)
@@ -333,28 +395,113 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
     return ds
 
 
-def _map_skipping(records, decode, counter, num_frames, image_size, num_classes, dense_labels, deterministic):
-    """Per-record map that turns a failing record into a counted drop instead of an error.
+_RECORD, _SHARD = 1, 2  # status of a skipped element (0: a good one)
 
-    Each record becomes a one-element dataset whose decode errors are ignored, followed by a placeholder flagged
-    `ok=False`; `take(1)` keeps the real element when it exists, so a drop is visible downstream and counted.
+
+def _first_bad_frame(frames):
+    """A one-element dataset: why the frames fail to decode (the first one that is not a JPEG), with graph ops."""
+    n = tf.size(frames, out_type=tf.int64)
+    decoded = tf.data.Dataset.from_tensor_slices(frames).enumerate().map(
+        lambda i, f: (i, tf.size(tf.io.decode_jpeg(f, channels=3), out_type=tf.int64))).ignore_errors()
+    # Good frames come in order; the first index that differs from its position is the first bad frame.
+    gaps = decoded.concatenate(tf.data.Dataset.from_tensors((n, tf.constant(0, tf.int64)))).scan(
+        tf.constant(0, tf.int64), lambda position, e: (position + 1, (e[0], position)))
+    first = gaps.filter(lambda i, position: tf.not_equal(i, position)).take(1).map(
+        lambda i, position: _join("frame ", position, " (of ", n, ") is not a valid JPEG"))
+    other = tf.data.Dataset.from_tensors(tf.constant("the frames do not decode together (frames of different "
+                                                     "sizes?)"))
+    return first.concatenate(other).take(1)
+
+
+def _why(record, num_classes, dense_labels):
+    """A one-element dataset: why `record` failed to decode, found again with graph ops that cannot fail.
+
+    Datasets (not `reduce`), so that the iterator stays checkpointable; only built for a failing record.
     """
-    h, w = int(image_size[0]), int(image_size[1])
+
+    def simple_reason(serialized):
+        parsed = schema.parse_sequence_example(serialized)
+        frames, labels = parsed["frames"], parsed["labels"]
+        cases = [(tf.equal(tf.size(frames), 0), lambda: tf.constant("no frames (`image/encoded` is empty)"))]
+        if not dense_labels:
+            cases.append((tf.equal(tf.size(labels), 0),
+                          lambda: tf.constant("no label (`clip/label/index` is empty)")))
+        cases.append((tf.reduce_any(labels < 0), lambda: _join("negative label ", tf.reduce_min(labels))))
+        if num_classes:
+            cases.append((tf.reduce_any(labels >= num_classes), lambda: _join(
+                "label ", tf.reduce_max(labels), " but num_classes is ", tf.constant(num_classes, tf.int64),
+                " (labels must be < num_classes)")))
+        return frames, tf.case(cases, default=lambda: tf.constant(""), exclusive=False)
+
+    def explain(frames, reason):
+        known = tf.data.Dataset.from_tensors(reason).filter(lambda r: tf.strings.length(r) > 0)
+        return known.concatenate(_first_bad_frame(frames)).take(1)
+
+    parsed = tf.data.Dataset.from_tensors(record).map(simple_reason).ignore_errors().flat_map(explain)
+    fallback = tf.data.Dataset.from_tensors(tf.constant("not a tf.train.SequenceExample (the record does not "
+                                                        "parse: garbage bytes?)"))
+    return parsed.concatenate(fallback).take(1)
+
+
+def _guarded_decode(records, decode, num_frames, image_size, num_classes, dense_labels, skip, num_parallel_calls,
+                    deterministic):
+    """Decodes `((record, path, index, note), seed)` into `(features, label, status, message)`.
+
+    Each record becomes a one-element dataset whose decode errors are ignored, followed by a fallback element
+    (`take(1)` keeps the real one when it exists). The fallback names the shard, the record index and the reason
+    (`_why`); when not skipping, it raises that as one `InvalidArgumentError` instead. Shard markers (`note`)
+    take the fallback directly.
+    """
+    h, w = image_size
     image_shape = ([decode.views] if decode.views > 1 else []) + [num_frames, h, w, 3]
     placeholder = ({"image": tf.zeros(image_shape)},
                    tf.zeros([num_classes], tf.float32) if dense_labels else tf.constant(0, tf.int32))
 
-    def one(record, seed):
-        good = tf.data.Dataset.from_tensors((record, seed)).map(lambda r, s: (*decode(r, s), True))
-        good = good.ignore_errors(log_warning=True)
-        bad = tf.data.Dataset.from_tensors((*placeholder, False))
+    def one(element, seed):
+        record, path, index, note = element
+        is_record = tf.equal(tf.strings.length(note), 0)
+        good = tf.data.Dataset.from_tensors((record, seed)).filter(lambda r, s: is_record)
+        good = good.map(lambda r, s: (*decode(r, s), tf.constant(0), tf.constant(""))).ignore_errors()
+
+        def failed(reason):
+            status = tf.where(is_record, _RECORD, _SHARD)
+            message = tf.cond(is_record, lambda: _join("record ", index, " of ", path, ": ", reason), lambda: note)
+            if not skip:
+                with tf.control_dependencies([tf.debugging.Assert(False, [message], name="bad_record")]):
+                    status = tf.identity(status)
+            return (*placeholder, status, message)
+
+        reason = _why(record, num_classes, dense_labels)
+        marker = tf.data.Dataset.from_tensors(tf.constant(""))
+        bad = marker.filter(lambda _: tf.logical_not(is_record)).concatenate(reason).take(1).map(failed)
         return good.concatenate(bad).take(1)
 
-    def keep(features, label, ok):
-        counted = tf.cond(ok, lambda: tf.constant(True),
-                          lambda: tf.reshape(tf.py_function(counter._add_record, [], tf.bool), []))
-        return tf.logical_and(ok, counted)
+    parallel = num_parallel_calls if num_parallel_calls else None
+    return records.interleave(one, cycle_length=max(2, os.cpu_count() or 2), block_length=1,
+                              num_parallel_calls=parallel, deterministic=deterministic)
 
-    ds = records.interleave(one, cycle_length=max(2, os.cpu_count() or 2), block_length=1,
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    return ds.filter(keep).map(lambda f, y, ok: (f, y))
+
+def _count_and_drop(ds, counter):
+    """Drops skipped elements, reporting each (stderr and the counter's file) with running totals that are part
+    of the iterator state (a `scan`), so a restored checkpoint continues the count."""
+    event_file = "file://" + counter.path
+
+    def step(totals, element):
+        features, label, status, message = element
+        totals = (totals[0] + tf.cast(tf.equal(status, _RECORD), tf.int64),
+                  totals[1] + tf.cast(tf.equal(status, _SHARD), tf.int64))
+
+        def report():
+            kind = tf.where(tf.equal(status, _RECORD), "record", "shard")
+            line = _join("kerasvid.data: skipped ", message, " (", totals[0], " records and ", totals[1],
+                         " shards skipped so far)")
+            ops = [tf.print(line, output_stream=sys.stderr), tf.print(_join(kind, "\t", message),
+                                                                       output_stream=event_file)]
+            with tf.control_dependencies(ops):
+                return tf.constant(False)
+
+        keep = tf.cond(tf.equal(status, 0), lambda: tf.constant(True), report)
+        return totals, (features, label, keep)
+
+    ds = ds.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
+    return ds.filter(lambda features, label, keep: keep).map(lambda features, label, keep: (features, label))

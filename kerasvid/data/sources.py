@@ -97,6 +97,46 @@ def _index_videos(input_dir):
     return found
 
 
+LIST_FORMAT = """\
+List files (--format=list): one video per line, either
+  PATH LABEL                     the label is the last whitespace-separated field, the path is everything
+                                 before it (it may contain spaces and '#'), or
+  PATH<TAB>LABEL[<TAB>LABEL...]  tab-separated fields: any characters but tabs in the path and the labels
+                                 (labels with spaces; several labels = multi-label).
+PATH is relative to --input_dir (or absolute). LABEL is a class name, or an index into --label_map. Blank lines
+and lines whose first non-blank character is '#' are skipped; elsewhere '#' is part of the name (write a path that
+starts with '#' as ./#name.mp4)."""
+
+
+def _parse_list_line(line, label_file, n):
+    """(path, labels) of one list-file line (see `LIST_FORMAT`), or (None, None) for blank / comment lines."""
+    line = line.rstrip("\r\n")
+    if not line.strip() or line.lstrip().startswith("#"):
+        return None, None
+    if "\t" in line:
+        fields = [x.strip() for x in line.split("\t")]
+        rel, labels = fields[0], [x for x in fields[1:] if x]
+    else:
+        m = re.match(r"^\s*(.*?)\s+(\S+)\s*$", line)
+        rel, labels = (m.group(1), [m.group(2)]) if m else (line.strip(), [])
+    if not rel or not labels:
+        raise ValueError(f"{label_file}:{n}: expected `path label` or `path<TAB>label[<TAB>label ...]`, got "
+                         f"{line.strip()!r}.")
+    return rel, labels
+
+
+def _check_not_a_split_path(rel, input_dir, label_file, n):
+    """`a.mp4 x y` meant `path label label` before the list format took the label as the last field: refuse it
+    (naming the line) instead of reading a missing path `a.mp4 x`."""
+    parts = rel.split()
+    for k in range(1, len(parts)):
+        prefix = " ".join(parts[:k])
+        if os.path.isfile(prefix if os.path.isabs(prefix) else os.path.join(input_dir, prefix)):
+            raise ValueError(f"{label_file}:{n}: the path {rel!r} does not exist but {prefix!r} does: in a list file "
+                             f"the label is the last field; separate the path and several labels with tabs "
+                             f"({prefix}<TAB>{'<TAB>'.join(parts[k:])}<TAB>...).")
+
+
 def parse_label_file(fmt, label_file, input_dir, split=None):
     """Reads a label file into a list of `Item`s, sorted by video id.
 
@@ -106,7 +146,8 @@ def parse_label_file(fmt, label_file, input_dir, split=None):
             "ssv2" (Something-Something JSON list of {"id", "template"}; class = template without brackets),
             "jester" (CSV `id;label`, frame folders `<input_dir>/<id>/`),
             "charades" (CSV with `id` and `actions` = "c092 11.90 21.20;..."; multi-label), or
-            "list" (lines `path label [label ...]`, path relative to `input_dir`; a `#` starts a comment).
+            "list" (see `LIST_FORMAT`: `path label` with the label the last field, or tab-separated
+            `path<TAB>label[<TAB>label ...]`; paths relative to `input_dir`).
         label_file: path of the label file.
         input_dir: root of the videos / frame folders.
         split: Kinetics only: keep rows whose `split` column equals it.
@@ -116,6 +157,10 @@ def parse_label_file(fmt, label_file, input_dir, split=None):
     """
     if fmt not in LABEL_FORMATS:
         raise ValueError(f"`format` must be one of {LABEL_FORMATS}, got {fmt!r}.")
+    if not os.path.isdir(input_dir):
+        raise ValueError(f"The input directory {input_dir!r} does not exist (or is not a directory).")
+    if not os.path.isfile(label_file):
+        raise ValueError(f"The label file {label_file!r} does not exist (or is not a file).")
     files = _index_videos(input_dir) if fmt != "jester" else {}
     items = []
 
@@ -151,16 +196,17 @@ def parse_label_file(fmt, label_file, input_dir, split=None):
                 add(row["id"], sorted(set(actions)))
         else:
             for n, line in enumerate(f, 1):
-                line = line.split("#", 1)[0].strip()
-                if not line:
+                rel, labels = _parse_list_line(line, label_file, n)
+                if rel is None:
                     continue
-                parts = line.split()
-                if len(parts) < 2:
-                    raise ValueError(f"{label_file}:{n}: expected `path label [label ...]`, got {line!r}.")
-                rel = parts[0]
                 path = rel if os.path.isabs(rel) else os.path.join(input_dir, rel)
+                if not os.path.exists(path):
+                    _check_not_a_split_path(rel, input_dir, label_file, n)
                 vid = os.path.splitext(rel)[0].replace(os.sep, "/")
-                add(vid, parts[1:], path=path)
+                add(vid, labels, path=path)
+    if not items:
+        raise ValueError(f"The label file {label_file!r} lists no videos ({fmt} format"
+                         f"{f', split {split!r}' if split else ''}).")
     ids = [i.video_id for i in items]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -226,7 +272,9 @@ def decode_video(path, fps=None):
     try:
         with av.open(path) as container:
             if not container.streams.video:
-                raise SkipInput("no video stream")
+                kinds = sorted({st.type for st in container.streams})
+                raise SkipInput(f"no video stream (the file holds only {', '.join(kinds)} streams)" if kinds else
+                                "no video frames (the container holds no stream with any frame: a 0-frame video)")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             frames, times = [], []

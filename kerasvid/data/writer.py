@@ -7,8 +7,6 @@ shard, and a converter killed half-way can keep the shards that exist and redo t
 import os
 import re
 
-import tensorflow as tf
-
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 
@@ -63,6 +61,8 @@ def write_shard(path, examples, options=None):
     Returns:
         The number of records written.
     """
+    import tensorflow as tf  # lazily: `kerasvid convert --help` must not wait for TensorFlow
+
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = _temp_path(path)
     count = 0
@@ -102,6 +102,8 @@ class ShardedRecordWriter:
     def __init__(self, output_dir, name, num_shards, options=None):
         if not isinstance(num_shards, int) or num_shards < 1:
             raise ValueError(f"`num_shards` must be a positive int, got {num_shards!r}.")
+        import tensorflow as tf
+
         os.makedirs(output_dir, exist_ok=True)
         self.paths = [shard_path(output_dir, name, i, num_shards) for i in range(num_shards)]
         self._tmps = [_temp_path(p) for p in self.paths]
@@ -161,5 +163,7 @@ def encode_jpeg(frame, quality=90):
 
     The same encoder is used by the converters and the synthetic datasets, so reruns produce identical bytes.
     """
+    import tensorflow as tf
+
     return tf.io.encode_jpeg(tf.convert_to_tensor(frame, tf.uint8), quality=int(quality),
                              chroma_downsampling=True).numpy()
