@@ -98,9 +98,9 @@ def test_records_match_the_eval_decoding_and_tfrecord_output(tiny, tmp_path):
 
 
 def test_endpoints_by_backbone_name_and_errors(tiny):
-    tvnet_free = zoo.bn_inception(num_classes=2, input_shape=(2, 64, 64, 3))
-    assert extract.endpoint_model(tvnet_free, "inception_5b").output.shape[1:] == (2, 2, 2, 1024)
-    assert extract.endpoint_model(tvnet_free, "conv2_3x3").output.shape[-1] == 192
+    bn_inception = zoo.bn_inception(num_classes=2, input_shape=(2, 64, 64, 3))
+    assert extract.endpoint_model(bn_inception, "inception_5b").output.shape[1:] == (2, 2, 2, 1024)
+    assert extract.endpoint_model(bn_inception, "conv2_3x3").output.shape[-1] == 192
     i3d = zoo.i3d(num_classes=2, input_shape=(8, 32, 32, 3))
     assert extract.endpoint_model(i3d, "Mixed_5c").output.shape[1:] == (1, 1, 1, 1024)
     assert extract.endpoint_model(i3d, "Conv3d_1a_7x7").output.shape[-1] == 64
@@ -112,7 +112,7 @@ def test_endpoints_by_backbone_name_and_errors(tiny):
 
 
 def test_kill_mid_run_leaves_no_partial_file_and_rerun_completes(tiny, tmp_path):
-    pattern = synthetic.write_synthetic_dataset(str(tmp_path / "data"), "k", num_videos=40, num_frames=4, height=32,
+    pattern = synthetic.write_synthetic_dataset(str(tmp_path / "data"), "k", num_videos=24, num_frames=4, height=32,
                                                 width=32, num_shards=1)
     out = tmp_path / "features"
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
@@ -124,11 +124,28 @@ def test_kill_mid_run_leaves_no_partial_file_and_rerun_completes(tiny, tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = sorted(glob.glob(str(out / "k*.npy")))
-    assert 1 <= len(done) < 40, len(done)  # killed mid-run
+    assert 1 <= len(done) < 24, len(done)  # killed mid-run
     for path in done:  # every visible feature file is complete
         assert np.load(path).shape == (1, T, 4, 4, 256)
     assert cli.main(_args(tiny, out, f"--records={pattern}")) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["num_written"] + manifest["num_skipped"] == 40
+    assert manifest["num_written"] + manifest["num_skipped"] == 24
     assert {s["reason"] for s in manifest["skipped"]} == {"already extracted"} and manifest["num_skipped"] >= len(done)
-    assert len(glob.glob(str(out / "k*.npy"))) == 40 and not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    assert len(glob.glob(str(out / "k*.npy"))) == 24 and not [p for p in os.listdir(out) if p.endswith(".tmp")]
+
+
+def test_progress_bar_on_a_terminal_and_log_lines_otherwise():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, log = Terminal(), io.StringIO()
+    for stream in (tty, log):
+        progress = extract._Progress(2, stream)
+        progress.update("a", "wrote a.npy")
+        progress.update("b", "skipped (bad)")
+    assert tty.getvalue().count("\r") == 2 and "2/2" in tty.getvalue() and tty.getvalue().endswith("\n")
+    assert log.getvalue().splitlines() == ["kerasvid extract: [1/2] a: wrote a.npy",
+                                           "kerasvid extract: [2/2] b: skipped (bad)"]
