@@ -271,9 +271,12 @@ class _Progress:
 
 
 # ----- the extractor -----------------------------------------------------------------------------------------------
-def build_model(model_name, weights=None, num_frames=16, image_size=(224, 224), num_classes=None, model_kwargs=None):
+def build_model(model_name, weights=None, num_frames=16, image_size=(224, 224), num_classes=None, model_kwargs=None,
+                checkpoint=None):
     """The model to extract from: a `.keras` file (`weights` ending in `.keras`), or the zoo builder `model_name`
-    built for `(num_frames, H, W, 3)` with `weights` (a `.weights.h5` file or "imagenet")."""
+    built for `(num_frames, H, W, 3)` with `weights` (a `.weights.h5` file or "imagenet"); with `checkpoint` (a
+    `train/main.py` model_dir, whose latest checkpoint is used, or a checkpoint prefix) the trained weights are
+    restored into it."""
     import keras
 
     if weights and str(weights).endswith(".keras"):
@@ -286,12 +289,42 @@ def build_model(model_name, weights=None, num_frames=16, image_size=(224, 224), 
     if len(info.default_input) != 4:
         raise ValueError(f"--model={model_name!r} is an image model (input {info.default_input}); feature "
                          f"extraction takes video models [T, H, W, 3].")
-    if not weights and not any(k.endswith(("weights", "checkpoint")) for k in (model_kwargs or {})):
+    if not (weights or checkpoint) and not any(k.endswith(("weights", "checkpoint")) for k in (model_kwargs or {})):
         print(f"kerasvid extract: warning: no --weights: the features of {model_name!r} come from random weights.",
               file=sys.stderr)
     kwargs = dict(model_kwargs or {})
     kwargs.setdefault("num_classes", num_classes or info.num_classes)
-    return zoo.get_model(model_name, input_shape=(num_frames, *image_size, 3), weights=weights or None, **kwargs)
+    model = zoo.get_model(model_name, input_shape=(num_frames, *image_size, 3), weights=weights or None, **kwargs)
+    if checkpoint:
+        import tensorflow as tf
+
+        path = resolve_checkpoint(checkpoint)
+        try:
+            tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise ValueError(f"--checkpoint={path!r} does not fit {model_name!r} built with {kwargs} for "
+                             f"{(num_frames, *image_size, 3)}: {str(e).splitlines()[0]}")
+    return model
+
+
+def resolve_checkpoint(checkpoint):
+    """The latest checkpoint of a model_dir, or `checkpoint` itself (a prefix); ValueError when there is none."""
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
+    if not path or not tf.io.gfile.glob(path + ".index"):
+        raise ValueError(f"--checkpoint={checkpoint!r} holds no checkpoint.")
+    return path
+
+
+def run_settings(model_dir):
+    """`(model name, num_classes)` recorded by `train/main.py` in `<model_dir>/run_config.json`, or `("", 0)`."""
+    path = os.path.join(model_dir, "run_config.json") if os.path.isdir(model_dir) else ""
+    if not path or not os.path.exists(path):
+        return "", 0
+    with open(path) as f:
+        config = json.load(f)
+    return str(config.get("flags", {}).get("model", "")), int(config.get("num_classes") or 0)
 
 
 class FeatureExtractor:
@@ -409,6 +442,8 @@ def _parse_args(argv):
     parser.add_argument("--records", default="", help="SequenceExample records (glob) instead of / besides videos")
     parser.add_argument("--model", default="", help="registered model name (kerasvid.zoo.list_models())")
     parser.add_argument("--weights", default="", help="a .weights.h5 file, 'imagenet', or a whole .keras model")
+    parser.add_argument("--checkpoint", default="", help="a train/main.py model_dir (latest checkpoint; its model "
+                                                           "and num_classes are the defaults) or checkpoint prefix")
     parser.add_argument("--model_kwargs", default="", help="extra builder arguments, key=value,... (literals)")
     parser.add_argument("--num_classes", type=int, default=0, help="head size of the weights (default: registry)")
     parser.add_argument("--endpoint", required=True, help="endpoint or layer name (res5, Mixed_5c, ...)")
@@ -425,6 +460,8 @@ def _parse_args(argv):
     parser.add_argument("--pool", default="none", choices=("none", "avg"))
     parser.add_argument("--batch_size", type=int, default=8, help="views per model call")
     args = parser.parse_args(argv)
+    recorded_model, recorded_classes = run_settings(args.checkpoint) if args.checkpoint else ("", 0)
+    args.model, args.num_classes = args.model or recorded_model, args.num_classes or recorded_classes
     if not args.videos and not args.records:
         parser.error("give video files or --records")
     if not args.model and not args.weights.endswith(".keras"):
@@ -457,11 +494,12 @@ def main(argv=None):
     try:
         items = list_inputs(args.videos, args.records)
         model = build_model(args.model, args.weights or None, args.num_frames, args.image_size,
-                            args.num_classes or None, _literal_kwargs(args.model_kwargs))
+                            args.num_classes or None, _literal_kwargs(args.model_kwargs), args.checkpoint or None)
         extractor = FeatureExtractor(
             model, args.endpoint, args.output_dir, args.num_frames, args.stride, args.num_clips, args.sampler,
             args.num_crops, args.image_size, args.normalization, args.short_side or None, args.pool, args.format,
-            args.batch_size, settings={"model": args.model or model.name, "weights": args.weights})
+            args.batch_size, settings={"model": args.model or model.name, "weights": args.weights,
+                                       "checkpoint": resolve_checkpoint(args.checkpoint) if args.checkpoint else ""})
         manifest = extractor.run(items)
     except ValueError as e:
         print(f"kerasvid extract: error: {e}", file=sys.stderr)

