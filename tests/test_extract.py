@@ -77,11 +77,11 @@ def test_records_match_the_eval_decoding_and_tfrecord_output(tiny, tmp_path):
     pattern = synthetic.write_synthetic_dataset(str(tmp_path / "data"), "clips", num_videos=3, num_frames=10,
                                                 height=40, width=48, num_shards=1)
     records = [r.numpy() for r in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern))]
-    # num_clips=2: the same views as `video_dataset(training=False, num_clips=2)` gives (`decode_examples`).
+    # 2 clips x 3 crops: the same views, in the same order, as `video_dataset(training=False)` (`decode_examples`).
     out = tmp_path / "npy"
-    assert cli.main(_args(tiny, out, "--num_clips=2", f"--records={pattern}")) == 0
-    views = pipeline.decode_examples(tf.constant(records), T, image_size=(SIZE, SIZE), num_clips=2)
-    want = tiny["reference"](views, training=False).numpy().reshape(3, 2, T, 4, 4, 256)
+    assert cli.main(_args(tiny, out, "--num_clips=2", "--num_crops=3", f"--records={pattern}")) == 0
+    views = pipeline.decode_examples(tf.constant(records), T, image_size=(SIZE, SIZE), num_clips=2, num_crops=3)
+    want = tiny["reference"](views, training=False).numpy().reshape(3, 6, T, 4, 4, 256)
     ids = [w["id"] for w in json.loads((out / "manifest.json").read_text())["written"]]
     assert ids == ["clips00000", "clips00001", "clips00002"]
     for i, vid in enumerate(ids):
