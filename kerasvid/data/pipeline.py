@@ -313,8 +313,10 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
         shuffle_buffer: record shuffle buffer in training (files are shuffled too).
         seed: seed for shuffling and augmentation.
         deterministic: fixed element order (with `seed`, batches are reproducible run to run).
-        on_error: "raise" (default) or "skip": corrupt / truncated records and shards are skipped and counted in
-            `error_counter` (also attached as `dataset.error_counter`) and logged.
+        on_error: "raise" (default): a bad record or shard stops iteration with one `InvalidArgumentError` line
+            naming the shard, the record index and the reason; "skip": it is dropped, logged on stderr (with
+            running totals kept in the iterator state) and counted in `error_counter` (also attached as
+            `dataset.error_counter`). Both are tf.data graph ops, so the iterator checkpoints.
         error_counter: an `ErrorCounter` to count into (created when None).
         repeat: number of epochs; None = forever in training, once in eval.
         crop: training crop: "random_resized" (area `crop_scale`, aspect `crop_aspect_ratio`), "scale_jitter"
