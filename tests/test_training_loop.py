@@ -2,6 +2,7 @@
 precise BN, summaries) on a tiny in-memory task; the mirrored-strategy comparison runs in a subprocess."""
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,9 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(__file__))
 from training_toy import ToyTask, toy_config, toy_data  # noqa: E402
 
-from kerasvid.training import (NonFiniteLossError, Progress, TrainConfig, Trainer, WarmupDecay,  # noqa: E402
-                               build_optimizer, get_strategy, loop)
+from kerasvid.training import (Checkpointer, DivergenceError, NonFiniteLossError, NonFiniteStateError,  # noqa: E402
+                               Progress, TrainConfig, Trainer, WarmupDecay, build_optimizer, checkpoints,
+                               get_strategy, loop)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -281,3 +283,67 @@ def test_classification_eval_of_constant_and_nan_predictions_scores_zero_and_cou
     assert (float(hits), float(count)) == (0.0, 2.0)
     hits, count = multi.accuracy_stat(tf.constant([[np.nan, -1.0]]), tf.constant([[0, 0]]))
     assert (float(hits), float(count)) == (1.0, 2.0)
+
+
+# ----- divergence and non-finite state (issue 13 A2) ---------------------------------------------------------------
+def _named_checkpoint(message):
+    found = re.search(r"last finite checkpoint \(([^)]*)\)", message)
+    return found.group(1) if found else None
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_lr_1e6_stops_as_diverged_and_names_a_finite_checkpoint(tmp_path, optimizer):
+    # Before: SGD and Adam at lr 1e6 trained all 20 steps to a loss of ~1e5 / ~4e5 and returned normally.
+    trainer = _trainer(tmp_path, train_steps=20, learning_rate=1e6, optimizer=optimizer, checkpoint_every=1)
+    with pytest.raises(DivergenceError, match=r"more than --divergence_factor=1000 times the median loss") as info:
+        trainer.train()
+    named = _named_checkpoint(str(info.value))
+    assert named and checkpoints.nonfinite_in_checkpoint(named) == []
+    for index in tmp_path.glob("ckpt-*.index"):  # every checkpoint left in the directory is finite
+        assert checkpoints.nonfinite_in_checkpoint(str(index)[:-len(".index")]) == []
+
+
+def test_sgd_overflow_never_writes_a_nonfinite_checkpoint(tmp_path):
+    # lr 1e38 overflows the weights; with the ratio test off, the NaN/inf checks alone must stop the run.
+    trainer = _trainer(tmp_path, train_steps=20, learning_rate=1e38, checkpoint_every=1, divergence_factor=0)
+    with pytest.raises(DivergenceError) as info:
+        trainer.train()
+    named = _named_checkpoint(str(info.value))
+    assert named and checkpoints.nonfinite_in_checkpoint(named) == []
+    assert all(checkpoints.nonfinite_in_checkpoint(str(i)[:-6]) == [] for i in tmp_path.glob("ckpt-*.index"))
+
+
+def test_a_nonfinite_state_is_not_saved_and_eval_of_nonfinite_weights_refuses(tmp_path):
+    trainer = _trainer(tmp_path, train_steps=2, checkpoint_every=1)
+    trainer.train()  # ckpt-1, ckpt-2 (finite)
+    kernel = trainer.model.trainable_variables[0]
+    kernel.assign(np.where(np.arange(kernel.shape[-1]) == 0, np.inf, kernel.numpy()))
+    ckpt = Checkpointer(str(tmp_path), trainer.strategy, 5, model=trainer.model, optimizer=trainer.optimizer,
+                        step=trainer.step)
+    with pytest.raises(NonFiniteStateError, match=r"step 3: 1 of \d+ float variables .* not saved. The last finite "
+                                                   r"checkpoint is .*ckpt-2"):
+        ckpt.save(3)
+    assert not list(tmp_path.glob("ckpt-3*"))
+    # A non-finite checkpoint written by other code (plain tf.train.Checkpoint) is skipped by latest_finite ...
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=trainer.model, step=trainer.step), str(tmp_path),
+                                         max_to_keep=5)
+    bad = manager.save(checkpoint_number=4)
+    assert checkpoints.nonfinite_in_checkpoint(bad) and ckpt.latest_finite().endswith("ckpt-2")
+    # ... and evaluation (or export) of it refuses.
+    fresh = _trainer(tmp_path, train_steps=2)
+    with pytest.raises(NonFiniteStateError, match=r"ckpt-4 has 1 NaN or infinite weights.*refusing to evaluate"):
+        fresh.restore_for_inference()
+    with pytest.raises(NonFiniteStateError, match="refusing to evaluate"):
+        trainer.evaluate(write=False)
+
+
+def test_divergence_reference_survives_a_resume(tmp_path):
+    first = _trainer(tmp_path, train_steps=3, checkpoint_every=1)
+    first.train()
+    again = _trainer(tmp_path, train_steps=4)
+    again.train()
+    reference = again._reference_losses.numpy()  # pylint: disable=protected-access
+    assert int(again._reference_count.numpy()) == 4  # pylint: disable=protected-access
+    np.testing.assert_array_equal(reference[:3], first._reference_losses.numpy()[:3])  # pylint: disable=protected-access
+    with pytest.raises(ValueError, match="divergence_factor"):
+        TrainConfig(divergence_factor=0.5).validate()

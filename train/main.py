@@ -11,12 +11,26 @@ With `--synthetic` and no data patterns, moving-digits records are generated und
 quickstart: `python train/main.py --flagfile=zoo/quickstart.flags`).
 
 Every flag is checked (unknown model, missing data, contradictory settings) before any work starts.
+
+Exit status: 0 done; 2 bad flag or input (one line `error: ...`); 3 training diverged or the weights are not
+finite (nothing non-finite is saved; the message names the last finite checkpoint); 4 `--model_dir` cannot be
+written (earlier checkpoints are intact); 143 stopped by SIGTERM after saving a checkpoint (TensorFlow's
+restartable exit code: rerun the same command to resume).
+
+TensorFlow's C++ log is off unless TF_CPP_MIN_LOG_LEVEL is set (its errors still arrive as Python exceptions):
+the notices it prints on a machine without a GPU, and grappler's "remapper failed" (an optimisation TensorFlow
+skips for the Conv3D gradient; the step is unaffected), are not for a user of this script.
 """
 import ast
+import contextlib
+import inspect
 import json
+import logging as std_logging
 import math
 import os
+import re
 import sys
+import tempfile
 import time
 
 from absl import app, flags, logging
@@ -27,6 +41,53 @@ if _REPO not in sys.path:  # run from a checkout without `pip install -e`
 
 MODES = ("train", "eval", "train_and_eval", "export", "align")
 FLAGS = flags.FLAGS
+EXIT_USAGE, EXIT_DIVERGED, EXIT_UNWRITABLE, EXIT_PREEMPTED = 2, 3, 4, 143
+# Lines TensorFlow writes to stderr while it loads, before its log level applies (CPU-only machines).
+_IMPORT_NOTICES = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations are on|"
+                             r"Could not find cuda drivers|cpu_feature_guard|To enable the following instructions|"
+                             r"failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) factory|"
+                             r"computation placer already registered|TF-TRT Warning")
+# TensorFlow's Python INFO lines of a SavedModel export that say nothing to a user (the signatures' resource
+# inputs are renamed: a cosmetic rename of captured variables; sharding and fingerprint bookkeeping).
+_EXPORT_NOISE = re.compile(r"with unsupported characters which will be renamed|Sharding callback duration|"
+                           r"Assets written to|Writing fingerprint to")
+
+
+class _DropExportNoise(std_logging.Filter):
+    def filter(self, record):
+        return not _EXPORT_NOISE.search(record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet_stderr_notices():
+    """Runs the block with file descriptor 2 captured, then writes back every line but the loading notices."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not _IMPORT_NOTICES.search(line):
+                    sys.stderr.write(line)
+
+
+def quiet_tensorflow():
+    """Imports TensorFlow without its loading notices and hides its C++ log (unless TF_CPP_MIN_LOG_LEVEL is set)
+    and the export bookkeeping lines. Must run before anything imports TensorFlow."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with _quiet_stderr_notices():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the GPU probe prints its notices here (no op runs yet)
+    std_logging.getLogger("tensorflow").addFilter(_DropExportNoise())
 
 # Task and model.
 flags.DEFINE_string("task", "classification", "Registered task (kerasvid.tasks.list_tasks()).")
@@ -81,6 +142,8 @@ flags.DEFINE_integer("accumulation_steps", 1, "Micro-batches per optimizer step;
 flags.DEFINE_float("clip_norm", 0.0, "Global-norm gradient clipping (0 = off).")
 flags.DEFINE_enum("mixed_precision", "", ["", "bfloat16", "float16"], "Mixed precision compute dtype.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step (single device).")
+flags.DEFINE_float("divergence_factor", 1000.0, "Stop (exit 3) when a step's loss exceeds this many times the median "
+                   "loss of the first 10 steps (0 = off; a NaN/inf loss or gradient always stops).")
 # Runtime.
 flags.DEFINE_list("mode", ["train_and_eval"], f"One or more of {MODES}, comma-separated, run in order.")
 flags.DEFINE_string("model_dir", "", "Checkpoints, summaries, eval_results.json, export.")
@@ -185,6 +248,40 @@ def _make_synthetic(model_dir):
     return (os.path.join(data_dir, "train-*-of-*.tfrecord"), os.path.join(data_dir, "heldout-*-of-*.tfrecord"))
 
 
+def check_output_dir(path, flag):
+    """Raises UsageError when `--flag=path` is a file, or cannot be written (tested by creating a temporary file
+    in it, or in its nearest existing parent; nothing is left behind)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise app.UsageError(f"--{flag}={path!r} is a file, not a directory.")
+    probe_dir = os.path.abspath(path)
+    while not os.path.exists(probe_dir):
+        probe_dir = os.path.dirname(probe_dir)
+    if not os.path.isdir(probe_dir):
+        raise app.UsageError(f"--{flag}={path!r} cannot be created: {probe_dir!r} is a file.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".kerasvid_write_test"):
+            pass
+    except OSError as e:
+        raise app.UsageError(f"--{flag}={path!r} is not writable ({e.strerror} in {probe_dir!r}).")
+
+
+def check_model_kwargs(builder, kwargs):
+    """Raises UsageError for a --model_kwargs key the model builder does not take (before any data is made)."""
+    params = inspect.signature(builder).parameters
+    set_elsewhere = {"num_classes": "--num_classes or labels.txt", "input_shape": "--num_frames and --image_size"}
+    for key in kwargs:
+        if key in set_elsewhere:
+            raise app.UsageError(f"--model_kwargs key {key!r} is set by {set_elsewhere[key]}; remove it from "
+                                 f"--model_kwargs={FLAGS.model_kwargs!r}.")
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        known = [k for k in params if k not in set_elsewhere]
+        raise app.UsageError(f"--model_kwargs={FLAGS.model_kwargs!r}: {FLAGS.model} takes no argument "
+                             f"{', '.join(map(repr, unknown))}; it takes {', '.join(known)}.")
+
+
 def build_configs(modes):
     """Turns the flags into `(task, TrainConfig)`; raises app.UsageError before any work for bad flags."""
     from kerasvid import tasks, zoo
@@ -192,10 +289,15 @@ def build_configs(modes):
 
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required.")
+    check_output_dir(FLAGS.model_dir, "model_dir")
+    if FLAGS.export_dir:
+        check_output_dir(FLAGS.export_dir, "export_dir")
     try:
-        zoo.model_info(FLAGS.model)
+        info = zoo.model_info(FLAGS.model)
     except ValueError as e:
         raise app.UsageError(str(e))
+    model_kwargs = parse_kwargs(FLAGS.model_kwargs, "model_kwargs")
+    check_model_kwargs(info.builder, model_kwargs)
     if FLAGS.task not in tasks.list_tasks():
         raise app.UsageError(f"Unknown --task={FLAGS.task!r}; registered tasks: {', '.join(tasks.list_tasks())}.")
     try:
@@ -237,7 +339,7 @@ def build_configs(modes):
             label_names = tuple(json.load(f).get("label_names", ()))
 
     config = tasks.TaskConfig(
-        model=FLAGS.model, model_kwargs=parse_kwargs(FLAGS.model_kwargs, "model_kwargs"),
+        model=FLAGS.model, model_kwargs=model_kwargs,
         num_classes=FLAGS.num_classes, label_names=label_names, train_pattern=train_pattern,
         eval_pattern=eval_pattern, num_frames=FLAGS.num_frames, stride=FLAGS.stride, image_size=image_size,
         batch_size=FLAGS.batch_size, eval_batch_size=FLAGS.eval_batch_size, eval_clips=FLAGS.eval_clips,
@@ -286,7 +388,8 @@ def build_configs(modes):
         nesterov=FLAGS.nesterov, schedule=FLAGS.lr_schedule, warmup_steps=FLAGS.warmup_steps,
         decay_steps=decay_steps, boundaries=tuple(boundaries), decay_rate=FLAGS.lr_decay_rate, min_lr=FLAGS.min_lr,
         mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
-        image_summaries_every=FLAGS.image_summaries_every, bn_recalibration_batches=FLAGS.bn_recalibration_batches)
+        image_summaries_every=FLAGS.image_summaries_every, bn_recalibration_batches=FLAGS.bn_recalibration_batches,
+        divergence_factor=FLAGS.divergence_factor)
     try:
         train_config.validate(FLAGS.strategy)
     except ValueError as e:
@@ -381,7 +484,8 @@ def run(modes):
             start = time.time()
             produced["train"] = trainer.train(eval_callback=callback)
             logging.info("Training finished in %.1fs", time.time() - start)
-            print(f"weights_sha256={weights_digest(trainer.model)} step={int(trainer.step.numpy())}")
+            print(f"weights_sha256={weights_digest(trainer.model)} step={int(trainer.step.numpy())} (SHA-256 of the "
+                  "trained weights: a rerun with --deterministic, or a resumed run, prints the same)")
             if callback is not None:
                 produced["eval"] = trainer.last_eval or trainer.evaluate()
         elif mode == "eval":
@@ -479,17 +583,31 @@ def _example_videos(task):
     return videos
 
 
+def _fail(message, code):
+    """One `error:` line on stderr (no traceback, no flag listing) and the exit status."""
+    sys.stderr.flush()
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from kerasvid.training import NonFiniteLossError
+    quiet_tensorflow()
+    from kerasvid.training import CheckpointWriteError, DivergenceError, NonFiniteStateError, Preempted
 
     try:
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
         run(FLAGS.mode)
-    except NonFiniteLossError as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
+    except app.UsageError as e:
+        _fail(f"{e} (python train/main.py --helpfull lists the flags)", EXIT_USAGE)
+    except (DivergenceError, NonFiniteStateError) as e:
+        _fail(str(e), EXIT_DIVERGED)
+    except CheckpointWriteError as e:
+        _fail(str(e), EXIT_UNWRITABLE)
+    except Preempted as e:
+        logging.warning("%s", e)
+        print(f"preempted: {e}", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

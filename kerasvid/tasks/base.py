@@ -66,6 +66,11 @@ class TaskConfig:
     data_kwargs: Dict = dataclasses.field(default_factory=dict)
     task_kwargs: Dict = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self):
+        if isinstance(self.image_size, int):  # an int is a square size
+            self.image_size = (self.image_size, self.image_size)
+        self.image_size = tuple(self.image_size)
+
     @property
     def num_views(self):
         return self.eval_clips * self.eval_crops

@@ -1,12 +1,64 @@
-"""Checkpoints: keep-N plus best-by-metric, restore-on-start, chief-only final copies."""
+"""Checkpoints: keep-N plus best-by-metric, restore-on-start, chief-only final copies.
+
+No checkpoint with a non-finite float value (weights, optimizer slots, loss state) is ever written: `save`
+checks first and raises `NonFiniteStateError`, so every checkpoint in a run directory is finite (DESIGN.md). A
+failed write (read-only or full disk) raises `CheckpointWriteError` and leaves the previous checkpoints as they
+were (TensorFlow writes into a temporary name and renames; the `checkpoint` index is updated last).
+"""
 import json
 import os
 import shutil
+import time
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from kerasvid.training import strategy as strategy_lib
+
+class NonFiniteStateError(RuntimeError):
+    """Raised instead of writing (or using) a state with NaN or infinite float values."""
+
+
+class CheckpointWriteError(OSError):
+    """Raised when a checkpoint cannot be written (read-only or full `model_dir`); earlier ones are intact."""
+
+
+def _variable_name(v):
+    return getattr(v, "path", None) or v.name
+
+
+def _is_float(v):
+    return tf.as_dtype(v.dtype).is_floating
+
+
+def nonfinite_variables(variables):
+    """Names of the float variables among `variables` that hold a NaN or an infinite value."""
+    bad = []
+    for v in variables:
+        if _is_float(v) and not np.isfinite(np.asarray(v.numpy())).all():
+            bad.append(_variable_name(v))
+    return bad
+
+
+def nonfinite_in_checkpoint(path):
+    """Keys of the float tensors of the checkpoint `path` that hold a NaN or an infinite value."""
+    reader = tf.train.load_checkpoint(path)
+    dtypes = reader.get_variable_to_dtype_map()
+    return sorted(k for k, d in dtypes.items() if d.is_floating and not np.isfinite(reader.get_tensor(k)).all())
+
+
+def _trackable_variables(objects):
+    """The variables of the checkpointed objects (models, optimizers, variables, dicts of variables)."""
+    found = []
+    for obj in objects.values():
+        if isinstance(obj, dict):
+            found += _trackable_variables(obj)
+        elif isinstance(obj, tf.Variable):
+            found.append(obj)
+        elif hasattr(obj, "variables") and not isinstance(obj, tf.data.Iterator):
+            found += list(obj.variables)
+    return found
 
 
 class Checkpointer:
@@ -29,6 +81,7 @@ class Checkpointer:
         self.chief = strategy_lib.is_chief(strategy)
         self.save_dir = strategy_lib.worker_dir(model_dir, strategy)
         self.checkpoint = tf.train.Checkpoint(**objects)
+        self._variables = _trackable_variables(objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.save_dir, max_to_keep=max_to_keep)
         self._best_dir = os.path.join(self.save_dir, "best")
         self._best_manager = tf.train.CheckpointManager(self.checkpoint, self._best_dir, max_to_keep=1,
@@ -56,9 +109,54 @@ class Checkpointer:
         tf.train.Checkpoint(model=model).restore(path).expect_partial()
         return path
 
+    def latest_finite(self):
+        """The newest of the chief's checkpoints whose float values are all finite, or None.
+
+        Checkpoints written by this class always are; older ones (or files copied in) are read and checked.
+        """
+        state = tf.train.get_checkpoint_state(self.model_dir)
+        for path in reversed(list(state.all_model_checkpoint_paths) if state else []):
+            try:
+                if not nonfinite_in_checkpoint(path):
+                    return path
+            except (tf.errors.OpError, ValueError):  # deleted or unreadable: look further back
+                continue
+        return None
+
+    def check_finite(self, what):
+        """Raises `NonFiniteStateError` (naming `what`, the count and the first variables) if a tracked float
+        variable is NaN or infinite."""
+        bad = nonfinite_variables(self._variables)
+        if bad:
+            total = sum(_is_float(v) for v in self._variables)
+            raise NonFiniteStateError(
+                f"{what}: {len(bad)} of {total} float variables are NaN or infinite (first: {', '.join(bad[:3])}); "
+                f"it was not saved. The last finite checkpoint is {self.latest_finite() or 'none (no checkpoint)'}.")
+
+    def _write(self, manager, step):
+        start = time.time()
+        try:
+            path = manager.save(checkpoint_number=int(step))
+        except (tf.errors.OpError, OSError) as e:
+            message = getattr(e, "message", None) or str(e)
+            raise CheckpointWriteError(
+                f"Cannot write the checkpoint of step {int(step)} to {manager.directory!r}: {message.strip()}. "
+                f"The earlier checkpoints are intact (latest: {self.latest or 'none'}).") from None
+        seconds = time.time() - start
+        if seconds > 5:  # large models on slow disks: say where the time goes
+            logging.info("Wrote %s in %.1fs", path, seconds)
+        return path
+
     def save(self, step):
-        """Saves at `step`; returns the chief's path (None on other workers)."""
-        path = self.manager.save(checkpoint_number=int(step))
+        """Saves at `step` after checking that every tracked float value is finite; returns the chief's path
+        (None on other workers).
+
+        Raises:
+            NonFiniteStateError: a weight or optimizer value is NaN/inf (nothing is written).
+            CheckpointWriteError: the directory cannot be written (earlier checkpoints are intact).
+        """
+        self.check_finite(f"The training state at step {int(step)}")
+        path = self._write(self.manager, step)
         self._cleanup()
         return path if self.chief else None
 
@@ -71,7 +169,8 @@ class Checkpointer:
                 best = json.load(f)
         better = best is None or (value > best["value"] if mode == "max" else value < best["value"])
         if better:
-            self._best_manager.save(checkpoint_number=int(step))
+            self.check_finite(f"The best checkpoint at step {int(step)}")
+            self._write(self._best_manager, step)
             if self.chief:
                 with tf.io.gfile.GFile(record_path + ".tmp", "w") as f:
                     json.dump({"metric": name, "mode": mode, "value": float(value), "step": int(step),

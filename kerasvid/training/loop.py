@@ -7,10 +7,19 @@ Data position: each worker reads its own local `tf.data` iterator, which is chec
 inside one step function and applies the average of their gradients once (each micro-batch loss is divided by
 `accumulation_steps`): k micro-batches of `batch_size` make the step of one batch k times larger. Global-norm
 clipping all-reduces the gradients first, so the norm is the norm of the global gradient.
+
+Reliability: every step checks the loss and the gradient norm; a NaN/inf or a loss far above its starting value
+(`TrainConfig.divergence_factor`) stops the run with `DivergenceError`, and no checkpoint with a non-finite value
+is written (`checkpoints.Checkpointer.save`). SIGTERM (preemption) is caught: the loop finishes the current step,
+saves a checkpoint and raises `Preempted`; the workers of a multi-worker run agree on the step (the flag is
+all-reduced with the loss), so they save together. A rerun resumes from that checkpoint.
 """
 import dataclasses
 import json
 import os
+import signal
+import statistics
+import threading
 import time
 from typing import Tuple
 
@@ -25,10 +34,54 @@ from kerasvid.training import strategy as strategy_lib
 from kerasvid.training import summaries as summaries_lib
 
 MIXED_PRECISION = ("", "bfloat16", "float16")
+REFERENCE_STEPS = 10  # the divergence test compares each loss with the median loss of the run's first steps
+LONG_STEP_SECONDS = 10.0  # steps (and evaluations) slower than this, and 5x the median, are logged
+ADVICE = "Lower --learning_rate, add --clip_norm or --warmup_steps, or check the data."
 
 
-class NonFiniteLossError(RuntimeError):
+class DivergenceError(RuntimeError):
+    """Raised when training diverges: a NaN/inf loss or gradient, a loss far above its starting value, or
+    non-finite weights at a checkpoint. The message names the last finite checkpoint (none is written after)."""
+
+
+class NonFiniteLossError(DivergenceError):
     """Raised when the training loss becomes NaN or infinite."""
+
+
+class Preempted(Exception):
+    """Raised after SIGTERM once the checkpoint of the current step is saved; rerunning resumes from it.
+
+    Attributes:
+        step: the step saved. path: the checkpoint (None on non-chief workers).
+    """
+
+    def __init__(self, step, path):
+        super().__init__(f"Stopped by SIGTERM after step {step}; saved {path or 'the checkpoint (chief)'}. "
+                         "Rerun the same command to resume from it.")
+        self.step, self.path = step, path
+
+
+class _SigtermFlag:
+    """Sets `requested` on SIGTERM while active (main thread only; elsewhere SIGTERM keeps its handler)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):  # pylint: disable=unused-argument
+        if not self.requested:
+            logging.warning("SIGTERM received: finishing the current step, then saving a checkpoint.")
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 @dataclasses.dataclass
@@ -51,6 +104,8 @@ class TrainConfig:
         bn_recalibration_batches: at the end of training, re-estimate the BatchNorm moving statistics as the plain
             average of the batch statistics of this many training batches ("precise BN", as in PySlowFast); short
             runs otherwise evaluate with moving averages that still remember the first steps (0 = off).
+        divergence_factor: stop with `DivergenceError` when a step's loss exceeds this many times the median loss
+            of the run's first `REFERENCE_STEPS` (10) steps (0 = off; a NaN/inf loss or gradient always stops).
     """
 
     train_steps: int = 100
@@ -75,6 +130,7 @@ class TrainConfig:
     jit_compile: bool = False
     image_summaries_every: int = 0
     bn_recalibration_batches: int = 0
+    divergence_factor: float = 1000.0
 
     def validate(self, strategy_name="default"):
         """Raises ValueError for bad or contradictory settings (before any work starts)."""
@@ -87,6 +143,9 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be >= 0, got {name}={getattr(self, name)}.")
         if self.clip_norm < 0:
             raise ValueError(f"`clip_norm` must be >= 0, got clip_norm={self.clip_norm}.")
+        if not (self.divergence_factor == 0 or self.divergence_factor > 1):
+            raise ValueError(f"`divergence_factor` must be 0 (off) or > 1, got divergence_factor="
+                             f"{self.divergence_factor}.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
         if self.warmup_steps >= self.train_steps and self.warmup_steps:
@@ -124,6 +183,9 @@ def recalibrate_batch_norm(model, dataset, num_batches):
     if not layers:
         return 0
     saved = [l.momentum for l in layers]
+    start = time.time()
+    logging.info("Re-estimating the statistics of %d BatchNorm layers on %d training batches...", len(layers),
+                 num_batches)
     try:
         for i, (inputs, _) in enumerate(dataset.take(num_batches)):
             for layer in layers:
@@ -132,7 +194,8 @@ def recalibrate_batch_norm(model, dataset, num_batches):
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum
-    logging.info("Re-estimated the statistics of %d BatchNorm layers on %d batches.", len(layers), num_batches)
+    logging.info("Re-estimated the statistics of %d BatchNorm layers on %d batches in %.1fs.", len(layers),
+                 num_batches, time.time() - start)
     return len(layers)
 
 
@@ -173,6 +236,9 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
         # Host-side state (plain variables, the same on every worker): step and running sums of the log window.
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        # The first steps' losses (the divergence test's reference), checkpointed so that a resumed run keeps them.
+        self._reference_losses = tf.Variable(tf.zeros([REFERENCE_STEPS]), trainable=False, name="reference_losses")
+        self._reference_count = tf.Variable(0, dtype=tf.int64, trainable=False, name="reference_count")
         self._train_fn = None
         self._eval_fn = None
         self._metric_state = None
@@ -206,7 +272,7 @@ class Trainer:
         return self.strategy.experimental_distribute_values_from_function(value_fn)
 
     # ----- training ---------------------------------------------------------------------------------------------
-    def _replica_step(self, batches):
+    def _replica_step(self, batches, stop):
         cfg = self.config
         model, optimizer, task = self.model, self.optimizer, self.task
         num_replicas = self.strategy.num_replicas_in_sync
@@ -230,6 +296,7 @@ class Trainer:
             stats_sum = stats if stats_sum is None else {
                 k: (stats_sum[k][0] + t, stats_sum[k][1] + c) for k, (t, c) in stats.items()}
         grads = grads_sum
+        grad_norm = tf.linalg.global_norm(grads)  # this replica's share, before clipping (NaN/inf stops the run)
         if cfg.clip_norm:
             ctx = tf.distribute.get_replica_context()
             if num_replicas > 1:  # clip the global gradient; the optimizer sums the replicas' shares again
@@ -243,7 +310,7 @@ class Trainer:
             if num_replicas > 1:
                 grads = [g / num_replicas for g in grads]
         optimizer.apply(grads, variables)
-        return loss_sum, stats_sum
+        return loss_sum, stats_sum, grad_norm, tf.identity(stop)  # a per-replica value, so that it reduces
 
     def _make_train_fn(self, iterator_spec_holder=None):
         replica_step = self._replica_step
@@ -251,11 +318,13 @@ class Trainer:
             replica_step = tf.function(replica_step, jit_compile=True)
 
         @tf.function
-        def train_fn(iterator):
+        def train_fn(iterator, stop):
+            """One step; `stop` is this worker's SIGTERM flag (0/1), summed over replicas: every worker sees it."""
             batches = [self._split_for_replicas(next(iterator)) for _ in range(self.config.accumulation_steps)]
-            loss, stats = self.strategy.run(replica_step, args=(batches,))
+            loss, stats, grad_norm, stop = self.strategy.run(replica_step, args=(batches, stop))
             reduce = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)  # noqa: E731
-            return reduce(loss), {k: (reduce(t), reduce(c)) for k, (t, c) in stats.items()}
+            return (reduce(loss), {k: (reduce(t), reduce(c)) for k, (t, c) in stats.items()}, reduce(grad_norm),
+                    reduce(stop))
 
         return train_fn
 
@@ -320,13 +389,16 @@ class Trainer:
             The last log dict (`loss`, stats, `learning_rate`, `clips_per_s`).
 
         Raises:
-            NonFiniteLossError: the loss became NaN/inf; the last good checkpoint is kept.
+            DivergenceError (NonFiniteLossError for a NaN/inf loss): training diverged; no checkpoint was written
+                after the last finite one, which the message names.
+            Preempted: SIGTERM arrived; the checkpoint of the last completed step was saved.
+            checkpoints.CheckpointWriteError: `model_dir` cannot be written; earlier checkpoints are intact.
         """
         cfg = self.config
         dataset = self._train_dataset()
         iterator = iter(dataset)
         self._train_fn = self._make_train_fn()
-        concrete = self._train_fn.get_concrete_function(iterator)
+        concrete = self._train_fn.get_concrete_function(iterator, tf.TensorSpec([], tf.float32))
         self._stat_names = sorted(concrete.structured_outputs[1])
         self._metric_state = tf.Variable(tf.zeros([1 + len(self._stat_names), 2]), trainable=False,
                                          name="metric_state")
@@ -334,28 +406,84 @@ class Trainer:
                                             optimizer=self.optimizer, step=self.step,
                                             metric_state=self._metric_state, data=iterator,
                                             rng=seed_generator_states(self.model),
+                                            reference_losses=self._reference_losses,
+                                            reference_count=self._reference_count,
                                             **self.task.checkpoint_objects())
         ckpt.restore()
-        summaries = summaries_lib.Summaries(os.path.join(self.model_dir, "train"), enabled=self.chief)
-        sample = None
-        if cfg.image_summaries_every and self.chief:
-            sample = next(iter(self.task.build_dataset(training=False)))
         start = int(self.step.numpy())
         if start >= cfg.train_steps:
             logging.info("Training already finished (step %d >= train_steps %d).", start, cfg.train_steps)
             return {}
+        summaries = summaries_lib.Summaries(os.path.join(self.model_dir, "train"), enabled=self.chief)
+        try:
+            with _SigtermFlag() as sigterm:
+                logs = self._train_steps(iterator, ckpt, summaries, sigterm, start, eval_callback)
+            self.sync_replica_statistics()
+            if cfg.bn_recalibration_batches:
+                recalibrate_batch_norm(self.model, self.task.build_dataset(training=True),
+                                       cfg.bn_recalibration_batches)
+            self._save(ckpt, cfg.train_steps)
+            if eval_callback is not None:
+                self._maybe_save_best(ckpt, self._timed_eval(ckpt, eval_callback, cfg.train_steps), cfg.train_steps)
+        finally:
+            summaries.close()
+        return logs
+
+    def _save(self, ckpt, step):
+        try:
+            return ckpt.save(step)
+        except checkpoints_lib.NonFiniteStateError as e:
+            raise DivergenceError(f"Training diverged: {e} {ADVICE}") from None
+
+    def _timed_eval(self, ckpt, eval_callback, step):
+        start = time.time()
+        try:
+            results = eval_callback(step)
+        except checkpoints_lib.NonFiniteStateError as e:
+            raise DivergenceError(f"Training diverged at step {step}: {e} The last finite checkpoint is "
+                                  f"{ckpt.latest_finite() or 'none'}. {ADVICE}") from None
+        seconds = time.time() - start
+        if seconds > LONG_STEP_SECONDS:
+            logging.info("The evaluation at step %d took %.1fs.", step, seconds)
+        return results
+
+    def _check_divergence(self, ckpt, step, loss, grad_norm):
+        """Raises DivergenceError for a NaN/inf loss or gradient norm, or a loss above `divergence_factor` x the
+        median of the first steps' losses; records the first steps' losses."""
+        cfg = self.config
+        where = f"at step {step}. Training stopped; the last finite checkpoint ({ckpt.latest_finite() or 'none yet'}) "
+        if not np.isfinite(loss):
+            raise NonFiniteLossError(f"The training loss is {loss} {where}is kept. {ADVICE}")
+        if not np.isfinite(grad_norm) and cfg.mixed_precision != "float16":  # float16: the loss scale handles it
+            raise DivergenceError(f"The gradient norm is {grad_norm} (loss {loss:.4g}) {where}is kept. {ADVICE}")
+        count = int(self._reference_count.numpy())
+        reference = self._reference_losses.numpy()[:count]
+        if cfg.divergence_factor and count:
+            median = float(np.median(reference))
+            if median > 0 and loss > cfg.divergence_factor * median:
+                raise DivergenceError(
+                    f"The training loss {loss:.4g} is more than --divergence_factor={cfg.divergence_factor:g} times "
+                    f"the median loss of the first {count} steps ({median:.4g}) {where}is kept. {ADVICE}")
+        if count < REFERENCE_STEPS:
+            self._reference_losses[count].assign(loss)
+            self._reference_count.assign(count + 1)
+
+    def _train_steps(self, iterator, ckpt, summaries, sigterm, start, eval_callback):
+        cfg = self.config
+        sample = None
+        if cfg.image_summaries_every and self.chief:
+            sample = next(iter(self.task.build_dataset(training=False)))
         progress = summaries_lib.Progress(cfg.train_steps, start, cfg.log_every)
         clips_per_step = self.task.config.batch_size * cfg.accumulation_steps
         window_start, window_steps = time.time(), 0
+        step_seconds = []
         logs = {}
         for step in range(start + 1, cfg.train_steps + 1):
-            loss, stats = self._train_fn(iterator)
+            step_start = time.time()
+            loss, stats, grad_norm, stop = self._train_fn(iterator, tf.constant(float(sigterm.requested)))
             loss = float(loss)
-            if not np.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"The training loss is {loss} at step {step}. Training stopped; the last good checkpoint "
-                    f"({ckpt.latest or 'none yet'}) is kept. Lower --learning_rate, add --clip_norm or "
-                    "--warmup_steps, or check the data.")
+            self._log_long_step(step, time.time() - step_start, step_seconds, first=step == start + 1)
+            self._check_divergence(ckpt, step, loss, float(grad_norm))
             update = np.zeros(self._metric_state.shape, np.float32)
             update[0] = (loss, 1.0)
             for i, name in enumerate(self._stat_names):
@@ -373,29 +501,41 @@ class Trainer:
                 progress.update(step, {k: logs[k] for k in ["loss", *self._stat_names]})
                 self._metric_state.assign(tf.zeros_like(self._metric_state))
                 window_start, window_steps = time.time(), 0
+            if float(stop) > 0 and step != cfg.train_steps:  # SIGTERM on some worker: all save this step
+                self.sync_replica_statistics()
+                raise Preempted(step, self._save(ckpt, step))
             if sample is not None and step % cfg.image_summaries_every == 0:
                 summaries.images(self.task.summary_images(self.model, sample[0]), step)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.train_steps:
                 self.sync_replica_statistics()
-                ckpt.save(step)
+                self._save(ckpt, step)
             if eval_callback is not None and cfg.eval_every and step % cfg.eval_every == 0 \
                     and step != cfg.train_steps:
                 self.sync_replica_statistics()
-                results = eval_callback(step)
+                results = self._timed_eval(ckpt, eval_callback, step)
                 self._maybe_save_best(ckpt, results, step)
-        self.sync_replica_statistics()
-        if cfg.bn_recalibration_batches:
-            recalibrate_batch_norm(self.model, self.task.build_dataset(training=True), cfg.bn_recalibration_batches)
-        ckpt.save(cfg.train_steps)
-        if eval_callback is not None:
-            self._maybe_save_best(ckpt, eval_callback(cfg.train_steps), cfg.train_steps)
-        summaries.close()
         return logs
+
+    @staticmethod
+    def _log_long_step(step, seconds, history, first):
+        """Logs a step slower than LONG_STEP_SECONDS and 5x the median step (the first step traces the graph)."""
+        if first:
+            if seconds > LONG_STEP_SECONDS:
+                logging.info("Step %d took %.1fs (it builds and optimizes the step function; later steps are "
+                             "faster).", step, seconds)
+            return
+        if len(history) >= 5 and seconds > LONG_STEP_SECONDS and seconds > 5 * statistics.median(history):
+            logging.info("Step %d took %.1fs (median step %.2fs).", step, seconds, statistics.median(history))
+        history.append(seconds)
+        del history[:-50]
 
     def _maybe_save_best(self, ckpt, results, step):
         best = self.task.best_metric()
         if best and results and best[0] in results:
-            ckpt.save_best(step, results[best[0]], *best)
+            try:
+                ckpt.save_best(step, results[best[0]], *best)
+            except checkpoints_lib.NonFiniteStateError as e:
+                raise DivergenceError(f"Training diverged: {e} {ADVICE}") from None
 
     # ----- evaluation -------------------------------------------------------------------------------------------
     def restore_for_inference(self, checkpoint=None):
@@ -405,7 +545,17 @@ class Trainer:
         reader = tf.train.load_checkpoint(path)
         if "step/.ATTRIBUTES/VARIABLE_VALUE" in reader.get_variable_to_shape_map():
             self.step.assign(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+        self.check_finite_weights(f"The checkpoint {path}")
         return path
+
+    def check_finite_weights(self, what="The model"):
+        """Raises `checkpoints.NonFiniteStateError` when a model weight is NaN/inf: such a model must not be
+        evaluated (every prediction would be a miss) nor exported."""
+        bad = checkpoints_lib.nonfinite_variables(self.model.weights)
+        if bad:
+            raise checkpoints_lib.NonFiniteStateError(
+                f"{what} has {len(bad)} NaN or infinite weights (first: {', '.join(bad[:3])}); refusing to "
+                "evaluate or export it. Pass --checkpoint=<an earlier checkpoint> or retrain.")
 
     def evaluate(self, write=True):
         """Evaluates on the task's evaluation data; writes `<model_dir>/eval_results.json` (chief only).
@@ -416,6 +566,7 @@ class Trainer:
         Returns:
             The results dict (`step`, `num_examples`, and the task's metrics, e.g. `top1`, `top5`).
         """
+        self.check_finite_weights()
         if self._eval_fn is None:
             self._eval_fn = tf.function(lambda x, y: self.task.eval_outputs(self.model, x, y))
         outputs = {}
@@ -427,6 +578,9 @@ class Trainer:
         outputs = {k: np.concatenate(v, axis=0) for k, v in outputs.items()}
         results = {"step": int(self.step.numpy()), **self.task.aggregate_eval(outputs)}
         logging.info("eval at step %d: %s", results["step"], json.dumps(results))
+        if results.get("num_nonfinite"):
+            logging.warning("%d of %d evaluation predictions are NaN or infinite; the metrics count them as misses.",
+                            results["num_nonfinite"], results["num_examples"])
         self.last_eval = results
         if write and self.chief:
             tf.io.gfile.makedirs(self.model_dir)
