@@ -224,8 +224,27 @@ def _safe_id(text):
     return re.sub(r"[^A-Za-z0-9._=+-]", "_", text).lstrip(".") or "video"
 
 
+class _RecordReader:
+    """Serialized record `i` of a shard, read sequentially (records are requested in shard order), so no more than
+    one record is in memory."""
+
+    def __init__(self):
+        self._shard, self._iter, self._next = None, None, 0
+
+    def __call__(self, shard, index):
+        import tensorflow as tf
+
+        if shard != self._shard or index < self._next:
+            self._shard, self._iter, self._next = shard, tf.data.TFRecordDataset(shard).as_numpy_iterator(), 0
+        while self._next <= index:
+            record = next(self._iter)
+            self._next += 1
+        return record
+
+
 def list_inputs(videos=(), records=""):
-    """`[(id, description, loader)]` for video files and / or the records of a pattern; ids are unique."""
+    """`[(id, description, (kind, payload))]` for video files (`("video", path)`) and / or the records of a pattern
+    (`("record", (shard, index))`; records are not kept in memory); ids are unique."""
     items = []
     for path in videos:
         items.append((_safe_id(os.path.splitext(os.path.basename(path))[0]), path, ("video", path)))
@@ -244,7 +263,7 @@ def list_inputs(videos=(), records=""):
                 except tf.errors.InvalidArgumentError:
                     name = ""
                 name = name or f"{os.path.basename(shard).split('.')[0]}-{i:05d}"
-                items.append((_safe_id(name), f"{shard}#{i}", ("record", serialized)))
+                items.append((_safe_id(name), f"{shard}#{i}", ("record", (shard, i))))
     seen = {}
     for vid, desc, _ in items:
         if vid in seen:
@@ -400,6 +419,7 @@ class FeatureExtractor:
                 raise ValueError(f"--{name} must be >= {low}, got {name}={value}.")
         preprocess.check_normalization(normalization)
         self.features = endpoint_model(model, endpoint)
+        self._read_record = _RecordReader()
         self.output_dir, self.fmt, self.pool, self.batch_size = output_dir, fmt, pool, int(batch_size)
         self.clip_args = dict(num_frames=int(num_frames), stride=int(stride), num_clips=int(num_clips),
                               sampler=sampler)
@@ -427,11 +447,11 @@ class FeatureExtractor:
         return out
 
     def features_of_input(self, kind, payload):
-        """Features of a video file (`kind="video"`, a path) or a record (`"record"`, serialized bytes)."""
+        """Features of a video file (`kind="video"`, a path) or a record (`"record"`, `(shard, index)`)."""
         batch_clips = max(1, self.batch_size // self.view_args["num_crops"])
         if kind == "record":
-            return self._features_of_batches(record_clip_batches(payload, batch_clips=batch_clips,
-                                                                 **self.clip_args))
+            return self._features_of_batches(record_clip_batches(self._read_record(*payload),
+                                                                 batch_clips=batch_clips, **self.clip_args))
         try:
             return self._features_of_batches(video_file_clip_batches(payload, batch_clips=batch_clips,
                                                                      **self.clip_args))
