@@ -213,11 +213,16 @@ CASES = [
     BadInput("convert_zero_frame_video",
              lambda tmp: (lambda ctx: (ctx, _write_zero_frame_mp4(ctx["in"] / "zero.mp4"))[0])(
                  _videos(tmp, "zero.mp4 x\n", files=())),
-             _convert(), ("skipped zero.mp4", "no video frames", "0-frame video"), check=_no_shard_with_records),
+             _convert(), ("could be converted, nothing was written", "zero.mp4: no video frames", "0-frame video")),
     BadInput("convert_garbage_video",
              lambda tmp: (lambda ctx: (ctx, (ctx["in"] / "junk.mp4").write_bytes(b"\x00junk" * 200))[0])(
                  _videos(tmp, "junk.mp4 x\n", files=())),
-             _convert(), ("skipped junk.mp4", "unreadable video"), check=_no_shard_with_records),
+             _convert(), ("could be converted", "junk.mp4: unreadable video")),
+    BadInput("convert_every_video_undecodable_with_a_label_map",
+             lambda tmp: (lambda ctx: (ctx, _write_zero_frame_mp4(ctx["in"] / "zero.mp4"),
+                                       (tmp / "map.txt").write_text("x\n"))[0])(_videos(tmp, "zero.mp4 x\n", files=())),
+             lambda tmp, ctx: _cli(_convert_argv(ctx, "--label_map", str(tmp / "map.txt"))),
+             ("skipped zero.mp4", "no video frames", "0-frame video"), check=_no_shard_with_records),
     # ---- video_dataset (helper D)
     BadInput("records_no_file_matches", lambda tmp: {"pattern": str(tmp / "none-*.tfrecord")},
              lambda tmp, ctx: _raises(_read_all(ctx)), lambda tmp, ctx: ("No record files match", ctx["pattern"])),

@@ -364,3 +364,17 @@ def test_convert_help_does_not_import_tensorflow():
             "assert 'tensorflow' not in sys.modules, 'convert --help imported TensorFlow'\n"
             "cli.main(['--help'])\nassert 'tensorflow' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, timeout=60)
+
+
+def test_a_class_whose_every_input_fails_to_decode_is_no_class(tmp_path, capsys):
+    src = _small_inputs(tmp_path, "a.mp4 x\nbroken.mp4 y\nb.mp4 z\nbroken2.mp4 z\n", ["a.mp4", "b.mp4"])
+    (src / "broken.mp4").write_bytes(b"\x00not a video" * 50)
+    (src / "broken2.mp4").write_bytes(b"")
+    out = tmp_path / "out"
+    assert convert.main(_argv(src, out, "--num_shards", "1")) == 0
+    assert (out / "labels.txt").read_text() == "x\nz\n"  # y: its only video is broken
+    assert _label_pairs(out, "train") == [("a.mp4", 0, "x"), ("b.mp4", 1, "z")]
+    split = json.loads((out / "manifest.json").read_text())["splits"]["train"]
+    assert split["dropped_classes"] == ["y"]
+    assert {s["input"]: s["reason"] for s in split["skipped"]}["broken2.mp4"] == "empty video (0 bytes)"
+    assert "class 'y' is not in the label map: every input of it was skipped" in capsys.readouterr().err

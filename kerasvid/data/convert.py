@@ -191,6 +191,35 @@ def _describe_input_change(old_inputs, new_inputs):
     return "other inputs"
 
 
+def _usable_classes(items, present, fps, source_fps):
+    """The derived label map: the sorted classes that have at least one input that decodes.
+
+    The label of a skipped input must not become a class, and which inputs decode is only known by decoding them:
+    each class's inputs are tried in order until one decodes (an input that decodes counts for all its labels), so
+    this costs about one decode per class. Returns (class names, {input number: skip reason} of the inputs that
+    failed; they are not decoded again).
+    """
+    by_label = {}
+    for k, item in enumerate(items):
+        if present[k]:
+            for label in item.labels:
+                by_label.setdefault(label, []).append(k)
+    good_labels, failed = set(), {}
+    for label in sorted(by_label):
+        for k in by_label[label]:
+            if label in good_labels:
+                break
+            if k in failed:
+                continue
+            try:
+                sources.read_source(items[k], fps, source_fps)
+            except sources.SkipInput as e:
+                failed[k] = str(e)
+            else:
+                good_labels.update(items[k].labels)
+    return sorted(good_labels), failed
+
+
 def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps=None, short_side=None,
             jpeg_quality=90, source_fps=None, input_dir=None, num_workers=2, progress=True, overwrite=False,
             settings=None):
@@ -205,8 +234,8 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
         output_dir: output directory (shards, `manifest.json`, `labels.txt`, the hidden resume state).
         name: split name (a plain file-name prefix).
         num_shards: number of shards.
-        label_names: class names in index order; None -> sorted names of the inputs that exist (the label of a
-            missing input never becomes a class).
+        label_names: class names in index order; None -> the sorted names of the inputs that exist and decode
+            (the label of a skipped input never becomes a class; see `_usable_classes`).
         fps: resample every video to this rate (None: keep the source's frames).
         short_side: resize frames so their shorter side is this (None: keep).
         jpeg_quality: JPEG quality of the stored frames.
@@ -243,11 +272,24 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
         raise ValueError(f"None of the {len(items)} listed inputs exists (e.g. {items[0].source!r}); check "
                          f"--input_dir and the paths in the label file.")
     derived = label_names is None
-    existing = [item for item, p in zip(items, present) if p]
-    label_names = sources.build_label_map(existing) if derived else list(label_names)
+    # Why an input is skipped, when that is known before converting (a missing input, whatever its label, and in a
+    # derived label map the inputs that failed the probe: see `_usable_classes`).
+    known_skips = {k: "missing input" for k, p in enumerate(present) if not p}
+    if derived:
+        label_names, failed = _usable_classes(items, present, fps, source_fps)
+        known_skips.update(failed)
+        if not label_names:
+            reasons = "; ".join(f"{_relative(items[k].source, input_dir)}: {r}" for k, r in sorted(failed.items())[:3])
+            raise ValueError(f"None of the {len(items)} listed inputs could be converted, nothing was written "
+                             f"({reasons}{'; ...' if len(failed) > 3 else ''}).")
+    else:
+        label_names = list(label_names)
     _check_label_names(label_names)
-    found = iter(sources.label_indices(existing, label_names))
-    indices = [next(found) if p else None for p in present]  # a missing input is skipped whatever its label
+    usable = [k for k in range(len(items)) if k not in known_skips]
+    found = iter(sources.label_indices([items[k] for k in usable], label_names))
+    indices = [None] * len(items)
+    for k in usable:
+        indices[k] = next(found)
     output_dir = os.path.abspath(output_dir)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"The output directory {output_dir!r} is a file.")
@@ -290,7 +332,7 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
                 item = items[k]
                 try:
                     if indices[k] is None:
-                        raise sources.SkipInput("missing input")
+                        raise sources.SkipInput(known_skips[k])
                     frames, rate = sources.read_source(item, fps, source_fps)
                     frames = sources.resize_short_side(frames, short_side)
                     ex = _example(item, indices[k], label_names, frames, rate, input_dir, jpeg_quality)
@@ -316,8 +358,8 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
 
     entry = _split_entry(results, label_names, config)
     if derived:
-        # Classes whose every input was skipped while decoding: named so that the user can drop or fix them.
-        entry["classes_without_videos"] = [n for n, c in entry["per_class"].items() if c == 0]
+        entry["dropped_classes"] = sorted({label for k in known_skips for label in items[k].labels} -
+                                          set(label_names))
     _merge_manifest(output_dir, name, entry, label_names)
     return entry
 
@@ -408,8 +450,8 @@ def main(argv=None):
     if len(skipped) > _MAX_REASONS:
         print(f"kerasvid convert: ... and {len(skipped) - _MAX_REASONS} more skipped inputs (all listed in "
               f"{os.path.join(os.path.abspath(args.output_dir), MANIFEST)})", file=sys.stderr)
-    for cls in entry.get("classes_without_videos", []):
-        print(f"kerasvid convert: warning: class {cls!r} has no converted video (every input of it was skipped)",
+    for cls in entry.get("dropped_classes", []):
+        print(f"kerasvid convert: class {cls!r} is not in the label map: every input of it was skipped",
               file=sys.stderr)
     print(json.dumps({"name": args.name, "num_videos": entry["num_videos"], "skipped": len(skipped),
                       "output_dir": os.path.abspath(args.output_dir)}))
