@@ -1,31 +1,41 @@
-"""SavedModel export for TF Serving (`keras.export.ExportArchive`) and prediction with an exported model.
+"""SavedModel (TF Serving) and LiteRT export: the generic writer and the video-classification endpoints.
 
-Endpoints (each returns `{"logits": float32 [B, C], "probs": float32 [B, C]}`; `probs` is the softmax, or the
-sigmoid for multi-label models):
+Each task builds its own serving model and signatures (`kerasvid.tasks.Task.export`); this module holds what they
+share, and depends only on `kerasvid.data` (tasks call it; it never imports a task or the training loop):
+
+- `write_archive`: a `keras.export.ExportArchive` SavedModel with the given endpoints, written atomically, with
+  `labels.txt` (one name per line) and `preprocessing.json` (the settings and the signature names) beside it;
+- `classification_endpoints`: the three classifier endpoints below, around any `predict(clips) -> dict` function;
+- `export_saved_model`: a `[B, T, H, W, 3] -> [B, C]` Keras classifier written with those endpoints;
+- `export_tflite` / `flow_tflite_function` / `classifier_tflite_function`: LiteRT (`.tflite`) files.
+
+Classification endpoints (each returns `{"logits": float32 [B, C], "probs": float32 [B, C]}` plus the model's extra
+outputs, e.g. the attention maps of `i3d_action_context`; `probs` is the softmax, or the sigmoid for multi-label
+models):
 
 - `serving_default`: uint8 frames `[B, T, H, W, 3]` (any H, W; T fixed), input name `frames`;
 - `serve_jpeg`: JPEG-encoded frames, string `[B, T]`, input name `jpeg_frames`, decoded and resized in the graph;
 - `serve_examples`: serialized `tf.train.SequenceExample` records (`kerasvid.data.schema`), string `[B]`, input
-  name `examples`; the centred clip of `T` frames x `stride` is sampled (short videos loop) and decoded.
+  name `examples`, decoded by `kerasvid.data.pipeline.decode_examples`, the evaluation pipeline's own decoder
+  (the centred clip of `T` frames x `stride`; short videos loop), so serving cannot drift from evaluation.
 
-Requests of the wrong rank, frame count or channel count fail with an error naming the expected layout and the
-shape received (signatures do not enforce their declared shapes, so the checks are in the graph).
-All three apply the evaluation preprocessing of `kerasvid.data` (short side resized to `short_side`, centre crop
-`image_size`, `normalization`), so the SavedModel matches the Keras model on the evaluation pipeline's input.
-Beside `saved_model.pb`, `labels.txt` (one name per line) and `preprocessing.json` (the settings) are written.
+Requests of the wrong rank, frame count or channel count, and empty batches, fail with an error naming the expected
+layout and the shape received (signatures do not enforce their declared shapes, so the checks are in the graph).
+All endpoints apply the evaluation preprocessing of `kerasvid.data` (short side resized to `short_side`, centre
+crop `image_size`, `normalization`), so the SavedModel matches the Keras model on the evaluation pipeline's input.
 """
 import json
 import os
-import sys
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from kerasvid.data import preprocess, samplers, schema
+from kerasvid.data import pipeline, preprocess
 
 PREPROCESSING_FILE = "preprocessing.json"
 LABELS_FILE = "labels.txt"
+TFLITE_FILE = "model.tflite"
+FLOW_TFLITE_FILE = "flow.tflite"
 
 
 def _check_args(num_frames, image_size, label_names, num_classes):
@@ -37,21 +47,187 @@ def _check_args(num_frames, image_size, label_names, num_classes):
         raise ValueError(f"{len(label_names)} label names for a model with {num_classes} classes.")
 
 
-def export_saved_model(model, export_dir, num_frames, image_size, label_names=(), normalization="imagenet",
-                       stride=1, short_side=None, multi_label=False, extra_settings=None):
-    """Writes `model` as a SavedModel with the `serving_default`, `serve_jpeg` and `serve_examples` endpoints.
+def check_video_classifier(model, who="export"):
+    """Raises ValueError unless `model` maps one clip input `[B, T, H, W, 3]` to `[B, C]` logits (or a dict with
+    `"logits"`); returns `C`."""
+    shapes = [tuple(t.shape) for t in model.inputs]
+    if len(shapes) != 1 or len(shapes[0]) != 5 or shapes[0][-1] != 3:
+        raise ValueError(f"{who}: the classification export needs a model with one RGB clip input [B, T, H, W, 3]; "
+                         f"{model.name!r} takes {shapes}.")
+    output = model.output["logits"] if isinstance(model.output, dict) and "logits" in model.output else model.output
+    if isinstance(output, (dict, list, tuple)) or len(output.shape) != 2:
+        raise ValueError(f"{who}: the classification export needs [B, C] logits; {model.name!r} returns "
+                         f"{tf.nest.map_structure(lambda t: tuple(t.shape), model.output)} (build it with "
+                         f"include_top=True).")
+    return int(output.shape[-1])
+
+
+def checked(name, tensor, shape, layout, num_frames=None):
+    """Checks a request in the graph (loaded signatures do not enforce TensorSpec shapes): rank, the frame count
+    (axis 1, when `num_frames`), 3 channels (rank-5 and rank-4 frames) and a non-empty batch, each failure with one
+    message that names the expected layout and the shape received; then sets the static shape."""
+    actual = tf.shape(tensor)
+    padded = tf.concat([actual, tf.zeros([len(shape)], tf.int32)], 0)  # indexable whatever the rank
+    ok = tf.equal(tf.size(actual), len(shape))
+    if num_frames is not None:
+        ok = tf.logical_and(ok, tf.equal(padded[1], num_frames))
+    if len(shape) >= 4:
+        ok = tf.logical_and(ok, tf.equal(padded[len(shape) - 1], 3))
+    check = tf.debugging.Assert(ok, [f"{name}: expected {layout}; got a tensor of shape", actual], summarize=8)
+    with tf.control_dependencies([check]):
+        nonempty = tf.debugging.Assert(padded[0] > 0, [f"{name}: the batch is empty (B = 0); send at least one "
+                                                       f"item, {layout}; got a tensor of shape", actual], summarize=8)
+    with tf.control_dependencies([nonempty]):
+        return tf.ensure_shape(tf.identity(tensor), shape)
+
+
+def classification_endpoints(predict, num_frames, image_size, normalization="imagenet", stride=1, short_side=None,
+                             multi_label=False):
+    """The `serving_default`, `serve_jpeg` and `serve_examples` endpoints around a classifier function.
 
     Args:
-        model: a Keras video classifier `[B, T, H, W, 3] -> [B, C]` logits.
+        predict: `fn(clips) -> dict` with at least `"logits"` `[B, C]`; `clips` are normalised float32
+            `[B, T, H, W, 3]` crops, as the evaluation pipeline feeds the Keras model. Other entries (e.g. attention
+            maps) are returned as they are (float32).
+        num_frames, image_size, normalization, stride, short_side, multi_label: see `export_saved_model`.
+
+    Returns:
+        `{name: (fn, [tf.TensorSpec])}` for `write_archive`.
+    """
+    image_size = (int(image_size[0]), int(image_size[1]))
+    short_side = int(short_side or preprocess.default_short_side(image_size))
+    # Traced once and called by the three endpoints (one copy of the model's graph in the SavedModel).
+    predict_once = tf.function(predict, input_signature=[tf.TensorSpec([None, num_frames, *image_size, 3],
+                                                                       tf.float32)])
+
+    def classify(clips):
+        outputs = {k: tf.cast(v, tf.float32) for k, v in predict_once(clips).items()}
+        logits = outputs["logits"]
+        outputs["probs"] = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits)
+        return outputs
+
+    def decode_clip(jpegs):
+        """string `[T]` -> float `[T, H, W, 3]` (each frame resized on its own: frames may differ in size)."""
+        ok = tf.reduce_all(tf.map_fn(tf.io.is_jpeg, jpegs, fn_output_signature=tf.bool))
+        with tf.control_dependencies([tf.debugging.Assert(ok, ["serve_jpeg: a frame is not a JPEG image (only "
+                                                                "JPEG-encoded frames are accepted)"])]):
+            return tf.map_fn(
+                lambda j: preprocess.resize_and_center_crop(tf.io.decode_jpeg(j, channels=3)[None], image_size,
+                                                            short_side)[0],
+                jpegs, fn_output_signature=tf.TensorSpec([*image_size, 3], tf.float32))
+
+    def serving_default(frames):
+        frames = checked("serving_default", frames, [None, num_frames, None, None, 3],
+                         f"uint8 frames [B, {num_frames}, H, W, 3] (exactly {num_frames} frames)", num_frames)
+        crops = preprocess.resize_and_center_crop(frames, image_size, short_side)
+        return classify(preprocess.normalize(crops, normalization))
+
+    def serve_jpeg(jpeg_frames):
+        jpeg_frames = checked("serve_jpeg", jpeg_frames, [None, num_frames],
+                              f"JPEG strings [B, {num_frames}] (exactly {num_frames} frames)", num_frames)
+        clips = tf.map_fn(decode_clip, jpeg_frames, fn_output_signature=tf.TensorSpec(
+            [num_frames, *image_size, 3], tf.float32))
+        return classify(preprocess.normalize(clips, normalization))
+
+    def serve_examples(examples):
+        examples = checked("serve_examples", examples, [None], "serialized SequenceExamples [B]")
+        return classify(pipeline.decode_examples(examples, num_frames, stride, image_size, normalization,
+                                                 eval_short_side=short_side))
+
+    return {
+        "serving_default": (serving_default, [tf.TensorSpec(None, tf.uint8, name="frames")]),
+        "serve_jpeg": (serve_jpeg, [tf.TensorSpec(None, tf.string, name="jpeg_frames")]),
+        "serve_examples": (serve_examples, [tf.TensorSpec(None, tf.string, name="examples")]),
+    }
+
+
+def frame_pair_endpoint(name, fn, image_size, normalization="imagenet", short_side=None, resize=True):
+    """An endpoint over two uint8 frame batches `frame1`, `frame2` `[B, H, W, 3]`: each checked, resized (short side)
+    and centre-cropped to `image_size` (when `resize`) and normalised, then `fn(frame1, frame2) -> dict`.
+
+    Returns:
+        `(endpoint fn, [tf.TensorSpec, tf.TensorSpec])` for `write_archive`.
+    """
+    image_size = (int(image_size[0]), int(image_size[1]))
+    short_side = int(short_side or preprocess.default_short_side(image_size))
+    layout = "uint8 frames [B, H, W, 3]" if resize else f"uint8 frames [B, {image_size[0]}, {image_size[1]}, 3]"
+
+    def prepare(key, frames):
+        shape = [None, None, None, 3] if resize else [None, *image_size, 3]
+        frames = checked(f"{name}/{key}", frames, shape, layout)
+        if resize:
+            frames = preprocess.resize_and_center_crop(frames, image_size, short_side)
+        return preprocess.normalize(frames, normalization)
+
+    def endpoint(frame1, frame2):
+        return fn(prepare("frame1", frame1), prepare("frame2", frame2))
+
+    return endpoint, [tf.TensorSpec(None, tf.uint8, name="frame1"), tf.TensorSpec(None, tf.uint8, name="frame2")]
+
+
+def write_archive(export_dir, trackable, endpoints, settings, label_names=None):
+    """Writes a SavedModel with `endpoints` (`{name: (fn, input specs)}`), then `labels.txt` (when `label_names` is
+    not None) and `preprocessing.json` (`settings` + `"signatures"`) beside it; atomically (`<export_dir>.tmp`, then
+    renamed).
+
+    Args:
+        export_dir: output directory (replaced if it exists).
+        trackable: the Keras model (or layer) whose variables the endpoints use.
+        endpoints: `{signature name: (fn, [tf.TensorSpec])}`; must contain `serving_default`.
+        settings: JSON-serialisable dict for `preprocessing.json`.
+        label_names: class names, index order, or None (no `labels.txt`).
+
+    Returns:
+        `export_dir`.
+    """
+    if "serving_default" not in endpoints:
+        raise ValueError(f"write_archive: the endpoints must include 'serving_default', got {sorted(endpoints)}.")
+    archive = keras.export.ExportArchive()
+    archive.track(trackable)
+    for name, (fn, specs) in endpoints.items():
+        archive.add_endpoint(name, fn, specs)
+    tmp = export_dir.rstrip("/") + ".tmp"
+    if tf.io.gfile.exists(tmp):
+        tf.io.gfile.rmtree(tmp)
+    archive.write_out(tmp, verbose=False)
+    if label_names is not None:
+        with tf.io.gfile.GFile(os.path.join(tmp, LABELS_FILE), "w") as f:
+            f.write("".join(f"{name}\n" for name in label_names))
+    with tf.io.gfile.GFile(os.path.join(tmp, PREPROCESSING_FILE), "w") as f:
+        json.dump({**settings, "signatures": list(endpoints)}, f, indent=2)
+    if tf.io.gfile.exists(export_dir):
+        tf.io.gfile.rmtree(export_dir)
+    tf.io.gfile.rename(tmp, export_dir)
+    return export_dir
+
+
+def classification_settings(num_frames, image_size, normalization, stride, short_side, multi_label, num_classes):
+    """The `preprocessing.json` entries of a classification export (what a client needs to build requests)."""
+    return {"kind": "classification", "num_frames": int(num_frames), "image_size": [int(s) for s in image_size],
+            "short_side": int(short_side or preprocess.default_short_side(image_size)),
+            "normalization": normalization, "stride": int(stride), "multi_label": bool(multi_label),
+            "num_classes": int(num_classes), "input_dtype": "uint8"}
+
+
+def export_saved_model(model, export_dir, num_frames, image_size, label_names=(), normalization="imagenet",
+                       stride=1, short_side=None, multi_label=False, extra_settings=None, predict=None,
+                       extra_endpoints=None):
+    """Writes a video classifier as a SavedModel with the `serving_default`, `serve_jpeg` and `serve_examples`
+    endpoints (see the module docstring).
+
+    Args:
+        model: a Keras video classifier `[B, T, H, W, 3] -> [B, C]` logits (or a dict with `"logits"`).
         export_dir: output directory (written to `<export_dir>.tmp` first, then renamed).
         num_frames: `T` of every request.
         image_size: `(H, W)` the model takes.
-        label_names: class names (index order), written to `labels.txt`.
+        label_names: class names (index order), written to `labels.txt` (default "0", "1", ...).
         normalization: `kerasvid.data.preprocess.normalize` preset the model was trained with.
         stride: temporal stride of `serve_examples` clips.
         short_side: resize target of the short side before the centre crop (default `max(image_size) / 0.875`).
         multi_label: `probs` = sigmoid instead of softmax.
         extra_settings: more entries for `preprocessing.json` (e.g. the model name, the training step).
+        predict: `fn(clips) -> dict` with `"logits"` (default: the model's logits alone).
+        extra_endpoints: more `{name: (fn, specs)}` endpoints (e.g. `serve_flow`).
 
     Returns:
         `export_dir`.
@@ -60,149 +236,138 @@ def export_saved_model(model, export_dir, num_frames, image_size, label_names=()
     >>> model = kerasvid.zoo.c2d_resnet18(num_classes=4, input_shape=(8, 32, 32, 3))
     >>> kerasvid.export.export_saved_model(model, "/tmp/export", 8, (32, 32), ["a", "b", "c", "d"])
     """
-    num_classes = int(model.outputs[0].shape[-1])
+    num_classes = check_video_classifier(model)
     _check_args(num_frames, image_size, label_names, num_classes)
     preprocess.check_normalization(normalization)
-    image_size = (int(image_size[0]), int(image_size[1]))
-    short_side = int(short_side or preprocess.default_short_side(image_size))
-
-    def classify(crops):
-        """float 0..255 `[B, T, H, W, 3]` (already resized and cropped) -> outputs dict."""
-        x = preprocess.normalize(crops, normalization)
-        logits = tf.cast(model(x, training=False), tf.float32)
-        probs = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits)
-        return {"logits": logits, "probs": probs}
-
-    def decode_clip(jpegs):
-        """string `[T]` -> float `[T, H, W, 3]` (each frame resized on its own: frames may differ in size)."""
-        ok = tf.reduce_all(tf.map_fn(tf.io.is_jpeg, jpegs, fn_output_signature=tf.bool))
-        with tf.control_dependencies([tf.debugging.Assert(ok, ["serve_jpeg/serve_examples: a frame is not a JPEG "
-                                                                "image (only JPEG-encoded frames are accepted)"])]):
-            return tf.map_fn(
-                lambda j: preprocess.resize_and_center_crop(tf.io.decode_jpeg(j, channels=3)[None], image_size,
-                                                            short_side)[0],
-                jpegs, fn_output_signature=tf.TensorSpec([*image_size, 3], tf.float32))
-
-    def checked(name, tensor, shape, layout):
-        """Checks rank, frame count and channels in the graph (loaded signatures do not enforce TensorSpec shapes),
-        with one message that names the expected layout and the shape received; then sets the static shape."""
-        actual = tf.shape(tensor)
-        padded = tf.concat([actual, tf.zeros([len(shape)], tf.int32)], 0)  # indexable whatever the rank
-        ok = tf.equal(tf.size(actual), len(shape))
-        if len(shape) > 1:
-            ok = tf.logical_and(ok, tf.equal(padded[1], num_frames))
-        if len(shape) == 5:
-            ok = tf.logical_and(ok, tf.equal(padded[4], 3))
-        check = tf.debugging.Assert(ok, [f"{name}: expected {layout}; got a tensor of shape", actual], summarize=8)
-        with tf.control_dependencies([check]):
-            return tf.ensure_shape(tf.identity(tensor), shape)
-
-    def serving_default(frames):
-        frames = checked("serving_default", frames, [None, num_frames, None, None, 3],
-                         f"uint8 frames [B, {num_frames}, H, W, 3] (exactly {num_frames} frames)")
-        return classify(preprocess.resize_and_center_crop(frames, image_size, short_side))
-
-    def serve_jpeg(jpeg_frames):
-        jpeg_frames = checked("serve_jpeg", jpeg_frames, [None, num_frames], f"JPEG strings [B, {num_frames}] (exactly {num_frames} frames)")
-        clips = tf.map_fn(decode_clip, jpeg_frames, fn_output_signature=tf.TensorSpec(
-            [num_frames, *image_size, 3], tf.float32))
-        return classify(clips)
-
-    def serve_examples(examples):
-        examples = checked("serve_examples", examples, [None], "serialized SequenceExamples [B]")
-
-        def one(serialized):
-            frames = schema.parse_sequence_example(serialized)["frames"]
-            n = tf.shape(frames)[0]
-            with tf.control_dependencies([tf.debugging.assert_positive(
-                    n, message="serve_examples: a record has no frames under image/encoded")]):
-                idx = samplers.dense_clip_indices(n, num_frames, stride, training=False)[0]
-            return decode_clip(tf.gather(frames, idx))
-
-        clips = tf.map_fn(one, examples, fn_output_signature=tf.TensorSpec([num_frames, *image_size, 3], tf.float32))
-        return classify(clips)
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", serving_default,
-                         [tf.TensorSpec(None, tf.uint8, name="frames")])
-    archive.add_endpoint("serve_jpeg", serve_jpeg, [tf.TensorSpec(None, tf.string, name="jpeg_frames")])
-    archive.add_endpoint("serve_examples", serve_examples, [tf.TensorSpec(None, tf.string, name="examples")])
-
-    tmp = export_dir.rstrip("/") + ".tmp"
-    if tf.io.gfile.exists(tmp):
-        tf.io.gfile.rmtree(tmp)
-    archive.write_out(tmp, verbose=False)
-    with tf.io.gfile.GFile(os.path.join(tmp, LABELS_FILE), "w") as f:
-        f.write("".join(f"{name}\n" for name in (label_names or [str(i) for i in range(num_classes)])))
-    settings = {"num_frames": int(num_frames), "image_size": list(image_size), "short_side": short_side,
-                "normalization": normalization, "stride": int(stride), "multi_label": bool(multi_label),
-                "num_classes": num_classes, "input_dtype": "uint8",
-                "signatures": ["serving_default", "serve_jpeg", "serve_examples"], **(extra_settings or {})}
-    with tf.io.gfile.GFile(os.path.join(tmp, PREPROCESSING_FILE), "w") as f:
-        json.dump(settings, f, indent=2)
-    if tf.io.gfile.exists(export_dir):
-        tf.io.gfile.rmtree(export_dir)
-    tf.io.gfile.rename(tmp, export_dir)
-    return export_dir
+    if predict is None:
+        def predict(clips):
+            out = model(clips, training=False)
+            return {"logits": out["logits"] if isinstance(out, dict) else out}
+    endpoints = classification_endpoints(predict, num_frames, image_size, normalization, stride, short_side,
+                                         multi_label)
+    endpoints.update(extra_endpoints or {})
+    settings = classification_settings(num_frames, image_size, normalization, stride, short_side, multi_label,
+                                       num_classes)
+    return write_archive(export_dir, model, endpoints, {**settings, **(extra_settings or {})},
+                         list(label_names) or [str(i) for i in range(num_classes)])
 
 
 def load_settings(export_dir):
-    """Returns `(settings dict, label names)` written beside an exported SavedModel."""
+    """Returns `(settings dict, label names)` written beside an exported SavedModel (labels: [] when none)."""
     with tf.io.gfile.GFile(os.path.join(export_dir, PREPROCESSING_FILE)) as f:
         settings = json.load(f)
-    with tf.io.gfile.GFile(os.path.join(export_dir, LABELS_FILE)) as f:
-        labels = [line.rstrip("\n") for line in f]
+    labels = []
+    if tf.io.gfile.exists(os.path.join(export_dir, LABELS_FILE)):
+        with tf.io.gfile.GFile(os.path.join(export_dir, LABELS_FILE)) as f:
+            labels = [line.rstrip("\n") for line in f]
     return settings, labels
 
 
-def decode_video_frames(path, num_frames, stride=1):
-    """Decodes the centred clip of `num_frames` x `stride` frames of a video file with PyAV (loops short videos).
+# ----- LiteRT ------------------------------------------------------------------------------------------------------
+
+def classifier_tflite_function(model, num_frames, image_size, normalization="imagenet", multi_label=False):
+    """`tf.function` for LiteRT: uint8 crops `[1, T, H, W, 3]` (already resized and cropped to `image_size`) ->
+    `{"logits", "probs"}` (normalisation inside, as `serving_default`)."""
+    check_video_classifier(model, "LiteRT export")
+
+    @tf.function(input_signature=[tf.TensorSpec([1, num_frames, *image_size, 3], tf.uint8, name="frames")])
+    def classify(frames):
+        out = model(preprocess.normalize(frames, normalization), training=False)
+        logits = tf.cast(out["logits"] if isinstance(out, dict) else out, tf.float32)
+        return {"logits": logits, "probs": tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits)}
+
+    return classify
+
+
+def flow_tflite_function(tvnet, image_size, normalization="none"):
+    """`tf.function` for LiteRT: two uint8 frames `[1, H, W, 3]` -> `{"flow": [1, H, W, 2]}` through a TVNet layer
+    (normalised as the model's input, which for `tvnet_bn_inception` is "none": 0..255)."""
+    @tf.function(input_signature=[tf.TensorSpec([1, *image_size, 3], tf.uint8, name=name)
+                                  for name in ("frame1", "frame2")])
+    def flow(frame1, frame2):
+        return {"flow": tvnet(preprocess.normalize(frame1, normalization),
+                              preprocess.normalize(frame2, normalization))}
+
+    return flow
+
+
+def _max_pool_per_frame(original):
+    """`tf.nn.max_pool` with 5-D pools of temporal size and stride 1 (C2D / CPNet stems) done as 2-D pools over the
+    frames: the same numbers, and a LiteRT builtin (MAX_POOL_2D), where MaxPool3D is not one."""
+
+    def max_pool(input, ksize, strides, padding, data_format=None, name=None):  # noqa: A002 (tf's argument name)
+        ksize_, strides_ = (list(v) if isinstance(v, (list, tuple)) else [v] * 3 for v in (ksize, strides))
+        if input.shape.rank != 5 or data_format not in (None, "NDHWC") or len(ksize_) != 3 or ksize_[0] != 1 \
+                or strides_[0] != 1:
+            return original(input, ksize, strides, padding, data_format, name)
+        shape = tf.shape(input)
+        frames = tf.reshape(input, tf.concat([[-1], shape[2:]], 0))
+        pooled = tf.nn.max_pool2d(frames, ksize_[1:], strides_[1:], padding)
+        return tf.reshape(pooled, tf.concat([shape[:2], tf.shape(pooled)[1:]], 0))
+
+    return max_pool
+
+
+def export_tflite(function, path, trackable):
+    """Converts a `tf.function` with an input signature to a LiteRT flatbuffer at `path` (builtin ops only, so that
+    the file runs on the plain LiteRT interpreter), with `<path>.json` beside it naming the inputs and the outputs
+    (in the flatbuffer's order; `run_tflite` reads it); returns `path`.
+
+    The weights are frozen into constants first: left as resource variables, TVNet's kernels (read inside its
+    `tf.while_loop`) become READ_VARIABLE ops that the interpreter reads uninitialised (NaN flow). Its
+    `tf.custom_gradient` converts as it is (the forward pass only). 5-D max pools of temporal size 1 are traced
+    as per-frame 2-D pools (`_max_pool_per_frame`).
+
+    Raises:
+        ValueError naming the model and the converter's first error line when an op does not convert.
+    """
+    from unittest import mock
+
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    with mock.patch.object(tf.nn, "max_pool", _max_pool_per_frame(tf.nn.max_pool)):
+        concrete = function.get_concrete_function()
+    frozen = convert_variables_to_constants_v2(concrete)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        flatbuffer = converter.convert()
+    except Exception as e:  # the converter raises ConverterError (and others) with the MLIR diagnostics
+        lines = str(e).splitlines()
+        first = next((line.split("error: ", 1)[-1] for line in lines if "error: " in line), str(e)[:300])
+        raise ValueError(f"LiteRT conversion of {getattr(trackable, 'name', trackable)!r} failed: {first}") from e
+    spec = {"inputs": [t.name for t in function.input_signature],
+            "outputs": sorted(concrete.structured_outputs)}  # the flattening order of the output dict
+    for target, data, mode in ((path, flatbuffer, "wb"), (path + ".json", json.dumps(spec, indent=1), "w")):
+        with tf.io.gfile.GFile(target + ".tmp", mode) as f:
+            f.write(data)
+        tf.io.gfile.rename(target + ".tmp", target, overwrite=True)
+    return path
+
+
+def run_tflite(path, **inputs):
+    """Runs a `.tflite` written by `export_tflite` with the LiteRT interpreter: inputs and outputs by name.
 
     Returns:
-        uint8 `[num_frames, H, W, 3]` RGB.
+        `{output name: numpy array}`.
     """
-    import av  # imported here: only prediction from video files needs it
+    import numpy as np
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No video file at {path!r}.")
-    with av.open(path) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    if not frames:
-        raise ValueError(f"{path!r} has no decodable video frames.")
-    idx = samplers.dense_clip_indices(tf.constant(len(frames)), num_frames, stride, training=False)[0].numpy()
-    return np.stack([frames[i] for i in idx])
-
-
-def predict_video(export_dir, video_path, top_k=5):
-    """Classifies a video file with an exported SavedModel (`serving_default`).
-
-    Returns:
-        A list of `(label, probability)` pairs, best first.
-    """
-    settings, labels = load_settings(export_dir)
-    clip = decode_video_frames(video_path, settings["num_frames"], settings.get("stride", 1))
-    loaded = tf.saved_model.load(export_dir)
-    probs = loaded.signatures["serving_default"](frames=tf.constant(clip[None]))["probs"].numpy()[0]
-    order = np.argsort(-probs, kind="stable")[:top_k]
-    return [(labels[i], float(probs[i])) for i in order]
-
-
-def predict_main(argv=None):
-    """`kerasvid predict --saved_model DIR video.mp4 [--top_k 5]`: prints the top-k labels of each video."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="kerasvid predict", description=predict_main.__doc__)
-    parser.add_argument("--saved_model", required=True, help="directory written by --mode=export")
-    parser.add_argument("--top_k", type=int, default=5)
-    parser.add_argument("videos", nargs="+")
-    args = parser.parse_args(argv)
-    for video in args.videos:
-        print(video)
-        for label, p in predict_video(args.saved_model, video, args.top_k):
-            print(f"  {p:7.4f}  {label}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(predict_main())
+    with tf.io.gfile.GFile(path + ".json") as f:
+        spec = json.load(f)
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # the interpreter bundled with TensorFlow
+        Interpreter = tf.lite.Interpreter
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    details = {d["name"].split(":")[0]: d for d in interpreter.get_input_details()}
+    missing = sorted(set(spec["inputs"]) - set(inputs))
+    if missing:
+        raise ValueError(f"run_tflite({path!r}): missing inputs {missing}; it takes {spec['inputs']}.")
+    for name in spec["inputs"]:
+        interpreter.set_tensor(details[name]["index"], np.asarray(inputs[name], details[name]["dtype"]))
+    interpreter.invoke()
+    outputs = sorted(interpreter.get_output_details(), key=lambda d: int(d["name"].split("_")[-1].split(":")[0])
+                     if "_" in d["name"] else 0)
+    return {key: interpreter.get_tensor(d["index"]) for key, d in zip(spec["outputs"], outputs)}

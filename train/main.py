@@ -148,6 +148,8 @@ flags.DEFINE_float("divergence_factor", 1000.0, "Stop (exit 3) when a step's los
 flags.DEFINE_list("mode", ["train_and_eval"], f"One or more of {MODES}, comma-separated, run in order.")
 flags.DEFINE_string("model_dir", "", "Checkpoints, summaries, eval_results.json, export.")
 flags.DEFINE_string("export_dir", "", "SavedModel directory (default <model_dir>/export).")
+flags.DEFINE_bool("export_tflite", False, "With --mode=export, also write LiteRT files into --export_dir "
+                  "(model.tflite; flow.tflite for models with an input TVNet).")
 flags.DEFINE_string("checkpoint", "", "Checkpoint for eval/export (default: the latest in --model_dir).")
 flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker", "tpu"],
                   "tf.distribute strategy (multi_worker reads TF_CONFIG).")
@@ -451,7 +453,6 @@ def run(modes):
     import keras
     import tensorflow as tf
 
-    from kerasvid import export as export_lib
     from kerasvid.training import Trainer, get_strategy, split_cpu_into_logical_devices
 
     for mode in modes:
@@ -498,13 +499,15 @@ def run(modes):
             if not trainer.chief:
                 continue
             export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
-            export_lib.export_saved_model(
-                trainer.model, export_dir, c.num_frames, c.image_size, c.label_names, c.normalization, c.stride,
-                short_side=c.data_kwargs.get("eval_short_side"), multi_label=c.multi_label,
-                extra_settings={"model": c.model, "step": int(trainer.step.numpy())})
+            try:  # each task builds its own serving signatures (and refuses clearly when it cannot serve)
+                task.export(trainer.model, export_dir, extra_settings={"step": int(trainer.step.numpy())})
+                if FLAGS.export_tflite:
+                    produced["tflite"] = task.export_tflite(trainer.model, export_dir)
+            except ValueError as e:
+                raise app.UsageError(str(e))
             logging.info("Exported the SavedModel to %s", export_dir)
             produced["export"] = export_dir
-            if FLAGS.predict_examples and c.eval_pattern:
+            if FLAGS.predict_examples and c.eval_pattern and hasattr(task, "serving_predict"):
                 _print_exported_predictions(export_dir, c.eval_pattern, FLAGS.predict_examples)
         elif mode == "align":
             produced["align"] = _align(task, trainer, restore="train" not in produced)

@@ -159,6 +159,31 @@ class Task:
         """`(name, "max"|"min")` of the evaluation result that selects the best checkpoint, or None."""
         return None
 
+    # ----- serving ----------------------------------------------------------------------------------------------
+    def export(self, model, export_dir, extra_settings=None):
+        """Writes `model` as a SavedModel with this task's serving signatures (`kerasvid.export.write_archive`:
+        `labels.txt` and `preprocessing.json` beside it) and returns `export_dir`.
+
+        Args:
+            model: the trained model (as `build_model` returned it).
+            export_dir: output directory (replaced atomically).
+            extra_settings: more entries for `preprocessing.json` (e.g. the training step).
+
+        Raises:
+            ValueError: the task (or this model) cannot serve; the message says why.
+        """
+        raise ValueError(f"The {self.name!r} task cannot export a serving model: {type(self).__name__} defines no "
+                         f"export() (drop 'export' from --mode).")
+
+    def export_tflite(self, model, export_dir):
+        """Writes LiteRT (`.tflite`) files of `model` into `export_dir`; returns their paths.
+
+        Raises:
+            ValueError: the task (or this model) has no LiteRT export; the message says why.
+        """
+        raise ValueError(f"The {self.name!r} task has no LiteRT export: {type(self).__name__} defines no "
+                         f"export_tflite() (drop --export_tflite).")
+
 
 def register_task(cls):
     """Class decorator: registers a `Task` subclass under `cls.name`."""

@@ -153,3 +153,86 @@ class ClassificationTask(Task):
 
     def best_metric(self):
         return ("map", "max") if self.config.multi_label else ("top1", "max")
+
+    # ----- serving ----------------------------------------------------------------------------------------------
+    def _short_side(self):
+        return self.config.data_kwargs.get("eval_short_side")
+
+    def serving_predict(self, model):
+        """`fn(normalised clips) -> dict` of the served outputs: `"logits"`, plus `"action_map"`, `"context_map"`,
+        `"action_scores"`, `"context_scores"` for action/context factorization models (`ActionContextAttention`
+        heads; the streams' maps concatenated along the last axis, as `outputs="all"` does)."""
+        import keras
+
+        from kerasvid.layers import ActionContextAttention
+
+        if isinstance(model.output, dict):
+            keys = [k for k in ("logits", "action_map", "context_map", "action_scores", "context_scores")
+                    if k in model.output]
+            return lambda clips: {k: model(clips, training=False)[k] for k in keys}
+        heads = [layer for layer in model.layers if isinstance(layer, ActionContextAttention)]
+        if not heads:
+            return lambda clips: {"logits": model(clips, training=False)}
+        # The heads' feature maps and the logits in one pass; the (small) heads rerun on the maps for their dicts.
+        features = keras.Model(model.inputs, [head.input for head in heads] + [model.output])
+
+        def predict(clips):
+            *maps, logits = features(clips, training=False)
+            outs = [head(f, training=False) for head, f in zip(heads, maps)]
+            result = {"logits": logits}
+            for key in ("action_map", "context_map"):
+                result[key] = tf.concat([o[key] for o in outs], axis=-1)
+            for key in ("action_scores", "context_scores"):
+                result[key] = tf.add_n([o[key] for o in outs]) / float(len(outs))
+            return result
+
+        return predict
+
+    @staticmethod
+    def input_tvnet(model):
+        """The model's `TVNet` layer when it reads the model's input directly (`tvnet_bn_inception`), else None."""
+        from kerasvid.layers import TVNet
+
+        layers = [layer for layer in model.layers if isinstance(layer, TVNet)]
+        if len(layers) == 1 and len(model.inputs) == 1 and layers[0].input is model.inputs[0]:
+            return layers[0]
+        return None
+
+    def export(self, model, export_dir, extra_settings=None):
+        """Classification signatures (`kerasvid.export.classification_endpoints`: `serving_default`, `serve_jpeg`,
+        `serve_examples`, each `logits` + `probs` and the attention maps of factorization models), plus
+        `serve_flow` (`frame1`, `frame2` uint8 `[B, H, W, 3]` -> `flow` `[B, h, w, 2]`, the model's own TVNet on
+        the resized, cropped and normalised frames) for models whose TVNet reads the input frames."""
+        from kerasvid import export as export_lib
+
+        c = self.config
+        export_lib.check_video_classifier(model, f"{self.name} export of {c.model!r}")
+        extra = {}
+        tvnet = self.input_tvnet(model)
+        if tvnet is not None:
+            extra["serve_flow"] = export_lib.frame_pair_endpoint(
+                "serve_flow", lambda a, b: {"flow": tvnet(a, b)}, c.image_size, c.normalization, self._short_side())
+        return export_lib.export_saved_model(
+            model, export_dir, c.num_frames, c.image_size, c.label_names, c.normalization, c.stride,
+            short_side=self._short_side(), multi_label=c.multi_label, predict=self.serving_predict(model),
+            extra_endpoints=extra, extra_settings={"task": self.name, "model": c.model, **(extra_settings or {})})
+
+    def export_tflite(self, model, export_dir):
+        """`model.tflite` (uint8 crops `[1, T, H, W, 3]` -> `logits`, `probs`) and, for models whose TVNet reads the
+        input frames, `flow.tflite` (two uint8 frames `[1, H, W, 3]` -> `flow`). Returns the paths."""
+        import os
+
+        from kerasvid import export as export_lib
+
+        c = self.config
+        tf.io.gfile.makedirs(export_dir)
+        paths = [export_lib.export_tflite(
+            export_lib.classifier_tflite_function(model, c.num_frames, tuple(c.image_size), c.normalization,
+                                                  c.multi_label), os.path.join(export_dir, export_lib.TFLITE_FILE),
+            model)]
+        tvnet = self.input_tvnet(model)
+        if tvnet is not None:
+            paths.append(export_lib.export_tflite(
+                export_lib.flow_tflite_function(tvnet, tuple(c.image_size), c.normalization),
+                os.path.join(export_dir, export_lib.FLOW_TFLITE_FILE), tvnet))
+        return paths

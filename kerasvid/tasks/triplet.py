@@ -337,3 +337,60 @@ class TripletTask(Task):
 
     def best_metric(self):
         return ("weighted_triplet_accuracy", "max")
+
+    # ----- serving ----------------------------------------------------------------------------------------------
+    def export(self, model, export_dir, extra_settings=None):
+        """Actor-observer signatures on single frames (uint8 `[B, H, W, 3]`, any size: resized and centre-cropped
+        to `image_size` and normalised as in evaluation):
+
+        - `serving_default` (`frames`): `embedding` `[B, D]` (the shared trunk's feature), `selector_first_person`
+          and `selector_third_person` `[B]` (the selector score of the frame as a first-person `x` / third-person
+          `y` stream), and `logits`, `probs` when the model has the third-person classifier;
+        - `serve_pair_distance` (`frame1`, `frame2`): `distance` `[B]`, the model's `d_pos` between the two
+          frames' embeddings.
+        """
+        import keras
+
+        from kerasvid import export as export_lib
+        from kerasvid.data import preprocess
+
+        c = self.config
+        trunks = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+        names = {layer.name for layer in model.layers}
+        needed = {"selector_first_fc", "selector_x", "selector_third_fc", "selector_y", "d_pos"}
+        if len(trunks) != 1 or not needed <= names:
+            raise ValueError(f"The triplet export needs an actor-observer network (one shared trunk and the layers "
+                             f"{sorted(needed)}); {model.name!r} has trunks {[t.name for t in trunks]} and lacks "
+                             f"{sorted(needed - names)}.")
+        trunk = trunks[0]
+        classifier = model.get_layer("predictions") if "predictions" in names else None
+
+        def embed(frames):
+            return tf.cast(trunk(frames[:, None], training=False), tf.float32)
+
+        def per_frame(frames):
+            frames = export_lib.checked("serving_default", frames, [None, None, None, 3], "uint8 frames [B, H, W, 3]")
+            f = embed(preprocess.normalize(preprocess.resize_and_center_crop(frames, c.image_size), c.normalization))
+            out = {"embedding": f,
+                   "selector_first_person": model.get_layer("selector_x")(model.get_layer("selector_first_fc")(f)),
+                   "selector_third_person": model.get_layer("selector_y")(model.get_layer("selector_third_fc")(f))}
+            if classifier is not None:
+                logits = tf.cast(classifier(f), tf.float32)  # the dropout before it is the identity here
+                out.update(logits=logits, probs=tf.nn.softmax(logits))
+            return out
+
+        distance = model.get_layer("d_pos")
+        pair = export_lib.frame_pair_endpoint(
+            "serve_pair_distance", lambda a, b: {"distance": distance(embed(a), embed(b))}, c.image_size,
+            c.normalization)
+        endpoints = {"serving_default": (per_frame, [tf.TensorSpec(None, tf.uint8, name="frames")]),
+                     "serve_pair_distance": pair}
+        labels = None
+        if classifier is not None:
+            num_classes = int(classifier.units)
+            labels = list(c.label_names) or [str(i) for i in range(num_classes)]
+        settings = {"kind": "actor_observer", "task": self.name, "model": c.model, "num_frames": 1,
+                    "image_size": [int(s) for s in c.image_size],
+                    "short_side": preprocess.default_short_side(c.image_size), "normalization": c.normalization,
+                    "input_dtype": "uint8", **(extra_settings or {})}
+        return export_lib.write_archive(export_dir, model, endpoints, settings, labels)
