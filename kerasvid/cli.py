@@ -9,7 +9,7 @@ COMMANDS = {
     "convert": ("kerasvid.data.convert:main", "videos / frame folders + labels -> sharded SequenceExample records"),
     "conjugates": ("kerasvid.data.conjugates:main", "conjugate samples: remove the actors' boxes, inpaint, blend"),
     "extract": ("kerasvid.extract:main", "one feature array per video from a model endpoint (res5, Mixed_5c, ...)"),
-    "predict": ("kerasvid.export:predict_main", "top-k labels of video files through an exported SavedModel"),
+    "predict": ("kerasvid.predict:main", "top-k labels of video files through an exported SavedModel"),
 }
 
 
