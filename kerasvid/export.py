@@ -131,6 +131,15 @@ def classification_endpoints(predict, num_frames, image_size, normalization="ima
 
     def serve_examples(examples):
         examples = checked("serve_examples", examples, [None], "serialized SequenceExamples [B]")
+        # A serialized SequenceExample starts with its context (field 1) or feature_lists (field 2) tag; anything
+        # else gets this message instead of the parser's "Invalid protocol message input".
+        first = tf.strings.substr(examples, 0, 1)
+        is_proto = tf.reduce_all(tf.logical_or(tf.equal(first, b"\n"), tf.equal(first, b"\x12")))
+        check = tf.debugging.Assert(is_proto, ["serve_examples: a request item is not a serialized "
+                                               "tf.train.SequenceExample; its first bytes are",
+                                               tf.strings.substr(examples, 0, 8)], summarize=4)
+        with tf.control_dependencies([check]):
+            examples = tf.identity(examples)
         return classify(pipeline.decode_examples(examples, num_frames, stride, image_size, normalization,
                                                  eval_short_side=short_side))
 

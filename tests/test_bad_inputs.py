@@ -156,6 +156,37 @@ def _random_bytes(tmp):
     return {"pattern": str(tmp / "records" / "d-*"), "shard": str(tmp / "records" / "d-00000-of-00001.tfrecord")}
 
 
+_EXPORTS = {}
+
+
+def _tiny_export():
+    """A tiny exported classifier (4 x 16 x 16 clips), written once per test session outside the rows' dirs."""
+    if "path" not in _EXPORTS:
+        import tempfile
+
+        import keras
+
+        from kerasvid import export
+
+        inputs = keras.Input((4, 16, 16, 3))
+        pooled = keras.layers.GlobalAveragePooling3D()(keras.layers.Conv3D(2, 3)(inputs))
+        path = os.path.join(tempfile.mkdtemp(prefix="bad_inputs_export_"), "export")
+        export.export_saved_model(keras.Model(inputs, keras.layers.Dense(2)(pooled)), path, 4, (16, 16))
+        _EXPORTS["path"] = path
+        _EXPORTS["loaded"] = tf.saved_model.load(path)
+    return _EXPORTS
+
+
+def _signature(name, **inputs):
+    return lambda tmp, ctx: _raises(lambda: _tiny_export()["loaded"].signatures[name](
+        **{k: tf.constant(v) for k, v in inputs.items()}))
+
+
+def _predict(video, saved_model=None):
+    return lambda tmp, ctx: _cli(["predict", "--saved_model", str(saved_model(tmp) if saved_model else
+                                                                  _tiny_export()["path"]), str(video(tmp))])
+
+
 # ---------------------------------------------------------------------------------------------------- the table
 
 CASES = [
@@ -268,6 +299,22 @@ CASES = [
              lambda tmp, ctx: _raises(_read_all(ctx, image_size=(0, 8))), ("`image_size`", "(0, 8)")),
     BadInput("records_bad_on_error", lambda tmp: _records(tmp, [schema.make_sequence_example(_grey_jpegs(2), [0])]),
              lambda tmp, ctx: _raises(_read_all(ctx, on_error="ignore")), ("`on_error`", "'ignore'")),
+    # ---- serving signatures and kerasvid predict (helper E)
+    BadInput("serving_default_empty_batch", lambda tmp: {},
+             _signature("serving_default", frames=np.zeros((0, 4, 20, 20, 3), np.uint8)),
+             ("serving_default: the batch is empty (B = 0)", "[0 4 20 20 3]")),
+    BadInput("serve_examples_garbage_bytes", lambda tmp: {},
+             _signature("serve_examples", examples=np.array([b"\x00garbage bytes"], object)),
+             ("serve_examples: a request item is not a serialized tf.train.SequenceExample", "garbage")),
+    BadInput("predict_missing_video", lambda tmp: {}, _predict(lambda tmp: tmp / "missing.mp4"),
+             lambda tmp, ctx: ("kerasvid predict: error: No video file at", str(tmp / "missing.mp4"))),
+    BadInput("predict_zero_frame_video", lambda tmp: {"made": _write_zero_frame_mp4(tmp / "zero.mp4")},
+             _predict(lambda tmp: tmp / "zero.mp4"),
+             lambda tmp, ctx: ("kerasvid predict: error:", str(tmp / "zero.mp4"), "has no video frames")),
+    BadInput("predict_saved_model_not_an_export", lambda tmp: {"made": (tmp / "notexport").mkdir()},
+             _predict(lambda tmp: SMALL_VIDEO, saved_model=lambda tmp: tmp / "notexport"),
+             lambda tmp, ctx: (f"--saved_model={str(tmp / 'notexport')!r}", "is not a kerasvid export",
+                               "saved_model.pb")),
 ]
 
 

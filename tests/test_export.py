@@ -104,7 +104,8 @@ def test_bad_requests_get_clear_errors(exported):
         loaded.signatures["serve_jpeg"](jpeg_frames=tf.constant([[b"x"] * (T + 1)]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"serving_default: the batch is empty \(B = 0\)"):
         loaded.signatures["serving_default"](frames=tf.constant(_frames(batch=0)))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid protocol message input"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="serve_examples: a request item is not a serialized "
+                                                             "tf.train.SequenceExample"):
         loaded.signatures["serve_examples"](examples=tf.constant([b"\x00garbage bytes\xff"]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="no frames"):
         empty = tf.train.SequenceExample()
