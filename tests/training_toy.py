@@ -54,3 +54,30 @@ def toy_config(**kw):
     base = dict(model="toy", num_classes=3, num_frames=2, image_size=(4, 4), batch_size=8, eval_batch_size=8)
     base.update(kw)
     return TaskConfig(**base)
+
+
+def toy_main_argv(model_dir, *extra):
+    """The command that runs `train/main.py` on the toy task (`python tests/training_toy.py ...`): a real main.py
+    process (flags, exit codes, signals) whose steps take milliseconds."""
+    import os
+    import sys
+
+    here = os.path.abspath(__file__)
+    return [sys.executable, here, "--task=toy", "--model=c2d_resnet18", "--num_classes=3", f"--train_pattern={here}",
+            "--num_frames=2", "--image_size=4,4", "--batch_size=8", "--learning_rate=0.05", "--deterministic",
+            "--mode=train", f"--model_dir={model_dir}", *extra]
+
+
+if __name__ == "__main__":  # train/main.py with the toy task registered
+    import importlib.util
+    import os
+    import sys
+
+    from kerasvid.tasks import register_task
+
+    register_task(ToyTask)
+    main_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train", "main.py")
+    spec = importlib.util.spec_from_file_location("kerasvid_train_main", main_path)
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+    main.app.run(main.main)

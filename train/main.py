@@ -14,7 +14,8 @@ Every flag is checked (unknown model, missing data, contradictory settings) befo
 
 Exit status: 0 done; 2 bad flag or input (one line `error: ...`); 3 training diverged or the weights are not
 finite (nothing non-finite is saved; the message names the last finite checkpoint); 4 `--model_dir` cannot be
-written (earlier checkpoints are intact); 143 stopped by SIGTERM after saving a checkpoint (TensorFlow's
+written (earlier checkpoints are intact); 5 another worker of a multi-worker run died (restart all
+workers: they resume from the last checkpoint); 143 stopped by SIGTERM after saving a checkpoint (TensorFlow's
 restartable exit code: rerun the same command to resume).
 
 TensorFlow's C++ log is off unless TF_CPP_MIN_LOG_LEVEL is set (its errors still arrive as Python exceptions):
@@ -41,7 +42,7 @@ if _REPO not in sys.path:  # run from a checkout without `pip install -e`
 
 MODES = ("train", "eval", "train_and_eval", "export", "align")
 FLAGS = flags.FLAGS
-EXIT_USAGE, EXIT_DIVERGED, EXIT_UNWRITABLE, EXIT_PREEMPTED = 2, 3, 4, 143
+EXIT_USAGE, EXIT_DIVERGED, EXIT_UNWRITABLE, EXIT_WORKER_LOST, EXIT_PREEMPTED = 2, 3, 4, 5, 143
 # Lines TensorFlow writes to stderr while it loads, before its log level applies (CPU-only machines).
 _IMPORT_NOTICES = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations are on|"
                              r"Could not find cuda drivers|cpu_feature_guard|To enable the following instructions|"
@@ -156,6 +157,8 @@ flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "
 flags.DEFINE_integer("num_devices", 0, "Devices for mirrored (0 = all).")
 flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (tests of mirrored on CPU).")
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+flags.DEFINE_integer("collective_timeout_s", 600, "multi_worker: abort (exit 5) when an all-reduce waits longer than "
+                     "this for another worker (0 = forever); a killed worker is noticed within seconds anyway.")
 flags.DEFINE_integer("seed", 0, "Global seed.")
 flags.DEFINE_bool("deterministic", False, "Deterministic ops and data order (bit-identical resumes).")
 flags.DEFINE_integer("log_every", 10, "Steps between log lines / summaries.")
@@ -462,7 +465,7 @@ def run(modes):
         split_cpu_into_logical_devices(FLAGS.cpu_devices)
     # The strategy comes first: MultiWorkerMirroredStrategy must configure collectives before any TF op runs.
     try:
-        strategy = get_strategy(FLAGS.strategy, FLAGS.num_devices, FLAGS.tpu)
+        strategy = get_strategy(FLAGS.strategy, FLAGS.num_devices, FLAGS.tpu, FLAGS.collective_timeout_s)
     except ValueError as e:
         raise app.UsageError(str(e))
     task, train_config = build_configs(modes)
@@ -595,7 +598,7 @@ def _fail(message, code):
 
 def main(argv):
     quiet_tensorflow()
-    from kerasvid.training import CheckpointWriteError, DivergenceError, NonFiniteStateError, Preempted
+    from kerasvid.training import CheckpointWriteError, DivergenceError, NonFiniteStateError, Preempted, WorkerLostError
 
     try:
         if len(argv) > 1:
@@ -607,6 +610,8 @@ def main(argv):
         _fail(str(e), EXIT_DIVERGED)
     except CheckpointWriteError as e:
         _fail(str(e), EXIT_UNWRITABLE)
+    except WorkerLostError as e:
+        _fail(str(e), EXIT_WORKER_LOST)
     except Preempted as e:
         logging.warning("%s", e)
         print(f"preempted: {e}", file=sys.stderr)

@@ -7,6 +7,7 @@ were (TensorFlow writes into a temporary name and renames; the `checkpoint` inde
 """
 import json
 import os
+import re
 import shutil
 import time
 
@@ -139,6 +140,7 @@ class Checkpointer:
             path = manager.save(checkpoint_number=int(step))
         except (tf.errors.OpError, OSError) as e:
             message = getattr(e, "message", None) or str(e)
+            message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", message)  # TensorFlow's op decorations
             raise CheckpointWriteError(
                 f"Cannot write the checkpoint of step {int(step)} to {manager.directory!r}: {message.strip()}. "
                 f"The earlier checkpoints are intact (latest: {self.latest or 'none'}).") from None

@@ -37,6 +37,9 @@ MIXED_PRECISION = ("", "bfloat16", "float16")
 REFERENCE_STEPS = 10  # the divergence test compares each loss with the median loss of the run's first steps
 LONG_STEP_SECONDS = 10.0  # steps (and evaluations) slower than this, and 5x the median, are logged
 ADVICE = "Lower --learning_rate, add --clip_norm or --warmup_steps, or check the data."
+# What a collective raises when a peer worker is gone (closed socket, reset, timeout, coordination service abort).
+_COLLECTIVE_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
+                      tf.errors.CancelledError, tf.errors.UnknownError, tf.errors.InternalError)
 
 
 class DivergenceError(RuntimeError):
@@ -46,6 +49,10 @@ class DivergenceError(RuntimeError):
 
 class NonFiniteLossError(DivergenceError):
     """Raised when the training loss becomes NaN or infinite."""
+
+
+class WorkerLostError(RuntimeError):
+    """Raised on a multi-worker run when a collective fails because another worker died or stopped answering."""
 
 
 class Preempted(Exception):
@@ -417,7 +424,17 @@ class Trainer:
         summaries = summaries_lib.Summaries(os.path.join(self.model_dir, "train"), enabled=self.chief)
         try:
             with _SigtermFlag() as sigterm:
-                logs = self._train_steps(iterator, ckpt, summaries, sigterm, start, eval_callback)
+                try:
+                    logs = self._train_steps(iterator, ckpt, summaries, sigterm, start, eval_callback)
+                except _COLLECTIVE_ERRORS as e:
+                    if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                        raise
+                    first = (e.message or "").strip().splitlines()[0] if e.message else type(e).__name__
+                    raise WorkerLostError(
+                        f"Another worker of this multi-worker run failed or stopped answering at step "
+                        f"{int(self.step.numpy()) + 1} ({first}); this worker stops too. Restart every worker with "
+                        f"the same command to resume from the last checkpoint "
+                        f"({ckpt.latest or 'none yet: from the start'}).") from None
             self.sync_replica_statistics()
             if cfg.bn_recalibration_batches:
                 recalibrate_batch_norm(self.model, self.task.build_dataset(training=True),

@@ -44,7 +44,7 @@ def split_cpu_into_logical_devices(count):
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
 
 
-def get_strategy(strategy="default", num_devices=0, tpu_address=""):
+def get_strategy(strategy="default", num_devices=0, tpu_address="", collective_timeout_s=0):
     """Builds a `tf.distribute.Strategy` by name.
 
     Args:
@@ -53,6 +53,10 @@ def get_strategy(strategy="default", num_devices=0, tpu_address=""):
             (`MultiWorkerMirroredStrategy`, cluster from `TF_CONFIG`), `"tpu"` (`TPUStrategy`).
         num_devices: for `"mirrored"`, how many local devices to use (0 = all).
         tpu_address: TPU name or `grpc://` address for `"tpu"` ("" = local / from the environment).
+        collective_timeout_s: for `"multi_worker"`, abort a collective (all-reduce) that waits longer than this
+            (`CommunicationOptions.timeout_seconds`; 0 = wait forever): a worker whose peer is gone without closing
+            its connection (a dead host) fails instead of hanging. A killed process closes its sockets, and its
+            peers fail within seconds either way.
 
     Returns:
         A `tf.distribute.Strategy`.
@@ -72,7 +76,8 @@ def get_strategy(strategy="default", num_devices=0, tpu_address=""):
             devices = devices[:num_devices]
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     if strategy == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout_s or None)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
