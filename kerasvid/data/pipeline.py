@@ -35,13 +35,22 @@ class ErrorCounter:
     """
 
     def __init__(self):
-        fd, self.path = tempfile.mkstemp(prefix="kerasvid_skipped_", suffix=".tsv")
-        os.close(fd)
-        weakref.finalize(self, _remove_quietly, self.path)
+        self._path = None
+
+    @property
+    def path(self):
+        """The event file (created on first use, that is by a skipping pipeline; removed with the counter)."""
+        if self._path is None:
+            fd, self._path = tempfile.mkstemp(prefix="kerasvid_skipped_", suffix=".tsv")
+            os.close(fd)
+            weakref.finalize(self, _remove_quietly, self._path)
+        return self._path
 
     def _events(self):
+        if self._path is None:
+            return []
         try:
-            with open(self.path, encoding="utf-8", errors="replace") as f:
+            with open(self._path, encoding="utf-8", errors="replace") as f:
                 return [line.rstrip("\n").split("\t", 1) for line in f if "\t" in line]
         except FileNotFoundError:
             return []
