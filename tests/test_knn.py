@@ -95,6 +95,50 @@ def test_no_neighbour_in_own_frame_even_when_identical():
         assert sorted(got[i]) == sorted(tt * per_frame + s for tt in range(3) if tt != t)
 
 
+def tf32_round(x):
+    """Rounds float32 values to TF32 (10 explicit mantissa bits, round half to even), as tensor cores read them."""
+    bits = tf.bitcast(tf.cast(x, tf.float32), tf.int32)
+    lsb = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 13), 1)
+    return tf.bitcast(tf.bitwise.bitwise_and(bits + 0xFFF + lsb, ~0x1FFF), tf.float32)
+
+
+def tf32_matmul(a, b):
+    return tf.matmul(tf32_round(a), tf32_round(b), transpose_b=True)
+
+
+def naive_tf32_knn(points, num_frames, k):
+    """The matmul-only kNN (scores `2 f_i.f_j - |f_j|^2` from augmented vectors) with TF32-rounded inputs."""
+    sq = np.sum(points * points, axis=-1, keepdims=True)
+    left = np.concatenate([2 * points, -sq, np.ones_like(sq)], axis=-1)
+    right = np.concatenate([points, np.ones_like(sq), -sq], axis=-1)
+    scores = tf32_matmul(left, right).numpy()
+    frame = np.arange(points.shape[1]) // (points.shape[1] // num_frames)
+    scores[:, frame[:, None] == frame[None, :]] = -np.inf
+    return np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+
+
+@pytest.mark.parametrize("offset", [0.0, 3.0])
+def test_exact_under_simulated_tf32_matmuls(monkeypatch, offset):
+    # Features with a common offset, like ReLU-fed ones. TF32 rounds the matmul inputs to 10 mantissa bits; the
+    # candidates it proposes are re-ranked with element-wise float32 distances, so the neighbours stay exact.
+    rng = np.random.default_rng(0)
+    points = (offset + rng.normal(size=(2, 4 * 49, 64))).astype(np.float32)
+    ref = brute_force_knn(points, 4, 8)
+    assert np.mean(naive_tf32_knn(points, 4, 8) != ref) > 0.005  # the simulation does change neighbours
+    monkeypatch.setattr(knn_module, "_score_matmul", tf32_matmul)
+    for chunk_size in (None, 50):
+        np.testing.assert_array_equal(cp_knn(points, 4, 8, chunk_size=chunk_size).numpy(), ref)
+
+
+def test_exact_for_points_far_from_the_origin():
+    # |f|^2 ~ 1.6e7 against distances ~ 0.1: the matmul form alone loses every digit; centring and re-ranking do not.
+    rng = np.random.default_rng(1)
+    points = (1000.0 + 0.05 * rng.normal(size=(1, 3 * 16, 8))).astype(np.float32)
+    ref = brute_force_knn(points, 3, 5)
+    for chunk_size in (None, 7):
+        np.testing.assert_array_equal(cp_knn(points, 3, 5, chunk_size=chunk_size).numpy(), ref)
+
+
 def test_hand_example():
     points = np.array([[[0.0], [5.0], [1.0], [4.0]]], np.float32)  # frame 0 = {0, 5}, frame 1 = {1, 4}
     np.testing.assert_array_equal(cp_knn(points, 2, 2).numpy()[0], [[2, 3], [3, 2], [0, 1], [1, 0]])

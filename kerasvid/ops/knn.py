@@ -13,6 +13,48 @@ DENSE_BUDGET_BYTES = 160 * 2**20
 # distance matmul as `-penalty * onehot(t_i) . onehot(t_j)`, and `inf * 0` would give NaN.
 _SAME_FRAME_PENALTY = 1e30
 
+# Extra candidates the matmul stage proposes per query (k + RERANK_MARGIN), for the exact re-ranking.
+RERANK_MARGIN = 2
+
+
+def _score_matmul(a, b):
+    """`a @ b^T` of the distance scores: the only matmul of `cp_knn` (and the one TF32 would round)."""
+    return tf.matmul(a, b, transpose_b=True)
+
+
+def _num_candidates(k, available):
+    """How many candidates the matmul stage keeps per query for the exact re-ranking: `k + RERANK_MARGIN`."""
+    return min(available, k + RERANK_MARGIN)
+
+
+def _centred(points):
+    """`points` minus their per-channel mean over the clip, the mean rounded to a coarse grid (distances unchanged).
+
+    The score matmul's rounding error grows with `|f|^2`, not with the spread of the points, so removing the common
+    offset (ReLU-fed features have positive means) shrinks it. The mean is rounded to a multiple of
+    `2^(e - 8)`, `2^e >= max |f|`, so that points on a coarse grid (small integers) stay exact and their ties stay ties.
+    """
+    scale = tf.reduce_max(tf.abs(points), axis=[1, 2], keepdims=True)
+    tiny = tf.constant(np.finfo(points.dtype.as_numpy_dtype).tiny, points.dtype)
+    exponent = tf.math.ceil(tf.math.log(tf.maximum(scale, tiny)) / math.log(2.0))
+    step = tf.pow(tf.constant(2.0, points.dtype), exponent - 8)
+    return points - tf.round(tf.reduce_mean(points, axis=1, keepdims=True) / step) * step
+
+
+def _exact_rerank(queries, points, candidates, k):
+    """The k nearest of each query's candidates by squared distances computed directly, ties to the lower index.
+
+    `queries` `[B, Q, C]`, `points` `[B, N, C]`, `candidates` `[B, Q, m]` indices into `points`. The distances are
+    `sum_c (q_c - f_c)^2`, element-wise: no matmul (so no TF32 rounding) and no `|q|^2 + |f|^2 - 2 q.f`
+    cancellation. Candidates are put in index order first, so `top_k` breaks ties towards the lower index.
+    Returns int32 `[B, Q, k]`, nearest first.
+    """
+    candidates = tf.sort(tf.cast(candidates, tf.int32), axis=-1)
+    neighbours = tf.gather(points, candidates, batch_dims=1)  # [B, Q, m, C]
+    distances = tf.reduce_sum(tf.square(neighbours - tf.expand_dims(queries, 2)), axis=-1)
+    pos = tf.math.top_k(-distances, k=k, sorted=True).indices
+    return tf.gather(candidates, pos, batch_dims=2)
+
 
 def _check_int(value, name, minimum):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -59,54 +101,57 @@ def _frame_pair_knn(points, num_frames, k):
 
     The negated squared distance is symmetric and the own frame is excluded, so only the T(T-1)/2 blocks
     `D[p] = -||f_a - f_b||^2` of frame pairs a < b are computed (one batched matmul on points augmented with their
-    squared norms), plus their transposes. Frame t's queries see frame u > t in the rows of `D[(t, u)]` and u < t in
-    the rows of its transpose. Selection is the exact two-stage one of `_top_k_indices` over each query's
-    `(T - 1) * S` candidates, kept in increasing key index (key frame, then point), so ties go to the lower index:
-    group maxima of `g` consecutive keys, the k best groups, then the best k of their `k * g` scores.
+    squared norms). Frame t's queries see frame u > t in the rows of `D[(t, u)]` and u < t in its columns.
+    Selection is the two-stage one of `_top_k_indices` over each query's `(T - 1) * S` candidates, kept in
+    increasing key index (key frame, then point): group maxima of `g` consecutive keys, the k' = k + RERANK_MARGIN
+    best groups, the best k' of their `k' * g` scores, then the exact re-ranking (`_exact_rerank`) of those k'.
     """
     batch = tf.shape(points)[0]
     num_points, channels = points.shape[1], points.shape[2]
     per_frame = num_points // num_frames
+    exact_k, k = k, _num_candidates(k, num_points - per_frame)  # the matmul stage proposes k candidates
     first, second, others, source = _frame_pair_tables(num_frames)
     num_pairs = len(first)
-    f = tf.reshape(points, [batch, num_frames, per_frame, channels])
+    f = tf.reshape(_centred(points), [batch, num_frames, per_frame, channels])
     sq_norm = tf.reduce_sum(tf.square(f), axis=-1, keepdims=True)
     ones = tf.ones_like(sq_norm)
     left = tf.concat([2.0 * f, -sq_norm, ones], axis=-1)  # left_i . right_j = -||f_i - f_j||^2
     right = tf.concat([f, ones, -sq_norm], axis=-1)
-    blocks = tf.matmul(tf.gather(left, first, axis=1), tf.gather(right, second, axis=1), transpose_b=True)
-    blocks_t = tf.transpose(blocks, [0, 1, 3, 2])  # [B, P, S, S] each
+    blocks = _score_matmul(tf.gather(left, first, axis=1), tf.gather(right, second, axis=1))  # [B, P, S, S]
 
     # Groups never straddle two frames: divisors of S, at least ceil(k / (T - 1)) per frame (k in the T-1 others).
     group = _group_size(per_frame, -(-k // (num_frames - 1)))
     groups = per_frame // group
-
-    def group_max(x):
-        return tf.reduce_max(tf.reshape(x, [batch, num_pairs, per_frame, groups, group]), axis=-1)
-
-    maxima = tf.concat([group_max(blocks), group_max(blocks_t)], axis=1) if group > 1 else \
-        tf.concat([blocks, blocks_t], axis=1)
+    if group > 1:  # maxima of g consecutive columns (the rows' groups) and of g consecutive rows (the transposes')
+        row_max = tf.reduce_max(tf.reshape(blocks, [batch, num_pairs, per_frame, groups, group]), axis=-1)
+        col_max = tf.reduce_max(tf.reshape(blocks, [batch, num_pairs, groups, group, per_frame]), axis=3)
+        maxima = tf.concat([row_max, tf.transpose(col_max, [0, 1, 3, 2])], axis=1)
+    else:
+        maxima = tf.concat([blocks, tf.transpose(blocks, [0, 1, 3, 2])], axis=1)
     maxima = tf.gather(maxima, source, axis=1)  # [B, T, T-1, S, G]
     maxima = tf.reshape(tf.transpose(maxima, [0, 1, 3, 2, 4]), [batch, num_points, (num_frames - 1) * groups])
     query_frame = np.repeat(np.arange(num_frames, dtype=np.int32), per_frame)[:, None]  # [N, 1]
     others = others.reshape(-1)
     if group == 1:  # the maxima are the scores themselves
-        best = tf.math.top_k(maxima, k=k, sorted=True).indices
-        return tf.gather(others, query_frame * (num_frames - 1) + best // groups) * per_frame + best % groups
+        best = tf.math.top_k(maxima, k=k, sorted=False).indices
+        proposals = tf.gather(others, query_frame * (num_frames - 1) + best // groups) * per_frame + best % groups
+        return _exact_rerank(points, points, proposals, exact_k)
 
     best_groups = tf.sort(tf.math.top_k(maxima, k=k, sorted=False).indices, axis=-1)  # in index order
     slot, start = best_groups // groups, best_groups % groups  # which other frame, which group in it
     src = tf.gather(source.reshape(-1), query_frame * (num_frames - 1) + slot)
-    local = (np.arange(num_points, dtype=np.int32) % per_frame)[:, None]  # query's point within its frame
-    row = ((src % num_pairs) * per_frame + local) * groups + start  # group row in a [P * S * G, g] view
-    flat = [num_pairs * per_frame * groups, group]
-    candidates = tf.where((src < num_pairs)[..., None],
-                          tf.gather(tf.reshape(blocks, [batch] + flat), row, batch_dims=1),
-                          tf.gather(tf.reshape(blocks_t, [batch] + flat), row, batch_dims=1))
-    pos = tf.math.top_k(tf.reshape(candidates, [batch, num_points, k * group]), k=k, sorted=True).indices
+    local = (np.arange(num_points, dtype=np.int32) % per_frame)[:, None, None]  # query's point within its frame
+    key = tf.expand_dims(start * group, -1) + np.arange(group, dtype=np.int32)  # [B, N, k, g] keys in their frame
+    # Score of (query, key) in the flattened blocks: row `local`, column `key` of block `src` (< P), or row `key`,
+    # column `local` of block `src - P` (the transposed side), so no transposed copy of the blocks is needed.
+    flat_index = tf.expand_dims((src % num_pairs) * per_frame ** 2, -1) + tf.where(
+        tf.expand_dims(src < num_pairs, -1), local * per_frame + key, key * per_frame + local)
+    candidates = tf.gather(tf.reshape(blocks, [batch, -1]), flat_index, batch_dims=1)  # [B, N, k, g]
+    pos = tf.math.top_k(tf.reshape(candidates, [batch, num_points, k * group]), k=k, sorted=False).indices
     chosen = pos // group
     key_frame = tf.gather(others, query_frame * (num_frames - 1) + tf.gather(slot, chosen, batch_dims=2))
-    return key_frame * per_frame + tf.gather(start, chosen, batch_dims=2) * group + pos % group
+    proposals = key_frame * per_frame + tf.gather(start, chosen, batch_dims=2) * group + pos % group
+    return _exact_rerank(points, points, proposals, exact_k)
 
 
 def _top_k_indices(scores, k, group):
@@ -166,7 +211,17 @@ def cp_knn(points, num_frames, k, chunk_size=None):
       score block exists at once: O(chunk x N) memory, not O(N^2).
 
     Both select in two exact stages (the best groups of up to 32 consecutive candidates by their maximum, then
-    the best k inside them), about 4x faster than `tf.math.top_k` over whole rows on CPU. With
+    the best k inside them), about 4x faster than `tf.math.top_k` over whole rows on CPU.
+
+    Exactness (also on GPUs, where TF enables TF32 matmuls by default: the inputs of the score matmul are rounded
+    to 10 mantissa bits, an error of about `2^-11 (|f_i| + |f_j|)^2` per score). The matmul only proposes
+    `k + RERANK_MARGIN` (k + 2) candidates per query, on points centred by their (coarsely rounded) per-channel mean,
+    which shrinks `|f|` and so that error; the k neighbours are then chosen among the candidates by distances
+    `sum_c (f_ic - f_jc)^2` computed element-wise in the input precision (no matmul, so no TF32, and no cancellation),
+    ties to the lower index. The result equals the exact kNN whenever the score error is below the distance gap
+    between the k-th and the (k + 2)-th nearest points: with simulated TF32 rounding 1% of queries had a wrong
+    neighbour set with k candidates and none with k + 1 or k + 2 (8 x 196 points, C = 128, offsets 0-3).
+    With
     `chunk_size=None` the dense form is used when its blocks fit `DENSE_BUDGET_BYTES` (160 MiB) per clip, as at
     the CPNet sizes up to 8x28x28 points; above it the queries are chunked to stay under the budget.
 
@@ -224,17 +279,20 @@ def _query_chunk_knn(points, num_frames, k, chunk_size):
     per_frame = num_points // num_frames
     dtype = points.dtype
     batch = tf.shape(points)[0]
+    proposals = _num_candidates(k, num_points - per_frame)
+    centred = _centred(points)
     frame_onehot = tf.one_hot(tf.repeat(tf.range(num_frames), per_frame), num_frames, dtype=dtype)  # [N, T]
     frame_onehot = tf.broadcast_to(frame_onehot, [batch, num_points, num_frames])
-    sq_norm = tf.reduce_sum(tf.square(points), axis=-1, keepdims=True)
-    keys = tf.concat([points, -sq_norm, frame_onehot], axis=-1)  # [B, N, C + 1 + T]
-    queries = tf.concat([2.0 * points, tf.ones_like(sq_norm), -_SAME_FRAME_PENALTY * frame_onehot], axis=-1)
+    sq_norm = tf.reduce_sum(tf.square(centred), axis=-1, keepdims=True)
+    keys = tf.concat([centred, -sq_norm, frame_onehot], axis=-1)  # [B, N, C + 1 + T]
+    queries = tf.concat([2.0 * centred, tf.ones_like(sq_norm), -_SAME_FRAME_PENALTY * frame_onehot], axis=-1)
 
-    group = _group_size(num_points, k)
+    group = _group_size(num_points, proposals)
 
-    def top_k_of(query_block):
-        scores = tf.matmul(query_block, keys, transpose_b=True)  # [B, chunk, N]
-        return _top_k_indices(scores, k, group)
+    def top_k_of(start, query_block):
+        scores = _score_matmul(query_block, keys)  # [B, chunk, N]
+        return _exact_rerank(points[:, start:start + chunk_size], points,
+                             _top_k_indices(scores, proposals, group), k)
 
     # Query blocks run one after another: each block's matmul waits for the previous block's indices, so at most
     # one [B, chunk, N] score block is alive (the memory guarantee). Unrolled rather than a while loop, so that the
@@ -245,5 +303,5 @@ def _query_chunk_knn(points, num_frames, k, chunk_size):
         if blocks:
             with tf.control_dependencies([blocks[-1]]):
                 query_block = tf.identity(query_block)
-        blocks.append(top_k_of(query_block))
+        blocks.append(top_k_of(start, query_block))
     return tf.cast(tf.concat(blocks, axis=1), tf.int32)
