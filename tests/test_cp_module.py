@@ -4,17 +4,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasvid.layers.cp_module import CPModule, fused_batch_norm, point_coordinates
+import kerasvid.layers.cp_module as cp_module_file
+from kerasvid.layers.cp_module import CPModule, fused_batch_norm, point_coordinates, tf1_resize_bilinear
 from tests.helpers import all_graph_shapes, assert_layer_round_trip, np_batch_norm, np_dense, randomize
 
 
 def np_resize_bilinear(x, out_h, out_w):
-    """Bilinear resize of `[..., H, W, C]` with half-pixel centres and edge clamping (tf.image.resize)."""
+    """Bilinear resize of `[..., H, W, C]` as TF1 `resize_images` (align_corners=False, no half-pixel centres):
+    output pixel i samples input position i * n_in / n_out, the upper neighbour clamped to the edge."""
     def axis_weights(n_in, n_out):
-        src = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+        src = np.arange(n_out) * n_in / n_out
         lo = np.floor(src)
         frac = src - lo
-        return np.clip(lo, 0, n_in - 1).astype(int), np.clip(np.ceil(src), 0, n_in - 1).astype(int), frac
+        return lo.astype(int), np.minimum(lo + 1, n_in - 1).astype(int), frac
 
     h0, h1, fh = axis_weights(x.shape[-3], out_h)
     w0, w1, fw = axis_weights(x.shape[-2], out_w)
@@ -149,6 +151,32 @@ def test_permutation_equivariance_within_frames():
     out_permuted = layer(permuted).numpy().reshape(1, 3, 12, 8)
     for t in range(3):
         np.testing.assert_allclose(out_permuted[:, t], out[:, t, perms[t]], rtol=1e-5, atol=1e-5)
+
+
+def test_shrink_subsamples_and_expansion_follows_tf1_resize_images(monkeypatch):
+    # The released code's res3 shrink: TF1 resize_images (no half-pixel centres) = every other pixel for 2x.
+    x = np.random.default_rng(0).normal(size=(3, 6, 8, 2)).astype(np.float32)
+    np.testing.assert_array_equal(tf1_resize_bilinear(x, (3, 4)).numpy(), x[:, ::2, ::2])
+    # Back to 6 x 8: x[i] at 2i, the mean of x[i] and x[i + 1] at 2i + 1, the last row / column repeated.
+    small = x[:, ::2, ::2]
+    rows = np.repeat(small, 2, axis=1)
+    rows[:, 1:-1:2] = (small[:, :-1] + small[:, 1:]) / 2
+    expected = np.repeat(rows, 2, axis=2)
+    expected[:, :, 1:-1:2] = (rows[:, :, :-1] + rows[:, :, 1:]) / 2
+    np.testing.assert_allclose(tf1_resize_bilinear(small, (6, 8)).numpy(), expected, rtol=1e-6, atol=1e-6)
+    # Inside CPModule: the points it proposes correspondences on are the subsampled map.
+    layer = CPModule(k=2, spatial_shrink=2)
+    clip = np.random.default_rng(1).normal(size=(1, 2, 4, 6, 8)).astype(np.float32)
+    seen = {}
+    real_knn = cp_module_file.cp_knn
+
+    def spy(points, *args, **kwargs):
+        seen["points"] = np.asarray(points)
+        return real_knn(points, *args, **kwargs)
+
+    monkeypatch.setattr(cp_module_file, "cp_knn", spy)
+    layer(clip)
+    np.testing.assert_array_equal(seen["points"], clip[:, :, ::2, ::2].reshape(1, 2 * 2 * 3, 8))
 
 
 def test_coordinates():

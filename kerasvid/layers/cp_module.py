@@ -26,6 +26,17 @@ def static_clip_shape(input_shape, layer_name):
     return tuple(int(v) for v in input_shape[1:])
 
 
+def tf1_resize_bilinear(images, size):
+    """Bilinear resize of `[batch, H, W, C]` to `size` with TF1's `resize_images` convention, as the CPNet reference.
+
+    `align_corners=False` without half-pixel centres: output pixel `i` samples input position `i * H_in / H_out`
+    (edge-clamped). So a 2x shrink of an even size is the subsampling `images[:, ::2, ::2]`, and a 2x expansion
+    puts `x[i]` at `2i` and `(x[i] + x[i + 1]) / 2` at `2i + 1`, the last row and column repeating `x[-1]`.
+    Returns float32 (as `tf.image.resize`).
+    """
+    return tf.compat.v1.image.resize_bilinear(images, size, align_corners=False, half_pixel_centers=False)
+
+
 def pointwise_conv(owner, units, in_channels, name):
     """A built 1x1(x1) convolution (a `Dense` on the channel axis) with the owner layer's initializer and dtype.
 
@@ -107,8 +118,10 @@ class CPModule(keras.layers.Layer):
     Args:
         k: number of correspondence proposals per point (8 for Kinetics ResNet-18, 12 for Jester/SSv2 ResNet-34).
         mlp_units: widths of the MLP's hidden layers; None means `(C // 4, C // 2)` of the input channels `C`.
-        spatial_shrink: 1, or 2 to propose correspondences on a bilinearly half-sized map (the released code's
-            res3 modules); the output is resized back bilinearly (half-pixel centres, `tf.image.resize`).
+        spatial_shrink: 1, or 2 to propose correspondences on a half-sized map (the released code's res3
+            modules). Both resizes follow the reference's TF1 `resize_images` (bilinear, no half-pixel centres,
+            `tf1_resize_bilinear`): the shrink subsamples (`x[:, ::2, ::2]` per frame for even H, W) and `g` is
+            expanded back by the same rule (even pixels copied, odd ones the mean of their two neighbours).
         bottleneck: None, or the width of a 1x1 conv + BN (no activation) applied before everything else
             (the released code's ResNet-101 modules use C // 8).
         chunk_size: query chunk size of `cp_knn` (None: automatic; the dense frame-pair form below 160 MiB per clip).
@@ -183,7 +196,7 @@ class CPModule(keras.layers.Layer):
     def _resize(self, x, size, batch):
         frames = self._dims[0]
         flat = tf.reshape(x, tf.concat([[batch * frames], tf.shape(x)[2:]], axis=0))
-        out = tf.image.resize(flat, size, method="bilinear")
+        out = tf1_resize_bilinear(flat, size)
         return tf.reshape(tf.cast(out, x.dtype), tf.concat([[batch, frames], tf.shape(out)[1:]], axis=0))
 
     def call(self, inputs, training=None):
