@@ -126,8 +126,22 @@ def test_exact_under_simulated_tf32_matmuls(monkeypatch, offset):
     ref = brute_force_knn(points, 4, 8)
     assert np.mean(naive_tf32_knn(points, 4, 8) != ref) > 0.005  # the simulation does change neighbours
     monkeypatch.setattr(knn_module, "_score_matmul", tf32_matmul)
+    assert not knn_module._tf32_matmuls_possible()  # this CPU: the matmul ranks directly, and TF32 would spoil it
+    assert np.mean(cp_knn(points, 4, 8).numpy() != ref) > 0.001
+    monkeypatch.setattr(knn_module, "_tf32_matmuls_possible", lambda: True)  # as on a GPU with TF32 on
     for chunk_size in (None, 50):
         np.testing.assert_array_equal(cp_knn(points, 4, 8, chunk_size=chunk_size).numpy(), ref)
+
+
+@pytest.mark.parametrize("batch,frames,per_frame,channels,k", CASES)
+def test_rerank_path_keeps_the_tie_rule(monkeypatch, batch, frames, per_frame, channels, k):
+    # The GPU (TF32) path with exact float32 matmuls: integer points, frequent ties, the lower index first.
+    monkeypatch.setattr(knn_module, "_tf32_matmuls_possible", lambda: True)
+    rng = np.random.RandomState(batch * 100 + frames * 10 + per_frame)
+    points = rng.randint(-2, 3, size=(batch, frames * per_frame, channels)).astype(np.float32)
+    ref = brute_force_knn(points, frames, k)
+    for chunk_size in (None, 4):
+        np.testing.assert_array_equal(cp_knn(tf.constant(points), frames, k, chunk_size=chunk_size).numpy(), ref)
 
 
 def test_exact_for_points_far_from_the_origin():

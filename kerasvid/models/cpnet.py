@@ -120,7 +120,7 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
                         name=name or f"cpnet_resnet{depth}")
 
 
-@register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=12187280, gflops=41.798,
+@register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=12187280, gflops=41.821,
                 recipe="zoo/cpnet_resnet18_kinetics.flags")
 def cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,
                    pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
@@ -134,7 +134,7 @@ def cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=Tr
                         classifier_activation, variant, k, stem_stride, chunk_size)
 
 
-@register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=21783184, gflops=71.963,
+@register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=21783184, gflops=71.997,
                 recipe="zoo/cpnet_resnet34_jester.flags")
 def cpnet_resnet34(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,
                    pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
@@ -148,7 +148,7 @@ def cpnet_resnet34(num_classes=400, input_shape=(8, 112, 112, 3), include_top=Tr
                         classifier_activation, variant, k, stem_stride, chunk_size)
 
 
-@register_model(paper=_PAPER, default_input=(8, 224, 224, 3), num_params=44449040, gflops=168.25,
+@register_model(paper=_PAPER, default_input=(8, 224, 224, 3), num_params=44449040, gflops=168.282,
                 recipe="zoo/cpnet_resnet101_kinetics.flags")
 def cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=True, weights=None,
                     pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,

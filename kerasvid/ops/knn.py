@@ -22,9 +22,18 @@ def _score_matmul(a, b):
     return tf.matmul(a, b, transpose_b=True)
 
 
-def _num_candidates(k, available):
-    """How many candidates the matmul stage keeps per query for the exact re-ranking: `k + RERANK_MARGIN`."""
-    return min(available, k + RERANK_MARGIN)
+def _tf32_matmuls_possible():
+    """Whether float32 matmuls may run as TF32 here (read when the graph is traced): TF32 enabled and a GPU visible.
+
+    TF enables TF32 by default (`tf.config.experimental.enable_tensor_float_32_execution`); it takes effect on
+    Ampere and newer GPUs only. A CPU never rounds float32 matmul inputs.
+    """
+    return tf.config.experimental.tensor_float_32_execution_enabled() and bool(tf.config.list_logical_devices("GPU"))
+
+
+def _num_candidates(k, available, rerank):
+    """Candidates the matmul stage keeps per query: `k + RERANK_MARGIN` for the exact re-ranking, else k."""
+    return min(available, k + RERANK_MARGIN) if rerank else k
 
 
 def _centred(points):
@@ -109,7 +118,8 @@ def _frame_pair_knn(points, num_frames, k):
     batch = tf.shape(points)[0]
     num_points, channels = points.shape[1], points.shape[2]
     per_frame = num_points // num_frames
-    exact_k, k = k, _num_candidates(k, num_points - per_frame)  # the matmul stage proposes k candidates
+    rerank = _tf32_matmuls_possible()
+    exact_k, k = k, _num_candidates(k, num_points - per_frame, rerank)  # the matmul stage proposes k candidates
     first, second, others, source = _frame_pair_tables(num_frames)
     num_pairs = len(first)
     f = tf.reshape(_centred(points), [batch, num_frames, per_frame, channels])
@@ -133,9 +143,9 @@ def _frame_pair_knn(points, num_frames, k):
     query_frame = np.repeat(np.arange(num_frames, dtype=np.int32), per_frame)[:, None]  # [N, 1]
     others = others.reshape(-1)
     if group == 1:  # the maxima are the scores themselves
-        best = tf.math.top_k(maxima, k=k, sorted=False).indices
+        best = tf.math.top_k(maxima, k=k, sorted=not rerank).indices
         proposals = tf.gather(others, query_frame * (num_frames - 1) + best // groups) * per_frame + best % groups
-        return _exact_rerank(points, points, proposals, exact_k)
+        return _exact_rerank(points, points, proposals, exact_k) if rerank else proposals
 
     best_groups = tf.sort(tf.math.top_k(maxima, k=k, sorted=False).indices, axis=-1)  # in index order
     slot, start = best_groups // groups, best_groups % groups  # which other frame, which group in it
@@ -147,11 +157,11 @@ def _frame_pair_knn(points, num_frames, k):
     flat_index = tf.expand_dims((src % num_pairs) * per_frame ** 2, -1) + tf.where(
         tf.expand_dims(src < num_pairs, -1), local * per_frame + key, key * per_frame + local)
     candidates = tf.gather(tf.reshape(blocks, [batch, -1]), flat_index, batch_dims=1)  # [B, N, k, g]
-    pos = tf.math.top_k(tf.reshape(candidates, [batch, num_points, k * group]), k=k, sorted=False).indices
+    pos = tf.math.top_k(tf.reshape(candidates, [batch, num_points, k * group]), k=k, sorted=not rerank).indices
     chosen = pos // group
     key_frame = tf.gather(others, query_frame * (num_frames - 1) + tf.gather(slot, chosen, batch_dims=2))
     proposals = key_frame * per_frame + tf.gather(start, chosen, batch_dims=2) * group + pos % group
-    return _exact_rerank(points, points, proposals, exact_k)
+    return _exact_rerank(points, points, proposals, exact_k) if rerank else proposals
 
 
 def _top_k_indices(scores, k, group):
@@ -213,17 +223,20 @@ def cp_knn(points, num_frames, k, chunk_size=None):
     Both select in two exact stages (the best groups of up to 32 consecutive candidates by their maximum, then
     the best k inside them), about 4x faster than `tf.math.top_k` over whole rows on CPU.
 
-    Exactness (also on GPUs, where TF enables TF32 matmuls by default: the inputs of the score matmul are rounded
-    to 10 mantissa bits, an error of about `2^-11 (|f_i| + |f_j|)^2` per score). The matmul only proposes
-    `k + RERANK_MARGIN` (k + 2) candidates per query, on points centred by their (coarsely rounded) per-channel mean,
-    which shrinks `|f|` and so that error; the k neighbours are then chosen among the candidates by distances
-    `sum_c (f_ic - f_jc)^2` computed element-wise in the input precision (no matmul, so no TF32, and no cancellation),
-    ties to the lower index. The result equals the exact kNN whenever the score error is below the distance gap
-    between the k-th and the (k + 2)-th nearest points: with simulated TF32 rounding 1% of queries had a wrong
-    neighbour set with k candidates and none with k + 1 or k + 2 (8 x 196 points, C = 128, offsets 0-3).
-    With
-    `chunk_size=None` the dense form is used when its blocks fit `DENSE_BUDGET_BYTES` (160 MiB) per clip, as at
-    the CPNet sizes up to 8x28x28 points; above it the queries are chunked to stay under the budget.
+    Exactness. The scores come from one matmul on points centred by their per-channel mean (coarsely rounded, so
+    that grid-valued points stay exact): the matmul's rounding error grows with `|f|^2`, and centring removes the
+    common offset of ReLU-fed features. On a CPU the float32 matmul then ranks directly. Where float32 matmuls
+    may run as TF32 (TF's default on Ampere and newer GPUs: inputs rounded to 10 mantissa bits, an error of about
+    `2^-11 (|f_i| + |f_j|)^2` per score, which changed 1% of the neighbour sets in a simulation), the rule is:
+    the matmul only proposes `k + RERANK_MARGIN` (k + 2) candidates per query, and the k neighbours are chosen
+    among them by distances `sum_c (f_ic - f_jc)^2` computed element-wise in the input precision (no matmul, so no
+    TF32, and no cancellation), ties to the lower index. That equals the exact kNN whenever the TF32 score error is
+    below the gap between the k-th and the (k + 2)-th nearest distance (with simulated TF32: no query wrong with
+    k + 1 or k + 2 candidates, 1% with k; 8 x 196 points, C = 128, offsets 0-3). The choice is made when the graph
+    is traced (TF32 enabled and a GPU visible: `_tf32_matmuls_possible`).
+
+    With `chunk_size=None` the dense form is used when its blocks fit `DENSE_BUDGET_BYTES` (160 MiB) per clip, as
+    at the CPNet sizes up to 8x28x28 points; above it the queries are chunked to stay under the budget.
 
     Args:
         points: float tensor `[batch, N, C]`, `N = num_frames * S` points ordered frame-major (t, then h,
@@ -279,7 +292,8 @@ def _query_chunk_knn(points, num_frames, k, chunk_size):
     per_frame = num_points // num_frames
     dtype = points.dtype
     batch = tf.shape(points)[0]
-    proposals = _num_candidates(k, num_points - per_frame)
+    rerank = _tf32_matmuls_possible()
+    proposals = _num_candidates(k, num_points - per_frame, rerank)
     centred = _centred(points)
     frame_onehot = tf.one_hot(tf.repeat(tf.range(num_frames), per_frame), num_frames, dtype=dtype)  # [N, T]
     frame_onehot = tf.broadcast_to(frame_onehot, [batch, num_points, num_frames])
@@ -290,9 +304,8 @@ def _query_chunk_knn(points, num_frames, k, chunk_size):
     group = _group_size(num_points, proposals)
 
     def top_k_of(start, query_block):
-        scores = _score_matmul(query_block, keys)  # [B, chunk, N]
-        return _exact_rerank(points[:, start:start + chunk_size], points,
-                             _top_k_indices(scores, proposals, group), k)
+        best = _top_k_indices(_score_matmul(query_block, keys), proposals, group)  # scores [B, chunk, N]
+        return _exact_rerank(points[:, start:start + chunk_size], points, best, k) if rerank else best
 
     # Query blocks run one after another: each block's matmul waits for the previous block's indices, so at most
     # one [B, chunk, N] score block is alive (the memory guarantee). Unrolled rather than a while loop, so that the
