@@ -110,26 +110,31 @@ def test_gradients_reach_every_kernel_through_50_iterations(monkeypatch):
             np.testing.assert_allclose(c.numpy(), a.numpy(), rtol=1e-4, atol=1e-4 * np.abs(a.numpy()).max())
 
 
-def test_while_loop_matches_unrolled_graph():
+def test_while_loop_and_xla_match_unrolled_graph():
+    """Eager unrolled (the released graph) vs the graph-mode loop vs the default: the loop compiled with XLA."""
     frame1, frame2 = _smooth_pair(16, 20, shift=(1.2, 0.4), seed=9, batch=2)
-    unrolled = TVNet(scales=2, warps=2, iterations=4, unroll=True)
-    looped = TVNet(scales=2, warps=2, iterations=4, unroll=False)
-    unrolled(frame1, frame2)
-    looped(frame1, frame2)
+    unrolled = TVNet(scales=2, warps=2, iterations=3, unroll=True)
+    looped = TVNet(scales=2, warps=2, iterations=3, unroll=False, jit_compile=False)
+    compiled = TVNet(scales=2, warps=2, iterations=3)
     rng = np.random.default_rng(3)
+    for layer in (unrolled, looped, compiled):
+        layer(frame1, frame2)
     unrolled.set_weights([w + rng.normal(scale=0.05, size=w.shape) for w in unrolled.get_weights()])
     looped.set_weights(unrolled.get_weights())
+    compiled.set_weights(unrolled.get_weights())
+    assert not unrolled._use_xla() and not looped._use_xla() and compiled._use_xla()
     results = []
-    for layer, run in ((unrolled, unrolled), (looped, tf.function(looped))):  # eager unrolled vs graph loop
+    for layer, run in ((unrolled, unrolled), (looped, tf.function(looped)), (compiled, tf.function(compiled))):
         with tf.GradientTape() as tape:
             flow = run(frame1, frame2)
             loss = tf.reduce_sum(tf.square(flow))
         grads = tape.gradient(loss, layer.trainable_weights)
         results.append((flow.numpy(), [np.zeros(w.shape) if g is None else g.numpy()
                                        for g, w in zip(grads, layer.trainable_weights)]))
-    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-5)
-    for a, b in zip(results[0][1], results[1][1]):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for other, rtol in ((results[1], 1e-4), (results[2], 2e-3)):  # XLA reassociates float sums
+        np.testing.assert_allclose(results[0][0], other[0], atol=1e-5 if rtol < 1e-3 else 1e-4)
+        for a, b in zip(results[0][1], other[1]):
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-6 if rtol < 1e-3 else 1e-4 * np.abs(a).max())
 
 
 def test_block_matches_numpy_iteration():
@@ -182,7 +187,7 @@ def test_block_matches_numpy_iteration():
 def test_multiscale_multiwarp_recovers_a_translation():
     shift = (2.5, -1.5)
     frame1, frame2 = _smooth_pair(48, 48, shift=shift, seed=3)
-    layer = TVNet(scales=3, warps=3, iterations=10)
+    layer = TVNet(scales=3, warps=3, iterations=10, jit_compile=False)
     flow = layer(frame1, frame2).numpy()[0]
     assert layer.sizes == [(48, 48), (24, 24), (12, 12)]
     # the centre (the zero-padded Gaussian makes a static edge at the border that TV regularisation spreads)
@@ -206,7 +211,7 @@ def test_batched_equals_unbatched_and_clip_mode():
 
 def test_constant_and_tiny_images_give_finite_flow():
     flat = np.full((2, 8, 8, 3), 100.0, np.float32)
-    layer = TVNet(scales=3, warps=2, iterations=5)
+    layer = TVNet(scales=3, warps=2, iterations=5, jit_compile=False)  # the XLA path: test_while_loop_and_xla...
     with tf.GradientTape() as tape:
         flow = layer(flat, flat)
         loss = tf.reduce_sum(flow)
@@ -256,7 +261,7 @@ def test_two_tvnets_in_one_model_save_and_load(tmp_path):
     frame1 = keras.Input((10, 10, 3))
     frame2 = keras.Input((10, 10, 3))
     forward = TVNet(iterations=3, name="forward_flow")(frame1, frame2)
-    backward = TVNet(iterations=3, scales=2, warps=2, name="backward_flow")(frame2, frame1)
+    backward = TVNet(iterations=3, scales=2, warps=2, jit_compile=False, name="backward_flow")(frame2, frame1)
     model = keras.Model([frame1, frame2], keras.layers.Concatenate()([forward, backward]))
     rng = np.random.default_rng(6)
     model.set_weights([w + rng.normal(scale=0.05, size=w.shape) for w in model.get_weights()])
@@ -320,3 +325,82 @@ def test_endpoint_error_masks_unknown_flow_and_has_finite_gradients():
     np.testing.assert_array_equal(grad[1], 0.0)
     assert float(EndpointError()(truth, pred)) == pytest.approx(1.5)
     assert EndpointError.from_config(EndpointError().get_config()).name == "endpoint_error"
+
+
+# ---- OpenCV DualTVL1 options: outer iterations, median filtering, stopping threshold ----------------------------
+
+
+def _reference_single_warp(layer, frame1, frame2):
+    """1 scale, 1 warp, written from the layer's public pieces: OpenCV's loop order with scipy's median filter.
+
+    for each outer iteration while error > eps^2 H W: median-filter u; for each inner iteration while
+    error > eps^2 H W: one TVNetBlock, error = sum |u_new - u|^2.  (Per sample, in numpy control flow.)
+    """
+    import scipy.ndimage
+
+    from kerasvid.ops.warp import centered_gradient
+
+    grey1, grey2 = layer._normalize(layer._grey(tf.constant(frame1)), layer._grey(tf.constant(frame2)))
+    image1, image2 = layer._smooth(grey1), layer._smooth(grey2)
+    grad_x, grad_y = centered_gradient(image2)  # zero initial flow: the warp is the identity
+    image_gradient = tf.concat([grad_x, grad_y], -1)
+    rho_c = image2 - image1
+    flows, counts = [], []
+    for b in range(frame1.shape[0]):
+        u = np.zeros((1,) + frame1.shape[1:3] + (2,), np.float32)
+        p = np.zeros(u.shape + (2,), np.float32)
+        threshold = layer.epsilon ** 2 * frame1.shape[1] * frame1.shape[2]
+        error, count = np.inf, 0
+        for _ in range(layer.outer_iterations):
+            if not error > threshold:
+                break
+            if layer.median_filtering > 1:
+                size = layer.median_filtering
+                u = scipy.ndimage.median_filter(u, size=(1, size, size, 1), mode="nearest")
+            for block in layer.blocks:
+                if not (error > threshold or layer.epsilon == 0):
+                    break
+                new_u, p = (t.numpy() for t in block(u, p, rho_c[b:b + 1], image_gradient[b:b + 1]))
+                error, u, count = float(np.sum((new_u - u) ** 2)), new_u, count + 1
+        flows.append(u[0])
+        counts.append(count)
+    return np.stack(flows), counts
+
+
+@pytest.mark.parametrize("options", [dict(outer_iterations=3, median_filtering=5),
+                                     dict(outer_iterations=4, median_filtering=3, epsilon=0.05)])
+def test_opencv_options_match_reference_loop(options):
+    frames = [_smooth_pair(14, 17, shift=(0.9, -0.6), seed=11), _smooth_pair(14, 17, shift=(0.2, 0.1), seed=12)]
+    frame1 = np.concatenate([f[0] for f in frames])
+    frame2 = np.concatenate([f[1] for f in frames])
+    frame2[1] = frame1[1] + 0.3  # nearly static second sample: it stops early when epsilon > 0
+    results = []
+    for jit in (False, True):
+        layer = TVNet(iterations=6, jit_compile=jit, **options)
+        layer(frame1, frame2)
+        layer.set_weights([w + np.random.default_rng(13).normal(scale=0.05, size=w.shape)
+                           for w in layer.get_weights()])
+        results.append(layer(frame1, frame2).numpy())
+    expected, counts = _reference_single_warp(layer, frame1, frame2)
+    np.testing.assert_allclose(results[0], expected, atol=1e-5)
+    np.testing.assert_allclose(results[1], expected, atol=1e-4)
+    if options.get("epsilon"):
+        assert counts[1] < counts[0] <= 24, counts  # the second sample stopped before the first
+    # batching does not change a sample's stopping
+    np.testing.assert_allclose(TVNet(iterations=6, jit_compile=False, **options)(frame1[1:], frame2[1:]).numpy()[0],
+                               TVNet(iterations=6, jit_compile=False, **options)(frame1, frame2).numpy()[1],
+                               atol=1e-5)
+
+
+def test_default_options_are_the_released_solver():
+    """outer_iterations=1, median_filtering=1, epsilon=0 is the released loop, bit for bit."""
+    frame1, frame2 = _smooth_pair(12, 12, shift=(0.6, 0.3), seed=14)
+    plain = TVNet(iterations=5, jit_compile=False)
+    unrolled = TVNet(iterations=5, unroll=True)
+    np.testing.assert_array_equal(plain(frame1, frame2).numpy(), unrolled(frame1, frame2).numpy())
+    config = TVNet(outer_iterations=2, median_filtering=5, epsilon=0.01, jit_compile=False).get_config()
+    assert TVNet.from_config(config).get_config() == config
+    for bad, match in ((dict(median_filtering=4), "median_filtering=4"), (dict(outer_iterations=0), "=0"),
+                       (dict(epsilon=-1.0), "epsilon=-1.0"), (dict(jit_compile="yes"), "jit_compile='yes'")):
+        with pytest.raises(ValueError, match=match):
+            TVNet(**bad)

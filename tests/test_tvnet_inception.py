@@ -40,6 +40,7 @@ def test_bn_inception_widths_and_endpoints():
 
 
 def test_bn_inception_model(tmp_path):
+    keras.utils.set_random_seed(0)  # one Adam step lowers the loss from this init whatever ran before
     model = bn_inception(num_classes=5, input_shape=(2, 32, 32, 3), dropout_rate=0.0)
     x = np.random.default_rng(0).uniform(0, 1, (2, 2, 32, 32, 3)).astype(np.float32)
     check_model(model, x, expected_output_shape=(2, 5), expected_num_params=_expected_bn_inception_params(3, 5),

@@ -109,3 +109,29 @@ def test_divergence_is_minus_adjoint_of_forward_gradient():
     lhs = np.sum(forward_difference(u, 2).numpy() * px + forward_difference(u, 1).numpy() * py)
     rhs = -np.sum(u * (backward_divergence_term(px, 2).numpy() + backward_divergence_term(py, 1).numpy()))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 7])
+def test_median_filter_matches_scipy(size):
+    import scipy.ndimage
+
+    from kerasvid.ops.warp import median_filter
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 9, 6, 2)).astype(np.float32)
+    x[0, :4, :4, 0] = 1.5  # ties
+    x[1, :, :, 1] = np.round(x[1, :, :, 1])  # many ties
+    expected = scipy.ndimage.median_filter(x, size=(1, size, size, 1), mode="nearest")
+    np.testing.assert_array_equal(median_filter(tf.constant(x), size).numpy(), expected)
+    jitted = tf.function(lambda t: median_filter(t, size), jit_compile=True)
+    np.testing.assert_array_equal(jitted(tf.constant(x)).numpy(), expected)
+    small = x[:, :2, :3]  # smaller than the window: edges replicated further
+    np.testing.assert_array_equal(median_filter(tf.constant(small), size).numpy(),
+                                  scipy.ndimage.median_filter(small, size=(1, size, size, 1), mode="nearest"))
+
+
+def test_median_filter_rejects_even_size():
+    from kerasvid.ops.warp import median_filter
+
+    with pytest.raises(ValueError, match="size=4"):
+        median_filter(tf.zeros((1, 5, 5, 1)), 4)

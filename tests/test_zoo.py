@@ -50,3 +50,26 @@ def test_readme_model_table_is_the_registry_table():
     readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
     block = readme.split("<!-- model-table -->\n")[1].split("<!-- /model-table -->")[0]
     assert block.strip() == zoo.model_table().strip(), "regenerate the README table: python -m kerasvid.zoo --markdown"
+
+
+def test_count_gflops_counts_every_loop_iteration_and_called_functions():
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="kerasvid_test")
+    class RepeatedMatmul(keras.layers.Layer):
+        """x <- x @ x, 7 times in a while_loop, inside a jit-compiled function: 7 x 2 x 8^3 float ops (plus, per
+        iteration, the profiler's 1 op for `i + 1` and 1 for while_v2's own iteration counter)."""
+
+        def call(self, x):
+            def loop(x):
+                return tf.while_loop(lambda i, x: i < 7, lambda i, x: (i + 1, tf.matmul(x, x)), (0, x),
+                                     maximum_iterations=7)[1]
+
+            return tf.function(loop, jit_compile=True)(x)
+
+        def compute_output_spec(self, x):
+            return keras.KerasTensor(x.shape, x.dtype)
+
+    inputs = keras.Input((8, 8), batch_size=1)
+    model = keras.Model(inputs, RepeatedMatmul()(inputs))
+    assert round(count_gflops(model) * 1e9) == 7 * (2 * 8 ** 3 + 2)

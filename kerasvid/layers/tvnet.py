@@ -7,12 +7,16 @@ CVPR 2018). The forward pass follows the authors' released `tvnet.py` (MIT) deta
 """
 import math
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import record
+from tensorflow.python.ops import control_flow_util
 
 from kerasvid.ops.warp import (PADDINGS, backward_divergence_term, bilinear_warp, centered_gradient,
-                               forward_difference, resize_align_corners)
+                               forward_difference, median_filter, resize_align_corners)
 
 # Released TVNet's "GRAD_IS_ZERO": the epsilon of the dual-update norm, of |grad I|^2 and of rho.
 EPSILON = 1e-12
@@ -180,6 +184,17 @@ class TVNetBlock(keras.layers.Layer):
         return config
 
 
+@functools.lru_cache(maxsize=None)
+def xla_available():
+    """Whether XLA can compile and run a function on this machine (probed once, eagerly)."""
+    try:
+        with tf.init_scope():
+            probe = tf.function(lambda x: x + 1.0, jit_compile=True)
+            return bool(probe(tf.constant(1.0)).numpy() == 2.0)
+    except (tf.errors.OpError, NotImplementedError, ValueError, RuntimeError):
+        return False
+
+
 def zoom_size(height, width, factor):
     """Size of a pyramid level, `int(side * factor + 0.5)` (released TVNet's `zoom_size`)."""
     return int(float(height) * factor + 0.5), int(float(width) * factor + 0.5)
@@ -218,6 +233,15 @@ class TVNet(keras.layers.Layer):
     5. per scale: duals `p = 0`; `warps` times: warp `I_2`, `dI_2/dx`, `dI_2/dy` (centred differences) by the
        current flow, then `iterations` `TVNetBlock`s (supp. Eq. 1 with the Eq. 2 gradient).
 
+    Options of OpenCV's `DualTVL1OpticalFlow` that the released TVNet lacks (their defaults keep TVNet-50 equal to
+    the released flow): `outer_iterations` repeats each warp's `iterations` (OpenCV's outer/inner iterations; the
+    blocks' kernels are shared by the repetitions, so the weights do not grow), `median_filtering` median-filters
+    the flow before each repetition (OpenCV: 5), and `epsilon` stops a sample once an iteration moves its flow by
+    at most `epsilon^2 H W` (summed squared change; OpenCV: 0.01). The scale step is `zoom` (OpenCV's `scaleStep`).
+
+    Speed: by default the solver (steps 4-5) runs compiled with XLA, its backward pass too, inside any caller
+    (eager, `tf.function`, `model.predict`, a training loop); see `jit_compile`.
+
     Every `TVNetBlock` (scale x warp x iteration) has its own 16 trainable kernel scalars, as in the released model
     (TVNet-50 = 1 scale, 1 warp, 50 iterations: 800). With `learn_initial_flow=True` the initial flow `u_0` at the
     coarsest scale is a trainable `[1, h, w, 2]` weight (zeros at init), as in the released model; the default
@@ -243,6 +267,14 @@ class TVNet(keras.layers.Layer):
             kernels; True: unrolled, one set of ops per `TVNetBlock` (the released graph). Same numbers and
             gradients; the loop's graph is ~`iterations` times smaller, so tracing (~10x) and XLA compilation
             are much faster (see `benchmarks/tvnet.py`).
+        outer_iterations: repetitions of the `iterations` of each warp (OpenCV's `outerIterations`).
+        median_filtering: odd side of the median filter applied to the flow before each repetition (1 = off;
+            `kerasvid.ops.warp.median_filter`, replicated borders as OpenCV's `medianBlur`).
+        epsilon: stopping threshold (OpenCV's `epsilon`); 0 = always run every iteration.
+        jit_compile: None (default): compile the solver with XLA unless `unroll=True`, XLA is unavailable, an
+            enclosing function is already XLA-compiled, or a distribution strategy spreads replicas over CPU devices
+            (where XLA cannot reach mirrored variables); True: always; False: never. The first call per input shape
+            compiles (seconds; the backward pass compiles on the first gradient).
         **kwargs: standard layer arguments.
 
     Call arguments:
@@ -261,7 +293,8 @@ class TVNet(keras.layers.Layer):
     """
 
     def __init__(self, scales=1, warps=1, iterations=50, tau=0.25, lbda=0.15, theta=0.3, zoom=0.5,
-                 channel_order="rgb", learn_initial_flow=False, warp_padding="border", unroll=False, **kwargs):
+                 channel_order="rgb", learn_initial_flow=False, warp_padding="border", unroll=False,
+                 outer_iterations=1, median_filtering=1, epsilon=0.0, jit_compile=None, **kwargs):
         # float32 whatever the global policy: the 1e-12 epsilons and the thresholding need it
         kwargs["dtype"] = kwargs.get("dtype") or "float32"
         super().__init__(**kwargs)
@@ -274,6 +307,16 @@ class TVNet(keras.layers.Layer):
             raise ValueError(f"`channel_order` must be 'rgb' or 'bgr', got channel_order={channel_order!r}")
         if warp_padding not in PADDINGS:
             raise ValueError(f"`warp_padding` must be one of {PADDINGS}, got warp_padding={warp_padding!r}")
+        if isinstance(outer_iterations, bool) or not isinstance(outer_iterations, int) or outer_iterations < 1:
+            raise ValueError(f"`outer_iterations` must be an integer >= 1, got outer_iterations={outer_iterations!r}")
+        if (isinstance(median_filtering, bool) or not isinstance(median_filtering, int) or median_filtering < 1
+                or median_filtering % 2 == 0):
+            raise ValueError(f"`median_filtering` must be an odd integer >= 1 (1 = off), got "
+                             f"median_filtering={median_filtering!r}")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon >= 0:
+            raise ValueError(f"`epsilon` must be a number >= 0 (0 = no stopping test), got epsilon={epsilon!r}")
+        if jit_compile not in (None, True, False):
+            raise ValueError(f"`jit_compile` must be None (automatic), True or False, got jit_compile={jit_compile!r}")
         TVNetBlock(tau, lbda, theta)  # validates tau, lbda, theta
         self.scales = scales
         self.warps = warps
@@ -286,8 +329,14 @@ class TVNet(keras.layers.Layer):
         self.learn_initial_flow = bool(learn_initial_flow)
         self.warp_padding = warp_padding
         self.unroll = bool(unroll)
+        self.outer_iterations = outer_iterations
+        self.median_filtering = median_filtering
+        self.epsilon = float(epsilon)
+        self.jit_compile = jit_compile
         self.sizes = None
         self.blocks = []
+        # the XLA-compiled solver, created on first use; kept out of Keras/TF tracking (it is not state)
+        object.__setattr__(self, "_compiled_solver", None)
 
     @property
     def num_scales(self):
@@ -343,8 +392,64 @@ class TVNet(keras.layers.Layer):
     def _flow(self, frame1, frame2):
         frame1 = tf.cast(frame1, "float32")
         frame2 = tf.cast(frame2, "float32")
+        # preprocessing stays outside XLA: the floor of the luma sum must round exactly as the released graph
         image1, image2 = self._normalize(self._grey(frame1), self._grey(frame2))
         image1, image2 = self._smooth(image1), self._smooth(image2)
+        if not self._use_xla():
+            return self._solve(image1, image2)
+        return self._solve_compiled(image1, image2)
+
+    def _solve_compiled(self, image1, image2):
+        """`_solve` compiled with XLA, forward and backward.
+
+        The gradient of a compiled `tf.while_loop` cannot leave XLA (its accumulators are TensorLists), so the
+        backward pass is a second compiled function that recomputes the forward pass and differentiates it inside
+        XLA (the custom gradient of supp. Eq. 2 included); the solver's outputs are its only stored activations.
+        """
+        weights = list(self.trainable_weights)
+        if self._compiled_solver is None or [id(w) for w in self._compiled_solver[2]] != [id(w) for w in weights]:
+
+            def backward(image1, image2, upstream):
+                with tf.GradientTape() as tape:
+                    tape.watch([image1, image2])
+                    flow = self._solve(image1, image2)
+                grads = tape.gradient(flow, [image1, image2] + weights, output_gradients=upstream)
+                return [tf.zeros_like(w) if g is None else g for g, w in zip(grads, [image1, image2] + weights)]
+
+            object.__setattr__(self, "_compiled_solver", (
+                tf.function(self._solve, jit_compile=True, reduce_retracing=True),
+                tf.function(backward, jit_compile=True, reduce_retracing=True), weights))
+        forward, backward, weights = self._compiled_solver
+
+        # The weights enter as inputs: the compiled call is not recorded by the tape, so they are how the
+        # gradient reaches the variables.
+        @tf.custom_gradient
+        def solve(image1, image2, *variables):
+            def grad(upstream, variables=None):
+                return backward(image1, image2, upstream), [tf.zeros_like(v) for v in variables or ()]
+
+            with record.stop_recording():  # the tape must not differentiate the compiled loop itself
+                return forward(image1, image2), grad
+
+        return solve(image1, image2, *[getattr(w, "value", w) for w in weights])
+
+    def _use_xla(self):
+        """Whether to run the solver compiled with XLA (see the `jit_compile` argument)."""
+        if self.jit_compile is False or (self.jit_compile is None and self.unroll):
+            return False
+        if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+            return False  # an enclosing jit-compiled function compiles the solver already
+        if self.jit_compile:
+            return True
+        if tf.distribute.has_strategy():
+            strategy = tf.distribute.get_strategy()
+            devices = getattr(strategy.extended, "worker_devices", ())
+            if strategy.num_replicas_in_sync > 1 and any("CPU" in d.upper() for d in devices):
+                return False  # XLA cannot reach variables mirrored over logical CPU devices
+        return xla_available()
+
+    def _solve(self, image1, image2):
+        """Pyramid, warps and iterations (released TVNet steps 4-5) on the smoothed grey images."""
         batch = tf.shape(image1)[0]
         blocks = iter(self.blocks)
         u = None
@@ -360,30 +465,78 @@ class TVNet(keras.layers.Layer):
             grad_x, grad_y = centered_gradient(level2)
             stacked = tf.concat([level2, grad_x, grad_y], axis=-1)
             p = tf.zeros(tf.stack([batch, size[0], size[1], 2, 2]))
+            threshold = self.epsilon ** 2 * size[0] * size[1]
             for _ in range(self.warps):
                 warped = bilinear_warp(stacked, u, padding=self.warp_padding)
                 image_gradient = warped[..., 1:3]
                 rho_c = warped[..., 0:1] - tf.reduce_sum(image_gradient * u, axis=-1, keepdims=True) - level1
                 warp_blocks = [next(blocks) for _ in range(self.iterations)]
-                if self.unroll:
-                    for block in warp_blocks:
-                        u, p = block(u, p, rho_c, image_gradient)
-                else:
-                    u, p = self._loop(warp_blocks, u, p, rho_c, image_gradient)
+                u, p = self._warp_iterations(warp_blocks, u, p, rho_c, image_gradient, threshold)
         return u
 
-    def _loop(self, blocks, u, p, rho_c, image_gradient):
-        """The iterations of one warp as a `tf.while_loop`, each step using its own block's kernels."""
+    def _warp_iterations(self, blocks, u, p, rho_c, image_gradient, threshold):
+        """The iterations of one warp: `outer_iterations` x (median filter, `iterations` TV-L1 iterations).
+
+        With `epsilon > 0` a sample stops (its flow and duals freeze) once the squared change of its flow in one
+        iteration, summed over pixels, is at most `epsilon^2 H W` (OpenCV's DualTVL1 test, checked before every
+        outer and inner iteration); the other samples of the batch go on.
+        """
+        stopping = self.epsilon > 0
+        plain = self.outer_iterations == 1 and self.median_filtering == 1 and not stopping
+        error = tf.fill(tf.shape(u)[:1], np.float32(np.inf))
+
+        def median(u, error):
+            if self.median_filtering == 1:
+                return u
+            filtered = median_filter(u, self.median_filtering)
+            return tf.where((error > threshold)[:, None, None, None], filtered, u) if stopping else filtered
+
+        def step(u, p, error, gradient_kernel, divergence_kernel):
+            new_u, new_p = tvl1_iteration(u, p, rho_c, image_gradient, gradient_kernel, divergence_kernel,
+                                          self.tau, self.lbda, self.theta)
+            if not stopping:
+                return new_u, new_p, error
+            active = error > threshold
+            new_error = tf.reduce_sum(tf.square(new_u - u), axis=[1, 2, 3])
+            return (tf.where(active[:, None, None, None], new_u, u),
+                    tf.where(active[:, None, None, None, None], new_p, p), tf.where(active, new_error, error))
+
+        if self.unroll:
+            for _ in range(self.outer_iterations):
+                u = median(u, error)
+                for block in blocks:
+                    if plain:
+                        u, p = block(u, p, rho_c, image_gradient)
+                    else:
+                        u, p, error = step(u, p, error, block.gradient_kernel, block.divergence_kernel)
+            return u, p
+
         gradient_kernels = tf.stack([tf.convert_to_tensor(b.gradient_kernel) for b in blocks])
         divergence_kernels = tf.stack([tf.convert_to_tensor(b.divergence_kernel) for b in blocks])
+        count = len(blocks)
 
-        def body(i, u, p):
-            u, p = tvl1_iteration(u, p, rho_c, image_gradient, gradient_kernels[i], divergence_kernels[i],
-                                  self.tau, self.lbda, self.theta)
-            return i + 1, u, p
+        def going(error):
+            return tf.reduce_any(error > threshold) if stopping else tf.constant(True)
 
-        _, u, p = tf.while_loop(lambda i, u, p: i < len(blocks), body, (tf.constant(0), u, p),
-                                maximum_iterations=len(blocks))
+        def inner(u, p, error):
+            def body(i, u, p, error):
+                u, p, error = step(u, p, error, gradient_kernels[i], divergence_kernels[i])
+                return i + 1, u, p, error
+
+            _, u, p, error = tf.while_loop(lambda i, u, p, error: (i < count) & going(error), body,
+                                           (tf.constant(0), u, p, error), maximum_iterations=count)
+            return u, p, error
+
+        if self.outer_iterations == 1:
+            u, p, _ = inner(median(u, error), p, error)
+            return u, p
+
+        def outer_body(n, u, p, error):
+            u, p, error = inner(median(u, error), p, error)
+            return n + 1, u, p, error
+
+        _, u, p, _ = tf.while_loop(lambda n, u, p, error: (n < self.outer_iterations) & going(error), outer_body,
+                                   (tf.constant(0), u, p, error), maximum_iterations=self.outer_iterations)
         return u, p
 
     def call(self, frame1, frame2=None):
@@ -413,5 +566,6 @@ class TVNet(keras.layers.Layer):
         config.update(scales=self.scales, warps=self.warps, iterations=self.iterations, tau=self.tau,
                       lbda=self.lbda, theta=self.theta, zoom=self.zoom, channel_order=self.channel_order,
                       learn_initial_flow=self.learn_initial_flow, warp_padding=self.warp_padding,
-                      unroll=self.unroll)
+                      unroll=self.unroll, outer_iterations=self.outer_iterations,
+                      median_filtering=self.median_filtering, epsilon=self.epsilon, jit_compile=self.jit_compile)
         return config

@@ -71,12 +71,47 @@ def load_model_weights(model, weights):
     return model
 
 
+def _function_graph(graph, name):
+    """The FuncGraph of the function `name` called from `graph` (looked up in it and its outer graphs)."""
+    while graph is not None:
+        function = getattr(graph, "_functions", {}).get(name)
+        if function is not None and getattr(function, "graph", None) is not None:
+            return function.graph
+        graph = getattr(graph, "outer_graph", None)
+    raise ValueError(f"count_gflops: cannot find the graph of function {name!r}")
+
+
+def _graph_float_ops(graph):
+    """Float ops of `graph` (TF profiler), descending into called functions: a `while_loop` body counts once per
+    iteration of its static `maximum_iterations` (its upper bound where the loop can stop early), a `cond`'s
+    costlier branch once, a function call once."""
+    import tensorflow as tf
+
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    total = tf.compat.v1.profiler.profile(graph=graph, cmd="op", options=opts).total_float_ops
+    for op in graph.get_operations():
+        if op.type in ("While", "StatelessWhile"):
+            trips = tf.get_static_value(op.inputs[1])  # while_v2 inputs: counter, maximum_iterations, loop vars
+            if trips is None or trips < 0:
+                raise ValueError(f"count_gflops: the while_loop {op.name} has no static maximum_iterations")
+            total += int(trips) * _graph_float_ops(_function_graph(graph, op.get_attr("body").name))
+        elif op.type in ("If", "StatelessIf"):
+            total += max(_graph_float_ops(_function_graph(graph, op.get_attr(b).name))
+                         for b in ("then_branch", "else_branch"))
+        elif op.type in ("PartitionedCall", "StatefulPartitionedCall"):
+            total += _graph_float_ops(_function_graph(graph, op.get_attr("f").name))
+    return total
+
+
 def count_gflops(model):
     """Floating-point operations of one forward pass at batch 1, in 1e9, as TF's profiler counts them.
 
     The graph of `model(x, training=False)` is traced and profiled (`tf.compat.v1.profiler`, float_operation): a
-    multiply-add counts 2. Ops without registered statistics (e.g. top-k) count 0. (Variable shapes are static, so
-    the graph need not be frozen, which would copy every weight into it.)
+    multiply-add counts 2. Ops without registered statistics (e.g. top-k) count 0. Called functions (e.g. an
+    XLA-compiled solver) are profiled too, and a `tf.while_loop` body counts once per iteration (its static
+    `maximum_iterations`), so a loop counts what its unrolled graph would. (Variable shapes are static, so the
+    graph need not be frozen, which would copy every weight into it.)
     """
     import tensorflow as tf
 
@@ -87,8 +122,4 @@ def count_gflops(model):
     def forward(*args):
         return model(args[0] if single else list(args), training=False)
 
-    graph = forward.get_concrete_function(*specs).graph
-    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    opts["output"] = "none"
-    result = tf.compat.v1.profiler.profile(graph=graph, cmd="op", options=opts)
-    return result.total_float_ops / 1e9
+    return _graph_float_ops(forward.get_concrete_function(*specs).graph) / 1e9

@@ -208,3 +208,64 @@ def centered_gradient(x):
         return tf.concat([first, inner, last], axis=axis)
 
     return along(2), along(1)
+
+
+def _remove_extremes(values):
+    """Drops the largest and the smallest of a list of tensors (elementwise), with compare-exchanges."""
+    values = list(values)
+    for i in range(len(values) - 1):  # bubble the maximum to the end
+        values[i], values[i + 1] = tf.minimum(values[i], values[i + 1]), tf.maximum(values[i], values[i + 1])
+    values.pop()
+    for i in range(len(values) - 1, 0, -1):  # and the minimum to the front
+        values[i - 1], values[i] = tf.minimum(values[i - 1], values[i]), tf.maximum(values[i - 1], values[i])
+    return values[1:]
+
+
+def _median_of(values):
+    """Elementwise median of an odd number of same-shaped tensors by forgetful selection.
+
+    Of `n` values, the minimum and maximum of any `(n + 3) / 2` of them cannot be the median (the minimum has
+    `(n + 1) / 2` larger values among them), so both are dropped and the next value is added: `(n - 3) / 2`
+    rounds leave 3 values, whose median is the answer. Only min/max, so XLA fuses it into one elementwise loop.
+    """
+    n = len(values)
+    if n == 1:
+        return values[0]
+    keep = (n + 3) // 2
+    current, rest = list(values[:keep]), list(values[keep:])
+    while rest:
+        current = _remove_extremes(current) + [rest.pop(0)]
+    while len(current) > 1:
+        current = _remove_extremes(current)
+    return current[0]
+
+
+def median_filter(x, size):
+    """Median over `size x size` windows, each channel separately, edges replicated.
+
+    The flow filtering of TV-L1 solvers between warps (OpenCV `DualTVL1OpticalFlow`'s `medianFiltering`, which
+    calls `cv::medianBlur`: replicated borders); equals `scipy.ndimage.median_filter(x, size=(1, size, size, 1),
+    mode="nearest")`. Differentiable almost everywhere (the gradient goes to the pixel holding the median).
+
+    Args:
+        x: float tensor `[batch, H, W, C]` with static H and W.
+        size: odd window side, >= 1 (1 returns `x`).
+
+    Returns:
+        tensor shaped like `x`.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
+        raise ValueError(f"`size` must be an odd integer >= 1, got size={size!r}")
+    x = tf.convert_to_tensor(x)
+    _check_rank(x, 4, "x")
+    if size == 1:
+        return x
+    height, width = x.shape[1], x.shape[2]
+    if height is None or width is None:
+        raise ValueError(f"`median_filter` needs a static height and width, got shape {x.shape}")
+    radius = size // 2
+    rows = np.clip(np.arange(-radius, height + radius), 0, height - 1)  # replicated edges
+    cols = np.clip(np.arange(-radius, width + radius), 0, width - 1)
+    padded = tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
+    windows = [padded[:, i:i + height, j:j + width] for i in range(size) for j in range(size)]
+    return _median_of(windows)
