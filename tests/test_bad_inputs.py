@@ -340,6 +340,16 @@ def test_the_table_has_unique_names_and_enough_kinds():
     assert len(names) >= 30
 
 
+def test_bad_data_message_is_the_one_line(tmp_path):
+    ctx = _records(tmp_path, [_raw_example(_grey_jpegs(2), [])])
+    status, _ = _raises(_read_all(ctx))
+    try:
+        _read_all(ctx)()
+    except tf.errors.InvalidArgumentError as e:
+        assert pipeline.bad_data_message(e) == f"record 0 of {ctx['shard']}: no label (`clip/label/index` is empty)"
+    assert status == 1 and pipeline.bad_data_message(ValueError("other")) is None
+
+
 def test_image_size_int_means_a_square(tmp_path):
     ctx = _records(tmp_path, [schema.make_sequence_example(_grey_jpegs(2, 12, 12), [0])])
     features, _ = next(iter(pipeline.video_dataset(ctx["pattern"], num_frames=2, image_size=6, training=False,

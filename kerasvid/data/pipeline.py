@@ -5,6 +5,7 @@ with `tf.image.decode_and_crop_jpeg`) are decoded. Randomness is stateless: each
 `tf.data.Dataset.random(seed)`, so with `seed` set and `deterministic=True` two runs yield identical batches.
 """
 import os
+import re
 import sys
 import tempfile
 import weakref
@@ -73,6 +74,17 @@ class ErrorCounter:
 
     def __repr__(self):
         return f"ErrorCounter(records={self.records}, shards={self.shards})"
+
+
+_BAD_DATA = re.compile(r"assertion failed: \[(.*)\]\s*\n\s*\[\[\{\{node [^}]*bad_record", re.S)
+
+
+def bad_data_message(error):
+    """The one line naming the shard, record and reason of a bad-data error raised while iterating a
+    `video_dataset` (an `InvalidArgumentError` whose text also holds TensorFlow's op context), or None when
+    `error` is something else. For CLIs: `print(f"error: {bad_data_message(e)}")` instead of a traceback."""
+    match = _BAD_DATA.search(getattr(error, "message", None) or str(error))
+    return match.group(1) if match else None
 
 
 def _remove_quietly(path):
