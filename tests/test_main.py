@@ -43,7 +43,8 @@ def _parse(*args):
 
 @pytest.mark.parametrize("args, message", [
     (["--model=c2d_resnet19"], r"Unknown model name 'c2d_resnet19'\. Did you mean: c2d_resnet18"),
-    (["--train_pattern=/nonexistent/train-*"], r"--train_pattern='/nonexistent/train-\*' matches no file"),
+    (["--train_pattern=/nonexistent/train-*", "--train_steps=5"],
+     r"--train_pattern='/nonexistent/train-\*' matches no file"),
     (["--train_steps=5", "--train_epochs=2"], "Set exactly one of --train_steps and --train_epochs"),
     (["--strategy=mirrored", "--jit_compile", "--train_steps=5"], "jit_compile=True with strategy='mirrored'"),
     (["--model_kwargs=k=", "--train_steps=5"], "--model_kwargs='k=' is not a list of key=value"),

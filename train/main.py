@@ -287,6 +287,27 @@ def check_model_kwargs(builder, kwargs):
                              f"{', '.join(map(repr, unknown))}; it takes {', '.join(known)}.")
 
 
+def _train_config(train_steps, decay_steps, boundaries):
+    """The validated `TrainConfig` of the flags (UsageError for bad values)."""
+    from kerasvid.training import TrainConfig
+
+    train_config = TrainConfig(
+        train_steps=max(train_steps, 1), log_every=FLAGS.log_every, checkpoint_every=FLAGS.checkpoint_every,
+        keep_checkpoints=FLAGS.keep_checkpoints, eval_every=FLAGS.eval_every,
+        accumulation_steps=FLAGS.accumulation_steps, clip_norm=FLAGS.clip_norm, optimizer=FLAGS.optimizer,
+        learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
+        nesterov=FLAGS.nesterov, schedule=FLAGS.lr_schedule, warmup_steps=FLAGS.warmup_steps,
+        decay_steps=decay_steps, boundaries=tuple(boundaries), decay_rate=FLAGS.lr_decay_rate, min_lr=FLAGS.min_lr,
+        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+        image_summaries_every=FLAGS.image_summaries_every, bn_recalibration_batches=FLAGS.bn_recalibration_batches,
+        divergence_factor=FLAGS.divergence_factor)
+    try:
+        train_config.validate(FLAGS.strategy)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    return train_config
+
+
 def build_configs(modes):
     """Turns the flags into `(task, TrainConfig)`; raises app.UsageError before any work for bad flags."""
     from kerasvid import tasks, zoo
@@ -319,6 +340,22 @@ def build_configs(modes):
         strategy_lib.validate_strategy_args(FLAGS.strategy, FLAGS.num_devices, FLAGS.tpu)
     except ValueError as e:
         raise app.UsageError(str(e))
+
+    training = any(mode in ("train", "train_and_eval") for mode in modes)
+    if training and bool(FLAGS.train_steps) == bool(FLAGS.train_epochs):
+        raise app.UsageError(f"Set exactly one of --train_steps and --train_epochs, got train_steps="
+                             f"{FLAGS.train_steps}, train_epochs={FLAGS.train_epochs}.")
+    if FLAGS.lr_decay_steps and FLAGS.lr_decay_epochs:
+        raise app.UsageError("Set --lr_decay_steps or --lr_decay_epochs, not both.")
+    if FLAGS.lr_boundaries and FLAGS.lr_boundaries_epochs:
+        raise app.UsageError("Set --lr_boundaries or --lr_boundaries_epochs, not both.")
+    try:
+        boundaries = [int(b) for b in FLAGS.lr_boundaries]
+    except ValueError:
+        raise app.UsageError(f"--lr_boundaries must be integers, got {FLAGS.lr_boundaries}.")
+    by_epochs = training and (FLAGS.train_epochs or FLAGS.lr_decay_epochs or FLAGS.lr_boundaries_epochs)
+    early_config = None if by_epochs else _train_config(FLAGS.train_steps or 1, FLAGS.lr_decay_steps or 1,
+                                                        boundaries)
 
     train_pattern, eval_pattern = FLAGS.train_pattern, FLAGS.eval_pattern
     if FLAGS.synthetic and not train_pattern and not eval_pattern:
@@ -364,14 +401,8 @@ def build_configs(modes):
     except ValueError as e:
         raise app.UsageError(str(e))
 
-    training = "train" in task_modes
-    if training and bool(FLAGS.train_steps) == bool(FLAGS.train_epochs):
-        raise app.UsageError(f"Set exactly one of --train_steps and --train_epochs, got train_steps="
-                             f"{FLAGS.train_steps}, train_epochs={FLAGS.train_epochs}.")
-    if FLAGS.lr_decay_steps and FLAGS.lr_decay_epochs:
-        raise app.UsageError("Set --lr_decay_steps or --lr_decay_epochs, not both.")
-    if FLAGS.lr_boundaries and FLAGS.lr_boundaries_epochs:
-        raise app.UsageError("Set --lr_boundaries or --lr_boundaries_epochs, not both.")
+    if early_config is not None:
+        return task, early_config
     steps_per_epoch = None
     if training and (FLAGS.train_epochs or FLAGS.lr_decay_epochs or FLAGS.lr_boundaries_epochs):
         num_examples = _count_records(train_pattern)
@@ -380,25 +411,8 @@ def build_configs(modes):
     train_steps = FLAGS.train_steps or (int(math.ceil(FLAGS.train_epochs * steps_per_epoch)) if training else 1)
     decay_steps = FLAGS.lr_decay_steps or (int(round(FLAGS.lr_decay_epochs * steps_per_epoch))
                                            if FLAGS.lr_decay_epochs else 1)
-    try:
-        boundaries = [int(b) for b in FLAGS.lr_boundaries] or [int(round(float(b) * steps_per_epoch))
-                                                               for b in FLAGS.lr_boundaries_epochs]
-    except ValueError:
-        raise app.UsageError(f"--lr_boundaries must be integers, got {FLAGS.lr_boundaries}.")
-    train_config = TrainConfig(
-        train_steps=max(train_steps, 1), log_every=FLAGS.log_every, checkpoint_every=FLAGS.checkpoint_every,
-        keep_checkpoints=FLAGS.keep_checkpoints, eval_every=FLAGS.eval_every,
-        accumulation_steps=FLAGS.accumulation_steps, clip_norm=FLAGS.clip_norm, optimizer=FLAGS.optimizer,
-        learning_rate=FLAGS.learning_rate, momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay,
-        nesterov=FLAGS.nesterov, schedule=FLAGS.lr_schedule, warmup_steps=FLAGS.warmup_steps,
-        decay_steps=decay_steps, boundaries=tuple(boundaries), decay_rate=FLAGS.lr_decay_rate, min_lr=FLAGS.min_lr,
-        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
-        image_summaries_every=FLAGS.image_summaries_every, bn_recalibration_batches=FLAGS.bn_recalibration_batches,
-        divergence_factor=FLAGS.divergence_factor)
-    try:
-        train_config.validate(FLAGS.strategy)
-    except ValueError as e:
-        raise app.UsageError(str(e))
+    boundaries = boundaries or [int(round(float(b) * steps_per_epoch)) for b in FLAGS.lr_boundaries_epochs]
+    train_config = _train_config(train_steps, decay_steps, boundaries)
     return task, train_config
 
 
