@@ -187,6 +187,59 @@ def _predict(video, saved_model=None):
                                                                   _tiny_export()["path"]), str(video(tmp))])
 
 
+
+def _train_main(*argv):
+    """Runs `train/main.py <argv>` in-process (its absl flags parsed from `argv`): (exit status, stderr + stdout)."""
+    import sys
+
+    from absl import flags
+    from absl.testing import flagsaver
+
+    main = sys.modules.get("kerasvid_train_main")
+    if main is None:
+        spec = importlib.util.spec_from_file_location(
+            "kerasvid_train_main", os.path.join(os.path.dirname(os.path.dirname(__file__)), "train", "main.py"))
+        main = importlib.util.module_from_spec(spec)
+        sys.modules["kerasvid_train_main"] = main
+        spec.loader.exec_module(main)
+    err, out = io.StringIO(), io.StringIO()
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = level or "2"  # main.quiet_tensorflow() leaves the process alone then
+    with flagsaver.flagsaver(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        flags.FLAGS.unparse_flags()
+        try:
+            flags.FLAGS(["main.py", *map(str, argv)])
+            main.main(["main.py"])
+            status = 0
+        except SystemExit as e:
+            status = e.code
+        finally:
+            if level is None:
+                os.environ.pop("TF_CPP_MIN_LOG_LEVEL")
+    return status, err.getvalue() + out.getvalue()
+
+
+def _nonfinite_checkpoint(tmp):
+    """A toy model's checkpoint (tf.train.CheckpointManager, as other code may write it) with an infinite weight."""
+    import sys
+
+    import keras
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from training_toy import ToyTask, toy_config
+
+    from kerasvid.training import TrainConfig, Trainer, get_strategy
+
+    trainer = Trainer(ToyTask(toy_config()), get_strategy("default"), str(tmp / "run"), TrainConfig())
+    kernel = trainer.model.trainable_variables[0]
+    kernel.assign(np.full(kernel.shape, np.inf, np.float32))
+    path = tf.train.CheckpointManager(tf.train.Checkpoint(model=trainer.model, step=trainer.step), str(tmp / "run"),
+                                      1).save(checkpoint_number=7)
+    keras.backend.clear_session()
+    return {"path": path, "eval": lambda: Trainer(ToyTask(toy_config()), get_strategy("default"), str(tmp / "run"),
+                                                  TrainConfig()).restore_for_inference()}
+
+
 # ---------------------------------------------------------------------------------------------------- the table
 
 CASES = [
@@ -315,6 +368,35 @@ CASES = [
              _predict(lambda tmp: SMALL_VIDEO, saved_model=lambda tmp: tmp / "notexport"),
              lambda tmp, ctx: (f"--saved_model={str(tmp / 'notexport')!r}", "is not a kerasvid export",
                                "saved_model.pb")),
+    # ---- train/main.py (helper C): flags are checked before any work (no data generated, no directory made)
+    BadInput("train_unknown_model_kwargs", lambda tmp: {},
+             lambda tmp, ctx: _train_main("--synthetic", "--model_kwargs=bogus=1", "--train_steps=2",
+                                          f"--model_dir={tmp / 'run'}"),
+             ("error: --model_kwargs='bogus=1'", "c2d_resnet18 takes no argument 'bogus'", "stem_stride")),
+    BadInput("train_model_kwargs_sets_num_classes", lambda tmp: {},
+             lambda tmp, ctx: _train_main("--synthetic", "--model_kwargs=num_classes=3", "--train_steps=2",
+                                          f"--model_dir={tmp / 'run'}"),
+             ("--model_kwargs key 'num_classes' is set by --num_classes",)),
+    BadInput("train_model_dir_is_a_file", lambda tmp: {"made": (tmp / "run.txt").write_text("x")},
+             lambda tmp, ctx: _train_main("--synthetic", "--train_steps=2", f"--model_dir={tmp / 'run.txt'}"),
+             lambda tmp, ctx: (f"--model_dir={str(tmp / 'run.txt')!r} is a file, not a directory",)),
+    BadInput("train_export_dir_is_a_file", lambda tmp: {"made": (tmp / "export").write_text("x")},
+             lambda tmp, ctx: _train_main("--synthetic", "--train_steps=2", f"--model_dir={tmp / 'run'}",
+                                          f"--export_dir={tmp / 'export'}"),
+             lambda tmp, ctx: (f"--export_dir={str(tmp / 'export')!r} is a file",)),
+    BadInput("train_model_dir_under_a_file", lambda tmp: {"made": (tmp / "f").write_text("x")},
+             lambda tmp, ctx: _train_main("--synthetic", "--train_steps=2", f"--model_dir={tmp / 'f' / 'run'}"),
+             lambda tmp, ctx: ("cannot be created", f"{str(tmp / 'f')!r} is a file")),
+    BadInput("train_bad_divergence_factor", lambda tmp: {},
+             lambda tmp, ctx: _train_main("--synthetic", "--train_steps=2", "--divergence_factor=0.5",
+                                          f"--model_dir={tmp / 'run'}"),
+             ("`divergence_factor` must be 0 (off) or > 1", "divergence_factor=0.5")),
+    BadInput("train_steps_and_epochs", lambda tmp: {},
+             lambda tmp, ctx: _train_main("--synthetic", "--train_steps=2", "--train_epochs=1",
+                                          f"--model_dir={tmp / 'run'}"),
+             ("Set exactly one of --train_steps and --train_epochs", "train_epochs=1.0")),
+    BadInput("eval_of_nonfinite_weights", _nonfinite_checkpoint, lambda tmp, ctx: _raises(ctx["eval"]),
+             lambda tmp, ctx: (ctx["path"], "has 1 NaN or infinite weights", "refusing to evaluate or export")),
 ]
 
 

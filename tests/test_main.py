@@ -204,3 +204,16 @@ def test_multi_worker_two_processes_identical_weights_chief_only_outputs(records
     worker_dir = [d for d in os.listdir("/tmp/kerasvid_workers") if d.startswith(f"{tmp_path.name}_worker_1")] \
         if os.path.exists("/tmp/kerasvid_workers") else []
     assert all(not os.listdir(os.path.join("/tmp/kerasvid_workers", d)) for d in worker_dir)
+
+
+def test_a_bad_flag_prints_one_error_line_without_tensorflow_notices(tmp_path):
+    # Before: ~185 lines of flag help around the error, and TensorFlow's CUDA / oneDNN loading notices.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, MAIN, "--model=c2d_resnet19", f"--model_dir={tmp_path / 'run'}"],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=240)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("error: Unknown model name 'c2d_resnet19'. Did you mean: c2d_resnet18")
+    assert lines[0].endswith("(python train/main.py --helpfull lists the flags)")
+    assert not os.path.exists(tmp_path / "run")

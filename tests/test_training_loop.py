@@ -347,3 +347,12 @@ def test_divergence_reference_survives_a_resume(tmp_path):
     np.testing.assert_array_equal(reference[:3], first._reference_losses.numpy()[:3])  # pylint: disable=protected-access
     with pytest.raises(ValueError, match="divergence_factor"):
         TrainConfig(divergence_factor=0.5).validate()
+
+
+def test_an_int_image_size_is_a_square():
+    # Before: TypeError "object of type 'int' has no len()" in ClassificationTask.validate.
+    config = toy_config(image_size=4)
+    assert config.image_size == (4, 4)
+    task = ToyTask(config)
+    task.validate(set())
+    assert task.build_model().input_shape == (None, 2, 4, 4, 3)
