@@ -88,7 +88,8 @@ def quiet_tensorflow():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the GPU probe prints its notices here (no op runs yet)
-    std_logging.getLogger("tensorflow").addFilter(_DropExportNoise())
+    for name in ("tensorflow", "absl"):  # TensorFlow logs through both
+        std_logging.getLogger(name).addFilter(_DropExportNoise())
 
 # Task and model.
 flags.DEFINE_string("task", "classification", "Registered task (kerasvid.tasks.list_tasks()).")
@@ -531,6 +532,8 @@ def run(modes):
     if "eval" in produced and trainer.chief:
         r = produced["eval"]
         summary = ", ".join(f"{k}={r[k]:.4f}" for k in ("top1", "top5", "map") if k in r)
+        if r.get("num_nonfinite"):
+            summary += f", {r['num_nonfinite']} NaN/inf predictions (counted as misses)"
         print(f"Evaluation at step {r['step']} on {r['num_examples']} videos: {summary} "
               f"({os.path.join(FLAGS.model_dir, 'eval_results.json')})")
     if trainer.chief:
