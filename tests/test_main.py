@@ -217,3 +217,16 @@ def test_a_bad_flag_prints_one_error_line_without_tensorflow_notices(tmp_path):
     assert lines[0].startswith("error: Unknown model name 'c2d_resnet19'. Did you mean: c2d_resnet18")
     assert lines[0].endswith("(python train/main.py --helpfull lists the flags)")
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_quiet_tensorflow_drops_export_bookkeeping_and_keeps_other_lines():
+    script = (f"import importlib.util; spec = importlib.util.spec_from_file_location('m', {MAIN!r}); "
+              "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.quiet_tensorflow(); "
+              "from absl import logging; from tensorflow.python.platform import tf_logging; "
+              "logging.set_verbosity(logging.INFO); logging.info('Sharding callback duration: 3 microseconds'); "
+              "tf_logging.info('Function `f` contains input name(s) a with unsupported characters which will be "
+              "renamed to b'); logging.info('a line that stays')")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line for line in result.stderr.splitlines() if line.strip()] == ["INFO:absl:a line that stays"]

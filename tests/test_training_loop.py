@@ -356,3 +356,39 @@ def test_an_int_image_size_is_a_square():
     task = ToyTask(config)
     task.validate(set())
     assert task.build_model().input_shape == (None, 2, 4, 4, 3)
+
+
+class _NanGradientTask(ToyTask):
+    """The toy loss plus sqrt(0 * w): the loss stays finite, its gradient is NaN (0 * inf)."""
+
+    def compute_loss(self, model, inputs, labels, global_batch_size):
+        loss, stats = super().compute_loss(model, inputs, labels, global_batch_size)
+        return loss + tf.sqrt(tf.reduce_sum(0.0 * model.trainable_variables[0])), stats
+
+
+def test_a_nan_gradient_with_a_finite_loss_stops_before_any_checkpoint(tmp_path):
+    trainer = _trainer(tmp_path, task=_NanGradientTask(toy_config()), train_steps=5, checkpoint_every=1)
+    with pytest.raises(DivergenceError, match=r"gradient norm is nan \(loss [\d.]+\) at step 1\. .*\(none yet\)"):
+        trainer.train()
+    assert not list(tmp_path.glob("ckpt-*"))
+
+
+def test_long_steps_are_logged(caplog):
+    import logging as std_logging
+
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    try:
+        with caplog.at_level(std_logging.INFO):
+            history = []
+            Trainer._log_long_step(1, 30.0, history, first=True)  # pylint: disable=protected-access
+            for step, seconds in enumerate([0.5] * 5 + [12.0, 6.0], start=2):
+                Trainer._log_long_step(step, seconds, history, first=False)  # pylint: disable=protected-access
+    finally:
+        absl_logging.set_verbosity(verbosity)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("Step 1 took 30.0s (it builds" in m for m in messages)
+    assert any("Step 7 took 12.0s (median step 0.50s)" in m for m in messages)
+    assert not any("Step 8" in m for m in messages)  # 6 s: under the 10 s floor
