@@ -219,6 +219,11 @@ def _train_main(*argv):
     return status, err.getvalue() + out.getvalue()
 
 
+def _no_checkpoint_and_records_kept(tmp, ctx):
+    assert not list((tmp / "run").glob("ckpt-*")), "a checkpoint was written"
+    assert os.path.getsize(ctx["shard"]) == ctx.get("size", os.path.getsize(ctx["shard"]))
+
+
 def _nonfinite_checkpoint(tmp):
     """A toy model's checkpoint (tf.train.CheckpointManager, as other code may write it) with an infinite weight."""
     import sys
@@ -395,6 +400,19 @@ CASES = [
              lambda tmp, ctx: _train_main("--synthetic", "--train_steps=2", "--train_epochs=1",
                                           f"--model_dir={tmp / 'run'}"),
              ("Set exactly one of --train_steps and --train_epochs", "train_epochs=1.0")),
+    BadInput("train_on_a_truncated_shard", _truncated,
+             lambda tmp, ctx: _train_main(f"--train_pattern={ctx['pattern']}", "--num_classes=2", "--mode=train",
+                                          "--train_steps=3", "--num_frames=2", "--image_size=32,32",
+                                          "--batch_size=2", "--model_kwargs=stem_stride=2",
+                                          f"--model_dir={tmp / 'run'}"),
+             lambda tmp, ctx: ("error: shard", ctx["shard"], "truncated or corrupt", "on_error=skip"),
+             check=lambda tmp, ctx, before: _no_checkpoint_and_records_kept(tmp, ctx)),
+    BadInput("train_input_size_the_model_cannot_take",
+             lambda tmp: _records(tmp, [schema.make_sequence_example(_grey_jpegs(2), [0])]),
+             lambda tmp, ctx: _train_main(f"--train_pattern={ctx['pattern']}", "--num_classes=2", "--mode=train",
+                                          "--train_steps=1", "--num_frames=2", "--image_size=16,16",
+                                          "--model_kwargs=stem_stride=2", f"--model_dir={tmp / 'run'}"),
+             ("error: --model=c2d_resnet18 with these flags", "multiple of 32", "(2, 16, 16, 3)")),
     BadInput("eval_of_nonfinite_weights", _nonfinite_checkpoint, lambda tmp, ctx: _raises(ctx["eval"]),
              lambda tmp, ctx: (ctx["path"], "has 1 NaN or infinite weights", "refusing to evaluate or export")),
 ]

@@ -487,7 +487,10 @@ def run(modes):
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
-    trainer = Trainer(task, strategy, FLAGS.model_dir, train_config)
+    try:
+        trainer = Trainer(task, strategy, FLAGS.model_dir, train_config)
+    except ValueError as e:  # the model cannot be built with these settings (e.g. an input size it cannot take)
+        raise app.UsageError(f"--model={FLAGS.model} with these flags: {e}")
     logging.info("strategy=%s replicas=%d chief=%s", FLAGS.strategy, strategy.num_replicas_in_sync, trainer.chief)
     c = task.config
     if trainer.chief:
@@ -629,6 +632,13 @@ def main(argv):
         _fail(str(e), EXIT_UNWRITABLE)
     except WorkerLostError as e:
         _fail(str(e), EXIT_WORKER_LOST)
+    except Exception as e:  # a bad record or shard met while training or evaluating: its one line, not a traceback
+        from kerasvid.data.pipeline import bad_data_message
+
+        message = bad_data_message(e)
+        if message is None:
+            raise
+        _fail(f"{message} (--data_kwargs=on_error=skip skips and counts such records)", EXIT_USAGE)
     except Preempted as e:
         logging.warning("%s", e)
         print(f"preempted: {e}", file=sys.stderr)
