@@ -372,7 +372,8 @@ def correspondence_proposals(model, clip, layer_name=None, query=None):
         clip: one model input `[T, H, W, C]` (preprocessed as for the model) or a batch of one.
         layer_name: the CP module's name (`model.get_layer(name)`); None: the first one (`cp_modules(model)[0]`).
         query: `(frame, y, x)` in clip pixels, mapped to the grid cell that contains it; None: in the middle grid
-            frame, the point where the module changes the features most (largest `||g(x)||` of `x + g(x)`).
+            frame, the most distinctive point (its feature farthest from the frame's mean feature: on a moving
+            object over a plain background, a point of the object).
 
     Returns:
         dict with "layer" (name), "k", "grid" `(T', h, w)`, "query" and "neighbours" (grid `(t, i, j)`, int, `[3]`
@@ -401,11 +402,11 @@ def correspondence_proposals(model, clip, layer_name=None, query=None):
         raise ValueError(f"`clip` must be one clip [T, H, W, C] or a batch of one, got shape {clip.shape}")
     try:
         inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        probe = keras.Model(inputs, [layer.input, layer.output])
+        probe = keras.Model(inputs, layer.input)
     except (ValueError, AttributeError) as e:
         raise ValueError(f"CPModule {layer.name!r} is not in the graph of model {model.name!r} itself (a nested model?): "
                          f"{e}") from None
-    x, y = (np.asarray(v) for v in probe(clip[None], training=False))
+    x = np.asarray(probe(clip[None], training=False))
     frames, height, width = x.shape[1:4]
     f = tf.constant(x)
     if layer.bottleneck:
@@ -419,10 +420,10 @@ def correspondence_proposals(model, clip, layer_name=None, query=None):
     knn = cp_knn(points, frames, layer.k, chunk_size=layer.chunk_size).numpy()[0]  # [N, k]
 
     clip_frames, clip_h, clip_w = clip.shape[:3]
-    if query is None:
-        change = np.linalg.norm((y - x)[0, grid[0] // 2], axis=-1)  # [H, W] of the middle frame
-        r, c = np.unravel_index(np.argmax(change), change.shape)
-        cell = (grid[0] // 2, r * grid[1] // height, c * grid[2] // width)
+    if query is None:  # the most distinctive point of the middle frame (a moving object stands out of its frame)
+        middle = np.asarray(points).reshape(grid + (-1,))[grid[0] // 2]
+        distinct = np.linalg.norm(middle - middle.mean(axis=(0, 1)), axis=-1)
+        cell = (grid[0] // 2, *np.unravel_index(np.argmax(distinct), distinct.shape))
     else:
         if len(query) != 3:
             raise ValueError(f"`query` must be (frame, y, x) in clip pixels, got query={query!r}")
