@@ -288,3 +288,33 @@ def test_correspondence_proposals_shrunk_module_and_default_query():
     r, c = np.unravel_index(np.argmax(np.abs(middle - middle.mean())), middle.shape)
     np.testing.assert_array_equal(out["query"], [1, r, c])
     np.testing.assert_allclose(out["query_pixel"], [1, (r + 0.5) * 4 - 0.5, (c + 0.5) * 4 - 0.5])
+
+
+def test_write_run_pictures_draws_one_row_per_cp_module(tmp_path):
+    import types
+
+    import keras
+
+    from kerasvid.data import preprocess
+    from kerasvid.layers import CPModule
+    from kerasvid.training import summaries
+    from kerasvid.viz import GLYPH_HEIGHT, correspondence_proposals, draw_correspondences
+
+    _, clip = _hand_made_clip()
+    frames = np.repeat(clip.astype(np.uint8), 3, axis=-1)  # [3, 8, 8, 3]
+    image = preprocess.normalize(tf.constant(frames[None]), "imagenet")  # what the task's eval data would yield
+    task = types.SimpleNamespace(config=types.SimpleNamespace(normalization="imagenet", eval_pattern="held-out-*"),
+                                 build_dataset=lambda training: [({"image": image}, tf.constant([0]))])
+    inputs = keras.Input((3, 8, 8, 3))
+    x = keras.layers.AveragePooling3D((1, 2, 2))(inputs)
+    x = CPModule(k=2, mlp_units=[2], name="cp_a")(x)
+    x = CPModule(k=3, mlp_units=[2], name="cp_b")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling3D()(x)))
+    paths = summaries.write_run_pictures(model, task, str(tmp_path), scale=2)
+    assert paths == [str(tmp_path / "correspondences.png")]  # no training summaries: no curve
+    picture = tf.io.decode_png(tf.io.read_file(paths[0])).numpy()
+    caption = GLYPH_HEIGHT + 6
+    assert picture.shape == (2 * (caption + 16), 3 * 16 + 2 * 4, 3)
+    # row 2 is cp_b's drawing over the frames recovered from the normalised clip (denormalised exactly)
+    want = draw_correspondences(frames, correspondence_proposals(model, image.numpy()[0], "cp_b"), scale=2)
+    np.testing.assert_array_equal(picture[2 * caption + 16:], want)
