@@ -300,21 +300,29 @@ def flow_tflite_function(tvnet, image_size, normalization="none"):
     return flow
 
 
-def _max_pool_per_frame(original):
-    """`tf.nn.max_pool` with 5-D pools of temporal size and stride 1 (C2D / CPNet stems) done as 2-D pools over the
-    frames: the same numbers, and a LiteRT builtin (MAX_POOL_2D), where MaxPool3D is not one."""
+def _separable_pool(original, pool2d):
+    """`tf.nn.max_pool` / `tf.nn.avg_pool` on 5-D `NDHWC` inputs as two 2-D pools (LiteRT has MAX_POOL_2D and
+    AVERAGE_POOL_2D builtins, no 3-D pools): over H, W per frame, then over T (a `[kt, 1]` pool on
+    `[B, T, H' * W', C]`). The same numbers: a max over a box is the max over time of the spatial maxima, and an
+    average over a box's valid (unpadded) positions is the temporal mean of the spatial means, since the valid
+    positions form a product set for both "VALID" and "SAME" padding."""
 
-    def max_pool(input, ksize, strides, padding, data_format=None, name=None):  # noqa: A002 (tf's argument name)
+    def pool(input, ksize, strides, padding, data_format=None, name=None):  # noqa: A002 (tf's argument name)
         ksize_, strides_ = (list(v) if isinstance(v, (list, tuple)) else [v] * 3 for v in (ksize, strides))
-        if input.shape.rank != 5 or data_format not in (None, "NDHWC") or len(ksize_) != 3 or ksize_[0] != 1 \
-                or strides_[0] != 1:
+        if input.shape.rank != 5 or data_format not in (None, "NDHWC") or len(ksize_) != 3 or len(strides_) != 3:
             return original(input, ksize, strides, padding, data_format, name)
         shape = tf.shape(input)
-        frames = tf.reshape(input, tf.concat([[-1], shape[2:]], 0))
-        pooled = tf.nn.max_pool2d(frames, ksize_[1:], strides_[1:], padding)
-        return tf.reshape(pooled, tf.concat([shape[:2], tf.shape(pooled)[1:]], 0))
+        channels = input.shape[-1]
+        x = tf.reshape(input, tf.concat([[-1], shape[2:]], 0))  # [B * T, H, W, C]
+        if ksize_[1:] != [1, 1] or strides_[1:] != [1, 1]:
+            x = pool2d(x, ksize_[1:], strides_[1:], padding)
+        size = tf.shape(x)[1:3]
+        x = tf.reshape(x, tf.stack([shape[0], shape[1], size[0] * size[1], channels]))  # [B, T, H' * W', C]
+        if ksize_[0] != 1 or strides_[0] != 1:
+            x = pool2d(x, [ksize_[0], 1], [strides_[0], 1], padding)
+        return tf.reshape(x, tf.stack([shape[0], tf.shape(x)[1], size[0], size[1], channels]))
 
-    return max_pool
+    return pool
 
 
 def export_tflite(function, path, trackable):
@@ -324,8 +332,8 @@ def export_tflite(function, path, trackable):
 
     The weights are frozen into constants first: left as resource variables, TVNet's kernels (read inside its
     `tf.while_loop`) become READ_VARIABLE ops that the interpreter reads uninitialised (NaN flow). Its
-    `tf.custom_gradient` converts as it is (the forward pass only). 5-D max pools of temporal size 1 are traced
-    as per-frame 2-D pools (`_max_pool_per_frame`).
+    `tf.custom_gradient` converts as it is (the forward pass only). 3-D max and average pools, which are not LiteRT
+    builtins, are traced as two 2-D pools with the same numbers (`_separable_pool`).
 
     Raises:
         ValueError naming the model and the converter's first error line when an op does not convert.
@@ -334,7 +342,8 @@ def export_tflite(function, path, trackable):
 
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    with mock.patch.object(tf.nn, "max_pool", _max_pool_per_frame(tf.nn.max_pool)):
+    with mock.patch.object(tf.nn, "max_pool", _separable_pool(tf.nn.max_pool, tf.nn.max_pool2d)), \
+            mock.patch.object(tf.nn, "avg_pool", _separable_pool(tf.nn.avg_pool, tf.nn.avg_pool2d)):
         concrete = function.get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])

@@ -74,6 +74,22 @@ def test_tvnet_classifier_and_flow_tflite_match_keras(unroll, tmp_path):
     assert ("WHILE" in ops) != unroll, sorted(ops)  # the solver's loop is a LiteRT WHILE, not unrolled copies
 
 
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_3d_pools_as_two_2d_pools_equal_tf_3d_pools(kind):
+    """The exporter's LiteRT form of MaxPool3D / AvgPool3D (I3D, BN-Inception) against TF's own 3-D pools."""
+    x = tf.constant(np.random.default_rng(3).normal(size=(2, 5, 7, 9, 3)).astype("float32"))
+    original = tf.nn.max_pool if kind == "max" else tf.nn.avg_pool
+    separable = export._separable_pool(original, tf.nn.max_pool2d if kind == "max" else tf.nn.avg_pool2d)
+    reference = tf.nn.max_pool3d if kind == "max" else tf.nn.avg_pool3d
+    for ksize, strides in (((3, 3, 3), (2, 2, 2)), ((1, 3, 3), (1, 2, 2)), ((2, 1, 1), (2, 1, 1)),
+                           ((2, 7, 7), (1, 1, 1))):
+        for padding in ("SAME", "VALID"):
+            want = reference(x, ksize, strides, padding)
+            got = separable(x, list(ksize), list(strides), padding, "NDHWC")
+            assert got.shape == want.shape, (ksize, strides, padding)
+            assert np.abs(got.numpy() - want.numpy()).max() < 1e-6, (ksize, strides, padding)
+
+
 def test_tflite_export_refuses_clearly(tmp_path):
     inputs = keras.Input((T, *SIZE, 3))
     features = keras.Model(inputs, keras.layers.Reshape((1, 3))(keras.layers.GlobalAveragePooling3D()(inputs)),
