@@ -364,8 +364,10 @@ def correspondence_proposals(model, clip, layer_name=None, query=None):
     Runs the model up to the input `x` of the CP module `layer_name` (a sub-model, inference mode), forms the
     points the module proposes correspondences among (its bottleneck and 2x shrink, when it has them) and takes
     their k nearest neighbours in the other frames with `kerasvid.ops.cp_knn`, exactly as the module does
-    (Liu, Lee, Jin, CVPR 2019, supp. §B). Grid point `(t, i, j)` of a `T' x h x w` grid is shown at the centre of
-    its cell in the clip: frame `t T // T'`, pixel `((i + 1/2) H / h - 1/2, (j + 1/2) W / w - 1/2)`.
+    (Liu, Lee, Jin, CVPR 2019, supp. §B). Grid point `(t, i, j)` of a `T' x h x w` grid samples position
+    `(i H' / h, j W' / w)` of the module's `H' x W'` input (itself unless the module shrinks: TF1 bilinear, so a
+    2x shrink takes every second position), shown at the centre of that position's cell in the clip of `H x W`
+    pixels: frame `t T // T'`, pixel `((i H' / h + 1/2) H / H' - 1/2, (j W' / w + 1/2) W / W' - 1/2)`.
 
     Args:
         model: a Keras model with at least one `CPModule` in its own graph (e.g. `kerasvid.zoo.cpnet_resnet18`).
@@ -383,6 +385,7 @@ def correspondence_proposals(model, clip, layer_name=None, query=None):
     import keras
     import tensorflow as tf
 
+    from kerasvid.layers.cp_module import tf1_resize_bilinear
     from kerasvid.ops.knn import cp_knn
 
     modules = cp_modules(model)
@@ -411,9 +414,9 @@ def correspondence_proposals(model, clip, layer_name=None, query=None):
     f = tf.constant(x)
     if layer.bottleneck:
         f = layer.bottleneck_bn(layer.bottleneck_conv(f), training=False)
-    if layer.spatial_shrink > 1:
+    if layer.spatial_shrink > 1:  # the module's own shrink (TF1 bilinear: a 2x shrink subsamples)
         small = (height // layer.spatial_shrink, width // layer.spatial_shrink)
-        f = tf.reshape(tf.image.resize(tf.reshape(f, [frames, height, width, -1]), small, method="bilinear"),
+        f = tf.reshape(tf1_resize_bilinear(tf.reshape(f, [frames, height, width, -1]), small),
                        [1, frames, *small, -1])
     grid = tuple(int(v) for v in f.shape[1:4])
     points = tf.reshape(f, [1, int(np.prod(grid)), -1])
@@ -436,11 +439,11 @@ def correspondence_proposals(model, clip, layer_name=None, query=None):
     neighbour_indices = knn[query_index].astype(int)
     neighbours = np.stack(np.unravel_index(neighbour_indices, grid), axis=-1)
 
-    def to_pixels(cells):
+    def to_pixels(cells):  # grid cell -> the module input's position it samples -> that position's pixel centre
         cells = np.asarray(cells, np.float64)
-        return np.stack([cells[..., 0] * clip_frames // grid[0],
-                         (cells[..., 1] + 0.5) * clip_h / grid[1] - 0.5,
-                         (cells[..., 2] + 0.5) * clip_w / grid[2] - 0.5], axis=-1)
+        y, x = cells[..., 1] * height / grid[1], cells[..., 2] * width / grid[2]
+        return np.stack([cells[..., 0] * clip_frames // grid[0], (y + 0.5) * clip_h / height - 0.5,
+                         (x + 0.5) * clip_w / width - 0.5], axis=-1)
 
     return {"layer": layer.name, "k": int(layer.k), "grid": grid, "query": np.array(cell),
             "neighbours": neighbours, "query_index": query_index, "neighbour_indices": neighbour_indices,

@@ -280,14 +280,15 @@ def test_correspondence_proposals_shrunk_module_and_default_query():
     model = _pooled_cp_model(k=2, shrink=2)
     out = correspondence_proposals(model, clip, "cp")
     assert out["grid"] == (3, 2, 2)
-    small = tf.image.resize(features[..., None], (2, 2), method="bilinear").numpy()  # the module's 2x shrink
+    small = features[:, ::2, ::2, None]  # the module's 2x shrink (TF1 bilinear) subsamples
     reference = cp_knn(tf.constant(small.reshape(1, 12, 1)), 3, 2).numpy()[0, out["query_index"]]
     np.testing.assert_array_equal(out["neighbour_indices"], reference)
     # default query: the point of the middle frame farthest from that frame's mean feature
     middle = small[1, ..., 0]
     r, c = np.unravel_index(np.argmax(np.abs(middle - middle.mean())), middle.shape)
     np.testing.assert_array_equal(out["query"], [1, r, c])
-    np.testing.assert_allclose(out["query_pixel"], [1, (r + 0.5) * 4 - 0.5, (c + 0.5) * 4 - 0.5])
+    # cell (r, c) samples feature position (2r, 2c), the 2x2 pixel block centred at (4r + 0.5, 4c + 0.5)
+    np.testing.assert_allclose(out["query_pixel"], [1, 4 * r + 0.5, 4 * c + 0.5])
 
 
 def test_write_run_pictures_draws_one_row_per_cp_module(tmp_path):
