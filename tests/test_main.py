@@ -17,9 +17,12 @@ from absl.testing import flagsaver
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, "train", "main.py")
-_spec = importlib.util.spec_from_file_location("kerasvid_train_main", MAIN)
-main = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(main)
+main = sys.modules.get("kerasvid_train_main")  # one instance per process: its absl flags are defined once
+if main is None:
+    _spec = importlib.util.spec_from_file_location("kerasvid_train_main", MAIN)
+    main = importlib.util.module_from_spec(_spec)
+    sys.modules["kerasvid_train_main"] = main
+    _spec.loader.exec_module(main)
 FLAGS = flags.FLAGS
 MY_RECIPES = ["c2d_resnet18_kinetics", "c3d_resnet18_kinetics", "cpnet_resnet18_kinetics", "nl_resnet18_kinetics",
               "cpnet_resnet101_kinetics", "cpnet_resnet34_jester", "cpnet_resnet34_ssv2", "tvnet_bn_inception_ucf101"]

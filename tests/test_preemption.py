@@ -90,9 +90,12 @@ def test_read_only_model_dir_is_refused_before_any_work(tmp_path):
     from absl import app, flags
     from absl.testing import flagsaver
 
-    spec = importlib.util.spec_from_file_location("kerasvid_train_main", os.path.join(REPO, "train", "main.py"))
-    main = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main)
+    main = sys.modules.get("kerasvid_train_main")  # one instance per process: its absl flags are defined once
+    if main is None:
+        spec = importlib.util.spec_from_file_location("kerasvid_train_main", os.path.join(REPO, "train", "main.py"))
+        main = importlib.util.module_from_spec(spec)
+        sys.modules["kerasvid_train_main"] = main
+        spec.loader.exec_module(main)
     model_dir = tmp_path / "run"
     model_dir.mkdir()
     (model_dir / "ckpt-2.index").write_bytes(b"kept")

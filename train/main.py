@@ -632,6 +632,10 @@ def main(argv):
         _fail(str(e), EXIT_UNWRITABLE)
     except WorkerLostError as e:
         _fail(str(e), EXIT_WORKER_LOST)
+    except Preempted as e:
+        logging.warning("%s", e)
+        print(f"preempted: {e}", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
     except Exception as e:  # a bad record or shard met while training or evaluating: its one line, not a traceback
         from kerasvid.data.pipeline import bad_data_message
 
@@ -639,10 +643,6 @@ def main(argv):
         if message is None:
             raise
         _fail(f"{message} (--data_kwargs=on_error=skip skips and counts such records)", EXIT_USAGE)
-    except Preempted as e:
-        logging.warning("%s", e)
-        print(f"preempted: {e}", file=sys.stderr)
-        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":
