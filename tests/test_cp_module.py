@@ -262,3 +262,22 @@ def test_fused_batch_norm_matches_keras_batch_norm(rank, training, trainable):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
     moved = not np.allclose(layers[1].get_weights()[2:], before)
     assert moved == (training and trainable)  # only a training call of a trainable layer updates the statistics
+
+
+def test_coordinate_scale_multiplies_the_coordinate_rows_of_the_first_mlp_layer():
+    # coordinate_scale=s gives the numbers of the paper's module whose coordinate kernel rows are s times larger.
+    x = np.random.RandomState(3).randn(2, 3, 4, 4, 8).astype(np.float32)
+    scaled, plain = CPModule(k=3, coordinate_scale=10.0), CPModule(k=3)
+    scaled(x), plain(x)
+    weights = [w.copy() for w in scaled.get_weights()]
+    for w in weights:
+        if w.shape == (2 * 8 + 3, 2):  # the first MLP kernel: rows [coordinates, f_i, f_j]
+            w[:3] *= 10.0
+    plain.set_weights(weights)
+    for layer in (scaled, plain):
+        layer.final_bn.gamma.assign(np.ones(8, np.float32))  # not the identity any more
+    np.testing.assert_allclose(scaled(x).numpy(), plain(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(scaled(x).numpy(), x)
+    assert CPModule.from_config(scaled.get_config()).coordinate_scale == 10.0
+    with pytest.raises(ValueError, match="coordinate_scale=0"):
+        CPModule(coordinate_scale=0)

@@ -127,6 +127,9 @@ class CPModule(keras.layers.Layer):
         chunk_size: query chunk size of `cp_knn` (None: automatic; the dense frame-pair form below 160 MiB per clip).
         epsilon: BatchNormalization epsilon (1e-3, the reference's `tf.contrib.layers.batch_norm` default).
         momentum: BatchNormalization momentum of the moving statistics.
+        coordinate_scale: factor of the coordinates `c` in the MLP input (1: the paper's `(t/T, h/H', w/W')`). At
+            initialisation the 3 coordinates are a small part of the `2C + 3` inputs of the first MLP layer; a
+            larger scale lets a CPNet trained from scratch use the displacements sooner (the quickstart uses 10).
         kernel_initializer: initializer of the 1x1 convs ("he_normal": the reference's variance scaling); each conv
             gets its own draw, seeded from this initializer's seed and the conv's name.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
@@ -146,7 +149,7 @@ class CPModule(keras.layers.Layer):
     """
 
     def __init__(self, k=8, mlp_units=None, spatial_shrink=1, bottleneck=None, chunk_size=None, epsilon=1e-3,
-                 momentum=0.99, kernel_initializer="he_normal", **kwargs):
+                 momentum=0.99, kernel_initializer="he_normal", coordinate_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.k = _positive_int(k, "k")
         if mlp_units is not None:
@@ -163,6 +166,11 @@ class CPModule(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.momentum = float(momentum)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        if isinstance(coordinate_scale, bool) or not isinstance(coordinate_scale, (int, float)) \
+                or not 0 < coordinate_scale < float("inf"):
+            raise ValueError(f"`coordinate_scale` must be a positive number, "
+                             f"got coordinate_scale={coordinate_scale!r}")
+        self.coordinate_scale = float(coordinate_scale)
 
     def build(self, input_shape):
         frames, height, width, channels = static_clip_shape(input_shape, "CPModule")
@@ -191,7 +199,7 @@ class CPModule(keras.layers.Layer):
             in_channels = u
         self.final_conv = pointwise_conv(self, channels, in_channels, "final_conv")
         self.final_bn = batch_norm(self, channels, 3, "final_bn", gamma_initializer="zeros")
-        self._coords = point_coordinates(frames, small_h, small_w)
+        self._coords = point_coordinates(frames, small_h, small_w) * np.float32(self.coordinate_scale)
 
     def _resize(self, x, size, batch):
         frames = self._dims[0]
@@ -246,6 +254,7 @@ class CPModule(keras.layers.Layer):
             "chunk_size": self.chunk_size,
             "epsilon": self.epsilon,
             "momentum": self.momentum,
+            "coordinate_scale": self.coordinate_scale,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
         })
         return config

@@ -73,7 +73,7 @@ def cp_placement(depth, variant="paper"):
     return PLACEMENTS[variant][depth]
 
 
-def _cp_factory(placement, k, point, chunk_size):
+def _cp_factory(placement, k, point, chunk_size, coordinate_scale=1.0):
     def factory(channels, name):
         return CPModule(
             k=k,
@@ -81,6 +81,7 @@ def _cp_factory(placement, k, point, chunk_size):
             spatial_shrink=2 if placement.shrink_res3 and point.startswith("res3") else 1,
             bottleneck=channels // placement.bottleneck_divisor if placement.bottleneck_divisor else None,
             chunk_size=chunk_size,
+            coordinate_scale=coordinate_scale,
             name=name,
         )
 
@@ -89,7 +90,7 @@ def _cp_factory(placement, k, point, chunk_size):
 
 def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,
                  pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
-                 stem_stride=None, chunk_size=None, name=None):
+                 stem_stride=None, chunk_size=None, name=None, coordinate_scale=1.0):
     """Builds a CPNet: a C2D ResNet-`depth` with CP modules placed as `variant` says (see the module table).
 
     Args:
@@ -102,6 +103,8 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
         stem_stride: overrides the stem stride (1 or 2).
         chunk_size: query chunk size of the kNN (None: automatic, see `kerasvid.ops.cp_knn`).
         name: model name (default `cpnet_resnet{depth}`).
+        coordinate_scale: `CPModule(coordinate_scale=...)` of every module (1 = the paper; the quickstart trains
+            `cpnet_resnet18` from scratch with 10, so that the displacements count from the first steps).
 
     Returns:
         A `keras.Model` `[batch, T, H, W, C] -> [batch, num_classes]`.
@@ -114,7 +117,7 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
     if input_shape[0] is None or input_shape[0] < 2:
         raise ValueError(f"CPNet needs a static number of frames >= 2 (correspondences link frames), got "
                          f"input_shape={tuple(input_shape)!r}")
-    insertions = {p: _cp_factory(placement, k, p, chunk_size) for p in placement.points}
+    insertions = {p: _cp_factory(placement, k, p, chunk_size, coordinate_scale) for p in placement.points}
     return resnet_video(depth, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
                         classifier_activation, stem_stride=stem_stride, insertions=insertions,
                         name=name or f"cpnet_resnet{depth}")
@@ -124,42 +127,45 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
                 recipe="zoo/cpnet_resnet18_kinetics.flags")
 def cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,
                    pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
-                   stem_stride=None, chunk_size=None):
+                   stem_stride=None, chunk_size=None, coordinate_scale=1.0):
     """CPNet ResNet-18 (Kinetics ablations): 6 CP modules, k=8, MLP [C/4, C/2] ("released_code": 4, res3 shrunk).
 
     Example:
         >>> model = kerasvid.zoo.cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3))
     """
     return cpnet_resnet(18, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, variant, k, stem_stride, chunk_size)
+                        classifier_activation, variant, k, stem_stride, chunk_size,
+                        coordinate_scale=coordinate_scale)
 
 
 @register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=21783184, gflops=71.997,
                 recipe="zoo/cpnet_resnet34_jester.flags")
 def cpnet_resnet34(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,
                    pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
-                   stem_stride=None, chunk_size=None):
+                   stem_stride=None, chunk_size=None, coordinate_scale=1.0):
     """CPNet ResNet-34 (Jester / Something-Something): 5 CP modules, k=12 ("released_code": k=8, res3 shrunk).
 
     Example:
         >>> model = kerasvid.zoo.cpnet_resnet34(num_classes=27, input_shape=(8, 112, 112, 3))
     """
     return cpnet_resnet(34, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, variant, k, stem_stride, chunk_size)
+                        classifier_activation, variant, k, stem_stride, chunk_size,
+                        coordinate_scale=coordinate_scale)
 
 
 @register_model(paper=_PAPER, default_input=(8, 224, 224, 3), num_params=44449040, gflops=168.282,
                 recipe="zoo/cpnet_resnet101_kinetics.flags")
 def cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=True, weights=None,
                     pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
-                    stem_stride=None, chunk_size=None):
+                    stem_stride=None, chunk_size=None, coordinate_scale=1.0):
     """CPNet ResNet-101 (Kinetics): 5 CP modules, k=4, MLP [C/16, C/8] ("released_code": C/8 bottleneck + [C/8]).
 
     Example:
         >>> model = kerasvid.zoo.cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3))
     """
     return cpnet_resnet(101, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, variant, k, stem_stride, chunk_size)
+                        classifier_activation, variant, k, stem_stride, chunk_size,
+                        coordinate_scale=coordinate_scale)
 
 
 NL_R18_POINTS = _SIX_R18_POINTS
