@@ -224,8 +224,8 @@ def write_run_pictures(model, task, model_dir, scale=4):
             drawing = viz.draw_correspondences(frames, proposals, scale=scale)
             caption = np.zeros((viz.GLYPH_HEIGHT + 6, drawing.shape[1], 3), np.uint8)
             grid = "x".join(str(v) for v in proposals["grid"])
-            viz.draw_text(caption, f"{layer.name}: query (yellow) and its k={proposals['k']} nearest points in the "
-                                   f"other frames (cyan), on the {grid} grid", 3, 2, (255, 255, 255))
+            viz.draw_text(caption, f"{layer.name} ({grid}): query (yellow), its k={proposals['k']} proposals (cyan)",
+                          3, 2, (255, 255, 255))
             rows += [caption, drawing]
         paths.append(viz.write_png(os.path.join(model_dir, "correspondences.png"), np.concatenate(rows)))
     return paths
