@@ -409,12 +409,18 @@ class Trainer:
         self._stat_names = sorted(concrete.structured_outputs[1])
         self._metric_state = tf.Variable(tf.zeros([1 + len(self._stat_names), 2]), trainable=False,
                                          name="metric_state")
+        reference = {"reference_losses": self._reference_losses, "reference_count": self._reference_count}
+        latest = tf.train.latest_checkpoint(self.model_dir)
+        if latest and "reference_count/.ATTRIBUTES/VARIABLE_VALUE" not in \
+                tf.train.load_checkpoint(latest).get_variable_to_shape_map():
+            # A run started before the divergence reference existed: resume it, measuring the reference afresh.
+            logging.info("%s has no divergence reference; it is measured on the next %d steps.", latest,
+                         REFERENCE_STEPS)
+            reference = {}
         ckpt = checkpoints_lib.Checkpointer(self.model_dir, self.strategy, cfg.keep_checkpoints, model=self.model,
                                             optimizer=self.optimizer, step=self.step,
                                             metric_state=self._metric_state, data=iterator,
-                                            rng=seed_generator_states(self.model),
-                                            reference_losses=self._reference_losses,
-                                            reference_count=self._reference_count,
+                                            rng=seed_generator_states(self.model), **reference,
                                             **self.task.checkpoint_objects())
         ckpt.restore()
         start = int(self.step.numpy())
