@@ -276,7 +276,7 @@ def box_smooth(matrix, radius):
 def alignment_error(distances, fps=6.0, radius=3, rng=None):
     """Alignment error (seconds) of one paired video from its first/third-person distance matrix.
 
-    Actor-observer evaluation (papers.md §3.5): box-smooth `M[i, j] = ||f(ego_i) - f(third_j)||` with a
+    Actor-observer evaluation (Sigurdsson et al. 2018): box-smooth `M[i, j] = ||f(ego_i) - f(third_j)||` with a
     `(2 radius + 1)^2` window, take the arg-min `(i, j)` (a random one among ties), and compare the third-person
     time `j / fps` with the time linearly mapped from the first-person frame, `(i / m) * n / fps`, for `m` first-
     and `n` third-person frames.

@@ -25,7 +25,7 @@ def np_resize_bilinear(x, out_h, out_w):
 
 
 def np_cp_module(x, layer, training=False):
-    """The module step by step as papers.md section 1.1 states it, with explicit [c_j - c_i, f_i, f_j] pairs."""
+    """The module step by step as the CPNet released code computes it, with explicit [c_j - c_i, f_i, f_j] pairs."""
     x = x.astype(np.float64)
     batch, frames, height, width, channels = x.shape
     s = layer.spatial_shrink

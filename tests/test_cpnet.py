@@ -68,7 +68,7 @@ def test_module_places_and_parameter_formula(depth, variant):
 
 
 def test_module_costs_quoted_in_the_docs():
-    # Trainable parameters of one (C, [C/4, C/2]) module (papers.md §1.3: 19,200 / 75,264 / 297,984) plus
+    # Trainable parameters of one (C, [C/4, C/2]) module (by hand: 19,200 / 75,264 / 297,984) plus
     # 2 moving statistics per BN channel.
     for c, trainable in ((128, 19_200), (256, 75_264), (512, 297_984)):
         assert cp_module_params(c, [c // 4, c // 2]) == trainable + 2 * (c // 4 + c // 2 + c)

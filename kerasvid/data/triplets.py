@@ -4,7 +4,7 @@ Layout (Charades-Ego, frames at 24 fps): third-person frames `<root>/<vid>/<vid>
 first-person frames `<root>/<vid>EGO/<vid>EGO-000001.jpg, ...`; label CSVs in the Charades format, one row per
 video, with `actions` = `"c092 11.90 21.20;c147 0.00 12.60"` (class, start s, end s).
 
-Triplet sampling Q (papers.md §3.3, supp §2): every 4th third-person frame (6 fps) is an anchor `y`; the positive
+Triplet sampling Q (supp §2 and the reference code): every 4th third-person frame (6 fps) is an anchor `y`; the positive
 first-person frame `x` is the linearly time-mapped frame `round(i * (m - 1) / (n - 1))` (`n` third-person, `m`
 first-person frames); the negative `z` is a uniformly random first-person frame at least 10 s (240 frames) from the
 positive; anchors without such a frame are skipped.

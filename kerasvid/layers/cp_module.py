@@ -10,7 +10,7 @@ from kerasvid.ops.knn import cp_knn
 def point_coordinates(num_frames, height, width):
     """Normalised coordinates `(t/T, h/H, w/W)` of a `T x H x W` grid flattened frame-major, float32 `[N, 3]`.
 
-    Divided by the size, not by size - 1, as in the CPNet reference (papers.md section 1.1 step 5).
+    Divided by the size, not by size - 1, as in the CPNet released code (Liu et al., CVPR 2019).
     """
     grid = np.meshgrid(np.arange(num_frames) / num_frames, np.arange(height) / height, np.arange(width) / width,
                        indexing="ij")
@@ -99,7 +99,7 @@ class CPModule(keras.layers.Layer):
     """Correspondence-proposal (CP) module: learns from the k most similar points of the other frames.
 
     From "Learning Video Representations from Correspondence Proposals" (Liu, Lee, Jin, CVPR 2019; supp. §B
-    Figure 1, §D Figure 2, §G), following the computation spelled out in papers.md §1.1. The input is a residual
+    Figure 1, §D Figure 2, §G), following the computation of the authors' released code. The input is a residual
     block's output after the residual addition and before its ReLU; the module returns `x + g(x)`:
 
         f = shrink(bn0(conv0(x)))                        optional bottleneck (no activation), optional 2x shrink

@@ -3,7 +3,7 @@
 Both are configurations of `kerasvid.models.resnet_video.resnet_video`: the CP modules / NL blocks go after the
 residual addition and before the ReLU of the listed blocks (`"res3_1"` = stage res3, 0-based block 1).
 
-Two variants of the CP placement (papers.md §1.2):
+Two variants of the CP placement (the supplement's §B, §D, §E vs the authors' released code):
 
 | depth | variant | CP modules at | k | MLP hidden widths | bottleneck | res3 shrink |
 |---|---|---|---|---|---|---|

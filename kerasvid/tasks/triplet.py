@@ -256,7 +256,7 @@ class TripletTask(Task):
         return results
 
     def alignment_error(self, model, split="eval", batch_size=32, radius=3):
-        """Median alignment error (seconds) over the paired videos of `split` (papers.md §3.5).
+        """Median alignment error (seconds) over the paired videos of `split` (Sigurdsson et al. 2018).
 
         Every `anchor_stride`-th frame of both videos (6 fps at 24 fps) goes through the model's shared trunk;
         `kerasvid.metrics.alignment_error` box-smooths their distance matrix and compares the arg-min with the
@@ -307,7 +307,7 @@ class TripletTask(Task):
         return out
 
     def alignment_report(self, model, split="eval", batch_size=32, radius=3):
-        """The actor-observer alignment evaluation as the paper reports it (papers.md §3.5), for `--mode=align`.
+        """The actor-observer alignment evaluation as the paper reports it (CVPR 2018), for `--mode=align`.
 
         The median over paired videos of `kerasvid.metrics.alignment_error` (seconds; frames sampled every
         `anchor_stride`-th frame at `fps`, i.e. 6 fps at 24 fps; the distance matrix box-smoothed with `radius`),
