@@ -13,8 +13,10 @@ from kerasvid import metrics
 from kerasvid.data import preprocess, schema, synthetic
 from kerasvid.data import triplets as tr
 from kerasvid.tasks.triplet import TripletTask
-from tests.test_main import main  # train/main.py, loaded once per process (its absl flags are global)
-from tests.test_triplet_task import SmallTripletTask
+from tests.helpers import load_train_main
+from tests.small_triplet import SmallTripletTask
+
+main = load_train_main()  # train/main.py, loaded once per process (its absl flags are global)
 
 FLAGS = flags.FLAGS
 HEADER = ["id", "subject", "scene", "quality", "relevance", "verified", "script", "objects", "descriptions",

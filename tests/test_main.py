@@ -1,7 +1,6 @@
 """Tests of train/main.py: flag validation before any work, the recipes, and end-to-end runs in subprocesses
 (train + eval + export + predictions; SIGKILL and resume == uninterrupted; mirrored over 2 logical CPUs;
 multi_worker as two processes on 127.0.0.1 with identical weights and chief-only outputs)."""
-import importlib.util
 import json
 import os
 import re
@@ -15,14 +14,11 @@ import pytest
 from absl import app, flags
 from absl.testing import flagsaver
 
+from tests.helpers import load_train_main
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, "train", "main.py")
-main = sys.modules.get("kerasvid_train_main")  # one instance per process: its absl flags are defined once
-if main is None:
-    _spec = importlib.util.spec_from_file_location("kerasvid_train_main", MAIN)
-    main = importlib.util.module_from_spec(_spec)
-    sys.modules["kerasvid_train_main"] = main
-    _spec.loader.exec_module(main)
+main = load_train_main()  # one instance per process: its absl flags are defined once
 FLAGS = flags.FLAGS
 MY_RECIPES = ["c2d_resnet18_kinetics", "c3d_resnet18_kinetics", "cpnet_resnet18_kinetics", "nl_resnet18_kinetics",
               "cpnet_resnet101_kinetics", "cpnet_resnet34_jester", "cpnet_resnet34_ssv2", "tvnet_bn_inception_ucf101"]

@@ -9,20 +9,11 @@ import tensorflow as tf
 from kerasvid.data import triplets as tr
 from kerasvid.layers import VideoSoftmax
 from kerasvid.losses import ActorObserverLoss, actor_observer_objective
-from kerasvid.models.actor_observer import actor_observer_network
 from kerasvid.tasks import TaskConfig, get_task, list_tasks
 from kerasvid.tasks.triplet import TripletTask, video_weights
 from kerasvid.training import TrainConfig, Trainer
 from tests.helpers import run_script_result
-
-HEADER = "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n"
-
-
-def _write_video(root, vid, count, shade):
-    os.makedirs(os.path.join(root, vid))
-    for i in range(count):
-        frame = np.full((20, 24, 3), (shade + 7 * i) % 256, np.uint8)
-        tf.io.write_file(tr.frame_path(root, vid, i), tf.io.encode_jpeg(frame))
+from tests.small_triplet import HEADER, SmallTripletTask, small_config, write_video
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +21,7 @@ def charades_ego(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("frames"))
     for vid, count, shade in (("AA", 24, 10), ("AAEGO", 16, 60), ("BB", 20, 110), ("BBEGO", 20, 160),
                               ("CC", 16, 30), ("CCEGO", 16, 90), ("CH1", 30, 200)):
-        _write_video(root, vid, count, shade)
+        write_video(root, vid, count, shade)
     paths = {}
     for name, ids in (("train", ("AA", "AAEGO", "BB", "BBEGO")), ("eval", ("CC", "CCEGO"))):
         paths[name] = os.path.join(root, f"{name}.csv")
@@ -42,32 +33,10 @@ def charades_ego(tmp_path_factory):
     return root, paths
 
 
-class SmallTripletTask(TripletTask):
-    """The triplet task with a small CNN trunk instead of ResNet-152 (the task logic is unchanged)."""
-
-    def build_network(self):
-        frames = keras.Input((1, 16, 16, 3))
-        x = keras.layers.Reshape((16, 16, 3))(frames)
-        x = keras.layers.Conv2D(4, 3, strides=2, activation="relu",
-                                kernel_initializer=keras.initializers.GlorotUniform(0))(x)
-        x = keras.layers.Dense(8, kernel_initializer=keras.initializers.GlorotUniform(1))(keras.layers.Flatten()(x))
-        trunk = keras.Model(frames, x, name="small")
-        return actor_observer_network(num_classes=self.config.num_classes or None, input_shape=(1, 16, 16, 3),
-                                      trunk=trunk)
-
-
-def _config(paths, root, **task_kwargs):
-    kwargs = dict(frames_root=root, train_csv=paths["train"], eval_csv=paths["eval"], anchor_stride=4, min_gap=6,
-                  fps=24.0)
-    kwargs.update(task_kwargs)
-    return TaskConfig(model="actor_observer_resnet152", num_frames=1, image_size=(16, 16), batch_size=4,
-                      eval_batch_size=4, normalization="zero_one", task_kwargs=kwargs)
-
-
 def test_samples_and_dataset(charades_ego):
     root, paths = charades_ego
     assert "triplet" in list_tasks()
-    task = SmallTripletTask(_config(paths, root))
+    task = SmallTripletTask(small_config(paths, root))
     samples, num_pairs = task.samples("train")
     assert num_pairs == 2
     # AA: 24 third-person frames, anchors 0,4,...,20; every anchor's positive has a negative >= 6 frames away.
@@ -90,7 +59,7 @@ def test_samples_and_dataset(charades_ego):
 
 def test_compute_loss_is_the_actor_observer_objective(charades_ego):
     root, paths = charades_ego
-    task = SmallTripletTask(_config(paths, root, softmax_decay=0.95))
+    task = SmallTripletTask(small_config(paths, root, softmax_decay=0.95))
     model = task.build_model()
     assert [layer.num_videos for layer in task.video_softmaxes] == [3, 3, 3] and task.video_softmaxes[0].decay == 0.95
     inputs, labels = next(iter(task.build_dataset(training=True)))
@@ -108,7 +77,7 @@ def test_compute_loss_is_the_actor_observer_objective(charades_ego):
 
 def test_trainer_runs_with_accumulation_and_evaluates(charades_ego, tmp_path):
     root, paths = charades_ego
-    task = get_task("triplet", _config(paths, root))
+    task = get_task("triplet", small_config(paths, root))
     task.build_network = SmallTripletTask.build_network.__get__(task)
     trainer = Trainer(task, tf.distribute.get_strategy(), str(tmp_path),
                       TrainConfig(train_steps=2, accumulation_steps=2, log_every=1, learning_rate=0.01))
@@ -128,7 +97,7 @@ def test_trainer_runs_with_accumulation_and_evaluates(charades_ego, tmp_path):
 
 def test_classification_mixed_setup(charades_ego):
     root, paths = charades_ego
-    config = _config(paths, root, charades_csv=paths["charades"], triplet_repeats=2, frame_stride=4)
+    config = small_config(paths, root, charades_csv=paths["charades"], triplet_repeats=2, frame_stride=4)
     config.num_classes = 3
     task = SmallTripletTask(config)
     samples, _ = task.samples("train")
@@ -166,7 +135,7 @@ def test_video_weights_and_validation(charades_ego):
     with pytest.raises(ValueError, match="Unknown triplet task_kwargs \\['decay'\\]"):
         TripletTask(TaskConfig(num_frames=1, task_kwargs={"decay": 0.9}))
     with pytest.raises(ValueError, match="num_classes"):
-        TripletTask(_config(paths, root, charades_csv=paths["charades"])).validate({"train"})
+        TripletTask(small_config(paths, root, charades_csv=paths["charades"])).validate({"train"})
 
 
 _MIRRORED_SCRIPT = """
@@ -176,19 +145,19 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from tests.test_triplet_task import HEADER, SmallTripletTask, _config, _write_video
+from tests.small_triplet import HEADER, SmallTripletTask, small_config, write_video
 from kerasvid.training import TrainConfig, Trainer
 
 root = tempfile.mkdtemp()
 for vid, count, shade in (("AA", 24, 10), ("AAEGO", 16, 60), ("BB", 20, 110), ("BBEGO", 20, 160)):
-    _write_video(root, vid, count, shade)
+    write_video(root, vid, count, shade)
 paths = {"train": os.path.join(root, "train.csv"), "eval": ""}
 with open(paths["train"], "w") as f:
     f.write(HEADER + "".join(f"{i},S,K,5,5,Yes,x,y,z,,10\\n" for i in ("AA", "AAEGO", "BB", "BBEGO")))
 
 def run(strategy):
     keras.utils.set_random_seed(0)
-    task = SmallTripletTask(_config(paths, root))
+    task = SmallTripletTask(small_config(paths, root))
     trainer = Trainer(task, strategy, tempfile.mkdtemp(),
                       TrainConfig(train_steps=3, accumulation_steps=2, log_every=1, learning_rate=0.05))
     initial = [w.numpy() for w in trainer.model.weights]
@@ -220,7 +189,7 @@ def test_alignment_error_of_the_eval_pairs(charades_ego):
     from kerasvid import metrics
 
     root, paths = charades_ego
-    task = SmallTripletTask(_config(paths, root))
+    task = SmallTripletTask(small_config(paths, root))
     model = task.build_model()
     result = task.alignment_error(model, split="eval", batch_size=3)
     # By hand: every 4th frame of CC / CCEGO (16 frames each -> 4 + 4), 6 fps, radius 3.
@@ -246,7 +215,7 @@ def test_trainer_checkpoints_and_restores_the_task_state(charades_ego, tmp_path)
 
     def trainer():
         keras.utils.set_random_seed(0)
-        task = SmallTripletTask(_config(paths, root))
+        task = SmallTripletTask(small_config(paths, root))
         return task, Trainer(task, tf.distribute.get_strategy(), model_dir,
                              TrainConfig(train_steps=2, log_every=1, learning_rate=0.05))
 
