@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 import kerasvid.layers.cp_module as cp_module_file
-from kerasvid.layers.cp_module import CPModule, fused_batch_norm, point_coordinates, tf1_resize_bilinear
+from kerasvid.layers._blocks import fused_batch_norm
+from kerasvid.layers.cp_module import CPModule, point_coordinates, tf1_resize_bilinear
 from tests.helpers import all_graph_shapes, assert_layer_round_trip, np_batch_norm, np_dense, randomize
 
 

@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasvid.layers.initializers import weight_initializer
+from kerasvid.layers._blocks import batch_norm, fused_batch_norm, pointwise_conv, static_clip_shape
 from kerasvid.ops.knn import cp_knn
 
 
@@ -17,15 +17,6 @@ def point_coordinates(num_frames, height, width):
     return np.stack(grid, axis=-1).reshape(-1, 3).astype(np.float32)
 
 
-def static_clip_shape(input_shape, layer_name):
-    """Returns `(T, H, W, C)` of a rank-5 clip shape, or raises a ValueError naming the layer and the shape."""
-    if len(input_shape) != 5:
-        raise ValueError(f"{layer_name} expects a rank-5 input [batch, T, H, W, C], got shape {tuple(input_shape)}")
-    if None in tuple(input_shape[1:]):
-        raise ValueError(f"{layer_name} needs static T, H, W and C, got shape {tuple(input_shape)}")
-    return tuple(int(v) for v in input_shape[1:])
-
-
 def tf1_resize_bilinear(images, size):
     """Bilinear resize of `[batch, H, W, C]` to `size` with TF1's `resize_images` convention, as the CPNet reference.
 
@@ -35,54 +26,6 @@ def tf1_resize_bilinear(images, size):
     Returns float32 (as `tf.image.resize`).
     """
     return tf.compat.v1.image.resize_bilinear(images, size, align_corners=False, half_pixel_centers=False)
-
-
-def pointwise_conv(owner, units, in_channels, name):
-    """A built 1x1(x1) convolution (a `Dense` on the channel axis) with the owner layer's initializer and dtype.
-
-    Its kernel is its own draw: the owner's initializer with a seed derived from the owner's and `name`.
-    """
-    layer = keras.layers.Dense(units, kernel_initializer=weight_initializer(owner.kernel_initializer, name),
-                               name=name, dtype=owner.dtype_policy)
-    layer.build((None, in_channels))
-    return layer
-
-
-def batch_norm(owner, channels, rank, name, gamma_initializer="ones"):
-    """A built BatchNormalization over the last axis for inputs of `rank` (which fixes the reduction axes)."""
-    layer = keras.layers.BatchNormalization(epsilon=owner.epsilon, momentum=owner.momentum,
-                                            gamma_initializer=gamma_initializer, name=name, dtype=owner.dtype_policy)
-    layer.build((None,) * (rank - 1) + (channels,))
-    return layer
-
-
-def fused_batch_norm(bn, x, training):
-    """Applies the built `keras.layers.BatchNormalization` `bn` to `x` with TF's fused kernel, Keras semantics.
-
-    The same numbers and moving-statistics update as `bn(x, training=training)` (batch statistics with the biased
-    variance when `training` and `bn.trainable`, the moving ones otherwise; computed in float32, returned in the
-    input dtype), but as one `FusedBatchNormV3` op and its fused gradient instead of the dozen element-wise ops of
-    the composite: the CP module's MLP normalises `[B, N, k, U]` tensors, and this halves its cost on CPU.
-    `x` is channels-last of any rank >= 2; float64 (no fused kernel) goes through `bn` itself.
-    """
-    if x.dtype == tf.float64:
-        return bn(x, training=training)
-    shape = tf.shape(x)
-    channels = x.shape[-1]
-    x4 = tf.reshape(tf.cast(x, tf.float32), [-1, 1, 1, channels]) if x.shape.rank != 4 else tf.cast(x, tf.float32)
-    gamma, beta = tf.cast(bn.gamma, tf.float32), tf.cast(bn.beta, tf.float32)
-    if training and bn.trainable:
-        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x4, gamma, beta, epsilon=bn.epsilon, is_training=True)
-        count = tf.cast(tf.size(x4) // channels, tf.float32)
-        variance = variance * tf.maximum(count - 1.0, 0.0) / count  # the op returns the unbiased variance
-        momentum = bn.momentum
-        bn.moving_mean.assign(bn.moving_mean * momentum + mean * (1.0 - momentum))
-        bn.moving_variance.assign(bn.moving_variance * momentum + variance * (1.0 - momentum))
-    else:
-        y, _, _ = tf.compat.v1.nn.fused_batch_norm(x4, gamma, beta, mean=tf.cast(bn.moving_mean, tf.float32),
-                                                   variance=tf.cast(bn.moving_variance, tf.float32),
-                                                   epsilon=bn.epsilon, is_training=False)
-    return tf.reshape(tf.cast(y, x.dtype), shape)
 
 
 def _positive_int(value, name, allow_none=False):

@@ -2,7 +2,7 @@
 import keras
 import tensorflow as tf
 
-from kerasvid.layers.cp_module import batch_norm, pointwise_conv, static_clip_shape
+from kerasvid.layers._blocks import batch_norm, pointwise_conv, static_clip_shape
 
 
 @keras.saving.register_keras_serializable(package="kerasvid")

@@ -3,7 +3,7 @@ importance-sampling objective (supp Eq. 7-15, 28) and the gradient balancing of 
 import keras
 import tensorflow as tf
 
-from kerasvid.layers.video_softmax import decayed_sum_coefficients, gather_across_replicas, replica_sum
+from kerasvid.ops.distribute import decayed_sum_coefficients, gather_across_replicas, replica_sum
 
 
 def dist_ratio(d_pos, d_neg):
