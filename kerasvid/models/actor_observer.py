@@ -119,5 +119,7 @@ def actor_observer_resnet152(num_classes=None, input_shape=(1, 224, 224, 3), inc
     Example:
         >>> model = kerasvid.zoo.actor_observer_resnet152(num_classes=157, input_shape=(1, 224, 224, 3))
     """
-    return actor_observer_network(152, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                                  classifier_activation, variant, stem_stride, name="actor_observer_resnet152")
+    return actor_observer_network(depth=152, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                                  weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                                  classifier_activation=classifier_activation, variant=variant, stem_stride=stem_stride,
+                                  name="actor_observer_resnet152")

@@ -118,8 +118,9 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
         raise ValueError(f"CPNet needs a static number of frames >= 2 (correspondences link frames), got "
                          f"input_shape={tuple(input_shape)!r}")
     insertions = {p: _cp_factory(placement, k, p, chunk_size, coordinate_scale) for p in placement.points}
-    return resnet_video(depth, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, stem_stride=stem_stride, insertions=insertions,
+    return resnet_video(depth=depth, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                        classifier_activation=classifier_activation, stem_stride=stem_stride, insertions=insertions,
                         name=name or f"cpnet_resnet{depth}")
 
 
@@ -133,9 +134,10 @@ def cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=Tr
     Example:
         >>> model = kerasvid.zoo.cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3))
     """
-    return cpnet_resnet(18, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, variant, k, stem_stride, chunk_size,
-                        coordinate_scale=coordinate_scale)
+    return cpnet_resnet(depth=18, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                        classifier_activation=classifier_activation, variant=variant, k=k, stem_stride=stem_stride,
+                        chunk_size=chunk_size, coordinate_scale=coordinate_scale)
 
 
 @register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=21783184, gflops=71.997,
@@ -148,9 +150,10 @@ def cpnet_resnet34(num_classes=400, input_shape=(8, 112, 112, 3), include_top=Tr
     Example:
         >>> model = kerasvid.zoo.cpnet_resnet34(num_classes=27, input_shape=(8, 112, 112, 3))
     """
-    return cpnet_resnet(34, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, variant, k, stem_stride, chunk_size,
-                        coordinate_scale=coordinate_scale)
+    return cpnet_resnet(depth=34, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                        classifier_activation=classifier_activation, variant=variant, k=k, stem_stride=stem_stride,
+                        chunk_size=chunk_size, coordinate_scale=coordinate_scale)
 
 
 @register_model(paper=_PAPER, default_input=(8, 224, 224, 3), num_params=44449040, gflops=168.282,
@@ -163,9 +166,10 @@ def cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=T
     Example:
         >>> model = kerasvid.zoo.cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3))
     """
-    return cpnet_resnet(101, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, variant, k, stem_stride, chunk_size,
-                        coordinate_scale=coordinate_scale)
+    return cpnet_resnet(depth=101, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                        classifier_activation=classifier_activation, variant=variant, k=k, stem_stride=stem_stride,
+                        chunk_size=chunk_size, coordinate_scale=coordinate_scale)
 
 
 NL_R18_POINTS = _SIX_R18_POINTS
@@ -185,5 +189,7 @@ def nl_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True,
         >>> model = kerasvid.zoo.nl_resnet18(num_classes=400, input_shape=(8, 112, 112, 3))
     """
     insertions = {p: (lambda channels, name: NonLocalBlock(subsample=subsample, name=name)) for p in NL_R18_POINTS}
-    return resnet_video(18, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, stem_stride=stem_stride, insertions=insertions, name="nl_resnet18")
+    return resnet_video(depth=18, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                        classifier_activation=classifier_activation, stem_stride=stem_stride, insertions=insertions,
+                        name="nl_resnet18")

@@ -67,32 +67,36 @@ def c2d_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True
     Example:
         >>> model = kerasvid.zoo.c2d_resnet18(num_classes=27, input_shape=(8, 112, 112, 3))
     """
-    return resnet_video(18, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, stem_stride=stem_stride, name="c2d_resnet18")
+    return resnet_video(depth=18, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                        classifier_activation=classifier_activation, stem_stride=stem_stride, name="c2d_resnet18")
 
 
 @register_model(paper=_C2D_PAPER, default_input=(8, 112, 112, 3), num_params=21515408, gflops=58.713)
 def c2d_resnet34(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None, pooling="avg",
                  dropout_rate=0.5, classifier_activation=None, stem_stride=None):
     """C2D ResNet-34 (the backbone of the Jester / Something-Something CPNets)."""
-    return resnet_video(34, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, stem_stride=stem_stride, name="c2d_resnet34")
+    return resnet_video(depth=34, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                        classifier_activation=classifier_activation, stem_stride=stem_stride, name="c2d_resnet34")
 
 
 @register_model(paper=_C2D_PAPER, default_input=(8, 224, 224, 3), num_params=24407312, gflops=61.996)
 def c2d_resnet50(num_classes=400, input_shape=(8, 224, 224, 3), include_top=True, weights=None, pooling="avg",
                  dropout_rate=0.5, classifier_activation=None, stem_stride=None):
     """C2D ResNet-50 in the keras.applications layout (weights="imagenet" transfers ImageNet weights)."""
-    return resnet_video(50, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, stem_stride=stem_stride, name="c2d_resnet50")
+    return resnet_video(depth=50, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                        classifier_activation=classifier_activation, stem_stride=stem_stride, name="c2d_resnet50")
 
 
 @register_model(paper=_C2D_PAPER, default_input=(8, 224, 224, 3), num_params=43477776, gflops=121.541)
 def c2d_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=True, weights=None, pooling="avg",
                   dropout_rate=0.5, classifier_activation=None, stem_stride=None):
     """C2D ResNet-101 (the backbone of the Kinetics CPNet-101)."""
-    return resnet_video(101, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, stem_stride=stem_stride, name="c2d_resnet101")
+    return resnet_video(depth=101, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                        classifier_activation=classifier_activation, stem_stride=stem_stride, name="c2d_resnet101")
 
 
 @register_model(paper=_C3D_PAPER, default_input=(8, 112, 112, 3), num_params=33385872, gflops=86.501,
@@ -100,6 +104,7 @@ def c2d_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=Tru
 def c3d_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None, pooling="avg",
                  dropout_rate=0.5, classifier_activation=None, stem_stride=None):
     """C3D ResNet-18: 3x3x3 convolutions in every block and a 3x7x7 stem (1x1x1 projection shortcuts)."""
-    return resnet_video(18, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
-                        classifier_activation, temporal_kernels=3, stem_temporal_kernel=3, stem_stride=stem_stride,
-                        name="c3d_resnet18")
+    return resnet_video(depth=18, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                        classifier_activation=classifier_activation, temporal_kernels=3, stem_temporal_kernel=3,
+                        stem_stride=stem_stride, name="c3d_resnet18")
