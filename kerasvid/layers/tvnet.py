@@ -513,12 +513,21 @@ class TVNet(keras.layers.Layer):
 
         gradient_kernels = tf.stack([tf.convert_to_tensor(b.gradient_kernel) for b in blocks])
         divergence_kernels = tf.stack([tf.convert_to_tensor(b.divergence_kernel) for b in blocks])
-        count = len(blocks)
+        count = self.iterations
 
         def going(error):
-            return tf.reduce_any(error > threshold) if stopping else tf.constant(True)
+            return tf.reduce_any(error > threshold)
 
         def inner(u, p, error):
+            if not stopping:  # no constant loop variable: tf2xla fails on the specialised body it would make
+                def plain_body(i, u, p):
+                    u, p, _ = step(u, p, error, gradient_kernels[i], divergence_kernels[i])
+                    return i + 1, u, p
+
+                _, u, p = tf.while_loop(lambda i, u, p: i < count, plain_body, (tf.constant(0), u, p),
+                                        maximum_iterations=count)
+                return u, p, error
+
             def body(i, u, p, error):
                 u, p, error = step(u, p, error, gradient_kernels[i], divergence_kernels[i])
                 return i + 1, u, p, error
@@ -527,16 +536,10 @@ class TVNet(keras.layers.Layer):
                                            (tf.constant(0), u, p, error), maximum_iterations=count)
             return u, p, error
 
-        if self.outer_iterations == 1:
-            u, p, _ = inner(median(u, error), p, error)
-            return u, p
-
-        def outer_body(n, u, p, error):
+        # The outer iterations stay Python: the gradient of a while_loop nested in another one does not compile
+        # with XLA (its accumulators' sizes are not compile-time constants); a stopped sample skips them anyway.
+        for _ in range(self.outer_iterations):
             u, p, error = inner(median(u, error), p, error)
-            return n + 1, u, p, error
-
-        _, u, p, _ = tf.while_loop(lambda n, u, p, error: (n < self.outer_iterations) & going(error), outer_body,
-                                   (tf.constant(0), u, p, error), maximum_iterations=self.outer_iterations)
         return u, p
 
     def call(self, frame1, frame2=None):
