@@ -17,9 +17,9 @@ import os
 import statistics
 import time
 
-import keras
 import tensorflow as tf
 
+from _report import sgd_train_step
 from kerasvid import zoo
 
 CPU = "CPU:0"
@@ -36,19 +36,8 @@ def build(spec, frames, num_classes):
 def prepare(spec, frames, num_classes=174):
     """Builds the model and returns a traced, warmed-up `tf.function` training step (SGD with momentum)."""
     model = build(spec, frames, num_classes)
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     x = tf.random.uniform([1, frames, 112, 112, 3], seed=0)
-    y = tf.constant([3])
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
+    step = sgd_train_step(model, x, tf.constant([3]), 0.01)
     step().numpy()  # trace + optimizer slots
     return model, step
 

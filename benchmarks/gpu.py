@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from _report import save_report
+from _report import save_report, sgd_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -76,29 +76,13 @@ def cpnet_inference(cfg):
 
 
 def _training_step(name, frames, size):
-    import keras
     import tensorflow as tf
 
     from kerasvid import zoo
 
     model = zoo.get_model(name, num_classes=174, input_shape=(frames, size, size, 3))
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    if keras.mixed_precision.global_policy().name == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     x = tf.random.uniform((1, frames, size, size, 3), seed=1)
-    labels = tf.constant([3])
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            logits = tf.cast(model(x, training=True), "float32")
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    return step
+    return sgd_train_step(model, x, tf.constant([3]), 0.01)
 
 
 def training_steps(cfg):

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from _report import save_report
+from _report import save_report, sgd_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -171,7 +171,6 @@ def part_b(settings, batch, repeats, opencv_python):
 
 def part_c(size, repeats):
     """A `tvnet_bn_inception` training step (6 frames, batch 1, SGD) with TVNet compiled (default) and not."""
-    import keras
     import tensorflow as tf
 
     import kerasvid.layers.tvnet as tvnet_module
@@ -185,17 +184,7 @@ def part_c(size, repeats):
         tvnet_module.TVNet._use_xla = original if compiled else (lambda self: False)
         try:
             model = zoo.tvnet_bn_inception(num_classes=101, input_shape=(6, size, size, 3))
-            optimizer = keras.optimizers.SGD(0.001, momentum=0.9)
-
-            @tf.function
-            def step():
-                with tf.GradientTape() as tape:
-                    logits = model(x, training=True)
-                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-                grads = tape.gradient(loss, model.trainable_variables)
-                optimizer.apply_gradients(zip(grads, model.trainable_variables))
-                return loss
-
+            step = sgd_train_step(model, x, labels, 0.001)
             t_first, t_steady, _ = _timed(lambda: step().numpy(), repeats)
         finally:
             tvnet_module.TVNet._use_xla = original
