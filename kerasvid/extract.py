@@ -84,28 +84,6 @@ def endpoint_model(model, endpoint):
 
 
 # ----- clips -------------------------------------------------------------------------------------------------------
-def clip_indices(num_video_frames, num_frames, stride=1, num_clips=1, sampler="dense"):
-    """Frame indices `[N, T]` of the clips of a video of `num_video_frames` frames.
-
-    `num_clips >= 1`: the evaluation clips of `kerasvid.data.samplers.sample_indices` (centred, or evenly spaced).
-    `num_clips == 0`: consecutive non-overlapping dense clips from frame 0 (`T * stride` apart) covering the video;
-    a video shorter than one clip gives one looped clip.
-    """
-    import numpy as np
-
-    from kerasvid.data import samplers
-
-    if num_clips > 0:
-        return samplers.sample_indices(sampler, int(num_video_frames), num_frames, stride, False,
-                                       num_clips).numpy()
-    if sampler != "dense":
-        raise ValueError(f"--num_clips=0 (clips covering the video) needs --sampler=dense, got {sampler!r}.")
-    span, step = (num_frames - 1) * stride + 1, num_frames * stride
-    count = max(1, (num_video_frames - span) // step + 1)
-    idx = np.arange(count)[:, None] * step + np.arange(num_frames)[None, :] * stride
-    return (idx % num_video_frames).astype(np.int32)
-
-
 class _WrongFrameCount(Exception):
     """The container's header promised more frames than it decodes to."""
 
@@ -169,19 +147,21 @@ def _header_frame_count(path):
 
 
 def video_file_clip_batches(path, num_frames, stride=1, num_clips=1, sampler="dense", batch_clips=8, stats=None):
-    """Yields uint8 `[b, T, H, W, 3]` RGB batches of the clips of a video file (`clip_indices`), decoding it once
-    and holding only the frames of the clips not yet yielded."""
+    """Yields uint8 `[b, T, H, W, 3]` RGB batches of the clips of a video file (`samplers.video_clip_indices`),
+    decoding it once and holding only the frames of the clips not yet yielded."""
+    from kerasvid.data import samplers
+
     n = _header_frame_count(path)
     n = n if n > 0 else _count_frames(path)  # no frame count in the header: count by decoding
     if n <= 0:
         raise ValueError("no decodable video frame")
     try:
-        yield from _stream_video_clips(path, clip_indices(n, num_frames, stride, num_clips, sampler), batch_clips,
-                                       stats)
+        idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
+        yield from _stream_video_clips(path, idx, batch_clips, stats)
     except _WrongFrameCount as e:  # the header's count was wrong: the caller restarts on the real count
         if e.seen <= 0:
             raise ValueError("no decodable video frame")
-        raise _Restart(clip_indices(e.seen, num_frames, stride, num_clips, sampler))
+        raise _Restart(samplers.video_clip_indices(e.seen, num_frames, stride, num_clips, sampler))
 
 
 class _Restart(Exception):
@@ -197,13 +177,13 @@ def record_clip_batches(serialized, num_frames, stride=1, num_clips=1, sampler="
     are decoded, one batch at a time)."""
     import tensorflow as tf
 
-    from kerasvid.data import schema
+    from kerasvid.data import samplers, schema
 
     frames = schema.parse_sequence_example(serialized)["frames"]
     n = int(tf.size(frames))
     if n == 0:
         raise ValueError("record has no frames (`image/encoded` is empty)")
-    idx = clip_indices(n, num_frames, stride, num_clips, sampler)
+    idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
     for start in range(0, len(idx), batch_clips):
         rows = idx[start:start + batch_clips]
         decoded = [tf.io.decode_jpeg(frames[i], channels=3) for i in rows.ravel()]

@@ -118,17 +118,6 @@ def read_frames(path, indices):
         return out
 
 
-def clip_indices(num_video_frames, num_frames, stride=1, num_clips=1, sampler="dense"):
-    """The evaluation pipeline's view indices (`kerasvid.data.samplers.sample_indices`, eval mode): int
-    `[num_clips, num_frames]`."""
-    import tensorflow as tf
-
-    from kerasvid.data import samplers
-
-    return samplers.sample_indices(sampler, tf.constant(num_video_frames), num_frames, stride, False,
-                                   num_clips).numpy()
-
-
 def decode_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
     """Decodes the `num_clips` evaluation clips of a video, only their frames.
 
@@ -140,17 +129,19 @@ def decode_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
     """
     import numpy as np
 
+    from kerasvid.data import samplers
+
     n = count_frames(path)
     if n < 1:
         raise ValueError(f"{path!r} has no video frames (0 frames in its video stream).")
-    idx = clip_indices(n, num_frames, stride, num_clips, sampler)
+    idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
     frames = read_frames(path, idx.ravel())
     if len(frames) < len(set(idx.ravel().tolist())):  # the container over-counted: count by decoding, once
         with _open(path) as container:
             n = sum(1 for _ in container.decode(video=0))
         if n < 1:
             raise ValueError(f"{path!r} has no decodable video frames.")
-        idx = clip_indices(n, num_frames, stride, num_clips, sampler)
+        idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
         frames = read_frames(path, idx.ravel())
     return np.stack([np.stack([frames[int(i)] for i in clip]) for clip in idx])
 

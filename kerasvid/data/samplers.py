@@ -1,8 +1,9 @@
 """Temporal samplers: choose frame indices first, so that only the chosen frames are decoded.
 
-All functions are graph-safe, take the video's frame count `n` as a scalar tensor and return int32 indices
-`[num_clips, num_frames]` into the video. Videos shorter than a clip are looped (index mod n), as in Model Garden.
+All functions but `video_clip_indices` (host-side numpy, for the CLIs) are graph-safe, take the video's frame
+count `n` as a scalar tensor and return int32 indices `[num_clips, num_frames]` into the video. Videos shorter than a clip are looped (index mod n), as in Model Garden.
 """
+import numpy as np
 import tensorflow as tf
 
 SAMPLERS = ("dense", "tsn")
@@ -89,3 +90,21 @@ def sample_indices(sampler, n, num_frames, stride=1, training=False, num_clips=1
     if sampler == "tsn":
         return segment_indices(n, num_frames, training, num_clips, seed)
     raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}.")
+
+
+def video_clip_indices(num_video_frames, num_frames, stride=1, num_clips=1, sampler="dense"):
+    """Frame indices `[N, T]` (numpy, host-side) of the clips of a video of `num_video_frames` frames, for tools that
+    decode a video file themselves (`kerasvid predict`, `kerasvid extract`).
+
+    `num_clips >= 1`: the evaluation clips of `kerasvid.data.samplers.sample_indices` (centred, or evenly spaced).
+    `num_clips == 0`: consecutive non-overlapping dense clips from frame 0 (`T * stride` apart) covering the video;
+    a video shorter than one clip gives one looped clip.
+    """
+    if num_clips > 0:
+        return sample_indices(sampler, int(num_video_frames), num_frames, stride, False, num_clips).numpy()
+    if sampler != "dense":
+        raise ValueError(f"--num_clips=0 (clips covering the video) needs --sampler=dense, got {sampler!r}.")
+    span, step = (num_frames - 1) * stride + 1, num_frames * stride
+    count = max(1, (num_video_frames - span) // step + 1)
+    idx = np.arange(count)[:, None] * step + np.arange(num_frames)[None, :] * stride
+    return (idx % num_video_frames).astype(np.int32)
