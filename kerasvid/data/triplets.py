@@ -1,4 +1,4 @@
-"""Charades / Charades-Ego label files and the actor-observer triplet sampling (pure python + numpy).
+"""Charades / Charades-Ego label files, the actor-observer triplet sampling and its tf.data pipeline.
 
 Layout (Charades-Ego, frames at 24 fps): third-person frames `<root>/<vid>/<vid>-000001.jpg, ...` and the paired
 first-person frames `<root>/<vid>EGO/<vid>EGO-000001.jpg, ...`; label CSVs in the Charades format, one row per
@@ -8,6 +8,9 @@ Triplet sampling Q (supp §2 and the reference code): every 4th third-person fra
 first-person frame `x` is the linearly time-mapped frame `round(i * (m - 1) / (n - 1))` (`n` third-person, `m`
 first-person frames); the negative `z` is a uniformly random first-person frame at least 10 s (240 frames) from the
 positive; anchors without such a frame are skipped.
+
+The sampling is pure python + numpy; `load_frame`, `triplet_dataset` and `frame_dataset` read the sampled JPEG
+frames with tf.data (`kerasvid.tasks.triplet` feeds them to the actor-observer model).
 """
 import csv
 import dataclasses
@@ -16,8 +19,12 @@ import os
 import re
 
 import numpy as np
+import tensorflow as tf
+
+from kerasvid.data import preprocess
 
 EGO_SUFFIX = "EGO"
+INPUT_KEYS = ("first_person", "third_person", "first_person_negative")  # the streams x, y, z of a triplet
 _ACTION = re.compile(r"^c(\d+)$")
 
 
@@ -227,3 +234,84 @@ def mix_samples(triplets, classification, triplet_repeats=6, seed=0):
     samples = list(classification) + list(triplets) * triplet_repeats
     order = np.random.default_rng(seed).permutation(len(samples))
     return [samples[i] for i in order]
+
+
+def load_frame(path, seed, training, image_size, normalization, crop_scale=(0.8, 1.0)):
+    """One JPEG frame as the actor-observer model's input `[1, H, W, 3]` (float32, normalised).
+
+    Training: a random resized crop (area `crop_scale`, aspect ratio in [3/4, 4/3]) resized to `image_size` and a
+    random horizontal flip, both drawn from `seed`. Evaluation: short side resized and the centre crop.
+
+    Args:
+        path: string scalar tensor, the JPEG file.
+        seed: int64 `[2]` stateless seed (used in training only).
+        training: training augmentation or the evaluation crop.
+        image_size: `(H, W)` of the output.
+        normalization: preset of `kerasvid.data.preprocess.normalize`.
+        crop_scale: area range of the training crop.
+
+    Returns:
+        float32 `[1, H, W, 3]`.
+    """
+    frame = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)[None]  # [1, H, W, 3]
+    if training:
+        shape = tf.shape(frame)
+        window = preprocess.random_resized_crop_window(shape[1], shape[2], seed, scale=tuple(crop_scale),
+                                                       aspect_ratio=(3 / 4, 4 / 3))
+        frame = preprocess.crop_window_and_resize(frame, window, image_size)
+        flip = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7)) < 0.5
+        frame = tf.cond(flip, lambda: frame[:, :, ::-1], lambda: frame)
+    else:
+        frame = preprocess.resize_and_center_crop(frame, image_size)
+    return preprocess.normalize(frame, normalization)
+
+
+def triplet_dataset(samples, training, batch_size, image_size, normalization, crop_scale=(0.8, 1.0), seed=0,
+                    deterministic=False, input_context=None):
+    """Batches of `Sample`s: `({"first_person", "third_person", "first_person_negative": [B, 1, H, W, 3],
+    "video_index": int32 [B]}, labels int32 [B])` (labels -1 for triplets, the class for classification samples).
+
+    Training: sharded by `input_context`, shuffled with `seed` and repeated forever; each sample's three frames get
+    independent seeds from `(seed, position)`, so the augmentation is reproducible. Evaluation: the samples once, in
+    order, the last batch kept.
+
+    Args:
+        samples: list of `Sample` (e.g. `build_triplets`, `mix_samples`).
+        training: training augmentation, shuffling and repetition (see `load_frame`).
+        batch_size: samples per batch.
+        image_size, normalization, crop_scale: see `load_frame`.
+        seed: seed of the shuffle and the augmentation.
+        deterministic: fixed element order of the parallel map.
+        input_context: optional `tf.distribute.InputContext` (training only).
+
+    Returns:
+        `tf.data.Dataset`.
+    """
+    columns = {key: [getattr(s, key) for s in samples] for key in INPUT_KEYS}
+    columns["video_index"] = np.array([s.video_index for s in samples], np.int32)
+    columns["label"] = np.array([s.label for s in samples], np.int32)
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    if input_context is not None and training:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if training:
+        ds = ds.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.enumerate()
+
+    def load(position, row):
+        seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), position]), 3)
+        inputs = {key: load_frame(row[key], seeds[i], training, image_size, normalization, crop_scale)
+                  for i, key in enumerate(INPUT_KEYS)}
+        inputs["video_index"] = row["video_index"]
+        return inputs, row["label"]
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or None)
+    return ds.batch(batch_size, drop_remainder=training).prefetch(2)
+
+
+def frame_dataset(root, video_id, stride, batch_size, image_size, normalization):
+    """Every `stride`-th frame of a video in evaluation form (`load_frame(training=False)`), batched:
+    float32 `[B, 1, H, W, 3]` batches, in frame order (the alignment evaluation embeds these)."""
+    paths = [frame_path(root, video_id, i) for i in range(0, count_frames(root, video_id), stride)]
+    seed = tf.constant([0, 0], tf.int64)  # unused in evaluation
+    return tf.data.Dataset.from_tensor_slices(paths).map(
+        lambda p: load_frame(p, seed, False, image_size, normalization)).batch(batch_size)

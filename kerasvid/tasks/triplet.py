@@ -6,7 +6,7 @@ from absl import logging
 from kerasvid.data import triplets as triplet_data
 from kerasvid.tasks.base import Task, register_task
 
-INPUT_KEYS = ("first_person", "third_person", "first_person_negative")
+INPUT_KEYS = triplet_data.INPUT_KEYS
 # task_kwargs keys and their defaults.
 DEFAULTS = {
     "frames_root": "",  # Charades-Ego frames: <root>/<vid>/<vid>-000001.jpg and <root>/<vid>EGO/...
@@ -165,49 +165,17 @@ class TripletTask(Task):
 
     # ----- data -------------------------------------------------------------------------------------------------
     def _load(self, path, seed, training):
+        """One frame as the model sees it: `kerasvid.data.triplets.load_frame` with this task's settings."""
         c = self.config
-        from kerasvid.data import preprocess
-
-        frame = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)[None]  # [1, H, W, 3]
-        if training:
-            shape = tf.shape(frame)
-            window = preprocess.random_resized_crop_window(shape[1], shape[2], seed,
-                                                           scale=tuple(self.options["crop_scale"]),
-                                                           aspect_ratio=(3 / 4, 4 / 3))
-            frame = preprocess.crop_window_and_resize(frame, window, c.image_size)
-            flip = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7)) < 0.5
-            frame = tf.cond(flip, lambda: frame[:, :, ::-1], lambda: frame)
-        else:
-            frame = preprocess.resize_and_center_crop(frame, c.image_size)
-        return preprocess.normalize(frame, c.normalization)
+        return triplet_data.load_frame(path, seed, training, c.image_size, c.normalization, self.options["crop_scale"])
 
     def build_dataset(self, training, input_context=None):
         c = self.config
         samples, _ = self.samples("train" if training else "eval")
-        columns = {
-            "first_person": [s.first_person for s in samples],
-            "third_person": [s.third_person for s in samples],
-            "first_person_negative": [s.first_person_negative for s in samples],
-            "video_index": np.array([s.video_index for s in samples], np.int32),
-            "label": np.array([s.label for s in samples], np.int32),
-        }
-        ds = tf.data.Dataset.from_tensor_slices(columns)
-        if input_context is not None and training:
-            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        if training:
-            ds = ds.shuffle(len(samples), seed=c.seed, reshuffle_each_iteration=True).repeat()
-        ds = ds.enumerate()
-
-        def load(position, row):
-            seed = tf.stack([tf.cast(c.seed, tf.int64), position])
-            seeds = tf.random.experimental.stateless_split(seed, 3)
-            inputs = {key: self._load(row[key], seeds[i], training) for i, key in enumerate(INPUT_KEYS)}
-            inputs["video_index"] = row["video_index"]
-            return inputs, row["label"]
-
-        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=c.deterministic or None)
         batch = self.local_batch_size(input_context) if training else c.eval_batch_size
-        return ds.batch(batch, drop_remainder=training).prefetch(2)
+        return triplet_data.triplet_dataset(samples, training, batch, c.image_size, c.normalization,
+                                            self.options["crop_scale"], seed=c.seed, deterministic=c.deterministic,
+                                            input_context=input_context)
 
     # ----- loss and evaluation ----------------------------------------------------------------------------------
     def _objective(self, model, inputs, labels, training):
@@ -289,13 +257,10 @@ class TripletTask(Task):
             raise ValueError(f"Expected one shared trunk (a nested keras.Model) in {model.name!r}, found "
                              f"{[t.name for t in trunks]}")
         records = triplet_data.read_charades_csv(o["train_csv" if split == "train" else "eval_csv"])
-        seed = tf.constant([0, 0], tf.int64)
 
         def embed(video_id):
-            count = triplet_data.count_frames(o["frames_root"], video_id)
-            paths = [triplet_data.frame_path(o["frames_root"], video_id, i)
-                     for i in range(0, count, o["anchor_stride"])]
-            ds = tf.data.Dataset.from_tensor_slices(paths).map(lambda p: self._load(p, seed, False)).batch(batch_size)
+            ds = triplet_data.frame_dataset(o["frames_root"], video_id, o["anchor_stride"], batch_size,
+                                            self.config.image_size, self.config.normalization)
             return np.concatenate([trunks[0](frames, training=False).numpy() for frames in ds])
 
         out = []
