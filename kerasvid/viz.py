@@ -5,10 +5,11 @@ Other papers' helpers follow: attention overlays; drawing primitives (lines, squ
 """
 import numpy as np
 
+from kerasvid.flow import UNKNOWN_FLOW_THRESHOLD
+
 # Hue segments of the Middlebury colour wheel (Baker et al., "A Database and Evaluation Methodology for Optical
 # Flow", IJCV 2011): red-yellow, yellow-green, green-cyan, cyan-blue, blue-magenta, magenta-red.
 WHEEL_SEGMENTS = (("RY", 15), ("YG", 6), ("GC", 4), ("CB", 11), ("BM", 13), ("MR", 6))
-UNKNOWN_FLOW_THRESHOLD = 1e9
 
 
 def color_wheel():

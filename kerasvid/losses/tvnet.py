@@ -7,10 +7,8 @@ is the loss of the released supervised fine-tuning script (mean average end-poin
 import keras
 import tensorflow as tf
 
+from kerasvid.flow import UNKNOWN_FLOW_THRESHOLD
 from kerasvid.ops.warp import bilinear_warp, forward_difference
-
-# Middlebury `.flo` files mark unknown flow with values above 1e9.
-UNKNOWN_FLOW_THRESHOLD = 1e9
 
 
 def _check_flow(flow, name):
