@@ -1,4 +1,5 @@
-"""Conjugate samples: box removal + inpainting + Poisson blending, box files, and the `kerasvid conjugates` tool."""
+"""Conjugate samples: box removal + inpainting + Poisson blending (`kerasvid.data.inpaint`), box files, and the
+`kerasvid conjugates` tool (`kerasvid.data.conjugates`)."""
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import skimage.data
 import tensorflow as tf
 
 from kerasvid.data import conjugates as cj
+from kerasvid.data import inpaint
 
 
 @pytest.fixture(scope="module")
@@ -19,44 +21,44 @@ def test_clip_boxes_clips_and_skips_empty():
              [-0.2, 0.9, 0.3, 1.4],     # crosses the top and right border
              [0.5, 0.5, 0.5, 0.7],      # zero height -> skipped
              [1.2, 0.1, 1.5, 0.3]]      # entirely below the frame -> skipped
-    got = cj.clip_boxes(boxes, 100, 200)
+    got = inpaint.clip_boxes(boxes, 100, 200)
     np.testing.assert_array_equal(got, [[10, 40, 50, 120], [0, 180, 30, 200]])
-    got = cj.clip_boxes([[10.5, 3.2, 20.1, 7.0]], 100, 200, units="pixels")
+    got = inpaint.clip_boxes([[10.5, 3.2, 20.1, 7.0]], 100, 200, units="pixels")
     np.testing.assert_array_equal(got, [[10, 3, 21, 7]])  # a box covers every pixel it touches
-    mask = cj.box_mask(4, 5, [[1, 1, 3, 2]], units="pixels")
+    mask = inpaint.box_mask(4, 5, [[1, 1, 3, 2]], units="pixels")
     assert mask.sum() == 2 and mask[1, 1] and mask[2, 1]
     with pytest.raises(ValueError, match="finite"):
-        cj.clip_boxes([[0, 0, np.nan, 1]], 10, 10)
+        inpaint.clip_boxes([[0, 0, np.nan, 1]], 10, 10)
 
 
 @pytest.mark.parametrize("box", [(0.25, 0.35, 0.6, 0.65), (0.0, 0.0, 0.3, 0.25), (0.7, 0.8, 1.3, 1.2)])
 def test_conjugate_frame_changes_box_and_keeps_the_rest(astronaut, box):
     band = 4
-    out, mask = cj.conjugate_frame(astronaut, [box], band=band)
+    out, mask = inpaint.conjugate_frame(astronaut, [box], band=band)
     assert out.dtype == np.uint8 and out.shape == astronaut.shape
     diff = np.abs(out.astype(int) - astronaut).max(axis=-1)
-    near = cj._dilate(mask, band)
+    near = inpaint._dilate(mask, band)
     assert mask.sum() > 1000
     assert diff[~near].max() == 0  # pixels farther than the band are untouched
     assert diff[mask].mean() > 10.0  # the actor's pixels are replaced
     # the blended content is the inpainted content up to the Poisson colour adjustment
-    filled, _ = cj.conjugate_frame(astronaut, [box], blend="none")
+    filled, _ = inpaint.conjugate_frame(astronaut, [box], blend="none")
     assert np.abs(filled.astype(int) - astronaut)[~mask].max() == 0
     assert np.abs(filled.astype(int) - out)[mask].mean() < diff[mask].mean()
 
 
 def test_callable_fill_and_no_blend(astronaut):
     grey = lambda frame, mask: np.full_like(frame, 128)  # noqa: E731
-    out, mask = cj.conjugate_frame(astronaut, [[10, 20, 60, 90]], fill=grey, blend="none", units="pixels")
+    out, mask = inpaint.conjugate_frame(astronaut, [[10, 20, 60, 90]], fill=grey, blend="none", units="pixels")
     assert np.all(out[10:60, 20:90] == 128)
     np.testing.assert_array_equal(out[~mask], astronaut[~mask])
-    empty, empty_mask = cj.conjugate_frame(astronaut, [[300, 300, 400, 400]], units="pixels")
+    empty, empty_mask = inpaint.conjugate_frame(astronaut, [[300, 300, 400, 400]], units="pixels")
     np.testing.assert_array_equal(empty, astronaut)
     assert not empty_mask.any()
     with pytest.raises(ValueError, match="shape"):
-        cj.conjugate_frame(astronaut, [[0, 0, 10, 10]], fill=lambda f, m: f[:5], units="pixels")
+        inpaint.conjugate_frame(astronaut, [[0, 0, 10, 10]], fill=lambda f, m: f[:5], units="pixels")
     with pytest.raises(ValueError, match="fill='gan'"):
-        cj.conjugate_frame(astronaut, [[0, 0, 10, 10]], fill="gan", units="pixels")
+        inpaint.conjugate_frame(astronaut, [[0, 0, 10, 10]], fill="gan", units="pixels")
 
 
 def _poisson_by_hand(frame, filled, region):
@@ -90,7 +92,7 @@ def test_poisson_blend_of_one_pixel_and_thin_regions():
     filled = rng.integers(40, 200, (12, 14, 3)).astype(np.uint8)
     region = np.zeros((12, 14), bool)
     region[5, 7] = True
-    out = cj.poisson_blend(frame, filled, region)
+    out = inpaint.poisson_blend(frame, filled, region)
     # One pixel: f_p = filled_p + mean over its 4 neighbours q of (frame_q - filled_q).
     f, g = frame.astype(float), filled.astype(float)
     q = [(4, 7), (6, 7), (5, 6), (5, 8)]
@@ -103,19 +105,19 @@ def test_poisson_blend_of_one_pixel_and_thin_regions():
     corner[0, 0] = True
     q = [(1, 0), (0, 1)]
     want = np.clip(np.rint(g[0, 0] + np.mean([f[y, x] - g[y, x] for y, x in q], axis=0)), 0, 255)
-    np.testing.assert_array_equal(cj.poisson_blend(frame, filled, corner)[0, 0], want)
+    np.testing.assert_array_equal(inpaint.poisson_blend(frame, filled, corner)[0, 0], want)
     # 2-pixel-thick strips (also at the right border) against the dense solve.
     for rows, cols in ((slice(3, 5), slice(2, 11)), (slice(1, 10), slice(12, 14))):
         strip = np.zeros_like(region)
         strip[rows, cols] = True
-        got = cj.poisson_blend(frame, filled, strip).astype(int)
+        got = inpaint.poisson_blend(frame, filled, strip).astype(int)
         assert np.abs(got - _poisson_by_hand(frame, filled, strip)).max() <= 1  # rounding of a converged iterate
 
 
 def test_one_pixel_box_with_band_0(astronaut):
     grey = lambda frame, mask: np.where(mask[..., None], 128, frame).astype(np.uint8)  # noqa: E731
     for y, x in ((100, 150), (0, 0), (astronaut.shape[0] - 1, astronaut.shape[1] - 1)):
-        out, mask = cj.conjugate_frame(astronaut, [[y, x, y + 1, x + 1]], fill=grey, band=0, units="pixels")
+        out, mask = inpaint.conjugate_frame(astronaut, [[y, x, y + 1, x + 1]], fill=grey, band=0, units="pixels")
         assert mask.sum() == 1 and mask[y, x]
         np.testing.assert_array_equal(out[~mask], astronaut[~mask])
         # Outside the pixel the fill equals the frame, so the guidance terms cancel: the blend keeps the fill.
@@ -183,11 +185,11 @@ def test_tool_on_real_video_records(tmp_path, capsys):
     conj = list(schema.read_examples(str(out_dir / "train-00000-of-00001.tfrecord")))
     assert [_id(e) for e in conj] == ["bunny", "neg"]
     assert conj[0].context.feature[cj.CONJUGATE_NUM_BOXES].int64_list.value[0] == 3  # the out-of-frame box skipped
-    mask = cj.box_mask(96, 160, [box])
+    mask = inpaint.box_mask(96, 160, [box])
     # JPEG codes 16x16 blocks (4:2:0) independently: blocks that no blended pixel touches re-encode to the same
     # pixels as a plain re-encoding of the original frame (up to the decoder's chroma upsampling, which reads the
     # neighbouring blocks: a few values by <= 2 levels).
-    near = cj._dilate(mask, 4)
+    near = inpaint._dilate(mask, 4)
     touched = np.kron(near.reshape(6, 16, 10, 16).any(axis=(1, 3)), np.ones((16, 16), bool))
     assert (~touched).sum() > 0.4 * touched.size
     for t in range(4):
@@ -218,8 +220,19 @@ def _decode(example, t):
 def test_missing_opencv_gives_an_install_hint(monkeypatch):
     import sys
 
-    from kerasvid.data import conjugates
-
     monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now raises ImportError
     with pytest.raises(ImportError, match=r"kerasvid\[conjugates\]"):
-        conjugates._cv2()
+        inpaint._cv2()
+
+
+def test_the_old_import_paths_still_work():
+    """The split of kerasvid.data.conjugates (image level -> inpaint, training pairs -> conjugate_pairs) keeps the
+    names reachable where they were."""
+    from kerasvid.data import conjugate_pairs
+
+    for name in ("clip_boxes", "box_mask", "conjugate_frame", "conjugate_clip", "poisson_blend", "FILLS", "BLENDS",
+                 "UNITS"):
+        assert getattr(cj, name) is getattr(inpaint, name)
+    assert cj.pair_dataset is conjugate_pairs.pair_dataset
+    with pytest.raises(AttributeError, match="no_such_name"):
+        cj.no_such_name  # noqa: B018

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerasvid.data import conjugate_pairs
 from kerasvid.data import conjugates as cj
 from kerasvid.data import schema, writer
 from kerasvid.losses.factorization import FactorizationLoss
@@ -31,8 +32,9 @@ def paired_records(tmp_path_factory):
 
 def test_pair_dataset_aligns_clips_and_conjugates(paired_records):
     pattern, conj_dir = paired_records
-    ds = cj.pair_dataset(pattern, conj_dir, num_frames=4, stride=2, image_size=(32, 32), batch_size=6,
-                         num_classes=3, normalization="zero_one", seed=3, deterministic=True, shuffle_buffer=0)
+    ds = conjugate_pairs.pair_dataset(pattern, conj_dir, num_frames=4, stride=2, image_size=(32, 32),
+                                      batch_size=6, num_classes=3, normalization="zero_one", seed=3,
+                                      deterministic=True, shuffle_buffer=0)
     inputs, labels = next(iter(ds))
     image, conj, weight = (np.asarray(inputs[k]) for k in ("image", "conjugate", "pair_weight"))
     assert image.shape == conj.shape == (6, 4, 32, 32, 3) and labels.shape == (6,)
@@ -45,7 +47,7 @@ def test_pair_dataset_aligns_clips_and_conjugates(paired_records):
             assert diff.max() > 0.3  # the actor square is gone ...
             assert np.mean(diff < 0.05) > 0.4  # ... the context (same crop window) is not
     with pytest.raises(ValueError, match="Missing conjugate shards"):
-        cj.pair_dataset(pattern, conj_dir + "_nowhere", num_frames=4)
+        conjugate_pairs.pair_dataset(pattern, conj_dir + "_nowhere", num_frames=4)
 
 
 def test_factorization_task_loss_matches_the_loss_function(paired_records):

@@ -14,7 +14,7 @@ LOSS_KEYS = ("classification_weight", "removal_weight", "consistency_weight", "o
 class FactorizationTask(ClassificationTask):
     """Trains a factorization model (`i3d_action_context`, outputs="all") with `kerasvid.losses.FactorizationLoss`.
 
-    Training batches are pairs from `kerasvid.data.conjugates.pair_dataset`: each clip and its conjugate (written
+    Training batches are pairs from `kerasvid.data.conjugate_pairs.pair_dataset`: each clip and its conjugate (written
     by `kerasvid conjugates`) are sampled and augmented identically; both go through the model in one batch.
     Evaluation is the classification task's (top-1/top-5 or mAP on the logits `s`), on plain records.
 
@@ -69,7 +69,7 @@ class FactorizationTask(ClassificationTask):
     def build_dataset(self, training, input_context=None):
         if not training:
             return super().build_dataset(training, input_context)
-        from kerasvid.data.conjugates import pair_dataset
+        from kerasvid.data.conjugate_pairs import pair_dataset
 
         c = self.config
         return pair_dataset(c.train_pattern, c.task_kwargs["conjugate_dir"], num_frames=c.num_frames,
