@@ -84,88 +84,22 @@ def endpoint_model(model, endpoint):
 
 
 # ----- clips -------------------------------------------------------------------------------------------------------
-class _WrongFrameCount(Exception):
-    """The container's header promised more frames than it decodes to."""
-
-    def __init__(self, seen):
-        super().__init__(f"{seen} frames decoded")
-        self.seen = seen
-
-
-def _count_frames(path):
-    import av
-
-    with av.open(path) as container:
-        return sum(1 for _ in container.decode(video=0))
-
-
-def _stream_video_clips(path, idx, batch_clips, stats=None):
-    """Yields uint8 `[b, T, H, W, 3]` batches of the clips `idx` (rows in order) in one decoding pass, holding only
-    the frames of clips not yet yielded (so memory does not grow with the video's length)."""
-    import av
-    import numpy as np
-
-    rows = [list(map(int, r)) for r in idx]
-    needed = set(i for r in rows for i in r)
-    last_needed = max(needed)
-    # Looped short videos (indices wrap around) and overlapping views need frames again later: keep by row order.
-    cache, batch, next_row, seen = {}, [], 0, 0
-    stats = stats if stats is not None else {}
-    stats.setdefault("max_frames_held", 0)
-    with av.open(path) as container:
-        for count, frame in enumerate(container.decode(video=0)):
-            seen = count + 1
-            if count in needed:
-                cache[count] = frame.to_ndarray(format="rgb24")
-                stats["max_frames_held"] = max(stats["max_frames_held"], len(cache))
-            while next_row < len(rows) and max(rows[next_row]) <= count:
-                batch.append(np.stack([cache[i] for i in rows[next_row]]))
-                next_row += 1
-                keep = set(i for r in rows[next_row:] for i in r)
-                cache = {i: f for i, f in cache.items() if i in keep}
-                if len(batch) == batch_clips:
-                    yield np.stack(batch)
-                    batch = []
-            if count >= last_needed and next_row == len(rows):
-                break
-    if next_row < len(rows):
-        raise _WrongFrameCount(seen)
-    if batch:
-        yield np.stack(batch)
-
-
-def _header_frame_count(path):
-    """The frame count the container's header states (0 when it states none; it may also be wrong)."""
-    import av
-
-    if not os.path.isfile(path):
-        raise ValueError(f"no such file: {path}")
-    with av.open(path) as container:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        return int(container.streams.video[0].frames or 0)
-
-
 def video_file_clip_batches(path, num_frames, stride=1, num_clips=1, sampler="dense", batch_clips=8, stats=None):
     """Yields uint8 `[b, T, H, W, 3]` RGB batches of the clips of a video file (`samplers.video_clip_indices`),
-    decoding it once and holding only the frames of the clips not yet yielded."""
-    from kerasvid.data import samplers
+    decoding it once and holding only the frames of the clips not yet yielded (`video_files.stream_clips`)."""
+    from kerasvid.data import samplers, video_files
 
-    n = _header_frame_count(path)
-    n = n if n > 0 else _count_frames(path)  # no frame count in the header: count by decoding
-    if n <= 0:
-        raise ValueError("no decodable video frame")
+    n = video_files.check_frame_count(path, video_files.count_frames(path))
     try:
         idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
-        yield from _stream_video_clips(path, idx, batch_clips, stats)
-    except _WrongFrameCount as e:  # the header's count was wrong: the caller restarts on the real count
-        if e.seen <= 0:
-            raise ValueError("no decodable video frame")
+        yield from video_files.stream_clips(path, idx, batch_clips, stats)
+    except video_files.WrongFrameCount as e:  # the count was wrong: the caller restarts on the decoded count
+        video_files.check_frame_count(path, e.seen, decoded=True)
         raise _Restart(samplers.video_clip_indices(e.seen, num_frames, stride, num_clips, sampler))
 
 
 class _Restart(Exception):
-    """Restart a video's extraction on corrected clip indices (its header's frame count was wrong)."""
+    """Restart a video's extraction on corrected clip indices (its frame count was wrong)."""
 
     def __init__(self, idx):
         super().__init__("frame count in the header was wrong")
@@ -441,7 +375,9 @@ class FeatureExtractor:
             return self._features_of_batches(video_file_clip_batches(payload, batch_clips=batch_clips,
                                                                      **self.clip_args))
         except _Restart as restart:
-            return self._features_of_batches(_stream_video_clips(payload, restart.idx, batch_clips))
+            from kerasvid.data import video_files
+
+            return self._features_of_batches(video_files.stream_clips(payload, restart.idx, batch_clips))
 
     def _path(self, vid):
         return os.path.join(self.output_dir, f"{vid}.{self.fmt}")

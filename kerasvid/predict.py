@@ -11,111 +11,16 @@ forward to it, dropping the frames in between. Peak memory therefore does not gr
 in multi-view evaluation. One line per video, or one JSON object per line with `--json`.
 
 Frame `i` is the `i`-th frame in presentation order; seeking maps it to the timestamp
-`start + i / frame_rate` (constant frame rate, what `kerasvid convert` writes and cameras record; streams without
-timestamps are decoded forward from the start, still dropping the frames not needed).
+`start + i / frame_rate` (`kerasvid.data.video_files`, which opens, counts and seeks for predict and extract).
 """
 import argparse
 import json
 import os
 import sys
-from fractions import Fraction
 
-# Decode forward (rather than seek) when the next needed frame is at most this many frames ahead.
-SEEK_AHEAD = 32
-
-
-def _open(path):
-    import av  # imported here: `kerasvid predict --help` must not need it
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No video file at {path!r}.")
-    if os.path.isdir(path):
-        raise ValueError(f"{path!r} is a directory, not a video file.")
-    try:
-        container = av.open(path)
-    except av.error.FFmpegError as e:
-        raise ValueError(f"{path!r} is not a readable video file ({e}).") from e
-    if not container.streams.video:
-        container.close()
-        raise ValueError(f"{path!r} has no video frames (it has no video stream).")
-    return container
-
-
-def count_frames(path):
-    """Number of video frames: the container's count, or the video packets counted by demuxing (no decoding)."""
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        if stream.frames:
-            return int(stream.frames)
-        return sum(1 for packet in container.demux(stream) if packet.size)
-
-
-class _Reader:
-    """Frames of one video by index, seeking to key frames and decoding forward (one frame held at a time)."""
-
-    def __init__(self, container):
-        self.container = container
-        self.stream = container.streams.video[0]
-        rate = self.stream.average_rate or self.stream.guessed_rate
-        self.rate = Fraction(rate) if rate else None
-        self.time_base = Fraction(self.stream.time_base) if self.stream.time_base else None
-        self.start = self.stream.start_time or 0
-        self.frames = None  # the decoding generator
-        self.position = -1  # index of the last decoded frame
-        self.timed = self.rate is not None and self.time_base is not None
-
-    def _index(self, frame):
-        if not self.timed or frame.pts is None:
-            return self.position + 1
-        return int(round((frame.pts - self.start) * self.time_base * self.rate))
-
-    def _restart(self, target):
-        """Seeks to the key frame at or before frame `target` (or back to the start) and restarts decoding."""
-        if self.timed and target > 0:
-            pts = self.start + int((Fraction(target) / self.rate) / self.time_base)
-            self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
-            self.position = None  # known from the first decoded frame's timestamp
-        else:
-            if self.frames is not None:
-                self.container.seek(self.start, stream=self.stream, backward=True, any_frame=False)
-            self.position = -1
-        self.frames = self.container.decode(self.stream)
-
-    def read(self, target):
-        """The frame `target` as uint8 `[H, W, 3]` RGB, or None past the end of the stream."""
-        if self.frames is None or (self.position is not None and (
-                target <= self.position or (self.timed and target - self.position > SEEK_AHEAD))):
-            self._restart(target)
-        for frame in self.frames:
-            if self.timed and frame.pts is None:  # no timestamps after all: count frames from the start
-                self.timed = False
-                self._restart(0)
-                return self.read(target)
-            index = self._index(frame)
-            if self.position is None and index > target:  # the seek landed after the frame: from the start
-                self._restart(0)
-                return self.read(target)
-            self.position = index
-            if index >= target:
-                return frame.to_ndarray(format="rgb24")
-        return None
-
-
-def read_frames(path, indices):
-    """Decodes the frames `indices` (any order, repeats allowed) of a video file.
-
-    Returns:
-        `{index: uint8 [H, W, 3]}` for the indices found (all of them unless the container over-counts its frames).
-    """
-    with _open(path) as container:
-        reader = _Reader(container)
-        out = {}
-        for index in sorted(set(int(i) for i in indices)):
-            frame = reader.read(index)
-            if frame is None:
-                break
-            out[index] = frame
-        return out
+# Opening, counting and seeking live in `kerasvid.data.video_files` (shared with `kerasvid extract`); the names stay
+# importable from here.
+from kerasvid.data.video_files import SEEK_AHEAD, count_frames, read_frames  # noqa: F401
 
 
 def decode_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
@@ -129,20 +34,15 @@ def decode_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
     """
     import numpy as np
 
-    from kerasvid.data import samplers
+    from kerasvid.data import samplers, video_files
 
-    n = count_frames(path)
-    if n < 1:
-        raise ValueError(f"{path!r} has no video frames (0 frames in its video stream).")
+    n = video_files.check_frame_count(path, video_files.count_frames(path))
     idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
-    frames = read_frames(path, idx.ravel())
+    frames = video_files.read_frames(path, idx.ravel())
     if len(frames) < len(set(idx.ravel().tolist())):  # the container over-counted: count by decoding, once
-        with _open(path) as container:
-            n = sum(1 for _ in container.decode(video=0))
-        if n < 1:
-            raise ValueError(f"{path!r} has no decodable video frames.")
+        n = video_files.check_frame_count(path, video_files.count_decoded_frames(path), decoded=True)
         idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
-        frames = read_frames(path, idx.ravel())
+        frames = video_files.read_frames(path, idx.ravel())
     return np.stack([np.stack([frames[int(i)] for i in clip]) for clip in idx])
 
 

