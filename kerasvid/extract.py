@@ -27,7 +27,6 @@ import json
 import os
 import re
 import sys
-import time
 
 MANIFEST = "manifest.json"
 FORMATS = ("npy", "tfrecord")
@@ -232,25 +231,13 @@ def read_tfrecord_features(path):
     return array, f["video/id"].bytes_list.value[0].decode()
 
 
-class _Progress:
-    """A progress bar on a terminal, one log line per video otherwise (both on stderr)."""
+def _progress(total, stream=None):
+    """The progress of an extraction (`kerasvid.progress.Progress` counting videos): a bar on a terminal, one log
+    line per video otherwise ("kerasvid extract: [3/10] <id>: <what happened>"), both on stderr."""
+    from kerasvid import progress
 
-    def __init__(self, total, stream=None):
-        self.total, self.done, self.stream, self.start = total, 0, stream or sys.stderr, time.time()
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def update(self, vid, status):
-        self.done += 1
-        if self.tty:
-            filled = int(30 * self.done / max(self.total, 1))
-            rate = self.done / max(time.time() - self.start, 1e-9)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
-                              f"{rate:.2f} videos/s {vid[:30]:<30}")
-            if self.done == self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(f"kerasvid extract: [{self.done}/{self.total}] {vid}: {status}\n")
-        self.stream.flush()
+    return progress.Progress(total, "kerasvid extract", unit="videos",
+                             line="kerasvid extract: [{done}/{total}] {text}", stream=stream)
 
 
 # ----- the extractor -----------------------------------------------------------------------------------------------
@@ -404,9 +391,11 @@ class FeatureExtractor:
         _atomic_write(os.path.join(self.output_dir, MANIFEST), lambda f: f.write(data))
 
     def run(self, items, progress=None):
-        """Extracts every `(id, description, loader)` of `list_inputs`; returns the manifest dict."""
+        """Extracts every `(id, description, loader)` of `list_inputs`; returns the manifest dict.
+
+        `progress`: a `kerasvid.progress.Progress` (default: bar / a line per video on stderr)."""
         manifest = self._start_manifest()
-        progress = progress or _Progress(len(items))
+        progress = progress or _progress(len(items))
         self._save_manifest(manifest)
         for vid, source, (kind, payload) in items:
             path = self._path(vid)
@@ -427,7 +416,7 @@ class FeatureExtractor:
                                                 "shape": list(feats.shape)})
                     status = f"wrote {os.path.basename(path)} {tuple(feats.shape)}"
             self._save_manifest(manifest)
-            progress.update(vid, status)
+            progress.update(text=f"{vid}: {status}")
         return manifest
 
 

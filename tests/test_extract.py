@@ -145,9 +145,9 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise():
 
     tty, log = Terminal(), io.StringIO()
     for stream in (tty, log):
-        progress = extract._Progress(2, stream)
-        progress.update("a", "wrote a.npy")
-        progress.update("b", "skipped (bad)")
+        progress = extract._progress(2, stream)
+        progress.update(text="a: wrote a.npy")
+        progress.update(text="b: skipped (bad)")
     assert tty.getvalue().count("\r") == 2 and "2/2" in tty.getvalue() and tty.getvalue().endswith("\n")
     assert log.getvalue().splitlines() == ["kerasvid extract: [1/2] a: wrote a.npy",
                                            "kerasvid extract: [2/2] b: skipped (bad)"]

@@ -15,8 +15,8 @@ import json
 import os
 import sys
 import threading
-import time
 
+from kerasvid import progress as progress_lib
 from kerasvid.data import sources, writer
 
 MANIFEST = "manifest.json"
@@ -24,39 +24,11 @@ LABELS = "labels.txt"
 _STATE_DIR = ".kerasvid_convert"
 
 
-class Progress:
-    """A progress bar on an interactive terminal, a log line every 10% otherwise."""
-
-    def __init__(self, total, desc, stream=None, enabled=True):
-        self.total, self.desc, self.done = total, desc, 0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._lock = threading.Lock()
-        self._start = time.time()
-        self._last_decile = -1
-
-    def update(self, n=1):
-        with self._lock:
-            self.done += n
-            if not self.enabled:
-                return
-            elapsed = time.time() - self._start
-            rate = self.done / elapsed if elapsed > 0 else 0.0
-            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-            line = f"{self.desc}: {self.done}/{self.total} videos, {rate:.2f} videos/s, ETA {eta:.0f} s"
-            if self.tty:
-                width = 30
-                filled = int(width * self.done / max(self.total, 1))
-                self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {line}")
-                if self.done >= self.total:
-                    self.stream.write("\n")
-            else:
-                decile = int(10 * self.done / max(self.total, 1))
-                if decile != self._last_decile:
-                    self._last_decile = decile
-                    self.stream.write(line + "\n")
-            self.stream.flush()
+def Progress(total, desc, stream=None, enabled=True):  # noqa: N802 - the former class's name (conjugates uses it)
+    """The progress of a conversion (`kerasvid.progress.Progress` counting videos): a bar on an interactive terminal,
+    a log line at the first video and every 10% otherwise."""
+    return progress_lib.Progress(total, desc, unit="videos", log_lines=10, log_first=True,
+                                 stream=stream, enabled=enabled)
 
 
 def _write_json_atomic(path, data):

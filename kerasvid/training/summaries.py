@@ -1,12 +1,12 @@
 """TensorBoard summaries and console progress (a bar on a terminal, log lines otherwise)."""
 import os
-import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
+
+from kerasvid import progress as progress_lib
 
 
 def _plugin_metadata(plugin_name):
@@ -79,42 +79,32 @@ def clip_to_image_grid(clip, max_frames=8):
     return tf.concat(tf.unstack(frames), axis=1)[None]
 
 
-class Progress:
-    """Progress of a run: an in-place bar on an interactive terminal, a log line every `log_every` steps otherwise.
+# A training log line: "step 10/20 loss=0.5 accuracy=0.25 (1.93 steps/s, ETA 5 s)".
+TRAINING_LINE = "{desc} {done}/{total} {text} ({rate:.2f} {unit}/s, ETA {eta})"
+
+
+class Progress(progress_lib.Progress):
+    """Progress of a run (`kerasvid.progress.Progress` counting steps): an in-place bar on an interactive terminal,
+    an absl log line every `log_every` steps and at the last step otherwise.
 
     Args:
         total: total steps.
         initial: step the run starts from (after a resume).
-        log_every: steps between log lines (non-terminal) / bar refreshes are on every update.
+        log_every: steps between log lines (non-terminal); the bar is redrawn on every update.
         stream: output stream (defaults to stderr).
     """
 
     def __init__(self, total, initial=0, log_every=10, stream=None):
-        self.total = int(total)
-        self.step = int(initial)
-        self.log_every = max(1, int(log_every))
-        self.stream = stream or sys.stderr
-        self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._start = time.time()
-        self._start_step = self.step
+        super().__init__(total, "step", unit="steps", initial=initial, log_every=log_every, line=TRAINING_LINE,
+                         log=lambda line: logging.info("%s", line), stream=stream)
+
+    @property
+    def step(self):
+        return self.done
 
     def update(self, step, values):
-        self.step = int(step)
-        done = self.step - self._start_step
-        rate = done / max(time.time() - self._start, 1e-9)
-        eta = (self.total - self.step) / rate if rate > 0 else float("nan")
-        text = " ".join(f"{k}={v:.4g}" for k, v in values.items())
-        if self.interactive:
-            width = 24
-            filled = int(width * self.step / max(self.total, 1))
-            bar = "#" * filled + "." * (width - filled)
-            self.stream.write(f"\r[{bar}] {self.step}/{self.total} {text} {rate:.2f} steps/s eta {eta:.0f}s ")
-            self.stream.flush()
-            if self.step >= self.total:
-                self.stream.write("\n")
-        elif self.step % self.log_every == 0 or self.step >= self.total:
-            logging.info("step %d/%d %s (%.2f steps/s, eta %.0fs)", self.step, self.total, text, rate,
-                         eta if np.isfinite(eta) else -1)
+        """The run reached `step`; `values` (name -> number, e.g. the window's mean loss) go on the line."""
+        self.update_to(step, " ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
 
 def read_scalars(logdir):
