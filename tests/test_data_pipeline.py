@@ -294,3 +294,47 @@ def test_training_with_skipped_records_checkpoints_and_resumes(tmp_path):
     resumed = train(tmp_path / "resumed", 8)
     for a, b in zip(full, resumed):
         np.testing.assert_array_equal(a, b)
+
+
+def test_data_config_gives_the_keyword_call_batches(grey_records):
+    """`video_dataset(pattern, VideoDataConfig(...))` is the keyword call; overrides replace config fields."""
+    from kerasvid.data import VideoDataConfig
+
+    args = dict(num_frames=4, image_size=(16, 16), batch_size=2, seed=5, deterministic=True, color_jitter=0.2)
+    by_keyword = next(iter(pipeline.video_dataset(grey_records, **args)))
+    config = VideoDataConfig(**args)
+    by_config = next(iter(pipeline.video_dataset(grey_records, config)))
+    positional = next(iter(pipeline.video_dataset(grey_records, 4, **{k: v for k, v in args.items()
+                                                                       if k != "num_frames"})))
+    for got in (by_config, positional):
+        np.testing.assert_array_equal(got[0]["image"].numpy(), by_keyword[0]["image"].numpy())
+        np.testing.assert_array_equal(got[1].numpy(), by_keyword[1].numpy())
+    # An override: the eval pipeline of the same config, as `_eval` reads it.
+    features, labels = next(iter(pipeline.video_dataset(grey_records, config, training=False, batch_size=4,
+                                                        normalization="none", stride=2)))
+    np.testing.assert_array_equal(_frame_values(features["image"].numpy()),
+                                  [[1, 3, 5, 7], [0, 2, 1, 0], [6, 8, 10, 12], [4, 6, 8, 10]])
+    assert config.training and config.batch_size == 2  # the config itself is unchanged
+
+
+def test_unknown_data_settings_name_the_key_and_the_valid_ones(grey_records):
+    from kerasvid.data import VideoDataConfig
+    from kerasvid.tasks import TaskConfig
+    from kerasvid.tasks.classification import ClassificationTask
+
+    with pytest.raises(ValueError, match=r"Unknown video_dataset keyword key \['flipp'\].*'flip'.*'num_frames'"):
+        pipeline.video_dataset(grey_records, num_frames=4, flipp=False)
+    with pytest.raises(ValueError, match=r"Unknown data_kwargs keys \['a', 'b'\].*'color_jitter'"):
+        VideoDataConfig(num_frames=4).replace(b=1, a=2)
+    task = ClassificationTask(TaskConfig(num_classes=3, train_pattern=grey_records, eval_pattern=grey_records,
+                                         data_kwargs={"flip": False, "colour_jitter": 0.1}))
+    with pytest.raises(ValueError, match=r"Unknown data_kwargs key \['colour_jitter'\].*'color_jitter'"):
+        task.build_dataset(training=True)
+    task.config.data_kwargs = {"flip": False, "eval_short_side": 20}
+    train, evaluation = task.data_config(True), task.data_config(False)
+    assert (train.flip, train.training, train.num_classes, train.batch_size) == (False, True, 3, 8)
+    assert (evaluation.eval_short_side, evaluation.training, evaluation.num_clips) == (20, False, 1)
+    with pytest.raises(TypeError, match="num_frames"):
+        pipeline.video_dataset(grey_records, image_size=8)
+    with pytest.raises(TypeError, match="VideoDataConfig"):
+        pipeline.video_dataset(grey_records, {"num_frames": 4})

@@ -48,6 +48,10 @@ def test_pair_dataset_aligns_clips_and_conjugates(paired_records):
             assert np.mean(diff < 0.05) > 0.4  # ... the context (same crop window) is not
     with pytest.raises(ValueError, match="Missing conjugate shards"):
         conjugate_pairs.pair_dataset(pattern, conj_dir + "_nowhere", num_frames=4)
+    # A VideoDataConfig setting that a pair pipeline cannot honour is refused by name, not ignored.
+    for field, value in (("on_error", "skip"), ("training", False), ("repeat", 1)):
+        with pytest.raises(ValueError, match=f"cannot honour {field}={value!r}"):
+            conjugate_pairs.pair_dataset(pattern, conj_dir, num_frames=4, **{field: value})
 
 
 def test_factorization_task_loss_matches_the_loss_function(paired_records):

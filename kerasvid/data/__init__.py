@@ -1,13 +1,14 @@
 """kerasvid.data: record schema, sharded writer, converters, tf.data video pipelines and synthetic datasets.
 
 Records follow TF Model Garden / DMVR (`kerasvid.data.schema`); `video_dataset` reads them into
-`({"image": float32 [B, T, H, W, 3]}, labels)` batches.
+`({"image": float32 [B, T, H, W, 3]}, labels)` batches, with the settings of a `VideoDataConfig`.
 
 The names below are imported on first use, so that `kerasvid convert --help` does not wait for TensorFlow.
 """
 import importlib
 
 _EXPORTS = {
+    "config": ("VideoDataConfig",),
     "pipeline": ("ErrorCounter", "decode_examples", "list_files", "make_decoder", "video_dataset"),
     "preprocess": ("normalize", "resize_and_center_crop"),
     "schema": ("make_sequence_example", "parse_sequence_example"),

@@ -8,12 +8,16 @@ import os
 import tensorflow as tf
 
 from kerasvid.data import pipeline, schema
+from kerasvid.data.config import VideoDataConfig
 from kerasvid.data.conjugates import CONJUGATE_NUM_BOXES, CONJUGATE_OF
 
 
-def pair_dataset(file_pattern, conjugate_dir, num_frames, stride=1, image_size=(224, 224), batch_size=8,
-                 num_classes=None, multi_label=False, normalization="imagenet", shuffle_buffer=64, seed=None,
-                 deterministic=False, input_context=None, **decoder_kwargs):
+# Settings of VideoDataConfig that pair_dataset cannot honour, with the values it runs with (or accepts).
+_FIXED = {"training": (True,), "one_hot": (False,), "on_error": ("raise",), "repeat": (None,),
+          "drop_remainder": (None, True), "auto_shard": ("data",), "augment": (None,)}
+
+
+def pair_dataset(file_pattern, conjugate_dir, config=None, *, input_context=None, **overrides):
     """Training batches of (action sample, conjugate) pairs, sampled and augmented identically.
 
     The conjugate shards (written by `kerasvid.data.conjugates.make_conjugate_records`) mirror the original shards
@@ -24,10 +28,14 @@ def pair_dataset(file_pattern, conjugate_dir, num_frames, stride=1, image_size=(
     Args:
         file_pattern: the original records (glob, list or directory, as `video_dataset`).
         conjugate_dir: the directory of the conjugate shards (same file names).
-        num_frames, stride, image_size, num_classes, multi_label, normalization: as `video_dataset`.
-        batch_size: pairs per batch (drop_remainder=True).
-        shuffle_buffer, seed, deterministic, input_context: as `video_dataset`.
-        **decoder_kwargs: further `make_decoder` arguments (crop, flip, mirror_labels, color_jitter, ...).
+        config: a `kerasvid.data.VideoDataConfig` of a training pipeline: the clip geometry, labels, shuffling and
+            the decoder's augmentation (crop, flip, mirror_labels, color_jitter, ...) are read from it; a pair
+            pipeline always repeats, drops the last incomplete batch and raises on bad records, so `training`,
+            `one_hot`, `on_error`, `repeat`, `drop_remainder`, `auto_shard` and `augment` must keep their values
+            (a ValueError names the field otherwise). `batch_size` counts pairs.
+        input_context: optional `tf.distribute.InputContext`; the pairs are sharded by it.
+        **overrides: `VideoDataConfig` fields replacing the config's, or, without a config, the whole config as
+            keywords (`pair_dataset(pattern, conjugate_dir, num_frames=8, ...)`), as in `video_dataset`.
 
     Returns:
         An endless `tf.data.Dataset` of `({"image": [B, T, H, W, 3], "conjugate": [B, T, H, W, 3],
@@ -38,14 +46,20 @@ def pair_dataset(file_pattern, conjugate_dir, num_frames, stride=1, image_size=(
         ValueError: when a conjugate shard is missing; at run time an InvalidArgumentError when a pair's
             `conjugate/of` differs from the original's `video/id` (shards out of step).
     """
+    c = VideoDataConfig.resolve(config, "pair_dataset", **overrides)
+    for name, allowed in _FIXED.items():
+        if getattr(c, name) not in allowed:
+            raise ValueError(f"pair_dataset cannot honour {name}={getattr(c, name)!r} (it runs with "
+                             f"{name}={allowed[0]!r}): leave it out of the factorization task's data_kwargs")
+    pipeline.check_config(c)
+    seed, deterministic = c.seed, c.deterministic
     files = pipeline.list_files(file_pattern)
     partners = [os.path.join(conjugate_dir, os.path.basename(f)) for f in files]
     missing = [p for p in partners if not tf.io.gfile.exists(p)]
     if missing:
         raise ValueError(f"Missing conjugate shards for {len(missing)} of {len(files)} record files, e.g. "
                          f"{missing[0]!r}; run `kerasvid conjugates --records=... --output_dir={conjugate_dir}`")
-    decode = pipeline.make_decoder(num_frames, stride, image_size, True, num_classes, multi_label, False,
-                                   normalization, **decoder_kwargs)
+    decode = pipeline.decoder_for(c)
     context = {CONJUGATE_NUM_BOXES: tf.io.FixedLenFeature((), tf.int64, default_value=0),
                CONJUGATE_OF: tf.io.FixedLenFeature((), tf.string, default_value="")}
     id_spec = {schema.VIDEO_ID: tf.io.FixedLenFeature((), tf.string, default_value="")}
@@ -64,17 +78,22 @@ def pair_dataset(file_pattern, conjugate_dir, num_frames, stride=1, image_size=(
 
     pairs = tf.data.Dataset.from_tensor_slices((files, partners))
     pairs = pairs.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    records = pairs.interleave(lambda f, g: tf.data.Dataset.zip((tf.data.TFRecordDataset(f),
-                                                                 tf.data.TFRecordDataset(g))),
-                               cycle_length=min(len(files), 8), block_length=1,
+    records = pairs.interleave(_read_pair, cycle_length=min(len(files), 8), block_length=1,
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if input_context is not None:
         records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if shuffle_buffer and shuffle_buffer > 1:
-        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if c.shuffle_buffer and c.shuffle_buffer > 1:
+        records = records.shuffle(c.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     records = tf.data.Dataset.zip((records.repeat(), tf.data.Dataset.random(seed=seed)))
-    ds = records.map(decode_pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = records.map(decode_pair, num_parallel_calls=c.num_parallel_calls or None, deterministic=deterministic)
+    ds = ds.batch(c.batch_size, drop_remainder=True)
+    if c.prefetch:
+        ds = ds.prefetch(c.prefetch)
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
     return ds.with_options(options)
+
+
+def _read_pair(original, conjugate):
+    """The records of an original shard zipped with those of its conjugate shard."""
+    return tf.data.Dataset.zip((tf.data.TFRecordDataset(original), tf.data.TFRecordDataset(conjugate)))

@@ -13,6 +13,7 @@ import weakref
 import tensorflow as tf
 
 from kerasvid.data import preprocess, samplers, schema
+from kerasvid.data.config import VideoDataConfig
 
 _CROPS = ("random_resized", "scale_jitter", "center")
 _AUTO_SHARD = {"data": tf.data.experimental.AutoShardPolicy.DATA, "file": tf.data.experimental.AutoShardPolicy.FILE,
@@ -157,24 +158,26 @@ def _read_records(files, sizes):
     return read
 
 
-def _validate(num_frames, stride, image_size, batch_size, num_classes, multi_label, one_hot, num_clips, num_crops,
-              sampler, on_error, crop, normalization, mirror_labels, auto_shard):
-    for name, v in (("num_frames", num_frames), ("stride", stride), ("batch_size", batch_size),
-                    ("num_clips", num_clips), ("num_crops", num_crops)):
+def check_config(config):
+    """Checks a `VideoDataConfig` up front; each error names the field and the value received."""
+    c = config
+    for name in ("num_frames", "stride", "batch_size", "num_clips", "num_crops"):
+        v = getattr(c, name)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"`{name}` must be a positive int, got {v!r}.")
-    _image_size(image_size)
-    if (multi_label or one_hot or mirror_labels) and not num_classes:
-        raise ValueError(f"`num_classes` is required with multi_label / one_hot / mirror_labels, got {num_classes!r}.")
-    if sampler not in samplers.SAMPLERS:
-        raise ValueError(f"`sampler` must be one of {samplers.SAMPLERS}, got {sampler!r}.")
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"`on_error` must be 'raise' or 'skip', got {on_error!r}.")
-    if crop not in _CROPS:
-        raise ValueError(f"`crop` must be one of {_CROPS}, got {crop!r}.")
-    if auto_shard not in _AUTO_SHARD:
-        raise ValueError(f"`auto_shard` must be one of {sorted(_AUTO_SHARD)}, got {auto_shard!r}.")
-    preprocess.check_normalization(normalization)
+    _image_size(c.image_size)
+    if (c.multi_label or c.one_hot or c.mirror_labels) and not c.num_classes:
+        raise ValueError(f"`num_classes` is required with multi_label / one_hot / mirror_labels, got "
+                         f"{c.num_classes!r}.")
+    if c.sampler not in samplers.SAMPLERS:
+        raise ValueError(f"`sampler` must be one of {samplers.SAMPLERS}, got {c.sampler!r}.")
+    if c.on_error not in ("raise", "skip"):
+        raise ValueError(f"`on_error` must be 'raise' or 'skip', got {c.on_error!r}.")
+    if c.crop not in _CROPS:
+        raise ValueError(f"`crop` must be one of {_CROPS}, got {c.crop!r}.")
+    if c.auto_shard not in _AUTO_SHARD:
+        raise ValueError(f"`auto_shard` must be one of {sorted(_AUTO_SHARD)}, got {c.auto_shard!r}.")
+    preprocess.check_normalization(c.normalization)
 
 
 def _image_size(image_size):
@@ -275,6 +278,15 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
     return fn
 
 
+def decoder_for(config, augment=None):
+    """`make_decoder` with the settings of a `VideoDataConfig` (and an already built `VideoAugment`, or None)."""
+    c = config
+    return make_decoder(c.num_frames, c.stride, c.image_size, c.training, c.num_classes, c.multi_label, c.one_hot,
+                        c.normalization, c.num_clips, c.num_crops, c.sampler, c.crop, c.crop_scale,
+                        c.crop_aspect_ratio, c.scale_jitter, c.flip, c.mirror_labels, c.color_jitter,
+                        c.eval_short_side, augment=augment)
+
+
 def decode_examples(serialized, num_frames, stride=1, image_size=(224, 224), normalization="imagenet", num_clips=1,
                     num_crops=1, sampler="dense", eval_short_side=None):
     """Eval-mode decoding of a batch of serialized SequenceExamples, exactly as `video_dataset(training=False)`.
@@ -298,13 +310,7 @@ def decode_examples(serialized, num_frames, stride=1, image_size=(224, 224), nor
     return tf.reshape(images, [-1, num_frames, h, w, 3]) if decode.views > 1 else images
 
 
-def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), training=True, batch_size=8,
-                  num_classes=None, multi_label=False, one_hot=False, normalization="imagenet", num_clips=1,
-                  num_crops=1, sampler="dense", shuffle_buffer=64, seed=None, deterministic=False, on_error="raise",
-                  error_counter=None, repeat=None, crop="random_resized", crop_scale=(0.49, 1.0),
-                  crop_aspect_ratio=(0.5, 2.0), scale_jitter=(256, 320), flip=True, mirror_labels=None,
-                  color_jitter=0.0, eval_short_side=None, drop_remainder=None, input_context=None,
-                  auto_shard="data", num_parallel_calls=tf.data.AUTOTUNE, prefetch=tf.data.AUTOTUNE, augment=None):
+def video_dataset(file_pattern, config=None, *, input_context=None, error_counter=None, **overrides):
     """A batched `tf.data.Dataset` of video clips from SequenceExample records.
 
     Training: a dense clip at a random offset (or TSN segments), a random crop window decoded alone and resized,
@@ -318,40 +324,13 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
 
     Args:
         file_pattern: glob, list of globs or directory of `*.tfrecord` shards.
-        num_frames: T, frames per clip.
-        stride: temporal stride between sampled frames (in stored frames; see `video/fps`).
-        image_size: (H, W) of the output.
-        training: training sampling/augmentation, shuffling and endless repetition.
-        batch_size: videos per batch.
-        num_classes: required for multi-hot / one-hot labels and mirror labels; also checks label range.
-        multi_label: labels as float32 multi-hot `[B, num_classes]` (Charades).
-        one_hot: single-label data as float32 one-hot `[B, num_classes]` (records with several labels become
-            multi-hot).
-        normalization: "imagenet", "minus_one_one", "zero_one" or "none" (see `preprocess.normalize`).
-        num_clips: temporal views (eval) or clips per video (training).
-        num_crops: spatial views in eval (1 centre, 3 ...).
-        sampler: "dense" (num_frames x stride) or "tsn" (one frame per segment).
-        shuffle_buffer: record shuffle buffer in training (files are shuffled too).
-        seed: seed for shuffling and augmentation.
-        deterministic: fixed element order (with `seed`, batches are reproducible run to run).
-        on_error: "raise" (default): a bad record or shard stops iteration with one `InvalidArgumentError` line
-            naming the shard, the record index and the reason; "skip": it is dropped, logged on stderr (with
-            running totals kept in the iterator state) and counted in `error_counter` (also attached as
-            `dataset.error_counter`). Both are tf.data graph ops, so the iterator checkpoints.
-        error_counter: an `ErrorCounter` to count into (created when None).
-        repeat: number of epochs; None = forever in training, once in eval.
-        crop: training crop: "random_resized" (area `crop_scale`, aspect `crop_aspect_ratio`), "scale_jitter"
-            (short side ~ U[scale_jitter], random crop) or "center".
-        flip: random horizontal flip in training.
-        mirror_labels: {a: b} classes that swap under a flip (Jester `{11: 12, 16: 17}`), or pairs.
-        color_jitter: strength s of `preprocess.color_jitter` (0 = off).
-        eval_short_side: eval resize target of the short side.
-        drop_remainder: default True in training, False in eval.
+        config: a `kerasvid.data.VideoDataConfig` (its docstring documents every setting).
         input_context: optional `tf.distribute.InputContext`; the records are sharded by it.
-        auto_shard: tf.data auto-shard policy for multi-worker strategies: "data" (default), "file", "auto", "off".
-        num_parallel_calls, prefetch: tf.data parallelism.
-        augment: clip-consistent training augmentation (`kerasvid.data.augment.VideoAugment` or a dict of its
-            arguments: randaugment, random_erasing, mixup, cutmix); MixUp / CutMix make the labels soft.
+        error_counter: an `ErrorCounter` to count skipped records into with `on_error="skip"` (created when None;
+            also attached as `dataset.error_counter`).
+        **overrides: `VideoDataConfig` fields that replace the config's (`video_dataset(pattern, config,
+            flip=False)`), or, without a config, the whole config as keywords (`video_dataset(pattern,
+            num_frames=8, image_size=(64, 64))`). An unknown name raises a ValueError listing the valid ones.
 
     Returns:
         `tf.data.Dataset` of `({"image": float32 [B(*V), T, H, W, 3]}, labels)`; labels int32 `[B]` or float32
@@ -359,21 +338,23 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
 
     Example:
     >>> pattern = kerasvid.data.write_synthetic_dataset("/tmp/synth")
-    >>> ds = kerasvid.data.video_dataset(pattern, num_frames=8, image_size=(64, 64), batch_size=4)
+    >>> config = kerasvid.data.VideoDataConfig(num_frames=8, image_size=(64, 64), batch_size=4)
+    >>> ds = kerasvid.data.video_dataset(pattern, config)
     >>> features, labels = next(iter(ds))  # features["image"]: (4, 8, 64, 64, 3), labels: (4,)
     """
-    _validate(num_frames, stride, image_size, batch_size, num_classes, multi_label, one_hot, num_clips, num_crops,
-              sampler, on_error, crop, normalization, mirror_labels, auto_shard)
-    image_size = _image_size(image_size)
+    c = VideoDataConfig.resolve(config, "video_dataset", **overrides)
+    check_config(c)
+    training, seed, deterministic = c.training, c.seed, c.deterministic
+    num_frames, num_classes = c.num_frames, c.num_classes
+    image_size = _image_size(c.image_size)
     files = list_files(file_pattern)
-    if augment is not None:  # imports keras: only when augmenting
+    augment = None
+    if c.augment is not None and training:  # imports keras: only when augmenting
         from kerasvid.data.augment import from_spec
 
-        augment = from_spec(augment) if training else None
+        augment = from_spec(c.augment)
     sizes = [tf.io.gfile.stat(f).length for f in files]
-    decode = make_decoder(num_frames, stride, image_size, training, num_classes, multi_label, one_hot,
-                          normalization, num_clips, num_crops, sampler, crop, crop_scale, crop_aspect_ratio,
-                          scale_jitter, flip, mirror_labels, color_jitter, eval_short_side, augment=augment)
+    decode = decoder_for(c, augment)
     counter = error_counter if error_counter is not None else ErrorCounter()
 
     file_ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
@@ -383,39 +364,47 @@ def video_dataset(file_pattern, num_frames, stride=1, image_size=(224, 224), tra
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if input_context is not None:
         records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if training and shuffle_buffer and shuffle_buffer > 1:
-        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    epochs = repeat if repeat is not None else (None if training else 1)
+    if training and c.shuffle_buffer and c.shuffle_buffer > 1:
+        records = records.shuffle(c.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    epochs = c.repeat if c.repeat is not None else (None if training else 1)
     if epochs != 1:
         records = records.repeat(epochs)
     rng = tf.data.Dataset.random(seed=seed)
     records = tf.data.Dataset.zip((records, rng))
     # Evaluation keeps the record order (as a parallel map does in practice); training order is shuffled anyway.
-    ds = _guarded_decode(records, decode, num_frames, image_size, num_classes, multi_label or one_hot,
-                         on_error == "skip", num_parallel_calls, deterministic or not training)
-    if on_error == "skip":
+    ds = _guarded_decode(records, decode, num_frames, image_size, num_classes, c.multi_label or c.one_hot,
+                         c.on_error == "skip", c.num_parallel_calls, deterministic or not training)
+    if c.on_error == "skip":
         ds = _count_and_drop(ds, counter)
     else:
-        ds = ds.map(lambda features, label, status, message: (features, label))
-    if drop_remainder is None:
-        drop_remainder = training
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(_drop_status)
+    drop_remainder = training if c.drop_remainder is None else c.drop_remainder
+    ds = ds.batch(c.batch_size, drop_remainder=drop_remainder)
     if augment is not None:  # MixUp / CutMix: soft labels [B, num_classes]
         ds = augment.mix_batches(ds, seed, num_classes)
     if decode.views > 1:
         h, w = image_size
-        ds = ds.map(lambda f, y: ({"image": tf.reshape(f["image"], [-1, num_frames, h, w, 3])}, y))
-    if prefetch:
-        ds = ds.prefetch(prefetch)
+
+        def fold_views(features, labels):
+            return {"image": tf.reshape(features["image"], [-1, num_frames, h, w, 3])}, labels
+
+        ds = ds.map(fold_views)
+    if c.prefetch:
+        ds = ds.prefetch(c.prefetch)
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
-    options.experimental_distribute.auto_shard_policy = _AUTO_SHARD[auto_shard]
+    options.experimental_distribute.auto_shard_policy = _AUTO_SHARD[c.auto_shard]
     ds = ds.with_options(options)
     try:
         ds.error_counter = counter
     except AttributeError:  # pragma: no cover - depends on the Dataset subclass
         pass
     return ds
+
+
+def _drop_status(features, label, status, message):
+    """`(features, label, status, message)` -> `(features, label)` (on_error="raise": every element is good)."""
+    return features, label
 
 
 _RECORD, _SHARD = 1, 2  # status of a skipped element (0: a good one)

@@ -66,18 +66,26 @@ class ClassificationTask(Task):
         return zoo.get_model(c.model, num_classes=self.num_classes,
                              input_shape=(c.num_frames, *c.image_size, 3), **c.model_kwargs)
 
+    def data_config(self, training, input_context=None):
+        """The `kerasvid.data.VideoDataConfig` of the training or evaluation pipeline: this task's settings (one
+        training clip, or `eval_clips` x `eval_crops` evaluation views), then the `data_kwargs` overrides (an
+        unknown key raises a ValueError listing the valid ones)."""
+        from kerasvid import data
+
+        c = self.config
+        return data.VideoDataConfig(
+            num_frames=c.num_frames, stride=c.stride, image_size=tuple(c.image_size), training=training,
+            batch_size=self.local_batch_size(input_context) if training else c.eval_batch_size,
+            num_classes=self.num_classes, multi_label=c.multi_label, normalization=c.normalization,
+            num_clips=1 if training else c.eval_clips, num_crops=1 if training else c.eval_crops,
+            shuffle_buffer=c.shuffle_buffer, seed=c.seed, deterministic=c.deterministic).replace(**c.data_kwargs)
+
     def build_dataset(self, training, input_context=None):
         from kerasvid import data
 
         c = self.config
-        return data.video_dataset(
-            c.train_pattern if training else c.eval_pattern, num_frames=c.num_frames, stride=c.stride,
-            image_size=tuple(c.image_size), training=training,
-            batch_size=self.local_batch_size(input_context) if training else c.eval_batch_size,
-            num_classes=self.num_classes, multi_label=c.multi_label, normalization=c.normalization,
-            num_clips=1 if training else c.eval_clips, num_crops=1 if training else c.eval_crops,
-            shuffle_buffer=c.shuffle_buffer, seed=c.seed, deterministic=c.deterministic,
-            input_context=input_context, **c.data_kwargs)
+        return data.video_dataset(c.train_pattern if training else c.eval_pattern,
+                                  self.data_config(training, input_context), input_context=input_context)
 
     def _per_example_loss(self, logits, labels):
         if self.config.multi_label:

@@ -72,12 +72,8 @@ class FactorizationTask(ClassificationTask):
         from kerasvid.data.conjugate_pairs import pair_dataset
 
         c = self.config
-        return pair_dataset(c.train_pattern, c.task_kwargs["conjugate_dir"], num_frames=c.num_frames,
-                            stride=c.stride, image_size=tuple(c.image_size),
-                            batch_size=self.local_batch_size(input_context), num_classes=self.num_classes,
-                            multi_label=c.multi_label, normalization=c.normalization,
-                            shuffle_buffer=c.shuffle_buffer, seed=c.seed, deterministic=c.deterministic,
-                            input_context=input_context, **c.data_kwargs)
+        return pair_dataset(c.train_pattern, c.task_kwargs["conjugate_dir"], self.data_config(True, input_context),
+                            input_context=input_context)
 
     def compute_loss(self, model, inputs, labels, global_batch_size):
         batch = tf.shape(inputs["image"])[0]
