@@ -128,6 +128,34 @@ def _antialiased_half(x, axis):
     return np.moveaxis(out, 0, axis)
 
 
+def test_stored_and_pipeline_short_side_resizes_agree_enlarging_and_differ_shrinking():
+    """`sources.resize_short_side_antialiased` (what convert stores) and `preprocess.resize_short_side` (the input
+    pipelines): the same sizes; when enlarging, the same pixels up to uint8 rounding; when shrinking by 2, the
+    stored frames are the triangle filter written out by hand and the pipelines' the 2x2 mean (plain bilinear)."""
+    from kerasvid.data import preprocess
+
+    frames = np.random.default_rng(1).integers(0, 256, (2, 12, 16, 3), dtype=np.uint8)
+    assert sources.resize_short_side_antialiased(frames, 12) is frames  # no resize asked: the bytes stay
+    assert sources.resize_short_side_antialiased(frames, None) is frames
+    for short_side in (13, 18, 24):
+        stored = sources.resize_short_side_antialiased(frames, short_side)
+        plain = preprocess.resize_short_side(frames, short_side).numpy()
+        width = round(16 * short_side / 12)
+        assert stored.dtype == np.uint8 and stored.shape == plain.shape == (2, short_side, width, 3)
+        assert np.abs(stored.astype(np.float32) - plain).max() <= 0.5 + 1e-3
+    stored = sources.resize_short_side_antialiased(frames, 6)
+    plain = preprocess.resize_short_side(frames, 6).numpy()
+    np.testing.assert_allclose(plain, frames.astype(np.float32).reshape(2, 6, 2, 8, 2, 3).mean(axis=(2, 4)),
+                               atol=1e-4)
+    triangle = _antialiased_half(_antialiased_half(frames.astype(np.float32), 1), 2)
+    assert np.abs(stored.astype(np.float32) - triangle).max() <= 0.5 + 1e-3
+    assert np.abs(stored.astype(np.float32) - plain).max() > 10  # the filters really differ
+    # Sizes: round(W * s / H) with halves to even (720 * 31 / 480 = 46.5 -> 46), one rule for both.
+    wide = np.zeros((1, 480, 720, 3), np.uint8)
+    assert sources.resize_short_side_antialiased(wide, 31).shape == (1, 31, 46, 3)
+    assert preprocess.resize_short_side(wide, 31).shape == (1, 31, 46, 3)
+
+
 def _copies(tmp_path, n):
     d = tmp_path / "in"
     d.mkdir()

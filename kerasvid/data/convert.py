@@ -306,7 +306,7 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
                     if indices[k] is None:
                         raise sources.SkipInput(known_skips[k])
                     frames, rate = sources.read_source(item, fps, source_fps)
-                    frames = sources.resize_short_side(frames, short_side)
+                    frames = sources.resize_short_side_antialiased(frames, short_side)
                     ex = _example(item, indices[k], label_names, frames, rate, input_dir, jpeg_quality)
                 except sources.SkipInput as e:
                     skipped.append({"video_id": item.video_id, "input": _relative(item.source, input_dir),

@@ -74,17 +74,26 @@ def _flatten_frames(frames):
     return tf.reshape(frames, tf.concat([[-1], shape[-3:]], 0)), shape[:-3]
 
 
-def resize_short_side(frames, short_side):
+def resize_short_side(frames, short_side, antialias=False):
     """Resizes `[..., H, W, C]` frames (bilinear) so that min(H, W) == short_side, keeping the aspect ratio.
 
-    Returns float32 on the input's value scale; the new sizes are round(H * s / min(H, W)), round(W * s / min(H, W)).
+    Returns float32 on the input's value scale; the new sizes are round(H * s / min(H, W)), round(W * s / min(H, W))
+    (in float32, halves to even). The one resize of kerasvid: the input pipelines use it as is (graph, float32),
+    `sources.resize_short_side_antialiased` wraps it for the frames `kerasvid convert` stores.
+
+    Args:
+        frames: `[..., H, W, C]` uint8 or float.
+        short_side: the new min(H, W).
+        antialias: False (the input pipelines, as TF Model Garden's: plain bilinear, 2x2 taps when shrinking by 2);
+            True: when shrinking, a triangle filter as wide as the scale (no aliasing of fine detail: what a
+            one-off conversion of large videos wants); the same as plain bilinear when enlarging.
     """
     flat, lead = _flatten_frames(tf.convert_to_tensor(frames))
     h = tf.cast(tf.shape(flat)[1], tf.float32)
     w = tf.cast(tf.shape(flat)[2], tf.float32)
     scale = tf.cast(short_side, tf.float32) / tf.minimum(h, w)
     new_hw = tf.cast(tf.round(tf.stack([h * scale, w * scale])), tf.int32)
-    out = tf.image.resize(tf.cast(flat, tf.float32), new_hw, method="bilinear")
+    out = tf.image.resize(tf.cast(flat, tf.float32), new_hw, method="bilinear", antialias=antialias)
     return tf.reshape(out, tf.concat([lead, tf.shape(out)[1:]], 0))
 
 

@@ -351,17 +351,22 @@ def read_source(item, fps=None, source_fps=None):
     return decode_video(item.source, fps)
 
 
-def resize_short_side(frames, short_side):
-    """Resizes uint8 frames `[T, H, W, 3]` so min(H, W) == short_side (bilinear, antialiased); no-op if equal."""
-    import tensorflow as tf
+def resize_short_side_antialiased(frames, short_side):
+    """Resizes decoded uint8 frames `[T, H, W, 3]` before `kerasvid convert` stores them: min(H, W) == short_side,
+    antialiased bilinear, rounded back to uint8 numpy; the frames themselves when `short_side` is None or already
+    min(H, W).
 
-    if not short_side:
+    `preprocess.resize_short_side(..., antialias=True)` does the resizing (the same sizes). It differs from what the
+    input pipelines call, `preprocess.resize_short_side(frames, s)`, on purpose: conversion shrinks large videos
+    once, so it filters (antialias) where the pipelines' plain bilinear would alias; its frames go to JPEG (uint8)
+    and stay byte-identical when no resize is asked. When enlarging the two agree (up to the uint8 rounding).
+    """
+    if not short_side or min(frames.shape[1:3]) == short_side:
         return frames
-    h, w = frames.shape[1:3]
-    if min(h, w) == short_side:
-        return frames
-    scale = short_side / min(h, w)
-    size = (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
-    out = tf.image.resize(frames, size, method="bilinear", antialias=True)
+    from kerasvid.data import preprocess
+
+    out = preprocess.resize_short_side(frames, short_side, antialias=True)
     return np.clip(np.round(out.numpy()), 0, 255).astype(np.uint8)
 
+
+resize_short_side = resize_short_side_antialiased  # the former name, kept working
