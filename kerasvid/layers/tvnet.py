@@ -16,13 +16,16 @@ from tensorflow.python.eager import record
 from tensorflow.python.ops import control_flow_util
 
 from kerasvid.ops.warp import (PADDINGS, backward_divergence_term, bilinear_warp, centered_gradient,
-                               forward_difference, median_filter, resize_align_corners)
+                               forward_difference, median_filter, resize_align_corners, resize_half_pixel)
 
 # Released TVNet's "GRAD_IS_ZERO": the epsilon of the dual-update norm, of |grad I|^2 and of rho.
 EPSILON = 1e-12
 
 # Luma weights (ITU-R BT.601) for the channels (B, G, R); TVNet floors the weighted sum.
 BGR_LUMA_WEIGHTS = (0.114, 0.587, 0.299)
+# Image pyramids: the released one (every level resampled from the full image, align corners) and OpenCV's
+# DualTVL1 one (each level from the previous, half-pixel bilinear; at zoom 0.5 the mean of 2x2 blocks).
+PYRAMIDS = ("released", "cascade")
 # Which input channel holds B, G, R for each channel order.
 CHANNEL_ORDERS = {"rgb": (2, 1, 0), "bgr": (0, 1, 2)}
 
@@ -217,6 +220,22 @@ def pyramid_sizes(height, width, scales, zoom):
     return sizes
 
 
+def cascade_sizes(height, width, scales, zoom):
+    """Sizes of the level-by-level pyramid (`pyramid="cascade"`), finest first.
+
+    As many levels as `pyramid_sizes` gives, each level's sides `round(side * zoom)` of the previous level's
+    (round half to even, as OpenCV's `cv::resize` with a scale factor); levels under 2 pixels are dropped.
+    """
+    count = len(pyramid_sizes(height, width, scales, zoom))
+    sizes = [(height, width)]
+    while len(sizes) < count:
+        h, w = sizes[-1]
+        sizes.append((max(1, round(h * zoom)), max(1, round(w * zoom))))
+    while len(sizes) > 1 and min(sizes[-1]) < 2:
+        sizes.pop()
+    return sizes
+
+
 @keras.saving.register_keras_serializable(package="kerasvid")
 class TVNet(keras.layers.Layer):
     """TVNet: multi-scale TV-L1 optical flow unrolled into trainable layers (Fan et al., CVPR 2018).
@@ -238,6 +257,9 @@ class TVNet(keras.layers.Layer):
     blocks' kernels are shared by the repetitions, so the weights do not grow), `median_filtering` median-filters
     the flow before each repetition (OpenCV: 5), and `epsilon` stops a sample once an iteration moves its flow by
     at most `epsilon^2 H W` (summed squared change; OpenCV: 0.01). The scale step is `zoom` (OpenCV's `scaleStep`).
+    `pyramid="cascade"` builds the pyramid as OpenCV does (each level resized from the previous one, half-pixel
+    bilinear, so zoom 0.5 averages 2x2 blocks instead of sampling the full image; the flow is upsampled the same
+    way), and `presmoothing=False` leaves out the released 5x5 Gaussian (OpenCV does not smooth).
 
     Speed: by default the solver (steps 4-5) runs compiled with XLA, its backward pass too, inside any caller
     (eager, `tf.function`, `model.predict`, a training loop); see `jit_compile`.
@@ -265,12 +287,17 @@ class TVNet(keras.layers.Layer):
         warp_padding: border mode of the warps, see `kerasvid.ops.bilinear_warp` (`"border"` or `"zeros"`).
         unroll: False (default): the iterations of each warp run in a `tf.while_loop` over the blocks' stacked
             kernels; True: unrolled, one set of ops per `TVNetBlock` (the released graph). Same numbers and
-            gradients; the loop's graph is ~`iterations` times smaller, so tracing (~10x) and XLA compilation
-            are much faster (see `benchmarks/tvnet.py`).
+            gradients; the loop's graph is ~`iterations` times smaller, so it traces and compiles faster
+            (timings: `benchmarks/tvnet.py`, README).
         outer_iterations: repetitions of the `iterations` of each warp (OpenCV's `outerIterations`).
         median_filtering: odd side of the median filter applied to the flow before each repetition (1 = off;
             `kerasvid.ops.warp.median_filter`, replicated borders as OpenCV's `medianBlur`).
         epsilon: stopping threshold (OpenCV's `epsilon`); 0 = always run every iteration.
+        pyramid: `"released"` (default): each level resampled from the full-size image with aligned corners, the
+            flow upsampled the same way (released TVNet); `"cascade"`: each level `kerasvid.ops.warp.
+            resize_half_pixel` of the previous one with ratio `1 / zoom` (OpenCV's `resize(INTER_LINEAR)`; sizes
+            from `cascade_sizes`), the flow upsampled half-pixel bilinearly.
+        presmoothing: apply the released 5x5 Gaussian to the grey images (default True; OpenCV: none).
         jit_compile: None (default): compile the solver with XLA unless `unroll=True`, XLA is unavailable, an
             enclosing function is already XLA-compiled, or a distribution strategy spreads replicas over CPU devices
             (where XLA cannot reach mirrored variables); True: always; False: never. The first call per input shape
@@ -294,7 +321,8 @@ class TVNet(keras.layers.Layer):
 
     def __init__(self, scales=1, warps=1, iterations=50, tau=0.25, lbda=0.15, theta=0.3, zoom=0.5,
                  channel_order="rgb", learn_initial_flow=False, warp_padding="border", unroll=False,
-                 outer_iterations=1, median_filtering=1, epsilon=0.0, jit_compile=None, **kwargs):
+                 outer_iterations=1, median_filtering=1, epsilon=0.0, jit_compile=None, pyramid="released",
+                 presmoothing=True, **kwargs):
         # float32 whatever the global policy: the 1e-12 epsilons and the thresholding need it
         kwargs["dtype"] = kwargs.get("dtype") or "float32"
         super().__init__(**kwargs)
@@ -315,6 +343,10 @@ class TVNet(keras.layers.Layer):
                              f"median_filtering={median_filtering!r}")
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon >= 0:
             raise ValueError(f"`epsilon` must be a number >= 0 (0 = no stopping test), got epsilon={epsilon!r}")
+        if pyramid not in PYRAMIDS:
+            raise ValueError(f"`pyramid` must be one of {PYRAMIDS}, got pyramid={pyramid!r}")
+        if not isinstance(presmoothing, bool):
+            raise ValueError(f"`presmoothing` must be True or False, got presmoothing={presmoothing!r}")
         if jit_compile not in (None, True, False):
             raise ValueError(f"`jit_compile` must be None (automatic), True or False, got jit_compile={jit_compile!r}")
         TVNetBlock(tau, lbda, theta)  # validates tau, lbda, theta
@@ -333,6 +365,8 @@ class TVNet(keras.layers.Layer):
         self.median_filtering = median_filtering
         self.epsilon = float(epsilon)
         self.jit_compile = jit_compile
+        self.pyramid = pyramid
+        self.presmoothing = presmoothing
         self.sizes = None
         self.blocks = []
         # the XLA-compiled solver, created on first use; kept out of Keras/TF tracking (it is not state)
@@ -351,7 +385,8 @@ class TVNet(keras.layers.Layer):
         height, width = input_shape[-3], input_shape[-2]
         if height is None or width is None or height < 2 or width < 2:
             raise ValueError(f"TVNet needs a static height and width of at least 2 pixels, got shape {input_shape}")
-        self.sizes = pyramid_sizes(height, width, self.scales, self.zoom)
+        self.sizes = (pyramid_sizes if self.pyramid == "released" else cascade_sizes)(height, width, self.scales,
+                                                                                     self.zoom)
         self.blocks = []
         for s in reversed(range(len(self.sizes))):
             h, w = self.sizes[s]
@@ -394,7 +429,8 @@ class TVNet(keras.layers.Layer):
         frame2 = tf.cast(frame2, "float32")
         # preprocessing stays outside XLA: the floor of the luma sum must round exactly as the released graph
         image1, image2 = self._normalize(self._grey(frame1), self._grey(frame2))
-        image1, image2 = self._smooth(image1), self._smooth(image2)
+        if self.presmoothing:
+            image1, image2 = self._smooth(image1), self._smooth(image2)
         if not self._use_xla():
             return self._solve(image1, image2)
         return self._solve_compiled(image1, image2)
@@ -452,16 +488,24 @@ class TVNet(keras.layers.Layer):
         """Pyramid, warps and iterations (released TVNet steps 4-5) on the smoothed grey images."""
         batch = tf.shape(image1)[0]
         blocks = iter(self.blocks)
+        if self.pyramid == "released":
+            levels1 = [resize_align_corners(image1, size) for size in self.sizes]
+            levels2 = [resize_align_corners(image2, size) for size in self.sizes]
+        else:
+            levels1, levels2 = [image1], [image2]
+            for size in self.sizes[1:]:
+                levels1.append(resize_half_pixel(levels1[-1], size, 1.0 / self.zoom))
+                levels2.append(resize_half_pixel(levels2[-1], size, 1.0 / self.zoom))
         u = None
         for s in reversed(range(len(self.sizes))):
             size = self.sizes[s]
-            level1 = resize_align_corners(image1, size)
-            level2 = resize_align_corners(image2, size)
+            level1, level2 = levels1[s], levels2[s]
             if u is None:
                 u = (tf.tile(tf.cast(self.initial_flow, "float32"), tf.stack([batch, 1, 1, 1]))
                      if self.learn_initial_flow else tf.zeros(tf.stack([batch, size[0], size[1], 2])))
             else:  # coarse-to-fine: upsample the flow and rescale it to the finer pixel grid
-                u = resize_align_corners(u, size) / np.float32(self.zoom)
+                upsample = resize_align_corners if self.pyramid == "released" else resize_half_pixel
+                u = upsample(u, size) / np.float32(self.zoom)
             grad_x, grad_y = centered_gradient(level2)
             stacked = tf.concat([level2, grad_x, grad_y], axis=-1)
             p = tf.zeros(tf.stack([batch, size[0], size[1], 2, 2]))
@@ -570,5 +614,6 @@ class TVNet(keras.layers.Layer):
                       lbda=self.lbda, theta=self.theta, zoom=self.zoom, channel_order=self.channel_order,
                       learn_initial_flow=self.learn_initial_flow, warp_padding=self.warp_padding,
                       unroll=self.unroll, outer_iterations=self.outer_iterations,
-                      median_filtering=self.median_filtering, epsilon=self.epsilon, jit_compile=self.jit_compile)
+                      median_filtering=self.median_filtering, epsilon=self.epsilon, jit_compile=self.jit_compile,
+                      pyramid=self.pyramid, presmoothing=self.presmoothing)
         return config

@@ -1,0 +1,109 @@
+"""TVNet's OpenCV-style pyramid (`pyramid="cascade"`), `presmoothing`, and `kerasvid.ops.warp.resize_half_pixel`,
+checked against OpenCV's own `cv2.resize` (the resampling of `DualTVL1OpticalFlow`'s pyramid and flow upsampling)."""
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid.layers.tvnet import TVNet, cascade_sizes, tvl1_iteration
+from kerasvid.ops.warp import bilinear_warp, centered_gradient, resize_half_pixel
+
+
+@pytest.mark.parametrize("shape,factor", [((13, 18), 0.5), ((25, 37), 0.5), ((20, 31), 0.8), ((9, 7), 0.7)])
+def test_resize_half_pixel_equals_cv2_resize_by_factor(shape, factor):
+    image = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    expected = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+    ours = resize_half_pixel(image[None, :, :, None], expected.shape, 1.0 / factor).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(ours, expected, atol=2e-3)  # cv2 rounds its interpolation weights
+
+
+@pytest.mark.parametrize("shape,size", [((6, 9), (13, 18)), ((16, 23), (31, 46)), ((12, 12), (12, 12))])
+def test_resize_half_pixel_equals_cv2_resize_to_size(shape, size):
+    image = np.random.default_rng(1).normal(size=shape + (2,)).astype(np.float32)
+    expected = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(resize_half_pixel(image[None], size).numpy()[0], expected, atol=1e-3)
+
+
+def test_halving_is_the_mean_of_2x2_blocks():
+    image = np.random.default_rng(2).uniform(size=(1, 8, 10, 1)).astype(np.float32)
+    blocks = image.reshape(1, 4, 2, 5, 2, 1).mean(axis=(2, 4))
+    np.testing.assert_allclose(resize_half_pixel(image, (4, 5), 2.0).numpy(), blocks, atol=1e-6)
+
+
+def test_cascade_sizes_are_opencv_level_sizes():
+    image = np.zeros((250, 370), np.float32)
+    sizes = [image.shape]
+    for _ in range(4):
+        image = cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_LINEAR)
+        sizes.append(image.shape)
+    assert cascade_sizes(250, 370, 5, 0.5) == sizes == [(250, 370), (125, 185), (62, 92), (31, 46), (16, 23)]
+    # as many levels as the released pyramid (its cap on the level count), sides rounded half to even as cv2
+    assert len(cascade_sizes(12, 9, 9, 0.5)) == 2 and cascade_sizes(12, 9, 9, 0.5)[1] == cv2.resize(
+        np.zeros((12, 9), np.float32), None, fx=0.5, fy=0.5).shape == (6, 4)
+
+
+def _reference(layer, frame1, frame2):
+    """The cascade solver from public pieces, with OpenCV doing the pyramid and the flow upsampling."""
+    grey1, grey2 = layer._normalize(layer._grey(tf.constant(frame1)), layer._grey(tf.constant(frame2)))
+    levels = [(grey1.numpy()[0, :, :, 0], grey2.numpy()[0, :, :, 0])]
+    for _ in layer.sizes[1:]:
+        levels.append(tuple(cv2.resize(g, None, fx=layer.zoom, fy=layer.zoom, interpolation=cv2.INTER_LINEAR)
+                            for g in levels[-1]))
+    blocks = iter(layer.blocks)
+    u = None
+    for level1, level2 in reversed(levels):
+        level1, level2 = (tf.constant(g[None, :, :, None]) for g in (level1, level2))
+        if u is None:
+            u = np.zeros(level1.shape[:3] + (2,), np.float32)
+        else:
+            u = cv2.resize(u[0], (level1.shape[2], level1.shape[1]), interpolation=cv2.INTER_LINEAR)[None] / layer.zoom
+        p = np.zeros(u.shape + (2,), np.float32)
+        for _ in range(layer.warps):
+            grad_x, grad_y = centered_gradient(level2)
+            warped = bilinear_warp(tf.concat([level2, grad_x, grad_y], -1), u)
+            rho_c = warped[..., :1] - tf.reduce_sum(warped[..., 1:] * u, -1, keepdims=True) - level1
+            for _ in range(layer.iterations):
+                block = next(blocks)
+                u, p = tvl1_iteration(u, p, rho_c, warped[..., 1:], block.gradient_kernel, block.divergence_kernel,
+                                      layer.tau, layer.lbda, layer.theta)
+            u = u.numpy()
+    return u
+
+
+def test_cascade_pyramid_matches_opencv_resampling_reference():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:27, 0:38]
+    base = 120 + 60 * np.sin(0.35 * xx + 0.2 * yy) * np.cos(0.25 * yy - 0.1 * xx)
+    frame1 = np.repeat(base[None, :, :, None], 3, -1).astype(np.float32)
+    frame2 = np.roll(frame1, 2, axis=2) + rng.normal(scale=2.0, size=frame1.shape).astype(np.float32)
+    layer = TVNet(scales=3, warps=2, iterations=3, pyramid="cascade", presmoothing=False, jit_compile=False)
+    flow = layer(frame1, frame2).numpy()
+    assert layer.sizes == [(27, 38), (14, 19), (7, 10)]
+    np.testing.assert_allclose(flow, _reference(layer, frame1, frame2), atol=2e-3)
+    compiled = TVNet(scales=3, warps=2, iterations=3, pyramid="cascade", presmoothing=False, jit_compile=True)
+    np.testing.assert_allclose(compiled(frame1, frame2).numpy(), flow, atol=1e-4)
+
+
+def test_presmoothing_off_skips_the_gaussian_only():
+    frame1 = np.random.default_rng(4).uniform(0, 255, (1, 12, 14, 3)).astype(np.float32)
+    frame2 = np.roll(frame1, 1, axis=1)
+    plain = TVNet(iterations=4, jit_compile=False)
+    plain(frame1, frame2)
+    unsmoothed = TVNet(iterations=4, presmoothing=False, jit_compile=False)
+    unsmoothed(frame1, frame2)
+    grey1, grey2 = plain._normalize(plain._grey(tf.constant(frame1)), plain._grey(tf.constant(frame2)))
+    np.testing.assert_array_equal(unsmoothed(frame1, frame2).numpy(), plain._solve(grey1, grey2).numpy())
+    np.testing.assert_array_equal(plain(frame1, frame2).numpy(),
+                                  plain._solve(plain._smooth(grey1), plain._smooth(grey2)).numpy())
+
+
+def test_pyramid_options_round_trip_and_validate():
+    config = TVNet(pyramid="cascade", presmoothing=False).get_config()
+    assert TVNet.from_config(config).get_config() == config
+    assert TVNet().get_config()["pyramid"] == "released" and TVNet().get_config()["presmoothing"] is True
+    with pytest.raises(ValueError, match="pyramid='gauss'"):
+        TVNet(pyramid="gauss")
+    with pytest.raises(ValueError, match="presmoothing=1"):
+        TVNet(presmoothing=1)
+    with pytest.raises(ValueError, match="ratio=0"):
+        resize_half_pixel(tf.zeros((1, 4, 4, 1)), (2, 2), 0)
