@@ -5,3 +5,4 @@ from kerasvid.layers.action_context import ActionContextAttention, I3DFlowInput 
 from kerasvid.layers.non_local import NonLocalBlock  # noqa: F401
 from kerasvid.layers.heads import PairwiseDistance, SelectorScale  # noqa: F401
 from kerasvid.layers.tvnet import TVNet, TVNetBlock  # noqa: F401
+from kerasvid.layers.two_stream import ScoreFusion, StackFlows  # noqa: F401

@@ -6,10 +6,10 @@ same BN-Inception on frames; `two_stream_fusion` combines the two streams' class
 """
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kerasvid.backbones.bn_inception import bn_inception_features
 from kerasvid.layers.tvnet import TVNet
+from kerasvid.layers.two_stream import ScoreFusion, StackFlows  # importable from here too (defined here before)
 from kerasvid.models import common
 from kerasvid.models.registry import register_model
 
@@ -26,7 +26,7 @@ def _check_spatial(input_shape):
         raise ValueError(f"BN-Inception needs a static H, W >= 32 (output stride 32), got input_shape={input_shape!r}")
 
 
-def _bn_inception_head(inputs, features, num_classes, include_top, pooling, dropout_rate, classifier_activation,
+def _bn_inception_head(inputs, features, *, num_classes, include_top, pooling, dropout_rate, classifier_activation,
                        name):
     if include_top:
         y = features["global_pool"]
@@ -81,30 +81,10 @@ def bn_inception(num_classes=101, input_shape=(3, 224, 224, 3), include_top=True
         raise ValueError("weights='imagenet' is not available for bn_inception; pass a .weights.h5 path")
     inputs = keras.Input(input_shape, name="frames")
     features = bn_inception_features(inputs)
-    model = _bn_inception_head(inputs, features, num_classes, include_top, pooling, dropout_rate,
-                               classifier_activation, name=name or ("bn_inception" if input_shape[-1] == 3
-                                                                    else "bn_inception_flow"))
+    model = _bn_inception_head(inputs, features, num_classes=num_classes, include_top=include_top, pooling=pooling,
+                               dropout_rate=dropout_rate, classifier_activation=classifier_activation,
+                               name=name or ("bn_inception" if input_shape[-1] == 3 else "bn_inception_flow"))
     return common.load_model_weights(model, weights)
-
-
-@keras.saving.register_keras_serializable(package="kerasvid")
-class StackFlows(keras.layers.Layer):
-    """Stacks `[batch, N, H, W, 2]` flows into one TSN flow image `[batch, 1, H, W, 2N]` (x1, y1, x2, y2, ...).
-
-    Call arguments:
-        flows: `[batch, N, H, W, 2]`.
-
-    Returns:
-        `[batch, 1, H, W, 2N]`.
-    """
-
-    def call(self, flows):
-        steps, height, width = flows.shape[1], flows.shape[2], flows.shape[3]
-        stacked = tf.transpose(flows, (0, 2, 3, 1, 4))
-        return tf.reshape(stacked, (-1, 1, height, width, 2 * steps))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], 1, input_shape[2], input_shape[3], 2 * input_shape[1])
 
 
 def cross_modality_init(flow_model, rgb_model):
@@ -184,50 +164,15 @@ def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_to
                   name="tvnet")(inputs)
     stacked = StackFlows(name="stack_flows")(flows)
     features = bn_inception_features(stacked)
-    model = _bn_inception_head(inputs, features, num_classes, include_top, pooling, dropout_rate,
-                               classifier_activation, name="tvnet_bn_inception")
+    model = _bn_inception_head(inputs, features, num_classes=num_classes, include_top=include_top, pooling=pooling,
+                               dropout_rate=dropout_rate, classifier_activation=classifier_activation,
+                               name="tvnet_bn_inception")
     if rgb_weights is not None:
-        rgb = bn_inception(num_classes, (1,) + input_shape[1:], include_top, rgb_weights, pooling, dropout_rate,
-                           classifier_activation)
+        rgb = bn_inception(num_classes=num_classes, input_shape=(1,) + input_shape[1:], include_top=include_top,
+                           weights=rgb_weights, pooling=pooling, dropout_rate=dropout_rate,
+                           classifier_activation=classifier_activation)
         cross_modality_init(model, rgb)
     return common.load_model_weights(model, weights)
-
-
-@keras.saving.register_keras_serializable(package="kerasvid")
-class ScoreFusion(keras.layers.Layer):
-    """Weighted sum of the class scores of several streams (two-stream late fusion, TSN weights RGB 1 : flow 1.5).
-
-        s = sum_i w_i softmax(z_i)     (or of the raw logits with `softmax=False`)
-
-    Args:
-        weights: one weight per stream.
-        softmax: apply a softmax to each stream's logits first.
-
-    Call arguments:
-        inputs: list of `[batch, num_classes]` logits, one per stream.
-
-    Returns:
-        `[batch, num_classes]` fused scores.
-    """
-
-    def __init__(self, weights=(1.0, 1.5), softmax=True, **kwargs):
-        super().__init__(**kwargs)
-        self.stream_weights = tuple(float(w) for w in weights)
-        self.softmax = bool(softmax)
-
-    def call(self, inputs):
-        if len(inputs) != len(self.stream_weights):
-            raise ValueError(f"ScoreFusion has {len(self.stream_weights)} weights but got {len(inputs)} streams")
-        scores = [keras.ops.softmax(z, axis=-1) if self.softmax else z for z in inputs]
-        return sum(w * s for w, s in zip(self.stream_weights, scores))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(weights=list(self.stream_weights), softmax=self.softmax)
-        return config
 
 
 def two_stream_fusion(rgb_model, flow_model, weights=(1.0, 1.5), softmax=True, name="two_stream"):
@@ -250,5 +195,5 @@ def two_stream_fusion(rgb_model, flow_model, weights=(1.0, 1.5), softmax=True, n
         raise ValueError(f"The two streams need different model names, both are named {rgb_model.name!r}")
     rgb_in = keras.Input(rgb_model.input.shape[1:], name="rgb_frames")
     flow_in = keras.Input(flow_model.input.shape[1:], name="flow_frames")
-    fused = ScoreFusion(weights, softmax, name="fusion")([rgb_model(rgb_in), flow_model(flow_in)])
+    fused = ScoreFusion(weights=weights, softmax=softmax, name="fusion")([rgb_model(rgb_in), flow_model(flow_in)])
     return keras.Model([rgb_in, flow_in], fused, name=name)
