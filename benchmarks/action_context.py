@@ -131,14 +131,13 @@ def main():
         lines.append(f"| {name} | {r['top1_class']:.3f} | {r['top1_shuffled']:.3f} | {r['drop_points']} | "
                      f"{r.get('action_map_in_box_shuffled', float('nan')):.2f} |")
     save_report("action_context", report, "\n".join(lines), args.out_dir)
-    # Attention picture: the middle frame of a shuffled-background clip | the action map (upsampled) over it.
+    # Attention picture: the middle frame of a shuffled-background clip | the action map of its time step over it.
     clip, amap = picture
     t = amap.shape[0] // 2
-    frame = clip[t * frames_ // amap.shape[0]].astype("float32")
-    heat = np.kron(amap[t] / amap[t].max(), np.ones((size // amap.shape[1], size // amap.shape[2])))
-    overlay = 0.5 * frame + 0.5 * np.stack([255 * heat, np.zeros_like(heat), np.zeros_like(heat)], -1)
-    big = np.kron(np.concatenate([frame, overlay], axis=1), np.ones((4, 4, 1)))
-    viz.write_png(os.path.join(args.out_dir, "action_context.png"), big.clip(0, 255).astype("uint8"))
+    frame = clip[t * frames_ // amap.shape[0]]
+    overlay = viz.attention_overlay(frame, amap[t], alpha=0.5, method="nearest")
+    side_by_side = np.concatenate([frame, overlay], axis=1)
+    viz.write_png(os.path.join(args.out_dir, "action_context.png"), np.repeat(np.repeat(side_by_side, 4, 0), 4, 1))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,16 @@ def test_factorization_task_loss_matches_the_loss_function(paired_records):
     np.testing.assert_allclose(np.asarray(outputs["probs"]).sum(-1), np.ones(4), rtol=1e-5)
     images = task.summary_images(model, inputs)
     assert images["action_map"].shape == (1, 32, 32, 3)
+    # Reference: out = (1 - a / 2) frame + (a / 2) colour on the min-max scaled middle frame, a = the attention
+    # averaged over time and maps, divided by its maximum, resized bilinearly (rounded to 8 bits by the overlay).
+    maps = model(inputs["image"][:1], training=False)
+    frame = np.asarray(inputs["image"][0, inputs["image"].shape[1] // 2], np.float64)
+    frame = (frame - frame.min()) / (frame.max() - frame.min())
+    for key, colour in (("action_map", (1.0, 0.0, 0.0)), ("context_map", (0.0, 1.0, 0.0))):
+        amap = np.asarray(maps[key][0], np.float64).mean(axis=(0, 3))
+        a = tf.image.resize((amap / amap.max())[..., None], (32, 32), method="bilinear").numpy()
+        np.testing.assert_allclose(images[key][0], (1 - a / 2) * frame + a / 2 * np.array(colour),
+                                   atol=0.51 / 255)
     with pytest.raises(ValueError, match="conjugate_dir"):
         get_task("factorization", TaskConfig(num_classes=3, train_pattern=pattern)).validate(["train"])
     with pytest.raises(ValueError, match="Unknown factorization task_kwargs"):

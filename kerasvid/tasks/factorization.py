@@ -1,4 +1,5 @@
 """Attentive action/context factorization training on (clip, conjugate) pairs (kerasvid's formulation)."""
+import numpy as np
 import tensorflow as tf
 
 from kerasvid.losses.factorization import FactorizationLoss
@@ -104,16 +105,20 @@ class FactorizationTask(ClassificationTask):
         return super().eval_outputs(logits, inputs, labels)
 
     def summary_images(self, model, inputs):
-        """The middle frame of the first clip with the action map (red) and the context map (green) overlaid."""
+        """The middle frame of the first clip (min-max scaled) with its action map (red) and its context map
+        (green) overlaid by `kerasvid.viz.attention_overlay` (alpha 0.5), each map averaged over time and over its
+        K maps. Float `[1, H, W, 3]` images in [0, 1]."""
+        from kerasvid import viz
+
         clip = inputs["image"][:1]
         out = model(clip, training=False)
-        frame = clip[0, clip.shape[1] // 2]
-        frame = (frame - tf.reduce_min(frame)) / tf.maximum(tf.reduce_max(frame) - tf.reduce_min(frame), 1e-6)
+        frame = np.asarray(clip[0, clip.shape[1] // 2], np.float64)
+        frame = 255.0 * (frame - frame.min()) / max(frame.max() - frame.min(), 1e-6)
         images = {}
-        for key, channel in (("action_map", 0), ("context_map", 1)):
-            amap = tf.reduce_mean(out[key][0], axis=[0, 3])  # mean over time and maps -> [H', W']
-            amap = amap / tf.maximum(tf.reduce_max(amap), 1e-12)
-            amap = tf.image.resize(amap[..., None], tf.shape(frame)[:2], method="bilinear")
-            tint = tf.one_hot(channel, 3)
-            images[key] = (0.5 * frame + 0.5 * amap * tint)[None]
+        for key, color in (("action_map", (255, 0, 0)), ("context_map", (0, 255, 0))):
+            amap = np.asarray(out[key][0], np.float64).mean(axis=(0, 3))  # mean over time and maps -> [H', W']
+            # A diverged model's maps (NaN) give a picture without overlay, not an error in the training loop.
+            amap = np.where(np.isfinite(amap), np.maximum(amap, 0.0), 0.0)
+            overlay = viz.attention_overlay(frame, amap, alpha=0.5, color=color)
+            images[key] = (overlay.astype(np.float32) / 255.0)[None]
         return images
