@@ -9,6 +9,15 @@ res3 (8x28x28, C=128) and res3 of a 32-frame clip (32x28x28). kNN modes: "dense"
 (row top-k: plain `tf.math.top_k` over whole rows; two-stage: kerasvid's exact group selection), "frame pairs" =
 the dense form `cp_knn` uses (half the multiply-adds), "auto" = what `cp_knn` picks under its memory budget
 (frame pairs up to 8x28x28, query chunks above), "chunked 512" = blocks of 512 queries.
+
+Figures that kerasvid's docstrings held before (they keep the method, the numbers live here), re-measured on the
+shared 2-core CPU (TF 2.21, median of 5 calls after a warm-up):
+- Two-stage top-k selection (`knn._top_k_indices`) against one `tf.math.top_k` over whole rows, rows "dense,
+  two-stage" vs "dense, row top-k" (the whole kNN call, matmul included): 0.79x the time at N=8x14x14 (C=256,
+  k=8), 0.57x at N=8x28x28 (C=128, k=12). The `cp_knn` docstring had said "about 4x faster" (not reproduced).
+- `layers._blocks.fused_batch_norm` against `BatchNormalization(training=True)`, forward + backward of a
+  `[1, 1568, 12, 64]` tensor (a CP-module MLP activation at 8x14x14, k=12; measured by hand, not by this
+  script): 17.7 ms vs 52.3 ms. Its docstring had said it "halves the cost" of the CP module's MLP.
 """
 import argparse
 import json

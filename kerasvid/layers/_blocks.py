@@ -40,7 +40,7 @@ def fused_batch_norm(bn, x, training):
     The same numbers and moving-statistics update as `bn(x, training=training)` (batch statistics with the biased
     variance when `training` and `bn.trainable`, the moving ones otherwise; computed in float32, returned in the
     input dtype), but as one `FusedBatchNormV3` op and its fused gradient instead of the dozen element-wise ops of
-    the composite: the CP module's MLP normalises `[B, N, k, U]` tensors, and this halves its cost on CPU.
+    the composite (the CP module's MLP normalises `[B, N, k, U]` tensors; timings: `benchmarks/bench_cp_knn.py`).
     `x` is channels-last of any rank >= 2; float64 (no fused kernel) goes through `bn` itself.
     """
     if x.dtype == tf.float64:

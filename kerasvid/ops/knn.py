@@ -221,7 +221,8 @@ def cp_knn(points, num_frames, k, chunk_size=None):
       score block exists at once: O(chunk x N) memory, not O(N^2).
 
     Both select in two exact stages (the best groups of up to 32 consecutive candidates by their maximum, then
-    the best k inside them), about 4x faster than `tf.math.top_k` over whole rows on CPU.
+    the best k inside them) instead of one `tf.math.top_k` over whole rows (`benchmarks/bench_cp_knn.py` times
+    both).
 
     Exactness. The scores come from one matmul on points centred by their per-channel mean (coarsely rounded, so
     that grid-valued points stay exact): the matmul's rounding error grows with `|f|^2`, and centring removes the
