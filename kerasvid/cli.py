@@ -10,6 +10,8 @@ COMMANDS = {
     "conjugates": ("kerasvid.data.conjugates:main", "conjugate samples: remove the actors' boxes, inpaint, blend"),
     "extract": ("kerasvid.extract:main", "one feature array per video from a model endpoint (res5, Mixed_5c, ...)"),
     "predict": ("kerasvid.predict:main", "top-k labels of video files through an exported SavedModel"),
+    "train": ("kerasvid.train_cli:command", "train / evaluate / export a zoo model (= python train/main.py; "
+              "--flagfile=zoo/<recipe>.flags)"),
 }
 
 

@@ -196,20 +196,11 @@ def reference_num_params(in_channels, num_classes=None):
 
 
 def load_train_main():
-    """`train/main.py` as a module, loaded once per process (its absl flags are global: a second load would define
-    them twice). The test modules that drive `main.run` in-process share this instance."""
-    import importlib.util
-    import os
-    import sys
+    """The `train/main.py` command, `kerasvid.train_cli` (train/main.py is its entry point): its absl flags are
+    defined once, on the global `flags.FLAGS`, when it is first imported."""
+    from kerasvid import train_cli
 
-    module = sys.modules.get("kerasvid_train_main")
-    if module is None:
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train", "main.py")
-        spec = importlib.util.spec_from_file_location("kerasvid_train_main", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["kerasvid_train_main"] = module
-        spec.loader.exec_module(module)
-    return module
+    return train_cli
 
 
 def write_video(path, num_frames, size=32, step=40):

@@ -229,3 +229,195 @@ def test_quiet_tensorflow_drops_export_bookkeeping_and_keeps_other_lines():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [line for line in result.stderr.splitlines() if line.strip()] == ["INFO:absl:a line that stays"]
+
+
+# ----- flags derived from the config dataclasses (kerasvid.config_flags) --------------------------------------------
+def _fresh(config_cls, *args, **kw):
+    from kerasvid import config_flags
+
+    flag_values = flags.FlagValues()
+    names = config_flags.define_flags(config_cls, flag_values, **kw)
+    flag_values(["prog", *args])
+    return flag_values, names
+
+
+@pytest.mark.parametrize("config_name", ["TaskConfig", "TrainConfig"])
+def test_every_config_field_is_a_flag_of_the_same_name_default_and_help(config_name):
+    import dataclasses
+
+    from kerasvid import config_flags
+    from kerasvid.tasks import TaskConfig
+    from kerasvid.training import TrainConfig
+
+    config_cls = {"TaskConfig": TaskConfig, "TrainConfig": TrainConfig}[config_name]
+    docs = config_flags.field_docs(config_cls)
+    cli_defaults = {"train_steps": 0, "lr_decay_steps": 0, "checkpoint_every": 100}  # train_cli's overrides
+    for field in dataclasses.fields(config_cls):
+        if field.name == "label_names":  # read from labels.txt, no flag
+            assert field.name not in FLAGS
+            continue
+        flag = FLAGS[field.name]
+        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        expected = cli_defaults.get(field.name, default)
+        got = flag.default
+        if isinstance(default, tuple):
+            got = tuple(int(v) for v in got)
+        elif isinstance(default, dict):
+            got = main.parse_kwargs(got, field.name)
+        assert got == expected, field.name
+        assert docs[field.name] in flag.help, field.name
+        assert FLAGS.find_module_defining_flag(field.name) == "kerasvid.train_cli"
+        if "enum" in field.metadata:
+            assert list(flag.parser.enum_values) == list(field.metadata["enum"])
+
+
+def test_from_flags_gives_every_train_config_field_its_flag_value():
+    import dataclasses
+
+    from kerasvid import config_flags
+    from kerasvid.training import TrainConfig
+
+    changed = {"train_steps": 7, "log_every": 3, "checkpoint_every": 5, "keep_checkpoints": 2, "eval_every": 4,
+               "accumulation_steps": 2, "clip_norm": 1.5, "optimizer": "adamw", "learning_rate": 0.2,
+               "momentum": 0.5, "weight_decay": 1e-4, "nesterov": True, "lr_schedule": "multistep",
+               "warmup_steps": 2, "lr_decay_steps": 9, "lr_boundaries": (3, 6), "lr_decay_rate": 0.5,
+               "min_lr": 1e-6, "mixed_precision": "bfloat16", "jit_compile": True, "image_summaries_every": 8,
+               "bn_recalibration_batches": 2, "divergence_factor": 50.0}
+    assert set(changed) == {f.name for f in dataclasses.fields(TrainConfig)}
+    args = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in changed.items()]
+    flag_values, _ = _fresh(TrainConfig, *args)
+    assert config_flags.from_flags(TrainConfig, flag_values) == TrainConfig(**changed)
+    assert config_flags.from_flags(TrainConfig, flag_values, train_steps=70).train_steps == 70  # override
+    flag_values, _ = _fresh(TrainConfig)
+    assert config_flags.from_flags(TrainConfig, flag_values) == TrainConfig()  # the dataclass defaults
+
+
+def test_from_flags_task_config_types_and_errors():
+    from kerasvid import config_flags
+    from kerasvid.tasks import TaskConfig
+
+    flag_values, names = _fresh(TaskConfig, "--image_size=96", "--model_kwargs=k=12,variant=released_code",
+                                "--task_kwargs=scale=(0.5, 1.0)", "--multi_label", "--label_smoothing=0.1")
+    assert "label_names" not in names and len(names) == 20
+    config = config_flags.from_flags(TaskConfig, flag_values, label_names=("a", "b"))
+    assert config.image_size == (96, 96) and config.label_names == ("a", "b")
+    assert config.model_kwargs == {"k": 12, "variant": "released_code"} and config.task_kwargs == {"scale": (0.5, 1.0)}
+    assert config.multi_label and config.label_smoothing == 0.1 and config.num_frames == 8
+    flag_values(["prog", "--image_size=1,2,3"])
+    with pytest.raises(ValueError, match=r"--image_size must be 2 integers, got '1,2,3'"):
+        config_flags.from_flags(TaskConfig, flag_values)
+    flag_values(["prog", "--image_size=a,b"])
+    with pytest.raises(ValueError, match=r"--image_size must be integers, got 'a,b'"):
+        config_flags.from_flags(TaskConfig, flag_values)
+
+
+def test_a_field_without_docs_or_flag_type_is_refused():
+    import dataclasses
+    from typing import List
+
+    from kerasvid import config_flags
+
+    @dataclasses.dataclass
+    class Undocumented:
+        """Attributes:
+            a: documented.
+        """
+        a: int = 1
+        b: int = 2
+
+    @dataclasses.dataclass
+    class Untyped:
+        """Attributes:
+            a: a list.
+        """
+        a: List[str] = dataclasses.field(default_factory=list)
+
+    with pytest.raises(ValueError, match="Undocumented.b has no entry in the Attributes section"):
+        config_flags.define_flags(Undocumented, flags.FlagValues())
+    with pytest.raises(TypeError, match="Untyped.a: no flag type"):
+        config_flags.define_flags(Untyped, flags.FlagValues())
+
+
+def test_recipe_flags_arrive_in_the_configs_with_their_meaning(records, tmp_path):
+    """Two recipes on the 24-video fixture at batch 8 (3 steps per epoch): every flag of the recipe lands in the
+    field of the same name; epochs become steps (80 x 3 = 240 steps, boundaries 30 x 3, 60 x 3; 100 x 3, 40 x 3)."""
+    train, heldout = records
+    labels = os.path.join(os.path.dirname(train), "labels.txt")
+    data = [f"--train_pattern={train}", f"--eval_pattern={heldout}", f"--labels_file={labels}", "--batch_size=8",
+            f"--model_dir={tmp_path}"]
+    with flagsaver.flagsaver():
+        _parse(f"--flagfile={os.path.join(REPO, 'zoo', 'tvnet_bn_inception_ucf101.flags')}", *data, "--num_classes=2")
+        task, train_config = main.build_configs(["train_and_eval"])
+    assert (train_config.train_steps, train_config.lr_schedule, train_config.lr_boundaries) == (240, "multistep",
+                                                                                             (90, 180))
+    assert (train_config.optimizer, train_config.learning_rate, train_config.momentum,
+            train_config.weight_decay) == ("sgd", 0.005, 0.9, 0.0005)
+    c = task.config
+    assert (c.model, c.num_frames, c.stride, c.image_size, c.normalization, c.batch_size, c.eval_clips) == (
+        "tvnet_bn_inception", 6, 1, (224, 224), "none", 8, 25)
+    with flagsaver.flagsaver():
+        _parse(f"--flagfile={os.path.join(REPO, 'zoo', 'c2d_resnet18_kinetics.flags')}", *data)
+        task, train_config = main.build_configs(["train_and_eval"])
+    assert (train_config.train_steps, train_config.lr_schedule, train_config.lr_decay_steps,
+            train_config.lr_decay_rate, train_config.min_lr) == (300, "step", 120, 0.1, 0.00001)
+    assert task.config.label_names == tuple(open(labels).read().split())
+    assert (task.config.stride, task.config.eval_clips) == (8, 10)
+
+
+def test_every_recipe_and_readme_flag_is_defined():
+    names = {path: re.findall(r"^--(\w+)", open(os.path.join(REPO, "zoo", path)).read(), re.M)
+             for path in os.listdir(os.path.join(REPO, "zoo"))}
+    readme = open(os.path.join(REPO, "README.md")).read()
+    names["README.md"] = [name for line in re.findall(r"(?:python train/main\.py|kerasvid train) (.*)", readme)
+                          for name in re.findall(r"--(\w+)", line) if name != "flagfile"]
+    assert len(names) == 13 and all(names.values())
+    assert {path: [n for n in found if n not in FLAGS] for path, found in names.items()} == {
+        path: [] for path in names}
+
+
+# ----- data discovery (kerasvid.data.discovery) ---------------------------------------------------------------------
+def test_discovery_labels_counts_and_run_config(records, tmp_path):
+    from kerasvid.data import discovery
+
+    train, heldout = records
+    expected = tuple(open(os.path.join(os.path.dirname(train), "labels.txt")).read().split())
+    assert len(expected) == 2
+    assert discovery.label_names(patterns=("", str(tmp_path / "none-*"), train)) == expected
+    assert discovery.label_names(patterns=(str(tmp_path / "none-*"),)) == ()
+    with pytest.raises(ValueError, match="--labels_file='/nonexistent/labels.txt' does not exist"):
+        discovery.label_names("/nonexistent/labels.txt")
+    assert (discovery.count_records(train), discovery.count_records(heldout)) == (24, 8)
+    path = discovery.write_run_config(str(tmp_path / "run"), {"model": "c2d_resnet18"}, ("x", "y", "z"), 3)
+    assert json.load(open(path)) == {"flags": {"model": "c2d_resnet18"}, "label_names": ["x", "y", "z"],
+                                     "num_classes": 3}
+    assert discovery.label_names(patterns=(), model_dir=str(tmp_path / "run")) == ("x", "y", "z")
+    assert discovery.read_run_config(str(tmp_path)) == {}
+
+
+def test_discovery_synthetic_records_are_written_once(tmp_path):
+    from kerasvid.data import discovery
+
+    patterns = discovery.synthetic_records(str(tmp_path), num_classes=2, num_frames=2, size=16, train_videos=4,
+                                           eval_videos=2)
+    assert [discovery.count_records(p) for p in patterns] == [4, 2]
+    assert discovery.label_names(patterns=patterns) and os.path.exists(tmp_path / "DONE")
+    stamp = {name: os.path.getmtime(tmp_path / name) for name in os.listdir(tmp_path)}
+    assert discovery.synthetic_records(str(tmp_path), num_classes=2, num_frames=2, size=16, train_videos=4,
+                                       eval_videos=2) == patterns
+    assert {name: os.path.getmtime(tmp_path / name) for name in os.listdir(tmp_path)} == stamp
+
+
+def test_kerasvid_train_is_train_main(tmp_path, capsys):
+    from kerasvid import cli
+
+    with flagsaver.flagsaver():
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["train", "--model=c2d_resnet19", f"--model_dir={tmp_path / 'run'}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: Unknown model name 'c2d_resnet19'") and err.endswith(
+        "(kerasvid train --helpfull lists the flags)")
+    assert main._PROG == "python train/main.py"
+    assert cli.main(["train", "--help"]) == 0
+    assert "--lr_schedule: <constant|step|multistep|cosine>: learning-rate schedule" in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "run")

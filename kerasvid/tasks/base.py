@@ -24,30 +24,36 @@ _TASKS = {}
 
 @dataclasses.dataclass
 class TaskConfig:
-    """Settings shared by all tasks (one field per generic flag of `train/main.py`).
+    """Settings shared by all tasks (one field per generic flag of `train/main.py`, with the same name).
 
     Attributes:
         model: registered model name (`kerasvid.zoo.list_models()`).
-        model_kwargs: extra keyword arguments of the builder (e.g. `{"k": 12}`).
-        num_classes: number of classes (0 = the length of `label_names`).
+        model_kwargs: extra keyword arguments of the model builder (e.g. `{"k": 12}`).
+        num_classes: number of classes (0 = the length of `label_names`: the lines of --labels_file or labels.txt).
         label_names: class names, index order (read from `labels.txt` beside the records when empty).
-        train_pattern / eval_pattern: TFRecord file patterns of the training / evaluation records.
-        num_frames, stride, image_size: clip geometry `T`, temporal stride and `(H, W)`.
-        batch_size: global training batch (split over replicas). eval_batch_size: videos per eval batch.
-        eval_clips, eval_crops: evaluation views per video (`V = eval_clips * eval_crops`).
+        train_pattern: training records (a TFRecord file glob).
+        eval_pattern: evaluation records (a TFRecord file glob).
+        num_frames: frames per clip (`T`).
+        stride: temporal stride between sampled frames.
+        image_size: crop size `(H, W)` (one value: a square).
+        batch_size: global training batch (split over all replicas and workers).
+        eval_batch_size: videos per evaluation batch.
+        eval_clips: evaluation clips per video.
+        eval_crops: evaluation crops per clip (`V = eval_clips * eval_crops` views per video).
         multi_label: labels are multi-hot (sigmoid + binary cross-entropy, mAP).
         label_smoothing: label smoothing of the cross-entropy.
         normalization: normalisation preset of `kerasvid.data.preprocess.normalize`.
-        shuffle_buffer: shuffle buffer of the training pipeline.
-        seed: global seed; deterministic: deterministic data order and ops (for bit-identical resumes).
-        data_kwargs: extra keyword arguments of the data pipeline (e.g. `{"flip": False}`; `--data_kwargs`).
-        task_kwargs: task-specific settings (from `--task_kwargs`); each task documents its own keys.
+        shuffle_buffer: shuffle buffer of the training records.
+        seed: global seed.
+        deterministic: deterministic ops and data order (for bit-identical resumes).
+        data_kwargs: extra keyword arguments of the data pipeline (e.g. `{"flip": False}`).
+        task_kwargs: task-specific settings; each task documents its own keys.
     """
 
     model: str = "c2d_resnet18"
     model_kwargs: Dict = dataclasses.field(default_factory=dict)
     num_classes: int = 0
-    label_names: Tuple[str, ...] = ()
+    label_names: Tuple[str, ...] = dataclasses.field(default=(), metadata={"flag": False})  # from labels.txt
     train_pattern: str = ""
     eval_pattern: str = ""
     num_frames: int = 8

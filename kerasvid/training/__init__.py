@@ -1,12 +1,16 @@
-"""Training: strategy factory, the custom tf.distribute loop, checkpoints, schedules, summaries, progress."""
-from kerasvid.training.checkpoints import Checkpointer, CheckpointWriteError, NonFiniteStateError
-from kerasvid.training.loop import (DivergenceError, NonFiniteLossError, Preempted, TrainConfig, Trainer,
-                                    WorkerLostError, set_mixed_precision)
-from kerasvid.training.schedules import WarmupDecay, build_optimizer
-from kerasvid.training.strategy import get_strategy, is_chief, split_cpu_into_logical_devices, worker_dir
-from kerasvid.training.summaries import Progress, Summaries
+"""Training: strategy factory, the custom tf.distribute loop, checkpoints, schedules, summaries, progress.
 
-__all__ = ["Checkpointer", "CheckpointWriteError", "DivergenceError", "NonFiniteLossError", "NonFiniteStateError",
-           "Preempted", "Progress", "Summaries", "TrainConfig", "Trainer", "WarmupDecay", "WorkerLostError",
-           "build_optimizer", "get_strategy", "is_chief", "set_mixed_precision", "split_cpu_into_logical_devices",
-           "worker_dir"]
+The names below are imported on first use, so that `from kerasvid.training import TrainConfig` (what the command
+line defines its flags from) does not load TensorFlow.
+"""
+from kerasvid._lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "checkpoints": ("Checkpointer", "CheckpointWriteError", "NonFiniteStateError"),
+    "config": ("TrainConfig",),
+    "loop": ("DivergenceError", "NonFiniteLossError", "Preempted", "Trainer", "WorkerLostError",
+             "set_mixed_precision"),
+    "schedules": ("WarmupDecay", "build_optimizer"),
+    "strategy": ("get_strategy", "is_chief", "split_cpu_into_logical_devices", "worker_dir"),
+    "summaries": ("Progress", "Summaries"),
+})

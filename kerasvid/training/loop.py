@@ -14,14 +14,12 @@ is written (`checkpoints.Checkpointer.save`). SIGTERM (preemption) is caught: th
 saves a checkpoint and raises `Preempted`; the workers of a multi-worker run agree on the step (the flag is
 all-reduced with the loss), so they save together. A rerun resumes from that checkpoint.
 """
-import dataclasses
 import json
 import os
 import signal
 import statistics
 import threading
 import time
-from typing import Tuple
 
 import keras
 import numpy as np
@@ -32,8 +30,8 @@ from kerasvid.training import checkpoints as checkpoints_lib
 from kerasvid.training import schedules
 from kerasvid.training import strategy as strategy_lib
 from kerasvid.training import summaries as summaries_lib
+from kerasvid.training.config import MIXED_PRECISION, TrainConfig
 
-MIXED_PRECISION = ("", "bfloat16", "float16")
 REFERENCE_STEPS = 10  # the divergence test compares each loss with the median loss of the run's first steps
 LONG_STEP_SECONDS = 10.0  # steps (and evaluations) slower than this, and 5x the median, are logged
 ADVICE = "Lower --learning_rate, add --clip_norm or --warmup_steps, or check the data."
@@ -89,85 +87,6 @@ class _SigtermFlag:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Settings of the loop (one field per generic training flag of `train/main.py`).
-
-    Attributes:
-        train_steps: optimizer steps of the whole run (a resumed run continues up to it).
-        log_every: steps between log lines and train summaries.
-        checkpoint_every: steps between checkpoints (0 = only at the end).
-        keep_checkpoints: recent checkpoints kept.
-        eval_every: steps between evaluations in `train_and_eval` (0 = only at the end).
-        accumulation_steps: micro-batches per optimizer step (each of `batch_size`; gradients averaged).
-        clip_norm: global-norm gradient clipping (0 = off).
-        optimizer, learning_rate, momentum, weight_decay, nesterov: see `schedules.build_optimizer`.
-        schedule, warmup_steps, decay_steps, boundaries, decay_rate, min_lr: see `schedules.WarmupDecay`.
-        mixed_precision: "" (float32), "bfloat16" or "float16" (Keras `mixed_*` policy; heads stay float32).
-        jit_compile: XLA-compile the per-replica step.
-        image_summaries_every: steps between image summaries (0 = off).
-        bn_recalibration_batches: at the end of training, re-estimate the BatchNorm moving statistics as the plain
-            average of the batch statistics of this many training batches ("precise BN", as in PySlowFast); short
-            runs otherwise evaluate with moving averages that still remember the first steps (0 = off).
-        divergence_factor: stop with `DivergenceError` when a step's loss exceeds this many times the median loss
-            of the run's first `REFERENCE_STEPS` (10) steps (0 = off; a NaN/inf loss or gradient always stops).
-    """
-
-    train_steps: int = 100
-    log_every: int = 10
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 3
-    eval_every: int = 0
-    accumulation_steps: int = 1
-    clip_norm: float = 0.0
-    optimizer: str = "sgd"
-    learning_rate: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    nesterov: bool = False
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    decay_steps: int = 1
-    boundaries: Tuple[int, ...] = ()
-    decay_rate: float = 0.1
-    min_lr: float = 0.0
-    mixed_precision: str = ""
-    jit_compile: bool = False
-    image_summaries_every: int = 0
-    bn_recalibration_batches: int = 0
-    divergence_factor: float = 1000.0
-
-    def validate(self, strategy_name="default"):
-        """Raises ValueError for bad or contradictory settings (before any work starts)."""
-        for name in ("train_steps", "log_every", "accumulation_steps", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {name}={getattr(self, name)}.")
-        for name in ("checkpoint_every", "eval_every", "image_summaries_every", "warmup_steps",
-                     "bn_recalibration_batches"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {name}={getattr(self, name)}.")
-        if self.clip_norm < 0:
-            raise ValueError(f"`clip_norm` must be >= 0, got clip_norm={self.clip_norm}.")
-        if not (self.divergence_factor == 0 or self.divergence_factor > 1):
-            raise ValueError(f"`divergence_factor` must be 0 (off) or > 1, got divergence_factor="
-                             f"{self.divergence_factor}.")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
-        if self.warmup_steps >= self.train_steps and self.warmup_steps:
-            raise ValueError(f"`warmup_steps`={self.warmup_steps} must be smaller than "
-                             f"`train_steps`={self.train_steps}.")
-        if (self.jit_compile and strategy_name in ("mirrored", "multi_worker")
-                and not tf.config.list_physical_devices("GPU")):
-            raise ValueError(f"jit_compile=True with strategy={strategy_name!r} on CPU devices is not supported by "
-                             "XLA (variables on another logical device); use jit_compile on one device.")
-        self.learning_rate_schedule()  # validates the schedule arguments
-        schedules.build_optimizer(self.optimizer, 0.1, self.momentum, self.weight_decay)
-
-    def learning_rate_schedule(self):
-        return schedules.WarmupDecay(self.learning_rate, self.schedule, self.train_steps, self.warmup_steps,
-                                     self.decay_steps, self.boundaries, self.decay_rate, self.min_lr)
 
 
 def seed_generator_states(model):

@@ -4,8 +4,7 @@ import math
 import keras
 import tensorflow as tf
 
-SCHEDULES = ("constant", "step", "multistep", "cosine")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+from kerasvid.training.config import OPTIMIZERS, SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="kerasvid")
