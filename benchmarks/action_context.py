@@ -79,7 +79,7 @@ def main():
                 if factorized:
                     out = model(tf.concat([x, xc], 0), training=True)
                     b = tf.shape(x)[0]
-                    loss = loss_fn(y, {k: v[:b] for k, v in out.items()}, {k: v[b:] for k, v in out.items()})["loss"]
+                    loss = loss_fn(y, ({k: v[:b] for k, v in out.items()}, {k: v[b:] for k, v in out.items()}))
                 else:
                     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, model(x, training=True)))
             grads = tape.gradient(loss, model.trainable_variables)

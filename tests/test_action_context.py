@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from kerasvid.layers.action_context import ActionContextAttention
+from tests.helpers import check_layer
 
 
 def numpy_reference(features, weights, per_class):
@@ -100,10 +101,22 @@ def test_still_image_features_and_finite_gradients():
     assert any(np.abs(g).max() > 0 for g in grads[:4])  # the maps' own weights learn
 
 
-def test_layer_config_and_validation():
-    layer = ActionContextAttention(num_classes=7, per_class=True, name="head")
-    clone = ActionContextAttention.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
+@pytest.mark.parametrize("per_class,shape", [(False, (2, 2, 2, 3, 6)), (True, (2, 3, 2, 6))])
+def test_check_layer(per_class, shape):
+    # Config and .keras round trips, dtype policies, gradients to every weight; the five outputs (clips and still
+    # images) against the numpy reference.
+    k = 4 if per_class else 1
+    maps = shape[:-1] + (k,)
+    check_layer(ActionContextAttention, dict(num_classes=4, per_class=per_class,
+                                             attention_initializer="glorot_uniform", name="head"),
+                input_shape=shape,
+                expected_output_shape={"logits": (2, 4), "action_scores": (2, 4), "context_scores": (2, 4),
+                                       "action_map": maps, "context_map": maps},
+                expected_output=lambda layer, x: numpy_reference(x, [np.asarray(w) for w in layer.weights],
+                                                                 per_class), atol=1e-5, rtol=1e-4)
+
+
+def test_layer_validation():
     with pytest.raises(ValueError, match="num_classes=0"):
         ActionContextAttention(num_classes=0)
     with pytest.raises(ValueError, match="per_class='yes'"):
@@ -126,7 +139,7 @@ def head_params(depth, num_classes, maps=1):
 
 def factorization_loss_fn(labels):
     loss = FactorizationLoss()
-    return lambda outputs: loss(labels, outputs)["loss"]
+    return lambda outputs: loss(labels, outputs)
 
 
 def test_i3d_builder(tmp_path):
@@ -187,6 +200,10 @@ def test_i3d_flow_input_scaling():
     np.testing.assert_allclose(out[0, :, 0, 0, 1], [1.0, 0.5, 0.0, -0.25, -1.0, -1.0])
     with pytest.raises(ValueError, match="flow fields <= num_frames"):
         I3DFlowInput(num_frames=3)(flow)
+    # Config and .keras round trips, dtype policies, the gradient to the flow; the same numbers.
+    _, out = check_layer(I3DFlowInput, dict(bound=20.0, num_frames=6), input_data=flow,
+                         expected_output_shape=(1, 6, 1, 1, 2))
+    np.testing.assert_allclose(np.asarray(out)[0, :, 0, 0, 0], [-1.0, -0.5, 0.0, 0.25, 1.0, 1.0])
 
 
 def test_still_image_variant(tmp_path):

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from kerasvid.layers import VideoSoftmax
 from kerasvid.losses import ActorObserverLoss, dist_ratio, equalize_grad_norm, margin_rank
-from tests.helpers import run_script_result
+from tests.helpers import check_layer, run_script_result
 
 
 
@@ -119,10 +119,23 @@ def test_equalize_grad_norm():
         equalize_grad_norm()
 
 
-def test_config_checkpoint_and_validation(tmp_path):
+def test_check_layer():
+    # Config and .keras round trips (the running mean saved exactly), dtype policies (the objective stays
+    # float32), gradients to l and w; the second call (folding the batch in again) against Eq. 14-15.
+    rng = np.random.default_rng(4)
+    l, w = rng.uniform(0, 3, 5).astype("float32"), rng.uniform(0.1, 4, 5).astype("float32")
+
+    def expected(layer, l, w):
+        running_loss = reference_running_mean([(l, w)] * 2, decay=0.95)[1][0]
+        return reference_objective(l, w, running_loss, eps=1e-3)
+
+    check_layer(ActorObserverLoss, dict(decay=0.95, epsilon=1e-3, name="ao"), input_data=(l, w),
+                call_kwargs=dict(training=True), perturb=0, expected_output_shape=(), mixed_output_dtype="float32",
+                expected_output=expected, rtol=1e-5)
+
+
+def test_checkpoint_and_validation(tmp_path):
     loss = ActorObserverLoss(decay=0.95, epsilon=1e-3, name="ao")
-    clone = ActorObserverLoss.from_config(loss.get_config())
-    assert (clone.decay, clone.epsilon, clone.name) == (0.95, 1e-3, "ao")
     loss(np.array([1.0, 3.0], "float32"), np.array([2.0, 1.0], "float32"))
     path = tf.train.Checkpoint(loss=loss).save(str(tmp_path / "ckpt"))
     restored = ActorObserverLoss(decay=0.95)

@@ -7,7 +7,7 @@ import tensorflow as tf
 import kerasvid.layers.cp_module as cp_module_file
 from kerasvid.layers._blocks import fused_batch_norm
 from kerasvid.layers.cp_module import CPModule, point_coordinates, tf1_resize_bilinear
-from tests.helpers import all_graph_shapes, assert_layer_round_trip, np_batch_norm, np_dense, randomize
+from tests.helpers import all_graph_shapes, check_layer, np_batch_norm, np_dense, randomize
 
 
 def np_resize_bilinear(x, out_h, out_w):
@@ -205,10 +205,12 @@ def test_training_step_keeps_no_n_by_n_tensor():
     assert not [s for s in shapes if sum(d == n for d in s) >= 2]
 
 
-def test_serialization_round_trip(tmp_path):
-    layer = CPModule(k=3, mlp_units=[4, 6], spatial_shrink=2, bottleneck=4, chunk_size=5, epsilon=1e-4,
-                     momentum=0.9, name="cp")
-    assert_layer_round_trip(layer, (2, 3, 4, 4, 8), tmp_path)
+def test_check_layer():
+    # Config and .keras round trips, dtype policies, gradients; the outputs against the numpy reference.
+    check_layer(CPModule, dict(k=3, mlp_units=[4, 6], spatial_shrink=2, bottleneck=4, chunk_size=5, epsilon=1e-4,
+                               momentum=0.9, name="cp"),
+                input_shape=(2, 3, 4, 4, 8), expected_output_shape=(2, 3, 4, 4, 8),
+                expected_output=lambda layer, x: np_cp_module(x, layer), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs,shape,match", [

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from kerasvid.losses import factorization as fl
+from tests.helpers import check_loss
 
 
 def test_classification_single_label_with_negative_weight():
@@ -60,7 +61,7 @@ def test_factorization_loss_total_and_gradient_signs():
     loss_fn = fl.FactorizationLoss(classification_weight=2.0, removal_weight=3.0, consistency_weight=0.5,
                                    overlap_weight=0.1, margin=1.0)
     with tf.GradientTape() as tape:
-        terms = loss_fn([0], outputs, conj)
+        terms = loss_fn.terms([0], outputs, conj)
     ce = math.log(1 + 2 * math.exp(-2))
     assert float(terms["classification"]) == pytest.approx(ce, rel=1e-6)
     assert float(terms["action_removal"]) == pytest.approx(0.75)  # 1 - (0.5 - 0.25)
@@ -70,8 +71,16 @@ def test_factorization_loss_total_and_gradient_signs():
     g_action = tape.gradient(terms["loss"], outputs["action_scores"]).numpy()
     np.testing.assert_allclose(g_action, [[-3.0, 0.0, 0.0]])  # raising s_a(x)_y lowers the hinge
     assert fl.FactorizationLoss.from_config(loss_fn.get_config()).get_config() == loss_fn.get_config()
-    only_cls = fl.FactorizationLoss()([0], outputs)
+    only_cls = fl.FactorizationLoss().terms([0], outputs)
     assert float(only_cls["loss"]) == pytest.approx(ce, rel=1e-6)
+    # Calling the loss (a keras.losses.Loss) gives the total; the harness checks its config, serialization,
+    # .keras round trip, low-precision predictions and gradients.
+    assert float(fl.FactorizationLoss()([0], outputs)) == pytest.approx(ce, rel=1e-6)
+    kwargs = dict(classification_weight=2.0, removal_weight=3.0, consistency_weight=0.5, overlap_weight=0.1,
+                  margin=1.0, uninformative_weight=0.5, background_class=None, name="fact")  # x' uniform: KL 0
+    check_loss(fl.FactorizationLoss, kwargs, [0], (outputs, conj), expected=2 * ce + 3 * 0.75 + 0.5 / 3 + 0.1)
+    with pytest.raises(TypeError, match=r"\.terms\(labels, outputs, conjugate_outputs\)"):
+        loss_fn([0], outputs, conj)
 
 
 def test_factorization_loss_validation():
@@ -100,8 +109,8 @@ def test_conjugate_uninformative_term_by_hand():
                "action_map": np.full((2, 1, 1, 1, 1), 1.0, "float32"),
                "context_map": np.full((2, 1, 1, 1, 1), 1.0, "float32")}
     labels = np.array([0, 1])
-    off = FactorizationLoss()(labels, outputs, outputs)
-    on = FactorizationLoss(uninformative_weight=2.0)(labels, outputs, outputs)
+    off = FactorizationLoss().terms(labels, outputs, outputs)
+    on = FactorizationLoss(uninformative_weight=2.0).terms(labels, outputs, outputs)
     assert float(off["conjugate_uninformative"]) == 0.0
     assert float(on["loss"] - off["loss"]) == pytest.approx(2.0 * row1 / 2, rel=1e-5)
     assert FactorizationLoss.from_config(FactorizationLoss(uninformative_weight=2.0).get_config()).uninformative_weight == 2.0

@@ -68,7 +68,7 @@ def test_factorization_task_loss_matches_the_loss_function(paired_records):
     loss, stats = task.compute_loss(model, inputs, labels, global_batch_size=8)
     # Reference: the loss function on the same joint training-mode pass (BN sees both halves, as in the task).
     both = model(tf.concat([inputs["image"], inputs["conjugate"]], 0), training=True)
-    ref = FactorizationLoss(removal_weight=2.0, margin=0.5)(
+    ref = FactorizationLoss(removal_weight=2.0, margin=0.5).terms(
         labels, {k: v[:4] for k, v in both.items()}, {k: v[4:] for k, v in both.items()}, inputs["pair_weight"])
     assert float(loss) == pytest.approx(float(ref["loss"]) * 4 / 8, rel=1e-4)
     assert stats["accuracy"][1] == 4.0 and 0 <= float(stats["accuracy"][0]) <= 4

@@ -1,9 +1,10 @@
 """NonLocalBlock against a numpy embedded-Gaussian reference (kerasvid.layers.non_local)."""
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kerasvid.layers.non_local import NonLocalBlock
-from tests.helpers import assert_layer_round_trip, np_batch_norm, np_dense, randomize
+from tests.helpers import check_layer, np_batch_norm, np_dense, randomize
 
 
 def np_non_local(x, block, training=False):
@@ -42,8 +43,17 @@ def test_parameter_count_matches_formula():
     assert block.count_params() == 3 * (c * inner + inner) + (inner * c + c) + 4 * c == 527616
 
 
-def test_serialization_round_trip(tmp_path):
-    assert_layer_round_trip(NonLocalBlock(inner_channels=4, subsample=True, name="nl"), (1, 2, 4, 4, 8), tmp_path)
+@pytest.mark.parametrize("subsample,training", [(True, False), (False, True)])
+def test_check_layer(subsample, training):
+    # Config and .keras round trips, dtype policies, gradients; the outputs against the numpy reference.
+    # TF has no float16 MaxPool3D kernel on the CPU (bfloat16 and float32 only), so the subsampled block is checked
+    # under mixed_float16 only where a GPU runs the tests.
+    policies = ("mixed_bfloat16", "mixed_float16") if not subsample or tf.config.list_logical_devices("GPU") \
+        else ("mixed_bfloat16",)
+    check_layer(NonLocalBlock, dict(inner_channels=4, subsample=subsample, epsilon=1e-4, momentum=0.9, name="nl"),
+                input_shape=(2, 2, 4, 4, 8), call_kwargs=dict(training=training), policies=policies,
+                expected_output_shape=(2, 2, 4, 4, 8),
+                expected_output=lambda layer, x: np_non_local(x, layer, training), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs,shape,match", [

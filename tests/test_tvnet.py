@@ -10,6 +10,7 @@ from PIL import Image
 
 import kerasvid.layers.tvnet as tvnet_module
 from kerasvid.layers.tvnet import TVNet, TVNetBlock, pyramid_sizes, tv_dual_update
+from tests.helpers import check_layer, check_loss
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tvnet")
 
@@ -276,6 +277,20 @@ def test_two_tvnets_in_one_model_save_and_load(tmp_path):
         model.get_layer("backward_flow").get_config()
 
 
+def test_check_layer_block_and_tvnet():
+    # Config and .keras round trips (perturbed kernels), dtype policies, gradients to every kernel.
+    rng = np.random.default_rng(3)
+    inputs = (rng.normal(size=(1, 4, 5, 2)), rng.normal(size=(1, 4, 5, 2, 2)) * 0.3, rng.normal(size=(1, 4, 5, 1)),
+              rng.normal(size=(1, 4, 5, 2)) * 4)
+    check_layer(TVNetBlock, dict(tau=0.2, lbda=0.1, theta=0.25), input_data=tuple(x.astype("float32") for x in inputs),
+                expected_output_shape=((1, 4, 5, 2), (1, 4, 5, 2, 2)), perturb=0.05, atol=1e-4, rtol=1e-4)
+    # TVNet computes in float32 by design (its dtype defaults to float32 under a global mixed policy, checked in
+    # test_float32_under_mixed_precision); an explicit mixed `dtype` is not supported, so no policies here.
+    a, b = _smooth_pair(10, 10, shift=(0.4, 0.3), seed=7)
+    check_layer(TVNet, dict(iterations=3, scales=2, warps=2, jit_compile=False, name="flow"), input_data=(a, b),
+                expected_output_shape=(1, 10, 10, 2), policies=(), perturb=0.05, atol=1e-5)
+
+
 # ---- losses -------------------------------------------------------------------------------------------------
 
 
@@ -324,7 +339,9 @@ def test_endpoint_error_masks_unknown_flow_and_has_finite_gradients():
     np.testing.assert_array_equal(grad[0, 0, 2], 0.0)  # pred == truth would be NaN with a plain sqrt
     np.testing.assert_array_equal(grad[1], 0.0)
     assert float(EndpointError()(truth, pred)) == pytest.approx(1.5)
-    assert EndpointError.from_config(EndpointError().get_config()).name == "endpoint_error"
+    assert EndpointError().name == "endpoint_error"
+    # Config, serialization and .keras round trips, low-precision predictions, gradients.
+    check_loss(EndpointError, dict(name="epe", reduction="sum"), truth, pred, expected=3.0)
 
 
 # ---- OpenCV DualTVL1 options: outer iterations, median filtering, stopping threshold ----------------------------

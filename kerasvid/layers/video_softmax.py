@@ -104,8 +104,10 @@ class VideoSoftmax(keras.layers.Layer):
 
     def build(self, f_shape=None, video_index_shape=None):
         # `only_first_replica`: every replica computes the identical new state from the gathered global batch.
+        # `autocast=False`: the state is read in float32 under a mixed dtype policy too (the layer computes in it).
         self.log_sigma = self.add_weight(name="log_sigma", shape=(self.num_videos,), initializer="zeros",
-                                         trainable=False, dtype="float32", aggregation="only_first_replica")
+                                         trainable=False, dtype="float32", aggregation="only_first_replica",
+                                         autocast=False)
         self.count = self.add_weight(name="count", shape=(self.num_videos,), initializer="zeros",
                                      trainable=False, dtype="int32", aggregation="only_first_replica")
 

@@ -95,8 +95,9 @@ class ActorObserverLoss(keras.layers.Layer):
 
     def build(self, per_triplet_loss_shape=None, weights_shape=None):
         def state(name, dtype):
+            # `autocast=False`: read in float32 under a mixed dtype policy too (the objective is computed in it).
             return self.add_weight(name=name, shape=(), initializer="zeros", trainable=False, dtype=dtype,
-                                   aggregation="only_first_replica")
+                                   aggregation="only_first_replica", autocast=False)
 
         self.running_loss = state("running_loss", "float32")
         self.running_weight = state("running_weight", "float32")

@@ -18,6 +18,7 @@ Defaults: w_cls = w_rem = w_con = 1, w_ovl = 0, w_uni = 0, m = 1. The last term 
 the factorized model is no more robust to a shuffled background than a plain one (benchmarks/action_context.py: both
 drop 73 points), with w_uni = 1 it does not drop at all.
 """
+import keras
 import tensorflow as tf
 
 _EPS = 1e-12
@@ -165,8 +166,14 @@ def attention_overlap_loss(action_map, context_map):
     return tf.reduce_mean(tf.reduce_sum(tf.minimum(alpha, beta), axis=axes))
 
 
-class FactorizationLoss:
-    """The weighted sum of the four factorization terms, computed from two head outputs.
+@keras.saving.register_keras_serializable(package="kerasvid")
+class FactorizationLoss(keras.losses.Loss):
+    """The weighted sum of the five factorization terms, computed from two head outputs (a `keras.losses.Loss`).
+
+    `terms(labels, outputs, conjugate_outputs, pair_weights)` returns every term (what a training loop logs);
+    calling the loss, `loss(labels, (outputs, conjugate_outputs))` or `loss(labels, outputs)`, returns the total.
+    The terms are already weighted means over the batch (see the module docstring), so the Keras reduction leaves
+    the total as it is; per-pair weights go through `terms(pair_weights=...)`, not `sample_weight`.
 
     Args:
         classification_weight: w_cls.
@@ -177,25 +184,29 @@ class FactorizationLoss:
         multi_label: labels are multi-hot `[batch, K]`.
         negative_weight: classification weight of negative clips (0.01 in the HACS-30 recipe).
         background_class: single-label index of negative clips, or None.
+        uninformative_weight: w_uni (0 by default).
+        name, reduction, dtype: `keras.losses.Loss` arguments.
 
-    Call arguments:
+    `terms` arguments:
         labels: labels of the action samples.
         outputs: the head's dict for x (`logits`, `action_scores`, `context_scores`, `action_map`, `context_map`).
         conjugate_outputs: the head's dict for x' (None: classification and overlap only).
         pair_weights: optional `[batch]` (0 where x has no conjugate).
 
-    Returns:
+    Returns (`terms`):
         A dict with the total `loss` and each term: `classification`, `action_removal`, `context_consistency`,
         `attention_overlap`, `conjugate_uninformative`.
 
     Example:
         >>> loss_fn = FactorizationLoss(negative_weight=0.01, background_class=0)
-        >>> terms = loss_fn(labels, model(clips), model(conjugates))
-        >>> terms["loss"]
+        >>> terms = loss_fn.terms(labels, model(clips), model(conjugates))
+        >>> terms["loss"]  # == loss_fn(labels, (model(clips), model(conjugates)))
     """
 
     def __init__(self, classification_weight=1.0, removal_weight=1.0, consistency_weight=1.0, overlap_weight=0.0,
-                 margin=1.0, multi_label=False, negative_weight=1.0, background_class=None, uninformative_weight=0.0):
+                 margin=1.0, multi_label=False, negative_weight=1.0, background_class=None, uninformative_weight=0.0,
+                 name="factorization_loss", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
         for key, value in (("classification_weight", classification_weight), ("removal_weight", removal_weight),
                            ("uninformative_weight", uninformative_weight),
                            ("consistency_weight", consistency_weight), ("overlap_weight", overlap_weight),
@@ -212,7 +223,8 @@ class FactorizationLoss:
         self.background_class = background_class
         self.uninformative_weight = float(uninformative_weight)
 
-    def __call__(self, labels, outputs, conjugate_outputs=None, pair_weights=None):
+    def terms(self, labels, outputs, conjugate_outputs=None, pair_weights=None):
+        """Every term and the total `loss` (see the class docstring)."""
         missing = [k for k in ("logits", "action_scores", "context_scores", "action_map", "context_map")
                    if k not in outputs]
         if missing:
@@ -244,13 +256,30 @@ class FactorizationLoss:
                          + self.uninformative_weight * terms["conjugate_uninformative"])
         return terms
 
-    def get_config(self):
-        return {"classification_weight": self.classification_weight, "removal_weight": self.removal_weight,
-                "consistency_weight": self.consistency_weight, "overlap_weight": self.overlap_weight,
-                "margin": self.margin, "multi_label": self.multi_label, "negative_weight": self.negative_weight,
-                "background_class": self.background_class,
-                "uninformative_weight": self.uninformative_weight}
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if isinstance(sample_weight, dict):
+            raise TypeError("FactorizationLoss()(labels, outputs, conjugate_outputs) is "
+                            "`.terms(labels, outputs, conjugate_outputs)` (the dict of terms); calling the loss "
+                            "takes (labels, (outputs, conjugate_outputs)) and returns the total")
+        if sample_weight is not None:
+            raise ValueError(f"FactorizationLoss takes no sample_weight (its terms are weighted means already); pass "
+                             f"per-pair weights to `.terms(pair_weights=...)`, got sample_weight={sample_weight!r}")
+        return super().__call__(y_true, y_pred)
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def call(self, y_true, y_pred):
+        """`y_pred`: the head's dict for x, or the pair `(outputs, conjugate_outputs)`; returns the total."""
+        if isinstance(y_pred, (tuple, list)):
+            if len(y_pred) != 2:
+                raise ValueError(f"`y_pred` must be the head's dict or a pair (outputs, conjugate_outputs), got "
+                                 f"{len(y_pred)} items")
+            return self.terms(y_true, *y_pred)["loss"]
+        return self.terms(y_true, y_pred)["loss"]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"classification_weight": self.classification_weight, "removal_weight": self.removal_weight,
+                       "consistency_weight": self.consistency_weight, "overlap_weight": self.overlap_weight,
+                       "margin": self.margin, "multi_label": self.multi_label,
+                       "negative_weight": self.negative_weight, "background_class": self.background_class,
+                       "uninformative_weight": self.uninformative_weight, "dtype": self.dtype})
+        return config

@@ -82,7 +82,7 @@ class FactorizationTask(ClassificationTask):
         both = {k: tf.cast(v, tf.float32) for k, v in both.items()}
         outputs = {k: v[:batch] for k, v in both.items()}
         conjugates = {k: v[batch:] for k, v in both.items()}
-        terms = self.loss_fn(labels, outputs, conjugates, pair_weights=inputs["pair_weight"])
+        terms = self.loss_fn.terms(labels, outputs, conjugates, pair_weights=inputs["pair_weight"])
         local = tf.cast(batch, tf.float32)
         # The terms are weighted means over this replica's batch; its share of the global mean is B_local / B.
         loss = terms["loss"] * local / tf.cast(global_batch_size, tf.float32)
