@@ -518,5 +518,13 @@ def _count_and_drop(ds, counter):
         keep = tf.cond(tf.equal(status, 0), lambda: tf.constant(True), report)
         return totals, (features, label, keep)
 
+    # Named functions, not two lambdas on one line: AutoGraph cannot tell such lambdas apart in the source and
+    # warns that it "could not transform" them.
+    def kept(features, label, keep):
+        return keep
+
+    def without_flag(features, label, keep):
+        return features, label
+
     ds = ds.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
-    return ds.filter(lambda features, label, keep: keep).map(lambda features, label, keep: (features, label))
+    return ds.filter(kept).map(without_flag)
