@@ -88,8 +88,9 @@ def check_model(model, inputs, expected_output_shape=None, expected_num_params=N
 
 
 def _as_inputs(input_data, input_shape, seed):
-    """Positional inputs of a layer: `input_data` (an array or a tuple/list of arrays), or float32 normals of
-    `input_shape` (a shape or a tuple/list of shapes)."""
+    """Positional inputs of a layer: `input_data` (an array or a tuple/list of positional inputs, each an array or a
+    list of arrays, e.g. `([a, b],)` for a layer called on one list), or float32 normals of `input_shape` (a shape or
+    a tuple/list of shapes)."""
     if input_data is None:
         if input_shape is None:
             raise ValueError("check_layer needs `input_data` or `input_shape`")
@@ -97,7 +98,7 @@ def _as_inputs(input_data, input_shape, seed):
         rng = np.random.RandomState(seed)
         return [rng.randn(*shape).astype("float32") for shape in shapes]
     data = list(input_data) if isinstance(input_data, (tuple, list)) else [input_data]
-    return [np.asarray(x) for x in data]
+    return [[np.asarray(a) for a in x] if isinstance(x, list) else np.asarray(x) for x in data]
 
 
 def _is_float(x):
@@ -163,7 +164,8 @@ def check_layer(layer_cls, init_kwargs=None, input_data=None, input_shape=None, 
     `run_layer_test`.
 
     1. Built under `keras.utils.set_random_seed(seed)`, called eagerly on the inputs (`input_data`: an array or a
-       tuple/list of positional inputs; or float32 normals of `input_shape`, a shape or a list of shapes) with
+       tuple/list of positional inputs, each an array or a list of arrays; or float32 normals of `input_shape`, a
+       shape or a list of shapes) with
        `call_kwargs`, and inside a functional model on `keras.Input`s: the layer is built, the eager outputs have
        `expected_output_shape` (a tuple or a structure of tuples; the model's symbolic shapes agree except for the
        batch) and float outputs are `expected_output_dtype`.
@@ -199,7 +201,7 @@ def check_layer(layer_cls, init_kwargs=None, input_data=None, input_shape=None, 
     init_kwargs = dict(init_kwargs or {})
     call_kwargs = dict(call_kwargs or {})
     inputs = _as_inputs(input_data, input_shape, seed)
-    tensors = [tf.constant(x) for x in inputs]
+    tensors = tf.nest.map_structure(tf.constant, inputs)
 
     def make(**extra):
         return layer_cls(**copy.deepcopy(init_kwargs), **extra)
@@ -221,7 +223,7 @@ def check_layer(layer_cls, init_kwargs=None, input_data=None, input_shape=None, 
         if _is_float(out) and expected_output_dtype is not None:
             assert out.dtype == expected_output_dtype, (
                 f"{layer_cls.__name__} output {i} has dtype {out.dtype.name} != {expected_output_dtype}")
-    symbolic = [keras.Input(shape=x.shape[1:], dtype=x.dtype.name) for x in inputs]
+    symbolic = tf.nest.map_structure(lambda x: keras.Input(shape=x.shape[1:], dtype=x.dtype.name), inputs)
     model = keras.Model(symbolic, call(layer, *symbolic))
     for sym, eager in zip([tuple(t.shape) for t in model.outputs], _flatten(outputs)):
         assert len(sym) == eager.ndim and all(s in (None, e) for s, e in zip(sym, eager.shape)), (
@@ -312,7 +314,7 @@ def check_layer(layer_cls, init_kwargs=None, input_data=None, input_shape=None, 
 
     # 7. Gradients.
     if check_gradient:
-        float_inputs = [t for t in tensors if _is_float(t)]
+        float_inputs = [t for t in tf.nest.flatten(tensors) if _is_float(t)]
         with tf.GradientTape() as tape:
             tape.watch(float_inputs)
             out = [o for o in tf.nest.flatten(call(layer, *tensors)) if _is_float(o)]
