@@ -1,6 +1,8 @@
 """The `kerasvid` console script: `kerasvid <command> [flags]`.
 
-Commands are looked up in `COMMANDS` and imported only when run, so `kerasvid --help` stays fast.
+Commands are looked up in `COMMANDS` and imported only when run, so `kerasvid --help` stays fast. Every command
+parses absl flags (`--flagfile=FILE` works for each): `train` on the global `flags.FLAGS` (it is also
+`python train/main.py`), the others in a `flags.FlagValues` of their own (`kerasvid.command_flags.Command`).
 """
 import importlib
 import sys

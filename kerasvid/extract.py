@@ -22,7 +22,6 @@ every video whose file exists and finishes the rest. `manifest.json` lists the s
 videos skipped with the reason (already extracted, or the decoding error). A rerun with other settings into the same
 `--output_dir` is refused (one directory, one setting).
 """
-import argparse
 import json
 import os
 import re
@@ -422,48 +421,53 @@ class FeatureExtractor:
 
 # ----- command line ------------------------------------------------------------------------------------------------
 def _parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="kerasvid extract", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Writes one feature array per video from a model endpoint (resumable; manifest.json lists "
-                    "what was written and skipped).",
+    from absl import flags
+
+    from kerasvid import command_flags
+
+    command = command_flags.Command(
+        "kerasvid extract", "Writes one feature array per video from a model endpoint (resumable; manifest.json "
+        "lists what was written and skipped).", positional="videos",
         epilog="Endpoints: ResNet res2..res5; I3D Conv3d_1a_7x7..Mixed_5c; BN-Inception conv2_3x3, inception_3c.."
                "inception_5b, global_pool; or any layer name.\nExample: kerasvid extract --model=i3d "
                "--endpoint=Mixed_5c --num_frames=64 --output_dir=feats videos/*.mp4")
-    parser.add_argument("videos", nargs="*", help="video files (PyAV decodes them)")
-    parser.add_argument("--records", default="", help="SequenceExample records (glob) instead of / besides videos")
-    parser.add_argument("--model", default="", help="registered model name (kerasvid.zoo.list_models())")
-    parser.add_argument("--weights", default="", help="a .weights.h5 file, 'imagenet', or a whole .keras model")
-    parser.add_argument("--checkpoint", default="", help="a train/main.py model_dir (latest checkpoint; its model "
-                                                           "and num_classes are the defaults) or checkpoint prefix")
-    parser.add_argument("--model_kwargs", default="", help="extra builder arguments, key=value,... (literals)")
-    parser.add_argument("--num_classes", type=int, default=0, help="head size of the weights (default: registry)")
-    parser.add_argument("--endpoint", required=True, help="endpoint or layer name (res5, Mixed_5c, ...)")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--format", default="npy", choices=FORMATS)
-    parser.add_argument("--num_frames", type=int, default=16, help="frames per clip (T)")
-    parser.add_argument("--stride", type=int, default=1)
-    parser.add_argument("--num_clips", type=int, default=1, help="clips per video; 0 = consecutive clips covering it")
-    parser.add_argument("--sampler", default="dense", choices=("dense", "tsn"))
-    parser.add_argument("--num_crops", type=int, default=1)
-    parser.add_argument("--image_size", default="224,224", help="H,W")
-    parser.add_argument("--short_side", type=int, default=0, help="resize target (default: crop / 0.875)")
-    parser.add_argument("--normalization", default="imagenet")
-    parser.add_argument("--pool", default="none", choices=("none", "avg"))
-    parser.add_argument("--batch_size", type=int, default=8, help="views per model call")
-    args = parser.parse_args(argv)
+    fv = command.flag_values
+    flags.DEFINE_string("records", "", "SequenceExample records (glob) instead of / besides videos", flag_values=fv)
+    flags.DEFINE_string("model", "", "registered model name (kerasvid.zoo.list_models())", flag_values=fv)
+    flags.DEFINE_string("weights", "", "a .weights.h5 file, 'imagenet', or a whole .keras model", flag_values=fv)
+    flags.DEFINE_string("checkpoint", "", "a train/main.py model_dir (latest checkpoint; its model and num_classes "
+                        "are the defaults) or checkpoint prefix", flag_values=fv)
+    flags.DEFINE_string("model_kwargs", "", "extra builder arguments, key=value,... (literals)", flag_values=fv)
+    flags.DEFINE_integer("num_classes", 0, "head size of the weights (default: registry)", flag_values=fv)
+    flags.DEFINE_string("endpoint", None, "endpoint or layer name (res5, Mixed_5c, ...)", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "where <id>.npy / <id>.tfrecord and manifest.json go", flag_values=fv)
+    flags.DEFINE_enum("format", "npy", list(FORMATS), "feature file format", flag_values=fv)
+    flags.DEFINE_integer("num_frames", 16, "frames per clip (T)", flag_values=fv)
+    flags.DEFINE_integer("stride", 1, "temporal stride between sampled frames", flag_values=fv)
+    flags.DEFINE_integer("num_clips", 1, "clips per video; 0 = consecutive clips covering it", flag_values=fv)
+    flags.DEFINE_enum("sampler", "dense", ["dense", "tsn"], "clip sampler", flag_values=fv)
+    flags.DEFINE_integer("num_crops", 1, "crops per clip", flag_values=fv)
+    flags.DEFINE_string("image_size", "224,224", "H,W", flag_values=fv)
+    flags.DEFINE_integer("short_side", 0, "resize target (default: crop / 0.875)", flag_values=fv)
+    flags.DEFINE_string("normalization", "imagenet", "normalisation preset of kerasvid.data.preprocess",
+                        flag_values=fv)
+    flags.DEFINE_enum("pool", "none", ["none", "avg"], "none (the endpoint's map) or avg (mean over every axis but "
+                      "channels)", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 8, "views per model call", flag_values=fv)
+    args = command.parse(argv, required=("endpoint", "output_dir"))
     recorded_model, recorded_classes = run_settings(args.checkpoint) if args.checkpoint else ("", 0)
     args.model, args.num_classes = args.model or recorded_model, args.num_classes or recorded_classes
     if not args.videos and not args.records:
-        parser.error("give video files or --records")
+        command.error("give video files or --records")
     if not args.model and not args.weights.endswith(".keras"):
-        parser.error("--model is required (unless --weights is a .keras model file)")
+        command.error("--model is required (unless --weights is a .keras model file)")
     try:
         size = [int(v) for v in args.image_size.split(",")]
     except ValueError:
-        parser.error(f"--image_size must be H,W integers, got {args.image_size!r}")
+        command.error(f"--image_size must be H,W integers, got {args.image_size!r}")
     args.image_size = tuple(size * 2 if len(size) == 1 else size)
     if len(args.image_size) != 2:
-        parser.error(f"--image_size must be H,W, got {args.image_size!r}")
+        command.error(f"--image_size must be H,W, got {args.image_size!r}")
     return args
 
 

@@ -13,10 +13,13 @@ in multi-view evaluation. One line per video, or one JSON object per line with `
 Frame `i` is the `i`-th frame in presentation order; seeking maps it to the timestamp
 `start + i / frame_rate` (`kerasvid.data.video_files`, which opens, counts and seeks for predict and extract).
 """
-import argparse
 import json
 import os
 import sys
+
+from absl import flags
+
+from kerasvid import command_flags
 
 # Opening, counting and seeking live in `kerasvid.data.video_files` (shared with `kerasvid extract`); the names stay
 # importable from here.
@@ -96,19 +99,19 @@ class Predictor:
 def main(argv=None):
     """`kerasvid predict --saved_model DIR [--num_clips N] [--top_k K] [--json] video ...`; returns the exit status
     (0; 1 when a video could not be read, reported on stderr; 2 for a bad --saved_model or flag)."""
-    parser = argparse.ArgumentParser(
-        prog="kerasvid predict", description="Top-k labels of video files through an exported classification "
-        "SavedModel; only the frames of the clips are decoded (constant memory).")
-    parser.add_argument("--saved_model", required=True, help="directory written by train/main.py --mode=export")
-    parser.add_argument("--num_clips", type=int, default=1, help="clips per video, probabilities averaged "
-                        "(evenly spaced, as multi-view evaluation); default 1 (the centred clip)")
-    parser.add_argument("--top_k", type=int, default=5, help="labels printed per video")
-    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
-    parser.add_argument("videos", nargs="+", help="video files (anything FFmpeg/PyAV reads)")
-    args = parser.parse_args(argv)
+    command = command_flags.Command(
+        "kerasvid predict", "Top-k labels of video files through an exported classification SavedModel; only the "
+        "frames of the clips are decoded (constant memory).", positional="videos", min_positional=1)
+    fv = command.flag_values
+    flags.DEFINE_string("saved_model", None, "directory written by train/main.py --mode=export", flag_values=fv)
+    flags.DEFINE_integer("num_clips", 1, "clips per video, probabilities averaged (evenly spaced, as multi-view "
+                         "evaluation); default 1 (the centred clip)", flag_values=fv)
+    flags.DEFINE_integer("top_k", 5, "labels printed per video", flag_values=fv)
+    flags.DEFINE_bool("json", False, "one JSON object per line instead of text", flag_values=fv)
+    args = command.parse(sys.argv[1:] if argv is None else argv, required=("saved_model",))
     for flag in ("num_clips", "top_k"):
         if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+            command.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     try:
         predictor = Predictor(args.saved_model)
     except ValueError as e:

@@ -15,7 +15,6 @@ Boxes are `(ymin, xmin, ymax, xmax)`, normalised to [0, 1] like the records' `re
 Example:
     kerasvid conjugates --records="records/train-*.tfrecord" --boxes=actors.csv --output_dir=conjugates/
 """
-import argparse
 import csv
 import glob
 import importlib
@@ -242,19 +241,23 @@ def make_conjugate_records(record_paths, output_dir, boxes=None, jpeg_quality=90
 
 def main(argv=None):
     """`kerasvid conjugates`: records + actor boxes -> conjugate records (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="kerasvid conjugates", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", required=True, help="glob pattern of the input records")
-    parser.add_argument("--boxes", default=None, help="CSV or JSON box file (default: the records' region/bbox)")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--box_units", choices=UNITS, default="normalized")
-    parser.add_argument("--fill", default="telea", help="telea, ns or module:function (fill(frame, mask))")
-    parser.add_argument("--blend", choices=BLENDS, default="poisson")
-    parser.add_argument("--band", type=int, default=4, help="blending band around the boxes, in pixels")
-    parser.add_argument("--radius", type=int, default=5, help="inpainting radius, in pixels")
-    parser.add_argument("--jpeg_quality", type=int, default=90)
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from absl import flags
+
+    from kerasvid import command_flags
+
+    command = command_flags.Command("kerasvid conjugates", __doc__.split("\n\n")[0])
+    fv = command.flag_values
+    flags.DEFINE_string("records", None, "glob pattern of the input records", flag_values=fv)
+    flags.DEFINE_string("boxes", None, "CSV or JSON box file (default: the records' region/bbox)", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "where the conjugate records and manifest.json go", flag_values=fv)
+    flags.DEFINE_enum("box_units", "normalized", list(UNITS), "units of the box coordinates", flag_values=fv)
+    flags.DEFINE_string("fill", "telea", "telea, ns or module:function (fill(frame, mask))", flag_values=fv)
+    flags.DEFINE_enum("blend", "poisson", list(BLENDS), "how the filled boxes are blended in", flag_values=fv)
+    flags.DEFINE_integer("band", 4, "blending band around the boxes, in pixels", flag_values=fv)
+    flags.DEFINE_integer("radius", 5, "inpainting radius, in pixels", flag_values=fv)
+    flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the frames", flag_values=fv)
+    flags.DEFINE_bool("quiet", False, "no progress output", flag_values=fv)
+    args = command.parse(sys.argv[1:] if argv is None else argv, required=("records", "output_dir"))
     try:
         paths = sorted(glob.glob(args.records))
         if not paths:

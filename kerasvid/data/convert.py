@@ -8,7 +8,6 @@ Example:
     kerasvid convert --format=kinetics --labels=train.csv --input_dir=videos/ --output_dir=records/ \
         --name=train --num_shards=100 --fps=10 --short_side=256 --workers=4
 """
-import argparse
 import concurrent.futures
 import hashlib
 import json
@@ -371,30 +370,35 @@ def _merge_manifest(output_dir, name, entry, label_names):
     return manifest
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="kerasvid convert", description=__doc__.split("\n\n")[0],
-                                epilog=sources.LIST_FORMAT + "\n\nOutput: <output_dir>/<name>-*-of-*.tfrecord shards, "
-                                "labels.txt (the label map,\none class per line: train/main.py reads it beside the "
-                                "shards) and manifest.json (counts, and the\nskipped inputs with their reason).",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--format", required=True, choices=sources.LABEL_FORMATS, help="label file format")
-    p.add_argument("--labels", required=True, help="label file (CSV / JSON / list, see below)")
-    p.add_argument("--input_dir", required=True, help="root of the videos or frame folders")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--name", default="train", help="split name, the shard prefix")
-    p.add_argument("--split", default=None, help="Kinetics: keep rows of this `split` value")
-    p.add_argument("--label_map", default=None, help="class names (txt: one per line; JSON list or {name: index}); "
-                   "default: the sorted names of the listed inputs that exist")
-    p.add_argument("--num_shards", type=int, default=10)
-    p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: keep)")
-    p.add_argument("--source_fps", type=float, default=None, help="frame rate of frame folders")
-    p.add_argument("--short_side", type=int, default=None, help="resize the shorter side to this (default: keep)")
-    p.add_argument("--jpeg_quality", type=int, default=90)
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
-    p.add_argument("--overwrite", action="store_true",
-                   help="rewrite this split's shards written with other settings, inputs or shard count")
-    p.add_argument("--no_progress", action="store_true")
-    return p
+def build_command():
+    """The flags of `kerasvid convert` (`kerasvid.command_flags.Command`)."""
+    from absl import flags
+
+    from kerasvid import command_flags
+
+    command = command_flags.Command(
+        "kerasvid convert", __doc__.split("\n\n")[0], epilog=sources.LIST_FORMAT + "\n\nOutput: "
+        "<output_dir>/<name>-*-of-*.tfrecord shards, labels.txt (the label map,\none class per line: train/main.py "
+        "reads it beside the shards) and manifest.json (counts, and the\nskipped inputs with their reason).")
+    fv = command.flag_values
+    flags.DEFINE_enum("format", None, list(sources.LABEL_FORMATS), "label file format", flag_values=fv)
+    flags.DEFINE_string("labels", None, "label file (CSV / JSON / list, see below)", flag_values=fv)
+    flags.DEFINE_string("input_dir", None, "root of the videos or frame folders", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "where the shards, labels.txt and manifest.json go", flag_values=fv)
+    flags.DEFINE_string("name", "train", "split name, the shard prefix", flag_values=fv)
+    flags.DEFINE_string("split", None, "Kinetics: keep rows of this `split` value", flag_values=fv)
+    flags.DEFINE_string("label_map", None, "class names (txt: one per line; JSON list or {name: index}); default: "
+                        "the sorted names of the listed inputs that exist", flag_values=fv)
+    flags.DEFINE_integer("num_shards", 10, "number of shards", flag_values=fv)
+    flags.DEFINE_float("fps", None, "resample to this frame rate (default: keep)", flag_values=fv)
+    flags.DEFINE_float("source_fps", None, "frame rate of frame folders", flag_values=fv)
+    flags.DEFINE_integer("short_side", None, "resize the shorter side to this (default: keep)", flag_values=fv)
+    flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the frames", flag_values=fv)
+    flags.DEFINE_integer("workers", max(1, (os.cpu_count() or 2)), "parallel decoding processes", flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "rewrite this split's shards written with other settings, inputs or "
+                      "shard count", flag_values=fv)
+    flags.DEFINE_bool("no_progress", False, "no progress lines", flag_values=fv)
+    return command
 
 
 _MAX_REASONS = 20
@@ -402,7 +406,8 @@ _MAX_REASONS = 20
 
 def main(argv=None):
     """Entry point of `kerasvid convert` (argv without the subcommand); returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = build_command().parse(sys.argv[1:] if argv is None else argv,
+                                 required=("format", "labels", "input_dir", "output_dir"))
     try:
         items = sources.parse_label_file(args.format, args.labels, args.input_dir, args.split)
         if args.label_map and not os.path.isfile(args.label_map):
