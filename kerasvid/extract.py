@@ -287,12 +287,10 @@ def resolve_checkpoint(checkpoint):
 
 
 def run_settings(model_dir):
-    """`(model name, num_classes)` recorded by `train/main.py` in `<model_dir>/run_config.json`, or `("", 0)`."""
-    path = os.path.join(model_dir, "run_config.json") if os.path.isdir(model_dir) else ""
-    if not path or not os.path.exists(path):
-        return "", 0
-    with open(path) as f:
-        config = json.load(f)
+    """`(model name, num_classes)` recorded by `kerasvid train` in `<model_dir>/run_config.json`, or `("", 0)`."""
+    from kerasvid.data import discovery
+
+    config = discovery.read_run_config(model_dir) if os.path.isdir(model_dir) else {}
     return str(config.get("flags", {}).get("model", "")), int(config.get("num_classes") or 0)
 
 
