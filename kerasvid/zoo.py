@@ -6,25 +6,17 @@
 
 `python -m kerasvid.zoo` prints the model table (name, paper, parameters, GFLOPs for the default input).
 """
-import importlib
 import sys
 
+from kerasvid import _discovery
 from kerasvid.models.registry import ModelInfo, get_model, list_models, model_info, register_model  # noqa: F401
 
-# Each paper's model file registers its builders on import. Add new model modules here.
-_MODEL_MODULES = (
-    "kerasvid.models.resnet_video",
-    "kerasvid.models.cpnet",
-    "kerasvid.models.action_context",
-    "kerasvid.models.actor_observer",
-    "kerasvid.models.tvnet_inception",
-)
-
-for _module in _MODEL_MODULES:
-    importlib.import_module(_module)
+# Each paper's model file registers its builders on import: every module of kerasvid.models is imported, so a new
+# model file needs no line here.
+_discovery.import_modules("kerasvid.models")
 for _name in list_models():
     globals()[_name] = model_info(_name).builder
-del _module, _name
+del _name
 
 
 def model_table(markdown=True):

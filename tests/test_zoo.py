@@ -1,12 +1,18 @@
 """The registry: every registered model's recorded figures are recomputed, and every model round-trips .keras."""
+import importlib
+import inspect
 import json
 import os
+import pkgutil
+import sys
+import textwrap
 
 import keras
 import numpy as np
 import pytest
 
-from kerasvid import zoo
+import kerasvid
+from kerasvid import _discovery, zoo
 from kerasvid.models.common import count_gflops
 
 MODELS = zoo.list_models()
@@ -73,3 +79,87 @@ def test_count_gflops_counts_every_loop_iteration_and_called_functions():
     inputs = keras.Input((8, 8), batch_size=1)
     model = keras.Model(inputs, RepeatedMatmul()(inputs))
     assert round(count_gflops(model) * 1e9) == 7 * (2 * 8 ** 3 + 2)
+
+
+# ----- module discovery: a new paper is its files, with no list to update -----------------------------------------
+def _public_modules(package):
+    return sorted(m.name for m in pkgutil.iter_modules(importlib.import_module(package).__path__)
+                  if not m.name.startswith("_"))
+
+
+def test_the_zoo_imports_every_model_module_and_exposes_every_builder():
+    modules = _public_modules("kerasvid.models")
+    assert {"cpnet", "resnet_video", "tvnet_inception"} <= set(modules)
+    for name in modules:
+        assert f"kerasvid.models.{name}" in sys.modules, name
+    for name in MODELS:
+        builder = zoo.model_info(name).builder
+        assert builder.__module__.rsplit(".", 1)[-1] in modules
+        assert getattr(zoo, name) is builder
+
+
+def test_every_task_module_registers_on_first_use():
+    names = kerasvid.tasks.list_tasks()
+    assert {"classification", "triplet", "factorization"} <= set(names)
+    for name in _public_modules("kerasvid.tasks"):
+        assert f"kerasvid.tasks.{name}" in sys.modules, name
+
+
+@pytest.mark.parametrize("package, kind", [("kerasvid.layers", "layers"), ("kerasvid.losses", "losses")])
+def test_layers_and_losses_export_the_public_names_of_every_module(package, kind):
+    """Every `__all__` name of every module is reachable from the package; every public layer class (layers) or
+    public class and function (losses) a module defines is in its `__all__`, so none is forgotten."""
+    pkg = importlib.import_module(package)
+    for name in _public_modules(package):
+        module = importlib.import_module(f"{package}.{name}")
+        for public in getattr(module, "__all__", ()):
+            assert getattr(pkg, public) is getattr(module, public), f"{package}.{public}"
+        defined = [n for n, obj in vars(module).items() if not n.startswith("_") and getattr(
+            obj, "__module__", None) == module.__name__ and (inspect.isclass(obj) or inspect.isfunction(obj))]
+        if kind == "layers":
+            defined = [n for n in defined if inspect.isclass(getattr(module, n))
+                       and issubclass(getattr(module, n), keras.layers.Layer)]
+        missing = sorted(set(defined) - set(getattr(module, "__all__", ())))
+        assert not missing, f"{module.__name__} defines {missing} but does not list them in __all__"
+
+
+def test_the_public_names_of_before_module_discovery_still_import():
+    from kerasvid import layers, losses
+
+    for name in ("VideoSoftmax", "CPModule", "ActionContextAttention", "I3DFlowInput", "NonLocalBlock",
+                 "PairwiseDistance", "SelectorScale", "TVNet", "TVNetBlock"):
+        assert isinstance(getattr(layers, name), type) and issubclass(getattr(layers, name), keras.layers.Layer)
+    for name in ("ActorObserverLoss", "actor_observer_objective", "dist_ratio", "equalize_grad_norm", "margin_rank",
+                 "FactorizationLoss", "action_removal_loss", "attention_overlap_loss", "context_consistency_loss",
+                 "conjugate_uninformative_loss", "factorization_classification_loss", "EndpointError",
+                 "endpoint_error", "tvl1_energy"):
+        assert callable(getattr(losses, name)), name
+    assert callable(zoo.cpnet_resnet101) and callable(zoo.c2d_resnet18)
+
+
+def test_discovery_finds_a_module_dropped_into_a_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "dropin_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent("""
+        from kerasvid import _discovery
+        _discovery.export_public_names(globals())
+    """))
+    (pkg / "alpha.py").write_text("__all__ = ['Alpha']\nclass Alpha: pass\ndef helper(): pass\n")
+    (pkg / "beta.py").write_text("__all__ = ['beta']\ndef beta(): return 2\n")
+    (pkg / "_private.py").write_text("raise AssertionError('a private module was imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("dropin_pkg")
+    assert module.__all__ == ["Alpha", "beta"] and module.beta() == 2 and not hasattr(module, "helper")
+    assert "dropin_pkg._private" not in sys.modules
+    # A name exported twice, or listed but not defined, is an error naming both places.
+    (pkg / "gamma.py").write_text("__all__ = ['beta', 'nothing']\nbeta = 3\n")
+    importlib.invalidate_caches()
+    with pytest.raises(ImportError, match=r"'beta' is exported by both dropin_pkg.beta and dropin_pkg.gamma"):
+        _discovery.public_names(_discovery.import_modules("dropin_pkg"))
+    (pkg / "gamma.py").write_text("__all__ = ['nothing']\n")
+    sys.modules.pop("dropin_pkg.gamma")
+    importlib.invalidate_caches()
+    with pytest.raises(ImportError, match=r"dropin_pkg.gamma.__all__ lists 'nothing'"):
+        _discovery.public_names(_discovery.import_modules("dropin_pkg"))
+    for name in [n for n in sys.modules if n.startswith("dropin_pkg")]:
+        monkeypatch.delitem(sys.modules, name)

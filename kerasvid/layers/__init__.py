@@ -1,8 +1,8 @@
-"""kerasvid.layers: public names (each paper's module appends its import line here)."""
-from kerasvid.layers.video_softmax import VideoSoftmax
-from kerasvid.layers.cp_module import CPModule  # noqa: F401
-from kerasvid.layers.action_context import ActionContextAttention, I3DFlowInput  # noqa: F401
-from kerasvid.layers.non_local import NonLocalBlock  # noqa: F401
-from kerasvid.layers.heads import PairwiseDistance, SelectorScale  # noqa: F401
-from kerasvid.layers.tvnet import TVNet, TVNetBlock  # noqa: F401
-from kerasvid.layers.two_stream import ScoreFusion, StackFlows  # noqa: F401
+"""kerasvid.layers: the layers of the papers, `kerasvid.layers.CPModule`, `kerasvid.layers.TVNet`, ...
+
+Every public module of this package is imported and the names in its `__all__` are exported here: a new paper's
+layer file declares `__all__` and needs no line in this file.
+"""
+from kerasvid import _discovery
+
+_discovery.export_public_names(globals())

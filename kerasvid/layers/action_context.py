@@ -4,6 +4,8 @@ from keras import ops
 
 from kerasvid.layers.initializers import weight_initializer
 
+__all__ = ["ActionContextAttention", "I3DFlowInput"]
+
 OUTPUT_KEYS = ("logits", "action_scores", "context_scores", "action_map", "context_map")
 
 

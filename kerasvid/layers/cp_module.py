@@ -6,6 +6,8 @@ import tensorflow as tf
 from kerasvid.layers._blocks import batch_norm, fused_batch_norm, pointwise_conv, static_clip_shape
 from kerasvid.ops.knn import cp_knn
 
+__all__ = ["CPModule"]
+
 
 def point_coordinates(num_frames, height, width):
     """Normalised coordinates `(t/T, h/H, w/W)` of a `T x H x W` grid flattened frame-major, float32 `[N, 3]`.

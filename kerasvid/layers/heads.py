@@ -5,6 +5,8 @@ import math
 import keras
 import tensorflow as tf
 
+__all__ = ["PairwiseDistance", "SelectorScale"]
+
 
 @keras.saving.register_keras_serializable(package="kerasvid")
 class PairwiseDistance(keras.layers.Layer):

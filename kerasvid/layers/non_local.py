@@ -4,6 +4,8 @@ import tensorflow as tf
 
 from kerasvid.layers._blocks import batch_norm, pointwise_conv, static_clip_shape
 
+__all__ = ["NonLocalBlock"]
+
 
 @keras.saving.register_keras_serializable(package="kerasvid")
 class NonLocalBlock(keras.layers.Layer):

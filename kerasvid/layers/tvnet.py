@@ -18,6 +18,8 @@ from tensorflow.python.ops import control_flow_util
 from kerasvid.ops.warp import (PADDINGS, backward_divergence_term, bilinear_warp, centered_gradient,
                                forward_difference, median_filter, resize_align_corners, resize_half_pixel)
 
+__all__ = ["TVNet", "TVNetBlock"]
+
 # Released TVNet's "GRAD_IS_ZERO": the epsilon of the dual-update norm, of |grad I|^2 and of rho.
 EPSILON = 1e-12
 

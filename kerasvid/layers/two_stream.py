@@ -7,6 +7,8 @@ its registered name first)."""
 import keras
 import tensorflow as tf
 
+__all__ = ["ScoreFusion", "StackFlows"]
+
 
 @keras.saving.register_keras_serializable(package="kerasvid")
 class StackFlows(keras.layers.Layer):

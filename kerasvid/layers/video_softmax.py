@@ -8,6 +8,8 @@ import tensorflow as tf
 
 from kerasvid.ops.distribute import decayed_sum_coefficients, gather_across_replicas
 
+__all__ = ["VideoSoftmax"]
+
 _READ_MODES = ("per_sample", "after_batch")
 
 

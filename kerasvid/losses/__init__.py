@@ -1,4 +1,7 @@
-"""kerasvid.losses: public names (each paper's module appends its import line here).
+"""kerasvid.losses: the losses of the papers, `kerasvid.losses.ActorObserverLoss`, `kerasvid.losses.EndpointError`, ...
+
+Every public module of this package is imported and the names in its `__all__` are exported here: a new paper's
+loss file declares `__all__` and needs no line in this file.
 
 Conventions. The numbers live in functions of tensors (`dist_ratio`, `margin_rank`, `endpoint_error`,
 `tvl1_energy`, `factorization_classification_loss`, ...): composable, and what the tests check against hand-computed
@@ -14,9 +17,6 @@ layer's inputs are `(per_triplet_loss, weights)`, not `(y_true, y_pred)`. So the
 loss follows is decided by one question: does it keep state between calls? `tests/helpers.check_loss` and
 `check_layer` check the two kinds.
 """
-from kerasvid.losses.actor_observer import (  # noqa: F401
-    ActorObserverLoss, actor_observer_objective, dist_ratio, equalize_grad_norm, margin_rank)
-from kerasvid.losses.factorization import (FactorizationLoss, action_removal_loss, attention_overlap_loss,  # noqa: F401
-                                           context_consistency_loss, conjugate_uninformative_loss,
-                                           factorization_classification_loss)
-from kerasvid.losses.tvnet import EndpointError, endpoint_error, tvl1_energy  # noqa: F401
+from kerasvid import _discovery
+
+_discovery.export_public_names(globals())

@@ -5,6 +5,8 @@ import tensorflow as tf
 
 from kerasvid.ops.distribute import decayed_sum_coefficients, gather_across_replicas, replica_sum
 
+__all__ = ["ActorObserverLoss", "actor_observer_objective", "dist_ratio", "equalize_grad_norm", "margin_rank"]
+
 
 def dist_ratio(d_pos, d_neg):
     """Distance-ratio triplet loss `l = softplus(d_pos - d_neg)`.

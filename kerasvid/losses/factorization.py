@@ -20,6 +20,9 @@ the measured effect on a shuffled background: README's factorization section and
 import keras
 import tensorflow as tf
 
+__all__ = ["FactorizationLoss", "action_removal_loss", "attention_overlap_loss", "context_consistency_loss",
+           "conjugate_uninformative_loss", "factorization_classification_loss"]
+
 _EPS = 1e-12
 
 

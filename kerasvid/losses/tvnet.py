@@ -10,6 +10,8 @@ import tensorflow as tf
 from kerasvid.flow import UNKNOWN_FLOW_THRESHOLD
 from kerasvid.ops.warp import bilinear_warp, forward_difference
 
+__all__ = ["EndpointError", "endpoint_error", "tvl1_energy"]
+
 
 def _check_flow(flow, name):
     if flow.shape.rank is not None and (flow.shape.rank != 4 or flow.shape[-1] != 2):

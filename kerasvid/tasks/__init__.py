@@ -1,21 +1,14 @@
-"""Tasks: one per kind of training (classification here; triplet and factorization register from their modules).
+"""Tasks: one per kind of training (classification, triplet, factorization, ...), each registered by its module.
 
-`_TASK_MODULES` lists the modules imported on first use of the registry so that their tasks register.
+Every module of this package is imported on first use of the registry (`list_tasks`, `get_task`), so a new task
+file needs no line here.
 """
-import importlib
-
+from kerasvid import _discovery
 from kerasvid.tasks.base import Task, TaskConfig, get_task as _get_task, list_tasks as _list_tasks, register_task
-
-_TASK_MODULES = ("kerasvid.tasks.classification", "kerasvid.tasks.triplet", "kerasvid.tasks.factorization")
 
 
 def _import_task_modules():
-    for module in _TASK_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:  # a task module that is not written yet
-            if e.name != module:
-                raise
+    _discovery.import_modules(__name__)
 
 
 def list_tasks():
