@@ -160,6 +160,85 @@ def test_recalibrate_batch_norm_is_the_average_of_batch_statistics():
     assert bn.momentum == 0.99
 
 
+class _BatchNormList(keras.layers.Layer):
+    """A custom layer that keeps its BatchNormalization in a list attribute (like CPModule's `mlp_bns`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.norms = [keras.layers.BatchNormalization(momentum=0.9)]
+
+    def call(self, x, training=False):
+        return self.norms[0](x, training=training)
+
+
+def test_recalibrate_batch_norm_finds_nested_layers_and_calls_the_model_on_the_task_inputs():
+    a, b = keras.Input((2,), name="a"), keras.Input((2,), name="b")
+    inner = _BatchNormList()
+    model = keras.Model([a, b], inner(keras.layers.Subtract()([a, b])))
+    # Batches of two streams; the model sees a - b. Batch means of a - b: 1, 3 -> 2; biased variances 0.25, 1 -> 0.625.
+    diffs = [np.array([[0.5, 0.5], [1.5, 1.5]], np.float32), np.array([[2.0, 2.0], [4.0, 4.0]], np.float32)]
+    ds = tf.data.Dataset.from_tensor_slices(({"a": np.stack(diffs) + 1.0, "b": np.ones((2, 2, 2), np.float32)},
+                                             np.zeros(2)))
+    assert loop.recalibrate_batch_norm(model, ds, 2, model_inputs=lambda x: [x["a"], x["b"]]) == 1
+    bn = inner.norms[0]
+    np.testing.assert_allclose(bn.moving_mean.numpy(), [2.0, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), [0.625, 0.625], rtol=1e-6)
+    assert bn.momentum == 0.9
+    assert loop.sublayers(model).count(bn) == 1
+
+
+class _NoBatchSizeTask:
+    """A minimal task (not a `Task` subclass) whose config has no `batch_size`: least squares y = x w, w0 = 0."""
+
+    name = "no_batch_size"
+    x = np.arange(24, dtype=np.float32).reshape(12, 2) / 10.0
+    y = x @ np.array([[1.0], [-2.0]], np.float32)
+
+    def __init__(self):
+        import types
+
+        self.config = types.SimpleNamespace(seed=0)
+        self.global_batches = []
+
+    def build_model(self):
+        inputs = keras.Input((2,))
+        return keras.Model(inputs, keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")(inputs))
+
+    def build_dataset(self, training, input_context=None):
+        return tf.data.Dataset.from_tensor_slices((self.x, self.y)).repeat().batch(6, drop_remainder=True)
+
+    def compute_loss(self, model, inputs, labels, global_batch_size):
+        self.global_batches.append(global_batch_size)
+        return tf.reduce_sum(tf.square(model(inputs, training=True) - labels)) / global_batch_size, {}
+
+    def model_inputs(self, inputs):
+        return inputs
+
+    def checkpoint_objects(self):
+        return {}
+
+    def best_metric(self):
+        return None
+
+
+def test_a_task_without_batch_size_in_its_config_trains_with_the_global_batch_of_its_data(tmp_path):
+    task = _NoBatchSizeTask()
+    trainer = Trainer(task, get_strategy("default"), str(tmp_path),
+                      TrainConfig(train_steps=2, log_every=1, learning_rate=0.1, momentum=0.0))
+    trainer.train()
+    assert set(task.global_batches) == {6}
+    # Hand-computed SGD on the mean squared error of batches of 6 (rows 0-5, then 6-11).
+    w = np.zeros((2, 1))
+    expected = []
+    for rows in (slice(0, 6), slice(6, 12)):
+        x, y = task.x[rows].astype(np.float64), task.y[rows].astype(np.float64)
+        expected.append(float(np.mean((x @ w - y) ** 2)))
+        w -= 0.1 * 2 * x.T @ (x @ w - y) / 6
+    assert [logs["loss"] for _, logs in trainer.history] == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(trainer.model.trainable_variables[0].numpy(), w, rtol=1e-5)
+    assert all(logs["clips_per_s"] > 0 for _, logs in trainer.history)
+
+
 def test_summaries_hold_the_logged_values(tmp_path):
     trainer = _trainer(tmp_path, train_steps=10, log_every=5, image_summaries_every=5)
     trainer.train()

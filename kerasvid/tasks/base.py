@@ -120,10 +120,23 @@ class Task:
         raise NotImplementedError
 
     def local_batch_size(self, input_context=None):
-        """Videos per batch on this worker: `batch_size / num_workers` under multi-worker training."""
+        """Videos per batch on this worker: `batch_size / num_workers` under multi-worker training.
+
+        Raises:
+            ValueError: `batch_size` is not divisible by the number of workers.
+        """
         if input_context is None:
             return self.config.batch_size
-        return self.config.batch_size // input_context.num_input_pipelines
+        workers = input_context.num_input_pipelines
+        if self.config.batch_size % workers:
+            raise ValueError(f"batch_size={self.config.batch_size} must be divisible by the number of workers "
+                             f"({workers}).")
+        return self.config.batch_size // workers
+
+    def model_inputs(self, inputs):
+        """What the model is called on, from a batch's `inputs` (the loop's BatchNorm re-estimation uses it):
+        `inputs["image"]` (the clips) by default; a task whose model takes other inputs overrides it."""
+        return inputs["image"] if isinstance(inputs, dict) and "image" in inputs else inputs
 
     def compute_loss(self, model, inputs, labels, global_batch_size: int):
         """Runs the model in training mode on one replica's batch.

@@ -178,11 +178,15 @@ class TripletTask(Task):
                                             input_context=input_context)
 
     # ----- loss and evaluation ----------------------------------------------------------------------------------
+    def model_inputs(self, inputs):
+        """The three streams, in the model's input order `INPUT_KEYS`."""
+        return [inputs[k] for k in INPUT_KEYS]
+
     def _objective(self, model, inputs, labels, training):
         from kerasvid.losses import actor_observer_objective, dist_ratio, margin_rank
 
         o = self.options
-        outputs = model([inputs[k] for k in INPUT_KEYS], training=training)
+        outputs = model(self.model_inputs(inputs), training=training)
         if o["triplet_loss"] == "margin_rank":
             triplet_loss = lambda a, b: margin_rank(a, b, o["margin"])  # noqa: E731
         else:
@@ -204,7 +208,7 @@ class TripletTask(Task):
         return result["objective"], stats
 
     def eval_outputs(self, model, inputs, labels):
-        outputs = model([inputs[k] for k in INPUT_KEYS], training=False)
+        outputs = model(self.model_inputs(inputs), training=False)
         selectors = tf.stack([outputs["selector_x"], outputs["selector_y"], outputs["selector_z"]], axis=1)
         return {"d_pos": outputs["d_pos"], "d_neg": outputs["d_neg"], "selectors": selectors,
                 "video_index": inputs["video_index"]}

@@ -98,14 +98,60 @@ def seed_generator_states(model):
     return {f"{i}": v.value for i, v in enumerate(model.variables) if "seed_generator_state" in v.path}
 
 
-def recalibrate_batch_norm(model, dataset, num_batches):
+def sublayers(layer):
+    """Every layer inside `layer` (itself excluded), depth first, each once, found through public attributes only:
+    a `keras.Model`'s `layers`, and the layers a custom layer keeps in its public attributes (alone or in a list,
+    tuple or dict), e.g. a `CPModule`'s `final_bn` and `mlp_bns`."""
+    found, seen = [], {id(layer)}
+
+    def children(obj):
+        if isinstance(obj, keras.Model):
+            yield from obj.layers
+        if isinstance(obj, keras.layers.Layer):
+            for name, value in vars(obj).items():
+                if not name.startswith("_"):
+                    yield from _layers_in(value)
+
+    def visit(obj):
+        for child in children(obj):
+            if id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+                visit(child)
+
+    visit(layer)
+    return found
+
+
+def _layers_in(value):
+    if isinstance(value, keras.layers.Layer):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _layers_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _layers_in(v)
+
+
+def recalibrate_batch_norm(model, dataset, num_batches, model_inputs=None):
     """Sets every BatchNormalization's moving mean / variance to the average of its batch statistics over
     `num_batches` batches of `dataset` (forward passes in training mode; no weight is trained).
 
     Batch i uses momentum i / (i + 1), so after N batches the moving value is exactly the mean of the N batch
     values. Every worker reads the same (unsharded) batches, so replicas and workers stay identical.
+
+    Args:
+        model: the model; its BatchNormalization layers are found by `sublayers`.
+        dataset: `(inputs, labels)` batches.
+        num_batches: batches to average.
+        model_inputs: maps a batch's `inputs` to what the model is called on (the loop passes the task's
+            `model_inputs`); None calls the model on `inputs` itself.
+
+    Returns:
+        The number of BatchNormalization layers re-estimated.
     """
-    layers = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]  # noqa
+    layers = [l for l in sublayers(model) if isinstance(l, keras.layers.BatchNormalization)]
     if not layers:
         return 0
     saved = [l.momentum for l in layers]
@@ -116,13 +162,19 @@ def recalibrate_batch_norm(model, dataset, num_batches):
         for i, (inputs, _) in enumerate(dataset.take(num_batches)):
             for layer in layers:
                 layer.momentum = i / (i + 1.0)
-            model(inputs["image"] if isinstance(inputs, dict) and "image" in inputs else inputs, training=True)
+            model(model_inputs(inputs) if model_inputs else inputs, training=True)
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum
     logging.info("Re-estimated the statistics of %d BatchNorm layers on %d batches in %.1fs.", len(layers),
                  num_batches, time.time() - start)
     return len(layers)
+
+
+def _batch_size(batch):
+    """The size of the first axis of a batch (a Python int when static)."""
+    first = tf.nest.flatten(batch)[0]
+    return first.shape[0] if first.shape[0] is not None else tf.shape(first)[0]
 
 
 def set_mixed_precision(mixed_precision):
@@ -190,7 +242,7 @@ class Trainer:
             i = ctx.replica_id_in_sync_group % n
 
             def piece(t):
-                size = tf.shape(t)[0] // n
+                size = (t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]) // n  # static when it can be
                 return t[i * size:(i + 1) * size]
 
             return tf.nest.map_structure(piece, batch)
@@ -202,10 +254,13 @@ class Trainer:
         cfg = self.config
         model, optimizer, task = self.model, self.optimizer, self.task
         num_replicas = self.strategy.num_replicas_in_sync
-        global_batch = self.task.config.batch_size
         variables = model.trainable_variables
-        grads_sum, loss_sum, stats_sum = None, 0.0, None
+        grads_sum, loss_sum, stats_sum, clips = None, 0.0, None, 0
         for inputs, labels in batches:
+            # Every replica gets an equal piece of the global batch (`_split_for_replicas`).
+            piece = _batch_size((inputs, labels))
+            global_batch = piece * num_replicas
+            clips += piece
             with tf.GradientTape() as tape:
                 loss, stats = task.compute_loss(model, inputs, labels, global_batch)
                 loss = tf.cast(loss, tf.float32) / cfg.accumulation_steps
@@ -236,9 +291,10 @@ class Trainer:
             if num_replicas > 1:
                 grads = [g / num_replicas for g in grads]
         optimizer.apply(grads, variables)
-        return loss_sum, stats_sum, grad_norm, tf.identity(stop)  # a per-replica value, so that it reduces
+        # Per-replica values, so that they reduce: summed over replicas, `clips` is the step's global batch.
+        return loss_sum, stats_sum, grad_norm, tf.identity(stop), tf.cast(clips, tf.float32)
 
-    def _make_train_fn(self, iterator_spec_holder=None):
+    def _make_train_fn(self):
         replica_step = self._replica_step
         if self.config.jit_compile:
             replica_step = tf.function(replica_step, jit_compile=True)
@@ -247,31 +303,28 @@ class Trainer:
         def train_fn(iterator, stop):
             """One step; `stop` is this worker's SIGTERM flag (0/1), summed over replicas: every worker sees it."""
             batches = [self._split_for_replicas(next(iterator)) for _ in range(self.config.accumulation_steps)]
-            loss, stats, grad_norm, stop = self.strategy.run(replica_step, args=(batches, stop))
+            loss, stats, grad_norm, stop, clips = self.strategy.run(replica_step, args=(batches, stop))
             reduce = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)  # noqa: E731
             return (reduce(loss), {k: (reduce(t), reduce(c)) for k, (t, c) in stats.items()}, reduce(grad_norm),
-                    reduce(stop))
+                    reduce(stop), reduce(clips))
 
         return train_fn
 
     def _train_dataset(self):
         input_context = None
-        local_batch = self.task.config.batch_size
         if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
             num_workers = self.strategy.extended._num_workers  # pylint: disable=protected-access
             if num_workers > 1:
-                if local_batch % num_workers:
-                    raise ValueError(f"batch_size={local_batch} must be divisible by the number of workers "
-                                     f"({num_workers}).")
                 input_context = tf.distribute.InputContext(
                     num_input_pipelines=num_workers,
                     input_pipeline_id=self.strategy.extended._id_in_cluster,  # pylint: disable=protected-access
                     num_replicas_in_sync=self.strategy.num_replicas_in_sync)
-                local_batch //= num_workers
-        if local_batch % self.num_local_replicas:
+        dataset = self.task.build_dataset(training=True, input_context=input_context)
+        local_batch = tf.nest.flatten(dataset.element_spec)[0].shape[0]  # static when the batches drop remainders
+        if local_batch is not None and local_batch % self.num_local_replicas:
             raise ValueError(f"The local batch ({local_batch}) must be divisible by the number of local replicas "
                              f"({self.num_local_replicas}).")
-        return self.task.build_dataset(training=True, input_context=input_context)
+        return dataset
 
     def sync_replica_statistics(self):
         """Sets every float non-trainable variable (BatchNorm moving statistics) to its mean over all replicas.
@@ -363,7 +416,7 @@ class Trainer:
             self.sync_replica_statistics()
             if cfg.bn_recalibration_batches:
                 recalibrate_batch_norm(self.model, self.task.build_dataset(training=True),
-                                       cfg.bn_recalibration_batches)
+                                       cfg.bn_recalibration_batches, self.task.model_inputs)
             self._save(ckpt, cfg.train_steps)
             if eval_callback is not None:
                 self._maybe_save_best(ckpt, self._timed_eval(ckpt, eval_callback, cfg.train_steps), cfg.train_steps)
@@ -416,13 +469,12 @@ class Trainer:
         if cfg.image_summaries_every and self.chief:
             sample = next(iter(self.task.build_dataset(training=False)))
         progress = summaries_lib.Progress(cfg.train_steps, start, cfg.log_every)
-        clips_per_step = self.task.config.batch_size * cfg.accumulation_steps
-        window_start, window_steps = time.time(), 0
+        window_start, window_clips = time.time(), 0.0
         step_seconds = []
         logs = {}
         for step in range(start + 1, cfg.train_steps + 1):
             step_start = time.time()
-            loss, stats, grad_norm, stop = self._train_fn(iterator, tf.constant(float(sigterm.requested)))
+            loss, stats, grad_norm, stop, clips = self._train_fn(iterator, tf.constant(float(sigterm.requested)))
             loss = float(loss)
             self._log_long_step(step, time.time() - step_start, step_seconds, first=step == start + 1)
             self._check_divergence(ckpt, step, loss, float(grad_norm))
@@ -432,17 +484,17 @@ class Trainer:
                 update[i + 1] = (float(stats[name][0]), float(stats[name][1]))
             self._metric_state.assign_add(update)
             self.step.assign(step)
-            window_steps += 1
+            window_clips += float(clips)
             if step % cfg.log_every == 0 or step == cfg.train_steps:
                 logs = self._log_window()
                 elapsed = time.time() - window_start
                 logs["learning_rate"] = float(self.optimizer.learning_rate)
-                logs["clips_per_s"] = window_steps * clips_per_step / max(elapsed, 1e-9)
+                logs["clips_per_s"] = window_clips / max(elapsed, 1e-9)
                 self.history.append((step, dict(logs)))
                 summaries.scalars(logs, step)
                 progress.update(step, {k: logs[k] for k in ["loss", *self._stat_names]})
                 self._metric_state.assign(tf.zeros_like(self._metric_state))
-                window_start, window_steps = time.time(), 0
+                window_start, window_clips = time.time(), 0.0
             if float(stop) > 0 and step != cfg.train_steps:  # SIGTERM on some worker: all save this step
                 self.sync_replica_statistics()
                 raise Preempted(step, self._save(ckpt, step))
