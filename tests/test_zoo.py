@@ -81,6 +81,26 @@ def test_count_gflops_counts_every_loop_iteration_and_called_functions():
     assert round(count_gflops(model) * 1e9) == 7 * (2 * 8 ** 3 + 2)
 
 
+def _small_input(name):
+    default = zoo.model_info(name).default_input
+    return (64, 64, default[-1]) if len(default) == 3 else (min(default[0], 4), 32, 32, default[-1])
+
+
+@pytest.mark.parametrize("name, kwargs", [(name, {}) for name in MODELS] + [("i3d_action_context", {"outputs": "all"})])
+def test_heads_are_float32_under_mixed_bfloat16(name, kwargs):
+    """Every output of every registered model (logits, scores, distances, selectors, maps) is float32 under the
+    `mixed_bfloat16` policy, while the trunk computes in bfloat16."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = zoo.get_model(name, num_classes=5, input_shape=_small_input(name), **kwargs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    outputs = model.output if isinstance(model.output, dict) else {"output": model.output}
+    assert {k: str(v.dtype) for k, v in outputs.items()} == {k: "float32" for k in outputs}
+    assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)
+    assert all(v.dtype == "float32" for v in model.weights)
+
+
 # ----- module discovery: a new paper is its files, with no list to update -----------------------------------------
 def _public_modules(package):
     return sorted(m.name for m in pkgutil.iter_modules(importlib.import_module(package).__path__)

@@ -197,10 +197,12 @@ def i3d_logits(features, num_classes, dropout_rate=0.0, classifier_activation=No
         features)
     if dropout_rate:
         x = keras.layers.Dropout(dropout_rate, name=f"{name}_Logits_dropout")(x)
-    x = keras.layers.Conv3D(num_classes, (1, 1, 1), use_bias=True, name=layer_name(name, LOGITS_UNIT, "conv"))(x)
-    x = keras.layers.GlobalAveragePooling3D(name=f"{name}_Logits")(x)
+    # The classifier and what follows it are float32 under mixed precision too.
+    x = keras.layers.Conv3D(num_classes, (1, 1, 1), use_bias=True, name=layer_name(name, LOGITS_UNIT, "conv"),
+                            dtype="float32")(x)
+    x = keras.layers.GlobalAveragePooling3D(name=f"{name}_Logits", dtype="float32")(x)
     if classifier_activation is not None:
-        x = keras.layers.Activation(classifier_activation, name=f"{name}_predictions")(x)
+        x = keras.layers.Activation(classifier_activation, name=f"{name}_predictions", dtype="float32")(x)
     return x
 
 

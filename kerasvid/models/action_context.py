@@ -116,21 +116,23 @@ def _validate_streams(streams, flow_source, outputs, classifier_activation, incl
 
 
 def _combine(values, name):
-    return values[0] if len(values) == 1 else keras.layers.Average(name=name)(values)
+    return values[0] if len(values) == 1 else keras.layers.Average(name=name, dtype="float32")(values)
 
 
 def _factorized_outputs(heads, outputs, classifier_activation):
-    """Averages the stream scores; the maps of the streams are concatenated along the map axis."""
+    """Averages the stream scores; the maps of the streams are concatenated along the map axis (float32, as the
+    heads)."""
     combined = {key: _combine([h[key] for h in heads], key)
                 for key in ("logits", "action_scores", "context_scores")}
     for key in ("action_map", "context_map"):
         maps = [h[key] for h in heads]
-        combined[key] = maps[0] if len(maps) == 1 else keras.layers.Concatenate(axis=-1, name=key)(maps)
+        combined[key] = maps[0] if len(maps) == 1 else keras.layers.Concatenate(axis=-1, name=key,
+                                                                                 dtype="float32")(maps)
     if outputs == "all":
         return {key: combined[key] for key in OUTPUT_KEYS}
     logits = combined["logits"]
     if classifier_activation is not None:
-        logits = keras.layers.Activation(classifier_activation, name="predictions")(logits)
+        logits = keras.layers.Activation(classifier_activation, name="predictions", dtype="float32")(logits)
     return logits
 
 
@@ -206,7 +208,8 @@ def i3d_action_context(num_classes=13, input_shape=(128, 256, 352, 3), include_t
             f = features[s]
             if dropout_rate:
                 f = keras.layers.Dropout(dropout_rate, name=f"{s}_dropout")(f)
-            heads.append(ActionContextAttention(num_classes, per_class=per_class, name=f"{s}_action_context")(f))
+            heads.append(ActionContextAttention(num_classes, per_class=per_class, name=f"{s}_action_context",
+                                                dtype="float32")(f))  # float32 under mixed precision too
         out = _factorized_outputs(heads, outputs, classifier_activation)
     model = keras.Model(inputs if len(inputs) > 1 else inputs[0], out, name="i3d_action_context")
     common.load_model_weights(model, weights)
@@ -259,7 +262,8 @@ def action_context_image(num_classes=10, input_shape=(256, 256, 3), include_top=
     else:
         if dropout_rate:
             features = keras.layers.Dropout(dropout_rate, name="dropout")(features)
-        head = ActionContextAttention(num_classes, per_class=per_class, name="action_context")(features)
+        head = ActionContextAttention(num_classes, per_class=per_class, name="action_context",
+                                      dtype="float32")(features)  # float32 under mixed precision too
         out = _factorized_outputs([head], outputs, classifier_activation)
     model = keras.Model(inputs, out, name=f"action_context_{backbone}")
     if weights != "imagenet":

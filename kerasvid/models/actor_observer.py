@@ -69,22 +69,25 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
 
     inputs = [keras.Input(input_shape, name=key) for key in INPUT_NAMES]
     fx, fy, fz = (trunk(x) for x in inputs)
-    d_pos = PairwiseDistance(name="d_pos")(fx, fy)
-    d_neg = PairwiseDistance(name="d_neg")(fy, fz)
-    fc_first = keras.layers.Dense(1, name="selector_first_fc")
-    fc_third = keras.layers.Dense(1, name="selector_third_fc")
-    fc_negative = fc_first if variant == "share" else keras.layers.Dense(1, name="selector_first_negative_fc")
+    # The heads (distances, selectors, classifier) are float32 under mixed precision too.
+    d_pos = PairwiseDistance(name="d_pos", dtype="float32")(fx, fy)
+    d_neg = PairwiseDistance(name="d_neg", dtype="float32")(fy, fz)
+    fc_first = keras.layers.Dense(1, name="selector_first_fc", dtype="float32")
+    fc_third = keras.layers.Dense(1, name="selector_third_fc", dtype="float32")
+    fc_negative = fc_first if variant == "share" else keras.layers.Dense(1, name="selector_first_negative_fc",
+                                                                         dtype="float32")
     outputs = {
         "d_pos": d_pos,
         "d_neg": d_neg,
         # Three scales in both variants (the authors share only the first-person Dense).
-        "selector_x": SelectorScale(name="selector_x")(fc_first(fx)),
-        "selector_y": SelectorScale(name="selector_y")(fc_third(fy)),
-        "selector_z": SelectorScale(name="selector_z")(fc_negative(fz)),
+        "selector_x": SelectorScale(name="selector_x", dtype="float32")(fc_first(fx)),
+        "selector_y": SelectorScale(name="selector_y", dtype="float32")(fc_third(fy)),
+        "selector_z": SelectorScale(name="selector_z", dtype="float32")(fc_negative(fz)),
     }
     if with_classifier:
         h = keras.layers.Dropout(dropout_rate, name="classifier_dropout")(fy) if dropout_rate else fy
-        outputs["logits"] = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(h)
+        outputs["logits"] = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions",
+                                               dtype="float32")(h)
     model = keras.Model(inputs, outputs, name=name or default_name)
     if weights == "imagenet":
         resnet.check_imagenet_weights(depth, input_shape)

@@ -34,7 +34,7 @@ def classifier_head(x, num_classes, include_top, pooling, dropout_rate, classifi
         name: prefix of the head's layer names.
 
     Returns:
-        `[batch, num_classes]` logits/probabilities, or pooled features `[batch, C]`.
+        `[batch, num_classes]` float32 logits/probabilities, or pooled features `[batch, C]`.
     """
     rank = len(x.shape)
     avg = keras.layers.GlobalAveragePooling3D if rank == 5 else keras.layers.GlobalAveragePooling2D
@@ -48,7 +48,8 @@ def classifier_head(x, num_classes, include_top, pooling, dropout_rate, classifi
     y = avg(name=f"{name}_avg_pool")(x)
     if dropout_rate:
         y = keras.layers.Dropout(dropout_rate, name=f"{name}_dropout")(y)
-    return keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(y)
+    # float32 under mixed precision too (the Keras mixed-precision guide: the last layer's softmax/logits).
+    return keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions", dtype="float32")(y)
 
 
 def load_model_weights(model, weights):

@@ -32,7 +32,8 @@ def _bn_inception_head(inputs, features, *, num_classes, include_top, pooling, d
         y = features["global_pool"]
         if dropout_rate:
             y = keras.layers.Dropout(dropout_rate, name="dropout")(y)
-        outputs = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions")(y)
+        outputs = keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions",
+                                     dtype="float32")(y)  # float32 under mixed precision too
     elif pooling == "avg":
         outputs = features["global_pool"]
     elif pooling == "max":
@@ -195,5 +196,6 @@ def two_stream_fusion(rgb_model, flow_model, weights=(1.0, 1.5), softmax=True, n
         raise ValueError(f"The two streams need different model names, both are named {rgb_model.name!r}")
     rgb_in = keras.Input(rgb_model.input.shape[1:], name="rgb_frames")
     flow_in = keras.Input(flow_model.input.shape[1:], name="flow_frames")
-    fused = ScoreFusion(weights=weights, softmax=softmax, name="fusion")([rgb_model(rgb_in), flow_model(flow_in)])
+    fused = ScoreFusion(weights=weights, softmax=softmax, name="fusion", dtype="float32")(
+        [rgb_model(rgb_in), flow_model(flow_in)])
     return keras.Model([rgb_in, flow_in], fused, name=name)

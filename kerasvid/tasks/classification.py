@@ -21,8 +21,9 @@ class ClassificationTask(Task):
 
     Data: `kerasvid.data.video_dataset` records with `clip/label/index`; inputs `{"image": [B, T, H, W, 3]}`.
     The model is `kerasvid.zoo.get_model(config.model, num_classes=..., input_shape=(T, H, W, 3),
-    **config.model_kwargs)`, called on `inputs["image"]`; its logits are used in float32 (the head of a mixed
-    precision model may be float16/bfloat16).
+    **config.model_kwargs)`, called on `inputs["image"]`; its logits are used in float32 (the zoo's heads are
+    float32 under mixed precision; the cast keeps a model of a subclass's own `build_model` with a float16/bfloat16
+    head working).
 
     Args:
         config: a `kerasvid.tasks.TaskConfig`.

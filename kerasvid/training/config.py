@@ -38,7 +38,7 @@ class TrainConfig:
         lr_decay_rate: decay factor of the step and multistep schedules.
         min_lr: learning-rate floor.
         mixed_precision: mixed precision compute dtype: "" (float32), "bfloat16" or "float16" (Keras `mixed_*`
-            policy; heads stay float32).
+            policy; variables stay float32, and the zoo's models compute their heads, hence outputs, in float32).
         jit_compile: XLA-compile the per-replica training step (single device).
         image_summaries_every: steps between image summaries (0 = off).
         bn_recalibration_batches: at the end of training, re-estimate the BatchNorm moving statistics as the plain
