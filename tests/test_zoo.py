@@ -14,6 +14,7 @@ import pytest
 import kerasvid
 from kerasvid import _discovery, zoo
 from kerasvid.models.common import count_gflops
+from kerasvid.training.loop import sublayers
 
 MODELS = zoo.list_models()
 
@@ -43,6 +44,9 @@ def test_metadata_and_keras_round_trip(name, tmp_path):
     assert count_gflops(model) == pytest.approx(info.gflops, rel=2e-3, abs=2e-3), name
     lambdas = [layer.name for layer in model._flatten_layers() if isinstance(layer, keras.layers.Lambda)]
     assert not lambdas
+    # The public walk of the BatchNorm re-estimation finds every layer Keras tracks (the private walk).
+    tracked = {id(layer) for layer in model._flatten_layers(include_self=False)}
+    assert {id(layer) for layer in sublayers(model)} == tracked
     path = tmp_path / f"{name}.keras"
     model.save(str(path))
     loaded = keras.saving.load_model(str(path), safe_mode=True)
