@@ -239,17 +239,19 @@ def markdown(rows, size):
 
 
 OPTION_KEYS = {"o": ("outer_iterations", int), "m": ("median_filtering", int), "e": ("epsilon", float),
-               "z": ("zoom", float), "p": ("pyramid", str), "s": ("presmoothing", lambda v: bool(int(v)))}
+               "z": ("zoom", float), "p": ("pyramid", str), "s": ("presmoothing", lambda v: bool(int(v))),
+               "i": ("warp_interpolation", str), "b": ("warp_padding", str)}
 
 
 def parse_setting(text):
-    """`5/5/10/o3/m5/e0.01/pcascade/s0` -> (5, 5, 10, {"outer_iterations": 3, "median_filtering": 5,
-    "epsilon": 0.01, "pyramid": "cascade", "presmoothing": False})."""
+    """`5/5/10/o3/m5/e0.01/pcascade/s0/ibicubic/bzeros` -> (5, 5, 10, {"outer_iterations": 3, "median_filtering": 5,
+    "epsilon": 0.01, "pyramid": "cascade", "presmoothing": False, "warp_interpolation": "bicubic",
+    "warp_padding": "zeros"})."""
     parts = text.split("/")
     options = {}
     for part in parts[3:]:
         if not part or part[0] not in OPTION_KEYS:
-            raise ValueError(f"--settings: unknown option {part!r} in {text!r} (o, m, e, z, p, s)")
+            raise ValueError(f"--settings: unknown option {part!r} in {text!r} (o, m, e, z, p, s, i, b)")
         key, kind = OPTION_KEYS[part[0]]
         options[key] = kind(part[1:])
     return int(parts[0]), int(parts[1]), int(parts[2]), options
@@ -259,7 +261,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--settings", default="1/1/50,5/5/15,5/5/20,5/5/50,5/5/10/o3/m5,5/5/30/o10/m5/e0.01",
                         help="TVNet scales/warps/iterations[/oOUTER][/mMEDIAN][/eEPSILON][/zZOOM][/pPYRAMID][/s0 = no "
-                             "presmoothing], comma separated")
+                             "presmoothing][/iWARP_INTERPOLATION][/bWARP_PADDING], comma separated")
     parser.add_argument("--train_size", type=int, default=112, help="frame size of the training-step part (0: skip)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)

@@ -1,12 +1,13 @@
-"""TVNet's OpenCV-style pyramid (`pyramid="cascade"`), `presmoothing`, and `kerasvid.ops.warp.resize_half_pixel`,
-checked against OpenCV's own `cv2.resize` (the resampling of `DualTVL1OpticalFlow`'s pyramid and flow upsampling)."""
+"""TVNet's OpenCV-style options (`pyramid="cascade"`, `presmoothing`, `warp_interpolation="bicubic"`) and
+`kerasvid.ops.warp.resize_half_pixel` / `bicubic_warp`, checked against OpenCV's own `cv2.resize` and `cv2.remap`
+(the resampling of `DualTVL1OpticalFlow`'s pyramid, flow upsampling and warps)."""
 import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from kerasvid.layers.tvnet import TVNet, cascade_sizes, tvl1_iteration
-from kerasvid.ops.warp import bilinear_warp, centered_gradient, resize_half_pixel
+from kerasvid.ops.warp import bicubic_warp, bilinear_warp, centered_gradient, resize_half_pixel
 
 
 @pytest.mark.parametrize("shape,factor", [((13, 18), 0.5), ((25, 37), 0.5), ((20, 31), 0.8), ((9, 7), 0.7)])
@@ -70,12 +71,17 @@ def _reference(layer, frame1, frame2):
     return u
 
 
-def test_cascade_pyramid_matches_opencv_resampling_reference():
-    rng = np.random.default_rng(3)
-    yy, xx = np.mgrid[0:27, 0:38]
+def _shifted_pattern(height, width, shift, noise, seed):
+    """A smooth grey pattern as RGB and the same pattern moved `shift` px right plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
     base = 120 + 60 * np.sin(0.35 * xx + 0.2 * yy) * np.cos(0.25 * yy - 0.1 * xx)
     frame1 = np.repeat(base[None, :, :, None], 3, -1).astype(np.float32)
-    frame2 = np.roll(frame1, 2, axis=2) + rng.normal(scale=2.0, size=frame1.shape).astype(np.float32)
+    return frame1, np.roll(frame1, shift, axis=2) + rng.normal(scale=noise, size=frame1.shape).astype(np.float32)
+
+
+def test_cascade_pyramid_matches_opencv_resampling_reference():
+    frame1, frame2 = _shifted_pattern(27, 38, 2, 2.0, seed=3)
     layer = TVNet(scales=3, warps=2, iterations=3, pyramid="cascade", presmoothing=False, jit_compile=False)
     flow = layer(frame1, frame2).numpy()
     assert layer.sizes == [(27, 38), (14, 19), (7, 10)]
@@ -97,12 +103,48 @@ def test_presmoothing_off_skips_the_gaussian_only():
                                   plain._solve(plain._smooth(grey1), plain._smooth(grey2)).numpy())
 
 
+@pytest.mark.parametrize("padding,border", [("zeros", cv2.BORDER_CONSTANT), ("border", cv2.BORDER_REPLICATE)])
+def test_bicubic_warp_equals_cv2_remap_inter_cubic(padding, border):
+    rng = np.random.default_rng(5)
+    image = rng.uniform(0, 255, (2, 15, 19, 1)).astype(np.float32)
+    flow = np.round(rng.uniform(-4, 4, (2, 15, 19, 2)) * 32) / 32  # cv2.remap rounds positions to 1/32 px
+    flow = flow.astype(np.float32)
+    yy, xx = np.mgrid[0:15, 0:19].astype(np.float32)
+    ours = bicubic_warp(image, flow, padding).numpy()
+    for b in range(2):
+        map_x, map_y = xx + flow[b, ..., 0], yy + flow[b, ..., 1]
+        if padding == "border":  # kerasvid clamps the position first; replicated taps then equal cv2's
+            map_x, map_y = np.clip(map_x, 0, 18), np.clip(map_y, 0, 14)
+        expected = cv2.remap(image[b, ..., 0], map_x, map_y, cv2.INTER_CUBIC, borderMode=border)
+        np.testing.assert_allclose(ours[b, ..., 0], expected, atol=1e-2)
+
+
+def test_bicubic_warp_identity_shift_and_gradient():
+    image = tf.constant(np.random.default_rng(6).uniform(size=(1, 9, 11, 3)).astype(np.float32))
+    np.testing.assert_allclose(bicubic_warp(image, tf.zeros((1, 9, 11, 2))).numpy(), image.numpy(), atol=1e-6)
+    shifted = bicubic_warp(image, tf.concat([tf.ones((1, 9, 11, 1)), tf.zeros((1, 9, 11, 1))], -1), "zeros")
+    np.testing.assert_allclose(shifted.numpy()[:, :, :-1], image.numpy()[:, :, 1:], atol=1e-6)
+    flow = tf.Variable(tf.fill((1, 9, 11, 2), 0.3))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(bicubic_warp(image, flow) ** 2)
+    assert np.all(np.isfinite(tape.gradient(loss, flow).numpy()))
+
+
+def test_bicubic_tvnet_is_finite_and_moves_towards_the_shift():
+    frame1, frame2 = _shifted_pattern(24, 30, 1, 1.0, seed=7)
+    flow = TVNet(scales=2, warps=2, iterations=20, warp_interpolation="bicubic", jit_compile=False)(
+        frame1, frame2).numpy()
+    assert np.all(np.isfinite(flow)) and 0.6 < np.median(flow[0, 4:-4, 4:-4, 0]) < 1.3
+
+
 def test_pyramid_options_round_trip_and_validate():
-    config = TVNet(pyramid="cascade", presmoothing=False).get_config()
+    config = TVNet(pyramid="cascade", presmoothing=False, warp_interpolation="bicubic").get_config()
     assert TVNet.from_config(config).get_config() == config
     assert TVNet().get_config()["pyramid"] == "released" and TVNet().get_config()["presmoothing"] is True
     with pytest.raises(ValueError, match="pyramid='gauss'"):
         TVNet(pyramid="gauss")
+    with pytest.raises(ValueError, match="warp_interpolation='cubic'"):
+        TVNet(warp_interpolation="cubic")
     with pytest.raises(ValueError, match="presmoothing=1"):
         TVNet(presmoothing=1)
     with pytest.raises(ValueError, match="ratio=0"):

@@ -15,7 +15,7 @@ import tensorflow as tf
 from tensorflow.python.eager import record
 from tensorflow.python.ops import control_flow_util
 
-from kerasvid.ops.warp import (PADDINGS, backward_divergence_term, bilinear_warp, centered_gradient,
+from kerasvid.ops.warp import (PADDINGS, backward_divergence_term, bicubic_warp, bilinear_warp, centered_gradient,
                                forward_difference, median_filter, resize_align_corners, resize_half_pixel)
 
 __all__ = ["TVNet", "TVNetBlock"]
@@ -28,6 +28,7 @@ BGR_LUMA_WEIGHTS = (0.114, 0.587, 0.299)
 # Image pyramids: the released one (every level resampled from the full image, align corners) and OpenCV's
 # DualTVL1 one (each level from the previous, half-pixel bilinear; at zoom 0.5 the mean of 2x2 blocks).
 PYRAMIDS = ("released", "cascade")
+WARP_INTERPOLATIONS = {"bilinear": bilinear_warp, "bicubic": bicubic_warp}
 # Which input channel holds B, G, R for each channel order.
 CHANNEL_ORDERS = {"rgb": (2, 1, 0), "bgr": (0, 1, 2)}
 
@@ -261,7 +262,8 @@ class TVNet(keras.layers.Layer):
     at most `epsilon^2 H W` (summed squared change; OpenCV: 0.01). The scale step is `zoom` (OpenCV's `scaleStep`).
     `pyramid="cascade"` builds the pyramid as OpenCV does (each level resized from the previous one, half-pixel
     bilinear, so zoom 0.5 averages 2x2 blocks instead of sampling the full image; the flow is upsampled the same
-    way), and `presmoothing=False` leaves out the released 5x5 Gaussian (OpenCV does not smooth).
+    way), `presmoothing=False` leaves out the released 5x5 Gaussian (OpenCV does not smooth), and
+    `warp_interpolation="bicubic"` warps as OpenCV does.
 
     Speed: by default the solver (steps 4-5) runs compiled with XLA, its backward pass too, inside any caller
     (eager, `tf.function`, `model.predict`, a training loop); see `jit_compile`.
@@ -300,6 +302,8 @@ class TVNet(keras.layers.Layer):
             resize_half_pixel` of the previous one with ratio `1 / zoom` (OpenCV's `resize(INTER_LINEAR)`; sizes
             from `cascade_sizes`), the flow upsampled half-pixel bilinearly.
         presmoothing: apply the released 5x5 Gaussian to the grey images (default True; OpenCV: none).
+        warp_interpolation: `"bilinear"` (default, released) or `"bicubic"` (`kerasvid.ops.warp.bicubic_warp`,
+            OpenCV's `INTER_CUBIC`) for warping the second frame and its gradient.
         jit_compile: None (default): compile the solver with XLA unless `unroll=True`, XLA is unavailable, an
             enclosing function is already XLA-compiled, or a distribution strategy spreads replicas over CPU devices
             (where XLA cannot reach mirrored variables); True: always; False: never. The first call per input shape
@@ -324,7 +328,7 @@ class TVNet(keras.layers.Layer):
     def __init__(self, scales=1, warps=1, iterations=50, tau=0.25, lbda=0.15, theta=0.3, zoom=0.5,
                  channel_order="rgb", learn_initial_flow=False, warp_padding="border", unroll=False,
                  outer_iterations=1, median_filtering=1, epsilon=0.0, jit_compile=None, pyramid="released",
-                 presmoothing=True, **kwargs):
+                 presmoothing=True, warp_interpolation="bilinear", **kwargs):
         # float32 whatever the global policy: the 1e-12 epsilons and the thresholding need it
         kwargs["dtype"] = kwargs.get("dtype") or "float32"
         super().__init__(**kwargs)
@@ -349,6 +353,9 @@ class TVNet(keras.layers.Layer):
             raise ValueError(f"`pyramid` must be one of {PYRAMIDS}, got pyramid={pyramid!r}")
         if not isinstance(presmoothing, bool):
             raise ValueError(f"`presmoothing` must be True or False, got presmoothing={presmoothing!r}")
+        if warp_interpolation not in WARP_INTERPOLATIONS:
+            raise ValueError(f"`warp_interpolation` must be one of {tuple(WARP_INTERPOLATIONS)}, got "
+                             f"warp_interpolation={warp_interpolation!r}")
         if jit_compile not in (None, True, False):
             raise ValueError(f"`jit_compile` must be None (automatic), True or False, got jit_compile={jit_compile!r}")
         TVNetBlock(tau, lbda, theta)  # validates tau, lbda, theta
@@ -369,6 +376,7 @@ class TVNet(keras.layers.Layer):
         self.jit_compile = jit_compile
         self.pyramid = pyramid
         self.presmoothing = presmoothing
+        self.warp_interpolation = warp_interpolation
         self.sizes = None
         self.blocks = []
         # the XLA-compiled solver, created on first use; kept out of Keras/TF tracking (it is not state)
@@ -513,7 +521,7 @@ class TVNet(keras.layers.Layer):
             p = tf.zeros(tf.stack([batch, size[0], size[1], 2, 2]))
             threshold = self.epsilon ** 2 * size[0] * size[1]
             for _ in range(self.warps):
-                warped = bilinear_warp(stacked, u, padding=self.warp_padding)
+                warped = WARP_INTERPOLATIONS[self.warp_interpolation](stacked, u, padding=self.warp_padding)
                 image_gradient = warped[..., 1:3]
                 rho_c = warped[..., 0:1] - tf.reduce_sum(image_gradient * u, axis=-1, keepdims=True) - level1
                 warp_blocks = [next(blocks) for _ in range(self.iterations)]
@@ -617,5 +625,6 @@ class TVNet(keras.layers.Layer):
                       learn_initial_flow=self.learn_initial_flow, warp_padding=self.warp_padding,
                       unroll=self.unroll, outer_iterations=self.outer_iterations,
                       median_filtering=self.median_filtering, epsilon=self.epsilon, jit_compile=self.jit_compile,
-                      pyramid=self.pyramid, presmoothing=self.presmoothing)
+                      pyramid=self.pyramid, presmoothing=self.presmoothing,
+                      warp_interpolation=self.warp_interpolation)
         return config

@@ -18,6 +18,37 @@ def _check_rank(x, rank, name):
         raise ValueError(f"`{name}` must have rank {rank}, got shape {x.shape}")
 
 
+def _sample_grid(image, flow, padding):
+    """Checks a warp's arguments; returns the image, it flattened to `[batch, H * W, C]`, the integer parts
+    `(x0, y0)` and the fractional parts `(fx, fy)` of the sample positions `(x + u, y + v)` (clamped into the
+    image first for `"border"`). The fractional parts carry the gradient with respect to the flow."""
+    if padding not in PADDINGS:
+        raise ValueError(f"`padding` must be one of {PADDINGS}, got padding={padding!r}")
+    image = tf.convert_to_tensor(image)
+    flow = tf.convert_to_tensor(flow, dtype=image.dtype)
+    _check_rank(image, 4, "image")
+    _check_rank(flow, 4, "flow")
+    if flow.shape[-1] is not None and flow.shape[-1] != 2:
+        raise ValueError(f"`flow` must have 2 channels (u, v), got shape {flow.shape}")
+    if image.shape[1:3].is_fully_defined() and flow.shape[1:3].is_fully_defined() and \
+            image.shape[1:3] != flow.shape[1:3]:
+        raise ValueError(f"`image` and `flow` must have the same height and width, got image shape {image.shape} "
+                         f"and flow shape {flow.shape}")
+    shape = tf.shape(image)
+    height, width = shape[1], shape[2]
+    dtype = image.dtype
+    grid_y, grid_x = tf.meshgrid(tf.range(height), tf.range(width), indexing="ij")
+    x = tf.cast(grid_x, dtype)[None] + flow[..., 0]
+    y = tf.cast(grid_y, dtype)[None] + flow[..., 1]
+    if padding == "border":
+        x = tf.clip_by_value(x, tf.zeros((), dtype), tf.cast(width - 1, dtype))
+        y = tf.clip_by_value(y, tf.zeros((), dtype), tf.cast(height - 1, dtype))
+    x0 = tf.floor(x)
+    y0 = tf.floor(y)
+    flat = tf.reshape(image, tf.stack([shape[0], height * width, shape[3]]))
+    return image, flat, (tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)), (x - x0, y - y0)
+
+
 def bilinear_warp(image, flow, padding="border"):
     """Backward-warps `image` by `flow` with bilinear interpolation.
 
@@ -47,36 +78,10 @@ def bilinear_warp(image, flow, padding="border"):
     Returns:
         `[batch, H, W, C]` tensor, the warped image, in `image.dtype`. Differentiable in `image` and `flow`.
     """
-    if padding not in PADDINGS:
-        raise ValueError(f"`padding` must be one of {PADDINGS}, got padding={padding!r}")
-    image = tf.convert_to_tensor(image)
-    flow = tf.convert_to_tensor(flow, dtype=image.dtype)
-    _check_rank(image, 4, "image")
-    _check_rank(flow, 4, "flow")
-    if flow.shape[-1] is not None and flow.shape[-1] != 2:
-        raise ValueError(f"`flow` must have 2 channels (u, v), got shape {flow.shape}")
-    if image.shape[1:3].is_fully_defined() and flow.shape[1:3].is_fully_defined() and \
-            image.shape[1:3] != flow.shape[1:3]:
-        raise ValueError(f"`image` and `flow` must have the same height and width, got image shape {image.shape} "
-                         f"and flow shape {flow.shape}")
+    image, flat, (x0, y0), (wx, wy) = _sample_grid(image, flow, padding)
     shape = tf.shape(image)
-    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    batch, height, width = shape[0], shape[1], shape[2]
     dtype = image.dtype
-    w_max = tf.cast(width - 1, dtype)
-    h_max = tf.cast(height - 1, dtype)
-    grid_y, grid_x = tf.meshgrid(tf.range(height), tf.range(width), indexing="ij")
-    x = tf.cast(grid_x, dtype)[None] + flow[..., 0]
-    y = tf.cast(grid_y, dtype)[None] + flow[..., 1]
-    if padding == "border":
-        x = tf.clip_by_value(x, tf.zeros((), dtype), w_max)
-        y = tf.clip_by_value(y, tf.zeros((), dtype), h_max)
-    x0 = tf.floor(x)
-    y0 = tf.floor(y)
-    wx = x - x0  # fractional parts carry the gradient with respect to the flow
-    wy = y - y0
-    x0 = tf.cast(x0, tf.int32)
-    y0 = tf.cast(y0, tf.int32)
-    flat = tf.reshape(image, tf.stack([batch, height * width, channels]))
 
     def corner(xi, yi, weight):
         inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
@@ -89,6 +94,58 @@ def bilinear_warp(image, flow, padding="border"):
 
     return (corner(x0, y0, (1 - wx) * (1 - wy)) + corner(x0 + 1, y0, wx * (1 - wy))
             + corner(x0, y0 + 1, (1 - wx) * wy) + corner(x0 + 1, y0 + 1, wx * wy))
+
+
+# Keys' cubic convolution parameter of OpenCV's INTER_CUBIC (Matlab's and PIL's bicubic use -0.5).
+CUBIC_A = -0.75
+
+
+def _cubic_weights(t, a=CUBIC_A):
+    """Keys' cubic convolution weights of the taps at -1, 0, 1, 2 for fractional positions `t` in [0, 1)."""
+    def near(d):  # |d| <= 1
+        return ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
+
+    def far(d):  # 1 < |d| < 2
+        return ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
+
+    return far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)
+
+
+def bicubic_warp(image, flow, padding="border"):
+    """Backward-warps `image` by `flow` with bicubic interpolation (Keys, a = -0.75: OpenCV's `INTER_CUBIC`).
+
+    `out[b, y, x] = image[b, y + v, x + u]` as `bilinear_warp`, from the 4x4 neighbours. The warp of OpenCV's
+    `DualTVL1OpticalFlow` (`cv::remap(..., INTER_CUBIC)`, which also rounds positions to 1/32 pixel; this does
+    not). `padding` as in `bilinear_warp`: `"border"` clamps the sample position into the image first (edge
+    replication), `"zeros"` lets every tap outside the image contribute 0 (OpenCV's default `BORDER_CONSTANT`).
+
+    Args:
+        image: float tensor `[batch, H, W, C]`.
+        flow: float tensor `[batch, H, W, 2]` in pixels (`u` then `v`).
+        padding: `"border"` or `"zeros"`.
+
+    Returns:
+        `[batch, H, W, C]` tensor, the warped image. Differentiable in `image` and `flow`.
+    """
+    image, flat, (x0, y0), (fx, fy) = _sample_grid(image, flow, padding)
+    shape = tf.shape(image)
+    batch, height, width = shape[0], shape[1], shape[2]
+    dtype = image.dtype
+    wx = _cubic_weights(fx)
+    wy = _cubic_weights(fy)
+    out = tf.zeros_like(image)
+    for j in range(4):
+        yi = y0 + (j - 1)
+        row = tf.clip_by_value(yi, 0, height - 1) * width
+        for i in range(4):
+            xi = x0 + (i - 1)
+            weight = wy[j] * wx[i]
+            if padding == "zeros":
+                weight = weight * tf.cast((yi >= 0) & (yi < height) & (xi >= 0) & (xi < width), dtype)
+            index = row + tf.clip_by_value(xi, 0, width - 1)
+            values = tf.reshape(tf.gather(flat, tf.reshape(index, tf.stack([batch, -1])), batch_dims=1), shape)
+            out = out + values * weight[..., None]
+    return out
 
 
 def _interpolation_matrix(size_in, size_out):
