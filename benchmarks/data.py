@@ -168,7 +168,7 @@ def run(num_clips):
         for crop, short_side in ((112, 128), (224, 256)):
             size = (crop, crop)
             pattern, mp4s, counts, originals = _prepare(workdir, short_side)
-            ds = pipeline.video_dataset(pattern, NUM_FRAMES, STRIDE, size, training=True, batch_size=BATCH, seed=0,
+            ds = pipeline.video_dataset(pattern, num_frames=NUM_FRAMES, stride=STRIDE, image_size=size, training=True, batch_size=BATCH, seed=0,
                                         shuffle_buffer=4)
             row = {"image_size": crop, "short_side": short_side, "frames_per_video": counts}
             row.update({f"{k}_fps": v for k, v in _best_of({

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from _report import save_report
 from kerasvid.data import pipeline, schema, writer
+from kerasvid.data.config import VideoDataConfig
 
 
 def _records(d):
@@ -50,13 +51,14 @@ def main():
     args = parser.parse_args()
     pattern = _records(tempfile.mkdtemp())
     rows = {}
+    clips = VideoDataConfig(num_frames=8, stride=2, image_size=(112, 112), batch_size=8, num_classes=4)
     for training in (True, False):
         contenders = {
             "plain_map": lambda: _plain(pattern, training),
-            "guarded_raise": lambda: pipeline.video_dataset(pattern, 8, 2, (112, 112), training, 8, num_classes=4,
-                                                            repeat=None if training else 1000),
-            "guarded_skip": lambda: pipeline.video_dataset(pattern, 8, 2, (112, 112), training, 8, num_classes=4,
-                                                           repeat=None if training else 1000, on_error="skip"),
+            "guarded_raise": lambda: pipeline.video_dataset(pattern, clips.replace(training=training,
+                                                                                   repeat=None if training else 1000)),
+            "guarded_skip": lambda: pipeline.video_dataset(pattern, clips.replace(
+                training=training, repeat=None if training else 1000, on_error="skip")),
         }
         best = {k: 0.0 for k in contenders}
         for _ in range(args.repeats):

@@ -128,16 +128,14 @@ def tvnet_flow(cfg):
 
 
 def input_pipeline(cfg):
-    import tensorflow as tf
-
     from kerasvid.data import pipeline, write_synthetic_dataset
 
     frames, size, batch = cfg["pipeline_frames"], cfg["pipeline_size"], 4
     with tempfile.TemporaryDirectory() as workdir:
         pattern = write_synthetic_dataset(workdir, "bench", num_videos=cfg["pipeline_videos"], num_frames=2 * frames,
                                           height=2 * size, width=2 * size, num_shards=2)
-        dataset = pipeline.video_dataset(pattern, frames, 1, (size, size), training=True, batch_size=batch, seed=0,
-                                         shuffle_buffer=4)
+        dataset = pipeline.video_dataset(pattern, num_frames=frames, image_size=(size, size), training=True,
+                                         batch_size=batch, seed=0, shuffle_buffer=4)
         batches = max(2, cfg["pipeline_videos"] // batch)
         iterator = iter(dataset)
         next(iterator)  # warm-up

@@ -281,10 +281,13 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
 def decoder_for(config, augment=None):
     """`make_decoder` with the settings of a `VideoDataConfig` (and an already built `VideoAugment`, or None)."""
     c = config
-    return make_decoder(c.num_frames, c.stride, c.image_size, c.training, c.num_classes, c.multi_label, c.one_hot,
-                        c.normalization, c.num_clips, c.num_crops, c.sampler, c.crop, c.crop_scale,
-                        c.crop_aspect_ratio, c.scale_jitter, c.flip, c.mirror_labels, c.color_jitter,
-                        c.eval_short_side, augment=augment)
+    # By keyword: a reordering of make_decoder's parameters must not silently mis-bind the settings.
+    return make_decoder(num_frames=c.num_frames, stride=c.stride, image_size=c.image_size, training=c.training,
+                        num_classes=c.num_classes, multi_label=c.multi_label, one_hot=c.one_hot,
+                        normalization=c.normalization, num_clips=c.num_clips, num_crops=c.num_crops,
+                        sampler=c.sampler, crop=c.crop, crop_scale=c.crop_scale, crop_aspect_ratio=c.crop_aspect_ratio,
+                        scale_jitter=c.scale_jitter, flip=c.flip, mirror_labels=c.mirror_labels,
+                        color_jitter=c.color_jitter, eval_short_side=c.eval_short_side, augment=augment)
 
 
 def decode_examples(serialized, num_frames, stride=1, image_size=(224, 224), normalization="imagenet", num_clips=1,
