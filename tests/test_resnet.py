@@ -2,7 +2,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from kerasvid import zoo
 from kerasvid.backbones import resnet

@@ -12,7 +12,7 @@ import tensorflow as tf
 from kerasvid import export, tasks, zoo
 from kerasvid.data import preprocess
 from kerasvid.layers import TVNet
-from kerasvid.models.tvnet_inception import StackFlows
+from kerasvid.layers.two_stream import StackFlows
 
 T, SIZE = 4, (32, 32)
 

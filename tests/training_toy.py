@@ -71,7 +71,6 @@ def toy_main_argv(model_dir, *extra):
 if __name__ == "__main__":  # train/main.py with the toy task registered
     import importlib.util
     import os
-    import sys
 
     from kerasvid.tasks import register_task
 

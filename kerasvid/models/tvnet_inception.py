@@ -9,7 +9,9 @@ import numpy as np
 
 from kerasvid.backbones.bn_inception import bn_inception_features
 from kerasvid.layers.tvnet import TVNet
-from kerasvid.layers.two_stream import ScoreFusion, StackFlows  # importable from here too (defined here before)
+# ScoreFusion and StackFlows were defined here before kerasvid/layers/two_stream.py; the names stay importable from
+# here for compatibility (`kerasvid.models.tvnet_inception.StackFlows`); other callers use kerasvid.layers.two_stream.
+from kerasvid.layers.two_stream import ScoreFusion, StackFlows
 from kerasvid.models import common
 from kerasvid.models.registry import register_model
 

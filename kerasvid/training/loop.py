@@ -30,7 +30,9 @@ from kerasvid.training import checkpoints as checkpoints_lib
 from kerasvid.training import schedules
 from kerasvid.training import strategy as strategy_lib
 from kerasvid.training import summaries as summaries_lib
-from kerasvid.training.config import MIXED_PRECISION, TrainConfig
+# Defined here before kerasvid/training/config.py: kept for compatibility (`from kerasvid.training.loop import
+# TrainConfig`); the package imports them from kerasvid.training.config.
+from kerasvid.training.config import MIXED_PRECISION, TrainConfig  # noqa: F401
 
 REFERENCE_STEPS = 10  # the divergence test compares each loss with the median loss of the run's first steps
 LONG_STEP_SECONDS = 10.0  # steps (and evaluations) slower than this, and 5x the median, are logged
