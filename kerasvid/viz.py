@@ -1,4 +1,4 @@
-"""Pictures: optical flow as colour (Middlebury colour wheel), PNG writing.
+"""Pictures: optical flow as colour (Middlebury colour wheel), PNG writing, a clip's frames side by side.
 
 Other papers' helpers follow: attention overlays; drawing primitives (lines, squares, a 5x7 pixel font) and line plots
 (training curves) in numpy; CPNet correspondence proposals drawn across the frames of a clip.
@@ -84,6 +84,27 @@ def write_png(path, image):
         raise ValueError(f"`image` must be uint8 [H, W, 1|3|4], got shape {image.shape} and dtype {image.dtype}")
     tf.io.write_file(str(path), tf.io.encode_png(image))
     return str(path)
+
+
+def clip_to_image_grid(clip, max_frames=8):
+    """Lays out the frames of a clip side by side for TensorBoard.
+
+    Args:
+        clip: float `[T, H, W, 3]` (any range; min-max scaled to [0, 1]).
+        max_frames: frames to keep (evenly spaced).
+
+    Returns:
+        float32 `[1, H, W * min(T, max_frames), 3]` in [0, 1].
+    """
+    import tensorflow as tf
+
+    clip = tf.convert_to_tensor(clip, tf.float32)
+    t = tf.shape(clip)[0]
+    idx = tf.cast(tf.linspace(0.0, tf.cast(t - 1, tf.float32), min(max_frames, int(clip.shape[0]))), tf.int32)
+    frames = tf.gather(clip, idx)
+    lo, hi = tf.reduce_min(frames), tf.reduce_max(frames)
+    frames = (frames - lo) / tf.maximum(hi - lo, 1e-6)
+    return tf.concat(tf.unstack(frames), axis=1)[None]
 
 
 def attention_overlay(frames, attention, alpha=0.6, color=(255, 0, 0), method="bilinear"):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasvid.viz import attention_overlay, color_wheel, flow_to_color, write_png
+from kerasvid.viz import attention_overlay, clip_to_image_grid, color_wheel, flow_to_color, write_png
 
 
 def test_color_wheel_segments():
@@ -53,6 +53,22 @@ def test_write_png_round_trip(tmp_path):
     np.testing.assert_array_equal(decoded, image[1])
     with pytest.raises(ValueError, match="uint8"):
         write_png(tmp_path / "bad.png", image[1].astype(np.float32))
+
+
+def test_clip_to_image_grid_by_hand():
+    """Frames int(linspace(0, T - 1, 8)) side by side, min-max scaled over the kept frames."""
+    rng = np.random.default_rng(0)
+    clip = rng.uniform(-3, 5, (10, 4, 5, 3)).astype(np.float32)
+    grid = clip_to_image_grid(clip).numpy()
+    kept = clip[[0, 1, 2, 3, 5, 6, 7, 9]]  # floor(9 k / 7), k = 0..7
+    expected = (kept - kept.min()) / (kept.max() - kept.min())
+    assert grid.shape == (1, 4, 5 * 8, 3) and grid.dtype == np.float32
+    np.testing.assert_allclose(grid[0], np.concatenate(list(expected), axis=1), atol=1e-6)
+    short = clip_to_image_grid(np.full((3, 2, 2, 3), 7.0), max_frames=8).numpy()  # fewer frames, constant: zeros
+    assert short.shape == (1, 2, 6, 3) and not short.any()
+    from kerasvid.training import summaries
+
+    assert summaries.clip_to_image_grid is clip_to_image_grid  # the former home, kept for compatibility
 
 
 def test_attention_overlay_by_hand():

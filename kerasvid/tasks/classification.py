@@ -156,7 +156,7 @@ class ClassificationTask(Task):
         return results
 
     def summary_images(self, model, inputs):
-        from kerasvid.training.summaries import clip_to_image_grid
+        from kerasvid.viz import clip_to_image_grid
 
         return {"sample_frames": clip_to_image_grid(inputs["image"][0])}
 

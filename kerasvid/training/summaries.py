@@ -7,6 +7,8 @@ from absl import logging
 from tensorflow.core.framework import summary_pb2
 
 from kerasvid import progress as progress_lib
+# clip_to_image_grid was defined here before kerasvid/viz.py: kept importable from here for compatibility.
+from kerasvid.viz import clip_to_image_grid  # noqa: F401
 
 
 def _plugin_metadata(plugin_name):
@@ -58,25 +60,6 @@ class Summaries:
     def close(self):
         if self._writer is not None:
             self._writer.close()
-
-
-def clip_to_image_grid(clip, max_frames=8):
-    """Lays out the frames of a clip side by side for TensorBoard.
-
-    Args:
-        clip: float `[T, H, W, 3]` (any range; min-max scaled to [0, 1]).
-        max_frames: frames to keep (evenly spaced).
-
-    Returns:
-        float32 `[1, H, W * min(T, max_frames), 3]` in [0, 1].
-    """
-    clip = tf.convert_to_tensor(clip, tf.float32)
-    t = tf.shape(clip)[0]
-    idx = tf.cast(tf.linspace(0.0, tf.cast(t - 1, tf.float32), min(max_frames, int(clip.shape[0]))), tf.int32)
-    frames = tf.gather(clip, idx)
-    lo, hi = tf.reduce_min(frames), tf.reduce_max(frames)
-    frames = (frames - lo) / tf.maximum(hi - lo, 1e-6)
-    return tf.concat(tf.unstack(frames), axis=1)[None]
 
 
 # A training log line: "step 10/20 loss=0.5 accuracy=0.25 (1.93 steps/s, ETA 5 s)".
