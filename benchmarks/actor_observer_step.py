@@ -33,6 +33,7 @@ def main():
     build_s = time.time() - start
     probs = {}
 
+    # The same recording subclass as tests/test_actor_observer.py's Spy (a benchmark does not import the tests).
     class RecordingVideoSoftmax(VideoSoftmax):
         def call(self, f, video_index, training=None):
             probs[self.name] = super().call(f, video_index, training=training)

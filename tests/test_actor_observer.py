@@ -66,6 +66,7 @@ def test_selector_gradients_are_balanced():
     frames = _frames(rng, 4, 32)
     probs = {}
 
+    # benchmarks/actor_observer_step.py records the softmax outputs the same way (tests do not import benchmarks).
     class Spy(VideoSoftmax):
         """Records its output so that the test can take the gradient with respect to it."""
 

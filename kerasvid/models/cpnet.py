@@ -124,6 +124,9 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
                         name=name or f"cpnet_resnet{depth}")
 
 
+# The three depths below repeat one keyword call on purpose (keras.applications' ResNet50/ResNet101 style): each is
+# a public builder with its own defaults, docstring and registry figures, so `help()`, the zoo table and
+# `get_model(name, **kwargs)` see a plain function; the body only forwards to `cpnet_resnet` by keyword.
 @register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=12187280, gflops=41.821,
                 recipe="zoo/cpnet_resnet18_kinetics.flags")
 def cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,

@@ -58,6 +58,9 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
     return model
 
 
+# The C2D / C3D builders below repeat one keyword call on purpose (keras.applications' ResNet50/ResNet101 style):
+# each is a public builder with its own defaults, docstring and registry figures; the body only forwards to
+# `resnet_video` by keyword (tests/test_builder_forwarding.py).
 @register_model(paper=_C2D_PAPER, default_input=(8, 112, 112, 3), num_params=11396112, gflops=29.083,
                 recipe="zoo/c2d_resnet18_kinetics.flags")
 def c2d_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None, pooling="avg",
