@@ -27,9 +27,12 @@ import os
 import re
 import sys
 
+from kerasvid.data import sources
+
 MANIFEST = "manifest.json"
 FORMATS = ("npy", "tfrecord")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+# The video suffixes are kerasvid.data.sources.VIDEO_EXTENSIONS (one list); this name is kept for compatibility.
+VIDEO_SUFFIXES = sources.VIDEO_EXTENSIONS
 
 
 # ----- endpoints ---------------------------------------------------------------------------------------------------

@@ -23,9 +23,6 @@ import tensorflow as tf
 __all__ = ["FactorizationLoss", "action_removal_loss", "attention_overlap_loss", "context_consistency_loss",
            "conjugate_uninformative_loss", "factorization_classification_loss"]
 
-_EPS = 1e-12
-
-
 def _weighted_mean(values, weights):
     values = tf.convert_to_tensor(values, tf.float32)
     weights = tf.cast(weights, values.dtype)

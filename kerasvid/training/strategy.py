@@ -8,12 +8,6 @@ import tensorflow as tf
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
 
-def _num_workers_from_tf_config():
-    config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    cluster = config.get("cluster", {})
-    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
-
-
 def validate_strategy_args(strategy, num_devices=0, tpu_address=""):
     """Checks strategy flags before any work starts; raises ValueError naming the bad value."""
     if strategy not in STRATEGIES:
