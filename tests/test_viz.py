@@ -321,7 +321,8 @@ def test_write_run_pictures_draws_one_row_per_cp_module(tmp_path):
     frames = np.repeat(clip.astype(np.uint8), 3, axis=-1)  # [3, 8, 8, 3]
     image = preprocess.normalize(tf.constant(frames[None]), "imagenet")  # what the task's eval data would yield
     task = types.SimpleNamespace(config=types.SimpleNamespace(normalization="imagenet", eval_pattern="held-out-*"),
-                                 build_dataset=lambda training: [({"image": image}, tf.constant([0]))])
+                                 build_dataset=lambda training: [({"image": image}, tf.constant([0]))],
+                                 model_inputs=lambda inputs: inputs["image"])  # Task.model_inputs's default
     inputs = keras.Input((3, 8, 8, 3))
     x = keras.layers.AveragePooling3D((1, 2, 2))(inputs)
     x = CPModule(k=2, mlp_units=[2], name="cp_a")(x)

@@ -176,8 +176,8 @@ def write_run_pictures(model, task, model_dir, scale=4):
 
     Args:
         model: the trained Keras model.
-        task: its task (`task.build_dataset(training=False)` gives the held-out clip and `task.config.normalization`
-            how to show it).
+        task: its task (`task.build_dataset(training=False)` and `task.model_inputs` give the held-out clip,
+            `task.config.normalization` how to show it).
         model_dir: where the pictures go.
         scale: enlargement of the clip's frames in `correspondences.png`.
     """
@@ -189,7 +189,7 @@ def write_run_pictures(model, task, model_dir, scale=4):
     modules = viz.cp_modules(model)
     if modules and getattr(task.config, "eval_pattern", ""):
         inputs, _ = next(iter(task.build_dataset(training=False)))
-        clip = np.asarray(inputs["image"][0])
+        clip = np.asarray(task.model_inputs(inputs)[0])  # a CPNet takes one clip input
         frames = _denormalize(clip, task.config.normalization)
         rows = []
         for layer in modules:
