@@ -42,7 +42,7 @@ from absl import app, flags, logging
 
 from kerasvid import config_flags
 from kerasvid.tasks.base import TaskConfig
-from kerasvid.training.config import TrainConfig
+from kerasvid.training.config import STRATEGIES, TrainConfig
 
 MODES = ("train", "eval", "train_and_eval", "export", "align")
 FLAGS = flags.FLAGS
@@ -125,7 +125,7 @@ flags.DEFINE_string("export_dir", "", "SavedModel directory (default <model_dir>
 flags.DEFINE_bool("export_tflite", False, "With --mode=export, also write LiteRT files into --export_dir "
                   "(model.tflite; flow.tflite for models with an input TVNet).")
 flags.DEFINE_string("checkpoint", "", "Checkpoint for eval/export (default: the latest in --model_dir).")
-flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker", "tpu"],
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                   "tf.distribute strategy (multi_worker reads TF_CONFIG).")
 flags.DEFINE_integer("num_devices", 0, "Devices for mirrored (0 = all).")
 flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (tests of mirrored on CPU).")

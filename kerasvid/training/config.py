@@ -10,6 +10,9 @@ from typing import Tuple
 MIXED_PRECISION = ("", "bfloat16", "float16")
 SCHEDULES = ("constant", "step", "multistep", "cosine")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+# The tf.distribute strategies of `kerasvid.training.strategy.get_strategy` (here: the --strategy flag needs them
+# before TensorFlow loads).
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
 
 @dataclasses.dataclass

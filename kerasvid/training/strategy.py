@@ -5,7 +5,7 @@ import tempfile
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
+from kerasvid.training.config import STRATEGIES
 
 
 def validate_strategy_args(strategy, num_devices=0, tpu_address=""):
