@@ -226,14 +226,10 @@ def _no_checkpoint_and_records_kept(tmp, ctx):
 
 def _nonfinite_checkpoint(tmp):
     """A toy model's checkpoint (tf.train.CheckpointManager, as other code may write it) with an infinite weight."""
-    import sys
-
     import keras
 
-    sys.path.insert(0, os.path.dirname(__file__))
-    from training_toy import ToyTask, toy_config
-
     from kerasvid.training import TrainConfig, Trainer, get_strategy
+    from tests.training_toy import ToyTask, toy_config
 
     trainer = Trainer(ToyTask(toy_config()), get_strategy("default"), str(tmp / "run"), TrainConfig())
     kernel = trainer.model.trainable_variables[0]

@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from training_toy import toy_main_argv  # noqa: E402
+from tests.training_toy import toy_main_argv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO)
@@ -66,7 +65,7 @@ def test_a_checkpoint_that_cannot_be_written_fails_clearly_and_keeps_the_last_on
     import keras
 
     from kerasvid.training import CheckpointWriteError, TrainConfig, Trainer, get_strategy
-    from training_toy import ToyTask, toy_config
+    from tests.training_toy import ToyTask, toy_config
 
     def trainer(steps):
         keras.utils.set_random_seed(0)

@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(__file__))
-from training_toy import ToyTask, toy_config, toy_data  # noqa: E402
-
-from kerasvid.training import (Checkpointer, DivergenceError, NonFiniteLossError, NonFiniteStateError,  # noqa: E402
+from kerasvid.training import (Checkpointer, DivergenceError, NonFiniteLossError, NonFiniteStateError,
                                Progress, TrainConfig, Trainer, WarmupDecay, build_optimizer, checkpoints,
                                get_strategy, loop)
+from tests.training_toy import ToyTask, toy_config, toy_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
