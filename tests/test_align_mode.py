@@ -14,13 +14,11 @@ from kerasvid.data import preprocess, schema, synthetic
 from kerasvid.data import triplets as tr
 from kerasvid.tasks.triplet import TripletTask
 from tests.helpers import load_train_main
-from tests.small_triplet import SmallTripletTask
+from tests.small_triplet import HEADER, SmallTripletTask
 
 main = load_train_main()  # train/main.py, loaded once per process (its absl flags are global)
 
 FLAGS = flags.FLAGS
-HEADER = ["id", "subject", "scene", "quality", "relevance", "verified", "script", "objects", "descriptions",
-          "actions", "length"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def ego_exo(tmp_path_factory):
         csvs[split] = str(root / f"{split}.csv")
         with open(csvs[split], "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(HEADER)
+            w.writerow(HEADER.rstrip("\n").split(","))  # the Charades-Ego CSV columns
             w.writerows([vid, "S", "K", 5, 5, "Yes", "", "", "", "", 10] for vid in ids)
     return frames_root, csvs
 
