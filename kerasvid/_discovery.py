@@ -1,9 +1,9 @@
 """Finds the modules of a package, so that adding a file is all it takes to add a model, a task, a layer or a loss.
 
 `kerasvid.zoo` imports every module of `kerasvid.models` (each registers its builders), `kerasvid.tasks` every
-module of itself (each registers its tasks), and `kerasvid.layers` / `kerasvid.losses` re-export the names in the
-`__all__` of each of their modules. Modules whose name starts with "_" (e.g. `layers/_blocks.py`) are private and
-skipped.
+module of itself (each registers its tasks), and `kerasvid.layers` / `kerasvid.losses` / `kerasvid.ops` re-export
+the names in the `__all__` of each of their modules. Modules whose name starts with "_" (e.g. `layers/_blocks.py`) are
+private and skipped.
 """
 import importlib
 import pkgutil
@@ -39,7 +39,7 @@ def public_names(modules):
 
 def export_public_names(namespace):
     """Imports every public module of the package whose `__init__` has the globals `namespace`, puts the names of
-    their `__all__` into it and sets its `__all__` (`kerasvid.layers`, `kerasvid.losses`)."""
+    their `__all__` into it and sets its `__all__` (`kerasvid.layers`, `kerasvid.losses`, `kerasvid.ops`)."""
     public = public_names(import_modules(namespace["__name__"]))
     namespace.update(public)
     namespace["__all__"] = sorted(public)

@@ -129,7 +129,8 @@ def test_every_task_module_registers_on_first_use():
         assert f"kerasvid.tasks.{name}" in sys.modules, name
 
 
-@pytest.mark.parametrize("package, kind", [("kerasvid.layers", "layers"), ("kerasvid.losses", "losses")])
+@pytest.mark.parametrize("package, kind", [("kerasvid.layers", "layers"), ("kerasvid.losses", "losses"),
+                                           ("kerasvid.ops", "ops")])
 def test_layers_and_losses_export_the_public_names_of_every_module(package, kind):
     """Every `__all__` name of every module is reachable from the package; every public layer class (layers) or
     public class and function (losses) a module defines is in its `__all__`, so none is forgotten."""
@@ -159,6 +160,10 @@ def test_the_public_names_of_before_module_discovery_still_import():
                  "endpoint_error", "tvl1_energy"):
         assert callable(getattr(losses, name)), name
     assert callable(zoo.cpnet_resnet101) and callable(zoo.c2d_resnet18)
+    from kerasvid import ops
+
+    for name in ("cp_knn", "bilinear_warp", "resize_align_corners", "resize_half_pixel", "bicubic_warp"):
+        assert callable(getattr(ops, name)), name
 
 
 def test_discovery_finds_a_module_dropped_into_a_package(tmp_path, monkeypatch):

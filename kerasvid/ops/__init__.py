@@ -1,3 +1,8 @@
-"""kerasvid.ops: public names (each paper's module appends its import line here)."""
-from kerasvid.ops.knn import cp_knn  # noqa: F401
-from kerasvid.ops.warp import bilinear_warp, resize_align_corners  # noqa: F401
+"""kerasvid.ops: the tensor functions under the layers, `kerasvid.ops.cp_knn`, `kerasvid.ops.bilinear_warp`, ...
+
+Every public module of this package is imported and the names in its `__all__` are exported here: a new paper's
+op file declares `__all__` and needs no line in this file.
+"""
+from kerasvid import _discovery
+
+_discovery.export_public_names(globals())

@@ -8,6 +8,8 @@ import math
 
 import tensorflow as tf
 
+__all__ = ["decayed_sum_coefficients", "gather_across_replicas", "replica_sum"]
+
 
 def decayed_sum_coefficients(segment_ids, prior_seen, decay):
     """Coefficients of the per-sample decayed running sums of supp Eq. 5 / Eq. 15, in closed form.

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+__all__ = ["cp_knn", "default_chunk_size"]
+
 # Score memory per clip (bytes) above which `cp_knn` switches from the dense frame-pair blocks to chunked queries.
 # 8 x 28 x 28 points (CPNet res3) need 2 x 28 blocks of 784 x 784 floats = 138 MB and stay dense.
 DENSE_BUDGET_BYTES = 160 * 2**20

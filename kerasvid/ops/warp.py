@@ -10,6 +10,9 @@ displacement `u` (x, along W), channel 1 = vertical displacement `v` (y, along H
 import numpy as np
 import tensorflow as tf
 
+__all__ = ["backward_divergence_term", "bicubic_warp", "bilinear_warp", "centered_gradient", "forward_difference",
+           "median_filter", "resize_align_corners", "resize_half_pixel"]
+
 PADDINGS = ("border", "zeros")
 
 
