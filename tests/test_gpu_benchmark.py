@@ -18,6 +18,7 @@ def test_gpu_suite_smoke(tmp_path):
     assert report["smoke"] and report["device"] == "CPU:0"
     figures = [r["figure"] for r in rows]
     assert figures.count("cpnet_resnet34 inference") == 1 and figures.count("training step") == 3
+    assert figures.count("input pipeline") == 1
     assert {r["model"] for r in rows if r["figure"] == "training step"} == {"c2d_resnet18", "cpnet_resnet18",
                                                                             "nl_resnet18"}
     for r in rows[:-1]:  # all but the cp_knn agreement row carry a speed
