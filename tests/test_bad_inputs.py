@@ -58,7 +58,7 @@ def _cli(argv):
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             status = cli.main(argv)
-        except SystemExit as e:  # argparse
+        except SystemExit as e:  # a usage error (kerasvid.command_flags.Command.error: exit 2)
             status = e.code
     return status, err.getvalue() + out.getvalue()
 

@@ -61,7 +61,7 @@ def test_every_command_help_lists_its_flags_and_a_bad_flag_exits_2(command, flag
     assert status == 2 and f"kerasvid {command}: error: Unknown command line flag 'no_such_flag'" in err
 
 
-def test_flagfile_works_for_the_argparse_era_commands(tmp_path):
+def test_flagfile_works_for_predict_conjugates_and_convert(tmp_path):
     flagfile = tmp_path / "predict.flags"
     flagfile.write_text(f"--saved_model={tmp_path}\n--top_k=0\n")
     status, err, _ = _run(["predict", f"--flagfile={flagfile}", "a.mp4"])
