@@ -89,6 +89,24 @@ PAPER_LAYERS = {
 }
 
 
+# Public layers with no two random weights to compare, and why (a new public layer must go in one of the two tables).
+NO_RANDOM_WEIGHT_PAIRS = {
+    "I3DFlowInput": "no weights (rescales a flow clip)",
+    "PairwiseDistance": "no weights",
+    "ScoreFusion": "no weights (averages stream scores)",
+    "SelectorScale": "one constant-initialised scalar",
+    "StackFlows": "no weights (stacks flow fields)",
+}
+
+
+def test_every_public_layer_is_covered():
+    public = {name for name in layers.__all__
+              if isinstance(getattr(layers, name), type) and issubclass(getattr(layers, name), keras.layers.Layer)}
+    covered = {name.split("_")[0] for name in PAPER_LAYERS} | set(NO_RANDOM_WEIGHT_PAIRS)
+    assert public <= covered, f"public layers not checked for independent draws: {sorted(public - covered)}"
+    assert not set(NO_RANDOM_WEIGHT_PAIRS) - public, "NO_RANDOM_WEIGHT_PAIRS names a layer that is not public"
+
+
 @pytest.mark.parametrize("name", sorted(PAPER_LAYERS))
 def test_paper_layer_weights_are_independent_draws(name):
     pairs = drawn_pairs(PAPER_LAYERS[name])
