@@ -13,18 +13,22 @@ tests it on pairs with known flow:
   its disparity (u = -disparity, v = 0; unknown disparity masked): real frames, only in the held-out set.
 
 Training images: camera, astronaut, coffee, rocket; held out: chelsea and the motorcycle crops. TVNet (a few
-scales, warps and iterations, so that training runs in minutes on a 2-core CPU) is trained with Adam on the training
-pairs twice from the same start: with the unsupervised TV-L1 energy (`kerasvid.losses.tvl1_energy`, no ground truth)
-and with the supervised `kerasvid.losses.EndpointError`. Reported: mean held-out (and training) EPE of the untrained
-TVNet, both trained TVNets, scikit-image's `optical_flow_tvl1` (defaults) and, with `--opencv_python` (see
-`benchmarks/tvnet.py`), OpenCV's `DualTVL1OpticalFlow` (defaults and scaleStep 0.5) on the same pairs.
+scales, warps and iterations, so that training runs in minutes on a 2-core CPU; its options, e.g. OpenCV's cascade
+pyramid and bicubic warps, are flags) is trained with Adam on the training pairs twice from the same start: with the
+unsupervised TV-L1 energy (`kerasvid.losses.tvl1_energy`, no ground truth) and with the supervised
+`kerasvid.losses.EndpointError`. Reported: mean held-out (and training) EPE of the untrained TVNet, both trained
+TVNets, scikit-image's `optical_flow_tvl1` (defaults) and, with `--opencv_python` (see `benchmarks/tvnet.py`),
+OpenCV's `DualTVL1OpticalFlow` (defaults and scaleStep 0.5) on the same pairs (`--peers false` skips these three).
 
     python benchmarks/tvnet_training.py [--steps 40] [--opencv_python /tmp/cvenv/bin/python]
+    python benchmarks/tvnet_training.py --setting 5/3/15 --pyramid cascade --presmoothing false \
+        --warp_interpolation bicubic --warp_padding zeros --steps 100 --peers false   # OpenCV-like TVNet
     python benchmarks/tvnet_training.py --smoke      # 2 pairs, 2 steps, 32 px, no XLA: a test of the script
 
 Prints JSON and a markdown table and writes benchmarks/results/tvnet_training.{json,md} (or `--out_dir`).
 """
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -168,10 +172,13 @@ def train(layer, frame1, frame2, truth, loss_name, steps, batch, learning_rate, 
 
     rng = np.random.default_rng(seed)
     truth = np.where(np.isfinite(truth), truth, 2e9).astype(np.float32)  # EndpointError's unknown-flow marker
-    losses = []
-    for _ in range(steps):
+    losses, start = [], time.perf_counter()
+    for number in range(steps):
         index = rng.choice(len(frame1), size=min(batch, len(frame1)), replace=False)
         losses.append(float(step(tf.constant(frame1[index]), tf.constant(frame2[index]), tf.constant(truth[index]))))
+        if number in (0, steps - 1) or (number + 1) % 10 == 0:  # the first step compiles
+            print(f"{loss_name} step {number + 1}/{steps}: loss {losses[-1]:.4f}, {time.perf_counter() - start:.1f} s",
+                  file=sys.stderr, flush=True)
     return losses
 
 
@@ -225,6 +232,14 @@ def markdown(rows, config):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--setting", default="3/2/10", help="TVNet scales/warps/iterations")
+    parser.add_argument("--pyramid", default="released", choices=("released", "cascade"), help="TVNet's pyramid")
+    parser.add_argument("--presmoothing", default="true", choices=("true", "false"), help="TVNet's presmoothing")
+    parser.add_argument("--warp_interpolation", default="bilinear", choices=("bilinear", "bicubic"))
+    parser.add_argument("--warp_padding", default="border", choices=("border", "zeros"))
+    parser.add_argument("--outer_iterations", type=int, default=1, help="TVNet's outer_iterations (OpenCV's)")
+    parser.add_argument("--median_filtering", type=int, default=1, help="TVNet's median_filtering (1 = off)")
+    parser.add_argument("--peers", default="true", choices=("true", "false"),
+                        help="also run scikit-image and OpenCV (they do not depend on the TVNet flags)")
     parser.add_argument("--size", type=int, default=96, help="crop side in pixels")
     parser.add_argument("--per_image", type=int, default=6, help="synthetic pairs per image")
     parser.add_argument("--motorcycle", type=int, default=3, help="held-out motorcycle crops")
@@ -262,9 +277,14 @@ def main(argv=None):
 
     scales, warps, iterations = (int(x) for x in args.setting.split("/"))
     jit = {"auto": None, "true": True, "false": False}[args.jit_compile]
+    options = {"pyramid": args.pyramid, "presmoothing": args.presmoothing == "true",
+               "warp_interpolation": args.warp_interpolation, "warp_padding": args.warp_padding,
+               "outer_iterations": args.outer_iterations, "median_filtering": args.median_filtering}
+    defaults = inspect.signature(TVNet.__init__).parameters
+    setting = args.setting + "".join(f", {k}={v!r}" for k, v in options.items() if v != defaults[k].default)
 
     def make():
-        layer = TVNet(scales=scales, warps=warps, iterations=iterations, jit_compile=jit)
+        layer = TVNet(scales=scales, warps=warps, iterations=iterations, jit_compile=jit, **options)
         layer(tf.constant(held_1[:1]), tf.constant(held_2[:1]))
         return layer
 
@@ -286,7 +306,7 @@ def main(argv=None):
     start = time.perf_counter()
     tvnet_flows(untrained, held_1, held_2)
     seconds = (time.perf_counter() - start) / len(held_1)
-    report(f"TVNet {args.setting} untrained (= TV-L1)", held, tvnet_flows(untrained, train_1, train_2),
+    report(f"TVNet {setting} untrained (= TV-L1)", held, tvnet_flows(untrained, train_1, train_2),
            seconds)
     for loss_name, label in (("tvl1_energy", "unsupervised tvl1_energy"), ("endpoint_error", "supervised EndpointError")):
         layer = make()
@@ -295,17 +315,18 @@ def main(argv=None):
         losses = train(layer, train_1, train_2, train_flow, loss_name, args.steps, args.batch, args.learning_rate,
                        args.seed)
         train_seconds = time.perf_counter() - start
-        report(f"TVNet {args.setting} trained, {label}", tvnet_flows(layer, held_1, held_2),
+        report(f"TVNet {setting} trained, {label}", tvnet_flows(layer, held_1, held_2),
                tvnet_flows(layer, train_1, train_2), seconds, first_loss=losses[0], last_loss=losses[-1],
                train_seconds=round(train_seconds, 1))
-    flows, seconds = scikit_image_flows(held_1, held_2)
-    report("scikit-image optical_flow_tvl1 (defaults)", flows, scikit_image_flows(train_1, train_2)[0], seconds)
-    opencv_train = opencv_flows(args.opencv_python, train_1, train_2)
-    for name, (flows, seconds) in opencv_flows(args.opencv_python, held_1, held_2).items():
-        report(name, flows, opencv_train[name][0], seconds)
+    if args.peers == "true":
+        flows, seconds = scikit_image_flows(held_1, held_2)
+        report("scikit-image optical_flow_tvl1 (defaults)", flows, scikit_image_flows(train_1, train_2)[0], seconds)
+        opencv_train = opencv_flows(args.opencv_python, train_1, train_2)
+        for name, (flows, seconds) in opencv_flows(args.opencv_python, held_1, held_2).items():
+            report(name, flows, opencv_train[name][0], seconds)
 
-    config = {"setting": args.setting, "size": args.size, "max_flow": args.max_flow, "steps": args.steps,
-              "batch": args.batch, "learning_rate": args.learning_rate, "train_images": list(train_names),
+    config = {"setting": setting, "tvnet_options": options, "size": args.size, "max_flow": args.max_flow,
+              "steps": args.steps, "batch": args.batch, "learning_rate": args.learning_rate, "train_images": list(train_names),
               "held_out_images": list(held_names), "train_pairs": len(train_pairs), "held_out_pairs": len(held_pairs),
               "held_out_synthetic": len(held_synthetic), "held_out_motorcycle": len(held_pairs) - len(held_synthetic),
               "smoke": args.smoke}

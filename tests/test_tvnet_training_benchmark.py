@@ -1,4 +1,5 @@
 """benchmarks/tvnet_training.py: its ground truth is right, and --smoke runs end to end and reports every method."""
+import inspect
 import json
 import os
 import sys
@@ -47,3 +48,27 @@ def test_smoke_run_reports_every_method(tmp_path):
     trained = [r for r in rows if "trained," in r["method"]]
     assert all(np.isfinite(r["first_loss"]) and np.isfinite(r["last_loss"]) for r in trained)
     assert "| scikit-image optical_flow_tvl1 (defaults) |" in open(tmp_path / "tvnet_training_smoke.md").read()
+
+
+def test_tvnet_options_reach_the_layer_and_name_the_rows(tmp_path, monkeypatch):
+    from kerasvid.layers import tvnet  # main imports TVNet from here when it runs
+
+    built = []
+
+    class Spy(tvnet.TVNet):
+        def __init__(self, **kwargs):
+            built.append(kwargs)
+            super().__init__(**kwargs)
+
+    Spy.__init__.__signature__ = inspect.signature(tvnet.TVNet.__init__)  # the script reads the defaults from it
+    monkeypatch.setattr(tvnet, "TVNet", Spy)
+    rows = tvnet_training.main(["--smoke", "--out_dir", str(tmp_path), "--peers", "false", "--pyramid", "cascade",
+                                "--presmoothing", "false", "--warp_interpolation", "bicubic", "--warp_padding",
+                                "zeros"])
+    options = {"pyramid": "cascade", "presmoothing": False, "warp_interpolation": "bicubic", "warp_padding": "zeros"}
+    assert built and all(kwargs.items() >= options.items() for kwargs in built)
+    label = ("TVNet 1/1/3, pyramid='cascade', presmoothing=False, warp_interpolation='bicubic', "
+             "warp_padding='zeros'")
+    assert [r["method"] for r in rows] == [f"{label} untrained (= TV-L1)", f"{label} trained, unsupervised "
+                                           "tvl1_energy", f"{label} trained, supervised EndpointError"]
+    assert json.load(open(tmp_path / "tvnet_training_smoke.json"))["config"]["tvnet_options"]["pyramid"] == "cascade"
