@@ -295,12 +295,11 @@ def build_configs(modes):
 
     if early_config is not None:
         return task, early_config
-    steps_per_epoch = None
-    if training and (FLAGS.train_epochs or FLAGS.lr_decay_epochs or FLAGS.lr_boundaries_epochs):
-        num_examples = discovery.count_records(train_pattern)
-        steps_per_epoch = num_examples / float(FLAGS.batch_size * FLAGS.accumulation_steps)
-        logging.info("%d training videos: %.1f steps per epoch", num_examples, steps_per_epoch)
-    train_steps = FLAGS.train_steps or (int(math.ceil(FLAGS.train_epochs * steps_per_epoch)) if training else 1)
+    # Lengths in epochs (by_epochs, so training): converted to steps with the number of training records.
+    num_examples = discovery.count_records(train_pattern)
+    steps_per_epoch = num_examples / float(FLAGS.batch_size * FLAGS.accumulation_steps)
+    logging.info("%d training videos: %.1f steps per epoch", num_examples, steps_per_epoch)
+    train_steps = FLAGS.train_steps or int(math.ceil(FLAGS.train_epochs * steps_per_epoch))
     decay_steps = FLAGS.lr_decay_steps or (int(round(FLAGS.lr_decay_epochs * steps_per_epoch))
                                            if FLAGS.lr_decay_epochs else 1)
     boundaries = boundaries or [int(round(float(b) * steps_per_epoch)) for b in FLAGS.lr_boundaries_epochs]
