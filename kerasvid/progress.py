@@ -77,10 +77,14 @@ class Progress:
         rate = (self.done - self._start_done) / max(time.time() - self._start, 1e-9)
         return rate, ((self.total - self.done) / rate if rate > 0 else None)
 
-    def format_line(self, text=""):
+    def _rate_and_eta_words(self):
         rate, eta = self.rate_and_eta()
+        return rate, "?" if eta is None else f"{eta:.0f} s"
+
+    def format_line(self, text=""):
+        rate, eta = self._rate_and_eta_words()
         return self.line_format.format(desc=self.desc, done=self.done, total=self.total, unit=self.unit, text=text,
-                                       rate=rate, eta="?" if eta is None else f"{eta:.0f} s")
+                                       rate=rate, eta=eta)
 
     def update(self, n=1, text=""):
         """`n` more units done; `text` describes the last one (for formats with `{text}` and the bar)."""
@@ -100,10 +104,10 @@ class Progress:
         finished = self.done >= self.total
         if self.tty:
             filled = int(BAR_WIDTH * min(self.done, self.total) / max(self.total, 1))
-            rate, eta = self.rate_and_eta()
+            rate, eta = self._rate_and_eta_words()
             shown = f" {text[:BAR_TEXT_WIDTH]}" if text else ""
             bar = (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.desc} {self.done}/{self.total}{shown} "
-                   f"{rate:.2f} {self.unit}/s, ETA {'?' if eta is None else f'{eta:.0f} s'}")
+                   f"{rate:.2f} {self.unit}/s, ETA {eta}")
             # Spaces cover the rest of a longer previous bar.
             self.stream.write("\r" + bar + " " * max(0, self._bar_length - len(bar)))
             self._bar_length = len(bar)
