@@ -364,3 +364,24 @@ def test_no_autograph_could_not_transform_warning(tmp_path):
         tf.get_logger().removeHandler(handler)
     assert len(skipped) == 2 and skipped[0][0]["image"].shape == (6, 2, 8, 8, 3)
     assert not [m for m in messages if "could not transform" in m], messages
+
+
+def test_decoder_defaults_are_the_data_config_defaults():
+    # make_decoder and decode_examples keep their own keyword defaults (public, called positionally); they must
+    # stay those of VideoDataConfig, or a keyword call and a config call would decode differently.
+    import dataclasses
+    import inspect
+
+    from kerasvid.data.config import VideoDataConfig
+
+    fields = {f.name: f for f in dataclasses.fields(VideoDataConfig)}
+    checked = 0
+    for fn in (pipeline.make_decoder, pipeline.decode_examples):
+        for name, param in inspect.signature(fn).parameters.items():
+            if name in fields and param.default is not param.empty:
+                field = fields[name]
+                default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+                assert param.default == default, (
+                    f"{fn.__name__}({name}={param.default!r}) != VideoDataConfig's {default!r}")
+                checked += 1
+    assert checked >= 20
