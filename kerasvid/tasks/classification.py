@@ -21,9 +21,9 @@ class ClassificationTask(Task):
 
     Data: `kerasvid.data.video_dataset` records with `clip/label/index`; inputs `{"image": [B, T, H, W, 3]}`.
     The model is `kerasvid.zoo.get_model(config.model, num_classes=..., input_shape=(T, H, W, 3),
-    **config.model_kwargs)`, called on `inputs["image"]`; its logits are used in float32 (the zoo's heads are
-    float32 under mixed precision; the cast keeps a model of a subclass's own `build_model` with a float16/bfloat16
-    head working).
+    **config.model_kwargs)`, called on `model_inputs(inputs)` (`inputs["image"]`); its logits are used in float32
+    (the zoo's heads are float32 under mixed precision; the cast keeps a model of a subclass's own `build_model` with
+    a float16/bfloat16 head working).
 
     Args:
         config: a `kerasvid.tasks.TaskConfig`.
@@ -101,7 +101,7 @@ class ClassificationTask(Task):
         return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
 
     def compute_loss(self, model, inputs, labels, global_batch_size):
-        logits = tf.cast(model(inputs["image"], training=True), tf.float32)
+        logits = tf.cast(model(self.model_inputs(inputs), training=True), tf.float32)
         loss = tf.nn.compute_average_loss(self._per_example_loss(logits, labels), global_batch_size=global_batch_size)
         return loss, {"accuracy": self.accuracy_stat(logits, labels)}
 
@@ -118,7 +118,7 @@ class ClassificationTask(Task):
         return tf.reduce_sum(tf.cast(hits, tf.float32)), tf.cast(tf.size(hits), tf.float32)
 
     def eval_outputs(self, model, inputs, labels):
-        logits = tf.cast(model(inputs["image"], training=False), tf.float32)
+        logits = tf.cast(model(self.model_inputs(inputs), training=False), tf.float32)
         probs = tf.sigmoid(logits) if self.config.multi_label else tf.nn.softmax(logits)
         # Views of one video are contiguous: [B * V, C] -> [B, V, C] -> mean over views.
         probs = tf.reduce_mean(tf.reshape(probs, [-1, self.config.num_views, self.num_classes]), axis=1)
