@@ -85,6 +85,18 @@ def _training_step(name, frames, size):
     return sgd_train_step(model, x, tf.constant([3]), 0.01)
 
 
+def _reset_memory_stats(device):
+    """Resets the device's peak-memory counter; False where TF keeps none (CPU devices on some builds)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+        return True
+    except ValueError as error:
+        print(f"peak memory not measured on {device}: {error}", file=sys.stderr)
+        return False
+
+
 def training_steps(cfg):
     import keras
     import tensorflow as tf
@@ -98,17 +110,18 @@ def training_steps(cfg):
             for name in ("c2d_resnet18", "cpnet_resnet18", "nl_resnet18"):
                 step = _training_step(name, frames, cfg["size"])
                 step().numpy()
-                tf.config.experimental.reset_memory_stats(device)
-                base = tf.config.experimental.get_memory_info(device)["current"]
+                tracked = _reset_memory_stats(device)
+                base = tf.config.experimental.get_memory_info(device)["current"] if tracked else 0
                 seconds = _best_seconds(lambda: step().numpy(), cfg["repeats"])
-                peak = tf.config.experimental.get_memory_info(device)["peak"] - base
+                peak = tf.config.experimental.get_memory_info(device)["peak"] - base if tracked else None
                 results[name] = (seconds, peak)
             c2d_seconds, c2d_peak = results["c2d_resnet18"]
             for name, (seconds, peak) in results.items():
                 rows.append({"figure": "training step", "model": name, "frames": frames, "size": cfg["size"],
-                             "policy": cfg["policy"], "step_s": round(seconds, 4), "peak_MiB": round(peak / 2**20, 1),
+                             "policy": cfg["policy"], "step_s": round(seconds, 4),
+                             "peak_MiB": None if peak is None else round(peak / 2**20, 1),
                              "time_vs_c2d": round(seconds / c2d_seconds, 2),
-                             "memory_vs_c2d": round(peak / c2d_peak, 2) if c2d_peak > 0 else None})
+                             "memory_vs_c2d": round(peak / c2d_peak, 2) if peak is not None and c2d_peak else None})
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return rows

@@ -386,6 +386,32 @@ def _reference_single_warp(layer, frame1, frame2):
     return np.stack(flows), counts
 
 
+def test_compiled_outer_iterations_and_median_gradient_match_unrolled():
+    """The flat compiled loop (median in a tf.cond, stopped samples frozen) against the Python-unrolled graph:
+    same flow, same gradients for the kernels, with a second sample that stops early."""
+    frame1, frame2 = _smooth_pair(12, 15, shift=(0.8, -0.5), seed=14, batch=2)
+    frame2[1] = frame1[1] + 0.3
+    options = dict(scales=2, warps=2, iterations=3, outer_iterations=2, median_filtering=3, epsilon=0.02)
+    unrolled = TVNet(unroll=True, **options)
+    compiled = TVNet(**options)
+    for layer in (unrolled, compiled):
+        layer(frame1, frame2)
+    unrolled.set_weights([w + np.random.default_rng(15).normal(scale=0.05, size=w.shape)
+                          for w in unrolled.get_weights()])
+    compiled.set_weights(unrolled.get_weights())
+    assert compiled._use_xla() and not unrolled._use_xla()
+    results = []
+    for layer in (unrolled, compiled):
+        with tf.GradientTape() as tape:
+            flow = layer(frame1, frame2)
+            loss = tf.reduce_sum(tf.square(flow))
+        results.append((flow.numpy(), [g.numpy() for g in tape.gradient(loss, layer.trainable_weights)]))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-4)
+    assert any(np.abs(g).max() > 0 for g in results[0][1])
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4 * np.abs(a).max())
+
+
 @pytest.mark.parametrize("options", [dict(outer_iterations=3, median_filtering=5),
                                      dict(outer_iterations=4, median_filtering=3, epsilon=0.05)])
 def test_opencv_options_match_reference_loop(options):

@@ -135,3 +135,35 @@ def test_median_filter_rejects_even_size():
 
     with pytest.raises(ValueError, match="size=4"):
         median_filter(tf.zeros((1, 5, 5, 1)), 4)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_median_filter_gradient_goes_to_the_median_pixel(size):
+    """Distinct values: the median is differentiable, so its custom gradient equals finite differences."""
+    from kerasvid.ops.warp import median_filter
+
+    rng = np.random.default_rng(21)
+    x = rng.permutation(2 * 6 * 7 * 2).reshape(2, 6, 7, 2).astype(np.float64) / 7.0
+    theoretical, numerical = tf.test.compute_gradient(lambda t: median_filter(t, size), [tf.constant(x)], delta=1e-3)
+    np.testing.assert_allclose(theoretical[0], numerical[0], atol=1e-6)
+    jitted = tf.function(lambda t: median_filter(t, size), jit_compile=True)
+    with tf.GradientTape() as tape:
+        t = tf.constant(x)
+        tape.watch(t)
+        y = jitted(t)
+    upstream = rng.normal(size=x.shape)
+    np.testing.assert_allclose(tape.gradient(y, t, output_gradients=upstream).numpy().ravel(),
+                               numerical[0].T @ upstream.ravel(), atol=1e-6)
+
+
+def test_median_filter_gradient_on_ties_sums_to_the_upstream():
+    """A constant image: every window ties; each output's gradient goes to exactly one input pixel."""
+    from kerasvid.ops.warp import median_filter
+
+    x = tf.ones((1, 4, 5, 1))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = median_filter(x, 5)
+    grad = tape.gradient(y, x, output_gradients=tf.fill(y.shape, 2.0)).numpy()
+    assert grad.sum() == pytest.approx(2.0 * 20)
+    assert grad.min() >= 0.0
