@@ -3,12 +3,13 @@
 Part A (fixture pair, 240x240, TVNet-50): eager vs graph (`tf.function`) vs XLA (`jit_compile=True`), for the
 unrolled graph and the default `tf.while_loop`; first call (trace/compile) and steady-state time per pair.
 
-Part B (scikit-image's `stereo_motorcycle` pair at half size, 250x370): mean end-point error against the ground
-truth (disparity d gives the flow u = -d, v = 0 from the left to the right image; `inf` = invalid, excluded) and time
-per pair for several TVNet (scales, warps, iterations[, outer iterations, median filter, epsilon, zoom]) settings,
-called the default way (the layer compiles its solver with XLA itself), batched and unbatched, next to scikit-image's
-`optical_flow_tvl1` and OpenCV's `DualTVL1OpticalFlow`. OpenCV's TV-L1 lives in opencv-contrib, which conflicts
-with the project's opencv-python-headless, so it runs in its own virtual environment, in a subprocess:
+Part B (scikit-image's `stereo_motorcycle` pair at half size, 250x370, the same 8-bit grey frames for every
+method): mean end-point error against the ground truth (disparity d gives the flow u = -d, v = 0 from the left to
+the right image; `inf` = invalid, excluded) and time per pair for several TVNet (scales, warps, iterations[, outer
+iterations, median filter, epsilon, zoom]) settings, called the default way (the layer compiles its solver with XLA
+itself), batched and unbatched, next to scikit-image's `optical_flow_tvl1` and OpenCV's `DualTVL1OpticalFlow`.
+OpenCV's TV-L1 lives in opencv-contrib, which conflicts with the project's opencv-python-headless, so it runs in
+its own virtual environment, in a subprocess:
 
     python -m venv /tmp/cvenv && /tmp/cvenv/bin/pip install opencv-contrib-python-headless numpy
     python benchmarks/tvnet.py --opencv_python /tmp/cvenv/bin/python
@@ -130,8 +131,11 @@ def part_b(settings, batch, repeats, opencv_python):
     height, width = truth.shape[:2]
     rows = []
 
-    grey0, grey1 = rgb2gray(left / 255.0), rgb2gray(right / 255.0)
-    t_first, t_steady, (v, u) = _timed(lambda: optical_flow_tvl1(grey0, grey1), max(1, repeats // 2))
+    # Every method gets the same 8-bit grey frames (TVNet as three equal channels: its luma is then the identity)
+    to_uint8 = lambda g: np.clip(np.round(g * 255.0), 0, 255).astype(np.uint8)  # noqa: E731
+    grey0, grey1 = (to_uint8(rgb2gray(image / 255.0)) for image in (left, right))
+    t_first, t_steady, (v, u) = _timed(lambda: optical_flow_tvl1(grey0 / 255.0, grey1 / 255.0),
+                                       max(1, repeats // 2))
     rows.append({"part": "B", "method": "scikit-image optical_flow_tvl1 (defaults)", "batch": 1,
                  "s_per_pair": round(t_steady, 4), "epe": _epe(np.stack([u, v], -1), truth, valid)})
     print(json.dumps(rows[-1]), flush=True)
@@ -140,8 +144,7 @@ def part_b(settings, batch, repeats, opencv_python):
         with tempfile.TemporaryDirectory() as tmp:
             pair = os.path.join(tmp, "pair.npz")
             out = os.path.join(tmp, "flow_")
-            to_uint8 = lambda g: np.clip(np.round(g * 255.0), 0, 255).astype(np.uint8)  # noqa: E731
-            np.savez(pair, first=to_uint8(grey0), second=to_uint8(grey1))
+            np.savez(pair, first=grey0, second=grey1)
             result = subprocess.run([opencv_python, "-c", _OPENCV_SCRIPT, pair, out, str(max(1, repeats // 2))],
                                     capture_output=True, text=True, check=True)
             for line in result.stdout.splitlines():
@@ -158,8 +161,8 @@ def part_b(settings, batch, repeats, opencv_python):
         layer = TVNet(scales=scales, warps=warps, iterations=iterations, **options)
         label = f"TVNet {scales}/{warps}/{iterations}" + "".join(f" {k}={v}" for k, v in options.items())
         for size in sorted({1, batch}):
-            first = tf.constant(np.repeat(left[None], size, 0), tf.float32)
-            second = tf.constant(np.repeat(right[None], size, 0), tf.float32)
+            first = tf.constant(np.repeat(np.repeat(grey0[None, :, :, None], 3, -1), size, 0), tf.float32)
+            second = tf.constant(np.repeat(np.repeat(grey1[None, :, :, None], 3, -1), size, 0), tf.float32)
             # the default mode: the layer called as it is (it compiles its solver itself)
             t_first, t_steady, flow = _timed(lambda: layer(first, second), repeats)
             rows.append({"part": "B", "method": f"{label} (default: XLA {layer._use_xla()})", "batch": size,
@@ -259,7 +262,9 @@ def parse_setting(text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--settings", default="1/1/50,5/5/15,5/5/20,5/5/50,5/5/10/o3/m5,5/5/30/o10/m5/e0.01",
+    cb = "pcascade/s0/ibicubic/bzeros"
+    parser.add_argument("--settings", default=f"1/1/50,5/5/15,5/3/15/pcascade/s0,5/5/30/{cb},5/5/15/o3/m5/{cb},"
+                                              f"5/5/30/o10/m5/e0.01/{cb}",
                         help="TVNet scales/warps/iterations[/oOUTER][/mMEDIAN][/eEPSILON][/zZOOM][/pPYRAMID][/s0 = no "
                              "presmoothing][/iWARP_INTERPOLATION][/bWARP_PADDING], comma separated")
     parser.add_argument("--train_size", type=int, default=112, help="frame size of the training-step part (0: skip)")

@@ -451,10 +451,11 @@ def median_filter(x, size):
 
     The flow filtering of TV-L1 solvers between warps (OpenCV `DualTVL1OpticalFlow`'s `medianFiltering`, which
     calls `cv::medianBlur`: replicated borders); equals `scipy.ndimage.median_filter(x, size=(1, size, size, 1),
-    mode="nearest")`. Each column of `size` values is sorted once (it is shared by `size` windows), then each window's
-    sorted columns are merged by odd-even merges pruned to the median (5x5: 158 min/max per value, half of what a
-    forgetful selection over the 25 values takes). Differentiable almost everywhere: the gradient goes to the pixel holding the
-    median (the first such window position, row-major, on ties); the backward pass keeps only the input and output.
+    mode="nearest")`. Each column of `size` values is sorted once (it is shared by `size` windows), then each
+    window's sorted columns are merged by odd-even merges pruned to the median (5x5: 158 min/max per value, half of
+    what a forgetful selection over the 25 values takes). Differentiable almost everywhere: the gradient goes to
+    the pixel holding the median (the first such window position, row-major, on ties); the backward pass keeps only
+    the input and the output.
 
     Args:
         x: float tensor `[batch, H, W, C]` with static H and W.
