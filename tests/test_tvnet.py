@@ -449,3 +449,10 @@ def test_default_options_are_the_released_solver():
                        (dict(epsilon=-1.0), "epsilon=-1.0"), (dict(jit_compile="yes"), "jit_compile='yes'")):
         with pytest.raises(ValueError, match=match):
             TVNet(**bad)
+
+
+@pytest.mark.parametrize("dtype", ["mixed_bfloat16", "float16"])
+def test_non_float32_dtype_is_refused_with_a_clear_error(dtype):
+    with pytest.raises(ValueError, match=f"TVNet computes in float32.*dtype='{dtype}'"):
+        TVNet(iterations=2, dtype=dtype)
+    assert TVNet(iterations=2, dtype="float32").compute_dtype == "float32"

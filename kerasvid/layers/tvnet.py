@@ -370,6 +370,11 @@ class TVNet(keras.layers.Layer):
         # float32 whatever the global policy: the 1e-12 epsilons and the thresholding need it
         kwargs["dtype"] = kwargs.get("dtype") or "float32"
         super().__init__(**kwargs)
+        if self.compute_dtype != "float32" or self.variable_dtype != "float32":
+            raise ValueError(f"TVNet computes in float32 (its 1e-12 epsilons and thresholds need it), got "
+                             f"dtype={kwargs['dtype']!r} (compute {self.compute_dtype}, variables "
+                             f"{self.variable_dtype}); leave `dtype` unset: under a mixed global policy TVNet stays "
+                             f"float32 and the rest of the model is mixed")
         for name, value in (("scales", scales), ("warps", warps), ("iterations", iterations)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {name}={value!r}")

@@ -122,7 +122,7 @@ def cross_modality_init(flow_model, rgb_model):
 
 
 @register_model(paper=_TVNET_PAPER, default_input=(6, 224, 224, 3), num_classes=101, num_params=10416549,
-                gflops=5.655, recipe="zoo/tvnet_bn_inception_ucf101.flags")
+                gflops=5.556, recipe="zoo/tvnet_bn_inception_ucf101.flags")
 def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_top=True, weights=None,
                        pooling="avg", dropout_rate=0.7, classifier_activation=None, rgb_weights=None,
                        tvnet_scales=1, tvnet_warps=1, tvnet_iterations=50, channel_order="rgb"):
@@ -133,8 +133,9 @@ def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_to
     With `rgb_weights`, BN-Inception starts from an RGB `bn_inception` (TSN cross-modality initialisation: the
     first conv averaged over RGB and replicated, see `cross_modality_init`).
 
-    The registered GFLOPs (TF profiler, `count_gflops`) count every iteration of TVNet's loop: 5.655 at 6x224x224,
-    of which TVNet-50 is ~1.0 for the 5 pairs (the same as the unrolled graph, `TVNet(unroll=True)`).
+    The registered GFLOPs (TF profiler, `count_gflops`) count every iteration of TVNet's loop: 5.556 at 6x224x224,
+    of which TVNet-50 is 0.93 for the 5 pairs (0.98 as the unrolled graph, `TVNet(unroll=True)`, which recomputes
+    `|grad I|^2` at every iteration).
 
     Args:
         num_classes: classifier width (101 for UCF101, 51 for HMDB51).
