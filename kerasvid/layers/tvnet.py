@@ -107,10 +107,18 @@ def tvl1_iteration(u, p, rho_c, image_gradient, gradient_kernel, divergence_kern
     Returns:
         `(u, p)` after the iteration.
     """
-    fields = tvl1_iteration_components(
-        (u[..., 0], u[..., 1], p[..., 0, 0], p[..., 0, 1], p[..., 1, 0], p[..., 1, 1]),
-        rho_c[..., 0], image_gradient[..., 0], image_gradient[..., 1], gradient_kernel, divergence_kernel,
-        tau, lbda, theta)
+    fields = tvl1_iteration_components(split_fields(u, p), rho_c[..., 0], image_gradient[..., 0],
+                                       image_gradient[..., 1], gradient_kernel, divergence_kernel, tau, lbda, theta)
+    return join_fields(fields)
+
+
+def split_fields(u, p):
+    """`u [B, H, W, 2]`, `p [B, H, W, 2, 2]` -> `(u_1, u_2, p_11, p_12, p_21, p_22)`, each `[B, H, W]`."""
+    return u[..., 0], u[..., 1], p[..., 0, 0], p[..., 0, 1], p[..., 1, 0], p[..., 1, 1]
+
+
+def join_fields(fields):
+    """The inverse of `split_fields`: `(u, p)`."""
     u_1, u_2, p_11, p_12, p_21, p_22 = fields
     return (tf.stack([u_1, u_2], axis=-1),
             tf.stack([tf.stack([p_11, p_12], axis=-1), tf.stack([p_21, p_22], axis=-1)], axis=-2))
@@ -583,54 +591,25 @@ class TVNet(keras.layers.Layer):
         outer and inner iteration); the other samples of the batch go on.
         """
         stopping = self.epsilon > 0
-        plain = self.outer_iterations == 1 and self.median_filtering == 1 and not stopping
-        error = tf.fill(tf.shape(u)[:1], np.float32(np.inf))
-
-        def median(u, error):
-            if self.median_filtering == 1:
-                return u
-            filtered = median_filter(u, self.median_filtering)
-            return tf.where((error > threshold)[:, None, None, None], filtered, u) if stopping else filtered
-
-        def step(u, p, error, gradient_kernel, divergence_kernel):
-            new_u, new_p = tvl1_iteration(u, p, rho_c, image_gradient, gradient_kernel, divergence_kernel,
-                                          self.tau, self.lbda, self.theta)
-            if not stopping:
-                return new_u, new_p, error
-            active = error > threshold
-            new_error = tf.reduce_sum(tf.square(new_u - u), axis=[1, 2, 3])
-            return (tf.where(active[:, None, None, None], new_u, u),
-                    tf.where(active[:, None, None, None, None], new_p, p), tf.where(active, new_error, error))
-
-        if self.unroll:
-            for _ in range(self.outer_iterations):
-                u = median(u, error)
-                for block in blocks:
-                    if plain:
-                        u, p = block(u, p, rho_c, image_gradient)
-                    else:
-                        u, p, error = step(u, p, error, block.gradient_kernel, block.divergence_kernel)
+        if self.unroll and self.outer_iterations == 1 and self.median_filtering == 1 and not stopping:
+            for block in blocks:  # the released graph, one TVNetBlock per iteration
+                u, p = block(u, p, rho_c, image_gradient)
             return u, p
 
-        gradient_kernels = tf.stack([tf.convert_to_tensor(b.gradient_kernel) for b in blocks])
-        divergence_kernels = tf.stack([tf.convert_to_tensor(b.divergence_kernel) for b in blocks])
-        count = self.iterations
-        total = count * self.outer_iterations
+        # Every field its own [batch, H, W] tensor (XLA vectorises those, not a trailing axis of 2).
         constants = (rho_c[..., 0], image_gradient[..., 0], image_gradient[..., 1])
         grad_sq = squared_gradient_norm(constants[1], constants[2])
+        error = tf.fill(tf.shape(u)[:1], np.float32(np.inf))
 
-        # One flat loop over outer x inner iterations, every field its own [batch, H, W] tensor; the median runs
-        # in a `tf.cond` at the start of each outer iteration (a loop nested in another one would not compile
-        # with XLA for the gradient, and a Python loop of loops compiles for minutes).
-        def iterate(i, fields, error):
-            k = i % count
-            if self.median_filtering > 1:
-                def filtered():
-                    u = median(tf.stack(fields[:2], axis=-1), error)
-                    return u[..., 0], u[..., 1]
+        def median(fields, error):
+            u = tf.stack(fields[:2], axis=-1)
+            filtered = median_filter(u, self.median_filtering)
+            if stopping:
+                filtered = tf.where((error > threshold)[:, None, None, None], filtered, u)
+            return (filtered[..., 0], filtered[..., 1]) + tuple(fields[2:])
 
-                fields = tf.cond(tf.equal(k, 0), filtered, lambda: tuple(fields[:2])) + tuple(fields[2:])
-            new = tvl1_iteration_components(fields, *constants, gradient_kernels[k], divergence_kernels[k],
+        def step(fields, error, gradient_kernel, divergence_kernel):
+            new = tvl1_iteration_components(fields, *constants, gradient_kernel, divergence_kernel,
                                             self.tau, self.lbda, self.theta, grad_sq)
             if not stopping:
                 return new, error
@@ -642,7 +621,29 @@ class TVNet(keras.layers.Layer):
                           lambda: tuple(tf.where(active[:, None, None], n, f) for n, f in zip(new, fields)))
             return new, tf.where(active, new_error, error)
 
-        fields = (u[..., 0], u[..., 1], p[..., 0, 0], p[..., 0, 1], p[..., 1, 0], p[..., 1, 1])
+        fields = split_fields(u, p)
+        if self.unroll:
+            for _ in range(self.outer_iterations):
+                if self.median_filtering > 1:
+                    fields = median(fields, error)
+                for block in blocks:
+                    fields, error = step(fields, error, block.gradient_kernel, block.divergence_kernel)
+            return join_fields(fields)
+
+        gradient_kernels = tf.stack([tf.convert_to_tensor(b.gradient_kernel) for b in blocks])
+        divergence_kernels = tf.stack([tf.convert_to_tensor(b.divergence_kernel) for b in blocks])
+        count = self.iterations
+        total = count * self.outer_iterations
+
+        # One flat loop over outer x inner iterations; the median runs in a `tf.cond` at the start of each outer
+        # iteration (a loop nested in another one would not compile with XLA for the gradient, and a Python loop
+        # of loops compiles for minutes).
+        def iterate(i, fields, error):
+            k = i % count
+            if self.median_filtering > 1:
+                fields = tf.cond(tf.equal(k, 0), lambda: median(fields, error), lambda: tuple(fields))
+            return step(fields, error, gradient_kernels[k], divergence_kernels[k])
+
         if stopping:
             def body(i, *state):
                 fields, error = iterate(i, state[:-1], state[-1])
@@ -656,9 +657,7 @@ class TVNet(keras.layers.Layer):
 
             state = tf.while_loop(lambda i, *fields: i < total, body, (tf.constant(0),) + fields,
                                   maximum_iterations=total)
-        u_1, u_2, p_11, p_12, p_21, p_22 = state[1:7]
-        return (tf.stack([u_1, u_2], axis=-1),
-                tf.stack([tf.stack([p_11, p_12], axis=-1), tf.stack([p_21, p_22], axis=-1)], axis=-2))
+        return join_fields(state[1:7])
 
     def call(self, frame1, frame2=None):
         if frame2 is None:

@@ -340,7 +340,7 @@ class _Network:
     """A min/max (compare-exchange) network built symbolically, evaluated on tensors only where an output needs it.
 
     Nodes are interned ints: leaves are `("leaf", key)`, `INF` is +infinity (padding, folded away at build time:
-    `min(x, inf) = x`), inner nodes `("min" | "max", a, b)`. `evaluate` computes a node's tensor recursively with
+    `min(x, inf) = x`), inner nodes `("min" | "max", a, b)`. `evaluate` computes a node's tensor from its inputs, with
     memoisation, so comparators that no requested output depends on are never emitted.
     """
 
@@ -487,7 +487,9 @@ def median_filter(x, size):
 
         def grad(upstream):
             # to the first window position (row-major) holding the median; only `x` and `out` are kept
-            padded = pad(x)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                padded = pad(x)
             taken = tf.zeros_like(out, tf.bool)
             parts = []
             for i in range(size):
@@ -496,9 +498,6 @@ def median_filter(x, size):
                     taken |= hit
                     parts.append(tf.pad(tf.where(hit, upstream, tf.zeros_like(upstream)),
                                         [[0, 0], [i, size - 1 - i], [j, size - 1 - j], [0, 0]]))
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                padded = pad(x)
             return tape.gradient(padded, x, output_gradients=tf.add_n(parts))
 
         return out, grad
