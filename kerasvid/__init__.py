@@ -6,9 +6,14 @@ Submodules are imported lazily so that `import kerasvid` stays cheap:
 import importlib
 import pkgutil
 
+from kerasvid import _registration
+
 __version__ = "0.1.0"
 
 # Every public submodule (found on disk, imported only when first used): a new module needs no line here.
+# `keras.saving.load_model` finds kerasvid's layers after a plain `import kerasvid` (imported when first needed).
+_registration.install()
+
 _SUBMODULES = tuple(sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")))
 
 

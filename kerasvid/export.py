@@ -26,6 +26,7 @@ crop `image_size`, `normalization`), so the SavedModel matches the Keras model o
 """
 import json
 import os
+import uuid
 
 import keras
 import tensorflow as tf
@@ -36,6 +37,34 @@ PREPROCESSING_FILE = "preprocessing.json"
 LABELS_FILE = "labels.txt"
 TFLITE_FILE = "model.tflite"
 FLOW_TFLITE_FILE = "flow.tflite"
+# Written into every export: an existing directory is replaced only if it holds this file and nothing but what an
+# export writes (a kerasvid export never deletes a folder it did not write).
+EXPORT_MARKER = "kerasvid_export"
+_EXPORT_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra", LABELS_FILE,
+                   PREPROCESSING_FILE, EXPORT_MARKER}
+
+
+class ExportDirError(ValueError):
+    """Raised when an export would replace a directory that is not a previous kerasvid export."""
+
+
+def check_export_dir(export_dir):
+    """Raises `ExportDirError` unless `export_dir` may be written: absent, empty, or a previous kerasvid export
+    (it holds `EXPORT_MARKER` and only what an export writes: the SavedModel, `labels.txt`, `preprocessing.json`,
+    `*.tflite` and their `.json`). A user's folder, a model_dir or the working directory is never replaced."""
+    if not tf.io.gfile.exists(export_dir):
+        return
+    if not tf.io.gfile.isdir(export_dir):
+        raise ExportDirError(f"The export directory {export_dir!r} is a file; pass a new or empty directory, or a "
+                             f"previous export of kerasvid.")
+    entries = sorted(e.rstrip("/") for e in tf.io.gfile.listdir(export_dir))
+    if not entries:
+        return
+    foreign = [e for e in entries if e not in _EXPORT_ENTRIES and not e.endswith((".tflite", ".tflite.json"))]
+    if EXPORT_MARKER not in entries or foreign:
+        what = f"it holds {foreign[0]!r}" if foreign else "it is not a kerasvid export (no marker file)"
+        raise ExportDirError(f"Refusing to replace {export_dir!r}: {what}, and an export replaces its whole "
+                             f"directory. Pass a new or empty directory, or a previous export of kerasvid.")
 
 
 def _check_args(num_frames, image_size, label_names, num_classes):
@@ -191,22 +220,39 @@ def write_archive(export_dir, trackable, endpoints, settings, label_names=None):
     """
     if "serving_default" not in endpoints:
         raise ValueError(f"write_archive: the endpoints must include 'serving_default', got {sorted(endpoints)}.")
+    export_dir = export_dir.rstrip("/")
+    check_export_dir(export_dir)
     archive = keras.export.ExportArchive()
     archive.track(trackable)
     for name, (fn, specs) in endpoints.items():
         archive.add_endpoint(name, fn, specs)
-    tmp = export_dir.rstrip("/") + ".tmp"
-    if tf.io.gfile.exists(tmp):
-        tf.io.gfile.rmtree(tmp)
-    archive.write_out(tmp, verbose=False)
-    if label_names is not None:
-        with tf.io.gfile.GFile(os.path.join(tmp, LABELS_FILE), "w") as f:
-            f.write("".join(f"{name}\n" for name in label_names))
-    with tf.io.gfile.GFile(os.path.join(tmp, PREPROCESSING_FILE), "w") as f:
-        json.dump({**settings, "signatures": list(endpoints)}, f, indent=2)
-    if tf.io.gfile.exists(export_dir):
-        tf.io.gfile.rmtree(export_dir)
-    tf.io.gfile.rename(tmp, export_dir)
+    parent, base = os.path.split(os.path.abspath(export_dir)) if "://" not in export_dir else \
+        export_dir.rsplit("/", 1)
+    tf.io.gfile.makedirs(parent)
+    token = uuid.uuid4().hex[:8]
+    tmp, old = (os.path.join(parent, f".{base}.{kind}-{token}") for kind in ("tmp", "old"))
+    try:
+        archive.write_out(tmp, verbose=False)
+        if label_names is not None:
+            with tf.io.gfile.GFile(os.path.join(tmp, LABELS_FILE), "w") as f:
+                f.write("".join(f"{name}\n" for name in label_names))
+        with tf.io.gfile.GFile(os.path.join(tmp, PREPROCESSING_FILE), "w") as f:
+            json.dump({**settings, "signatures": list(endpoints)}, f, indent=2)
+        with tf.io.gfile.GFile(os.path.join(tmp, EXPORT_MARKER), "w") as f:
+            f.write("A kerasvid export: `train/main.py --mode=export` may replace this directory.\n")
+        check_export_dir(export_dir)  # again: the directory may have changed while the model was written
+        if tf.io.gfile.exists(export_dir):
+            tf.io.gfile.rename(export_dir, old)
+        try:
+            tf.io.gfile.rename(tmp, export_dir)
+        except Exception:
+            if tf.io.gfile.exists(old):  # put the previous export back
+                tf.io.gfile.rename(old, export_dir)
+            raise
+    finally:  # a failed write (full disk, a bad endpoint) leaves nothing behind; the replaced export goes last
+        for leftover in (tmp, old):
+            if tf.io.gfile.exists(leftover):
+                tf.io.gfile.rmtree(leftover)
     return export_dir
 
 

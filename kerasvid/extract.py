@@ -268,14 +268,10 @@ def build_model(model_name, weights=None, num_frames=16, image_size=(224, 224), 
     kwargs.setdefault("num_classes", num_classes or info.num_classes)
     model = zoo.get_model(model_name, input_shape=(num_frames, *image_size, 3), weights=weights or None, **kwargs)
     if checkpoint:
-        import tensorflow as tf
+        from kerasvid.training.checkpoints import restore_model
 
         path = resolve_checkpoint(checkpoint)
-        try:
-            tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as e:
-            raise ValueError(f"--checkpoint={path!r} does not fit {model_name!r} built with {kwargs} for "
-                             f"{(num_frames, *image_size, 3)}: {str(e).splitlines()[0]}")
+        restore_model(model, path, f"{model_name!r} built with {kwargs} for {(num_frames, *image_size, 3)}")
     return model
 
 

@@ -40,7 +40,7 @@ import time
 
 from absl import app, flags, logging
 
-from kerasvid import config_flags
+from kerasvid import _locks, config_flags
 from kerasvid.tasks.base import TaskConfig
 from kerasvid.training.config import STRATEGIES, TrainConfig
 
@@ -355,12 +355,56 @@ def _align(task, trainer, restore):
     return results
 
 
+_MODEL_DIR_LOCK = None
+
+
+def model_settings(task):
+    """The settings that decide a run's variables and labels: a run resumes, evaluates or exports only with these."""
+    c = task.config
+    return {"task": FLAGS.task, "model": c.model, "model_kwargs": dict(c.model_kwargs),
+            "num_frames": int(c.num_frames), "image_size": [int(v) for v in c.image_size],
+            "num_classes": int(task.num_classes if hasattr(task, "num_classes") else c.num_classes),
+            "label_names": list(c.label_names)}
+
+
+def _check_resumable(task, trainer, modes):
+    """Before anything is written into an existing run: its recorded settings and its latest checkpoint must fit
+    this command's model (one line naming the first difference); then `run_config.json` is (re)written by training
+    runs and by the first command in a model_dir, never by an eval/export of an existing run."""
+    import tensorflow as tf
+
+    from kerasvid.data import discovery
+    from kerasvid.training import checkpoints
+
+    old = discovery.read_run_config(FLAGS.model_dir)
+    new = model_settings(task)
+    recorded = old.get("model_settings") or ({"model": old["flags"]["model"]} if "model" in old.get("flags", {})
+                                             else {})
+    for key, value in recorded.items():
+        if key in new and json.loads(json.dumps(value)) != json.loads(json.dumps(new[key])):
+            shown = (lambda v: f"{len(v)} names ({', '.join(map(repr, v[:3]))}{', ...' if len(v) > 3 else ''})"
+                     if key == "label_names" else repr(v))
+            raise app.UsageError(f"--model_dir={FLAGS.model_dir!r} holds a run with {key}={shown(value)}, this command "
+                                 f"has {key}={shown(new[key])}; use the run's settings or another --model_dir.")
+    latest = tf.train.latest_checkpoint(FLAGS.model_dir)
+    if latest and not (FLAGS.checkpoint and not any(m in ("train", "train_and_eval") for m in modes)):
+        _usage(checkpoints.restore_model, trainer.model, latest,
+               f"--model={FLAGS.model} with these settings (the checkpoints of --model_dir={FLAGS.model_dir!r} are "
+               f"of another model)")
+    if old and not any(m in ("train", "train_and_eval") for m in modes):
+        return
+    settings = {k: v.value for k, v in FLAGS.__flags.items() if v.present or k in ("model", "task")}
+    discovery.write_run_config(FLAGS.model_dir, settings, task.config.label_names, new["num_classes"],
+                               model_settings=new)
+
+
 def run(modes):
     """Runs the modes in order; returns a dict of what was produced."""
     import keras
     import tensorflow as tf
 
     from kerasvid.training import Trainer, get_strategy, split_cpu_into_logical_devices
+    from kerasvid.training import strategy as strategy_lib
 
     for mode in modes:
         if mode not in MODES:
@@ -373,6 +417,14 @@ def run(modes):
     except ValueError as e:
         raise app.UsageError(str(e))
     task, train_config = build_configs(modes)
+    export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
+    if "export" in modes:  # before any work: an export never replaces a folder it did not write
+        from kerasvid import export as export_lib
+
+        _usage(export_lib.check_export_dir, export_dir)
+    if strategy_lib.is_chief(strategy):  # one run per model_dir at a time (released when the process ends)
+        global _MODEL_DIR_LOCK
+        _MODEL_DIR_LOCK = _usage(_locks.DirectoryLock(FLAGS.model_dir, f"{_PROG} --mode={','.join(modes)}").acquire)
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -383,11 +435,7 @@ def run(modes):
     logging.info("strategy=%s replicas=%d chief=%s", FLAGS.strategy, strategy.num_replicas_in_sync, trainer.chief)
     c = task.config
     if trainer.chief:
-        from kerasvid.data import discovery
-
-        settings = {k: v.value for k, v in FLAGS.__flags.items() if v.present or k in ("model", "task")}
-        discovery.write_run_config(FLAGS.model_dir, settings, c.label_names,
-                                   task.num_classes if hasattr(task, "num_classes") else c.num_classes)
+        _check_resumable(task, trainer, modes)
     produced = {}
     for mode in modes:
         if mode in ("train", "train_and_eval"):
@@ -408,7 +456,6 @@ def run(modes):
                 trainer.restore_for_inference(FLAGS.checkpoint or None)
             if not trainer.chief:
                 continue
-            export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
             try:  # each task builds its own serving signatures (and refuses clearly when it cannot serve)
                 task.export(trainer.model, export_dir, extra_settings={"step": int(trainer.step.numpy())})
                 if FLAGS.export_tflite:
@@ -509,6 +556,7 @@ def main(argv):
     """Runs `--mode` with the parsed flags (`app.run(main)`); exits with the status of the module docstring."""
     quiet_tensorflow()
     from kerasvid.training import CheckpointWriteError, DivergenceError, NonFiniteStateError, Preempted, WorkerLostError
+    from kerasvid.training.checkpoints import CheckpointMismatchError, UntrackedVariableError
 
     try:
         if len(argv) > 1:
@@ -516,6 +564,8 @@ def main(argv):
         run(FLAGS.mode)
     except app.UsageError as e:
         _fail(f"{e} ({_PROG} --helpfull lists the flags)", EXIT_USAGE)
+    except (CheckpointMismatchError, UntrackedVariableError, FileNotFoundError) as e:
+        _fail(str(e), EXIT_USAGE)
     except (DivergenceError, NonFiniteStateError) as e:
         _fail(str(e), EXIT_DIVERGED)
     except CheckpointWriteError as e:

@@ -9,12 +9,14 @@ Example:
         --name=train --num_shards=100 --fps=10 --short_side=256 --workers=4
 """
 import concurrent.futures
+import functools
 import hashlib
 import json
 import os
 import sys
 import threading
 
+from kerasvid import _locks
 from kerasvid import progress as progress_lib
 from kerasvid.data import sources, writer
 
@@ -191,6 +193,22 @@ def _usable_classes(items, present, fps, source_fps):
     return sorted(good_labels), failed
 
 
+def _one_writer(convert_fn):
+    """Runs `convert_fn` holding the output directory's lock: two conversions into one directory at once would
+    each check the label map before the other wrote it, and the manifest would keep one of their splits."""
+
+    @functools.wraps(convert_fn)
+    def locked(items, output_dir, name="train", *args, **kwargs):
+        output_dir = os.path.abspath(output_dir)
+        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+            raise ValueError(f"The output directory {output_dir!r} is a file.")
+        with _locks.DirectoryLock(output_dir, f"kerasvid convert (split {name!r})"):
+            return convert_fn(items, output_dir, name, *args, **kwargs)
+
+    return locked
+
+
+@_one_writer
 def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps=None, short_side=None,
             jpeg_quality=90, source_fps=None, input_dir=None, num_workers=2, progress=True, overwrite=False,
             settings=None):

@@ -104,15 +104,16 @@ def read_run_config(model_dir):
         return json.load(f)
 
 
-def write_run_config(model_dir, flag_settings, label_names, num_classes):
-    """Writes `<model_dir>/run_config.json`: `{"flags": flag_settings, "label_names": [...], "num_classes": n}`
-    (what eval/export of the run without its data, and `kerasvid extract --checkpoint=<model_dir>`, read back).
-    Returns its path."""
+def write_run_config(model_dir, flag_settings, label_names, num_classes, model_settings=None):
+    """Writes `<model_dir>/run_config.json` atomically: `{"flags": flag_settings, "label_names": [...],
+    "num_classes": n, "model_settings": {...}}` (what eval/export of the run without its data, a resumed run's
+    compatibility check, and `kerasvid extract --checkpoint=<model_dir>`, read back). Returns its path."""
     import tensorflow as tf
 
     tf.io.gfile.makedirs(model_dir)
     path = os.path.join(model_dir, RUN_CONFIG)
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump({"flags": flag_settings, "label_names": list(label_names), "num_classes": num_classes}, f,
-                  indent=1, default=str)
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        json.dump({"flags": flag_settings, "label_names": list(label_names), "num_classes": num_classes,
+                   "model_settings": model_settings or {}}, f, indent=1, default=str)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
     return path

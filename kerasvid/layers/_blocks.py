@@ -61,3 +61,18 @@ def fused_batch_norm(bn, x, training):
                                                    variance=tf.cast(bn.moving_variance, tf.float32),
                                                    epsilon=bn.epsilon, is_training=False)
     return tf.reshape(tf.cast(y, x.dtype), shape)
+
+
+def sublayer_list(owner, name, sublayers):
+    """Returns `sublayers` as a list that both Keras and `tf.train.Checkpoint` see as `owner`'s dependencies.
+
+    Keras 3 tracks a list attribute for `.keras` files and `model.weights`, but TensorFlow's checkpoints do not
+    look inside it: a layer that keeps sublayers only in a list loses their weights in every `tf.train.Checkpoint`
+    (the trainer's checkpoints, hence eval, export and resume). Each sublayer is therefore also a named TF
+    dependency of `owner` (`<name>_<i>`). Assign the result to the attribute: `self.convs = sublayer_list(self,
+    "convs", convs)`.
+    """
+    sublayers = list(sublayers)
+    for i, layer in enumerate(sublayers):
+        owner._track_trackable(layer, name=f"{name}_{i}", overwrite=True)
+    return sublayers

@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasvid.layers._blocks import batch_norm, fused_batch_norm, pointwise_conv, static_clip_shape
+from kerasvid.layers._blocks import batch_norm, fused_batch_norm, pointwise_conv, static_clip_shape, sublayer_list
 from kerasvid.ops.knn import cp_knn
 
 __all__ = ["CPModule"]
@@ -136,12 +136,14 @@ class CPModule(keras.layers.Layer):
         if self.bottleneck:
             self.bottleneck_conv = pointwise_conv(self, feat, channels, "bottleneck_conv")
             self.bottleneck_bn = batch_norm(self, feat, 5, "bottleneck_bn")
-        self.mlp_convs, self.mlp_bns = [], []
+        convs, bns = [], []
         in_channels = 2 * feat + 3
         for i, u in enumerate(units):
-            self.mlp_convs.append(pointwise_conv(self, u, in_channels, f"mlp{i}_conv"))
-            self.mlp_bns.append(batch_norm(self, u, 4, f"mlp{i}_bn"))
+            convs.append(pointwise_conv(self, u, in_channels, f"mlp{i}_conv"))
+            bns.append(batch_norm(self, u, 4, f"mlp{i}_bn"))
             in_channels = u
+        self.mlp_convs = sublayer_list(self, "mlp_convs", convs)
+        self.mlp_bns = sublayer_list(self, "mlp_bns", bns)
         self.final_conv = pointwise_conv(self, channels, in_channels, "final_conv")
         self.final_bn = batch_norm(self, channels, 3, "final_bn", gamma_initializer="zeros")
         self._coords = point_coordinates(frames, small_h, small_w) * np.float32(self.coordinate_scale)

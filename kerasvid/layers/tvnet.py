@@ -15,6 +15,7 @@ import tensorflow as tf
 from tensorflow.python.eager import record
 from tensorflow.python.ops import control_flow_util
 
+from kerasvid.layers._blocks import sublayer_list
 from kerasvid.ops.warp import (PADDINGS, backward_divergence_term, bicubic_warp, bilinear_warp, centered_gradient,
                                forward_difference, median_filter, resize_align_corners, resize_half_pixel)
 
@@ -448,7 +449,7 @@ class TVNet(keras.layers.Layer):
             raise ValueError(f"TVNet needs a static height and width of at least 2 pixels, got shape {input_shape}")
         self.sizes = (pyramid_sizes if self.pyramid == "released" else cascade_sizes)(height, width, self.scales,
                                                                                      self.zoom)
-        self.blocks = []
+        blocks = []
         for s in reversed(range(len(self.sizes))):
             h, w = self.sizes[s]
             for warp in range(self.warps):
@@ -456,7 +457,8 @@ class TVNet(keras.layers.Layer):
                     block = TVNetBlock(self.tau, self.lbda, self.theta, name=f"scale{s}_warp{warp}_iter{it}",
                                        dtype="float32")
                     block.build((None, h, w, 2))
-                    self.blocks.append(block)
+                    blocks.append(block)
+        self.blocks = sublayer_list(self, "blocks", blocks)
         if self.learn_initial_flow:
             h, w = self.sizes[-1]
             self.initial_flow = self.add_weight(name="initial_flow", shape=(1, h, w, 2), initializer="zeros")

@@ -25,6 +25,63 @@ class CheckpointWriteError(OSError):
     """Raised when a checkpoint cannot be written (read-only or full `model_dir`); earlier ones are intact."""
 
 
+class CheckpointMismatchError(ValueError):
+    """Raised when a checkpoint does not hold a value for every variable of the model restored from it."""
+
+
+class UntrackedVariableError(RuntimeError):
+    """Raised when a model has variables that `tf.train.Checkpoint` cannot reach (they would never be saved)."""
+
+
+def untracked_variables(model):
+    """Paths of `model.weights` that `tf.train.Checkpoint(model=model)` does not reach, hence never saves.
+
+    A layer that keeps sublayers or variables where TensorFlow's object graph does not look (a plain Python list
+    under Keras 3) loses them in every checkpoint; `layers._blocks.sublayer_list` is the remedy.
+    """
+    root = tf.train.Checkpoint(model=model)
+    reached = {id(obj) for obj in tf.train.TrackableView(root).descendants()}
+    return [_variable_name(w) for w in model.weights if id(w) not in reached]
+
+
+def _one_line(error):
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", message)  # TensorFlow's op decorations
+    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+
+
+def restore_model(model, path, what="the model"):
+    """Restores every variable of `model` from the checkpoint `path` (other objects in it, e.g. the optimizer,
+    are ignored); returns `path`.
+
+    Raises:
+        CheckpointMismatchError: `path` is not a readable TensorFlow checkpoint, a tensor does not fit (shape),
+            or some model variable has no value in it (one line naming the first and the count). Nothing is
+            half-restored silently: a model restored without error holds the checkpoint's values everywhere.
+        UntrackedVariableError: the model has variables no checkpoint can hold (a layer bug).
+    """
+    hidden = untracked_variables(model)
+    if hidden:
+        raise UntrackedVariableError(
+            f"{len(hidden)} of {len(model.weights)} variables of {what} are invisible to tf.train.Checkpoint "
+            f"(first: {hidden[0]}): a layer keeps them where TensorFlow's object graph does not look.")
+    try:
+        if not tf.io.gfile.exists(path + ".index"):
+            raise ValueError(f"{path + '.index'!r} does not exist")
+        status = tf.train.Checkpoint(model=model).restore(path)
+        status.expect_partial()
+    except (ValueError, tf.errors.OpError) as e:
+        raise CheckpointMismatchError(f"Cannot restore {what} from {path!r}: {_one_line(e)}.") from None
+    matched = {id(obj) for obj in status._checkpoint.object_by_proto_id.values()}  # pylint: disable=protected-access
+    missing = [_variable_name(w) for w in model.weights if id(w) not in matched]
+    if missing:
+        raise CheckpointMismatchError(
+            f"{path!r} is not a checkpoint of {what}: {len(missing)} of {len(model.weights)} model variables have no "
+            f"value in it (first: {missing[0]}). Pass the checkpoint of a run of this model (same --model and "
+            f"model settings).")
+    return path
+
+
 def _variable_name(v):
     return getattr(v, "path", None) or v.name
 
@@ -81,6 +138,13 @@ class Checkpointer:
         self.model_dir = model_dir
         self.chief = strategy_lib.is_chief(strategy)
         self.save_dir = strategy_lib.worker_dir(model_dir, strategy)
+        model = objects.get("model")
+        hidden = untracked_variables(model) if model is not None else []
+        if hidden:
+            raise UntrackedVariableError(
+                f"{len(hidden)} of {len(model.weights)} model variables would never be saved: tf.train.Checkpoint "
+                f"cannot reach them (first: {hidden[0]}).")
+        self._model = model
         self.checkpoint = tf.train.Checkpoint(**objects)
         self._variables = _trackable_variables(objects)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.save_dir, max_to_keep=max_to_keep)
@@ -97,7 +161,20 @@ class Checkpointer:
         """Restores `path` (default: the chief's latest checkpoint); returns the path restored, or None."""
         path = path or self.latest
         if path:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
+            try:
+                status = self.checkpoint.restore(path)
+                status.assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.OpError) as e:
+                raise CheckpointMismatchError(
+                    f"Cannot resume from {path!r}: {_one_line(e)}. It was written by another model or program; "
+                    f"use another --model_dir (or remove this one's checkpoints to start over).") from None
+            if self._model is not None:
+                matched = {id(o) for o in status._checkpoint.object_by_proto_id.values()}  # pylint: disable=protected-access
+                missing = [_variable_name(w) for w in self._model.weights if id(w) not in matched]
+                if missing:
+                    raise CheckpointMismatchError(
+                        f"Cannot resume from {path!r}: {len(missing)} of {len(self._model.weights)} model variables "
+                        f"have no value in it (first: {missing[0]}).")
             logging.info("Restored %s", path)
         return path
 
@@ -107,8 +184,7 @@ class Checkpointer:
         if not path:
             raise FileNotFoundError(f"No checkpoint in {self.model_dir!r}: train first (--mode=train) or pass "
                                     "--checkpoint.")
-        tf.train.Checkpoint(model=model).restore(path).expect_partial()
-        return path
+        return restore_model(model, path)
 
     def latest_finite(self):
         """The newest of the chief's checkpoints whose float values are all finite, or None.
@@ -136,13 +212,18 @@ class Checkpointer:
 
     def _write(self, manager, step):
         start = time.time()
+        temporaries = os.path.join(manager.directory, "*_temp*")
+        before = set(tf.io.gfile.glob(temporaries))
         try:
             path = manager.save(checkpoint_number=int(step))
         except (tf.errors.OpError, OSError) as e:
-            message = getattr(e, "message", None) or str(e)
-            message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", message)  # TensorFlow's op decorations
+            for leftover in set(tf.io.gfile.glob(temporaries)) - before:  # a full disk must not stay full
+                try:
+                    (tf.io.gfile.rmtree if tf.io.gfile.isdir(leftover) else tf.io.gfile.remove)(leftover)
+                except (tf.errors.OpError, OSError):
+                    pass
             raise CheckpointWriteError(
-                f"Cannot write the checkpoint of step {int(step)} to {manager.directory!r}: {message.strip()}. "
+                f"Cannot write the checkpoint of step {int(step)} to {manager.directory!r}: {_one_line(e)}. "
                 f"The earlier checkpoints are intact (latest: {self.latest or 'none'}).") from None
         seconds = time.time() - start
         if seconds > 5:  # large models on slow disks: say where the time goes

@@ -1,0 +1,174 @@
+"""Every registered model keeps its whole state through every way of saving it.
+
+Each model is built at a small input, every variable (trainable weights, BatchNorm statistics, TVNet kernels,
+VideoSoftmax state, ...) is moved to new random values as training would, and the state is saved and restored into
+a freshly built model (other initial values) through `tf.train.Checkpoint` (what the trainer writes, hence resume,
+eval, export and `extract --checkpoint`), `save_weights`/`load_weights` and `.keras`. Every variable must come back
+bit-equal. A checkpoint that does not hold every variable of the model must be refused with one line naming the
+first missing variable, never restored partially.
+"""
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid import zoo
+from kerasvid.layers import _blocks
+from kerasvid.training import checkpoints
+
+from tests.test_initial_weights import small_input
+
+MODELS = zoo.list_models()
+
+
+def _build(name, seed):
+    keras.utils.set_random_seed(seed)
+    return zoo.get_model(name, num_classes=5, input_shape=small_input(name))
+
+
+def _move_every_variable(model, seed):
+    """New values for every variable: floats uniform (positive where a variance), integers shifted."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        shape, dtype = tuple(w.shape), np.dtype(tf.as_dtype(w.dtype).as_numpy_dtype)
+        if np.issubdtype(dtype, np.floating):
+            low = 0.5 if "variance" in w.path else -1.0
+            w.assign(rng.uniform(low, 1.5, shape).astype(dtype))
+        else:
+            w.assign(np.asarray(w) + rng.integers(1, 5, shape).astype(dtype))
+
+
+def _assert_same_state(a, b, how):
+    assert len(a.weights) == len(b.weights), how
+    differ = [x.path for x, y in zip(a.weights, b.weights) if not np.array_equal(np.asarray(x), np.asarray(y))]
+    assert not differ, f"{how}: {len(differ)} of {len(a.weights)} variables differ after the round trip " \
+                       f"(first: {differ[:3]})"
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def trained(request):
+    """A registered model with every variable moved away from its initial value."""
+    model = _build(request.param, 0)
+    _move_every_variable(model, 1)
+    return request.param, model
+
+
+def test_checkpoint_reaches_every_variable(trained):
+    """The guard against a future layer that keeps state where tf.train.Checkpoint cannot see it."""
+    name, model = trained
+    assert checkpoints.untracked_variables(model) == []
+    path = tf.train.Checkpoint(model=model).write(os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                               f"kv_reach_{os.getpid()}_{name}", "ckpt"))
+    keys = [k for k, _ in tf.train.list_variables(path) if k.endswith("/.ATTRIBUTES/VARIABLE_VALUE")]
+    assert len(keys) == len(model.weights), f"{name}: the checkpoint holds {len(keys)} of {len(model.weights)}"
+
+
+@pytest.mark.parametrize("how", ["checkpoint", "weights_h5", "keras"])
+def test_every_variable_survives(trained, how, tmp_path):
+    name, model = trained
+    if how == "checkpoint":
+        path = tf.train.Checkpoint(model=model, step=tf.Variable(3)).write(str(tmp_path / "ckpt"))
+        fresh = _build(name, 7)
+        assert checkpoints.restore_model(fresh, path) == path
+    elif how == "weights_h5":
+        model.save_weights(str(tmp_path / "m.weights.h5"))
+        fresh = _build(name, 7)
+        fresh.load_weights(str(tmp_path / "m.weights.h5"))
+    else:
+        model.save(str(tmp_path / "m.keras"))
+        fresh = keras.saving.load_model(str(tmp_path / "m.keras"), safe_mode=True)
+    _assert_same_state(model, fresh, f"{name} through {how}")
+
+
+def _dense_model(names):
+    inputs = keras.Input((4,))
+    x = inputs
+    for n in names:
+        x = keras.layers.Dense(4, name=n)(x)
+    return keras.Model(inputs, x)
+
+
+def test_restore_refuses_a_checkpoint_missing_model_variables(tmp_path):
+    path = tf.train.Checkpoint(model=_dense_model(["a"])).write(str(tmp_path / "small"))
+    with pytest.raises(checkpoints.CheckpointMismatchError,
+                       match=r"not a checkpoint of the model: 2 of 4 model variables have no value in it "
+                             r"\(first: b/kernel\)"):
+        checkpoints.restore_model(_dense_model(["a", "b"]), path)
+
+
+def test_restore_refuses_another_programs_checkpoint_and_a_text_file(tmp_path):
+    other = tf.train.Checkpoint(counter=tf.Variable(1.0)).write(str(tmp_path / "other"))
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=r"4 of 4 model variables .*first: a/kernel"):
+        checkpoints.restore_model(_dense_model(["a", "b"]), other)
+    text = tmp_path / "notes"
+    (tmp_path / "notes.index").write_text("not a checkpoint\n")
+    text.write_text("hello\n")
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=r"Cannot restore the model from .*notes"):
+        checkpoints.restore_model(_dense_model(["a"]), str(text))
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=r"does not exist"):
+        checkpoints.restore_model(_dense_model(["a"]), str(tmp_path / "nothing"))
+
+
+def test_restore_refuses_a_shape_that_does_not_fit(tmp_path):
+    inputs = keras.Input((4,))
+    wide = keras.Model(inputs, keras.layers.Dense(6, name="a")(inputs))
+    path = tf.train.Checkpoint(model=wide).write(str(tmp_path / "wide"))
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=r"Cannot restore the model .*shape"):
+        checkpoints.restore_model(_dense_model(["a"]), path)
+
+
+class _ListLayer(keras.layers.Layer):
+    """Keeps its sublayers in a plain list (invisible to tf.train.Checkpoint) unless `visible`."""
+
+    def __init__(self, visible, **kwargs):
+        super().__init__(**kwargs)
+        self.visible = visible
+
+    def build(self, input_shape):
+        dense = [keras.layers.Dense(3, name=f"d{i}") for i in range(2)]
+        for d in dense:
+            d.build(input_shape)
+        self.dense = _blocks.sublayer_list(self, "dense", dense) if self.visible else dense
+
+    def call(self, x):
+        return self.dense[1](self.dense[0](x)[..., :x.shape[-1]])
+
+
+@pytest.mark.parametrize("visible", [False, True])
+def test_a_layer_hiding_sublayers_is_caught(visible, tmp_path):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, _ListLayer(visible)(inputs))
+    if not visible:
+        assert len(checkpoints.untracked_variables(model)) == 4
+        with pytest.raises(checkpoints.UntrackedVariableError, match=r"4 of 4 .*first: .*d0/kernel"):
+            checkpoints.restore_model(model, "unused")
+        return
+    assert checkpoints.untracked_variables(model) == []
+    _move_every_variable(model, 3)
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    fresh = keras.Model(inputs2 := keras.Input((3,)), _ListLayer(True)(inputs2))
+    checkpoints.restore_model(fresh, path)
+    _assert_same_state(model, fresh, "sublayer_list")
+
+
+def test_keras_files_load_after_a_plain_import_kerasvid(tmp_path):
+    """`keras.saving.load_model` finds kerasvid's classes with only `import kerasvid` (nothing else imported)."""
+    paths, expected = [], []
+    for name in ("cpnet_resnet18", "tvnet_bn_inception"):
+        model = _build(name, 0)
+        paths.append(str(tmp_path / f"{name}.keras"))
+        model.save(paths[-1])
+        expected += [name, str(len(model.weights))]
+    script = ("import sys, kerasvid, keras\n"
+              "assert 'kerasvid.layers' not in sys.modules\n"
+              f"for p in {paths!r}:\n"
+              "    m = keras.saving.load_model(p, safe_mode=True)\n"
+              "    print(m.name, len(m.weights))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == expected
