@@ -172,3 +172,62 @@ def test_keras_files_load_after_a_plain_import_kerasvid(tmp_path):
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == expected
+
+
+def test_a_failed_checkpoint_write_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    model = _dense_model(["a"])
+    ckpt = checkpoints.Checkpointer(str(tmp_path), tf.distribute.get_strategy(), model=model)
+    ckpt.save(1)
+    before = sorted(os.listdir(tmp_path))
+
+    def full_disk(checkpoint_number):  # what a full disk does: a partial temporary folder, then an error
+        os.makedirs(tmp_path / f"ckpt-{checkpoint_number}_temp" / "part-00000-of-00001")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.manager, "save", full_disk)
+    with pytest.raises(checkpoints.CheckpointWriteError, match=r"step 2 .*No space left on device.*intact"):
+        ckpt.save(2)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_failed_export_leaves_the_previous_export_and_nothing_else(tmp_path, monkeypatch):
+    from kerasvid import export
+
+    model = _dense_model(["a"])
+    endpoint = {"serving_default": (lambda x: {"y": model(x)}, [tf.TensorSpec([None, 4], tf.float32, name="x")])}
+    target = str(tmp_path / "export")
+    export.write_archive(target, model, endpoint, {"kind": "test"})
+    first = sorted(os.listdir(target))
+    assert export.EXPORT_MARKER in first
+    real = tf.io.gfile.rename
+
+    def failing(src, dst, overwrite=False):
+        if os.path.basename(src).startswith(".export.tmp-"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst, overwrite)
+
+    monkeypatch.setattr(tf.io.gfile, "rename", failing)
+    with pytest.raises(OSError, match="No space"):
+        export.write_archive(target, model, endpoint, {"kind": "test"})
+    assert sorted(os.listdir(tmp_path)) == ["export"] and sorted(os.listdir(target)) == first
+    monkeypatch.setattr(tf.io.gfile, "rename", real)
+    (tmp_path / "export" / "mine.txt").write_text("mine\n")
+    with pytest.raises(export.ExportDirError, match=r"it holds 'mine.txt'"):
+        export.write_archive(target, model, endpoint, {"kind": "test"})
+    with pytest.raises(export.ExportDirError, match=r"not a kerasvid export \(no marker file\)"):
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        (mine / "saved_model.pb").write_text("")
+        export.write_archive(str(mine), model, endpoint, {"kind": "test"})
+
+
+def test_two_conversions_into_one_directory_do_not_run_at_once(tmp_path):
+    from kerasvid import _locks
+    from kerasvid.data import convert
+
+    with _locks.DirectoryLock(str(tmp_path / "records"), "kerasvid convert (split 'train')"):
+        with pytest.raises(ValueError, match=r"records' is in use by kerasvid convert \(split 'train'\) \(pid %d"
+                                             % os.getpid()):
+            convert.convert([], str(tmp_path / "records"), "val")
+    with pytest.raises(ValueError, match="No inputs to convert"):  # the lock went with its holder
+        convert.convert([], str(tmp_path / "records"), "val")

@@ -487,3 +487,24 @@ def test_a_checkpoint_from_before_the_divergence_reference_still_resumes(tmp_pat
     again.train()
     assert int(again.step.numpy()) == 4
     assert int(again._reference_count.numpy()) == 2  # measured on steps 3 and 4  # pylint: disable=protected-access
+
+
+def test_small_batch_norms_names_the_layers_that_average_too_few_values():
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.BatchNormalization(name="wide")(inputs)  # 4 x 4 x batch values per channel
+    x = keras.layers.Conv2D(2, 4, name="to_1x1")(x)
+    x = keras.layers.BatchNormalization(name="narrow")(x)  # 1 x 1 x batch
+    model = keras.Model(inputs, x)
+    assert loop.small_batch_norms(model, 2) == [("narrow", 2)]
+    assert loop.small_batch_norms(model, 1) == [("narrow", 1)]  # "wide" averages 16: enough
+    assert loop.small_batch_norms(model, 16) == []
+
+
+def test_exploding_weights_stop_the_run(tmp_path):
+    # One SGD step at a huge learning rate throws the weights far beyond --max_weight while the loss is finite.
+    trainer = _trainer(tmp_path, train_steps=4, learning_rate=1e6, momentum=0.0, checkpoint_every=0,
+                       max_weight=100.0)
+    with pytest.raises(DivergenceError, match=r"A weight reached .* \(> --max_weight=100; largest: .*\) after the "
+                                              r"update of step 1 .*exploding"):
+        trainer.train()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("ckpt-")]

@@ -5,6 +5,7 @@ from the dataclass (`kerasvid.config_flags`) before TensorFlow loads. The flag o
 its type and default, and the field's entry below as its help; `metadata["enum"]` lists the allowed values.
 """
 import dataclasses
+import math
 from typing import Tuple
 
 MIXED_PRECISION = ("", "bfloat16", "float16")
@@ -50,6 +51,9 @@ class TrainConfig:
         divergence_factor: stop with `DivergenceError` (exit 3) when a step's loss exceeds this many times the
             median loss of the run's first `loop.REFERENCE_STEPS` (10) steps (0 = off; a NaN/inf loss or gradient
             always stops).
+        max_weight: stop with `DivergenceError` (exit 3) when a trainable weight's magnitude exceeds this after a
+            step (exploding parameters: a model whose weights reach 1e7 computes logits of 1e29 while its loss can
+            still look finite; 0 = off).
     """
 
     train_steps: int = 100
@@ -75,6 +79,7 @@ class TrainConfig:
     image_summaries_every: int = 0
     bn_recalibration_batches: int = 0
     divergence_factor: float = 1000.0
+    max_weight: float = 1e4
 
     def validate(self, strategy_name="default"):
         """Raises ValueError for bad or contradictory settings (before any work starts)."""
@@ -94,6 +99,8 @@ class TrainConfig:
         if not (self.divergence_factor == 0 or self.divergence_factor > 1):
             raise ValueError(f"`divergence_factor` must be 0 (off) or > 1, got divergence_factor="
                              f"{self.divergence_factor}.")
+        if not (self.max_weight == 0 or self.max_weight > 0 and math.isfinite(self.max_weight)):
+            raise ValueError(f"`max_weight` must be 0 (off) or a positive number, got max_weight={self.max_weight}.")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}.")
         if self.warmup_steps >= self.train_steps and self.warmup_steps:
