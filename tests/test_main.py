@@ -410,9 +410,11 @@ def test_discovery_labels_counts_and_run_config(records, tmp_path):
     with pytest.raises(ValueError, match="--labels_file='/nonexistent/labels.txt' does not exist"):
         discovery.label_names("/nonexistent/labels.txt")
     assert (discovery.count_records(train), discovery.count_records(heldout)) == (24, 8)
-    path = discovery.write_run_config(str(tmp_path / "run"), {"model": "c2d_resnet18"}, ("x", "y", "z"), 3)
+    path = discovery.write_run_config(str(tmp_path / "run"), {"model": "c2d_resnet18"}, ("x", "y", "z"), 3,
+                                      {"model": "c2d_resnet18", "num_frames": 8})
     assert json.load(open(path)) == {"flags": {"model": "c2d_resnet18"}, "label_names": ["x", "y", "z"],
-                                     "num_classes": 3}
+                                     "num_classes": 3, "model_settings": {"model": "c2d_resnet18", "num_frames": 8}}
+    assert not os.path.exists(path + ".tmp")
     assert discovery.label_names(patterns=(), model_dir=str(tmp_path / "run")) == ("x", "y", "z")
     assert discovery.read_run_config(str(tmp_path)) == {}
 

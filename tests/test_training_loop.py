@@ -371,7 +371,8 @@ def _named_checkpoint(message):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_lr_1e6_stops_as_diverged_and_names_a_finite_checkpoint(tmp_path, optimizer):
     # Before: SGD and Adam at lr 1e6 trained all 20 steps to a loss of ~1e5 / ~4e5 and returned normally.
-    trainer = _trainer(tmp_path, train_steps=20, learning_rate=1e6, optimizer=optimizer, checkpoint_every=1)
+    trainer = _trainer(tmp_path, train_steps=20, learning_rate=1e6, optimizer=optimizer, checkpoint_every=1,
+                       max_weight=0)  # the loss test alone (exploding weights would stop it first)
     with pytest.raises(DivergenceError, match=r"more than --divergence_factor=1000 times the median loss") as info:
         trainer.train()
     named = _named_checkpoint(str(info.value))
@@ -382,7 +383,8 @@ def test_lr_1e6_stops_as_diverged_and_names_a_finite_checkpoint(tmp_path, optimi
 
 def test_sgd_overflow_never_writes_a_nonfinite_checkpoint(tmp_path):
     # lr 1e38 overflows the weights; with the ratio test off, the NaN/inf checks alone must stop the run.
-    trainer = _trainer(tmp_path, train_steps=20, learning_rate=1e38, checkpoint_every=1, divergence_factor=0)
+    trainer = _trainer(tmp_path, train_steps=20, learning_rate=1e38, checkpoint_every=1, divergence_factor=0,
+                       max_weight=0)
     with pytest.raises(DivergenceError) as info:
         trainer.train()
     named = _named_checkpoint(str(info.value))
