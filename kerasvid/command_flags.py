@@ -14,6 +14,7 @@ args = command.parse(argv, required=("saved_model",))  # args.saved_model, args.
 Bad input: one `usage:` line and `<prog>: error: <message>` on stderr, exit status 2 (`SystemExit(2)`); `--help`
 prints the flags and exits 0. This module imports no TensorFlow.
 """
+import math
 import sys
 import textwrap
 import types
@@ -74,6 +75,9 @@ class Command:
             rest = self.flag_values([self.prog, *argv])[1:]
         except flags.Error as e:
             self.error(str(e))
+        bad = nonfinite_float_flags(self.flag_values)
+        if bad:
+            self.error(bad[0])
         missing = [f"--{name}" for name in required if self.flag_values[name].value is None]
         if missing:
             self.error(f"the following flags are required: {', '.join(missing)}")
@@ -85,3 +89,18 @@ class Command:
         if self.positional:
             values[self.positional] = rest
         return types.SimpleNamespace(**values)
+
+
+def nonfinite_float_flags(flag_values):
+    """One message per float flag (or float list flag) set to NaN or infinity (absl parses `--fps=nan` as a float
+    and every `>`/`<` check then passes): `["--fps must be a finite number, got nan", ...]`."""
+    out = []
+    for name, flag in sorted(flag_values._flags().items()):
+        if name != flag.name or flag.value is None:
+            continue
+        values = flag.value if isinstance(flag.value, (list, tuple)) else [flag.value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                out.append(f"--{name} must be a finite number, got {v}")
+                break
+    return out

@@ -19,40 +19,119 @@ from fractions import Fraction
 SEEK_AHEAD = 32
 
 
+# Container formats that hold one still image, not a video (a JPEG or PNG renamed `.mp4` opens as one of these).
+IMAGE_FORMATS = ("image2", "jpeg_pipe", "png_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe")
+# Fewest frames a video must decode to: what `kerasvid convert` stores, `predict` and `extract` classify.
+MIN_FRAMES = 2
+
+
+def not_a_regular_file(path):
+    """None for a regular file; else what `path` is ("a directory", "a FIFO (named pipe)", ...). Reading a FIFO,
+    a socket or a device would block or stream forever, so the video tools skip them."""
+    import stat
+
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "not a regular file")
+
+
 def open_video(path):
     """Opens a video file with PyAV: the container (a context manager), holding at least one video stream.
 
     Raises:
         FileNotFoundError: no file at `path`.
-        ValueError: `path` is a directory, not a file PyAV/FFmpeg reads, or has no video stream.
+        ValueError: `path` is a directory, a FIFO or other non-regular file, a still image (a JPEG renamed `.mp4`),
+            not a file PyAV/FFmpeg reads, or has no video stream.
     """
     import av
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"No video file at {path!r}.")
-    if os.path.isdir(path):
-        raise ValueError(f"{path!r} is a directory, not a video file.")
+    kind = not_a_regular_file(path)
+    if kind:
+        raise ValueError(f"{path!r} is {kind}, not a video file.")
     try:
         container = av.open(path)
     except av.error.FFmpegError as e:
         raise ValueError(f"{path!r} is not a readable video file ({e}).") from e
+    if container.format.name in IMAGE_FORMATS:
+        container.close()
+        raise ValueError(f"{path!r} is {image_reason(container.format.name)}.")
     if not container.streams.video:
         container.close()
         raise ValueError(f"{path!r} has no video frames (it has no video stream).")
     return container
 
 
-def count_frames(path):
-    """Number of video frames: the container's count, or the video packets counted by demuxing (no decoding).
+def image_reason(format_name):
+    """Why a file that FFmpeg opens as `format_name` (an image format) is refused."""
+    return f"a still image ({format_name}), not a video"
 
-    Either may be wrong for a damaged file; the readers below then find out (`read_frames` returns fewer frames,
-    `stream_clips` raises `WrongFrameCount`) and the caller samples again on `count_decoded_frames`.
+
+def declared_frames(stream):
+    """The number of frames a video stream's container declares: its frame count, else its duration times its
+    frame rate (0 when it states neither, e.g. MPEG-TS)."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base and rate:
+        return int(round(float(stream.duration * stream.time_base * rate)))
+    return 0
+
+
+def check_frames(path, found, declared=0, how="decode"):
+    """The one validation of a video's frame count, shared by `kerasvid convert`, `predict` and `extract`.
+
+    Args:
+        path: the file (named in the error).
+        found: frames found (decoded, or video packets demuxed: `how="demux"`).
+        declared: frames the container declares (`declared_frames`; 0 = unknown).
+
+    Returns:
+        `found`.
+
+    Raises:
+        BadVideo: no frames, a single frame (fewer than `MIN_FRAMES`: no clip), or fewer frames than the container
+            declares (a truncated or partly downloaded file: a faststart mp4 cut short keeps the index of every
+            frame but the data of only the first ones).
+    """
+    if found < 1:
+        raise BadVideo(path, "no video frames (0 frames in its video stream)" if how == "demux" else
+                       "no decodable video frames")
+    if found < MIN_FRAMES:
+        raise BadVideo(path, "one-frame video")
+    if declared and found < declared - max(2, declared // 50):
+        raise BadVideo(path, f"truncated or damaged video: its container declares {declared} frames but only "
+                             f"{found} {'are present' if how == 'demux' else 'decode'} (a partly downloaded or "
+                             f"cut file?)")
+    return found
+
+
+class BadVideo(ValueError):
+    """A video file kerasvid refuses (`check_frames`): `str()` names the file, `reason` is the reason alone (the
+    converter's skip reason)."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path!r}: {reason}.")
+        self.path, self.reason = path, reason
+
+
+def count_frames(path):
+    """Number of video frames: the video packets counted by demuxing (no decoding), checked against the
+    container's declared count (`check_frames`: a truncated file, a single frame or none is refused).
+
+    The count may still be wrong for a damaged file; the readers below then find out (`read_frames` returns fewer
+    frames, `stream_clips` raises `WrongFrameCount`) and the caller samples again on `count_decoded_frames`.
     """
     with open_video(path) as container:
         stream = container.streams.video[0]
-        if stream.frames:
-            return int(stream.frames)
-        return sum(1 for packet in container.demux(stream) if packet.size)
+        declared = declared_frames(stream)
+        present = sum(1 for packet in container.demux(stream) if packet.size)
+    check_frames(path, present, declared, how="demux")
+    return int(stream.frames) or present
 
 
 def count_decoded_frames(path):
@@ -62,11 +141,19 @@ def count_decoded_frames(path):
 
 
 def check_frame_count(path, n, decoded=False):
-    """`n`, or ValueError naming `path` when it has no frames (`decoded`: counted by decoding)."""
-    if n < 1:
-        raise ValueError(f"{path!r} has no decodable video frames." if decoded else
-                         f"{path!r} has no video frames (0 frames in its video stream).")
-    return n
+    """`n`, or ValueError naming `path` when it has fewer than `MIN_FRAMES` frames (`decoded`: counted by decoding;
+    `check_frames` does the checking)."""
+    return check_frames(path, n, how="decode" if decoded else "demux")
+
+
+def to_rgb(frame):
+    """A decoded PyAV video frame as uint8 `[H, W, 3]` RGB, upright: the rotation of its display matrix (a phone
+    video's orientation, `frame.rotation`, counter-clockwise degrees) is applied, as players do."""
+    import numpy as np
+
+    image = frame.to_ndarray(format="rgb24")
+    turns = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 class _SeekingReader:
@@ -116,7 +203,7 @@ class _SeekingReader:
                 return self.read(target)
             self.position = index
             if index >= target:
-                return frame.to_ndarray(format="rgb24")
+                return to_rgb(frame)
         return None
 
 
@@ -138,6 +225,17 @@ def read_frames(path, indices):
         return out
 
 
+def check_same_size(path, frames):
+    """`frames` (uint8 `[H, W, 3]` arrays), or BadVideo naming `path` when their sizes differ (a stream whose
+    resolution changes mid-way: one clip cannot hold them)."""
+    sizes = sorted({f.shape[:2] for f in frames})
+    if len(sizes) > 1:
+        (h0, w0), (h1, w1) = sizes[:2]
+        raise BadVideo(path, f"the frame size changes mid-stream ({w0}x{h0} and {w1}x{h1}); re-encode it at one "
+                             f"size")
+    return frames
+
+
 class WrongFrameCount(Exception):
     """The video decodes to fewer frames than the clip indices need (its frame count was wrong): `seen` frames."""
 
@@ -153,6 +251,7 @@ def stream_clips(path, idx, batch_clips, stats=None):
 
     Raises:
         WrongFrameCount: the video ends before the last needed frame (after the batches already yielded).
+        BadVideo: the frame size changes mid-stream.
     """
     import numpy as np
 
@@ -160,14 +259,16 @@ def stream_clips(path, idx, batch_clips, stats=None):
     needed = set(i for r in rows for i in r)
     last_needed = max(needed)
     # Looped short videos (indices wrap around) and overlapping views need frames again later: keep by row order.
-    cache, batch, next_row, seen = {}, [], 0, 0
+    cache, batch, next_row, seen, first = {}, [], 0, 0, None
     stats = stats if stats is not None else {}
     stats.setdefault("max_frames_held", 0)
     with open_video(path) as container:
         for count, frame in enumerate(container.decode(video=0)):
             seen = count + 1
             if count in needed:
-                cache[count] = frame.to_ndarray(format="rgb24")
+                cache[count] = to_rgb(frame)
+                first = cache[count] if first is None else first  # one frame kept to compare sizes with
+                check_same_size(path, [first, cache[count]])
                 stats["max_frames_held"] = max(stats["max_frames_held"], len(cache))
             while next_row < len(rows) and max(rows[next_row]) <= count:
                 batch.append(np.stack([cache[i] for i in rows[next_row]]))
