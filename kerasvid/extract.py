@@ -210,20 +210,12 @@ def _temporary(path):
 
 
 def _remove_dead_temporaries(output_dir):
+    from kerasvid.data import convert  # the converter's test of a writer's pid, shared
+
     for name in os.listdir(output_dir):
         pid = name.rsplit(".tmp-", 1)[-1] if name.startswith(".") and ".tmp-" in name else ""
-        if name.startswith(".") and name.endswith(".tmp") or pid.isdigit() and not _pid_alive(int(pid)):
+        if name.startswith(".") and name.endswith(".tmp") or pid.isdigit() and not convert._pid_alive(int(pid)):
             os.remove(os.path.join(output_dir, name))
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -46,10 +46,11 @@ def decode_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
         n = video_files.check_frame_count(path, video_files.count_decoded_frames(path), decoded=True)
         idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
         frames = video_files.read_frames(path, idx.ravel())
+    if set(idx.ravel().tolist()) - set(frames):  # timestamps that restart mid-stream: count frames from the start
+        frames = video_files.read_frames(path, idx.ravel(), by_timestamp=False)
     missing = sorted(set(idx.ravel().tolist()) - set(frames))
-    if missing:  # e.g. timestamps that restart mid-stream: frames cannot be found by time
-        raise video_files.BadVideo(path, f"frame {missing[0]} of its {n} frames cannot be read by timestamp "
-                                         f"(broken or restarting timestamps?)")
+    if missing:
+        raise video_files.BadVideo(path, f"frame {missing[0]} of its {n} frames cannot be decoded")
     video_files.check_same_size(path, list(frames.values()))
     return np.stack([np.stack([frames[int(i)] for i in clip]) for clip in idx])
 

@@ -159,7 +159,7 @@ def to_rgb(frame):
 class _SeekingReader:
     """Frames of one video by index, seeking to key frames and decoding forward (one frame held at a time)."""
 
-    def __init__(self, container):
+    def __init__(self, container, by_timestamp=True):
         self.container = container
         self.stream = container.streams.video[0]
         rate = self.stream.average_rate or self.stream.guessed_rate
@@ -168,7 +168,7 @@ class _SeekingReader:
         self.start = self.stream.start_time or 0
         self.frames = None  # the decoding generator
         self.position = -1  # index of the last decoded frame
-        self.timed = self.rate is not None and self.time_base is not None
+        self.timed = by_timestamp and self.rate is not None and self.time_base is not None
 
     def _index(self, frame):
         if not self.timed or frame.pts is None:
@@ -207,15 +207,16 @@ class _SeekingReader:
         return None
 
 
-def read_frames(path, indices):
+def read_frames(path, indices, by_timestamp=True):
     """Decodes the frames `indices` (any order, repeats allowed) of a video file, seeking before each needed frame
-    that is more than `SEEK_AHEAD` frames ahead (memory: one decoded frame plus the frames returned).
+    that is more than `SEEK_AHEAD` frames ahead (memory: one decoded frame plus the frames returned);
+    `by_timestamp=False` decodes forward from the start, counting frames (for timestamps that restart mid-stream).
 
     Returns:
         `{index: uint8 [H, W, 3]}` for the indices found (all of them unless the container over-counts its frames).
     """
     with open_video(path) as container:
-        reader = _SeekingReader(container)
+        reader = _SeekingReader(container, by_timestamp)
         out = {}
         for index in sorted(set(int(i) for i in indices)):
             frame = reader.read(index)
