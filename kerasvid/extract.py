@@ -321,9 +321,11 @@ def _restore_error(error):
     """The gist of a failed checkpoint restore, one short line: the first variable named (TensorFlow's message
     lists every unmatched variable with its values)."""
     text = str(error)
-    found = re.search(r"<tf\.Variable '([^']+)' shape=(\([^)]*\))", text)
+    found = re.findall(r"<(?:tf\.)?Variable (?:'([^']+)'|path=([^,]+)),? shape=(\([^)]*\))", text)
     if found:
-        return f"{text.count('<tf.Variable')} variables not matched, e.g. {found.group(1)} {found.group(2)}"
+        name, path, shape = found[0]
+        total = re.search(r"Found (\d+) Python objects", text)
+        return f"{total.group(1) if total else len(found)} variables not matched, e.g. {name or path} {shape}"
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return first if len(first) <= 300 else first[:300] + "..."
 

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import io
+import json
 import os
 import shutil
 from typing import Callable, Optional
@@ -635,3 +636,126 @@ def test_image_size_int_means_a_square(tmp_path):
     features, _ = next(iter(pipeline.video_dataset(ctx["pattern"], num_frames=2, image_size=6, training=False,
                                                    batch_size=1)))
     assert features["image"].shape == (1, 2, 6, 6, 3)
+
+
+# ---------------------------------------------------------------------------------------------------- accepted input
+# What was wrong here was a silent result, not a missing error: these inputs are now read right, or skipped and
+# counted where skipping is the documented behaviour.
+
+
+def test_utf8_byte_order_marks_are_accepted(tmp_path):
+    """A list file, a label map and a labels.txt saved by a Windows editor (UTF-8 with a BOM) read as without it."""
+    from kerasvid.data import discovery, sources
+
+    ctx = _videos(tmp_path, "")
+    ctx["list"].write_bytes("\ufeffa.mp4 x\n".encode())
+    (tmp_path / "map.txt").write_bytes("\ufeffx\ny\n".encode())
+    assert sources.load_label_map(str(tmp_path / "map.txt")) == ["x", "y"]
+    status, text = _cli(_convert_argv(ctx, "--label_map", str(tmp_path / "map.txt")))
+    assert status == 0, text
+    assert (ctx["out"] / "labels.txt").read_text() == "x\ny\n"
+    (tmp_path / "labels.txt").write_bytes("\ufeffa\nb\n".encode())
+    assert discovery.read_labels(str(tmp_path / "labels.txt")) == ("a", "b")
+
+
+def test_predict_escapes_a_path_with_a_line_break(tmp_path):
+    odd = tmp_path / "two\nlines\tand tab.mp4"
+    shutil.copy(SMALL_VIDEO, odd)
+    status, text = _cli(["predict", "--saved_model", _tiny_export()["path"], "--top_k=1", str(odd)])
+    assert status == 0, text
+    lines = text.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(str(tmp_path) + "/two\\nlines\\tand tab.mp4\t"), lines
+
+
+def test_display_matrix_rotation_is_applied(tmp_path):
+    """A phone video stored 32 wide x 16 high with a 90-degree display rotation is shown, and read, 16 wide x 32
+    high; the white band on the left of the stored picture ends at the bottom (a quarter turn counter-clockwise)."""
+    from kerasvid import predict
+    from kerasvid.data import sources, video_files
+
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:, :8] = 255
+    path = _encode(tmp_path / "phone.mp4", [stored] * 4, rotation=90)
+    upright = np.rot90(stored)
+    assert upright.shape == (32, 16, 3) and upright[-8:].min() == 255 and upright[:-8].max() == 0
+    frames, _ = sources.decode_video(path)  # kerasvid convert
+    for got in (frames[0], video_files.read_frames(path, [0])[0], predict.decode_clips(path, 2)[0, 0]):
+        assert got.shape == (32, 16, 3)
+        np.testing.assert_allclose(got.astype(float), upright.astype(float), atol=40)
+
+
+def _tiny_extract_argv(out, *inputs):
+    return ["extract", "--model=c2d_resnet18", "--num_classes=2", "--endpoint=res4", "--num_frames=2",
+            "--image_size=32,32", "--pool=avg", f"--output_dir={out}", *map(str, inputs)]
+
+
+def test_extract_counts_a_damaged_shard_and_writes_the_intact_ones(tmp_path):
+    """`extract --records`: one truncated shard among intact ones is named and counted; the others' features and
+    the damaged shard's records before the damage are written; exit 0 (skipping is extract's documented way)."""
+    good = writer.write_records([schema.make_sequence_example(_grey_jpegs(3), [0], video_id=f"v{i}")
+                                 for i in range(2)], str(tmp_path / "in"), "good", 1)
+    bad = writer.write_records([schema.make_sequence_example(_grey_jpegs(3), [0], video_id=f"w{i}")
+                                for i in range(3)], str(tmp_path / "in"), "bad", 1)[0]
+    data = open(bad, "rb").read()
+    with open(bad, "wb") as f:
+        f.write(data[: len(data) * 2 // 3 - 7])
+    status, text = _cli(_tiny_extract_argv(tmp_path / "f", f"--records={tmp_path / 'in' / '*.tfrecord'}"))
+    assert status == 0 and "Traceback" not in text, text
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert sorted(w["id"] for w in manifest["written"]) == ["v0", "v1", "w0"]
+    (skipped,) = manifest["skipped"]
+    assert bad in skipped["reason"] and "truncated or corrupt after record 1" in skipped["reason"]
+    assert "3 written, 1 skipped, of which 1 failed" in text and good
+
+
+def test_extract_skips_a_fifo_and_goes_on(tmp_path):
+    fifo = _fifo(tmp_path / "pipe.mp4")
+    status, text = _cli(_tiny_extract_argv(tmp_path / "f", fifo, SMALL_VIDEO))
+    assert status == 0, text
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert [w["id"] for w in manifest["written"]] == ["carphone_distorted"]
+    assert "is a FIFO (named pipe)" in manifest["skipped"][0]["reason"] and "1 failed" in text
+
+
+def test_two_extract_jobs_into_one_directory_keep_both_in_the_manifest(tmp_path):
+    """Two jobs into one --output_dir (started together: each began before the other wrote) both end up in
+    manifest.json; before, the last job to save listed only its own files."""
+    other = tmp_path / "other.mp4"
+    shutil.copy(SMALL_VIDEO, other)
+    from kerasvid import extract, zoo
+
+    model = zoo.c2d_resnet18(num_classes=2, input_shape=(2, 32, 32, 3))
+    jobs = [extract.FeatureExtractor(model, "res4", str(tmp_path / "f"), num_frames=2, image_size=(32, 32),
+                                     pool="avg") for _ in range(2)]
+    items = [extract.list_inputs([v]) for v in (SMALL_VIDEO, str(other))]
+    manifests = [job._start_manifest() for job in jobs]  # both started before either wrote
+    assert manifests[0] == manifests[1]
+    for job, job_items in zip(jobs, items):
+        job.run(job_items, progress=extract._progress(1, io.StringIO()))
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert sorted(w["id"] for w in manifest["written"]) == ["carphone_distorted", "other"]
+    assert manifest["num_written"] == 2 and not [n for n in os.listdir(tmp_path / "f") if ".tmp" in n]
+
+
+def test_extract_checkpoint_builds_the_runs_model_kwargs(tmp_path):
+    """`extract --checkpoint=<run>` builds the model with the run's --model_kwargs (run_config.json): here a
+    headless C2D; before, the default model with a head did not fit and the error dumped variable values."""
+    import tensorflow as tf
+
+    from kerasvid import zoo
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_config.json").write_text(json.dumps({"flags": {"model": "c2d_resnet18",
+                                                               "model_kwargs": "include_top=False"},
+                                                     "num_classes": 2}))
+    model = zoo.c2d_resnet18(num_classes=2, input_shape=(2, 32, 32, 3), include_top=False)
+    tf.train.Checkpoint(model=model).save(str(run / "ckpt"))
+    argv = ["extract", f"--checkpoint={run}", "--endpoint=res4", "--num_frames=2", "--image_size=32,32",
+            "--pool=avg", f"--output_dir={tmp_path / 'f'}", SMALL_VIDEO]
+    status, text = _cli(argv)
+    assert status == 0, text
+    # Other kwargs than the run's: refused in one short line naming a variable, without a dump of values.
+    status, text = _cli(argv[:1] + ["--model_kwargs=include_top=True"] + argv[1:-2] +
+                        [f"--output_dir={tmp_path / 'g'}", SMALL_VIDEO])
+    assert status == 1 and "variables not matched, e.g." in text and "numpy=" not in text, text
