@@ -95,8 +95,9 @@ def nonfinite_float_flags(flag_values):
     """One message per float flag (or float list flag) set to NaN or infinity (absl parses `--fps=nan` as a float
     and every `>`/`<` check then passes): `["--fps must be a finite number, got nan", ...]`."""
     out = []
-    for name, flag in sorted(flag_values._flags().items()):
-        if name != flag.name or flag.value is None:
+    for name in sorted(flag_values):
+        flag = flag_values[name]
+        if name != flag.name or flag.value is None:  # a short alias of a flag listed under its name
             continue
         values = flag.value if isinstance(flag.value, (list, tuple)) else [flag.value]
         for v in values:

@@ -20,7 +20,13 @@ float list, `shape`, `video/id`, `video/filename`).
 Files are written under a temporary name and renamed, so a killed run leaves no partial feature file; a rerun skips
 every video whose file exists and finishes the rest. `manifest.json` lists the settings, the videos written and the
 videos skipped with the reason (already extracted, or the decoding error). A rerun with other settings into the same
-`--output_dir` is refused (one directory, one setting).
+`--output_dir` is refused (one directory, one setting). Jobs running at the same time into one `--output_dir` merge
+their entries into `manifest.json` under a lock (`.manifest.lock`), so none is lost.
+
+Bad inputs are skipped and counted, the others extracted: a video `kerasvid convert` would refuse (truncated, one
+frame, a still image renamed `.mp4`: `kerasvid.data.video_files.check_frames`), a FIFO or other non-regular file
+(it would block), a record shard that is truncated (its records before the damage are extracted). The last line
+counts what was written, skipped and failed; the exit status is 1 when every input failed.
 """
 import contextlib
 import json

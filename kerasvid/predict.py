@@ -3,7 +3,8 @@
     kerasvid predict --saved_model=runs/quickstart/export [--num_clips=3] [--top_k=5] [--json] a.mp4 b.mp4 ...
 
 The SavedModel is loaded once for all the videos. For each video only the frames of its clips are decoded: the
-frame count comes from the container (or one demux pass over the packets, which decodes nothing), the clip indices
+frame count comes from one demux pass over the packets (which decodes nothing), checked against the count the
+container declares (a truncated download is refused, as `kerasvid convert` refuses it), the clip indices
 from `kerasvid.data.samplers` exactly as the evaluation pipeline samples its views (1 clip: the centred one; several:
 evenly spaced, Model Garden's linspace), and PyAV seeks to the key frame before each needed frame and decodes
 forward to it, dropping the frames in between. Peak memory therefore does not grow with the video's length

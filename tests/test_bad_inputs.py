@@ -171,6 +171,14 @@ def _truncated_mp4(path):
     return str(path)
 
 
+def _truncated_mkv(path):
+    """A Matroska file of 60 noise frames cut at half its size (its header declares a 6 s duration at 10 fps)."""
+    data = open(_encode(str(path) + ".full.mkv", _noise(60)), "rb").read()
+    os.remove(str(path) + ".full.mkv")
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
 def _size_change_ts(path):
     """An MPEG-TS stream whose resolution changes mid-way (two .ts files joined, as a stream recorder writes)."""
     parts = [_encode(str(path) + f".{i}.ts", [np.full((h, w, 3), 60 * (i + 1), np.uint8)] * 10)
@@ -508,6 +516,9 @@ CASES = [
              _predict(lambda tmp: tmp / "cut.mp4"),
              lambda tmp, ctx: ("kerasvid predict: error:", str(tmp / "cut.mp4"), "truncated or damaged video",
                                "declares 60 frames but only")),
+    BadInput("predict_truncated_mkv", lambda tmp: {"made": _truncated_mkv(tmp / "cut.mkv")},
+             _predict(lambda tmp: tmp / "cut.mkv"),
+             lambda tmp, ctx: (str(tmp / "cut.mkv"), "truncated or damaged video", "declares 60 frames but only")),
     BadInput("convert_jpeg_renamed_mp4", lambda tmp: _video_in(tmp, _jpeg_as_mp4, "photo.mp4"), _convert(),
              ("photo.mp4: a still image (jpeg_pipe), not a video",)),
     BadInput("predict_jpeg_renamed_mp4", lambda tmp: {"made": _jpeg_as_mp4(tmp / "photo.mp4")},

@@ -2,9 +2,12 @@
 
 Used by `kerasvid predict` (a few clips per video: `read_frames` seeks to the key frame before each needed frame)
 and `kerasvid extract` (clips that may cover the whole video: `stream_clips` decodes it in one forward pass). Both
-count the frames the same way (`count_frames`: the container's header, or the video packets counted by demuxing,
-which decodes nothing) and, when that count turns out to be wrong, sample again on the frames actually decoded
-(`count_decoded_frames`, `WrongFrameCount`).
+count the frames the same way (`count_frames`: the video packets counted by demuxing, which decodes nothing, checked
+against the container's declared count) and, when that count turns out to be wrong, sample again on the frames
+actually decoded (`count_decoded_frames`, `WrongFrameCount`). `check_frames` is the one validation that `kerasvid
+convert` (`kerasvid.data.sources.decode_video`), `predict` and `extract` share: no frames, one frame, or fewer than
+the container declares (a truncated download) is refused; `open_video` also refuses a still image renamed `.mp4`
+and a FIFO or other non-regular file. Frames are returned upright (`to_rgb` applies the display matrix's rotation).
 
 Frame `i` is the `i`-th frame in presentation order; seeking maps it to the timestamp `start + i / frame_rate`
 (constant frame rate, what `kerasvid convert` writes and cameras record; streams without timestamps are decoded
@@ -72,14 +75,21 @@ def image_reason(format_name):
 
 
 def declared_frames(stream):
-    """The number of frames a video stream's container declares: its frame count, else its duration times its
-    frame rate (0 when it states neither, e.g. MPEG-TS)."""
+    """The number of frames a video stream's container declares: its frame count (mp4, mov, avi), else its duration
+    times its frame rate (Matroska / WebM declare a duration in their header); 0 when it states neither."""
     if stream.frames:
         return int(stream.frames)
+    import av
+
     rate = stream.average_rate or stream.guessed_rate
-    if stream.duration and stream.time_base and rate:
-        return int(round(float(stream.duration * stream.time_base * rate)))
-    return 0
+    container = stream.container
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.format.name.startswith("matroska") and container.duration:
+        seconds = container.duration / av.time_base
+    else:
+        return 0
+    return int(round(seconds * float(rate))) if rate else 0
 
 
 def check_frames(path, found, declared=0, how="decode"):
