@@ -52,7 +52,7 @@ def decode_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
     missing = sorted(set(idx.ravel().tolist()) - set(frames))
     if missing:
         raise video_files.BadVideo(path, f"frame {missing[0]} of its {n} frames cannot be decoded")
-    video_files.check_same_size(path, list(frames.values()))
+    video_files.check_same_size(path, frames)
     return np.stack([np.stack([frames[int(i)] for i in clip]) for clip in idx])
 
 

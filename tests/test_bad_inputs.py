@@ -534,7 +534,7 @@ CASES = [
     BadInput("predict_resolution_changes_mid_stream", lambda tmp: {"made": _size_change_ts(tmp / "sizes.ts")},
              _predict(lambda tmp: tmp / "sizes.ts"),
              lambda tmp, ctx: ("kerasvid predict: error:", str(tmp / "sizes.ts"),
-                               "the frame size changes mid-stream (32x32 and 64x48)")),
+                               "the frame size changes mid-stream (32x32 to 64x48 at frame 10)")),
     BadInput("predict_fifo_then_a_good_video", lambda tmp: {"made": _fifo(tmp / "pipe.mp4")},
              lambda tmp, ctx: (lambda status, text: (status, text if text.count(SMALL_VIDEO + "\t") == 1 else
                                                      "the good video after the FIFO was not classified"))(

@@ -326,22 +326,18 @@ def decode_video(path, fps=None):
             frames, times = [], []
             for frame in container.decode(stream):
                 frames.append(video_files.to_rgb(frame))
-                if frames[-1].shape != frames[0].shape:
-                    raise SkipInput(f"the frame size changes mid-stream ({frames[0].shape[1]}x{frames[0].shape[0]} "
-                                    f"to {frames[-1].shape[1]}x{frames[-1].shape[0]} at frame {len(frames) - 1}); "
-                                    f"re-encode it at one size")
+                video_files.check_same_size(path, {0: frames[0], len(frames) - 1: frames[-1]})
                 times.append(float(frame.time) if frame.time is not None else len(times) / float(stream.average_rate))
             rate = float(stream.average_rate) if stream.average_rate else None
+            if len(frames) == 0:
+                raise SkipInput("empty video (0 frames)")
+            video_files.check_frames(path, len(frames), declared)  # the validation predict and extract share
     except SkipInput:
         raise
-    except Exception as e:  # PyAV raises several error types for broken files
-        raise SkipInput(f"unreadable video ({type(e).__name__}: {e})") from e
-    if len(frames) == 0:
-        raise SkipInput("empty video (0 frames)")
-    try:
-        video_files.check_frames(path, len(frames), declared)  # the validation predict and extract share
     except video_files.BadVideo as e:
         raise SkipInput(e.reason) from e
+    except Exception as e:  # PyAV raises several error types for broken files
+        raise SkipInput(f"unreadable video ({type(e).__name__}: {e})") from e
     times = np.asarray(times) - times[0]
     if rate is None:
         rate = (len(times) - 1) / max(times[-1], 1e-6)

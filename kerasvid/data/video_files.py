@@ -130,8 +130,9 @@ class BadVideo(ValueError):
 
 
 def count_frames(path):
-    """Number of video frames: the video packets counted by demuxing (no decoding), checked against the
-    container's declared count (`check_frames`: a truncated file, a single frame or none is refused).
+    """Number of video frames: the container's frame count, or where it states none the video packets counted by
+    demuxing (no decoding). The packets are counted either way and checked against what the container declares
+    (`check_frames`: a truncated file, a single frame or none is refused).
 
     The count may still be wrong for a damaged file; the readers below then find out (`read_frames` returns fewer
     frames, `stream_clips` raises `WrongFrameCount`) and the caller samples again on `count_decoded_frames`.
@@ -237,13 +238,14 @@ def read_frames(path, indices, by_timestamp=True):
 
 
 def check_same_size(path, frames):
-    """`frames` (uint8 `[H, W, 3]` arrays), or BadVideo naming `path` when their sizes differ (a stream whose
-    resolution changes mid-way: one clip cannot hold them)."""
-    sizes = sorted({f.shape[:2] for f in frames})
-    if len(sizes) > 1:
-        (h0, w0), (h1, w1) = sizes[:2]
-        raise BadVideo(path, f"the frame size changes mid-stream ({w0}x{h0} and {w1}x{h1}); re-encode it at one "
-                             f"size")
+    """`frames` (`{frame index: uint8 [H, W, 3]}`), or BadVideo naming `path` and the first frame whose size differs
+    from the first one's (a stream whose resolution changes mid-way: one clip cannot hold both sizes)."""
+    order = sorted(frames)
+    for i in order[1:]:
+        if frames[i].shape != frames[order[0]].shape:
+            (h0, w0), (h1, w1) = frames[order[0]].shape[:2], frames[i].shape[:2]
+            raise BadVideo(path, f"the frame size changes mid-stream ({w0}x{h0} to {w1}x{h1} at frame {i}); "
+                                 f"re-encode it at one size")
     return frames
 
 
@@ -278,8 +280,8 @@ def stream_clips(path, idx, batch_clips, stats=None):
             seen = count + 1
             if count in needed:
                 cache[count] = to_rgb(frame)
-                first = cache[count] if first is None else first  # one frame kept to compare sizes with
-                check_same_size(path, [first, cache[count]])
+                first = first or {count: cache[count]}  # one frame kept to compare sizes with
+                check_same_size(path, {**first, count: cache[count]})
                 stats["max_frames_held"] = max(stats["max_frames_held"], len(cache))
             while next_row < len(rows) and max(rows[next_row]) <= count:
                 batch.append(np.stack([cache[i] for i in rows[next_row]]))
