@@ -151,9 +151,10 @@ def main(argv=None):
 def escape_path(text):
     """`text` for one field of predict's tab-separated lines: a backslash, tab, line break or other control
     character is written as its Python escape (`\\n`, `\\t`, `\\x1b`), so that a file name holding a newline
-    cannot break the output into lines that look like other videos' (text without these is unchanged)."""
-    return "".join(c.encode("unicode_escape").decode("ascii") if c == "\\" or ord(c) < 32 or ord(c) == 127 else c
-                   for c in text)
+    cannot break the output into lines that look like other videos' (text without these is unchanged); so is a byte
+    of a file name that is not UTF-8 (Python's surrogate escape, `\\udcff`), which could not be printed."""
+    return "".join(c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   if c == "\\" or ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
 if __name__ == "__main__":
