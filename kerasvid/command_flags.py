@@ -14,6 +14,7 @@ args = command.parse(argv, required=("saved_model",))  # args.saved_model, args.
 Bad input: one `usage:` line and `<prog>: error: <message>` on stderr, exit status 2 (`SystemExit(2)`); `--help`
 prints the flags and exits 0. This module imports no TensorFlow.
 """
+import ast
 import math
 import sys
 import textwrap
@@ -105,3 +106,29 @@ def nonfinite_float_flags(flag_values):
                 out.append(f"--{name} must be a finite number, got {v}")
                 break
     return out
+
+
+def parse_kwargs(text, flag):
+    """`"a=1,b='x',c=(1, 2)"` -> dict; values are Python literals (bare words are strings).
+
+    Raises:
+        ValueError: naming `--flag` and the text, when `text` is not a list of `key=value` pairs.
+    """
+    if not text.strip():
+        return {}
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+        if call.args:
+            raise ValueError("positional value")
+        out = {}
+        for kw in call.keywords:
+            try:
+                out[kw.arg] = ast.literal_eval(kw.value)
+            except ValueError:
+                if isinstance(kw.value, ast.Name):
+                    out[kw.arg] = kw.value.id
+                else:
+                    raise
+        return out
+    except (SyntaxError, ValueError) as e:
+        raise ValueError(f"--{flag}={text!r} is not a list of key=value pairs with Python literal values ({e}).")

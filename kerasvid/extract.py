@@ -531,7 +531,8 @@ def _parse_args(argv):
                       "channels)", flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "views per model call", flag_values=fv)
     args = command.parse(argv, required=("endpoint", "output_dir"))
-    recorded_model, recorded_classes, recorded_kwargs = run_settings(args.checkpoint) if args.checkpoint else ("", 0, "")
+    recorded_model, recorded_classes, recorded_kwargs = run_settings(args.checkpoint) if args.checkpoint else (
+        "", 0, "")
     if not args.model_kwargs and args.model in ("", recorded_model):  # the run's model, as it was trained
         args.model_kwargs = recorded_kwargs
     args.model, args.num_classes = args.model or recorded_model, args.num_classes or recorded_classes
@@ -550,11 +551,11 @@ def _parse_args(argv):
 
 
 def _literal_kwargs(text):
-    """--model_kwargs as `kerasvid train` reads it (`config_flags.parse_kwargs`: literals, bare words are strings),
-    so that a run's recorded model_kwargs build the same model here."""
-    from kerasvid import config_flags
+    """--model_kwargs as `kerasvid train` reads it (`command_flags.parse_kwargs`: literals, bare words are
+    strings), so that a run's recorded model_kwargs build the same model here."""
+    from kerasvid import command_flags
 
-    return config_flags.parse_kwargs(text, "model_kwargs")
+    return command_flags.parse_kwargs(text, "model_kwargs")
 
 
 def main(argv=None):
