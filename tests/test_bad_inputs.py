@@ -138,18 +138,19 @@ def _write_zero_frame_mp4(path):
     c.close()
 
 
-def _encode(path, frames, rate=10, faststart=False, rotation=None):
+def _encode(path, frames, rate=10, faststart=False, rotation=0, hflip=False):
     """Writes uint8 RGB `frames` (a list of [H, W, 3]; sizes may change only between .ts files) as MPEG-4; a
-    `faststart` mp4 has its index (moov) before the frame data, as web downloads do; `rotation` is the display
-    matrix's counter-clockwise angle (a phone held upright). Returns the path."""
+    `faststart` mp4 has its index (moov) before the frame data, as web downloads do; `rotation` (the display
+    matrix's counter-clockwise angle, a phone held upright) and `hflip` (a mirror after it) go into the display
+    matrix. Returns the path."""
     import av
 
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream("mpeg4", rate=rate)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
-        if rotation:
-            stream.set_display_rotation(rotation)
+        if rotation or hflip:
+            stream.set_display_rotation(rotation, hflip=hflip)
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -678,21 +679,23 @@ def test_predict_escapes_a_path_with_a_line_break(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(str(tmp_path) + "/two\\nlines\\tand tab.mp4\t"), lines
 
 
-def test_display_matrix_rotation_is_applied(tmp_path):
-    """A phone video stored 32 wide x 16 high with a 90-degree display rotation is shown, and read, 16 wide x 32
-    high; the white band on the left of the stored picture ends at the bottom (a quarter turn counter-clockwise)."""
+@pytest.mark.parametrize("rotation, hflip", [(90, False), (-90, False), (180, False), (0, True), (90, True)])
+def test_display_matrix_is_applied(tmp_path, rotation, hflip):
+    """A phone video stored 32 wide x 16 high with a display matrix (a quarter turn counter-clockwise, then a mirror,
+    as PyAV's `set_display_rotation` writes it) is read as players show it, by convert, predict and extract."""
     from kerasvid import predict
     from kerasvid.data import sources, video_files
 
     stored = np.zeros((16, 32, 3), np.uint8)
-    stored[:, :8] = 255
-    path = _encode(tmp_path / "phone.mp4", [stored] * 4, rotation=90)
-    upright = np.rot90(stored)
-    assert upright.shape == (32, 16, 3) and upright[-8:].min() == 255 and upright[:-8].max() == 0
+    stored[:8, :8], stored[:8, 8:16] = 255, 128  # two blocks at the top left: any turn or mirror moves them
+    path = _encode(tmp_path / "phone.mp4", [stored] * 4, rotation=rotation, hflip=hflip)
+    shown = np.rot90(stored, rotation // 90)[:, ::-1 if hflip else 1]
     frames, _ = sources.decode_video(path)  # kerasvid convert
-    for got in (frames[0], video_files.read_frames(path, [0])[0], predict.decode_clips(path, 2)[0, 0]):
-        assert got.shape == (32, 16, 3)
-        np.testing.assert_allclose(got.astype(float), upright.astype(float), atol=40)
+    clips = list(video_files.stream_clips(path, np.array([[0, 1]]), 1))  # kerasvid extract
+    for got in (frames[0], video_files.read_frames(path, [0])[0], predict.decode_clips(path, 2)[0, 0],
+                clips[0][0, 0]):
+        assert got.shape == shown.shape
+        np.testing.assert_allclose(got.astype(float), shown.astype(float), atol=40)
 
 
 def _tiny_extract_argv(out, *inputs):

@@ -7,7 +7,7 @@ against the container's declared count) and, when that count turns out to be wro
 actually decoded (`count_decoded_frames`, `WrongFrameCount`). `check_frames` is the one validation that `kerasvid
 convert` (`kerasvid.data.sources.decode_video`), `predict` and `extract` share: no frames, one frame, or fewer than
 the container declares (a truncated download) is refused; `open_video` also refuses a still image renamed `.mp4`
-and a FIFO or other non-regular file. Frames are returned upright (`to_rgb` applies the display matrix's rotation).
+and a FIFO or other non-regular file. Frames are returned upright (`to_rgb` applies the display matrix: rotation and mirror).
 
 Frame `i` is the `i`-th frame in presentation order; seeking maps it to the timestamp `start + i / frame_rate`
 (constant frame rate, what `kerasvid convert` writes and cameras record; streams without timestamps are decoded
@@ -157,14 +157,41 @@ def check_frame_count(path, n, decoded=False):
     return check_frames(path, n, how="decode" if decoded else "demux")
 
 
-def to_rgb(frame):
-    """A decoded PyAV video frame as uint8 `[H, W, 3]` RGB, upright: the rotation of its display matrix (a phone
-    video's orientation, `frame.rotation`, counter-clockwise degrees) is applied, as players do."""
+def display_transform(frame):
+    """The display matrix of a decoded PyAV frame (a phone video's orientation) as a signed permutation
+    `(transpose, flip_rows, flip_columns)` of its `[H, W]` pixels, or None when it has none (or one that is not a
+    quarter turn and / or mirror).
+
+    FFmpeg's matrix `[[a, b, u], [c, d, v], [x, y, w]]` (16.16 fixed point) maps a stored pixel `(p, q)` (column,
+    row) to the displayed `(a p + c q, b p + d q)`, up to a shift. A quarter turn has `a = d = 0` (the axes swap);
+    a mirror flips the sign of one of them (`frame.rotation` alone would miss it).
+    """
     import numpy as np
 
+    for side_data in getattr(frame, "side_data", ()):
+        if str(getattr(side_data, "type", "")).endswith("DISPLAYMATRIX"):
+            m = np.frombuffer(bytes(side_data), np.int32)[:9].astype(np.float64) / 65536.0
+            a, b, c, d = m[0], m[1], m[3], m[4]
+            if max(abs(abs(v) - round(abs(v))) for v in (a, b, c, d)) > 1e-3:
+                return None  # not a quarter turn: shown as stored
+            if round(a) == round(d) == 0 and abs(round(b)) == abs(round(c)) == 1:
+                return True, b < 0, c < 0  # displayed row = b * stored column, displayed column = c * stored row
+            if round(b) == round(c) == 0 and abs(round(a)) == abs(round(d)) == 1:
+                return (False, d < 0, a < 0) if (a < 0 or d < 0) else None
+    return None
+
+
+def to_rgb(frame):
+    """A decoded PyAV video frame as uint8 `[H, W, 3]` RGB, upright: its display matrix (a phone video's rotation,
+    a mirror) is applied as players apply it (`display_transform`)."""
     image = frame.to_ndarray(format="rgb24")
-    turns = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
-    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+    transform = display_transform(frame)
+    if transform is None:
+        return image
+    transpose, flip_rows, flip_columns = transform
+    if transpose:
+        image = image.transpose(1, 0, 2)
+    return image[::-1 if flip_rows else 1, ::-1 if flip_columns else 1].copy()
 
 
 class _SeekingReader:
