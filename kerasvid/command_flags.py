@@ -14,6 +14,8 @@ args = command.parse(argv, required=("saved_model",))  # args.saved_model, args.
 Bad input: one `usage:` line and `<prog>: error: <message>` on stderr, exit status 2 (`SystemExit(2)`); `--help`
 prints the flags and exits 0. This module imports no TensorFlow.
 """
+import ast
+import math
 import sys
 import textwrap
 import types
@@ -74,6 +76,9 @@ class Command:
             rest = self.flag_values([self.prog, *argv])[1:]
         except flags.Error as e:
             self.error(str(e))
+        bad = nonfinite_float_flags(self.flag_values)
+        if bad:
+            self.error(bad[0])
         missing = [f"--{name}" for name in required if self.flag_values[name].value is None]
         if missing:
             self.error(f"the following flags are required: {', '.join(missing)}")
@@ -85,3 +90,45 @@ class Command:
         if self.positional:
             values[self.positional] = rest
         return types.SimpleNamespace(**values)
+
+
+def nonfinite_float_flags(flag_values):
+    """One message per float flag (or float list flag) set to NaN or infinity (absl parses `--fps=nan` as a float
+    and every `>`/`<` check then passes): `["--fps must be a finite number, got nan", ...]`."""
+    out = []
+    for name in sorted(flag_values):
+        flag = flag_values[name]
+        if name != flag.name or flag.value is None:  # a short alias of a flag listed under its name
+            continue
+        values = flag.value if isinstance(flag.value, (list, tuple)) else [flag.value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                out.append(f"--{name} must be a finite number, got {v}")
+                break
+    return out
+
+
+def parse_kwargs(text, flag):
+    """`"a=1,b='x',c=(1, 2)"` -> dict; values are Python literals (bare words are strings).
+
+    Raises:
+        ValueError: naming `--flag` and the text, when `text` is not a list of `key=value` pairs.
+    """
+    if not text.strip():
+        return {}
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+        if call.args:
+            raise ValueError("positional value")
+        out = {}
+        for kw in call.keywords:
+            try:
+                out[kw.arg] = ast.literal_eval(kw.value)
+            except ValueError:
+                if isinstance(kw.value, ast.Name):
+                    out[kw.arg] = kw.value.id
+                else:
+                    raise
+        return out
+    except (SyntaxError, ValueError) as e:
+        raise ValueError(f"--{flag}={text!r} is not a list of key=value pairs with Python literal values ({e}).")

@@ -22,40 +22,15 @@ config = from_flags(TrainConfig, flag_values, train_steps=100)  # keyword argume
 
 This module imports no TensorFlow.
 """
-import ast
 import dataclasses
 import re
 import typing
 
 from absl import flags
 
+from kerasvid.command_flags import parse_kwargs  # noqa: F401 - the flag language of every command, defined once
+
 flags.disclaim_key_flags()  # the flags defined here belong to the module that calls define_flags (its --help)
-
-
-def parse_kwargs(text, flag):
-    """`"a=1,b='x',c=(1, 2)"` -> dict; values are Python literals (bare words are strings).
-
-    Raises:
-        ValueError: naming `--flag` and the text, when `text` is not a list of `key=value` pairs.
-    """
-    if not text.strip():
-        return {}
-    try:
-        call = ast.parse(f"f({text})", mode="eval").body
-        if call.args:
-            raise ValueError("positional value")
-        out = {}
-        for kw in call.keywords:
-            try:
-                out[kw.arg] = ast.literal_eval(kw.value)
-            except ValueError:
-                if isinstance(kw.value, ast.Name):
-                    out[kw.arg] = kw.value.id
-                else:
-                    raise
-        return out
-    except (SyntaxError, ValueError) as e:
-        raise ValueError(f"--{flag}={text!r} is not a list of key=value pairs with Python literal values ({e}).")
 
 
 def field_docs(config_cls):

@@ -20,8 +20,15 @@ float list, `shape`, `video/id`, `video/filename`).
 Files are written under a temporary name and renamed, so a killed run leaves no partial feature file; a rerun skips
 every video whose file exists and finishes the rest. `manifest.json` lists the settings, the videos written and the
 videos skipped with the reason (already extracted, or the decoding error). A rerun with other settings into the same
-`--output_dir` is refused (one directory, one setting).
+`--output_dir` is refused (one directory, one setting). Jobs running at the same time into one `--output_dir` merge
+their entries into `manifest.json` under a lock (`.manifest.lock`), so none is lost.
+
+Bad inputs are skipped and counted, the others extracted: a video `kerasvid convert` would refuse (truncated, one
+frame, a still image renamed `.mp4`: `kerasvid.data.video_files.check_frames`), a FIFO or other non-regular file
+(it would block), a record shard that is truncated (its records before the damage are extracted). The last line
+counts what was written, skipped and failed; the exit status is 1 when every input failed.
 """
+import contextlib
 import json
 import os
 import re
@@ -90,7 +97,7 @@ def video_file_clip_batches(path, num_frames, stride=1, num_clips=1, sampler="de
     decoding it once and holding only the frames of the clips not yet yielded (`video_files.stream_clips`)."""
     from kerasvid.data import samplers, video_files
 
-    n = video_files.check_frame_count(path, video_files.count_frames(path))
+    n = video_files.count_frames(path)  # refuses what `kerasvid convert` refuses (`video_files.check_frames`)
     try:
         idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
         yield from video_files.stream_clips(path, idx, batch_clips, stats)
@@ -174,16 +181,24 @@ def list_inputs(videos=(), records=""):
         from kerasvid.data import pipeline, schema
 
         for shard in pipeline.list_files(records):
-            for i, serialized in enumerate(tf.data.TFRecordDataset(shard).as_numpy_iterator()):
-                try:
-                    ctx = tf.io.parse_single_sequence_example(serialized, context_features=schema.context_features(
-                        (schema.VIDEO_ID, schema.VIDEO_FILENAME)))[0]
-                    name = ctx[schema.VIDEO_ID].numpy().decode() or os.path.splitext(
-                        os.path.basename(ctx[schema.VIDEO_FILENAME].numpy().decode()))[0]
-                except tf.errors.InvalidArgumentError:
-                    name = ""
-                name = name or f"{os.path.basename(shard).split('.')[0]}-{i:05d}"
-                items.append((_safe_id(name), f"{shard}#{i}", ("record", (shard, i))))
+            count = 0  # records read from this shard
+            try:
+                for i, serialized in enumerate(tf.data.TFRecordDataset(shard).as_numpy_iterator()):
+                    try:
+                        ctx = tf.io.parse_single_sequence_example(serialized, context_features=schema.context_features(
+                            (schema.VIDEO_ID, schema.VIDEO_FILENAME)))[0]
+                        name = ctx[schema.VIDEO_ID].numpy().decode() or os.path.splitext(
+                            os.path.basename(ctx[schema.VIDEO_FILENAME].numpy().decode()))[0]
+                    except tf.errors.InvalidArgumentError:
+                        name = ""
+                    name = name or f"{os.path.basename(shard).split('.')[0]}-{i:05d}"
+                    items.append((_safe_id(name), f"{shard}#{i}", ("record", (shard, i))))
+                    count = i + 1
+            except tf.errors.OpError as e:  # a truncated or corrupt shard: its records before the damage still count
+                reason = (f"shard {shard} is truncated or corrupt after record {count} (the records after it are "
+                          f"lost: {e.message.splitlines()[0]})")
+                items.append((_safe_id(f"{os.path.basename(shard).split('.')[0]}-damaged"), f"{shard}#{count}",
+                              ("error", reason)))
     seen = {}
     for vid, desc, _ in items:
         if vid in seen:
@@ -194,8 +209,37 @@ def list_inputs(videos=(), records=""):
 
 
 # ----- output ------------------------------------------------------------------------------------------------------
+def _temporary(path):
+    """The hidden temporary name `path` is written under (per process: two jobs into one directory never share one;
+    `_remove_dead_temporaries` deletes those of killed jobs)."""
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+
+
+def _remove_dead_temporaries(output_dir):
+    from kerasvid.data import convert  # the converter's test of a writer's pid, shared
+
+    for name in os.listdir(output_dir):
+        pid = name.rsplit(".tmp-", 1)[-1] if name.startswith(".") and ".tmp-" in name else ""
+        if name.startswith(".") and name.endswith(".tmp") or pid.isdigit() and not convert._pid_alive(int(pid)):
+            os.remove(os.path.join(output_dir, name))
+
+
+@contextlib.contextmanager
+def _locked(output_dir):
+    """An exclusive lock on `<output_dir>/.manifest.lock` (fcntl; released when the process dies), held while the
+    manifest is read, merged and replaced, so that concurrent jobs into one directory lose no entry."""
+    import fcntl
+
+    with open(os.path.join(output_dir, ".manifest.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _atomic_write(path, write):
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    tmp = _temporary(path)
     with open(tmp, "wb") as f:
         write(f)
         f.flush()
@@ -216,7 +260,7 @@ def _write_features(path, features, vid, source, fmt):
         "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(features.shape))),
         "video/id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[vid.encode()])),
         "video/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()]))}))
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    tmp = _temporary(path)
     with tf.io.TFRecordWriter(tmp) as writer:
         writer.write(example.SerializeToString())
     os.replace(tmp, path)
@@ -286,11 +330,14 @@ def resolve_checkpoint(checkpoint):
 
 
 def run_settings(model_dir):
-    """`(model name, num_classes)` recorded by `kerasvid train` in `<model_dir>/run_config.json`, or `("", 0)`."""
+    """`(model name, num_classes, model_kwargs text)` recorded by `kerasvid train` in `<model_dir>/run_config.json`,
+    or `("", 0, "")`: the run's model is built as it was trained (e.g. a CPNet's `cp_k`)."""
     from kerasvid.data import discovery
 
     config = discovery.read_run_config(model_dir) if os.path.isdir(model_dir) else {}
-    return str(config.get("flags", {}).get("model", "")), int(config.get("num_classes") or 0)
+    run_flags = config.get("flags", {})
+    return (str(run_flags.get("model", "")), int(config.get("num_classes") or 0),
+            str(run_flags.get("model_kwargs") or ""))
 
 
 class FeatureExtractor:
@@ -351,6 +398,8 @@ class FeatureExtractor:
     def features_of_input(self, kind, payload):
         """Features of a video file (`kind="video"`, a path) or a record (`"record"`, `(shard, index)`)."""
         batch_clips = max(1, self.batch_size // self.view_args["num_crops"])
+        if kind == "error":  # an input known to be unreadable when listed (`list_inputs`): skipped and counted
+            raise ValueError(payload)
         if kind == "record":
             return self._features_of_batches(record_clip_batches(self._read_record(*payload),
                                                                  batch_clips=batch_clips, **self.clip_args))
@@ -367,9 +416,7 @@ class FeatureExtractor:
 
     def _start_manifest(self):
         os.makedirs(self.output_dir, exist_ok=True)
-        for name in os.listdir(self.output_dir):  # temporaries of a killed run
-            if name.startswith(".") and name.endswith(".tmp"):
-                os.remove(os.path.join(self.output_dir, name))
+        _remove_dead_temporaries(self.output_dir)  # of a killed run (never those of a job still running)
         path = os.path.join(self.output_dir, MANIFEST)
         if os.path.exists(path):
             with open(path) as f:
@@ -382,9 +429,24 @@ class FeatureExtractor:
         return {"settings": self.settings, "written": [], "skipped": []}
 
     def _save_manifest(self, manifest):
-        manifest["num_written"], manifest["num_skipped"] = len(manifest["written"]), len(manifest["skipped"])
-        data = json.dumps(manifest, indent=1).encode()
-        _atomic_write(os.path.join(self.output_dir, MANIFEST), lambda f: f.write(data))
+        """Writes `manifest` (this run's entries) merged into the one on disk, under the directory's lock: the
+        entries of ids this run has not met are kept (another job into the same directory wrote them)."""
+        path = os.path.join(self.output_dir, MANIFEST)
+        with _locked(self.output_dir):
+            on_disk = {}
+            if os.path.exists(path):
+                with open(path) as f:
+                    on_disk = json.load(f)
+            if on_disk.get("settings") != manifest["settings"]:
+                on_disk = {}
+            ours = {e["id"] for key in ("written", "skipped") for e in manifest[key]}
+            merged = {"settings": manifest["settings"]}
+            for key in ("written", "skipped"):
+                merged[key] = [e for e in on_disk.get(key, []) if e["id"] not in ours] + manifest[key]
+            for m in (manifest, merged):
+                m["num_written"], m["num_skipped"] = len(m["written"]), len(m["skipped"])
+            data = json.dumps(merged, indent=1).encode()
+            _atomic_write(path, lambda f: f.write(data))
 
     def run(self, items, progress=None):
         """Extracts every `(id, description, loader)` of `list_inputs`; returns the manifest dict.
@@ -432,8 +494,8 @@ def _parse_args(argv):
     flags.DEFINE_string("records", "", "SequenceExample records (glob) instead of / besides videos", flag_values=fv)
     flags.DEFINE_string("model", "", "registered model name (kerasvid.zoo.list_models())", flag_values=fv)
     flags.DEFINE_string("weights", "", "a .weights.h5 file, 'imagenet', or a whole .keras model", flag_values=fv)
-    flags.DEFINE_string("checkpoint", "", "a train/main.py model_dir (latest checkpoint; its model and num_classes "
-                        "are the defaults) or checkpoint prefix", flag_values=fv)
+    flags.DEFINE_string("checkpoint", "", "a train/main.py model_dir (latest checkpoint; its model, num_classes and "
+                        "model_kwargs are the defaults) or checkpoint prefix", flag_values=fv)
     flags.DEFINE_string("model_kwargs", "", "extra builder arguments, key=value,... (literals)", flag_values=fv)
     flags.DEFINE_integer("num_classes", 0, "head size of the weights (default: registry)", flag_values=fv)
     flags.DEFINE_string("endpoint", None, "endpoint or layer name (res5, Mixed_5c, ...)", flag_values=fv)
@@ -452,7 +514,10 @@ def _parse_args(argv):
                       "channels)", flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "views per model call", flag_values=fv)
     args = command.parse(argv, required=("endpoint", "output_dir"))
-    recorded_model, recorded_classes = run_settings(args.checkpoint) if args.checkpoint else ("", 0)
+    recorded_model, recorded_classes, recorded_kwargs = run_settings(args.checkpoint) if args.checkpoint else (
+        "", 0, "")
+    if not args.model_kwargs and args.model in ("", recorded_model):  # the run's model, as it was trained
+        args.model_kwargs = recorded_kwargs
     args.model, args.num_classes = args.model or recorded_model, args.num_classes or recorded_classes
     if not args.videos and not args.records:
         command.error("give video files or --records")
@@ -469,19 +534,16 @@ def _parse_args(argv):
 
 
 def _literal_kwargs(text):
-    import ast
+    """--model_kwargs as `kerasvid train` reads it (`command_flags.parse_kwargs`: literals, bare words are
+    strings), so that a run's recorded model_kwargs build the same model here."""
+    from kerasvid import command_flags
 
-    if not text.strip():
-        return {}
-    try:
-        call = ast.parse(f"f({text})", mode="eval").body
-        return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-    except (SyntaxError, ValueError) as e:
-        raise ValueError(f"--model_kwargs={text!r} is not key=value pairs of Python literals ({e}).")
+    return command_flags.parse_kwargs(text, "model_kwargs")
 
 
 def main(argv=None):
-    """`kerasvid extract ...`; returns 0, or 1 with a one-line error for bad settings."""
+    """`kerasvid extract ...`; returns 0, or 1 with a one-line error for bad settings or when every input failed
+    (a summary line counts the written, skipped and failed inputs)."""
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     try:
         items = list_inputs(args.videos, args.records)
@@ -496,8 +558,14 @@ def main(argv=None):
     except ValueError as e:
         print(f"kerasvid extract: error: {e}", file=sys.stderr)
         return 1
-    print(f"kerasvid extract: {manifest['num_written']} written, {manifest['num_skipped']} skipped "
-          f"({os.path.join(args.output_dir, MANIFEST)})")
+    where = os.path.join(args.output_dir, MANIFEST)
+    failed = [s for s in manifest["skipped"] if s["reason"] != "already extracted"]
+    print(f"kerasvid extract: {manifest['num_written']} written, {manifest['num_skipped']} skipped, of which "
+          f"{len(failed)} failed ({where})")
+    if failed and len(failed) == len(items):
+        print(f"kerasvid extract: error: every one of the {len(items)} inputs failed, nothing was extracted (first: "
+              f"{failed[0]['input']}: {failed[0]['reason']}; all reasons in {where})", file=sys.stderr)
+        return 1
     return 0
 
 

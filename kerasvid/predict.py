@@ -3,7 +3,8 @@
     kerasvid predict --saved_model=runs/quickstart/export [--num_clips=3] [--top_k=5] [--json] a.mp4 b.mp4 ...
 
 The SavedModel is loaded once for all the videos. For each video only the frames of its clips are decoded: the
-frame count comes from the container (or one demux pass over the packets, which decodes nothing), the clip indices
+frame count comes from one demux pass over the packets (which decodes nothing), checked against the count the
+container declares (a truncated download is refused, as `kerasvid convert` refuses it), the clip indices
 from `kerasvid.data.samplers` exactly as the evaluation pipeline samples its views (1 clip: the centred one; several:
 evenly spaced, Model Garden's linspace), and PyAV seeks to the key frame before each needed frame and decodes
 forward to it, dropping the frames in between. Peak memory therefore does not grow with the video's length
@@ -39,13 +40,19 @@ def decode_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
 
     from kerasvid.data import samplers, video_files
 
-    n = video_files.check_frame_count(path, video_files.count_frames(path))
+    n = video_files.count_frames(path)  # refuses what `kerasvid convert` refuses (`video_files.check_frames`)
     idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
     frames = video_files.read_frames(path, idx.ravel())
     if len(frames) < len(set(idx.ravel().tolist())):  # the container over-counted: count by decoding, once
         n = video_files.check_frame_count(path, video_files.count_decoded_frames(path), decoded=True)
         idx = samplers.video_clip_indices(n, num_frames, stride, num_clips, sampler)
         frames = video_files.read_frames(path, idx.ravel())
+    if set(idx.ravel().tolist()) - set(frames):  # timestamps that restart mid-stream: count frames from the start
+        frames = video_files.read_frames(path, idx.ravel(), by_timestamp=False)
+    missing = sorted(set(idx.ravel().tolist()) - set(frames))
+    if missing:
+        raise video_files.BadVideo(path, f"frame {missing[0]} of its {n} frames cannot be decoded")
+    video_files.check_same_size(path, frames)
     return np.stack([np.stack([frames[int(i)] for i in clip]) for clip in idx])
 
 
@@ -98,7 +105,11 @@ class Predictor:
 
 def main(argv=None):
     """`kerasvid predict --saved_model DIR [--num_clips N] [--top_k K] [--json] video ...`; returns the exit status
-    (0; 1 when a video could not be read, reported on stderr; 2 for a bad --saved_model or flag)."""
+    (0; 1 when a video could not be read, reported on stderr with a count; 2 for a bad --saved_model or flag).
+
+    Each video gets one line, `path<TAB>label p<TAB>...` (a path with a tab, line break or backslash is escaped:
+    `escape_path`), or one JSON object with `--json`. A file kerasvid convert refuses is refused here too
+    (`kerasvid.data.video_files.check_frames`), as are FIFOs and other non-regular files (they would block)."""
     command = command_flags.Command(
         "kerasvid predict", "Top-k labels of video files through an exported classification SavedModel; only the "
         "frames of the clips are decoded (constant memory).", positional="videos", min_positional=1)
@@ -117,20 +128,33 @@ def main(argv=None):
     except ValueError as e:
         print(f"kerasvid predict: error: {e}", file=sys.stderr)
         return 2
-    status = 0
+    failed = 0
     for video in args.videos:
         try:
             top = predictor.top_k(video, args.num_clips, args.top_k)
         except (OSError, ValueError) as e:
             print(f"kerasvid predict: error: {e}", file=sys.stderr)
-            status = 1
+            failed += 1
             continue
         if args.json:
             print(json.dumps({"video": video, "num_clips": args.num_clips,
                               "top_k": [{"label": label, "probability": p} for label, p in top]}), flush=True)
         else:
-            print(f"{video}\t" + "\t".join(f"{label} {p:.4f}" for label, p in top), flush=True)
-    return status
+            print(f"{escape_path(video)}\t" + "\t".join(f"{escape_path(label)} {p:.4f}" for label, p in top),
+                  flush=True)
+    if failed:
+        print(f"kerasvid predict: {failed} of {len(args.videos)} videos could not be classified (errors above)",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def escape_path(text):
+    """`text` for one field of predict's tab-separated lines: a backslash, tab, line break or other control
+    character is written as its Python escape (`\\n`, `\\t`, `\\x1b`), so that a file name holding a newline
+    cannot break the output into lines that look like other videos' (text without these is unchanged); so is a byte
+    of a file name that is not UTF-8 (Python's surrogate escape, `\\udcff`), which could not be printed."""
+    return "".join(c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   if c == "\\" or ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
 if __name__ == "__main__":

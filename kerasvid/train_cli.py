@@ -224,14 +224,54 @@ def _check_runtime_flags():
     if FLAGS.task not in tasks.list_tasks():
         raise app.UsageError(f"Unknown --task={FLAGS.task!r}; registered tasks: {', '.join(tasks.list_tasks())}.")
     image_size = _usage(config_flags.flag_value, TaskConfig, "image_size")
+    _check_input_size(image_size)
+    _check_model_inputs(info.builder, model_kwargs)
     if FLAGS.cpu_devices and FLAGS.strategy not in ("mirrored", "default", "one_device"):
         raise app.UsageError(f"--cpu_devices is for --strategy=mirrored on one machine, got {FLAGS.strategy}.")
     _usage(strategy_lib.validate_strategy_args, FLAGS.strategy, FLAGS.num_devices, FLAGS.tpu)
     return model_kwargs, image_size
 
 
+# The largest crop side a run may ask for: the zoo's recipes use 112-352; a larger one only ends in an out-of-memory
+# error after start-up (data and model built).
+MAX_IMAGE_SIDE = 1024
+
+
+def _check_input_size(image_size):
+    """UsageError for a crop size beyond `MAX_IMAGE_SIDE` (e.g. --image_size=100000,100000)."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if size and max(size) > MAX_IMAGE_SIDE:
+        raise app.UsageError(f"--image_size={','.join(map(str, size))} is larger than {MAX_IMAGE_SIDE} pixels per "
+                             f"side, the limit of kerasvid train (the zoo's recipes train at 112-352); pass a smaller "
+                             f"--image_size.")
+
+
+def _check_model_inputs(builder, model_kwargs):
+    """UsageError for a two-input model the classification records cannot feed: a flow stream that takes
+    precomputed flow (`flow_source="input"`, i3d_action_context's default) needs an input no record holds."""
+    if FLAGS.task != "classification":
+        return
+    params = inspect.signature(builder).parameters
+    if "flow_source" not in params or "streams" not in params:
+        return
+    streams = model_kwargs.get("streams", params["streams"].default)
+    streams = (streams,) if isinstance(streams, str) else tuple(streams or ())
+    if model_kwargs.get("flow_source", params["flow_source"].default) == "input" and "flow" in streams:
+        raise app.UsageError(f"--model={FLAGS.model} with flow_source='input' takes precomputed optical flow as a "
+                             f"second input, which --task=classification's records do not hold; pass "
+                             f"--model_kwargs=flow_source=tvnet (flow computed from the frames) or "
+                             f"--model_kwargs=\"streams=('rgb',)\" (the RGB stream alone).")
+
+
 def _check_schedule_flags(training):
     """The step / epoch flags of the schedule: exactly one length, one form of each decay; the step boundaries."""
+    from kerasvid import command_flags
+
+    for message in command_flags.nonfinite_float_flags(FLAGS)[:1]:
+        raise app.UsageError(f"{message}.")
+    for name in ("train_steps", "train_epochs", "lr_decay_steps", "lr_decay_epochs"):
+        if getattr(FLAGS, name) < 0:
+            raise app.UsageError(f"--{name} must be positive (or 0: not set), got {name}={getattr(FLAGS, name)}.")
     if training and bool(FLAGS.train_steps) == bool(FLAGS.train_epochs):
         raise app.UsageError(f"Set exactly one of --train_steps and --train_epochs, got train_steps="
                              f"{FLAGS.train_steps}, train_epochs={FLAGS.train_epochs}.")
@@ -564,6 +604,7 @@ def main(argv):
         run(FLAGS.mode)
     except app.UsageError as e:
         _fail(f"{e} ({_PROG} --helpfull lists the flags)", EXIT_USAGE)
+    # a checkpoint that does not fit, or eval / export with no checkpoint: the message says what to do
     except (CheckpointMismatchError, UntrackedVariableError, FileNotFoundError) as e:
         _fail(str(e), EXIT_USAGE)
     except (DivergenceError, NonFiniteStateError) as e:

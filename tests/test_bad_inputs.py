@@ -14,7 +14,9 @@ import dataclasses
 import hashlib
 import importlib.util
 import io
+import json
 import os
+import re
 import shutil
 from typing import Callable, Optional
 
@@ -47,6 +49,9 @@ def _snapshot(root):
         for d in dirs:
             out[os.path.relpath(os.path.join(r, d), root) + "/"] = None
         for f in files:
+            if not os.path.isfile(os.path.join(r, f)):  # a FIFO (reading it would block): recorded by name
+                out[os.path.relpath(os.path.join(r, f), root)] = "not a regular file"
+                continue
             with open(os.path.join(r, f), "rb") as fh:
                 out[os.path.relpath(os.path.join(r, f), root)] = hashlib.sha256(fh.read()).hexdigest()
     return out
@@ -134,10 +139,104 @@ def _write_zero_frame_mp4(path):
     c.close()
 
 
+def _encode(path, frames, rate=10, faststart=False, rotation=0, hflip=False):
+    """Writes uint8 RGB `frames` (a list of [H, W, 3]; sizes may change only between .ts files) as MPEG-4; a
+    `faststart` mp4 has its index (moov) before the frame data, as web downloads do; `rotation` (the display
+    matrix's counter-clockwise angle, a phone held upright) and `hflip` (a mirror after it) go into the display
+    matrix. Returns the path."""
+    import av
+
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if rotation or hflip:
+            stream.set_display_rotation(rotation, hflip=hflip)
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
+def _noise(n, h=32, w=32, seed=0):
+    return list(np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8))
+
+
+def _truncated_mp4(path):
+    """A faststart mp4 of 60 noise frames cut at half its size (a partly downloaded file: the index lists 60 frames,
+    the data holds about 20)."""
+    data = open(_encode(str(path) + ".full.mp4", _noise(60), faststart=True), "rb").read()
+    os.remove(str(path) + ".full.mp4")
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+def _truncated_mkv(path):
+    """A Matroska file of 60 noise frames cut at half its size (its header declares a 6 s duration at 10 fps)."""
+    data = open(_encode(str(path) + ".full.mkv", _noise(60)), "rb").read()
+    os.remove(str(path) + ".full.mkv")
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+def _size_change_ts(path):
+    """An MPEG-TS stream whose resolution changes mid-way (two .ts files joined, as a stream recorder writes)."""
+    parts = [_encode(str(path) + f".{i}.ts", [np.full((h, w, 3), 60 * (i + 1), np.uint8)] * 10)
+             for i, (h, w) in enumerate([(32, 32), (48, 64)])]
+    path.write_bytes(b"".join(open(p, "rb").read() for p in parts))
+    for p in parts:
+        os.remove(p)
+    return str(path)
+
+
+def _jpeg_as_mp4(path):
+    path.write_bytes(writer.encode_jpeg(np.full((32, 32, 3), 90, np.uint8), 90))
+    return str(path)
+
+
+def _one_frame_mp4(path):
+    return _encode(path, _noise(1))
+
+
+def _fifo(path):
+    os.mkfifo(path)
+    return str(path)
+
+
+def _video_in(tmp, make, name):
+    """An input directory holding one bad video `name` made by `make(path)` and a list file naming it."""
+    ctx = _videos(tmp, f"{name} x\n", files=())
+    make(ctx["in"] / name)
+    return ctx
+
+
+def _extract(videos=(), records=None):
+    """`kerasvid extract` of a random-weight C2D at 2 x 32 x 32 into <tmp>/features."""
+    def run(tmp, ctx):
+        argv = ["extract", "--model=c2d_resnet18", "--num_classes=2", "--endpoint=res4", "--num_frames=2",
+                "--image_size=32,32", f"--output_dir={tmp / 'features'}", *[str(v(tmp)) for v in videos]]
+        return _cli(argv + ([f"--records={records(tmp, ctx)}"] if records else []))
+    return run
+
+
+def _inputs_unchanged(tmp, ctx, before):
+    """The inputs (everything under <tmp>/in) are untouched; the command's own output folder may exist."""
+    assert {k: v for k, v in _snapshot(tmp).items() if k.startswith("in")} == before
+
+
+def _labelled_records(tmp, folder, labels):
+    """One shard of two 2-frame records under <tmp>/<folder> with `labels` (bytes) as its labels.txt."""
+    paths = writer.write_records([schema.make_sequence_example(_grey_jpegs(2), [i % 2]) for i in range(2)],
+                                 str(tmp / folder), "d", 1)
+    (tmp / folder / "labels.txt").write_bytes(labels)
+    return {"pattern": writer.file_pattern(str(tmp / folder), "d"), "shard": paths[0]}
+
+
 def _no_shard_with_records(tmp, ctx, before):
     """The inputs are untouched and no shard holds a record (nothing could be converted)."""
-    after = _snapshot(tmp)
-    assert {k: v for k, v in after.items() if k.startswith("in")} == before
+    _inputs_unchanged(tmp, ctx, before)
     shards = tf.io.gfile.glob(str(ctx["out"] / "train-*.tfrecord"))
     assert all(sum(1 for _ in tf.data.TFRecordDataset(p)) == 0 for p in shards)
 
@@ -411,6 +510,105 @@ CASES = [
              ("error: --model=c2d_resnet18 with these flags", "multiple of 32", "(2, 16, 16, 3)")),
     BadInput("eval_of_nonfinite_weights", _nonfinite_checkpoint, lambda tmp, ctx: _raises(ctx["eval"]),
              lambda tmp, ctx: (ctx["path"], "has 1 NaN or infinite weights", "refusing to evaluate or export")),
+    # ---- issue 22 s.3: videos convert, predict and extract must refuse alike (kerasvid.data.video_files)
+    BadInput("convert_truncated_mp4", lambda tmp: _video_in(tmp, _truncated_mp4, "cut.mp4"), _convert(),
+             ("could be converted, nothing was written", "cut.mp4: truncated or damaged video",
+              "declares 60 frames but only", "decode")),
+    BadInput("predict_truncated_mp4", lambda tmp: {"made": _truncated_mp4(tmp / "cut.mp4")},
+             _predict(lambda tmp: tmp / "cut.mp4"),
+             lambda tmp, ctx: ("kerasvid predict: error:", str(tmp / "cut.mp4"), "truncated or damaged video",
+                               "declares 60 frames but only")),
+    BadInput("predict_truncated_mkv", lambda tmp: {"made": _truncated_mkv(tmp / "cut.mkv")},
+             _predict(lambda tmp: tmp / "cut.mkv"),
+             lambda tmp, ctx: (str(tmp / "cut.mkv"), "truncated or damaged video", "declares 60 frames but only")),
+    BadInput("convert_jpeg_renamed_mp4", lambda tmp: _video_in(tmp, _jpeg_as_mp4, "photo.mp4"), _convert(),
+             ("photo.mp4: a still image (jpeg_pipe), not a video",)),
+    BadInput("predict_jpeg_renamed_mp4", lambda tmp: {"made": _jpeg_as_mp4(tmp / "photo.mp4")},
+             _predict(lambda tmp: tmp / "photo.mp4"),
+             lambda tmp, ctx: ("kerasvid predict: error:", str(tmp / "photo.mp4"), "a still image (jpeg_pipe)")),
+    BadInput("convert_one_frame_video", lambda tmp: _video_in(tmp, _one_frame_mp4, "one.mp4"), _convert(),
+             ("one.mp4: one-frame video",)),
+    BadInput("predict_one_frame_video", lambda tmp: {"made": _one_frame_mp4(tmp / "one.mp4")},
+             _predict(lambda tmp: tmp / "one.mp4"),
+             lambda tmp, ctx: ("kerasvid predict: error:", str(tmp / "one.mp4"), "one-frame video")),
+    BadInput("convert_resolution_changes_mid_stream", lambda tmp: _video_in(tmp, _size_change_ts, "sizes.ts"),
+             _convert(), ("sizes.ts: the frame size changes mid-stream (32x32 to 64x48 at frame 10)",)),
+    BadInput("predict_resolution_changes_mid_stream", lambda tmp: {"made": _size_change_ts(tmp / "sizes.ts")},
+             _predict(lambda tmp: tmp / "sizes.ts"),
+             lambda tmp, ctx: ("kerasvid predict: error:", str(tmp / "sizes.ts"),
+                               "the frame size changes mid-stream (32x32 to 64x48 at frame 10)")),
+    BadInput("predict_fifo_then_a_good_video", lambda tmp: {"made": _fifo(tmp / "pipe.mp4")},
+             lambda tmp, ctx: (lambda status, text: (status, text if text.count(SMALL_VIDEO + "\t") == 1 else
+                                                     "the good video after the FIFO was not classified"))(
+                 *_cli(["predict", "--saved_model", _tiny_export()["path"], str(tmp / "pipe.mp4"), SMALL_VIDEO])),
+             lambda tmp, ctx: ("kerasvid predict: error:", str(tmp / "pipe.mp4"), "is a FIFO (named pipe)")),
+    BadInput("convert_fifo_in_the_list", lambda tmp: _video_in(tmp, _fifo, "pipe.mp4"), _convert(),
+             ("pipe.mp4: a FIFO (named pipe), not a video file",)),
+    # ---- kerasvid extract: every input failing is an error (exit 1) with a summary
+    BadInput("extract_every_video_failed",
+             lambda tmp: {"in": (tmp / "in").mkdir(), "made": _jpeg_as_mp4(tmp / "in" / "photo.mp4"),
+                          "fifo": _fifo(tmp / "in" / "pipe.mp4")},
+             _extract(videos=(lambda tmp: tmp / "in" / "photo.mp4", lambda tmp: tmp / "in" / "pipe.mp4")),
+             ("kerasvid extract: error: every one of the 2 inputs failed", "photo.mp4", "still image"),
+             check=_inputs_unchanged),
+    BadInput("extract_records_of_random_bytes", lambda tmp: (lambda ctx: (ctx, os.rename(
+        tmp / "records", tmp / "in"))[0])(_random_bytes(tmp)),
+             _extract(records=lambda tmp, ctx: tmp / "in" / "d-*"),
+             ("kerasvid extract: error: every one of the 1 inputs failed", "d-00000-of-00001.tfrecord",
+              "truncated or corrupt after record 0"), check=_inputs_unchanged),
+    # ---- flags: refused before any work (nothing written)
+    BadInput("train_negative_steps", lambda tmp: {},
+             lambda tmp, ctx: _train_main("--synthetic", "--train_steps=-5", f"--model_dir={tmp / 'run'}"),
+             ("error: --train_steps must be positive", "train_steps=-5")),
+    BadInput("train_nan_learning_rate", lambda tmp: {},
+             lambda tmp, ctx: _train_main("--synthetic", "--train_steps=2", "--learning_rate=nan",
+                                          f"--model_dir={tmp / 'run'}"),
+             ("error: --learning_rate must be a finite number, got nan",)),
+    BadInput("convert_nan_fps", lambda tmp: _videos(tmp, "a.mp4 x\n"), _convert("--fps", "nan"),
+             ("kerasvid convert: error: --fps must be a finite number, got nan",)),
+    BadInput("train_absurd_image_size", lambda tmp: {},
+             lambda tmp, ctx: _train_main("--synthetic", "--train_steps=2", "--image_size=100000,100000",
+                                          f"--model_dir={tmp / 'run'}"),
+             ("error: --image_size=100000,100000 is larger than 1024 pixels per side",)),
+    BadInput("train_action_context_with_flow_input", lambda tmp: {},
+             lambda tmp, ctx: _train_main("--synthetic", "--train_steps=2", "--model=i3d_action_context",
+                                          f"--model_dir={tmp / 'run'}"),
+             ("error: --model=i3d_action_context with flow_source='input'", "--model_kwargs=flow_source=tvnet")),
+    BadInput("export_without_a_checkpoint", lambda tmp: {},
+             lambda tmp, ctx: _train_main("--mode=export", "--num_classes=2", "--num_frames=2", "--image_size=32,32",
+                                          f"--model_dir={tmp / 'run'}"),
+             lambda tmp, ctx: ("error: No checkpoint in", str(tmp / "run")),
+             check=lambda tmp, ctx, before: not (tmp / "run" / "export").exists() or pytest.fail("exported")),
+    # ---- list files, label maps and labels.txt: encodings, duplicates, two label maps
+    BadInput("convert_latin1_list_file", lambda tmp: (lambda ctx: (ctx, ctx["list"].write_bytes(
+        "a.mp4 caf\xe9\n".encode("latin-1")))[0])(_videos(tmp, "")), _convert(),
+             ("list.txt:1: the label file is not UTF-8", "b'\\xe9'", "save it as UTF-8")),
+    BadInput("convert_latin1_label_map",
+             lambda tmp: {**_videos(tmp, "a.mp4 x\n"), "map": (tmp / "map.txt", (tmp / "map.txt").write_bytes(
+                 "x\ny\ncaf\xe9\n".encode("latin-1")))[0]},
+             lambda tmp, ctx: _cli(_convert_argv(ctx, "--label_map", str(ctx["map"]))),
+             ("map.txt:3: the label map is not UTF-8",)),
+    BadInput("convert_label_map_with_a_duplicate", lambda tmp: {**_videos(tmp, "a.mp4 x\n"), "map": (
+        tmp / "map.txt", (tmp / "map.txt").write_text("x\ny\nx\n"))[0]},
+             lambda tmp, ctx: _cli(_convert_argv(ctx, "--label_map", str(ctx["map"]))),
+             ("map.txt:3: class 'x' is listed twice (first on line 1)",)),
+    BadInput("train_labels_txt_with_a_duplicate_line", lambda tmp: _labelled_records(tmp, "records", b"a\nb\na\n"),
+             lambda tmp, ctx: _train_main(f"--train_pattern={ctx['pattern']}", "--mode=train", "--train_steps=1",
+                                          "--num_frames=2", "--image_size=32,32", f"--model_dir={tmp / 'run'}"),
+             lambda tmp, ctx: (f"{tmp / 'records' / 'labels.txt'}:3: class 'a' is listed twice",)),
+    BadInput("train_labels_txt_in_latin1", lambda tmp: _labelled_records(tmp, "records", "a\ncaf\xe9\n".encode(
+        "latin-1")),
+             lambda tmp, ctx: _train_main(f"--train_pattern={ctx['pattern']}", "--mode=train", "--train_steps=1",
+                                          "--num_frames=2", "--image_size=32,32", f"--model_dir={tmp / 'run'}"),
+             lambda tmp, ctx: (f"{tmp / 'records' / 'labels.txt'}:2: the labels file is not UTF-8",)),
+    BadInput("train_on_shards_of_two_label_maps",
+             lambda tmp: {"train": _labelled_records(tmp, "train", b"a\nb\n"),
+                          "eval": _labelled_records(tmp, "val", b"b\na\n")},
+             lambda tmp, ctx: _train_main(f"--train_pattern={ctx['train']['pattern']}",
+                                          f"--eval_pattern={ctx['eval']['pattern']}", "--train_steps=1",
+                                          "--num_frames=2", "--image_size=32,32", f"--model_dir={tmp / 'run'}"),
+             lambda tmp, ctx: ("two conversions with different label maps", str(tmp / "train" / "labels.txt"),
+                               str(tmp / "val" / "labels.txt"), "class index 0")),
 ]
 
 
@@ -451,3 +649,129 @@ def test_image_size_int_means_a_square(tmp_path):
     features, _ = next(iter(pipeline.video_dataset(ctx["pattern"], num_frames=2, image_size=6, training=False,
                                                    batch_size=1)))
     assert features["image"].shape == (1, 2, 6, 6, 3)
+
+
+# ---------------------------------------------------------------------------------------------------- accepted input
+# What was wrong here was a silent result, not a missing error: these inputs are now read right, or skipped and
+# counted where skipping is the documented behaviour.
+
+
+def test_utf8_byte_order_marks_are_accepted(tmp_path):
+    """A list file, a label map and a labels.txt saved by a Windows editor (UTF-8 with a BOM) read as without it."""
+    from kerasvid.data import discovery, sources
+
+    ctx = _videos(tmp_path, "")
+    ctx["list"].write_bytes("\ufeffa.mp4 x\n".encode())
+    (tmp_path / "map.txt").write_bytes("\ufeffx\ny\n".encode())
+    assert sources.load_label_map(str(tmp_path / "map.txt")) == ["x", "y"]
+    status, text = _cli(_convert_argv(ctx, "--label_map", str(tmp_path / "map.txt")))
+    assert status == 0, text
+    assert (ctx["out"] / "labels.txt").read_text() == "x\ny\n"
+    (tmp_path / "labels.txt").write_bytes("\ufeffa\nb\n".encode())
+    assert discovery.read_labels(str(tmp_path / "labels.txt")) == ("a", "b")
+
+
+def test_predict_escapes_a_path_with_a_line_break(tmp_path):
+    odd = tmp_path / "two\nlines\tand tab.mp4"
+    shutil.copy(SMALL_VIDEO, odd)
+    status, text = _cli(["predict", "--saved_model", _tiny_export()["path"], "--top_k=1", str(odd)])
+    assert status == 0, text
+    lines = text.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(str(tmp_path) + "/two\\nlines\\tand tab.mp4\t"), lines
+
+
+@pytest.mark.parametrize("rotation, hflip", [(90, False), (-90, False), (180, False), (0, True), (90, True)])
+def test_display_matrix_is_applied(tmp_path, rotation, hflip):
+    """A phone video stored 32 wide x 16 high with a display matrix (a quarter turn counter-clockwise, then a mirror,
+    as PyAV's `set_display_rotation` writes it) is read as players show it, by convert, predict and extract."""
+    from kerasvid import predict
+    from kerasvid.data import sources, video_files
+
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:8, :8], stored[:8, 8:16] = 255, 128  # two blocks at the top left: any turn or mirror moves them
+    path = _encode(tmp_path / "phone.mp4", [stored] * 4, rotation=rotation, hflip=hflip)
+    shown = np.rot90(stored, rotation // 90)[:, ::-1 if hflip else 1]
+    frames, _ = sources.decode_video(path)  # kerasvid convert
+    clips = list(video_files.stream_clips(path, np.array([[0, 1]]), 1))  # kerasvid extract
+    for got in (frames[0], video_files.read_frames(path, [0])[0], predict.decode_clips(path, 2)[0, 0],
+                clips[0][0, 0]):
+        assert got.shape == shown.shape
+        np.testing.assert_allclose(got.astype(float), shown.astype(float), atol=40)
+
+
+def _tiny_extract_argv(out, *inputs):
+    return ["extract", "--model=c2d_resnet18", "--num_classes=2", "--endpoint=res4", "--num_frames=2",
+            "--image_size=32,32", "--pool=avg", f"--output_dir={out}", *map(str, inputs)]
+
+
+def test_extract_counts_a_damaged_shard_and_writes_the_intact_ones(tmp_path):
+    """`extract --records`: one truncated shard among intact ones is named and counted; the others' features and
+    the damaged shard's records before the damage are written; exit 0 (skipping is extract's documented way)."""
+    good = writer.write_records([schema.make_sequence_example(_grey_jpegs(3), [0], video_id=f"v{i}")
+                                 for i in range(2)], str(tmp_path / "in"), "good", 1)
+    bad = writer.write_records([schema.make_sequence_example(_grey_jpegs(3), [0], video_id=f"w{i}")
+                                for i in range(3)], str(tmp_path / "in"), "bad", 1)[0]
+    data = open(bad, "rb").read()
+    with open(bad, "wb") as f:
+        f.write(data[: len(data) * 2 // 3 - 7])
+    status, text = _cli(_tiny_extract_argv(tmp_path / "f", f"--records={tmp_path / 'in' / '*.tfrecord'}"))
+    assert status == 0 and "Traceback" not in text, text
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert sorted(w["id"] for w in manifest["written"]) == ["v0", "v1", "w0"]
+    (skipped,) = manifest["skipped"]
+    assert bad in skipped["reason"] and "truncated or corrupt after record 1" in skipped["reason"]
+    assert "3 written, 1 skipped, of which 1 failed" in text and good
+
+
+def test_extract_skips_a_fifo_and_goes_on(tmp_path):
+    fifo = _fifo(tmp_path / "pipe.mp4")
+    status, text = _cli(_tiny_extract_argv(tmp_path / "f", fifo, SMALL_VIDEO))
+    assert status == 0, text
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert [w["id"] for w in manifest["written"]] == ["carphone_distorted"]
+    assert "is a FIFO (named pipe)" in manifest["skipped"][0]["reason"] and "1 failed" in text
+
+
+def test_two_extract_jobs_into_one_directory_keep_both_in_the_manifest(tmp_path):
+    """Two jobs into one --output_dir (started together: each began before the other wrote) both end up in
+    manifest.json; before, the last job to save listed only its own files."""
+    other = tmp_path / "other.mp4"
+    shutil.copy(SMALL_VIDEO, other)
+    from kerasvid import extract, zoo
+
+    model = zoo.c2d_resnet18(num_classes=2, input_shape=(2, 32, 32, 3))
+    jobs = [extract.FeatureExtractor(model, "res4", str(tmp_path / "f"), num_frames=2, image_size=(32, 32),
+                                     pool="avg") for _ in range(2)]
+    items = [extract.list_inputs([v]) for v in (SMALL_VIDEO, str(other))]
+    manifests = [job._start_manifest() for job in jobs]  # both started before either wrote
+    assert manifests[0] == manifests[1]
+    for job, job_items in zip(jobs, items):
+        job.run(job_items, progress=extract._progress(1, io.StringIO()))
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert sorted(w["id"] for w in manifest["written"]) == ["carphone_distorted", "other"]
+    assert manifest["num_written"] == 2 and not [n for n in os.listdir(tmp_path / "f") if ".tmp" in n]
+
+
+def test_extract_checkpoint_builds_the_runs_model_kwargs(tmp_path):
+    """`extract --checkpoint=<run>` builds the model with the run's --model_kwargs (run_config.json): here a
+    headless C2D; before, the default model with a head did not fit and the error dumped variable values."""
+    import tensorflow as tf
+
+    from kerasvid import zoo
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_config.json").write_text(json.dumps({"flags": {"model": "c2d_resnet18",
+                                                               "model_kwargs": "include_top=False"},
+                                                     "num_classes": 2}))
+    model = zoo.c2d_resnet18(num_classes=2, input_shape=(2, 32, 32, 3), include_top=False)
+    tf.train.Checkpoint(model=model).save(str(run / "ckpt"))
+    argv = ["extract", f"--checkpoint={run}", "--endpoint=res4", "--num_frames=2", "--image_size=32,32",
+            "--pool=avg", f"--output_dir={tmp_path / 'f'}", SMALL_VIDEO]
+    status, text = _cli(argv)
+    assert status == 0, text
+    # Other kwargs than the run's: refused in one short line naming a variable, without a dump of values.
+    status, text = _cli(argv[:1] + ["--model_kwargs=include_top=True"] + argv[1:-2] +
+                        [f"--output_dir={tmp_path / 'g'}", SMALL_VIDEO])
+    assert status == 1 and re.search(r"is not a checkpoint of 'c2d_resnet18' built with .*: 2 of \d+ model variables "
+                                     r"have no value in it \(first: \S+\)", text) and "numpy=" not in text, text

@@ -248,8 +248,9 @@ def convert(items, output_dir, name="train", num_shards=1, label_names=None, fps
     writer.check_split_name(name)
     if not isinstance(num_shards, int) or num_shards < 1:
         raise ValueError(f"`num_shards` must be a positive int, got {num_shards!r}.")
-    if fps is not None and fps <= 0:
-        raise ValueError(f"`fps` must be positive, got {fps}.")
+    for flag, value in (("fps", fps), ("source_fps", source_fps)):
+        if value is not None and not (0 < value < float("inf")):  # NaN fails the comparison too
+            raise ValueError(f"`{flag}` must be a positive finite number, got {flag}={value}.")
     if short_side is not None and short_side < 8:
         raise ValueError(f"`short_side` must be >= 8, got {short_side}.")
     if not 1 <= int(jpeg_quality) <= 100:

@@ -21,24 +21,48 @@ LABELS_FILE = "labels.txt"
 
 
 def read_labels(path):
-    """The class names of a labels file (one per line, blank lines skipped), index order."""
-    import tensorflow as tf
+    """The class names of a labels file (one per line, blank lines skipped), index order.
 
-    with tf.io.gfile.GFile(path) as f:
-        return tuple(line.strip() for line in f if line.strip())
+    Raises:
+        ValueError: a name listed twice, or bytes that are not UTF-8, naming the file and line (a UTF-8 byte-order
+            mark is accepted).
+    """
+    from kerasvid.data import sources
+
+    lines = [(n, line.strip()) for n, line in enumerate(sources.read_text(path, "labels file").splitlines(), 1)]
+    lines = [(n, name) for n, name in lines if name]
+    sources.check_unique_names(path, [name for _, name in lines], [n for n, _ in lines])
+    return tuple(name for _, name in lines)
 
 
 def find_labels_file(patterns):
     """`labels.txt` beside the first file of the first pattern (in order) that has one, or "" (empty patterns and
-    patterns that match nothing are passed over)."""
+    patterns that match nothing are passed over).
+
+    Raises:
+        ValueError: the records of `patterns` lie in directories whose `labels.txt` files list other classes (or
+            the same in another order): shards converted with two label maps would be read as one, with the
+            classes mixed up.
+    """
     import tensorflow as tf
 
+    found = []
     for pattern in patterns:
         files = tf.io.gfile.glob(pattern) if pattern else []
-        candidate = os.path.join(os.path.dirname(files[0]), LABELS_FILE) if files else ""
-        if candidate and tf.io.gfile.exists(candidate):
-            return candidate
-    return ""
+        for folder in dict.fromkeys(os.path.dirname(f) for f in files):
+            candidate = os.path.join(folder, LABELS_FILE)
+            if tf.io.gfile.exists(candidate) and candidate not in found:
+                found.append(candidate)
+    if len(found) > 1:
+        first = read_labels(found[0])
+        for other in found[1:]:
+            names = read_labels(other)
+            if names != first:
+                diff = next((i for i, (a, b) in enumerate(zip(first, names)) if a != b), min(len(first), len(names)))
+                raise ValueError(f"The records come from two conversions with different label maps: {found[0]} "
+                                 f"({len(first)} classes) and {other} ({len(names)} classes) differ at class index "
+                                 f"{diff}; convert every split with one --label_map.")
+    return found[0] if found else ""
 
 
 def label_names(labels_file="", patterns=(), model_dir=""):
@@ -51,11 +75,13 @@ def label_names(labels_file="", patterns=(), model_dir=""):
             export of a finished run without its data); "" = do not look there.
 
     Raises:
-        ValueError: `labels_file` is given and does not exist.
+        ValueError: `labels_file` is given and does not exist; the records lie beside `labels.txt` files that
+            differ; a labels file lists a class twice or is not UTF-8 (`read_labels`).
     """
     if labels_file and not os.path.exists(labels_file):
         raise ValueError(f"--labels_file={labels_file!r} does not exist.")
-    labels_file = labels_file or find_labels_file(patterns)
+    beside = find_labels_file(patterns)  # checked even with --labels_file: the records' indices must agree
+    labels_file = labels_file or beside
     names = read_labels(labels_file) if labels_file else ()
     if not names and model_dir:
         names = tuple(read_run_config(model_dir).get("label_names", ()))

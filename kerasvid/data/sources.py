@@ -3,6 +3,7 @@
 """
 import csv
 import dataclasses
+import io
 import json
 import os
 import re
@@ -23,14 +24,50 @@ class Item:
     exists: bool = True
 
 
+# ---------------------------------------------------------------------------------------------------- text files
+
+
+def read_text(path, what="file"):
+    """The text of a UTF-8 file (list file, label file, label map, labels.txt); a byte-order mark (as Windows
+    editors write) is accepted and dropped.
+
+    Raises:
+        ValueError: bytes that are not UTF-8 (e.g. a Latin-1 file), naming the file, the line and the byte.
+    """
+    if "://" in str(path):  # gs:// and other TensorFlow file systems
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(path, "rb") as f:
+            data = f.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: the {what} is not UTF-8 (byte {data[e.start:e.start + 1]!r} at offset "
+                         f"{e.start}; a Latin-1 or Windows-1252 file?): save it as UTF-8.") from None
+
+
+def check_unique_names(path, names, line_numbers):
+    """ValueError naming `path` and the line of the first class name listed twice (a class's records would be
+    split between two indices)."""
+    first = {}
+    for name, n in zip(names, line_numbers):
+        if name in first:
+            raise ValueError(f"{path}:{n}: class {name!r} is listed twice (first on line {first[name]}); list each "
+                             f"class once.")
+        first[name] = n
+
+
 # ---------------------------------------------------------------------------------------------------- label maps
 
 
 def load_label_map(path):
     """Loads class names in index order from a text file (one name per line, or Charades' "c000 description"
     lines, whose code is the name), a JSON list, or a JSON dict {name: index} (Something-Something)."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = read_text(path, "label map")
     if path.endswith(".json"):
         data = json.loads(text)
         if isinstance(data, dict):
@@ -40,15 +77,15 @@ def load_label_map(path):
                                  f"{[i for i, _ in by_index][:10]}...")
             return [k for _, k in by_index]
         return [str(x) for x in data]
-    names = []
-    for line in text.splitlines():
+    names, numbers = [], []
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         m = re.match(r"^(c\d{3})\s", line)
         names.append(m.group(1) if m else line)
-    if len(set(names)) != len(names):
-        raise ValueError(f"Label map {path} has duplicate names.")
+        numbers.append(n)
+    check_unique_names(path, names, numbers)
     return names
 
 
@@ -171,7 +208,7 @@ def parse_label_file(fmt, label_file, input_dir, split=None):
             exists = os.path.exists(path)
         items.append(Item(path, tuple(labels), str(video_id), exists))
 
-    with open(label_file, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(label_file, "label file"), newline="") as f:
         if fmt == "kinetics":
             for row in csv.DictReader(f):
                 if split and row.get("split") and row["split"] != split:
@@ -263,33 +300,44 @@ def decode_video(path, fps=None):
         (frames `[T, H, W, 3]` uint8, the fps of the returned frames).
 
     Raises:
-        SkipInput: unreadable file, no video stream, or fewer than 2 frames.
+        SkipInput: not a regular file, unreadable, a still image, no video stream, a frame size that changes,
+            fewer than 2 frames, or fewer than the container declares (`video_files.check_frames`).
     """
     import av
 
+    from kerasvid.data import video_files
+
+    kind = video_files.not_a_regular_file(path)
+    if kind:  # a FIFO would block the converter forever
+        raise SkipInput(f"{kind}, not a video file")
     if os.path.getsize(path) == 0:
         raise SkipInput("empty video (0 bytes)")
     try:
         with av.open(path) as container:
+            if container.format.name in video_files.IMAGE_FORMATS:
+                raise SkipInput(video_files.image_reason(container.format.name))
             if not container.streams.video:
                 kinds = sorted({st.type for st in container.streams})
                 raise SkipInput(f"no video stream (the file holds only {', '.join(kinds)} streams)" if kinds else
                                 "no video frames (the container holds no stream with any frame: a 0-frame video)")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            declared = video_files.declared_frames(stream)
             frames, times = [], []
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(video_files.to_rgb(frame))
+                video_files.check_same_size(path, {0: frames[0], len(frames) - 1: frames[-1]})
                 times.append(float(frame.time) if frame.time is not None else len(times) / float(stream.average_rate))
             rate = float(stream.average_rate) if stream.average_rate else None
+            if len(frames) == 0:
+                raise SkipInput("empty video (0 frames)")
+            video_files.check_frames(path, len(frames), declared)  # the validation predict and extract share
     except SkipInput:
         raise
+    except video_files.BadVideo as e:
+        raise SkipInput(e.reason) from e
     except Exception as e:  # PyAV raises several error types for broken files
         raise SkipInput(f"unreadable video ({type(e).__name__}: {e})") from e
-    if len(frames) == 0:
-        raise SkipInput("empty video (0 frames)")
-    if len(frames) == 1:
-        raise SkipInput("one-frame video")
     times = np.asarray(times) - times[0]
     if rate is None:
         rate = (len(times) - 1) / max(times[-1], 1e-6)

@@ -64,8 +64,12 @@ class ClassificationTask(Task):
         from kerasvid import zoo  # imported here: tasks sit above the zoo and build by name
 
         c = self.config
-        return zoo.get_model(c.model, num_classes=self.num_classes,
-                             input_shape=(c.num_frames, *c.image_size, 3), **c.model_kwargs)
+        model = zoo.get_model(c.model, num_classes=self.num_classes,
+                              input_shape=(c.num_frames, *c.image_size, 3), **c.model_kwargs)
+        if len(model.inputs) != 1:  # the records give one clip: a second input would fail inside the training step
+            raise ValueError(f"it takes {len(model.inputs)} inputs ({[t.name for t in model.inputs]}); classification "
+                             f"feeds one clip of frames (build it with one input through --model_kwargs)")
+        return model
 
     def data_config(self, training, input_context=None):
         """The `kerasvid.data.VideoDataConfig` of the training or evaluation pipeline: this task's settings (one
