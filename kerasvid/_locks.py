@@ -2,8 +2,9 @@
 
 `DirectoryLock(directory, what)` holds an advisory `flock` on `<directory>/.kerasvid.lock` for as long as it is
 open; a second holder gets `DirectoryLockedError` naming the process that holds it. The kernel releases the lock
-when its process ends, however it ends (kill -9 included), so a stale lock file never blocks a later run. On file
-systems without local locks (a `gs://` path) nothing is locked.
+when its process ends, however it ends (kill -9 included), so a stale lock file never blocks a later run; a
+released lock removes its file (and the folder, if the lock made it and it is still empty). On file systems
+without local locks (a `gs://` path) nothing is locked.
 """
 import json
 import os
@@ -38,22 +39,31 @@ class DirectoryLock:
     def acquire(self):
         if fcntl is None or "://" in self.directory:
             return self
+        self._created = not os.path.exists(self.directory)
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, LOCK_FILE)
-        handle = open(path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
+        while True:
+            handle = open(path, "a+", encoding="utf-8")
             try:
-                holder = json.loads(handle.read() or "{}")
-            except ValueError:
-                holder = {}
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                try:
+                    holder = json.loads(handle.read() or "{}")
+                except ValueError:
+                    holder = {}
+                handle.close()
+                self._remove_created()
+                who = f"{holder.get('what', 'another process')} (pid {holder.get('pid', '?')}, started " \
+                      f"{holder.get('started', '?')})"
+                raise DirectoryLockedError(f"{self.directory!r} is in use by {who}; wait for it to finish or use "
+                                           f"another directory.") from None
+            try:  # the holder before us may have removed the file as we opened it: lock the file that is there
+                if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             handle.close()
-            who = f"{holder.get('what', 'another process')} (pid {holder.get('pid', '?')}, started " \
-                  f"{holder.get('started', '?')})"
-            raise DirectoryLockedError(f"{self.directory!r} is in use by {who}; wait for it to finish or use "
-                                       f"another directory.") from None
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"what": self.what, "pid": os.getpid(), "argv": sys.argv,
@@ -63,10 +73,24 @@ class DirectoryLock:
         return self
 
     def release(self):
+        """Removes the lock file (a folder holds none between commands) and unlocks; a folder that the lock
+        created and that is still empty goes too."""
         if self._file is not None:
+            try:
+                os.remove(os.path.join(self.directory, LOCK_FILE))
+            except OSError:
+                pass
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+            self._remove_created()
+
+    def _remove_created(self):
+        if getattr(self, "_created", False):
+            try:
+                os.rmdir(self.directory)  # only if empty
+            except OSError:
+                pass
 
     def __enter__(self):
         return self.acquire()

@@ -395,9 +395,6 @@ def _align(task, trainer, restore):
     return results
 
 
-_MODEL_DIR_LOCK = None
-
-
 def model_settings(task):
     """The settings that decide a run's variables and labels: a run resumes, evaluates or exports only with these."""
     c = task.config
@@ -439,11 +436,8 @@ def _check_resumable(task, trainer, modes):
 
 
 def run(modes):
-    """Runs the modes in order; returns a dict of what was produced."""
-    import keras
-    import tensorflow as tf
-
-    from kerasvid.training import Trainer, get_strategy, split_cpu_into_logical_devices
+    """Runs the modes in order, holding the model_dir's lock; returns a dict of what was produced."""
+    from kerasvid.training import get_strategy, split_cpu_into_logical_devices
     from kerasvid.training import strategy as strategy_lib
 
     for mode in modes:
@@ -462,9 +456,22 @@ def run(modes):
         from kerasvid import export as export_lib
 
         _usage(export_lib.check_export_dir, export_dir)
-    if strategy_lib.is_chief(strategy):  # one run per model_dir at a time (released when the process ends)
-        global _MODEL_DIR_LOCK
-        _MODEL_DIR_LOCK = _usage(_locks.DirectoryLock(FLAGS.model_dir, f"{_PROG} --mode={','.join(modes)}").acquire)
+    lock = _locks.DirectoryLock(FLAGS.model_dir, f"{_PROG} --mode={','.join(modes)}")
+    if strategy_lib.is_chief(strategy):  # one run per model_dir at a time (the chief's; workers share its folder)
+        _usage(lock.acquire)
+    try:
+        return _run_modes(modes, strategy, task, train_config, export_dir)
+    finally:
+        lock.release()
+
+
+def _run_modes(modes, strategy, task, train_config, export_dir):
+    """`run`'s work once the model_dir is locked: builds the trainer, checks the run can resume, runs each mode."""
+    import keras
+    import tensorflow as tf
+
+    from kerasvid.training import Trainer
+
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
