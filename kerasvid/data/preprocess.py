@@ -8,10 +8,13 @@ so `kerasvid.export` can call the same two functions inside a SavedModel.
 """
 import tensorflow as tf
 
-# ImageNet statistics on the 0..1 scale (the CPNet / Actor-Observer / keras.applications convention).
+# ImageNet statistics on the 0..1 scale (the CPNet / Actor-Observer / torchvision convention).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = ("imagenet", "minus_one_one", "zero_one", "none")
+# "caffe": what keras.applications' ResNet50/101/152 ImageNet weights were trained on (keras
+# `applications/imagenet_utils.py`, mode "caffe"): RGB -> BGR, minus these BGR means on the 0..255 scale, no scaling.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+NORMALIZATIONS = ("imagenet", "caffe", "minus_one_one", "zero_one", "none")
 # Eval resize: short side = crop / 0.875 (256 for 224, 128 for 112), Model Garden's and the papers' protocol.
 DEFAULT_CROP_FRACTION = 0.875
 
@@ -28,8 +31,9 @@ def normalize(frames, preset="imagenet"):
     Args:
         frames: uint8 or float tensor `[..., 3]` on the 0..255 scale (floats are taken to be 0..255 as well, which is
             what `resize_and_center_crop` returns).
-        preset: "imagenet" ((x / 255 - mean) / std, RGB), "minus_one_one" (x / 127.5 - 1), "zero_one" (x / 255) or
-            "none" (float32 0..255).
+        preset: "imagenet" ((x / 255 - mean) / std, RGB), "caffe" (channels reversed to BGR, minus
+            `CAFFE_MEAN_BGR`, 0..255 scale: keras.applications ResNet ImageNet weights), "minus_one_one"
+            (x / 127.5 - 1), "zero_one" (x / 255) or "none" (float32 0..255).
 
     Returns:
         float32 tensor of the same shape.
@@ -41,11 +45,16 @@ def normalize(frames, preset="imagenet"):
     x = tf.cast(frames, tf.float32)
     # One multiply-add per element: x * scale + offset. The per-channel constants are tiled along the width so the
     # broadcast runs over a [W * 3] inner dimension (a [3]-vector broadcast is slower on CPU).
-    if preset == "imagenet":
+    if preset in ("imagenet", "caffe"):
         if x.shape.rank is None or x.shape.rank < 2 or x.shape[-1] != 3:
-            raise ValueError(f"ImageNet normalisation needs RGB frames [..., W, 3], got shape {x.shape}.")
-        scale = tf.constant([1.0 / (255.0 * s) for s in IMAGENET_STD])
-        offset = tf.constant([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+            raise ValueError(f"{preset!r} normalisation needs RGB frames [..., W, 3], got shape {x.shape}.")
+        if preset == "imagenet":
+            scale = tf.constant([1.0 / (255.0 * s) for s in IMAGENET_STD])
+            offset = tf.constant([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+        else:
+            x = tf.reverse(x, axis=[-1])  # RGB -> BGR
+            scale = tf.ones([3])
+            offset = -tf.constant(CAFFE_MEAN_BGR)
         shape = tf.shape(x)
         width = shape[-2]
         flat = tf.reshape(x, tf.stack([-1, width * 3]))

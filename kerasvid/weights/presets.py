@@ -1,0 +1,142 @@
+"""The known published checkpoints: where each comes from, under which license, and the input it needs.
+
+A checkpoint is only as good as the preprocessing it is fed: each record says the normalisation preset of
+`kerasvid.data.preprocess.normalize` it was trained with (or, where no preset matches, the exact statistics), and
+`normalization_for_weights` turns a builder's `weights=` argument into that preset, so that training, export and
+feature extraction feed what the weights expect (`TaskConfig(normalization="auto")`).
+
+    >>> from kerasvid.weights import presets
+    >>> presets.normalization_for_weights("imagenet")   # keras.applications ResNet weights
+    'caffe'
+    >>> [w.name for w in presets.list_weights()][:2]
+"""
+import dataclasses
+import difflib
+from typing import Optional, Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsInfo:
+    """Metadata of one published checkpoint.
+
+    Attributes:
+        name: preset name (e.g. "r3d_18_kinetics400").
+        models: the kerasvid models (registry names) it fits, or the models it will fit once its converter exists.
+        source: who publishes it and in which code base.
+        url: where the file is published ("" where it is not a single public file).
+        file_hash: the hash the publisher gives, as "<algorithm>:<hex>" (torchvision publishes the first 8 hex
+            digits of the sha256 in the file name; keras.applications an md5), "" where none is published.
+        license: the license the publisher states for the code the weights come with (weights inherit the
+            dataset's terms where the dataset has them).
+        dataset: what the weights were trained on.
+        normalization: the `kerasvid.data.preprocess.normalize` preset the weights expect, "" where none matches
+            (then `preprocessing` gives the exact statistics and the input must be prepared by hand).
+        preprocessing: the publisher's input preparation in words (resize, crop, scale, statistics).
+        reported: the accuracy the publisher reports, with its protocol; "" where no verified figure is at hand.
+        loader: how kerasvid reads it today ("" where no converter exists yet).
+    """
+
+    name: str
+    models: Tuple[str, ...]
+    source: str
+    url: str
+    file_hash: str
+    license: str
+    dataset: str
+    normalization: str
+    preprocessing: str
+    reported: str = ""
+    loader: str = ""
+
+
+_TORCHVISION_VIDEO = ("resize 128x171, centre crop 112x112, RGB on [0, 1], mean (0.43216, 0.394666, 0.37645), "
+                      "std (0.22803, 0.22145, 0.216989) (torchvision's VideoClassification transforms)")
+_TORCHVISION_PROTOCOL = ("Kinetics-400 validation, video-level top-1 (torchvision docs: clips of 16 frames at 15 fps, "
+                         "5 clips per video)")
+_KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+_CPNET = ("Liu et al., CPNet authors (github.com/xingyul/cpnet); TF1 tf.train.Saver checkpoints in the Google Drive "
+          "folders linked from its README")
+_I3D = "DeepMind kinetics-i3d (github.com/deepmind/kinetics-i3d), TF1 checkpoints under data/checkpoints/"
+
+_WEIGHTS = [
+    WeightsInfo(
+        f"resnet{depth}_imagenet", (f"c2d_resnet{depth}",) + extra,
+        "keras.applications ResNet (He et al. 2016, the Caffe models converted)",
+        f"{_KERAS_APPS}resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5", f"md5:{md5}", "MIT (keras)",
+        "ImageNet-1k", "caffe",
+        "RGB -> BGR, minus (103.939, 116.779, 123.68), 0..255 scale, no division (keras resnet.preprocess_input)",
+        "", 'weights="imagenet" (keras.applications download, transferred / inflated)')
+    for depth, md5, extra in (
+        (50, "4d473c1dd8becc155b73f8504c6f6626", ()),
+        (101, "88cf7a10940856eca736dc7b7e228a21", ("cpnet_resnet101",)),
+        (152, "ee4c566cf9a93f14d82f913c2dc6dd0c", ("actor_observer_resnet152",)))
+] + [
+    WeightsInfo(
+        f"{arch}_kinetics400", (model,), "torchvision.models.video (Tran et al. 2018)",
+        f"https://download.pytorch.org/models/{arch}-{prefix}.pth", f"sha256-prefix:{prefix}", "BSD-3-Clause (torchvision)",
+        "Kinetics-400", "", _TORCHVISION_VIDEO, f"top-1 {top1} ({_TORCHVISION_PROTOCOL})",
+        "kerasvid.weights.torch_files.read_pth (tensors); no video-ResNet converter yet")
+    for arch, prefix, model, top1 in (
+        ("r3d_18", "b3b3357e", "r3d_resnet18", 63.2),
+        ("mc3_18", "a90a0ba3", "mc3_resnet18", 63.96),
+        ("r2plus1d_18", "91a641e6", "r2plus1d_resnet18", 67.46))
+] + [
+    WeightsInfo(
+        "cpnet_resnet34_jester", ("cpnet_resnet34",), _CPNET, "", "", "CC BY-NC-SA 4.0 (their code)",
+        "20BN-Jester v1, 27 classes, 24 frames step 1 at 112x112", "imagenet",
+        "RGB (x / 255 - ImageNet mean) / ImageNet std; eval short side 112, 8 clips x 6 crops (fcn 6)",
+        "", "names and shapes in shared/reference/cpnet_checkpoints; no converter yet"),
+    WeightsInfo(
+        "cpnet_resnet34_ssv2", ("cpnet_resnet34",), _CPNET, "", "", "CC BY-NC-SA 4.0 (their code)",
+        "Something-Something v2, 174 classes, 24 frames step 2 at 224x224", "imagenet",
+        "RGB (x / 255 - ImageNet mean) / ImageNet std; eval short side 224, 8 clips x 6 crops (fcn 6)",
+        "", "names and shapes in shared/reference/cpnet_checkpoints; no converter yet"),
+] + [
+    WeightsInfo(
+        f"i3d_kinetics_{layout}", ("i3d", "i3d_action_context"), _I3D, "", "", "Apache-2.0",
+        "Kinetics-400" + (" (ImageNet-inflated start)" if layout.endswith("imagenet") else "")
+        + (" / Kinetics-600" if layout.endswith("kin600") else ""),
+        "none" if layout.startswith("flow") else "minus_one_one",
+        "TV-L1 flow clipped to [-20, 20] and divided by 20" if layout.startswith("flow")
+        else "RGB on [-1, 1] (x / 127.5 - 1)", "",
+        'kinetics_checkpoint=<prefix> (kerasvid.backbones.i3d.load_kinetics_i3d_checkpoint)')
+    for layout in ("rgb_imagenet", "rgb_scratch", "flow_imagenet", "flow_scratch", "rgb_scratch_kin600")
+]
+_BY_NAME = {w.name: w for w in _WEIGHTS}
+assert len(_BY_NAME) == len(_WEIGHTS)
+
+
+def list_weights():
+    """Every known checkpoint's `WeightsInfo`, sorted by name."""
+    return sorted(_WEIGHTS, key=lambda w: w.name)
+
+
+def weights_info(name):
+    """The `WeightsInfo` of a preset name; an unknown name raises a ValueError with the closest names."""
+    if name not in _BY_NAME:
+        close = difflib.get_close_matches(str(name), list(_BY_NAME), n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(f"Unknown weights preset {name!r}.{hint} Known: {', '.join(sorted(_BY_NAME))}.")
+    return _BY_NAME[name]
+
+
+def normalization_for_weights(weights, default="imagenet") -> Optional[str]:
+    """The `kerasvid.data.preprocess.normalize` preset a builder's `weights=` argument implies.
+
+    "imagenet" (keras.applications ResNet weights) -> "caffe"; a preset name -> its record's `normalization`;
+    None or a path (kerasvid's own `.weights.h5`, whose preparation the file does not record) -> `default`.
+
+    Raises:
+        ValueError: a preset whose preparation no normalisation preset reproduces (e.g. torchvision's video mean/std).
+    """
+    if weights is None:
+        return default
+    if weights == "imagenet":
+        return "caffe"
+    info = _BY_NAME.get(str(weights))
+    if info is None:
+        return default
+    if not info.normalization:
+        raise ValueError(f"The weights {weights!r} need an input preparation no normalisation preset gives: "
+                         f"{info.preprocessing}.")
+    return info.normalization

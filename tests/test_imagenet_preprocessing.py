@@ -1,0 +1,53 @@
+"""The ImageNet start gets the input its weights were trained on: keras.applications' ResNets expect "caffe"
+preprocessing (RGB -> BGR, minus the BGR means, 0..255), and the weights choose it (issue 25, section 1)."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid.backbones import resnet
+from kerasvid.data import preprocess
+from kerasvid.models.resnet_video import resnet_video
+from kerasvid.tasks.base import TaskConfig
+from kerasvid.weights import presets
+from tests.test_resnet import _randomize_bn
+
+
+def test_caffe_normalization_by_hand():
+    x = np.array([[[[10, 200, 30], [0, 255, 128]]]], np.uint8)  # [1, 1, 2, 3] RGB
+    want = np.array([[[[30 - 103.939, 200 - 116.779, 10 - 123.68], [128 - 103.939, 255 - 116.779, 0 - 123.68]]]])
+    np.testing.assert_allclose(preprocess.normalize(x, "caffe").numpy(), want, atol=1e-4)
+
+
+def test_c2d_on_caffe_input_equals_keras_applications_on_preprocess_input():
+    """One frame: the C2D ResNet-50 with keras.applications' weights, fed `normalize(x, "caffe")`, computes what
+    keras.applications.ResNet50 computes on `keras.applications.resnet.preprocess_input(x)`."""
+    rng = np.random.default_rng(3)
+    image_model = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg", input_shape=(64, 64, 3))
+    _randomize_bn(image_model, rng)
+    video_model = resnet_video(50, input_shape=(1, 64, 64, 3), include_top=False, pooling="avg", stem_stride=2)
+    resnet.transfer_2d_weights(video_model, image_model)
+    frame = rng.uniform(0, 255, size=(1, 64, 64, 3)).astype("float32")
+    want = image_model(keras.applications.resnet.preprocess_input(frame.copy()), training=False).numpy()
+    got = video_model(preprocess.normalize(frame[:, None], "caffe"), training=False).numpy()
+    assert np.abs(want).max() > 1e-2
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # The RGB mean/std input the recipes used to feed is a different input, not a rounding away.
+    wrong = video_model(preprocess.normalize(frame[:, None], "imagenet"), training=False).numpy()
+    assert np.abs(wrong - want).max() > 100 * np.abs(got - want).max()
+
+
+@pytest.mark.parametrize("weights, expected", [
+    ("imagenet", "caffe"), (None, "imagenet"), ("i3d_kinetics_rgb_imagenet", "minus_one_one"),
+    ("cpnet_resnet34_jester", "imagenet")])
+def test_the_weights_choose_the_normalization(weights, expected):
+    assert presets.normalization_for_weights(weights) == expected
+    kwargs = {} if weights is None else {"weights": weights}
+    assert TaskConfig(model="c2d_resnet50", model_kwargs=kwargs).normalization == expected
+    # An explicit setting wins.
+    assert TaskConfig(model_kwargs=kwargs, normalization="zero_one").normalization == "zero_one"
+
+
+def test_weights_without_a_preset_normalization_say_what_they_need():
+    with pytest.raises(ValueError, match="0.43216"):
+        presets.normalization_for_weights("r3d_18_kinetics400")
