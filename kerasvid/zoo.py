@@ -3,6 +3,7 @@
     import kerasvid
     model = kerasvid.zoo.cpnet_resnet34(num_classes=27, input_shape=(8, 112, 112, 3))
     kerasvid.zoo.list_models()
+    kerasvid.zoo.list_weights()   # published checkpoints: source, license, preprocessing, reported accuracy
 
 `python -m kerasvid.zoo` prints the model table (name, paper, parameters, GFLOPs for the default input).
 """
@@ -11,6 +12,8 @@ import sys
 from kerasvid import _discovery
 # The registry's API is public from here (`kerasvid.zoo.get_model`, `kerasvid.zoo.register_model`, ...).
 from kerasvid.models.registry import ModelInfo, get_model, list_models, model_info, register_model  # noqa: F401
+# The known published checkpoints and what each needs (`kerasvid.zoo.list_weights()`).
+from kerasvid.weights.presets import WeightsInfo, list_weights, weights_info  # noqa: F401
 
 # Each paper's model file registers its builders on import: every module of kerasvid.models is imported, so a new
 # model file needs no line here.

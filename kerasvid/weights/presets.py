@@ -60,15 +60,15 @@ _I3D = "DeepMind kinetics-i3d (github.com/deepmind/kinetics-i3d), TF1 checkpoint
 
 _WEIGHTS = [
     WeightsInfo(
-        f"resnet{depth}_imagenet", (f"c2d_resnet{depth}",) + extra,
+        f"resnet{depth}_imagenet", models,
         "keras.applications ResNet (He et al. 2016, the Caffe models converted)",
         f"{_KERAS_APPS}resnet{depth}_weights_tf_dim_ordering_tf_kernels_notop.h5", f"md5:{md5}", "MIT (keras)",
         "ImageNet-1k", "caffe",
         "RGB -> BGR, minus (103.939, 116.779, 123.68), 0..255 scale, no division (keras resnet.preprocess_input)",
         "", 'weights="imagenet" (keras.applications download, transferred / inflated)')
-    for depth, md5, extra in (
-        (50, "4d473c1dd8becc155b73f8504c6f6626", ()),
-        (101, "88cf7a10940856eca736dc7b7e228a21", ("cpnet_resnet101",)),
+    for depth, md5, models in (
+        (50, "4d473c1dd8becc155b73f8504c6f6626", ("c2d_resnet50",)),
+        (101, "88cf7a10940856eca736dc7b7e228a21", ("c2d_resnet101", "cpnet_resnet101")),
         (152, "ee4c566cf9a93f14d82f913c2dc6dd0c", ("actor_observer_resnet152",)))
 ] + [
     WeightsInfo(
