@@ -167,3 +167,21 @@ def test_big_endian_files(tmp_path):
     state = torch_files.load_state_dict(path)
     for key, want in _expected().items():
         np.testing.assert_array_equal(state[key[len("module."):]], want)
+
+
+def _unicode(text):
+    return b"X" + struct.pack("<I", len(text)) + text.encode()
+
+
+def test_pickled_state_for_a_rebuilt_tensor_is_refused(tmp_path):
+    """A BUILD opcode that would overwrite a tensor's offset (to read outside its storage) is refused."""
+    storage = b"(" + _unicode("storage") + b"ctorch\nFloatStorage\n" + _unicode("0") + _unicode("cpu") + b"K\x18tQ"
+    tensor = (b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage + b"K\x00K\x18\x85K\x01\x85\x89"
+              b"ccollections\nOrderedDict\n)Rt" + b"R")
+    good = b"\x80\x02" + tensor + b"."
+    path = tmp_path / "t.pth"
+    _zip_checkpoint(path, good)
+    np.testing.assert_array_equal(torch_files.read_pth(path), _expected()["module.conv1.weight"].ravel())
+    _zip_checkpoint(path, b"\x80\x02" + tensor + b"}" + _unicode("offset") + b"J" + struct.pack("<i", -1000) + b"sb.")
+    with pytest.raises(torch_files.UnsafeCheckpointError, match="pickled state for _Tensor"):
+        torch_files.read_pth(path)

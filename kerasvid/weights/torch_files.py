@@ -56,7 +56,14 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
 
-class _StorageType:
+class _NoState:
+    """The reader's own objects take no pickled state (a BUILD opcode on them is refused)."""
+
+    def __setstate__(self, state):
+        raise UnsafeCheckpointError(f"Refusing pickled state for {type(self).__name__}")
+
+
+class _StorageType(_NoState):
     """The stand-in for a `torch.<Name>Storage` class or a `torch.<dtype>`: only its numpy dtype matters."""
 
     def __init__(self, name, dtype):
@@ -66,7 +73,7 @@ class _StorageType:
         return f"torch.{self.name}"
 
 
-class _Storage:
+class _Storage(_NoState):
     """A storage a tensor views: its numpy dtype and element count; `data` (flat numpy) once its bytes are read."""
 
     def __init__(self, dtype, numel):
@@ -90,14 +97,14 @@ class _Storage:
             self.data = np.frombuffer(raw, dt.newbyteorder(order) if dt.itemsize > 1 else dt).astype(dt)
 
 
-class _StorageView:
+class _StorageView(_NoState):
     """A legacy-format view into a root storage (PyTorch < 0.4 storage views): `offset` and `size` in elements."""
 
     def __init__(self, root, offset, size):
         self.root, self.offset, self.size = root, int(offset), int(size)
 
 
-class _Tensor:
+class _Tensor(_NoState):
     """A tensor to materialise once its storage's bytes are read: `(storage, offset, size, stride)` in elements."""
 
     def __init__(self, storage, offset, size, stride, dtype=None):
@@ -164,7 +171,7 @@ def _numpy_dtype(name, align=False, copy=False):
     return dtype
 
 
-class _Constructed:
+class _Constructed(_NoState):
     """`cls()` for the allowed classes that pickle rebuilds by REDUCE/NEWOBJ (OrderedDict, torch.Size, ...)."""
 
 
