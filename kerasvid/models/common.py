@@ -3,6 +3,8 @@ import os
 
 import keras
 
+from kerasvid.weights import convert
+
 POOLINGS = ("avg", "max", None)
 
 
@@ -15,7 +17,8 @@ def validate_common_args(num_classes, include_top, weights, pooling, dropout_rat
     if not 0.0 <= float(dropout_rate) < 1.0:
         raise ValueError(f"`dropout_rate` must be in [0, 1), got dropout_rate={dropout_rate!r}")
     if weights is not None and weights != "imagenet" and not os.path.exists(str(weights)):
-        raise ValueError(f"`weights` must be None, 'imagenet' or the path to a .weights.h5 file; the path "
+        raise ValueError(f"`weights` must be None, 'imagenet' or the path to a .weights.h5 file (or, where the "
+                         f"builder maps PyTorch names, a .pth / .safetensors file); the path "
                          f"{weights!r} does not exist")
     if classifier_activation is not None:
         keras.activations.get(classifier_activation)  # raises a clear ValueError for unknown names
@@ -52,18 +55,28 @@ def classifier_head(x, num_classes, include_top, pooling, dropout_rate, classifi
     return keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions", dtype="float32")(y)
 
 
-def load_model_weights(model, weights):
+def load_model_weights(model, weights, torch_names=None, torch_optional=()):
     """Loads a `.weights.h5` file into `model`, with an error that names the mismatching layer or shapes.
 
     Args:
         model: the built model.
         weights: None (nothing to do) or a path. ("imagenet" is handled by the builder that supports it.)
+        torch_names: for a builder whose layers carry the PyTorch module names: `{torch module: keras layer}` for
+            the names that differ; then a `.pth` / `.pt` / `.pth.tar` / `.safetensors` path is read without PyTorch
+            and mapped (`kerasvid.weights.convert.load_torch_weights`). None: such files are refused.
+        torch_optional: PyTorch modules whose tensors may stay unused (the classifier of a model without its top).
     """
     if weights is None:
         return model
     path = str(weights)
     if not os.path.exists(path):
         raise ValueError(f"The weights path {path!r} does not exist")
+    if convert.is_torch_file(path):
+        if torch_names is None:
+            raise ValueError(f"{model.name!r} has no mapping from PyTorch names; {path!r} cannot be loaded into it "
+                             f"(pass a .weights.h5 file of this model)")
+        convert.load_torch_weights(model, path, torch_names, torch_optional)
+        return model
     try:
         model.load_weights(path)
     except ValueError as err:

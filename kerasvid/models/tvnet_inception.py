@@ -18,6 +18,8 @@ from kerasvid.models.registry import register_model
 _TVNET_PAPER = "Fan et al., CVPR 2018 (TVNet)"
 _BN_INCEPTION_PAPER = "Ioffe & Szegedy, ICML 2015 (BN-Inception), TSN layout (Wang et al., ECCV 2016)"
 FIRST_CONV = "conv1_7x7_s2"
+# PyTorch BN-Inception (pretrainedmodels / TSN) module names that differ from the Keras layer names.
+TORCH_NAMES = {"last_linear": "predictions"}
 
 
 def _check_spatial(input_shape):
@@ -60,7 +62,10 @@ def bn_inception(num_classes=101, input_shape=(3, 224, 224, 3), include_top=True
         num_classes: classifier width (101 for UCF101).
         input_shape: `(T, H, W, C)`; H, W >= 32.
         include_top: add dropout + the dense classifier on `global_pool`.
-        weights: None or the path to a `.weights.h5` file of this exact model.
+        weights: None, the path to a `.weights.h5` file of this exact model, or a PyTorch BN-Inception file
+            (`.pth` / `.safetensors` with the Caffe port's names, e.g. pretrainedmodels' `bn_inception-52deb4733.pth`
+            or TSN's, whose `(1, C)` BatchNorm tensors load too; `last_linear` is the classifier, ignored without
+            the top). Those ImageNet weights expect BGR 0..255 input minus [104, 117, 128] (flow: minus 128).
         pooling: when include_top=False: "avg" (`global_pool`), "max" or None (the `inception_5b` map).
         dropout_rate: dropout before the classifier (TSN: 0.8 for RGB, 0.7 for flow).
         classifier_activation: None for logits, or e.g. "softmax".
@@ -87,7 +92,8 @@ def bn_inception(num_classes=101, input_shape=(3, 224, 224, 3), include_top=True
     model = _bn_inception_head(inputs, features, num_classes=num_classes, include_top=include_top, pooling=pooling,
                                dropout_rate=dropout_rate, classifier_activation=classifier_activation,
                                name=name or ("bn_inception" if input_shape[-1] == 3 else "bn_inception_flow"))
-    return common.load_model_weights(model, weights)
+    return common.load_model_weights(model, weights, torch_names=TORCH_NAMES,
+                                     torch_optional=() if include_top else ("last_linear",))
 
 
 def cross_modality_init(flow_model, rgb_model):

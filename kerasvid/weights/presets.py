@@ -82,6 +82,13 @@ _WEIGHTS = [
         ("r2plus1d_18", "91a641e6", "r2plus1d_resnet18", 67.46))
 ] + [
     WeightsInfo(
+        "bn_inception_imagenet", ("bn_inception",), "pretrainedmodels (Cadene), BN-Inception ported from Caffe "
+        "(the ImageNet start of TSN and of TVNet's two-stream nets)",
+        "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth", "",
+        "BSD-3-Clause (pretrainedmodels)", "ImageNet-1k", "",
+        "BGR on 0..255 minus (104, 117, 128), no scaling; flow towers: minus 128", "",
+        'weights="<file>.pth" (kerasvid.weights.convert, names as in the file; TSN\'s (1, C) BatchNorm tensors load)'),
+    WeightsInfo(
         "cpnet_resnet34_jester", ("cpnet_resnet34",), _CPNET, "", "", "CC BY-NC-SA 4.0 (their code)",
         "20BN-Jester v1, 27 classes, 24 frames step 1 at 112x112", "imagenet",
         "RGB (x / 255 - ImageNet mean) / ImageNet std; eval short side 112, 8 clips x 6 crops (fcn 6)",
