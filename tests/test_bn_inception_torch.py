@@ -74,3 +74,18 @@ def test_builders_without_pytorch_names_refuse_pth(tmp_path):
     path = _write(tmp_path, {"x": np.zeros(2, np.float32)}, "w.safetensors")
     with pytest.raises(ValueError, match="no mapping from PyTorch names"):
         zoo.c2d_resnet18(num_classes=2, input_shape=(1, 32, 32, 3), weights=path)
+
+
+def test_tvnet_flow_tower_starts_from_the_pytorch_rgb_weights(tmp_path, state):
+    """TSN cross-modality start of the TVNet flow tower from the PyTorch ImageNet file: the first conv averaged over
+    RGB and repeated over the flow channels (2 per flow: 2 frames give 2), every other conv and BatchNorm copied; the
+    classifier is not."""
+    model = zoo.tvnet_bn_inception(num_classes=7, input_shape=(2, 64, 64, 3), tvnet_iterations=1,
+                                   rgb_weights=_write(tmp_path, state))
+    kernel = model.get_layer("conv1_7x7_s2").kernel.numpy()
+    torch_kernel = state["conv1_7x7_s2.weight"]  # (64, 3, 7, 7)
+    want = np.repeat(np.transpose(torch_kernel, (2, 3, 1, 0)).mean(axis=2, keepdims=True), 2, axis=2)
+    np.testing.assert_allclose(kernel.reshape(want.shape), want, rtol=1e-6, atol=1e-7)
+    bn = model.get_layer("inception_5b_pool_proj_bn")
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), state["inception_5b_pool_proj_bn.running_var"])
+    assert model.get_layer("predictions").kernel.shape == (1024, 7)

@@ -14,6 +14,7 @@ from kerasvid.layers.tvnet import TVNet
 from kerasvid.layers.two_stream import ScoreFusion, StackFlows
 from kerasvid.models import common
 from kerasvid.models.registry import register_model
+from kerasvid.weights import convert
 
 _TVNET_PAPER = "Fan et al., CVPR 2018 (TVNet)"
 _BN_INCEPTION_PAPER = "Ioffe & Szegedy, ICML 2015 (BN-Inception), TSN layout (Wang et al., ECCV 2016)"
@@ -152,7 +153,8 @@ def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_to
         dropout_rate: dropout before the classifier (TSN flow stream: 0.7).
         classifier_activation: None for logits, or e.g. "softmax".
         rgb_weights: path to the `.weights.h5` of `bn_inception(num_classes, input_shape=(1, H, W, 3),
-            include_top=include_top)` for cross-modality initialisation.
+            include_top=include_top)`, or a PyTorch BN-Inception `.pth` / `.safetensors` (see `bn_inception`; its
+            classifier is not used), for cross-modality initialisation.
         tvnet_scales, tvnet_warps, tvnet_iterations: the TVNet configuration (TVNet-50: 1, 1, 50).
         channel_order: channel order of the frames, "rgb" or "bgr".
 
@@ -178,7 +180,9 @@ def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_to
                                dropout_rate=dropout_rate, classifier_activation=classifier_activation,
                                name="tvnet_bn_inception")
     if rgb_weights is not None:
-        rgb = bn_inception(num_classes=num_classes, input_shape=(1,) + input_shape[1:], include_top=include_top,
+        # A PyTorch file is an ImageNet start (its 1000-way classifier is not carried over): the tower only.
+        top = include_top and not convert.is_torch_file(rgb_weights)
+        rgb = bn_inception(num_classes=num_classes, input_shape=(1,) + input_shape[1:], include_top=top,
                            weights=rgb_weights, pooling=pooling, dropout_rate=dropout_rate,
                            classifier_activation=classifier_activation)
         cross_modality_init(model, rgb)
