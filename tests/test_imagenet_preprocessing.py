@@ -3,7 +3,6 @@ preprocessing (RGB -> BGR, minus the BGR means, 0..255), and the weights choose 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from kerasvid.backbones import resnet
 from kerasvid.data import preprocess
@@ -48,6 +47,13 @@ def test_the_weights_choose_the_normalization(weights, expected):
     assert TaskConfig(model_kwargs=kwargs, normalization="zero_one").normalization == "zero_one"
 
 
-def test_weights_without_a_preset_normalization_say_what_they_need():
-    with pytest.raises(ValueError, match="0.43216"):
-        presets.normalization_for_weights("r3d_18_kinetics400")
+@pytest.mark.parametrize("preset, bgr, mean, std", [
+    ("torchvision_video", False, (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
+    ("bn_inception", True, (104 / 255, 117 / 255, 128 / 255), (1 / 255, 1 / 255, 1 / 255))])
+def test_the_published_weights_presets_by_hand(preset, bgr, mean, std):
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 4, 3)).astype(np.float32)
+    y = x[..., ::-1] if bgr else x
+    want = (y / 255.0 - np.array(mean)) / np.array(std)
+    np.testing.assert_allclose(preprocess.normalize(x, preset).numpy(), want, rtol=1e-5, atol=1e-3)
+    assert presets.normalization_for_weights({"torchvision_video": "r2plus1d_18_kinetics400",
+                                              "bn_inception": "bn_inception_imagenet"}[preset]) == preset

@@ -15,7 +15,7 @@ def test_every_record_is_complete_and_names_real_models():
     assert len({w.name for w in records}) == len(records) >= 13
     for w in records:
         assert w.source and w.license and w.dataset and w.preprocessing, w.name
-        assert w.normalization in preprocess.NORMALIZATIONS + ("",), w.name
+        assert w.normalization in preprocess.NORMALIZATIONS, w.name
         assert set(w.models) <= set(zoo.list_models()) | PLANNED, w.name
         assert not w.url or w.url.startswith(("https://", "http://")), w.name
 

@@ -1,7 +1,7 @@
 """The known published checkpoints: where each comes from, under which license, and the input it needs.
 
 A checkpoint is only as good as the preprocessing it is fed: each record says the normalisation preset of
-`kerasvid.data.preprocess.normalize` it was trained with (or, where no preset matches, the exact statistics), and
+`kerasvid.data.preprocess.normalize` it was trained with (and the publisher's whole preparation in words), and
 `normalization_for_weights` turns a builder's `weights=` argument into that preset, so that training, export and
 feature extraction feed what the weights expect (`TaskConfig(normalization="auto")`).
 
@@ -12,7 +12,7 @@ feature extraction feed what the weights expect (`TaskConfig(normalization="auto
 """
 import dataclasses
 import difflib
-from typing import Optional, Tuple
+from typing import Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +29,7 @@ class WeightsInfo:
         license: the license the publisher states for the code the weights come with (weights inherit the
             dataset's terms where the dataset has them).
         dataset: what the weights were trained on.
-        normalization: the `kerasvid.data.preprocess.normalize` preset the weights expect, "" where none matches
-            (then `preprocessing` gives the exact statistics and the input must be prepared by hand).
+        normalization: the `kerasvid.data.preprocess.normalize` preset the weights expect.
         preprocessing: the publisher's input preparation in words (resize, crop, scale, statistics).
         reported: the accuracy the publisher reports, with its protocol; "" where no verified figure is at hand.
         loader: how kerasvid reads it today ("" where no converter exists yet).
@@ -74,7 +73,7 @@ _WEIGHTS = [
     WeightsInfo(
         f"{arch}_kinetics400", (model,), "torchvision.models.video (Tran et al. 2018)",
         f"https://download.pytorch.org/models/{arch}-{prefix}.pth", f"sha256-prefix:{prefix}", "BSD-3-Clause (torchvision)",
-        "Kinetics-400", "", _TORCHVISION_VIDEO, f"top-1 {top1} ({_TORCHVISION_PROTOCOL})",
+        "Kinetics-400", "torchvision_video", _TORCHVISION_VIDEO, f"top-1 {top1} ({_TORCHVISION_PROTOCOL})",
         "kerasvid.weights.torch_files.read_pth (tensors); no video-ResNet converter yet")
     for arch, prefix, model, top1 in (
         ("r3d_18", "b3b3357e", "r3d_resnet18", 63.2),
@@ -85,7 +84,7 @@ _WEIGHTS = [
         "bn_inception_imagenet", ("bn_inception",), "pretrainedmodels (Cadene), BN-Inception ported from Caffe "
         "(the ImageNet start of TSN and of TVNet's two-stream nets)",
         "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth", "",
-        "BSD-3-Clause (pretrainedmodels)", "ImageNet-1k", "",
+        "BSD-3-Clause (pretrainedmodels)", "ImageNet-1k", "bn_inception",
         "BGR on 0..255 minus (104, 117, 128), no scaling; flow towers: minus 128", "",
         'weights="<file>.pth" (kerasvid.weights.convert, names as in the file; TSN\'s (1, C) BatchNorm tensors load)'),
     WeightsInfo(
@@ -127,23 +126,14 @@ def weights_info(name):
     return _BY_NAME[name]
 
 
-def normalization_for_weights(weights, default="imagenet") -> Optional[str]:
+def normalization_for_weights(weights, default="imagenet") -> str:
     """The `kerasvid.data.preprocess.normalize` preset a builder's `weights=` argument implies.
 
     "imagenet" (keras.applications ResNet weights) -> "caffe"; a preset name -> its record's `normalization`;
-    None or a path (kerasvid's own `.weights.h5`, whose preparation the file does not record) -> `default`.
-
-    Raises:
-        ValueError: a preset whose preparation no normalisation preset reproduces (e.g. torchvision's video mean/std).
+    None or a path (kerasvid's own `.weights.h5`, or a converted file, whose preparation the file does not record:
+    pass `--normalization` for those) -> `default`.
     """
-    if weights is None:
-        return default
     if weights == "imagenet":
         return "caffe"
-    info = _BY_NAME.get(str(weights))
-    if info is None:
-        return default
-    if not info.normalization:
-        raise ValueError(f"The weights {weights!r} need an input preparation no normalisation preset gives: "
-                         f"{info.preprocessing}.")
-    return info.normalization
+    info = _BY_NAME.get(str(weights)) if weights is not None else None
+    return default if info is None else info.normalization
