@@ -3,7 +3,7 @@ import os
 
 import keras
 
-from kerasvid.weights import convert
+from kerasvid.weights import convert, presets
 
 POOLINGS = ("avg", "max", None)
 
@@ -16,9 +16,11 @@ def validate_common_args(num_classes, include_top, weights, pooling, dropout_rat
         raise ValueError(f"`pooling` must be one of {POOLINGS}, got pooling={pooling!r}")
     if not 0.0 <= float(dropout_rate) < 1.0:
         raise ValueError(f"`dropout_rate` must be in [0, 1), got dropout_rate={dropout_rate!r}")
-    if weights is not None and weights != "imagenet" and not os.path.exists(str(weights)):
-        raise ValueError(f"`weights` must be None, 'imagenet' or the path to a .weights.h5 file (or, where the "
-                         f"builder maps PyTorch names, a .pth / .safetensors file); the path "
+    if (weights is not None and weights != "imagenet" and not presets.is_preset(weights)
+            and not os.path.exists(str(weights))):
+        raise ValueError(f"`weights` must be None, 'imagenet', a weights preset (kerasvid.zoo.list_weights()) or the "
+                         f"path to a .weights.h5 file (or, where the builder maps PyTorch names, a .pth / .safetensors "
+                         f"file); the path "
                          f"{weights!r} does not exist")
     if classifier_activation is not None:
         keras.activations.get(classifier_activation)  # raises a clear ValueError for unknown names
@@ -60,7 +62,8 @@ def load_model_weights(model, weights, torch_names=None, torch_optional=()):
 
     Args:
         model: the built model.
-        weights: None (nothing to do) or a path. ("imagenet" is handled by the builder that supports it.)
+        weights: None (nothing to do), a path, or a weights preset name (`kerasvid.weights.presets.weights_file`:
+            the cached or downloaded file). ("imagenet" is handled by the builder that supports it.)
         torch_names: for a builder whose layers carry the PyTorch module names: `{torch module: keras layer}` for
             the names that differ; then a `.pth` / `.pt` / `.pth.tar` / `.safetensors` path is read without PyTorch
             and mapped (`kerasvid.weights.convert.load_torch_weights`). None: such files are refused.
@@ -68,7 +71,7 @@ def load_model_weights(model, weights, torch_names=None, torch_optional=()):
     """
     if weights is None:
         return model
-    path = str(weights)
+    path = presets.weights_file(weights) if presets.is_preset(weights) else str(weights)
     if not os.path.exists(path):
         raise ValueError(f"The weights path {path!r} does not exist")
     if convert.is_torch_file(path):

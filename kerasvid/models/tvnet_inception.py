@@ -14,7 +14,7 @@ from kerasvid.layers.tvnet import TVNet
 from kerasvid.layers.two_stream import ScoreFusion, StackFlows
 from kerasvid.models import common
 from kerasvid.models.registry import register_model
-from kerasvid.weights import convert
+from kerasvid.weights import convert, presets
 
 _TVNET_PAPER = "Fan et al., CVPR 2018 (TVNet)"
 _BN_INCEPTION_PAPER = "Ioffe & Szegedy, ICML 2015 (BN-Inception), TSN layout (Wang et al., ECCV 2016)"
@@ -66,7 +66,7 @@ def bn_inception(num_classes=101, input_shape=(3, 224, 224, 3), include_top=True
         weights: None, the path to a `.weights.h5` file of this exact model, or a PyTorch BN-Inception file
             (`.pth` / `.safetensors` with the Caffe port's names, e.g. pretrainedmodels' `bn_inception-52deb4733.pth`
             or TSN's, whose `(1, C)` BatchNorm tensors load too; `last_linear` is the classifier, ignored without
-            the top). Those ImageNet weights expect BGR 0..255 input minus [104, 117, 128] (flow: minus 128).
+            the top), or the preset "bn_inception_imagenet" (that file, cached or downloaded). Those ImageNet weights expect BGR 0..255 input minus [104, 117, 128] (flow: minus 128).
         pooling: when include_top=False: "avg" (`global_pool`), "max" or None (the `inception_5b` map).
         dropout_rate: dropout before the classifier (TSN: 0.8 for RGB, 0.7 for flow).
         classifier_activation: None for logits, or e.g. "softmax".
@@ -87,7 +87,8 @@ def bn_inception(num_classes=101, input_shape=(3, 224, 224, 3), include_top=True
         input_shape = input_shape[:-1] + (input_channels,)
     _check_spatial(input_shape)
     if weights == "imagenet":
-        raise ValueError("weights='imagenet' is not available for bn_inception; pass a .weights.h5 path")
+        raise ValueError("weights='imagenet' is not available for bn_inception; use weights='bn_inception_imagenet' "
+                         "(the Caffe port's ImageNet weights, PyTorch file) or a .weights.h5 path")
     inputs = keras.Input(input_shape, name="frames")
     features = bn_inception_features(inputs)
     model = _bn_inception_head(inputs, features, num_classes=num_classes, include_top=include_top, pooling=pooling,
@@ -180,8 +181,8 @@ def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_to
                                dropout_rate=dropout_rate, classifier_activation=classifier_activation,
                                name="tvnet_bn_inception")
     if rgb_weights is not None:
-        # A PyTorch file is an ImageNet start (its 1000-way classifier is not carried over): the tower only.
-        top = include_top and not convert.is_torch_file(rgb_weights)
+        # A PyTorch file or preset is an ImageNet start (its 1000-way classifier is not carried over): the tower only.
+        top = include_top and not (convert.is_torch_file(rgb_weights) or presets.is_preset(rgb_weights))
         rgb = bn_inception(num_classes=num_classes, input_shape=(1,) + input_shape[1:], include_top=top,
                            weights=rgb_weights, pooling=pooling, dropout_rate=dropout_rate,
                            classifier_activation=classifier_activation)

@@ -10,6 +10,8 @@ The names below are imported on first use (stdlib and numpy only: no TensorFlow)
 from kerasvid._lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "presets": ("WeightsInfo", "list_weights", "normalization_for_weights", "weights_info"),
+    "presets": ("WeightsInfo", "is_preset", "list_weights", "normalization_for_weights", "weights_file",
+                "weights_info"),
+    "convert": ("assign_state_dict", "load_torch_weights"),
     "torch_files": ("UnsafeCheckpointError", "load_state_dict", "read_pth", "read_safetensors", "write_safetensors"),
 })

@@ -12,6 +12,8 @@ feature extraction feed what the weights expect (`TaskConfig(normalization="auto
 """
 import dataclasses
 import difflib
+import hashlib
+import os
 from typing import Tuple
 
 
@@ -137,3 +139,61 @@ def normalization_for_weights(weights, default="imagenet") -> str:
         return "caffe"
     info = _BY_NAME.get(str(weights)) if weights is not None else None
     return default if info is None else info.normalization
+
+
+def is_preset(weights):
+    """Whether `weights` names a known checkpoint (rather than a path, None or "imagenet")."""
+    return isinstance(weights, str) and weights in _BY_NAME
+
+
+def _keras_home():
+    return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+
+
+def check_file_hash(path, file_hash):
+    """Checks `path` against a record's `file_hash` ("md5:<hex>", "sha256-prefix:<hex>"; "" checks nothing).
+
+    Raises:
+        ValueError: naming the file, the published hash and the file's.
+    """
+    if not file_hash:
+        return path
+    algorithm, _, want = file_hash.partition(":")
+    digest = hashlib.md5() if algorithm == "md5" else hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    got = digest.hexdigest()
+    if not got.startswith(want):
+        raise ValueError(f"{path!r} does not have the published hash ({file_hash}; the file's "
+                         f"{algorithm.split('-')[0]} is {got[:max(len(want), 8)]}...): a partial or different file")
+    return path
+
+
+def weights_file(name, download=True):
+    """The local path of a published checkpoint, by preset name: the cached copy in `$KERAS_HOME/models/` (default
+    `~/.keras/models/`), downloaded there once where there is internet (`keras.utils.get_file`); its published hash
+    is checked.
+
+    Raises:
+        ValueError: an unknown name, a checkpoint that is not one public file, no copy and no download (one line
+            saying where to put the file), or a hash mismatch.
+    """
+    info = weights_info(name)
+    if not info.url:
+        raise ValueError(f"The weights {name!r} are not one public file ({info.source}); load them with "
+                         f"{info.loader or 'their converter'}.")
+    filename = info.url.rsplit("/", 1)[-1]
+    path = os.path.join(_keras_home(), "models", filename)
+    if not os.path.exists(path):
+        where = f"download {info.url} and put it at {path}"
+        if not download:
+            raise ValueError(f"The weights {name!r} are not cached: {where}.")
+        try:
+            import keras
+
+            path = keras.utils.get_file(filename, info.url, cache_subdir="models")
+        except Exception as err:  # no internet, proxy, HTTP error: one line saying what to do
+            raise ValueError(f"Could not download the weights {name!r} ({type(err).__name__}: {err}); {where}.") \
+                from err
+    return check_file_hash(path, info.file_hash)
