@@ -17,13 +17,20 @@ def validate_common_args(num_classes, include_top, weights, pooling, dropout_rat
     if not 0.0 <= float(dropout_rate) < 1.0:
         raise ValueError(f"`dropout_rate` must be in [0, 1), got dropout_rate={dropout_rate!r}")
     if (weights is not None and weights != "imagenet" and not presets.is_preset(weights)
-            and not os.path.exists(str(weights))):
+            and not os.path.exists(str(weights)) and not is_tf_checkpoint(weights)):
         raise ValueError(f"`weights` must be None, 'imagenet', a weights preset (kerasvid.zoo.list_weights()) or the "
                          f"path to a .weights.h5 file (or, where the builder maps PyTorch names, a .pth / .safetensors "
                          f"file); the path "
                          f"{weights!r} does not exist")
     if classifier_activation is not None:
         keras.activations.get(classifier_activation)  # raises a clear ValueError for unknown names
+
+
+def is_tf_checkpoint(path):
+    """Whether `path` is a TensorFlow checkpoint prefix (`<path>.index` exists) or a folder with a `checkpoint`
+    file (what `tf.train.load_checkpoint` reads), e.g. a kinetics-i3d `.../rgb_imagenet/model.ckpt`."""
+    path = str(path)
+    return os.path.exists(path + ".index") or os.path.isfile(os.path.join(path, "checkpoint"))
 
 
 def classifier_head(x, num_classes, include_top, pooling, dropout_rate, classifier_activation, name="head"):

@@ -107,7 +107,7 @@ _WEIGHTS = [
         "none" if layout.startswith("flow") else "minus_one_one",
         "TV-L1 flow clipped to [-20, 20] and divided by 20" if layout.startswith("flow")
         else "RGB on [-1, 1] (x / 127.5 - 1)", "",
-        'kinetics_checkpoint=<prefix> (kerasvid.backbones.i3d.load_kinetics_i3d_checkpoint)')
+        'i3d(weights=<prefix>) or kinetics_checkpoint=<prefix> (kerasvid.backbones.i3d.load_kinetics_i3d_checkpoint)')
     for layout in ("rgb_imagenet", "rgb_scratch", "flow_imagenet", "flow_scratch", "rgb_scratch_kin600")
 ]
 _BY_NAME = {w.name: w for w in _WEIGHTS}
