@@ -65,3 +65,12 @@ def test_no_copy_and_no_internet_says_where_to_put_the_file(tmp_path, monkeypatc
     (tmp_path / "models" / "bn_inception-52deb4733.pth").write_bytes(b"\x80\x02K\x01.")
     with pytest.raises(ValueError, match="neither a zip nor a legacy PyTorch file"):
         zoo.bn_inception(num_classes=1000, input_shape=(1, 64, 64, 3), weights="bn_inception_imagenet")
+
+
+def test_readme_weights_table_is_the_records_table():
+    import os
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    block = readme.split("<!-- weights-table -->\n")[1].split("<!-- /weights-table -->")[0]
+    assert block.strip() == zoo.weights_table().strip(), "regenerate: python -m kerasvid.zoo --weights --markdown"
+    assert "`r3d_18_kinetics400` | `r3d_resnet18` | Kinetics-400 | `torchvision_video` | top-1 63.2" in block
