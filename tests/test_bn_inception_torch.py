@@ -61,10 +61,13 @@ def test_a_file_that_does_not_fit_is_refused_and_the_model_is_left_as_it_was(tmp
     with pytest.raises(ValueError, match="no tensor 'inception_5b_pool_proj_bn.weight'"):
         convert.load_torch_weights(model, _write(tmp_path, missing, "missing.safetensors"), TORCH_NAMES)
     assert all(np.array_equal(w.numpy(), b) for w, b in zip(model.weights, before))
-    # Without the top the classifier's tensors are left unused; with another top they do not fit.
+    # Without the top the classifier's tensors are left unused; with a top of another width (fine-tuning) the
+    # classifier keeps its initial weights and the rest loads.
     assert zoo.bn_inception(include_top=False, input_shape=(1, 64, 64, 3), weights=_write(tmp_path, state)) is not None
-    with pytest.raises(ValueError, match="'last_linear.weight' of shape \\(1000, 1024\\)"):
-        zoo.bn_inception(num_classes=101, input_shape=(1, 64, 64, 3), weights=_write(tmp_path, state))
+    tuned = zoo.bn_inception(num_classes=101, input_shape=(1, 64, 64, 3), weights=_write(tmp_path, state))
+    assert not np.any(tuned.get_layer("predictions").bias.numpy())
+    np.testing.assert_array_equal(tuned.get_layer("inception_3a_1x1_bn").moving_mean.numpy(),
+                                  state["inception_3a_1x1_bn.running_mean"])
     extra = dict(state, **{"new_fc.weight": np.zeros((5, 1024), np.float32)})
     with pytest.raises(ValueError, match="fit no layer .*new_fc.weight"):
         convert.load_torch_weights(model, _write(tmp_path, extra, "extra.safetensors"), TORCH_NAMES)

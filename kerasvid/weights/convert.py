@@ -57,8 +57,9 @@ def assign_state_dict(model, state, rename=None, optional=()):
         state: dict name -> numpy array (e.g. `kerasvid.weights.torch_files.load_state_dict(path)`).
         rename: dict PyTorch module name -> Keras layer name, for the few that differ (e.g.
             `{"last_linear": "predictions"}`).
-        optional: PyTorch module names whose tensors may be left unused (e.g. the classifier when the model is
-            built without its top).
+        optional: PyTorch module names (e.g. the classifier) whose tensors load only where they fit: without its top
+            the tensors stay unused; with a top of another width (fine-tuning) the Keras layer keeps its initial
+            weights.
 
     Returns:
         the number of tensors assigned.
@@ -71,6 +72,8 @@ def assign_state_dict(model, state, rename=None, optional=()):
     updates, used = [], set()
     for layer in _layers_with_weights(model):
         module = keras_to_torch.get(layer.name, layer.name)
+        if module in optional and not _fits(layer, module, state):
+            continue
         for variable in layer.weights:
             kind = _short_name(variable)
             if kind not in _TORCH_SUFFIX:
@@ -89,6 +92,20 @@ def assign_state_dict(model, state, rename=None, optional=()):
     for variable, value in updates:
         variable.assign(value.astype(variable.dtype))
     return len(updates)
+
+
+def _fits(layer, module, state):
+    """Whether every weight of `layer` has its tensor under `module` in `state`, in a shape that fits."""
+    for variable in layer.weights:
+        kind = _short_name(variable)
+        key = f"{module}.{_TORCH_SUFFIX.get(kind, kind)}"
+        if key not in state:
+            return False
+        try:
+            to_keras(key, state[key], kind, variable.shape)
+        except ValueError:
+            return False
+    return True
 
 
 def _layers_with_weights(model):
