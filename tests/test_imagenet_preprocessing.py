@@ -38,7 +38,8 @@ def test_c2d_on_caffe_input_equals_keras_applications_on_preprocess_input():
 
 @pytest.mark.parametrize("weights, expected", [
     ("imagenet", "caffe"), (None, "imagenet"), ("i3d_kinetics_rgb_imagenet", "minus_one_one"),
-    ("cpnet_resnet34_jester", "imagenet")])
+    ("cpnet_resnet34_jester", "imagenet"), ("/any/where/bn_inception-52deb4733.pth", "bn_inception"),
+    ("/any/where/mine.weights.h5", "imagenet")])
 def test_the_weights_choose_the_normalization(weights, expected):
     assert presets.normalization_for_weights(weights) == expected
     kwargs = {} if weights is None else {"weights": weights}

@@ -114,6 +114,9 @@ def test_safetensors_read_a_file_written_by_hand(tmp_path):
     np.testing.assert_array_equal(arrays["b"], np.array([1.5, -2.0], np.float32))
     assert arrays["c"].dtype == np.int64 and arrays["c"].tolist() == [-5, 7]
     assert list(torch_files.load_state_dict(path)) == ["a.weight", "b", "c"]
+    renamed = tmp_path / "published-name.pth"  # known by its content, whatever its name
+    renamed.write_bytes(path.read_bytes())
+    assert list(torch_files.load_state_dict(renamed)) == ["a.weight", "b", "c"]
 
 
 def test_safetensors_round_trip_and_bad_files(tmp_path):

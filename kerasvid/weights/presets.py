@@ -111,6 +111,7 @@ _WEIGHTS = [
     for layout in ("rgb_imagenet", "rgb_scratch", "flow_imagenet", "flow_scratch", "rgb_scratch_kin600")
 ]
 _BY_NAME = {w.name: w for w in _WEIGHTS}
+_BY_FILE_NAME = {w.url.rsplit("/", 1)[-1]: w for w in _WEIGHTS if w.url}
 assert len(_BY_NAME) == len(_WEIGHTS)
 
 
@@ -131,13 +132,16 @@ def weights_info(name):
 def normalization_for_weights(weights, default="imagenet") -> str:
     """The `kerasvid.data.preprocess.normalize` preset a builder's `weights=` argument implies.
 
-    "imagenet" (keras.applications ResNet weights) -> "caffe"; a preset name -> its record's `normalization`;
-    None or a path (kerasvid's own `.weights.h5`, or a converted file, whose preparation the file does not record:
-    pass `--normalization` for those) -> `default`.
+    "imagenet" (keras.applications ResNet weights) -> "caffe"; a preset name, or a path whose file name is a
+    record's published file name (e.g. `.../bn_inception-52deb4733.pth`) -> its record's `normalization`; None or
+    another path (kerasvid's own `.weights.h5`, whose preparation the file does not record: pass `--normalization`
+    for those) -> `default`.
     """
     if weights == "imagenet":
         return "caffe"
-    info = _BY_NAME.get(str(weights)) if weights is not None else None
+    if weights is None:
+        return default
+    info = _BY_NAME.get(str(weights)) or _BY_FILE_NAME.get(os.path.basename(str(weights)))
     return default if info is None else info.normalization
 
 

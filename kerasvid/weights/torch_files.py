@@ -371,6 +371,13 @@ def read_safetensors(path):
     return arrays, metadata
 
 
+def is_safetensors(path):
+    """Whether the file starts as a `.safetensors` file does (a length, then a JSON object), whatever its name."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and not zipfile.is_zipfile(path)
+
+
 def write_safetensors(path, arrays, metadata=None):
     """Writes a dict name -> numpy array as `.safetensors` (little-endian, contiguous, in name order).
 
@@ -398,7 +405,8 @@ def write_safetensors(path, arrays, metadata=None):
 
 
 def load_state_dict(path, strip_prefixes=("module.",)):
-    """A checkpoint's weights: dict name -> numpy array, from `.pth` (any format) or `.safetensors`.
+    """A checkpoint's weights: dict name -> numpy array, from `.pth` (any format) or `.safetensors` (by name or by
+    content).
 
     A training checkpoint that holds its weights under "state_dict" (e.g. `{"epoch", "arch", "state_dict"}`) gives
     that dict; `module.` prefixes (`torch.nn.DataParallel`) are stripped; entries that are not tensors are refused.
@@ -415,7 +423,7 @@ def load_state_dict(path, strip_prefixes=("module.",)):
         ValueError: the file holds no dict of tensors.
     """
     path = os.fspath(path)
-    if path.endswith(".safetensors"):
+    if path.endswith(".safetensors") or is_safetensors(path):
         state = read_safetensors(path)[0]
     else:
         state = read_pth(path)
