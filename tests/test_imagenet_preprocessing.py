@@ -58,3 +58,10 @@ def test_the_published_weights_presets_by_hand(preset, bgr, mean, std):
     np.testing.assert_allclose(preprocess.normalize(x, preset).numpy(), want, rtol=1e-5, atol=1e-3)
     assert presets.normalization_for_weights({"torchvision_video": "r2plus1d_18_kinetics400",
                                               "bn_inception": "bn_inception_imagenet"}[preset]) == preset
+
+
+@pytest.mark.parametrize("preset", preprocess.NORMALIZATIONS)
+def test_denormalize_inverts_every_preset(preset):
+    frames = np.random.default_rng(1).integers(0, 256, (2, 5, 7, 3)).astype(np.uint8)
+    back = preprocess.denormalize(preprocess.normalize(frames, preset).numpy(), preset)
+    np.testing.assert_array_equal(back, frames)

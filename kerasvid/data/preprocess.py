@@ -77,6 +77,31 @@ def normalize(frames, preset="imagenet"):
     return x
 
 
+def denormalize(images, preset="imagenet"):
+    """Inverse of `normalize` in numpy, for pictures: uint8 RGB frames on the 0..255 scale.
+
+    Args:
+        images: array `[..., 3]` as `normalize(frames, preset)` returned it.
+        preset: the preset it was normalised with.
+
+    Returns:
+        uint8 array of the same shape, RGB (a BGR preset's channels are put back in RGB order).
+    """
+    import numpy as np
+
+    check_normalization(preset)
+    x = np.asarray(images, np.float64)
+    if preset in CHANNEL_STATISTICS:
+        bgr, mean, std = CHANNEL_STATISTICS[preset]
+        x = x * np.array(std) + np.array(mean)
+        x = x[..., ::-1] if bgr else x
+    elif preset == "minus_one_one":
+        x = (x + 1.0) * 127.5
+    elif preset == "zero_one":
+        x = x * 255.0
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
 def _check_size(image_size):
     if len(image_size) != 2 or any(int(s) < 1 for s in image_size):
         raise ValueError(f"`image_size` must be (height, width) of positive ints, got {image_size!r}.")
