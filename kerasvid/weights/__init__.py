@@ -4,8 +4,10 @@
   preprocessing, reported accuracy) and the normalisation a `weights=` argument implies.
 - `torch_files`: PyTorch `.pth` files (zip and legacy formats, restricted unpickler: tensors and plain containers
   only) and `.safetensors`, read into numpy without PyTorch.
+- `convert`: a state_dict into a Keras model whose layers carry the PyTorch module names (checked before assigning).
 
-The names below are imported on first use (stdlib and numpy only: no TensorFlow).
+The names below are imported on first use (stdlib and numpy only: no TensorFlow; `weights_file` imports keras
+only to download).
 """
 from kerasvid._lazy import lazy_exports
 
