@@ -3,14 +3,18 @@
     import kerasvid
     model = kerasvid.zoo.cpnet_resnet34(num_classes=27, input_shape=(8, 112, 112, 3))
     kerasvid.zoo.list_models()
+    kerasvid.zoo.list_weights()   # published checkpoints: source, license, preprocessing, reported accuracy
 
-`python -m kerasvid.zoo` prints the model table (name, paper, parameters, GFLOPs for the default input).
+`python -m kerasvid.zoo` prints the model table (name, paper, parameters, GFLOPs for the default input);
+`--weights` the table of known published checkpoints; `--markdown` as markdown.
 """
 import sys
 
 from kerasvid import _discovery
 # The registry's API is public from here (`kerasvid.zoo.get_model`, `kerasvid.zoo.register_model`, ...).
 from kerasvid.models.registry import ModelInfo, get_model, list_models, model_info, register_model  # noqa: F401
+# The known published checkpoints and what each needs (`kerasvid.zoo.list_weights()`).
+from kerasvid.weights.presets import WeightsInfo, list_weights, weights_info  # noqa: F401
 
 # Each paper's model file registers its builders on import: every module of kerasvid.models is imported, so a new
 # model file needs no line here.
@@ -32,6 +36,20 @@ def model_table(markdown=True):
         reported = "<br>".join(str(r) for r in info.reported) or "-"
         rows.append((f"`{name}`", info.paper, shape, params, gflops, f"`{info.recipe}`" if info.recipe else "-",
                      reported))
+    return _render(rows, markdown)
+
+
+def weights_table(markdown=True):
+    """Returns the table of known published checkpoints (`list_weights()`) as markdown or plain text."""
+    rows = [("weights", "models", "dataset", "normalization", "publisher's result", "license", "file")]
+    for w in list_weights():
+        rows.append((f"`{w.name}`", ", ".join(f"`{m}`" for m in w.models), w.dataset, f"`{w.normalization}`",
+                     w.reported or "-", w.license, w.url or w.source))
+    return _render(rows, markdown)
+
+
+def _render(rows, markdown):
+    """Rows of strings (the first is the header) as a markdown table or aligned plain text."""
     if markdown:
         lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -42,7 +60,8 @@ def model_table(markdown=True):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    print(model_table(markdown="--markdown" in argv))
+    table = weights_table if "--weights" in argv else model_table
+    print(table(markdown="--markdown" in argv))
     return 0
 
 

@@ -206,7 +206,7 @@ def test_hidden_temporary_shards_are_never_read(tmp_path):
     (dict(multi_label=True), "num_classes"),
     (dict(sampler="random"), "sampler"),
     (dict(on_error="ignore"), "on_error"),
-    (dict(normalization="caffe"), "normalization"),
+    (dict(normalization="caffe_rgb"), "normalization"),
 ])
 def test_bad_arguments(grey_records, kwargs, match):
     args = dict(num_frames=4)

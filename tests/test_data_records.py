@@ -134,7 +134,7 @@ def test_normalize_presets_match_numpy():
     np.testing.assert_allclose(preprocess.normalize(x, "imagenet"), (f / 255 - mean) / std, atol=1e-5)
     np.testing.assert_allclose(preprocess.normalize(f, "none"), f)
     with pytest.raises(ValueError, match="normalization"):
-        preprocess.normalize(x, "caffe")
+        preprocess.normalize(x, "caffe_rgb")
 
 
 def test_resize_and_center_crop_hand_computed():

@@ -198,3 +198,17 @@ def test_converter_loads_every_published_layout(tmp_path):
     # The 600-class RGB checkpoint into a flow stream: the stem kernel's shape names the mismatch.
     with pytest.raises(ValueError, match=r"'Conv3d_1a_7x7/conv_3d/w' has shape \(7, 7, 7, 3, 64\)"):
         i3d.load_kinetics_i3d_checkpoint(model, paths["rgb_scratch_kin600"], modality="flow", name="flow_i3d")
+
+
+def test_weights_takes_a_kinetics_checkpoint_as_kinetics_checkpoint_does(tmp_path):
+    """The one `weights=` API: a kinetics-i3d TF1 checkpoint prefix converts as `kinetics_checkpoint=` does."""
+    from kerasvid.models.action_context import i3d as i3d_model
+
+    ckpt = str(tmp_path / "model.ckpt")
+    _write_kinetics_checkpoint(ckpt, "RGB", 3, 5, np.random.default_rng(4))
+    by_weights = i3d_model(num_classes=5, input_shape=(8, 32, 32, 3), weights=ckpt)
+    by_name = i3d_model(num_classes=5, input_shape=(8, 32, 32, 3), kinetics_checkpoint=ckpt)
+    for a, b in zip(by_weights.weights, by_name.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="not both"):
+        i3d_model(num_classes=5, input_shape=(8, 32, 32, 3), weights=ckpt, kinetics_checkpoint=ckpt)

@@ -11,6 +11,7 @@ LAYERS = [
     ("command_flags",),
     ("progress",),
     ("flow", "viz"),
+    ("weights",),
     ("data",),
     ("ops",),
     ("losses", "metrics"),

@@ -57,15 +57,17 @@ def test_samples_and_dataset(charades_ego):
     assert abs(float(first.mean()) - 30 / 255) < 3 / 255  # JPEG of a flat frame of shade 30
 
 
-def test_compute_loss_is_the_actor_observer_objective(charades_ego):
+@pytest.mark.parametrize("read", ["per_sample", "after_batch"])
+def test_compute_loss_is_the_actor_observer_objective(charades_ego, read):
     root, paths = charades_ego
-    task = SmallTripletTask(small_config(paths, root, softmax_decay=0.95))
+    task = SmallTripletTask(small_config(paths, root, softmax_decay=0.95, softmax_read=read))
     model = task.build_model()
     assert [layer.num_videos for layer in task.video_softmaxes] == [3, 3, 3] and task.video_softmaxes[0].decay == 0.95
+    assert all(layer.read == read for layer in task.video_softmaxes)
     inputs, labels = next(iter(task.build_dataset(training=True)))
     # The same objective from fresh states, computed directly.
     outputs = model([inputs[k] for k in ("first_person", "third_person", "first_person_negative")], training=True)
-    fresh = [VideoSoftmax(3, decay=0.95) for _ in range(3)]
+    fresh = [VideoSoftmax(3, decay=0.95, read=read) for _ in range(3)]
     want = actor_observer_objective(outputs, inputs["video_index"], fresh, ActorObserverLoss())
     loss, stats = task.compute_loss(model, inputs, labels, global_batch_size=4)
     np.testing.assert_allclose(float(loss), float(want["objective"]), rtol=1e-5)
@@ -134,6 +136,8 @@ def test_video_weights_and_validation(charades_ego):
         TripletTask(TaskConfig(num_frames=1)).validate({"train"})
     with pytest.raises(ValueError, match="Unknown triplet task_kwargs \\['decay'\\]"):
         TripletTask(TaskConfig(num_frames=1, task_kwargs={"decay": 0.9}))
+    with pytest.raises(ValueError, match="`softmax_read` must be 'per_sample' or 'after_batch', got 'batch'"):
+        TripletTask(TaskConfig(num_frames=1, task_kwargs={"softmax_read": "batch"}))
     with pytest.raises(ValueError, match="num_classes"):
         TripletTask(small_config(paths, root, charades_csv=paths["charades"])).validate({"train"})
 

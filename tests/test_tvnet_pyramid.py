@@ -38,9 +38,36 @@ def test_cascade_sizes_are_opencv_level_sizes():
         image = cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_LINEAR)
         sizes.append(image.shape)
     assert cascade_sizes(250, 370, 5, 0.5) == sizes == [(250, 370), (125, 185), (62, 92), (31, 46), (16, 23)]
-    # as many levels as the released pyramid (its cap on the level count), sides rounded half to even as cv2
-    assert len(cascade_sizes(12, 9, 9, 0.5)) == 2 and cascade_sizes(12, 9, 9, 0.5)[1] == cv2.resize(
-        np.zeros((12, 9), np.float32), None, fx=0.5, fy=0.5).shape == (6, 4)
+    # sides rounded half to even as cv2 does (0.8 * 45 = 36, 0.8 * 37.5 = 30: 29.6 -> 30, 0.8 * 30 = 24)
+    assert cascade_sizes(45, 90, 3, 0.8)[1:] == [cv2.resize(np.zeros((45, 90), np.float32), None, fx=0.8,
+                                                            fy=0.8).shape, (29, 58)]
+
+
+def _opencv_level_sizes(height, width, nscales, scale_step):
+    """OpenCV DualTVL1's rule (tvl1flow.cpp, `calc`): level s = cv2.resize of level s - 1 by `scaleStep`; the first
+    level with a side under 16 px ends the pyramid (nscales = s) and is not used."""
+    image, sizes = np.zeros((height, width), np.float32), [(height, width)]
+    for _ in range(1, nscales):
+        image = cv2.resize(image, None, fx=scale_step, fy=scale_step, interpolation=cv2.INTER_LINEAR)
+        if image.shape[0] < 16 or image.shape[1] < 16:
+            break
+        sizes.append(image.shape)
+    return sizes
+
+
+@pytest.mark.parametrize("height,width,scales,zoom,expected", [
+    (96, 128, 5, 0.5, [(96, 128), (48, 64), (24, 32)]),      # 12x16 dropped: 12 < 16
+    (112, 112, 5, 0.5, [(112, 112), (56, 56), (28, 28)]),     # 14x14 dropped
+    (224, 224, 5, 0.5, [(224, 224), (112, 112), (56, 56), (28, 28)]),
+    (224, 224, 3, 0.5, [(224, 224), (112, 112), (56, 56)]),   # `scales` caps it first
+    (240, 320, 9, 0.8, None), (20, 40, 5, 0.5, [(20, 40)]), (12, 9, 9, 0.5, [(12, 9)])])
+def test_cascade_levels_stop_under_16_pixels_as_opencv(height, width, scales, zoom, expected):
+    sizes = cascade_sizes(height, width, scales, zoom)
+    assert sizes == _opencv_level_sizes(height, width, scales, zoom)
+    assert expected is None or sizes == expected
+    layer = TVNet(scales=scales, zoom=zoom, iterations=1, pyramid="cascade", jit_compile=False)
+    layer.build((1, height, width, 3))
+    assert layer.num_scales == len(sizes) and min(min(s) for s in layer.sizes[1:] or [(16, 16)]) >= 16
 
 
 def _reference(layer, frame1, frame2):
@@ -81,13 +108,13 @@ def _shifted_pattern(height, width, shift, noise, seed):
 
 
 def test_cascade_pyramid_matches_opencv_resampling_reference():
-    frame1, frame2 = _shifted_pattern(27, 38, 2, 2.0, seed=3)
+    frame1, frame2 = _shifted_pattern(67, 76, 2, 2.0, seed=3)
     layer = TVNet(scales=3, warps=2, iterations=3, pyramid="cascade", presmoothing=False, jit_compile=False)
     flow = layer(frame1, frame2).numpy()
-    assert layer.sizes == [(27, 38), (14, 19), (7, 10)]
+    assert layer.sizes == [(67, 76), (34, 38), (17, 19)]  # round(33.5) = 34 (half to even), then 17
     np.testing.assert_allclose(flow, _reference(layer, frame1, frame2), atol=2e-3)
     compiled = TVNet(scales=3, warps=2, iterations=3, pyramid="cascade", presmoothing=False, jit_compile=True)
-    np.testing.assert_allclose(compiled(frame1, frame2).numpy(), flow, atol=1e-4)
+    np.testing.assert_allclose(compiled(frame1, frame2).numpy(), flow, rtol=1e-4, atol=1e-4)  # float32 noise
 
 
 def test_presmoothing_off_skips_the_gaussian_only():
@@ -107,8 +134,7 @@ def test_presmoothing_off_skips_the_gaussian_only():
 def test_bicubic_warp_equals_cv2_remap_inter_cubic(padding, border):
     rng = np.random.default_rng(5)
     image = rng.uniform(0, 255, (2, 15, 19, 1)).astype(np.float32)
-    flow = np.round(rng.uniform(-4, 4, (2, 15, 19, 2)) * 32) / 32  # cv2.remap rounds positions to 1/32 px
-    flow = flow.astype(np.float32)
+    flow = rng.uniform(-4, 4, (2, 15, 19, 2)).astype(np.float32)  # any position: OpenCV 5.1's remap does not round
     yy, xx = np.mgrid[0:15, 0:19].astype(np.float32)
     ours = bicubic_warp(image, flow, padding).numpy()
     for b in range(2):
@@ -130,6 +156,23 @@ def test_bicubic_warp_identity_shift_and_gradient():
     assert np.all(np.isfinite(tape.gradient(loss, flow).numpy()))
 
 
+def test_stretch_off_feeds_the_grey_frames_as_they_are():
+    """stretch=False solves on the plain grey pair (OpenCV's input); the released stretch maps the pair's range to
+    [0, 255], so the two agree on a pair that already spans 0-255 and differ on one that does not."""
+    frame1, frame2 = _shifted_pattern(20, 24, 1, 1.0, seed=8)  # grey values about 60..180
+    plain = TVNet(iterations=5, presmoothing=False, jit_compile=False)
+    unstretched = TVNet(iterations=5, presmoothing=False, stretch=False, jit_compile=False)
+    grey1, grey2 = plain._grey(tf.constant(frame1)), plain._grey(tf.constant(frame2))
+    np.testing.assert_array_equal(unstretched(frame1, frame2).numpy(), unstretched._solve(grey1, grey2).numpy())
+    np.testing.assert_array_equal(plain(frame1, frame2).numpy(), plain._solve(*plain._normalize(grey1, grey2)).numpy())
+    assert np.abs(plain(frame1, frame2).numpy() - unstretched(frame1, frame2).numpy()).max() > 1e-2
+    full1, full2 = (np.clip((f - 60.0) * 255.0 / 125.0, 0, 255).round() for f in (frame1, frame2))
+    full1[0, 0, 0], full2[0, 0, 0] = np.zeros(3), np.full(3, 255.0)
+    grey = np.stack([plain._grey(tf.constant(f)).numpy() for f in (full1, full2)])
+    assert (grey.min(), grey.max()) == (0, 255)  # the pair spans 0..255: the stretch is the identity
+    np.testing.assert_allclose(plain(full1, full2).numpy(), unstretched(full1, full2).numpy(), atol=1e-5)
+
+
 def test_bicubic_tvnet_is_finite_and_moves_towards_the_shift():
     frame1, frame2 = _shifted_pattern(24, 30, 1, 1.0, seed=7)
     flow = TVNet(scales=2, warps=2, iterations=20, warp_interpolation="bicubic", jit_compile=False)(
@@ -138,7 +181,7 @@ def test_bicubic_tvnet_is_finite_and_moves_towards_the_shift():
 
 
 def test_pyramid_options_round_trip_and_validate():
-    config = TVNet(pyramid="cascade", presmoothing=False, warp_interpolation="bicubic").get_config()
+    config = TVNet(pyramid="cascade", presmoothing=False, warp_interpolation="bicubic", stretch=False).get_config()
     assert TVNet.from_config(config).get_config() == config
     assert TVNet().get_config()["pyramid"] == "released" and TVNet().get_config()["presmoothing"] is True
     with pytest.raises(ValueError, match="pyramid='gauss'"):
@@ -147,5 +190,8 @@ def test_pyramid_options_round_trip_and_validate():
         TVNet(warp_interpolation="cubic")
     with pytest.raises(ValueError, match="presmoothing=1"):
         TVNet(presmoothing=1)
+    assert TVNet().get_config()["stretch"] is True and config["stretch"] is False
+    with pytest.raises(ValueError, match="stretch='yes'"):
+        TVNet(stretch="yes")
     with pytest.raises(ValueError, match="ratio=0"):
         resize_half_pixel(tf.zeros((1, 4, 4, 1)), (2, 2), 0)

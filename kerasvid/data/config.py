@@ -27,7 +27,8 @@ class VideoDataConfig:
         multi_label: labels as float32 multi-hot `[B, num_classes]` (Charades).
         one_hot: single-label data as float32 one-hot `[B, num_classes]` (records with several labels become
             multi-hot).
-        normalization: "imagenet", "minus_one_one", "zero_one" or "none" (`kerasvid.data.preprocess.normalize`).
+        normalization: a preset of `kerasvid.data.preprocess.normalize` ("imagenet", "caffe", "torchvision_video",
+            "bn_inception", "minus_one_one", "zero_one" or "none").
         num_clips: temporal views per video (evaluation) or clips per video (training).
         num_crops: spatial views per clip in evaluation (1: the centre crop; 3: crops slid along the longer side).
         sampler: "dense" (`num_frames` frames `stride` apart) or "tsn" (one frame per segment).

@@ -8,10 +8,23 @@ so `kerasvid.export` can call the same two functions inside a SavedModel.
 """
 import tensorflow as tf
 
-# ImageNet statistics on the 0..1 scale (the CPNet / Actor-Observer / keras.applications convention).
+# ImageNet statistics on the 0..1 scale (the CPNet / Actor-Observer / torchvision convention).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = ("imagenet", "minus_one_one", "zero_one", "none")
+# "caffe": what keras.applications' ResNet50/101/152 ImageNet weights were trained on (keras
+# `applications/imagenet_utils.py`, mode "caffe"): RGB -> BGR, minus these BGR means on the 0..255 scale, no scaling.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# Per-channel presets `(x - mean) / std` on the 0..255 scale: preset -> (BGR order, mean, std) in that order.
+CHANNEL_STATISTICS = {
+    "imagenet": (False, tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD)),
+    "caffe": (True, CAFFE_MEAN_BGR, (1.0, 1.0, 1.0)),
+    # torchvision's Kinetics-400 video ResNets (r3d_18, mc3_18, r2plus1d_18): their own RGB statistics.
+    "torchvision_video": (False, (255.0 * 0.43216, 255.0 * 0.394666, 255.0 * 0.37645),
+                          (255.0 * 0.22803, 255.0 * 0.22145, 255.0 * 0.216989)),
+    # The Caffe BN-Inception of TSN / pretrainedmodels: BGR minus (104, 117, 128), no scaling.
+    "bn_inception": (True, (104.0, 117.0, 128.0), (1.0, 1.0, 1.0)),
+}
+NORMALIZATIONS = tuple(CHANNEL_STATISTICS) + ("minus_one_one", "zero_one", "none")
 # Eval resize: short side = crop / 0.875 (256 for 224, 128 for 112), Model Garden's and the papers' protocol.
 DEFAULT_CROP_FRACTION = 0.875
 
@@ -28,8 +41,11 @@ def normalize(frames, preset="imagenet"):
     Args:
         frames: uint8 or float tensor `[..., 3]` on the 0..255 scale (floats are taken to be 0..255 as well, which is
             what `resize_and_center_crop` returns).
-        preset: "imagenet" ((x / 255 - mean) / std, RGB), "minus_one_one" (x / 127.5 - 1), "zero_one" (x / 255) or
-            "none" (float32 0..255).
+        preset: "imagenet" ((x / 255 - mean) / std, RGB), "caffe" (channels reversed to BGR, minus
+            `CAFFE_MEAN_BGR`, 0..255 scale: keras.applications ResNet ImageNet weights), "torchvision_video"
+            (torchvision's Kinetics video ResNets: RGB (x / 255 - mean) / std with their statistics),
+            "bn_inception" (BGR minus (104, 117, 128): TSN's Caffe BN-Inception), "minus_one_one" (x / 127.5 - 1),
+            "zero_one" (x / 255) or "none" (float32 0..255). `CHANNEL_STATISTICS` holds the per-channel presets.
 
     Returns:
         float32 tensor of the same shape.
@@ -41,11 +57,14 @@ def normalize(frames, preset="imagenet"):
     x = tf.cast(frames, tf.float32)
     # One multiply-add per element: x * scale + offset. The per-channel constants are tiled along the width so the
     # broadcast runs over a [W * 3] inner dimension (a [3]-vector broadcast is slower on CPU).
-    if preset == "imagenet":
+    if preset in CHANNEL_STATISTICS:
         if x.shape.rank is None or x.shape.rank < 2 or x.shape[-1] != 3:
-            raise ValueError(f"ImageNet normalisation needs RGB frames [..., W, 3], got shape {x.shape}.")
-        scale = tf.constant([1.0 / (255.0 * s) for s in IMAGENET_STD])
-        offset = tf.constant([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+            raise ValueError(f"{preset!r} normalisation needs RGB frames [..., W, 3], got shape {x.shape}.")
+        bgr, mean, std = CHANNEL_STATISTICS[preset]
+        if bgr:
+            x = tf.reverse(x, axis=[-1])
+        scale = tf.constant([1.0 / s for s in std])
+        offset = tf.constant([-m / s for m, s in zip(mean, std)])
         shape = tf.shape(x)
         width = shape[-2]
         flat = tf.reshape(x, tf.stack([-1, width * 3]))
@@ -56,6 +75,31 @@ def normalize(frames, preset="imagenet"):
     if preset == "zero_one":
         return x * (1.0 / 255.0)
     return x
+
+
+def denormalize(images, preset="imagenet"):
+    """Inverse of `normalize` in numpy, for pictures: uint8 RGB frames on the 0..255 scale.
+
+    Args:
+        images: array `[..., 3]` as `normalize(frames, preset)` returned it.
+        preset: the preset it was normalised with.
+
+    Returns:
+        uint8 array of the same shape, RGB (a BGR preset's channels are put back in RGB order).
+    """
+    import numpy as np
+
+    check_normalization(preset)
+    x = np.asarray(images, np.float64)
+    if preset in CHANNEL_STATISTICS:
+        bgr, mean, std = CHANNEL_STATISTICS[preset]
+        x = x * np.array(std) + np.array(mean)
+        x = x[..., ::-1] if bgr else x
+    elif preset == "minus_one_one":
+        x = (x + 1.0) * 127.5
+    elif preset == "zero_one":
+        x = x * 255.0
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def _check_size(image_size):

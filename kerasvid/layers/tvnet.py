@@ -29,6 +29,8 @@ BGR_LUMA_WEIGHTS = (0.114, 0.587, 0.299)
 # Image pyramids: the released one (every level resampled from the full image, align corners) and OpenCV's
 # DualTVL1 one (each level from the previous, half-pixel bilinear; at zoom 0.5 the mean of 2x2 blocks).
 PYRAMIDS = ("released", "cascade")
+# OpenCV's DualTVL1 stops its pyramid before the first level with a side under 16 pixels.
+CASCADE_MIN_SIZE = 16
 WARP_INTERPOLATIONS = {"bilinear": bilinear_warp, "bicubic": bicubic_warp}
 # Which input channel holds B, G, R for each channel order.
 CHANNEL_ORDERS = {"rgb": (2, 1, 0), "bgr": (0, 1, 2)}
@@ -271,18 +273,24 @@ def pyramid_sizes(height, width, scales, zoom):
 
 
 def cascade_sizes(height, width, scales, zoom):
-    """Sizes of the level-by-level pyramid (`pyramid="cascade"`), finest first.
+    """Sizes of the level-by-level pyramid (`pyramid="cascade"`), finest first, as OpenCV's `DualTVL1OpticalFlow`
+    chooses them.
 
-    As many levels as `pyramid_sizes` gives, each level's sides `round(side * zoom)` of the previous level's
-    (round half to even, as OpenCV's `cv::resize` with a scale factor); levels under 2 pixels are dropped.
+    Each level's sides are `round(side * zoom)` of the previous level's (round half to even, as `cv::resize` with a
+    scale factor), up to `scales` levels; as in OpenCV, the first level narrower or lower than
+    `CASCADE_MIN_SIZE` (16) pixels and every level after it are dropped (OpenCV then lowers `nscales`). The full-size
+    level is always kept.
+
+    Example:
+    >>> cascade_sizes(112, 112, 5, 0.5)  # [(112, 112), (56, 56), (28, 28)]: 14x14 is under 16 px
     """
-    count = len(pyramid_sizes(height, width, scales, zoom))
     sizes = [(height, width)]
-    while len(sizes) < count:
+    while len(sizes) < scales:
         h, w = sizes[-1]
-        sizes.append((max(1, round(h * zoom)), max(1, round(w * zoom))))
-    while len(sizes) > 1 and min(sizes[-1]) < 2:
-        sizes.pop()
+        level = (round(h * zoom), round(w * zoom))
+        if min(level) < CASCADE_MIN_SIZE:
+            break
+        sizes.append(level)
     return sizes
 
 
@@ -295,7 +303,7 @@ class TVNet(keras.layers.Layer):
     algorithm of Zach et al., exactly as the authors' released forward pass:
 
     1. grey = floor(luma) with weights `(0.299, 0.587, 0.114)` for RGB (`(0.114, 0.587, 0.299)` for BGR);
-    2. joint min-max normalisation of the two grey images to [0, 255] (per sample);
+    2. joint min-max stretch of the two grey images to [0, 255] (per sample; `stretch=False` skips it);
     3. the released 5x5 Gaussian (SAME zero padding);
     4. a pyramid of `n = min(1 + ln(diag / 4) / ln(1 / zoom), scales)` levels of size `int(side * zoom^s + 0.5)`
        (align-corners bilinear resampling), coarse to fine, the flow upsampled and divided by `zoom`;
@@ -309,7 +317,8 @@ class TVNet(keras.layers.Layer):
     at most `epsilon^2 H W` (summed squared change; OpenCV: 0.01). The scale step is `zoom` (OpenCV's `scaleStep`).
     `pyramid="cascade"` builds the pyramid as OpenCV does (each level resized from the previous one, half-pixel
     bilinear, so zoom 0.5 averages 2x2 blocks instead of sampling the full image; the flow is upsampled the same
-    way), `presmoothing=False` leaves out the released 5x5 Gaussian (OpenCV does not smooth), and
+    way, and levels under 16 px dropped as OpenCV drops them), `presmoothing=False` leaves out the released 5x5
+    Gaussian (OpenCV does not smooth), `stretch=False` feeds the grey frames unstretched (OpenCV's input), and
     `warp_interpolation="bicubic"` warps as OpenCV does.
 
     Speed: by default the solver (steps 4-5) runs compiled with XLA, its backward pass too, inside any caller
@@ -347,8 +356,12 @@ class TVNet(keras.layers.Layer):
         pyramid: `"released"` (default): each level resampled from the full-size image with aligned corners, the
             flow upsampled the same way (released TVNet); `"cascade"`: each level `kerasvid.ops.warp.
             resize_half_pixel` of the previous one with ratio `1 / zoom` (OpenCV's `resize(INTER_LINEAR)`; sizes
-            from `cascade_sizes`), the flow upsampled half-pixel bilinearly.
+            from `cascade_sizes`: OpenCV's, no level under 16 px), the flow upsampled half-pixel bilinearly.
         presmoothing: apply the released 5x5 Gaussian to the grey images (default True; OpenCV: none).
+        stretch: True (default, released step 2): stretch the grey pair jointly to [0, 255] (its minimum to 0, its
+            maximum to 255); False: use the grey frames as they are (what OpenCV's DualTVL1 is given). The two
+            agree only on pairs that already span 0-255; TV-L1 is not invariant to the stretch (lambda weighs the
+            grey differences).
         warp_interpolation: `"bilinear"` (default, released) or `"bicubic"` (`kerasvid.ops.warp.bicubic_warp`,
             OpenCV's `INTER_CUBIC`) for warping the second frame and its gradient.
         jit_compile: None (default): compile the solver with XLA unless `unroll=True`, XLA is unavailable, an
@@ -375,7 +388,7 @@ class TVNet(keras.layers.Layer):
     def __init__(self, scales=1, warps=1, iterations=50, tau=0.25, lbda=0.15, theta=0.3, zoom=0.5,
                  channel_order="rgb", learn_initial_flow=False, warp_padding="border", unroll=False,
                  outer_iterations=1, median_filtering=1, epsilon=0.0, jit_compile=None, pyramid="released",
-                 presmoothing=True, warp_interpolation="bilinear", **kwargs):
+                 presmoothing=True, warp_interpolation="bilinear", stretch=True, **kwargs):
         # float32 whatever the global policy: the 1e-12 epsilons and the thresholding need it
         kwargs["dtype"] = kwargs.get("dtype") or "float32"
         super().__init__(**kwargs)
@@ -403,8 +416,9 @@ class TVNet(keras.layers.Layer):
             raise ValueError(f"`epsilon` must be a number >= 0 (0 = no stopping test), got epsilon={epsilon!r}")
         if pyramid not in PYRAMIDS:
             raise ValueError(f"`pyramid` must be one of {PYRAMIDS}, got pyramid={pyramid!r}")
-        if not isinstance(presmoothing, bool):
-            raise ValueError(f"`presmoothing` must be True or False, got presmoothing={presmoothing!r}")
+        for name, value in (("presmoothing", presmoothing), ("stretch", stretch)):
+            if not isinstance(value, bool):
+                raise ValueError(f"`{name}` must be True or False, got {name}={value!r}")
         if warp_interpolation not in WARP_INTERPOLATIONS:
             raise ValueError(f"`warp_interpolation` must be one of {tuple(WARP_INTERPOLATIONS)}, got "
                              f"warp_interpolation={warp_interpolation!r}")
@@ -427,6 +441,7 @@ class TVNet(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.jit_compile = jit_compile
         self.pyramid = pyramid
+        self.stretch = stretch
         self.presmoothing = presmoothing
         self.warp_interpolation = warp_interpolation
         self.sizes = None
@@ -491,7 +506,9 @@ class TVNet(keras.layers.Layer):
         frame1 = tf.cast(frame1, "float32")
         frame2 = tf.cast(frame2, "float32")
         # preprocessing stays outside XLA: the floor of the luma sum must round exactly as the released graph
-        image1, image2 = self._normalize(self._grey(frame1), self._grey(frame2))
+        image1, image2 = self._grey(frame1), self._grey(frame2)
+        if self.stretch:
+            image1, image2 = self._normalize(image1, image2)
         if self.presmoothing:
             image1, image2 = self._smooth(image1), self._smooth(image2)
         if not self._use_xla():
@@ -691,5 +708,5 @@ class TVNet(keras.layers.Layer):
                       unroll=self.unroll, outer_iterations=self.outer_iterations,
                       median_filtering=self.median_filtering, epsilon=self.epsilon, jit_compile=self.jit_compile,
                       pyramid=self.pyramid, presmoothing=self.presmoothing,
-                      warp_interpolation=self.warp_interpolation)
+                      warp_interpolation=self.warp_interpolation, stretch=self.stretch)
         return config

@@ -66,7 +66,8 @@ def i3d(num_classes=400, input_shape=(64, 224, 224, 3), include_top=True, weight
         num_classes: number of classes.
         input_shape: `(T, H, W, C)` with C = 3 (rgb) or 2 (flow); static T, H, W with include_top=True.
         include_top: add the logits head; otherwise the `Mixed_5c` features, pooled by `pooling`.
-        weights: None or a `.weights.h5` file of this exact model.
+        weights: None, a `.weights.h5` file of this exact model, or a DeepMind kinetics-i3d TF1 checkpoint prefix
+            (e.g. `.../rgb_imagenet/model.ckpt`; the same as `kinetics_checkpoint`).
         pooling: "avg", "max" or None (the `Mixed_5c` map) when include_top=False.
         dropout_rate: dropout before the logits conv (the release trains with keep-probability 0.5).
         classifier_activation: None (logits) or e.g. "softmax".
@@ -84,6 +85,11 @@ def i3d(num_classes=400, input_shape=(64, 224, 224, 3), include_top=True, weight
     if weights == "imagenet":
         raise ValueError("weights='imagenet' is not available for I3D; use kinetics_checkpoint=<kinetics-i3d "
                          "checkpoint> or weights=<path to .weights.h5>")
+    if weights is not None and common.is_tf_checkpoint(weights):  # the one `weights=` API: a kinetics-i3d file
+        if kinetics_checkpoint is not None:
+            raise ValueError(f"Pass a kinetics-i3d checkpoint as `weights` or as `kinetics_checkpoint`, not both: got "
+                             f"weights={weights!r}, kinetics_checkpoint={kinetics_checkpoint!r}")
+        weights, kinetics_checkpoint = None, str(weights)
     if modality not in STREAMS:
         raise ValueError(f"`modality` must be one of {STREAMS}, got modality={modality!r}")
     input_shape = tuple(input_shape)

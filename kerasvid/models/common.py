@@ -3,6 +3,8 @@ import os
 
 import keras
 
+from kerasvid.weights import convert, presets
+
 POOLINGS = ("avg", "max", None)
 
 
@@ -14,11 +16,21 @@ def validate_common_args(num_classes, include_top, weights, pooling, dropout_rat
         raise ValueError(f"`pooling` must be one of {POOLINGS}, got pooling={pooling!r}")
     if not 0.0 <= float(dropout_rate) < 1.0:
         raise ValueError(f"`dropout_rate` must be in [0, 1), got dropout_rate={dropout_rate!r}")
-    if weights is not None and weights != "imagenet" and not os.path.exists(str(weights)):
-        raise ValueError(f"`weights` must be None, 'imagenet' or the path to a .weights.h5 file; the path "
+    if (weights is not None and weights != "imagenet" and not presets.is_preset(weights)
+            and not os.path.exists(str(weights)) and not is_tf_checkpoint(weights)):
+        raise ValueError(f"`weights` must be None, 'imagenet', a weights preset (kerasvid.zoo.list_weights()) or the "
+                         f"path to a .weights.h5 file (or, where the builder maps PyTorch names, a .pth / .safetensors "
+                         f"file); the path "
                          f"{weights!r} does not exist")
     if classifier_activation is not None:
         keras.activations.get(classifier_activation)  # raises a clear ValueError for unknown names
+
+
+def is_tf_checkpoint(path):
+    """Whether `path` is a TensorFlow checkpoint prefix (`<path>.index` exists) or a folder with a `checkpoint`
+    file (what `tf.train.load_checkpoint` reads), e.g. a kinetics-i3d `.../rgb_imagenet/model.ckpt`."""
+    path = str(path)
+    return os.path.exists(path + ".index") or os.path.isfile(os.path.join(path, "checkpoint"))
 
 
 def classifier_head(x, num_classes, include_top, pooling, dropout_rate, classifier_activation, name="head"):
@@ -52,18 +64,29 @@ def classifier_head(x, num_classes, include_top, pooling, dropout_rate, classifi
     return keras.layers.Dense(num_classes, activation=classifier_activation, name="predictions", dtype="float32")(y)
 
 
-def load_model_weights(model, weights):
+def load_model_weights(model, weights, torch_names=None, torch_optional=()):
     """Loads a `.weights.h5` file into `model`, with an error that names the mismatching layer or shapes.
 
     Args:
         model: the built model.
-        weights: None (nothing to do) or a path. ("imagenet" is handled by the builder that supports it.)
+        weights: None (nothing to do), a path, or a weights preset name (`kerasvid.weights.presets.weights_file`:
+            the cached or downloaded file). ("imagenet" is handled by the builder that supports it.)
+        torch_names: for a builder whose layers carry the PyTorch module names: `{torch module: keras layer}` for
+            the names that differ; then a `.pth` / `.pt` / `.pth.tar` / `.safetensors` path is read without PyTorch
+            and mapped (`kerasvid.weights.convert.load_torch_weights`). None: such files are refused.
+        torch_optional: PyTorch modules whose tensors may stay unused (the classifier of a model without its top).
     """
     if weights is None:
         return model
-    path = str(weights)
+    path = presets.weights_file(weights) if presets.is_preset(weights) else str(weights)
     if not os.path.exists(path):
         raise ValueError(f"The weights path {path!r} does not exist")
+    if convert.is_torch_file(path):
+        if torch_names is None:
+            raise ValueError(f"{model.name!r} has no mapping from PyTorch names; {path!r} cannot be loaded into it "
+                             f"(pass a .weights.h5 file of this model)")
+        convert.load_torch_weights(model, path, torch_names, torch_optional)
+        return model
     try:
         model.load_weights(path)
     except ValueError as err:

@@ -18,6 +18,8 @@ from kerasvid.models.registry import register_model
 _TVNET_PAPER = "Fan et al., CVPR 2018 (TVNet)"
 _BN_INCEPTION_PAPER = "Ioffe & Szegedy, ICML 2015 (BN-Inception), TSN layout (Wang et al., ECCV 2016)"
 FIRST_CONV = "conv1_7x7_s2"
+# PyTorch BN-Inception (pretrainedmodels / TSN) module names that differ from the Keras layer names.
+TORCH_NAMES = {"last_linear": "predictions"}
 
 
 def _check_spatial(input_shape):
@@ -60,7 +62,11 @@ def bn_inception(num_classes=101, input_shape=(3, 224, 224, 3), include_top=True
         num_classes: classifier width (101 for UCF101).
         input_shape: `(T, H, W, C)`; H, W >= 32.
         include_top: add dropout + the dense classifier on `global_pool`.
-        weights: None or the path to a `.weights.h5` file of this exact model.
+        weights: None, the path to a `.weights.h5` file of this exact model, or a PyTorch BN-Inception file
+            (`.pth` / `.safetensors` with the Caffe port's names, e.g. pretrainedmodels' `bn_inception-52deb4733.pth`
+            or TSN's, whose `(1, C)` BatchNorm tensors load too; its classifier `last_linear` loads where its width
+            is `num_classes`, otherwise `predictions` starts fresh, as fine-tuning wants), or the preset
+            "bn_inception_imagenet" (that file, cached or downloaded). Those ImageNet weights expect BGR 0..255 input minus [104, 117, 128] (flow: minus 128).
         pooling: when include_top=False: "avg" (`global_pool`), "max" or None (the `inception_5b` map).
         dropout_rate: dropout before the classifier (TSN: 0.8 for RGB, 0.7 for flow).
         classifier_activation: None for logits, or e.g. "softmax".
@@ -81,13 +87,15 @@ def bn_inception(num_classes=101, input_shape=(3, 224, 224, 3), include_top=True
         input_shape = input_shape[:-1] + (input_channels,)
     _check_spatial(input_shape)
     if weights == "imagenet":
-        raise ValueError("weights='imagenet' is not available for bn_inception; pass a .weights.h5 path")
+        raise ValueError("weights='imagenet' is not available for bn_inception; use weights='bn_inception_imagenet' "
+                         "(the Caffe port's ImageNet weights, PyTorch file) or a .weights.h5 path")
     inputs = keras.Input(input_shape, name="frames")
     features = bn_inception_features(inputs)
     model = _bn_inception_head(inputs, features, num_classes=num_classes, include_top=include_top, pooling=pooling,
                                dropout_rate=dropout_rate, classifier_activation=classifier_activation,
                                name=name or ("bn_inception" if input_shape[-1] == 3 else "bn_inception_flow"))
-    return common.load_model_weights(model, weights)
+    # The classifier loads where it fits (ImageNet's 1000 classes); another width starts fresh (fine-tuning).
+    return common.load_model_weights(model, weights, torch_names=TORCH_NAMES, torch_optional=("last_linear",))
 
 
 def cross_modality_init(flow_model, rgb_model):
@@ -146,7 +154,8 @@ def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_to
         dropout_rate: dropout before the classifier (TSN flow stream: 0.7).
         classifier_activation: None for logits, or e.g. "softmax".
         rgb_weights: path to the `.weights.h5` of `bn_inception(num_classes, input_shape=(1, H, W, 3),
-            include_top=include_top)` for cross-modality initialisation.
+            include_top=include_top)`, or a PyTorch BN-Inception `.pth` / `.safetensors` or the preset
+            "bn_inception_imagenet" (see `bn_inception`), for cross-modality initialisation.
         tvnet_scales, tvnet_warps, tvnet_iterations: the TVNet configuration (TVNet-50: 1, 1, 50).
         channel_order: channel order of the frames, "rgb" or "bgr".
 

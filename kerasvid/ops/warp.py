@@ -120,8 +120,8 @@ def bicubic_warp(image, flow, padding="border"):
     """Backward-warps `image` by `flow` with bicubic interpolation (Keys, a = -0.75: OpenCV's `INTER_CUBIC`).
 
     `out[b, y, x] = image[b, y + v, x + u]` as `bilinear_warp`, from the 4x4 neighbours. The warp of OpenCV's
-    `DualTVL1OpticalFlow` (`cv::remap(..., INTER_CUBIC)`, which also rounds positions to 1/32 pixel; this does
-    not). `padding` as in `bilinear_warp`: `"border"` clamps the sample position into the image first (edge
+    `DualTVL1OpticalFlow` (`cv::remap(..., INTER_CUBIC)`; OpenCV 5.1 interpolates its float positions as given, with no
+    1/32-pixel rounding: `tests/test_tvnet_pyramid.py`). `padding` as in `bilinear_warp`: `"border"` clamps the sample position into the image first (edge
     replication), `"zeros"` lets every tap outside the image contribute 0 (OpenCV's default `BORDER_CONSTANT`).
 
     Args:

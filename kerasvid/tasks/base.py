@@ -19,6 +19,8 @@ import dataclasses
 import difflib
 from typing import Dict, Optional, Tuple
 
+from kerasvid.weights import presets
+
 _TASKS = {}
 
 
@@ -42,7 +44,9 @@ class TaskConfig:
         eval_crops: evaluation crops per clip (`V = eval_clips * eval_crops` views per video).
         multi_label: labels are multi-hot (sigmoid + binary cross-entropy, mAP).
         label_smoothing: label smoothing of the cross-entropy.
-        normalization: normalisation preset of `kerasvid.data.preprocess.normalize`.
+        normalization: normalisation preset of `kerasvid.data.preprocess.normalize`; "auto" (the default): the one
+            the model's `weights` were trained with (`kerasvid.weights.normalization_for_weights`: "caffe" for
+            `weights='imagenet'`, keras.applications' ResNets; "imagenet" without weights or for a `.weights.h5`).
         shuffle_buffer: shuffle buffer of the training records.
         seed: global seed.
         deterministic: deterministic ops and data order (for bit-identical resumes).
@@ -65,7 +69,7 @@ class TaskConfig:
     eval_crops: int = 1
     multi_label: bool = False
     label_smoothing: float = 0.0
-    normalization: str = "imagenet"
+    normalization: str = "auto"
     shuffle_buffer: int = 64
     seed: int = 0
     deterministic: bool = False
@@ -76,6 +80,8 @@ class TaskConfig:
         if isinstance(self.image_size, int):  # an int is a square size
             self.image_size = (self.image_size, self.image_size)
         self.image_size = tuple(self.image_size)
+        if self.normalization == "auto":
+            self.normalization = presets.normalization_for_weights(self.model_kwargs.get("weights"))
 
     @property
     def num_views(self):

@@ -17,6 +17,7 @@ DEFAULTS = {
     "triplet_repeats": 6,  # copies of the triplet set mixed with the Charades frames (the authors use 6)
     "frame_stride": 4,  # Charades frames of the mixed setup: every 4th frame inside an action interval
     "softmax_decay": 0.9,  # VideoSoftmax decay (supp k = 0.1; the third-to-first-person experiment uses 0.95)
+    "softmax_read": "per_sample",  # VideoSoftmax `read`: "after_batch" is what the reference code does
     "loss_decay": 0.9,  # ActorObserverLoss decay (the reference's --finaldecay)
     "classification_weight": 2.0,
     "triplet_loss": "dist_ratio",  # or "margin_rank"
@@ -88,6 +89,9 @@ class TripletTask(Task):
         if self.options["triplet_loss"] not in ("dist_ratio", "margin_rank"):
             raise ValueError(f"`triplet_loss` must be 'dist_ratio' or 'margin_rank', got "
                              f"{self.options['triplet_loss']!r}")
+        if self.options["softmax_read"] not in ("per_sample", "after_batch"):
+            raise ValueError(f"`softmax_read` must be 'per_sample' or 'after_batch', got "
+                             f"{self.options['softmax_read']!r}")
         self._samples = {}
         self.video_softmaxes = None
         self.loss = None
@@ -142,8 +146,8 @@ class TripletTask(Task):
         num_videos = self.samples("train")[1] + 1 if o["train_csv"] else 1  # + the classification dummy
         model = self.build_network()
         # Built here, under the strategy scope, so that their state is mirrored like the model's.
-        self.video_softmaxes = [VideoSoftmax(num_videos, decay=o["softmax_decay"], name=f"video_softmax_{s}")
-                                for s in "xyz"]
+        self.video_softmaxes = [VideoSoftmax(num_videos, decay=o["softmax_decay"], read=o["softmax_read"],
+                                             name=f"video_softmax_{s}") for s in "xyz"]
         for layer in self.video_softmaxes:
             layer.build((None,), (None,))
         self.loss = ActorObserverLoss(decay=o["loss_decay"], name="actor_observer_loss")
