@@ -282,10 +282,10 @@ def _check_schedule_flags(training):
     return _usage(config_flags.flag_value, TrainConfig, "lr_boundaries")
 
 
-def _train_config(train_steps, lr_decay_steps, lr_boundaries):
+def _train_config(train_steps, lr_decay_steps, lr_boundaries, **overrides):
     """The validated `TrainConfig` of the flags, with the lengths in steps given (UsageError for bad values)."""
     train_config = _usage(config_flags.from_flags, TrainConfig, FLAGS, train_steps=max(train_steps, 1),
-                          lr_decay_steps=lr_decay_steps, lr_boundaries=tuple(lr_boundaries))
+                          lr_decay_steps=lr_decay_steps, lr_boundaries=tuple(lr_boundaries), **overrides)
     _usage(train_config.validate, FLAGS.strategy)
     return train_config
 
@@ -317,8 +317,9 @@ def build_configs(modes):
     training = any(mode in ("train", "train_and_eval") for mode in modes)
     boundaries = _check_schedule_flags(training)
     by_epochs = training and (FLAGS.train_epochs or FLAGS.lr_decay_epochs or FLAGS.lr_boundaries_epochs)
+    # Without training the schedule is never used: a recipe's epoch-based schedule must not stop eval or export.
     early_config = None if by_epochs else _train_config(FLAGS.train_steps or 1, FLAGS.lr_decay_steps or 1,
-                                                        boundaries)
+                                                        boundaries, **({} if training else {"lr_schedule": "constant"}))
 
     train_pattern, eval_pattern, label_names = _discover_data()
     config = _usage(config_flags.from_flags, TaskConfig, FLAGS, model_kwargs=model_kwargs, image_size=image_size,

@@ -446,3 +446,17 @@ def test_kerasvid_train_is_train_main(tmp_path, capsys):
     assert cli.main(["train", "--help"]) == 0
     assert "--lr_schedule: <constant|step|multistep|cosine>: learning-rate schedule" in capsys.readouterr().out
     assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("mode", ["eval", "export"])
+def test_a_recipe_with_an_epoch_schedule_evaluates_and_exports(records, tmp_path, mode):
+    """Eval and export never use the schedule: a recipe's epoch boundaries (TVNet's multistep at epochs 30, 60)
+    must not stop them (before: "`boundaries` must be a non-empty increasing list for multistep")."""
+    train, heldout = records
+    labels = os.path.join(os.path.dirname(train), "labels.txt")
+    with flagsaver.flagsaver():
+        _parse(f"--flagfile={os.path.join(REPO, 'zoo', 'tvnet_bn_inception_ucf101.flags')}",
+               f"--train_pattern={train}", f"--eval_pattern={heldout}", f"--labels_file={labels}",
+               f"--model_dir={tmp_path}", f"--mode={mode}")
+        task, train_config = main.build_configs([mode])
+    assert train_config.lr_schedule == "constant" and task.config.model == "tvnet_bn_inception"

@@ -151,20 +151,6 @@ def write_training_curve(model_dir, path=None, **kwargs):
     return viz.write_png(path, training_curve(model_dir, **kwargs))
 
 
-def _denormalize(images, preset):
-    """Inverse of `kerasvid.data.preprocess.normalize`: uint8 frames on the 0..255 scale."""
-    from kerasvid.data import preprocess
-
-    x = np.asarray(images, np.float64)
-    if preset == "imagenet":
-        x = (x * np.array(preprocess.IMAGENET_STD) + np.array(preprocess.IMAGENET_MEAN)) * 255.0
-    elif preset == "minus_one_one":
-        x = (x + 1.0) * 127.5
-    elif preset == "zero_one":
-        x = x * 255.0
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
 def write_run_pictures(model, task, model_dir, scale=4):
     """Writes the pictures of a finished run into `model_dir`; returns their paths.
 
@@ -190,7 +176,9 @@ def write_run_pictures(model, task, model_dir, scale=4):
     if modules and getattr(task.config, "eval_pattern", ""):
         inputs, _ = next(iter(task.build_dataset(training=False)))
         clip = np.asarray(task.model_inputs(inputs)[0])  # a CPNet takes one clip input
-        frames = _denormalize(clip, task.config.normalization)
+        from kerasvid.data import preprocess
+
+        frames = preprocess.denormalize(clip, task.config.normalization)
         rows = []
         for layer in modules:
             proposals = viz.correspondence_proposals(model, clip, layer.name)
