@@ -231,3 +231,30 @@ def test_two_conversions_into_one_directory_do_not_run_at_once(tmp_path):
             convert.convert([], str(tmp_path / "records"), "val")
     with pytest.raises(ValueError, match="No inputs to convert"):  # the lock went with its holder
         convert.convert([], str(tmp_path / "records"), "val")
+
+
+# One model per family of special layers (CPModule, TVNet, NonLocalBlock, action/context attention and two-stream
+# fusion); the trained CPNet and TVNet exports are also checked end to end in test_persistence_cli.py. (The whole
+# zoo takes minutes: actor_observer_resnet152 alone traces three ResNet-152 streams for 60 s.)
+SERVED = ("cpnet_resnet18", "tvnet_bn_inception", "nl_resnet18", "i3d_action_context")
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_the_saved_model_serves_the_moved_variables(name, tmp_path):
+    """The SavedModel path (what TF Serving loads): the exported model computes what the Keras model computes."""
+    from kerasvid import export
+
+    model = _build(name, 0)
+    _move_every_variable(model, 1)
+    specs = [tf.TensorSpec(i.shape, i.dtype, name=f"input_{n}") for n, i in enumerate(model.inputs)]
+    endpoint = {"serving_default": (lambda *x: tf.nest.flatten(model(list(x) if len(x) > 1 else x[0],
+                                                                     training=False)), specs)}
+    export.write_archive(str(tmp_path / "saved"), model, endpoint, {"model": name})
+    rng = np.random.default_rng(0)
+    inputs = [rng.uniform(0, 1, (1, *s.shape[1:])).astype(np.float32) for s in specs]
+    expected = tf.nest.flatten(model(inputs if len(inputs) > 1 else inputs[0], training=False))
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    served = loaded.serving_default(*[tf.constant(x) for x in inputs])
+    assert len(served) == len(expected)
+    for a, b in zip(served, expected):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4 * float(np.abs(b).max() + 1))
