@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["FrameConv2D", "FrameMaxPooling2D", "FrameAveragePooling2D"]
+__all__ = ["FrameConv2D", "FrameMaxPooling2D", "FrameAveragePooling2D", "clip_conv", "clip_pooling"]
 
 
 class _FrameWise:
@@ -143,3 +143,48 @@ class FrameAveragePooling2D(_FramePooling, keras.layers.AveragePooling2D):
     """
 
     _POOLING_3D = keras.layers.AveragePooling3D
+
+
+def _is_frame_wise(size, strides):
+    return int(size[0]) == 1 and int(strides[0]) == 1
+
+
+def clip_conv(filters, kernel_size, strides=(1, 1, 1), **kwargs):
+    """A convolution over clips: `FrameConv2D` when the temporal kernel size and stride are 1, else `Conv3D`.
+
+    Args:
+        filters: output channels.
+        kernel_size: `(kt, kh, kw)`.
+        strides: `(st, sh, sw)`.
+        **kwargs: further `keras.layers.Conv3D` / `Conv2D` arguments (`padding`, `use_bias`, `name`, ...).
+
+    Returns:
+        An unbuilt layer taking `[batch, T, H, W, C]`; its kernel is `(kh, kw, C, filters)` for a `FrameConv2D`,
+        `(kt, kh, kw, C, filters)` for a `Conv3D`.
+    """
+    kernel_size, strides = tuple(kernel_size), tuple(strides)
+    if _is_frame_wise(kernel_size, strides):
+        return FrameConv2D(filters, kernel_size[1:], strides=strides[1:], **kwargs)
+    return keras.layers.Conv3D(filters, kernel_size, strides=strides, **kwargs)
+
+
+def clip_pooling(kind, pool_size, strides, **kwargs):
+    """A "max" or "average" pooling over clips: frame-wise 2D when the temporal pool size and stride are 1.
+
+    Args:
+        kind: "max" or "average".
+        pool_size: `(pt, ph, pw)`.
+        strides: `(st, sh, sw)`.
+        **kwargs: further pooling arguments (`padding`, `name`, ...).
+
+    Returns:
+        `FrameMaxPooling2D` / `FrameAveragePooling2D`, or `MaxPooling3D` / `AveragePooling3D`.
+    """
+    if kind not in ("max", "average"):
+        raise ValueError(f"`kind` must be 'max' or 'average', got kind={kind!r}")
+    pool_size, strides = tuple(pool_size), tuple(strides)
+    if _is_frame_wise(pool_size, strides):
+        cls = FrameMaxPooling2D if kind == "max" else FrameAveragePooling2D
+        return cls(pool_size[1:], strides=strides[1:], **kwargs)
+    cls = keras.layers.MaxPooling3D if kind == "max" else keras.layers.AveragePooling3D
+    return cls(pool_size, strides=strides, **kwargs)
