@@ -111,9 +111,9 @@ def cross_modality_init(flow_model, rgb_model):
             continue
         weights = source.get_weights()
         if layer.name == FIRST_CONV:
-            kernel = weights[0]  # (1, 7, 7, 3, 64)
-            channels = layer.weights[0].shape[3]
-            weights[0] = np.repeat(kernel.mean(axis=3, keepdims=True), channels, axis=3)
+            kernel = weights[0]  # (7, 7, 3, 64)
+            channels = layer.weights[0].shape[-2]
+            weights[0] = np.repeat(kernel.mean(axis=-2, keepdims=True), channels, axis=-2)
         if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
             continue
         layer.set_weights(weights)
