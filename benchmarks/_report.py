@@ -23,9 +23,10 @@ def save_report(name, data, table, out_dir=None):
     return out_dir
 
 
-def sgd_train_step(model, x, labels, learning_rate):
+def sgd_train_step(model, x, labels, learning_rate, jit_compile=False):
     """A `tf.function` training step of `model` on one fixed batch: sparse cross-entropy of the float32 logits, SGD
-    with momentum 0.9 (loss-scaled under the `mixed_float16` policy). Returns the step; each call returns the loss."""
+    with momentum 0.9 (loss-scaled under the `mixed_float16` policy), XLA-compiled with `jit_compile`. Returns the
+    step; each call returns the loss."""
     import keras
     import tensorflow as tf
 
@@ -33,7 +34,7 @@ def sgd_train_step(model, x, labels, learning_rate):
     if keras.mixed_precision.global_policy().name == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def step():
         with tf.GradientTape() as tape:
             logits = tf.cast(model(x, training=True), "float32")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasvid.layers.frames import FrameAveragePooling2D, FrameConv2D, FrameMaxPooling2D
+from kerasvid import zoo
+from kerasvid.layers.frames import FrameAveragePooling2D, FrameConv2D, FrameMaxPooling2D, conv3d_form
 from tests.helpers import check_layer
 
 CLIP = np.random.default_rng(0).normal(size=(2, 3, 9, 10, 4)).astype("float32")
@@ -91,3 +92,26 @@ def test_dynamic_frames_and_errors():
         FrameConv2D(3, 3)(CLIP[:, 0])
     with pytest.raises(ValueError, match="channels-last clips.*channels_first"):
         FrameMaxPooling2D(2, data_format="channels_first")
+
+
+def test_c2d_resnet_equals_its_conv3d_form():
+    """The whole folded C2D ResNet-18 against the same network built of Conv3D / MaxPooling3D (0.1's layout) with
+    the same weights: outputs and gradients."""
+    keras.utils.set_random_seed(0)
+    model = zoo.c2d_resnet18(num_classes=5, input_shape=(3, 32, 32, 3))
+    old = conv3d_form(model)
+    kinds = lambda m: {type(layer).__name__ for layer in m.layers}
+    assert {"FrameConv2D", "FrameMaxPooling2D"} <= kinds(model) and not {"Conv3D", "MaxPooling3D"} & kinds(model)
+    assert {"Conv3D", "MaxPooling3D"} <= kinds(old) and not {"FrameConv2D", "FrameMaxPooling2D"} & kinds(old)
+    assert [layer.name for layer in old.layers] == [layer.name for layer in model.layers]
+    x = tf.constant(np.random.default_rng(3).normal(size=(2, 3, 32, 32, 3)).astype("float32"))
+    results = []
+    for m in (model, old):
+        with tf.GradientTape() as tape:
+            y = m(x, training=False)
+            loss = tf.reduce_sum(y * tf.range(5, dtype=tf.float32))
+        grad = tape.gradient(loss, m.get_layer("conv2_block1_1_conv").kernel)
+        results.append((y.numpy(), np.reshape(grad.numpy(), (3, 3, 64, 64))))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-3, atol=1e-3)
+    assert np.abs(results[0][0]).max() > 1e-3

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["FrameConv2D", "FrameMaxPooling2D", "FrameAveragePooling2D", "clip_conv", "clip_pooling"]
+__all__ = ["FrameConv2D", "FrameMaxPooling2D", "FrameAveragePooling2D", "clip_conv", "clip_pooling", "conv3d_form"]
 
 
 class _FrameWise:
@@ -188,3 +188,27 @@ def clip_pooling(kind, pool_size, strides, **kwargs):
         return cls(pool_size[1:], strides=strides[1:], **kwargs)
     cls = keras.layers.MaxPooling3D if kind == "max" else keras.layers.AveragePooling3D
     return cls(pool_size, strides=strides, **kwargs)
+
+
+def conv3d_form(model):
+    """A copy of `model` with every frame-wise layer replaced by its Conv3D / Pooling3D form (`to_3d()`), with the
+    same weights: the layout kerasvid 0.1 built, for comparisons (tests, `benchmarks/peers.py`).
+
+    Args:
+        model: a built functional `keras.Model` (nested functional models are converted too).
+
+    Returns:
+        A new `keras.Model` computing the same function.
+    """
+    def clone(layer):
+        if isinstance(layer, _FrameWise):
+            return layer.to_3d()
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    originals = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
+    for layer in copy._flatten_layers(include_self=False):
+        source = originals.get(layer.name)
+        if source is not None and not isinstance(source, (_FrameWise, keras.Model)) and source.weights:
+            layer.set_weights(source.get_weights())
+    return copy
