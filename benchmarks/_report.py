@@ -45,3 +45,43 @@ def sgd_train_step(model, x, labels, learning_rate, jit_compile=False):
         return loss
 
     return step
+
+
+def folding_variants(name, frames, size, classes=174, xla=True, seed=0):
+    """The registered model `name` at batch 1 x `frames` x `size` x `size` x 3 in the forms the folding benchmarks
+    compare: "conv3d" (every frame-wise layer as Conv3D / Pooling3D: `kerasvid.layers.conv3d_form`, the same
+    weights), "folded" (as kerasvid builds it) and, with `xla`, "folded_xla" (both functions XLA-compiled).
+
+    Returns:
+        `(variants, model, difference)`: `{variant: (train_step, inference)}`, each a function returning numpy
+        (`sgd_train_step`; `model(x, training=False)` in a `tf.function`), the folded model, and the max
+        |logit difference| between the folded and the Conv3D forms (0 up to float rounding).
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from kerasvid import zoo
+    from kerasvid.layers.frames import conv3d_form
+
+    keras.utils.set_random_seed(seed)
+    model = zoo.get_model(name, num_classes=classes, input_shape=(frames, size, size, 3))
+    old = conv3d_form(model)
+    x = tf.constant(np.random.default_rng(seed).normal(size=(1, frames, size, size, 3)).astype("float32"))
+    labels = tf.constant([3])
+
+    def forms(m, jit):
+        step = sgd_train_step(m, x, labels, 0.01, jit_compile=jit)
+
+        @tf.function(jit_compile=jit)
+        def infer():
+            return m(x, training=False)
+
+        return (lambda: step().numpy()), (lambda: infer().numpy())
+
+    difference = float(np.abs(np.asarray(model(x, training=False), np.float32)
+                              - np.asarray(old(x, training=False), np.float32)).max())
+    variants = {"conv3d": forms(old, False), "folded": forms(model, False)}
+    if xla:
+        variants["folded_xla"] = forms(model, True)
+    return variants, model, difference

@@ -16,7 +16,8 @@ cross-entropy, backward, SGD with momentum 0.9, in a `tf.function`; also `jit_co
   interpreter is missing or cannot import torch (PyTorch is never a kerasvid dependency).
 
 Every variant is warmed up (tracing, XLA compilation), then the rounds interleave the variants (one call each per
-round) and each figure is the minimum over the rounds. GFLOP/s use the registry's forward count (TF profiler) for
+round) and each figure is the minimum over the rounds, of the wall time and, less sensitive to other processes on a
+shared machine, of this process's CPU time (both cores busy: up to 2x the wall time). GFLOP/s use the registry's forward count (TF profiler) for
 inference and 3x it for a training step, beside a measured fp32 matmul rate (this machine's ceiling). The load
 average before and after is printed: on a shared machine compare only the figures of one run. Prints JSON and a
 markdown table and writes them to benchmarks/results/peers.{json,md}.
@@ -30,13 +31,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from _report import save_report, sgd_train_step  # noqa: E402
-from kerasvid import zoo  # noqa: E402
-from kerasvid.layers.frames import conv3d_form  # noqa: E402
+from _report import folding_variants, save_report  # noqa: E402
 from kerasvid.models.common import count_gflops  # noqa: E402
 
 CLASSES = 174
@@ -90,32 +87,6 @@ def matmul_gflops(n=1024, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
-def _inference(model, x, jit):
-    @tf.function(jit_compile=jit)
-    def infer():
-        return model(x, training=False)
-
-    return lambda: infer().numpy()
-
-
-def _train(model, x, jit):
-    step = sgd_train_step(model, x, tf.constant([3]), 0.01, jit_compile=jit)
-    return lambda: step().numpy()
-
-
-def kerasvid_variants(name, frames, size):
-    """`{variant: (train_fn, inference_fn)}` of one model and the forward GFLOPs."""
-    keras.utils.set_random_seed(0)
-    model = zoo.get_model(name, num_classes=CLASSES, input_shape=(frames, size, size, 3))
-    old = conv3d_form(model)
-    x = tf.constant(np.random.default_rng(0).normal(size=(1, frames, size, size, 3)).astype("float32"))
-    difference = float(np.abs(model(x, training=False).numpy() - old(x, training=False).numpy()).max())
-    variants = {"conv3d": (_train(old, x, False), _inference(old, x, False)),
-                "folded": (_train(model, x, False), _inference(model, x, False)),
-                "folded_xla": (_train(model, x, True), _inference(model, x, True))}
-    return variants, count_gflops(model), difference
-
-
 def torch_peer(python, frames, size, rounds):
     """PyTorch's minimum seconds `{"train", "infer", "torch", "threads"}`, or None (a line says why)."""
     if not os.path.exists(python):
@@ -143,18 +114,20 @@ def main():
     ceiling = matmul_gflops()
     rows = []
     for name in args.models.split(","):
-        variants, gflops, difference = kerasvid_variants(name, args.frames, args.size)
+        variants, model, difference = folding_variants(name, args.frames, args.size, CLASSES)
+        gflops = count_gflops(model)
         calls = [(variant, kind, fns[i]) for variant, fns in variants.items()
                  for i, kind in enumerate(("train", "infer"))]
         for _, _, fn in calls:  # warm-up: tracing and XLA compilation
             fn()
-        best = {}
+        best, cpu = {}, {}
         for _ in range(args.rounds):
             for variant, kind, fn in calls:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
-                t = time.perf_counter() - t0
+                t, c = time.perf_counter() - t0, time.process_time() - c0
                 best[variant, kind] = min(best.get((variant, kind), t), t)
+                cpu[variant, kind] = min(cpu.get((variant, kind), c), c)
         if name == "c2d_resnet18":
             peer = torch_peer(args.torch_python, args.frames, args.size, args.rounds)
             if peer:
@@ -162,26 +135,31 @@ def main():
         base = {kind: best["conv3d", kind] for kind in ("train", "infer")}
         for (variant, kind), seconds in sorted(best.items(), key=lambda kv: (kv[0][1] != "train", kv[0][0])):
             flops = gflops * (3 if kind == "train" else 1)
+            cpu_s = cpu.get((variant, kind))
             rows.append({"model": name, "variant": variant, "what": kind, "seconds": round(seconds, 4),
+                         "cpu_seconds": None if cpu_s is None else round(cpu_s, 4),
+                         "cpu_vs_conv3d": None if cpu_s is None else round(cpu_s / cpu["conv3d", kind], 3),
                          "speedup_vs_conv3d": round(base[kind] / seconds, 3),
                          "gflop_per_s": round(flops / seconds, 1),
                          "vs_pytorch": round(seconds / best["pytorch", kind], 3) if ("pytorch", kind) in best
                          else None})
         print(f"{name}: folded vs conv3d max |logit difference| {difference:.2e}")
     result = {"device": "cpu", "cpus": os.cpu_count(), "tensorflow": tf.__version__, "rounds": args.rounds,
+              "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: on for x86 builds)"),
               "input": f"1x{args.frames}x{args.size}x{args.size}x3", "classes": CLASSES,
               "matmul_gflop_per_s": round(ceiling, 1), "load_average_before": [round(v, 2) for v in load_before],
               "load_average_after": [round(v, 2) for v in os.getloadavg()],
               "seconds": round(time.time() - start, 1), "rows": rows}
     lines = [f"load average {result['load_average_before'][0]} -> {result['load_average_after'][0]} (1 min); "
              f"fp32 matmul ceiling {result['matmul_gflop_per_s']} GFLOP/s; input {result['input']}, "
-             f"min of {args.rounds} interleaved rounds", "",
-             "| model | what | variant | seconds | speed-up vs Conv3D | GFLOP/s | time / PyTorch's |",
-             "|---|---|---|---|---|---|---|"]
+             f"min of {args.rounds} interleaved rounds; TF_ENABLE_ONEDNN_OPTS={result['TF_ENABLE_ONEDNN_OPTS']}", "",
+             "| model | what | variant | seconds | speed-up vs Conv3D | GFLOP/s | CPU s (vs Conv3D) | "
+             "time / PyTorch's |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         peer = "-" if r["vs_pytorch"] is None else f"{r['vs_pytorch']}x"
+        cpu_s = "-" if r["cpu_seconds"] is None else f"{r['cpu_seconds']} ({r['cpu_vs_conv3d']}x)"
         lines.append(f"| {r['model']} | {r['what']} | {r['variant']} | {r['seconds']} | {r['speedup_vs_conv3d']}x "
-                     f"| {r['gflop_per_s']} | {peer} |")
+                     f"| {r['gflop_per_s']} | {cpu_s} | {peer} |")
     save_report("peers", result, "\n".join(lines))
 
 
