@@ -49,8 +49,10 @@ def sgd_train_step(model, x, labels, learning_rate, jit_compile=False):
 
 def folding_variants(name, frames, size, classes=174, xla=True, seed=0):
     """The registered model `name` at batch 1 x `frames` x `size` x `size` x 3 in the forms the folding benchmarks
-    compare: "conv3d" (every frame-wise layer as Conv3D / Pooling3D: `kerasvid.layers.conv3d_form`, the same
-    weights), "folded" (as kerasvid builds it) and, with `xla`, "folded_xla" (both functions XLA-compiled).
+    compare: "conv3d" (kerasvid 0.1's layers: every frame-wise layer as Conv3D / Pooling3D and Keras' composite
+    BatchNormalization, `kerasvid.layers.conv3d_form(model, keras_batch_norm=True)`, the same weights), "folded"
+    (as kerasvid builds it: frame-wise 2D layers, fused BatchNorm) and, with `xla`, "folded_xla" (both functions
+    XLA-compiled).
 
     Returns:
         `(variants, model, difference)`: `{variant: (train_step, inference)}`, each a function returning numpy
@@ -66,7 +68,7 @@ def folding_variants(name, frames, size, classes=174, xla=True, seed=0):
 
     keras.utils.set_random_seed(seed)
     model = zoo.get_model(name, num_classes=classes, input_shape=(frames, size, size, 3))
-    old = conv3d_form(model)
+    old = conv3d_form(model, keras_batch_norm=True)
     x = tf.constant(np.random.default_rng(seed).normal(size=(1, frames, size, size, 3)).astype("float32"))
     labels = tf.constant([3])
 

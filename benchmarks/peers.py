@@ -8,8 +8,9 @@ For each model (batch 1, 174 classes, `--frames` x `--size` x `--size`): the tra
 cross-entropy, backward, SGD with momentum 0.9, in a `tf.function`; also `jit_compile=True`) and inference
 (`model(x, training=False)` in a `tf.function`, also XLA-compiled), for
 
-- `conv3d`: the same network with every frame-wise layer as Conv3D / MaxPooling3D (`kerasvid.layers.conv3d_form`),
-- `folded`: the network as kerasvid builds it (2D ops on the frames folded into the batch),
+- `conv3d`: the same network as kerasvid 0.1 built it: every frame-wise layer as Conv3D / MaxPooling3D and Keras'
+  composite BatchNormalization (`kerasvid.layers.conv3d_form(model, keras_batch_norm=True)`, the same weights),
+- `folded`: the network as kerasvid builds it (2D ops on the frames folded into the batch, fused BatchNorm),
 - `folded_xla`: the same, XLA-compiled,
 - `pytorch` (c2d_resnet18 only): torchvision's resnet18 with a stride-1 stem (the same convolutions) on the T
   frames as a batch, 2 threads, run by `--torch_python` in a subprocess; skipped with a printed line when that

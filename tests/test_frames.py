@@ -99,10 +99,11 @@ def test_c2d_resnet_equals_its_conv3d_form():
     the same weights: outputs and gradients."""
     keras.utils.set_random_seed(0)
     model = zoo.c2d_resnet18(num_classes=5, input_shape=(3, 32, 32, 3))
-    old = conv3d_form(model)
+    old = conv3d_form(model, keras_batch_norm=True)
     kinds = lambda m: {type(layer).__name__ for layer in m.layers}
     assert {"FrameConv2D", "FrameMaxPooling2D"} <= kinds(model) and not {"Conv3D", "MaxPooling3D"} & kinds(model)
-    assert {"Conv3D", "MaxPooling3D"} <= kinds(old) and not {"FrameConv2D", "FrameMaxPooling2D"} & kinds(old)
+    assert {"Conv3D", "MaxPooling3D", "BatchNormalization"} <= kinds(old)
+    assert not {"FrameConv2D", "FrameMaxPooling2D", "FusedBatchNormalization"} & kinds(old)
     assert [layer.name for layer in old.layers] == [layer.name for layer in model.layers]
     x = tf.constant(np.random.default_rng(3).normal(size=(2, 3, 32, 32, 3)).astype("float32"))
     results = []

@@ -94,6 +94,7 @@ PAPER_LAYERS = {
 NO_RANDOM_WEIGHT_PAIRS = {
     "FrameAveragePooling2D": "no weights",
     "FrameMaxPooling2D": "no weights",
+    "FusedBatchNormalization": "constant-initialised gamma, beta and statistics",
     "I3DFlowInput": "no weights (rescales a flow clip)",
     "PairwiseDistance": "no weights",
     "ScoreFusion": "no weights (averages stream scores)",

@@ -11,6 +11,7 @@ average consensus, before the linear classifier).
 """
 import keras
 
+from kerasvid.layers.batch_norm import FusedBatchNormalization
 from kerasvid.layers.frames import clip_conv, clip_pooling
 
 # Per block: (1x1, (3x3 reduce, 3x3), (double 3x3 reduce, double 3x3), (pool type, pool projection), stride).
@@ -36,7 +37,7 @@ def _conv_bn(x, filters, kernel, name, stride=1):
         pad = kernel // 2
         x = keras.layers.ZeroPadding3D(((0, 0), (pad, pad), (pad, pad)), name=f"{name}_pad")(x)
     x = clip_conv(filters, (1, kernel, kernel), strides=(1, stride, stride), padding="valid", name=name)(x)
-    x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(epsilon=1e-5, momentum=0.9, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -19,6 +19,7 @@ is a configuration of this file, never a copy of it.
 import keras
 import numpy as np
 
+from kerasvid.layers.batch_norm import FusedBatchNormalization
 from kerasvid.layers.frames import clip_conv, clip_pooling
 
 BN_EPSILON = 1.001e-5  # keras.applications.ResNet uses 1.001e-5
@@ -74,7 +75,7 @@ def _conv(x, filters, kernel, stride, kt, name):
 
 
 def _bn(x, name):
-    return keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, name=name)(x)
+    return FusedBatchNormalization(axis=-1, epsilon=BN_EPSILON, name=name)(x)
 
 
 def _apply_insertion(x, insertions, point, channels):

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasvid.layers.batch_norm import FusedBatchNormalization
+
 __all__ = ["FrameConv2D", "FrameMaxPooling2D", "FrameAveragePooling2D", "clip_conv", "clip_pooling", "conv3d_form"]
 
 
@@ -190,12 +192,14 @@ def clip_pooling(kind, pool_size, strides, **kwargs):
     return cls(pool_size, strides=strides, **kwargs)
 
 
-def conv3d_form(model):
+def conv3d_form(model, keras_batch_norm=False):
     """A copy of `model` with every frame-wise layer replaced by its Conv3D / Pooling3D form (`to_3d()`), with the
     same weights: the layout kerasvid 0.1 built, for comparisons (tests, `benchmarks/peers.py`).
 
     Args:
         model: a built functional `keras.Model` (nested functional models are converted too).
+        keras_batch_norm: also replace every `FusedBatchNormalization` by a `keras.layers.BatchNormalization` of
+            the same config (0.1's layers, the composite computation).
 
     Returns:
         A new `keras.Model` computing the same function.
@@ -203,6 +207,8 @@ def conv3d_form(model):
     def clone(layer):
         if isinstance(layer, _FrameWise):
             return layer.to_3d()
+        if keras_batch_norm and isinstance(layer, FusedBatchNormalization):
+            return keras.layers.BatchNormalization.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)

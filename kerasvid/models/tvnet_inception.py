@@ -46,7 +46,7 @@ def _bn_inception_head(inputs, features, *, num_classes, include_top, pooling, d
 
 
 @register_model(paper=_BN_INCEPTION_PAPER, default_input=(3, 224, 224, 3), num_classes=101, num_params=10393797,
-                gflops=12.260)
+                gflops=12.238)
 def bn_inception(num_classes=101, input_shape=(3, 224, 224, 3), include_top=True, weights=None, pooling="avg",
                  dropout_rate=0.8, classifier_activation=None, input_channels=None, name=None):
     """BN-Inception on `T` frames (TSN segments) sharing weights, scores averaged over the segments.
@@ -122,7 +122,7 @@ def cross_modality_init(flow_model, rgb_model):
 
 
 @register_model(paper=_TVNET_PAPER, default_input=(6, 224, 224, 3), num_classes=101, num_params=10416549,
-                gflops=5.568, recipe="zoo/tvnet_bn_inception_ucf101.flags")
+                gflops=5.560, recipe="zoo/tvnet_bn_inception_ucf101.flags")
 def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_top=True, weights=None,
                        pooling="avg", dropout_rate=0.7, classifier_activation=None, rgb_weights=None,
                        tvnet_scales=1, tvnet_warps=1, tvnet_iterations=50, channel_order="rgb"):
