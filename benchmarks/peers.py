@@ -1,7 +1,7 @@
 """kerasvid against its peers on this machine: the frame-wise (folded) C2D networks against their Conv3D form
 (kerasvid 0.1's layout), with and without XLA, and against PyTorch where a torch venv exists.
 
-    python benchmarks/peers.py [--rounds 5] [--models c2d_resnet18] [--frames 8] [--size 112]
+    python benchmarks/peers.py [--rounds 5] [--models c2d_resnet18] [--frames 8] [--size 112] [--no_xla]
                                [--torch_python /work/torchvenv/bin/python]
 
 For each model (batch 1, 174 classes, `--frames` x `--size` x `--size`): the training step (`sgd_train_step`:
@@ -109,13 +109,14 @@ def main():
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--torch_python", default="/work/torchvenv/bin/python")
+    parser.add_argument("--no_xla", action="store_true", help="skip the XLA-compiled variant (its compilation is slow)")
     args = parser.parse_args()
     start = time.time()
     load_before = os.getloadavg()
     ceiling = matmul_gflops()
     rows = []
     for name in args.models.split(","):
-        variants, model, difference = folding_variants(name, args.frames, args.size, CLASSES)
+        variants, model, difference = folding_variants(name, args.frames, args.size, CLASSES, xla=not args.no_xla)
         gflops = count_gflops(model)
         calls = [(variant, kind, fns[i]) for variant, fns in variants.items()
                  for i, kind in enumerate(("train", "infer"))]
