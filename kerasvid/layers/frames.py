@@ -212,9 +212,11 @@ def conv3d_form(model, keras_batch_norm=False):
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    originals = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
-    for layer in copy._flatten_layers(include_self=False):
-        source = originals.get(layer.name)
-        if source is not None and not isinstance(source, (_FrameWise, keras.Model)) and source.weights:
+    # The clone walks the same layers in the same order (names repeat inside layers such as CPModule's "final_bn").
+    pairs = list(zip(model._flatten_layers(include_self=False), copy._flatten_layers(include_self=False)))
+    for source, layer in pairs:
+        if source.name != layer.name:
+            raise ValueError(f"conv3d_form: the copy's layer {layer.name!r} stands where {source.name!r} was")
+        if not isinstance(source, (_FrameWise, keras.Model)) and source.weights:
             layer.set_weights(source.get_weights())
     return copy
