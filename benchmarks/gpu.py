@@ -10,10 +10,13 @@ Figures (each a row of the JSON and of the markdown table):
 2. training step (forward, cross-entropy, backward, SGD) of C2D / CPNet / NL ResNet-18 at 8 and 32 frames, 112 px,
    batch 1, with the `mixed_float16` policy (float32 in `--smoke`): seconds and peak device memory, with the ratios
    to C2D of the same run;
-3. TVNet flow frames/s at 224 px (TVNet-50, the default configuration, XLA, 8 pairs per call);
-4. input pipeline (`kerasvid.data.video_dataset` on synthetic records, 16-frame clips, 112 px) frames/s on TF's
+3. frame folding: `c2d_resnet18` training step and inference at the first frame count, as kerasvid builds it
+   (2D convs on the frames folded into the batch) against its Conv3D form (0.1's layout,
+   `kerasvid.layers.conv3d_form`) and, except in `--smoke`, XLA-compiled; with the ratios to the Conv3D form;
+4. TVNet flow frames/s at 224 px (TVNet-50, the default configuration, XLA, 8 pairs per call);
+5. input pipeline (`kerasvid.data.video_dataset` on synthetic records, 16-frame clips, 112 px) frames/s on TF's
    default inter-op pool (one thread per CPU core; a private pool of that size hung in --smoke here);
-5. `cp_knn` neighbour agreement with TF32 matmuls on vs off (the share of queries whose k neighbours are the same
+6. `cp_knn` neighbour agreement with TF32 matmuls on vs off (the share of queries whose k neighbours are the same
    set; res3 of CPNet-R18 at 8 frames: N = 8 x 28 x 28, C = 128, k = 8). Without a GPU TF32 never runs, so
    `--smoke` instead rounds the points to TF32's 10 mantissa bits (the rounding a TF32 matmul applies to its inputs)
    and compares with the float32 points: the agreement a plain TF32 matmul ranking would reach.
@@ -30,15 +33,17 @@ import time
 
 import numpy as np
 
-from _report import save_report, sgd_train_step
+from _report import folding_variants, save_report, sgd_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 FULL = dict(size=112, frames=(8, 32), tvnet_size=224, tvnet_pairs=8, tvnet_iterations=50, pipeline_videos=32,
-            pipeline_frames=16, pipeline_size=112, knn=(8, 28, 128, 8), repeats=5, policy="mixed_float16")
+            pipeline_frames=16, pipeline_size=112, knn=(8, 28, 128, 8), repeats=5, policy="mixed_float16",
+            folding_xla=True)
 SMOKE = dict(size=48, frames=(3,), tvnet_size=32, tvnet_pairs=2, tvnet_iterations=5, pipeline_videos=4,
-             pipeline_frames=4, pipeline_size=48, knn=(2, 6, 16, 4), repeats=1, policy="float32")
+             pipeline_frames=4, pipeline_size=48, knn=(2, 6, 16, 4), repeats=1, policy="float32",
+             folding_xla=False)
 PAPER_VIDEOS_PER_S = {8: 10.1, 32: 3.9}  # CPNet supp. Fig. 4, cpnet_resnet34 on a GTX 1080 Ti
 
 
@@ -127,6 +132,24 @@ def training_steps(cfg):
     return rows
 
 
+def frame_folding(cfg):
+    import keras
+
+    frames = cfg["frames"][0]
+    keras.mixed_precision.set_global_policy(cfg["policy"])
+    try:
+        variants, _, difference = folding_variants("c2d_resnet18", frames, cfg["size"], xla=cfg["folding_xla"])
+        seconds = {variant: [_best_seconds(fn, cfg["repeats"]) for fn in fns] for variant, fns in variants.items()}
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    base_train, base_infer = seconds["conv3d"]
+    return [{"figure": "frame folding", "network": "c2d_resnet18", "variant": variant, "frames": frames,
+             "size": cfg["size"], "policy": cfg["policy"], "step_s": round(train, 4), "inference_s": round(infer, 4),
+             "speedup_vs_conv3d": f"{base_train / train:.2f}x train, {base_infer / infer:.2f}x inference",
+             "max_logit_difference": float(f"{difference:.2g}")}
+            for variant, (train, infer) in seconds.items()]
+
+
 def tvnet_flow(cfg):
     import tensorflow as tf
 
@@ -199,10 +222,9 @@ def knn_tf32_agreement(cfg):
 def markdown(rows, device):
     lines = [f"Device: {device}.", "", "| figure | setting | result |", "|---|---|---|"]
     for r in rows:
-        setting = ", ".join(f"{k}={v}" for k, v in r.items() if k != "figure" and not k.endswith(("_per_s", "_s",
-                            "_MiB", "_vs_c2d", "_sets")))
-        result = ", ".join(f"{k}={v}" for k, v in r.items() if k.endswith(("_per_s", "_s", "_MiB", "_vs_c2d",
-                           "_sets")) and v is not None)
+        results = ("_per_s", "_s", "_MiB", "_vs_c2d", "_sets", "_vs_conv3d", "_difference")
+        setting = ", ".join(f"{k}={v}" for k, v in r.items() if k != "figure" and not k.endswith(results))
+        result = ", ".join(f"{k}={v}" for k, v in r.items() if k.endswith(results) and v is not None)
         lines.append(f"| {r['figure']} | {setting} | {result} |")
     return "\n".join(lines)
 
@@ -223,7 +245,8 @@ def main(argv=None):
     name = "gpu_smoke" if args.smoke else "gpu"
     with tf.device(device):
         rows = []
-        for part in (cpnet_inference, training_steps, tvnet_flow, input_pipeline, knn_tf32_agreement):
+        for part in (cpnet_inference, training_steps, frame_folding, tvnet_flow, input_pipeline,
+                     knn_tf32_agreement):
             start = time.perf_counter()
             rows += part(cfg)
             print(f"{part.__name__}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)

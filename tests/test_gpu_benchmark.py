@@ -25,6 +25,9 @@ def test_gpu_suite_smoke(tmp_path):
         values = [v for k, v in r.items() if k.endswith(("_per_s", "step_s")) and v is not None]
         assert values and all(v > 0 for v in values), r
     assert [r["time_vs_c2d"] for r in rows if r.get("model") == "c2d_resnet18"] == [1.0]
+    folding = {r["variant"]: r for r in rows if r["figure"] == "frame folding"}
+    assert set(folding) == {"conv3d", "folded"}  # XLA only in the full run
+    assert all(r["inference_s"] > 0 and r["max_logit_difference"] < 1e-3 for r in folding.values())
     knn = [r for r in rows if r["figure"].startswith("cp_knn")][0]
     assert 0.0 <= knn["same_neighbour_sets"] <= 1.0
     assert "| training step |" in open(tmp_path / "gpu_smoke.md").read()

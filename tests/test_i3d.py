@@ -71,8 +71,10 @@ def _kernel_shapes(in_channels):
     x = keras.Input((8, 32, 32, in_channels))
     ends = i3d.i3d_features(x, name="probe")
     probe = keras.Model(x, ends["Mixed_5c"])
-    return {unit: tuple(probe.get_layer(i3d.layer_name("probe", unit, "conv")).kernel.shape)
-            for unit in i3d.conv_unit_scopes()}
+    # The checkpoints hold Conv3D kernels: the frame-wise (1x1x1) units' 4-D kernels with their leading 1.
+    shapes = {unit: tuple(probe.get_layer(i3d.layer_name("probe", unit, "conv")).kernel.shape)
+              for unit in i3d.conv_unit_scopes()}
+    return {unit: (1,) * (5 - len(shape)) + shape for unit, shape in shapes.items()}
 
 
 def _write_kinetics_checkpoint(path, scope, in_channels, num_classes, rng, drop=None, prefix=None, slots=False):
@@ -119,7 +121,7 @@ def test_checkpoint_converter_reproduces_source_values(tmp_path):
         conv = model.get_layer(i3d.layer_name("flow_i3d", unit, "conv"))
         bn = model.get_layer(i3d.layer_name("flow_i3d", unit, "bn"))
         key = f"Flow/inception_i3d/{unit}"
-        np.testing.assert_array_equal(np.asarray(conv.kernel), source[key + "/conv_3d/w"])
+        np.testing.assert_array_equal(np.asarray(conv.kernel), source[key + "/conv_3d/w"].reshape(conv.kernel.shape))
         np.testing.assert_array_equal(np.asarray(bn.moving_variance),
                                       source[key + "/batch_norm/moving_variance"].ravel())
         np.testing.assert_array_equal(np.asarray(bn.beta), source[key + "/batch_norm/beta"].ravel())
@@ -155,7 +157,8 @@ def _assert_loaded(model, name, source, prefix):
     for unit in ("Conv3d_1a_7x7", "Mixed_3c/Branch_1/Conv3d_0b_3x3", "Mixed_5c/Branch_3/Conv3d_0b_1x1"):
         conv = model.get_layer(i3d.layer_name(name, unit, "conv"))
         bn = model.get_layer(i3d.layer_name(name, unit, "bn"))
-        np.testing.assert_array_equal(np.asarray(conv.kernel), source[f"{prefix}{unit}/conv_3d/w"])
+        np.testing.assert_array_equal(np.asarray(conv.kernel),
+                                      source[f"{prefix}{unit}/conv_3d/w"].reshape(conv.kernel.shape))
         np.testing.assert_array_equal(np.asarray(bn.moving_mean),
                                       source[f"{prefix}{unit}/batch_norm/moving_mean"].ravel())
 

@@ -86,11 +86,15 @@ PAPER_LAYERS = {
     "TVNet": lambda: _built(layers.TVNet(scales=1, warps=1, iterations=2), (None, 16, 16, 3)),
     "TVNetBlock": lambda: _built(layers.TVNetBlock(), (None, 8, 8, 2)),
     "VideoSoftmax": lambda: _built(layers.VideoSoftmax(num_videos=3), (None,)),
+    "FrameConv2D": lambda: _built(layers.FrameConv2D(4, 3, bias_initializer="random_normal"), (None, 2, 8, 8, 16)),
 }
 
 
 # Public layers with no two random weights to compare, and why (a new public layer must go in one of the two tables).
 NO_RANDOM_WEIGHT_PAIRS = {
+    "FrameAveragePooling2D": "no weights",
+    "FrameMaxPooling2D": "no weights",
+    "FusedBatchNormalization": "constant-initialised gamma, beta and statistics",
     "I3DFlowInput": "no weights (rescales a flow clip)",
     "PairwiseDistance": "no weights",
     "ScoreFusion": "no weights (averages stream scores)",

@@ -90,8 +90,8 @@ def test_cross_modality_init(tmp_path):
     model = tvnet_bn_inception(num_classes=4, input_shape=(6, 32, 32, 3), tvnet_iterations=1, rgb_weights=path)
     kernel = model.get_layer(FIRST_CONV).get_weights()[0]
     rgb_kernel = rgb.get_layer(FIRST_CONV).get_weights()[0]
-    assert kernel.shape == (1, 7, 7, 10, 64)
-    np.testing.assert_allclose(kernel, np.repeat(rgb_kernel.mean(axis=3, keepdims=True), 10, axis=3), rtol=1e-6)
+    assert kernel.shape == (7, 7, 10, 64)
+    np.testing.assert_allclose(kernel, np.repeat(rgb_kernel.mean(axis=2, keepdims=True), 10, axis=2), rtol=1e-6)
     for name in ("inception_4e_3x3", "inception_5b_pool_proj_bn", "predictions"):
         for a, b in zip(model.get_layer(name).get_weights(), rgb.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)

@@ -5,10 +5,14 @@ ICML 2015), in the variant Temporal Segment Networks (Wang et al., ECCV 2016) an
 block widths 3a 256, 3b 320, 3c 576, 4a-4c 576/576/608, 4d 608, 4e 1056, 5a/5b 1024, Caffe names
 (`conv1_7x7_s2`, `inception_3a_1x1`, ..., `inception_5b_output`, `global_pool`). Every conv has a bias and a
 BatchNormalization (epsilon 1e-5) and a ReLU, as in the Caffe/PyTorch releases. Frames are processed independently:
-convolutions are Conv3D with kernel (1, k, k) over `[batch, T, H, W, C]`, so T segments of TSN share the weights and
-`global_pool` averages over T, H and W (TSN's average consensus, before the linear classifier).
+convolutions and pools are 2D ops on every frame of `[batch, T, H, W, C]` (`kerasvid.layers.FrameConv2D`, kernels
+`(k, k, C_in, C_out)`), so T segments of TSN share the weights and `global_pool` averages over T, H and W (TSN's
+average consensus, before the linear classifier).
 """
 import keras
+
+from kerasvid.layers.batch_norm import FusedBatchNormalization
+from kerasvid.layers.frames import clip_conv, clip_pooling
 
 # Per block: (1x1, (3x3 reduce, 3x3), (double 3x3 reduce, double 3x3), (pool type, pool projection), stride).
 # A width of 0 means the branch is absent (the stride-2 blocks have no 1x1 branch and an unprojected max pool).
@@ -28,26 +32,25 @@ ENDPOINTS = ("conv2_3x3", "inception_3c", "inception_4e", "inception_5a", "incep
 
 
 def _conv_bn(x, filters, kernel, name, stride=1):
-    """Conv (1, k, k) + BN + ReLU with Caffe's symmetric padding (k // 2 on each side)."""
+    """Frame-wise conv k x k + BN + ReLU with Caffe's symmetric padding (k // 2 on each side)."""
     if kernel > 1:
         pad = kernel // 2
         x = keras.layers.ZeroPadding3D(((0, 0), (pad, pad), (pad, pad)), name=f"{name}_pad")(x)
-    x = keras.layers.Conv3D(filters, (1, kernel, kernel), strides=(1, stride, stride), padding="valid",
-                            name=name)(x)
-    x = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"{name}_bn")(x)
+    x = clip_conv(filters, (1, kernel, kernel), strides=(1, stride, stride), padding="valid", name=name)(x)
+    x = FusedBatchNormalization(epsilon=1e-5, momentum=0.9, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
 def _pool(x, kind, stride, name):
     # Caffe pools with ceil rounding; "same" padding gives the same sizes, and pads only after for stride 2.
     if kind == "max":
-        return keras.layers.MaxPooling3D((1, 3, 3), strides=(1, stride, stride), padding="same", name=name)(x)
+        return clip_pooling("max", (1, 3, 3), strides=(1, stride, stride), padding="same", name=name)(x)
     # Caffe's (and TSN's) average pools count the zero padding: the 3x3 stride-1 pad-1 pools of the Inception blocks
     # divide every window by 9, also at the border (TF's "same" divides by the valid pixels only).
     if stride != 1:
         raise ValueError(f"BN-Inception average pools have stride 1, got stride={stride} for {name!r}")
     x = keras.layers.ZeroPadding3D(((0, 0), (1, 1), (1, 1)), name=f"{name}_pad")(x)
-    return keras.layers.AveragePooling3D((1, 3, 3), strides=(1, 1, 1), padding="valid", name=name)(x)
+    return clip_pooling("average", (1, 3, 3), strides=(1, 1, 1), padding="valid", name=name)(x)
 
 
 def _inception_block(x, spec):

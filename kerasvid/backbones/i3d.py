@@ -4,6 +4,9 @@ The network of the "Quo Vadis" paper as DeepMind's kinetics-i3d release lays it 
 Conv3D (no bias) + BatchNorm (offset only, epsilon 1e-3) + ReLU with TF "same" padding, nine Inception blocks
 (`Mixed_3b` .. `Mixed_5c`) and a logits head (2x7x7 average pool, 1x1x1 conv with bias, mean over time).
 
+- Units and pools of temporal size 1 (the 1x1x1 units, the 1x3x3 max pools) are 2D ops on every frame
+  (`kerasvid.layers.FrameConv2D`, kernels `(1, 1, C_in, C_out)`); the checkpoint converter reshapes the release's
+  `(1, 1, 1, C_in, C_out)` kernels into them.
 - Named endpoints (`I3D_ENDPOINTS`: `Conv3d_1a_7x7`, ..., `Mixed_5c`, `Logits`), returned by `i3d_features`.
 - Accumulated strides 8 (time) and 32x32 (space) at `Mixed_5c`: a 128x256x352 clip gives a 16x8x11x1024 map (the
   feature map F of the action/context factorization supplement, Sec. 2.1).
@@ -16,6 +19,8 @@ The architecture table below is written from the paper's Inception-v1 widths; no
 """
 import keras
 import numpy as np
+
+from kerasvid.layers.frames import clip_conv, clip_pooling
 
 BN_EPSILON = 1e-3  # Sonnet BatchNorm default, used by the kinetics-i3d checkpoints
 BN_MOMENTUM = 0.999  # Sonnet BatchNorm default decay
@@ -110,8 +115,8 @@ def layer_name(name, scope, part):
 
 
 def _unit(x, filters, kernel, strides, scope, name):
-    x = keras.layers.Conv3D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                            name=layer_name(name, scope, "conv"))(x)
+    x = clip_conv(filters, kernel, strides=strides, padding="same", use_bias=False,
+                  name=layer_name(name, scope, "conv"))(x)
     x = keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, scale=False,
                                         name=layer_name(name, scope, "bn"))(x)
     return keras.layers.ReLU(name=layer_name(name, scope, "relu"))(x)
@@ -159,7 +164,7 @@ def i3d_features(x, final_endpoint="Mixed_5c", name="i3d"):
             x = _unit(x, filters, kernel, strides, scope, name)
         elif kind == "pool":
             _, scope, pool, strides = entry
-            x = keras.layers.MaxPooling3D(pool, strides=strides, padding="same", name=f"{name}_{scope}")(x)
+            x = clip_pooling("max", pool, strides=strides, padding="same", name=f"{name}_{scope}")(x)
         else:
             x = _mixed(x, block, name)
         endpoints[block] = x
@@ -198,12 +203,18 @@ def i3d_logits(features, num_classes, dropout_rate=0.0, classifier_activation=No
     if dropout_rate:
         x = keras.layers.Dropout(dropout_rate, name=f"{name}_Logits_dropout")(x)
     # The classifier and what follows it are float32 under mixed precision too.
-    x = keras.layers.Conv3D(num_classes, (1, 1, 1), use_bias=True, name=layer_name(name, LOGITS_UNIT, "conv"),
-                            dtype="float32")(x)
+    x = clip_conv(num_classes, (1, 1, 1), use_bias=True, name=layer_name(name, LOGITS_UNIT, "conv"),
+                  dtype="float32")(x)
     x = keras.layers.GlobalAveragePooling3D(name=f"{name}_Logits", dtype="float32")(x)
     if classifier_activation is not None:
         x = keras.layers.Activation(classifier_activation, name=f"{name}_predictions", dtype="float32")(x)
     return x
+
+
+def _conv3d_kernel_shape(shape):
+    """The Conv3D kernel shape of a kerasvid kernel: `(1, kh, kw, C_in, C_out)` for a FrameConv2D's 4-D one."""
+    shape = tuple(int(v) for v in shape)
+    return (1,) + shape if len(shape) == 4 else shape
 
 
 def load_kinetics_i3d_checkpoint(model, checkpoint_path, modality="rgb", name="i3d", scope=None,
@@ -213,7 +224,8 @@ def load_kinetics_i3d_checkpoint(model, checkpoint_path, modality="rgb", name="i
     Every published layout loads (`KINETICS_I3D_CHECKPOINTS`): `rgb_imagenet`, `rgb_scratch` (variables under
     `RGB/inception_i3d/`), `flow_imagenet`, `flow_scratch` (`Flow/inception_i3d/`) and `rgb_scratch_kin600`
     (600 classes, no scope at all: `Conv3d_1a_7x7/conv_3d/w`, ...). Source names below that prefix:
-    `<unit>/conv_3d/w` `[kt, kh, kw, C_in, C_out]` (Conv3D kernel, same layout as Keras),
+    `<unit>/conv_3d/w` `[kt, kh, kw, C_in, C_out]` (Conv3D kernel, same layout as Keras; the `kt = 1` kernels of
+    the frame-wise units are stored without their leading 1),
     `<unit>/batch_norm/{beta, moving_mean, moving_variance}` (any shape with C_out values, Sonnet stores
     `[1, 1, 1, 1, C_out]`), and `Logits/Conv3d_0c_1x1/conv_3d/{w, b}`. Other variables (the optimizer's
     `.../Momentum` slots, `global_step`) are ignored.
@@ -255,15 +267,16 @@ def load_kinetics_i3d_checkpoint(model, checkpoint_path, modality="rgb", name="i
                          f"in {checkpoint_path!r} for modality={modality!r}; top-level scopes found: {scopes}")
 
     def get(key, variable, exact):
-        # Kernels must match exactly; BN vectors may carry Sonnet's singleton axes.
+        # Kernels must match exactly (as Conv3D kernels); BN vectors may carry Sonnet's singleton axes.
         full = prefix + key
         if full not in available:
             raise ValueError(f"Checkpoint {checkpoint_path!r} has no variable {full!r}")
         value = reader.get_tensor(full)
         shape = tuple(variable.shape)
-        if (tuple(value.shape) != shape) if exact else (value.size != int(np.prod(shape))):
+        want = _conv3d_kernel_shape(shape) if exact else shape
+        if (tuple(value.shape) != want) if exact else (value.size != int(np.prod(shape))):
             raise ValueError(f"Variable {full!r} has shape {value.shape}, kerasvid variable {variable.path!r} "
-                             f"expects {shape}")
+                             f"expects {want}")
         variable.assign(value.reshape(shape))
         copied.append(full)
 
@@ -283,7 +296,7 @@ def load_kinetics_i3d_checkpoint(model, checkpoint_path, modality="rgb", name="i
     w_key = prefix + LOGITS_UNIT + "/conv_3d/w"
     if include_logits is None:
         include_logits = (logits is not None and w_key in available
-                          and tuple(available[w_key]) == tuple(logits.kernel.shape))
+                          and tuple(available[w_key]) == _conv3d_kernel_shape(logits.kernel.shape))
     if include_logits:
         if logits is None:
             raise ValueError(f"include_logits=True but the model has no layer "

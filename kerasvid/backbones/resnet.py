@@ -7,7 +7,9 @@ is a configuration of this file, never a copy of it.
   `keras.applications.ResNet50/101/152` (the bottleneck stride sits on the first 1x1 conv, convs carry a bias, BN
   epsilon 1.001e-5), with the same layer names (`conv1_conv`, `conv2_block1_1_conv`, ...), so that 2D ImageNet weights
   transfer by name (`transfer_2d_weights`).
-- Per-stage temporal kernel size (1 = C2D, 3 = C3D); the time axis is never strided or pooled.
+- Per-stage temporal kernel size (1 = C2D, 3 = C3D); the time axis is never strided or pooled. Every conv and pool
+  of temporal size 1 runs frame by frame as a 2D op (`kerasvid.layers.FrameConv2D`, kernels `(k, k, C_in, C_out)`
+  as in keras.applications); kt > 1 convs are Conv3D (`(kt, k, k, C_in, C_out)`).
 - Stem: 7x7 (or kt x 7x7) conv with stride 1 (112-pixel inputs) or 2 (224-pixel inputs), then a 3x3 stride-2 max
   pool, so res2 is 56x56 either way.
 - Named insertion points after every block (`res2_0`, ..., `res5_2`): `insertions={"res3_1": factory}` applies
@@ -16,6 +18,9 @@ is a configuration of this file, never a copy of it.
 """
 import keras
 import numpy as np
+
+from kerasvid.layers.batch_norm import FusedBatchNormalization
+from kerasvid.layers.frames import clip_conv, clip_pooling
 
 BN_EPSILON = 1.001e-5  # keras.applications.ResNet uses 1.001e-5
 
@@ -60,17 +65,17 @@ def _per_stage(value, what):
 
 
 def _conv(x, filters, kernel, stride, kt, name):
-    """Conv3D with kernel (kt, k, k), spatial stride `stride`, temporal 'same' padding.
+    """Conv with kernel (kt, k, k), spatial stride `stride`, temporal 'same' padding: a `FrameConv2D` for kt = 1.
 
     Spatial padding is "same" for stride 1 and for 1x1 convs (both agree with keras.applications); the 3x3 stride-2
     convs of basic blocks use TF "same" padding as the CPNet reference code does.
     """
-    return keras.layers.Conv3D(filters, (kt, kernel, kernel), strides=(1, stride, stride), padding="same",
-                               use_bias=True, kernel_initializer="he_normal", name=name)(x)
+    return clip_conv(filters, (kt, kernel, kernel), strides=(1, stride, stride), padding="same", use_bias=True,
+                     kernel_initializer="he_normal", name=name)(x)
 
 
 def _bn(x, name):
-    return keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, name=name)(x)
+    return FusedBatchNormalization(axis=-1, epsilon=BN_EPSILON, name=name)(x)
 
 
 def _apply_insertion(x, insertions, point, channels):
@@ -146,12 +151,12 @@ def resnet_features(x, depth, temporal_kernels=1, stem_temporal_kernel=1, stem_s
     # keras.applications pads 3 pixels then runs a VALID 7x7 conv (and pads 1 before the VALID max pool); the same
     # explicit padding keeps the C2D model frame-by-frame identical to the 2D one.
     y = keras.layers.ZeroPadding3D(((kt0 // 2, kt0 // 2), (3, 3), (3, 3)), name="conv1_pad")(x)
-    y = keras.layers.Conv3D(64, (kt0, 7, 7), strides=(1, stem_stride, stem_stride), padding="valid",
-                            kernel_initializer="he_normal", name="conv1_conv")(y)
+    y = clip_conv(64, (kt0, 7, 7), strides=(1, stem_stride, stem_stride), padding="valid",
+                  kernel_initializer="he_normal", name="conv1_conv")(y)
     y = _bn(y, "conv1_bn")
     y = keras.layers.Activation("relu", name="conv1_relu")(y)
     y = keras.layers.ZeroPadding3D(((0, 0), (1, 1), (1, 1)), name="pool1_pad")(y)
-    y = keras.layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), name="pool1_pool")(y)
+    y = clip_pooling("max", (1, 3, 3), strides=(1, 2, 2), name="pool1_pool")(y)
     block_fn = _basic_block if kind == "basic" else _bottleneck_block
     in_channels = 64
     endpoints = {}
@@ -197,9 +202,10 @@ def default_stem_stride(input_shape):
 def transfer_2d_weights(video_model, image_model):
     """Copies 2D ResNet weights (e.g. `keras.applications.ResNet50`) into a kerasvid ResNet by layer name.
 
-    2D kernels `(kh, kw, cin, cout)` go into Conv3D kernels `(kt, kh, kw, cin, cout)`: for `kt = 1` (C2D) they are
-    copied, for `kt > 1` (C3D) they are inflated as in I3D: repeated over time and divided by `kt`, so a clip of
-    identical frames gives the 2D activations. BatchNorm statistics and affine parameters are copied.
+    2D kernels `(kh, kw, cin, cout)` are copied into the frame-wise convs (`FrameConv2D`, temporal size 1: C2D) and
+    go into Conv3D kernels `(kt, kh, kw, cin, cout)` for `kt > 1` (C3D), inflated as in I3D: repeated over time and
+    divided by `kt`, so a clip of identical frames gives the 2D activations. BatchNorm statistics and affine
+    parameters are copied.
 
     Args:
         video_model: a kerasvid model containing the ResNet trunk (layers named like keras.applications).

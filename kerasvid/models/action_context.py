@@ -52,7 +52,7 @@ def _load_checkpoints(model, checkpoints, streams):
         i3d_backbone.load_kinetics_i3d_checkpoint(model, path, modality=stream, name=f"{stream}_i3d")
 
 
-@register_model(paper=_I3D_PAPER, default_input=(64, 224, 224, 3), num_params=12704544, gflops=222.484)
+@register_model(paper=_I3D_PAPER, default_input=(64, 224, 224, 3), num_params=12704544, gflops=222.586)
 def i3d(num_classes=400, input_shape=(64, 224, 224, 3), include_top=True, weights=None, pooling="avg",
         dropout_rate=0.5, classifier_activation=None, modality="rgb", kinetics_checkpoint=None):
     """I3D: Inception-v1 inflated to 3D, one stream (RGB or optical flow).
@@ -143,7 +143,7 @@ def _factorized_outputs(heads, outputs, classifier_activation):
 
 
 @register_model(paper=_AC_PAPER, default_input=(128, 256, 352, 3), num_classes=13, num_params=24624536,
-                gflops=1534.925, recipe="zoo/i3d_action_context.flags")
+                gflops=1535.652, recipe="zoo/i3d_action_context.flags")
 def i3d_action_context(num_classes=13, input_shape=(128, 256, 352, 3), include_top=True, weights=None,
                        pooling="avg", dropout_rate=0.0, classifier_activation=None, streams=("rgb", "flow"),
                        flow_source="input", per_class=False, outputs="logits", kinetics_checkpoint=None,

@@ -97,7 +97,7 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
     return model
 
 
-@register_model(paper=_PAPER, default_input=(1, 224, 224, 3), num_classes=157, num_params=58696738, gflops=67.922,
+@register_model(paper=_PAPER, default_input=(1, 224, 224, 3), num_classes=157, num_params=58696738, gflops=67.794,
                 recipe="zoo/actor_observer_third_to_first.flags")
 def actor_observer_resnet152(num_classes=None, input_shape=(1, 224, 224, 3), include_top=True, weights=None,
                              pooling="avg", dropout_rate=0.0, classifier_activation=None, variant="share",

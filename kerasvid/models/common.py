@@ -132,7 +132,9 @@ def count_gflops(model):
     """Floating-point operations of one forward pass at batch 1, in 1e9, as TF's profiler counts them.
 
     The graph of `model(x, training=False)` is traced and profiled (`tf.compat.v1.profiler`, float_operation): a
-    multiply-add counts 2. Ops without registered statistics (e.g. top-k) count 0. Called functions (e.g. an
+    multiply-add counts 2. Ops without registered statistics (e.g. top-k, MaxPool3D, AvgPool3D, FusedBatchNormV3)
+    count 0; 2D pools count one op per window element (so the frame-wise pools of the C2D trunks count, their
+    Pooling3D form did not), a composite BatchNorm its element-wise ops (a `FusedBatchNormalization` nothing). Called functions (e.g. an
     XLA-compiled solver) are profiled too, and a `tf.while_loop` body counts once per iteration (its static
     `maximum_iterations`), so a loop counts what its unrolled graph would. (Variable shapes are static, so the
     graph need not be frozen, which would copy every weight into it.)

@@ -127,7 +127,7 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
 # The three depths below repeat one keyword call on purpose (keras.applications' ResNet50/ResNet101 style): each is
 # a public builder with its own defaults, docstring and registry figures, so `help()`, the zoo table and
 # `get_model(name, **kwargs)` see a plain function; the body only forwards to `cpnet_resnet` by keyword.
-@register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=12187280, gflops=41.821,
+@register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=12187280, gflops=41.795,
                 recipe="zoo/cpnet_resnet18_kinetics.flags")
 def cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,
                    pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
@@ -143,7 +143,7 @@ def cpnet_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=Tr
                         chunk_size=chunk_size, coordinate_scale=coordinate_scale)
 
 
-@register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=21783184, gflops=71.997,
+@register_model(paper=_PAPER, default_input=(8, 112, 112, 3), num_params=21783184, gflops=71.951,
                 recipe="zoo/cpnet_resnet34_jester.flags")
 def cpnet_resnet34(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None,
                    pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
@@ -159,7 +159,7 @@ def cpnet_resnet34(num_classes=400, input_shape=(8, 112, 112, 3), include_top=Tr
                         chunk_size=chunk_size, coordinate_scale=coordinate_scale)
 
 
-@register_model(paper=_PAPER, default_input=(8, 224, 224, 3), num_params=44449040, gflops=168.282,
+@register_model(paper=_PAPER, default_input=(8, 224, 224, 3), num_params=44449040, gflops=168.044,
                 recipe="zoo/cpnet_resnet101_kinetics.flags")
 def cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=True, weights=None,
                     pooling="avg", dropout_rate=0.5, classifier_activation=None, variant="paper", k=None,
@@ -178,7 +178,7 @@ def cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=T
 NL_R18_POINTS = _SIX_R18_POINTS
 
 
-@register_model(paper=_NL_PAPER, default_input=(8, 112, 112, 3), num_params=12784016, gflops=54.958,
+@register_model(paper=_NL_PAPER, default_input=(8, 112, 112, 3), num_params=12784016, gflops=54.933,
                 recipe="zoo/nl_resnet18_kinetics.flags")
 def nl_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None, pooling="avg",
                 dropout_rate=0.5, classifier_activation=None, subsample=False, stem_stride=None):

@@ -61,7 +61,7 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
 # The C2D / C3D builders below repeat one keyword call on purpose (keras.applications' ResNet50/ResNet101 style):
 # each is a public builder with its own defaults, docstring and registry figures; the body only forwards to
 # `resnet_video` by keyword (tests/test_builder_forwarding.py).
-@register_model(paper=_C2D_PAPER, default_input=(8, 112, 112, 3), num_params=11396112, gflops=29.083,
+@register_model(paper=_C2D_PAPER, default_input=(8, 112, 112, 3), num_params=11396112, gflops=29.058,
                 recipe="zoo/c2d_resnet18_kinetics.flags")
 def c2d_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None, pooling="avg",
                  dropout_rate=0.5, classifier_activation=None, stem_stride=None):
@@ -75,7 +75,7 @@ def c2d_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True
                         classifier_activation=classifier_activation, stem_stride=stem_stride, name="c2d_resnet18")
 
 
-@register_model(paper=_C2D_PAPER, default_input=(8, 112, 112, 3), num_params=21515408, gflops=58.713)
+@register_model(paper=_C2D_PAPER, default_input=(8, 112, 112, 3), num_params=21515408, gflops=58.668)
 def c2d_resnet34(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None, pooling="avg",
                  dropout_rate=0.5, classifier_activation=None, stem_stride=None):
     """C2D ResNet-34 (the backbone of the Jester / Something-Something CPNets)."""
@@ -84,7 +84,7 @@ def c2d_resnet34(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True
                         classifier_activation=classifier_activation, stem_stride=stem_stride, name="c2d_resnet34")
 
 
-@register_model(paper=_C2D_PAPER, default_input=(8, 224, 224, 3), num_params=24407312, gflops=61.996)
+@register_model(paper=_C2D_PAPER, default_input=(8, 224, 224, 3), num_params=24407312, gflops=61.841)
 def c2d_resnet50(num_classes=400, input_shape=(8, 224, 224, 3), include_top=True, weights=None, pooling="avg",
                  dropout_rate=0.5, classifier_activation=None, stem_stride=None):
     """C2D ResNet-50 in the keras.applications layout (weights="imagenet" transfers ImageNet weights)."""
@@ -93,7 +93,7 @@ def c2d_resnet50(num_classes=400, input_shape=(8, 224, 224, 3), include_top=True
                         classifier_activation=classifier_activation, stem_stride=stem_stride, name="c2d_resnet50")
 
 
-@register_model(paper=_C2D_PAPER, default_input=(8, 224, 224, 3), num_params=43477776, gflops=121.541)
+@register_model(paper=_C2D_PAPER, default_input=(8, 224, 224, 3), num_params=43477776, gflops=121.304)
 def c2d_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=True, weights=None, pooling="avg",
                   dropout_rate=0.5, classifier_activation=None, stem_stride=None):
     """C2D ResNet-101 (the backbone of the Kinetics CPNet-101)."""
@@ -102,7 +102,7 @@ def c2d_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=Tru
                         classifier_activation=classifier_activation, stem_stride=stem_stride, name="c2d_resnet101")
 
 
-@register_model(paper=_C3D_PAPER, default_input=(8, 112, 112, 3), num_params=33385872, gflops=86.501,
+@register_model(paper=_C3D_PAPER, default_input=(8, 112, 112, 3), num_params=33385872, gflops=86.475,
                 recipe="zoo/c3d_resnet18_kinetics.flags")
 def c3d_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True, weights=None, pooling="avg",
                  dropout_rate=0.5, classifier_activation=None, stem_stride=None):

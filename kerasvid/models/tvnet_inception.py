@@ -48,7 +48,7 @@ def _bn_inception_head(inputs, features, *, num_classes, include_top, pooling, d
 
 
 @register_model(paper=_BN_INCEPTION_PAPER, default_input=(3, 224, 224, 3), num_classes=101, num_params=10393797,
-                gflops=12.224)
+                gflops=12.238)
 def bn_inception(num_classes=101, input_shape=(3, 224, 224, 3), include_top=True, weights=None, pooling="avg",
                  dropout_rate=0.8, classifier_activation=None, input_channels=None, name=None):
     """BN-Inception on `T` frames (TSN segments) sharing weights, scores averaged over the segments.
@@ -119,9 +119,9 @@ def cross_modality_init(flow_model, rgb_model):
             continue
         weights = source.get_weights()
         if layer.name == FIRST_CONV:
-            kernel = weights[0]  # (1, 7, 7, 3, 64)
-            channels = layer.weights[0].shape[3]
-            weights[0] = np.repeat(kernel.mean(axis=3, keepdims=True), channels, axis=3)
+            kernel = weights[0]  # (7, 7, 3, 64)
+            channels = layer.weights[0].shape[-2]
+            weights[0] = np.repeat(kernel.mean(axis=-2, keepdims=True), channels, axis=-2)
         if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
             continue
         layer.set_weights(weights)
@@ -130,7 +130,7 @@ def cross_modality_init(flow_model, rgb_model):
 
 
 @register_model(paper=_TVNET_PAPER, default_input=(6, 224, 224, 3), num_classes=101, num_params=10416549,
-                gflops=5.556, recipe="zoo/tvnet_bn_inception_ucf101.flags")
+                gflops=5.560, recipe="zoo/tvnet_bn_inception_ucf101.flags")
 def tvnet_bn_inception(num_classes=101, input_shape=(6, 224, 224, 3), include_top=True, weights=None,
                        pooling="avg", dropout_rate=0.7, classifier_activation=None, rgb_weights=None,
                        tvnet_scales=1, tvnet_warps=1, tvnet_iterations=50, channel_order="rgb"):
