@@ -68,7 +68,9 @@ class TripletTask(Task):
     stream, keyed by the paired video), `dist_ratio` (or `margin_rank`), `ActorObserverLoss`, `equalize_grad_norm`.
     The VideoSoftmax and loss states live in the task (`checkpoint_objects()`); the loop must checkpoint them for
     an exact resume. Gradient accumulation (the reference accumulates 4 batches) is the loop's
-    `--accumulation_steps`; the states fold in every micro-batch, as in the reference.
+    `--accumulation_steps`; the states fold in every micro-batch, as in the reference. Training augmentation, as
+    the reference: random resized crop (area `crop_scale` (0.8, 1) for the triplet frames, `charades_crop_scale`
+    (0.08, 1) plus colour jitter `charades_color_jitter` (0.4) for the Charades classification frames) and a flip.
 
     Evaluation: triplets of `eval_csv` (fixed negatives); triplet accuracy, weighted by the selector (offline
     VideoSoftmax, `video_weights`) and on the top 1/2/5/10/50 % most-selected triplets.
@@ -96,6 +98,15 @@ class TripletTask(Task):
         if self.options["softmax_read"] not in ("per_sample", "after_batch"):
             raise ValueError(f"`softmax_read` must be 'per_sample' or 'after_batch', got "
                              f"{self.options['softmax_read']!r}")
+        for key in ("crop_scale", "charades_crop_scale"):
+            scale = self.options[key]
+            if (not isinstance(scale, (tuple, list)) or len(scale) != 2
+                    or not all(isinstance(v, (int, float)) for v in scale) or not 0 < scale[0] <= scale[1] <= 1):
+                raise ValueError(f"`{key}` must be an area range (min, max) with 0 < min <= max <= 1, got "
+                                 f"{key}={scale!r}")
+        jitter = self.options["charades_color_jitter"]
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
+            raise ValueError(f"`charades_color_jitter` must be a float in [0, 1), got charades_color_jitter={jitter!r}")
         self._samples = {}
         self.video_softmaxes = None
         self.loss = None
