@@ -277,6 +277,16 @@ def test_objective_classification_mixed():
     ce = -(log_probs[1, 2] + log_probs[3, 0])
     np.testing.assert_allclose(float(result["classification_loss"]), 2.0 * ce, rtol=1e-5)
     np.testing.assert_allclose(float(result["objective"]), triplet + 2.0 * ce, rtol=1e-5)
+
+    # A following batch with no triplet (deviation from the reference, README "Actor and Observer"): the reference
+    # would fold its sample 0, a classification frame, into L and W; kerasvid leaves them (and the count) as they
+    # were, the triplet objective is 0 and the objective is 2 x the summed cross-entropy.
+    only = np.array([1, 3])
+    result = actor_observer_objective({k: tf.gather(v, only) for k, v in outputs.items()}, index[only], softmaxes,
+                                      loss, labels=labels[only], balance_gradients=False)
+    np.testing.assert_allclose([loss.running_loss.numpy(), loss.running_weight.numpy()], [L, W], rtol=1e-5)
+    assert int(loss.count.numpy()) == 3 and float(result["triplet_objective"]) == 0.0
+    np.testing.assert_allclose(float(result["objective"]), 2.0 * ce, rtol=1e-5)
     with pytest.raises(ValueError, match="no classifier"):
         actor_observer_objective({k: v for k, v in outputs.items() if k != "logits"}, index, softmaxes,
                                  ActorObserverLoss(), labels=labels)

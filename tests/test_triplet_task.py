@@ -125,6 +125,20 @@ def test_classification_mixed_setup(charades_ego):
     np.testing.assert_allclose(float(loss), float(triplet) + 2.0 * ce, rtol=1e-5)  # the summed cross-entropy
 
 
+def test_training_data_gets_the_charades_augmentation(charades_ego, monkeypatch):
+    """The task hands the classification frames' crop area and colour jitter (the reference's (0.08, 1), 0.4 by
+    default, or the task_kwargs) to `triplet_dataset` (tests/test_triplets.py checks what it does with them)."""
+    root, paths = charades_ego
+    calls = []
+    monkeypatch.setattr(tr, "triplet_dataset", lambda *a, **k: calls.append((a, k)))
+    for kwargs, want in (({}, ((0.8, 1.0), (0.08, 1.0), 0.4)),
+                         ({"crop_scale": (0.5, 1.0), "charades_crop_scale": (0.2, 0.9), "charades_color_jitter": 0.0},
+                          ((0.5, 1.0), (0.2, 0.9), 0.0))):
+        SmallTripletTask(small_config(paths, root, **kwargs)).build_dataset(training=True)
+        args, k = calls[-1]
+        assert (tuple(args[5]), tuple(k["classification_crop_scale"]), k["classification_color_jitter"]) == want
+
+
 def test_video_weights_and_validation(charades_ego):
     root, paths = charades_ego
     f = np.array([[0.0, 1.0, 0.0], [np.log(3.0), 1.0, 0.0], [5.0, 5.0, 5.0]])
@@ -140,6 +154,12 @@ def test_video_weights_and_validation(charades_ego):
         TripletTask(TaskConfig(num_frames=1, task_kwargs={"softmax_read": "batch"}))
     with pytest.raises(ValueError, match="num_classes"):
         TripletTask(small_config(paths, root, charades_csv=paths["charades"])).validate({"train"})
+    with pytest.raises(ValueError, match=r"charades_crop_scale=\(0.0, 1.0\)"):
+        TripletTask(TaskConfig(num_frames=1, task_kwargs={"charades_crop_scale": (0.0, 1.0)}))
+    with pytest.raises(ValueError, match=r"crop_scale=\(0.9, 0.8\)"):
+        TripletTask(TaskConfig(num_frames=1, task_kwargs={"crop_scale": (0.9, 0.8)}))
+    with pytest.raises(ValueError, match="charades_color_jitter=1.5"):
+        TripletTask(TaskConfig(num_frames=1, task_kwargs={"charades_color_jitter": 1.5}))
 
 
 _MIRRORED_SCRIPT = """

@@ -292,15 +292,16 @@ def mirror_label_permutation(pairs, num_classes):
     return perm
 
 
-def color_jitter(frames, strength, seed, blend=0.5):
+def color_jitter(frames, strength, seed, blend=0.5, hue=None):
     """Same random brightness / contrast / saturation / hue change on every frame of a clip.
 
     Args:
         frames: float `[T, H, W, 3]` on 0..255.
         strength: s; brightness, contrast and saturation factors are drawn from U[1 - s, 1 + s], hue shift from
-            U[-s / 2.5, s / 2.5] (0.25 -> CPNet's 0.25 / 0.25 / 0.25 / 0.1).
+            U[-hue, hue] (0.25 -> CPNet's 0.25 / 0.25 / 0.25 / 0.1).
         seed: stateless seed `[2]`.
         blend: weight of the jittered clip in the output (CPNet blends 50/50 with the original).
+        hue: maximal hue shift; None: s / 2.5; 0: no hue change (torchvision's `ColorJitter(s, s, s)`).
 
     Returns:
         float32 `[T, H, W, 3]` on 0..255.
@@ -313,6 +314,8 @@ def color_jitter(frames, strength, seed, blend=0.5):
     y = (y - mean) * tf.random.stateless_uniform([], seeds[1], 1 - s, 1 + s) + mean
     y = tf.clip_by_value(y, 0.0, 1.0)
     y = tf.image.adjust_saturation(y, tf.random.stateless_uniform([], seeds[2], 1 - s, 1 + s))
-    y = tf.image.adjust_hue(y, tf.random.stateless_uniform([], seeds[3], -s / 2.5, s / 2.5))
+    h = s / 2.5 if hue is None else float(hue)
+    if h:
+        y = tf.image.adjust_hue(y, tf.random.stateless_uniform([], seeds[3], -h, h))
     y = tf.clip_by_value(y, 0.0, 1.0)
     return (blend * y + (1.0 - blend) * x) * 255.0

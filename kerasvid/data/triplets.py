@@ -6,8 +6,9 @@ video, with `actions` = `"c092 11.90 21.20;c147 0.00 12.60"` (class, start s, en
 
 Triplet sampling Q (supp §2 and the reference code): every 4th third-person frame (6 fps) is an anchor `y`; the positive
 first-person frame `x` is the linearly time-mapped frame `round(i * (m - 1) / (n - 1))` (`n` third-person, `m`
-first-person frames); the negative `z` is a uniformly random first-person frame at least 10 s (240 frames) from the
-positive; anchors without such a frame are skipped.
+first-person frames), halves rounded up as the reference's Python 2 `round` does (Python 3 rounds them to even); the
+negative `z` is a uniformly random first-person frame more than 10 s (240 frames) from the positive, strictly, as in
+the reference; anchors without such a frame are skipped.
 
 The sampling is pure python + numpy; `load_frame`, `triplet_dataset` and `frame_dataset` read the sampled JPEG
 frames with tf.data (`kerasvid.tasks.triplet` feeds them to the actor-observer model).
@@ -107,6 +108,27 @@ def count_frames(root, video_id):
     return sum(1 for name in os.listdir(folder) if pattern.match(name))
 
 
+def time_mapped_positives(anchors, num_third, num_first):
+    """The first-person frames `round(i * (m - 1) / (n - 1))` of third-person frames `i`, halves rounded up.
+
+    The reference (Python 2) rounds halves away from zero; Python 3's `round` and `np.round` round them to even
+    (0.24% of the Charades-Ego anchors differ). Computed on integers, `floor((2 i (m - 1) + n - 1) / (2 (n - 1)))`,
+    so that an exact half is never lost to floating point.
+
+    Args:
+        anchors: int array of third-person frame indices `i >= 0`.
+        num_third: number of third-person frames `n`.
+        num_first: number of first-person frames `m`.
+
+    Returns:
+        int64 array, the positives (all 0 when `n == 1`).
+    """
+    anchors = np.asarray(anchors, np.int64)
+    if num_third <= 1:
+        return np.zeros_like(anchors)
+    return (2 * anchors * (num_first - 1) + (num_third - 1)) // (2 * (num_third - 1))
+
+
 def sample_triplet_frames(num_third, num_first, rng, anchor_stride=4, min_gap=240):
     """Samples the triplets of one paired video as frame indices.
 
@@ -115,7 +137,8 @@ def sample_triplet_frames(num_third, num_first, rng, anchor_stride=4, min_gap=24
         num_first: number of first-person frames `m`.
         rng: `numpy.random.Generator` (the negatives are random).
         anchor_stride: every `anchor_stride`-th third-person frame is an anchor (4: 6 fps at 24 fps).
-        min_gap: minimal distance in frames between the positive and the negative (240 = 10 s at 24 fps).
+        min_gap: the negative is MORE than `min_gap` frames from the positive (240 = 10 s at 24 fps), strictly, as
+            in the reference: a frame exactly `min_gap` away is not a negative.
 
     Returns:
         int array `[K, 3]` of `(third, first_positive, first_negative)` frame indices (0-based); anchors without a
@@ -124,17 +147,16 @@ def sample_triplet_frames(num_third, num_first, rng, anchor_stride=4, min_gap=24
     for what, v in (("num_third", num_third), ("num_first", num_first), ("anchor_stride", anchor_stride)):
         if int(v) != v or v < 1:
             raise ValueError(f"`{what}` must be a positive int, got {what}={v!r}")
-    if int(min_gap) != min_gap or min_gap < 1:
-        raise ValueError(f"`min_gap` must be an int >= 1 (the negative differs from the positive), got "
+    if int(min_gap) != min_gap or min_gap < 0:
+        raise ValueError(f"`min_gap` must be an int >= 0 (negatives are more than `min_gap` frames away), got "
                          f"min_gap={min_gap!r}")
     anchors = np.arange(0, num_third, anchor_stride)
-    scale = (num_first - 1) / (num_third - 1) if num_third > 1 else 0.0
-    positives = np.round(anchors * scale).astype(int)
+    positives = time_mapped_positives(anchors, num_third, num_first)
     triplets = []
     for third, pos in zip(anchors, positives):
-        # Negatives: frames [0, pos - gap] and [pos + gap, m - 1].
-        low = max(0, pos - min_gap + 1)  # first frame that is too close
-        high = min(num_first, pos + min_gap)  # one past the last frame that is too close
+        # Negatives: frames [0, pos - gap - 1] and [pos + gap + 1, m - 1] (|neg - pos| > gap).
+        low = max(0, pos - min_gap)  # first frame that is too close
+        high = min(num_first, pos + min_gap + 1)  # one past the last frame that is too close
         num_valid = low + (num_first - high)
         if num_valid <= 0:
             continue
@@ -236,11 +258,13 @@ def mix_samples(triplets, classification, triplet_repeats=6, seed=0):
     return [samples[i] for i in order]
 
 
-def load_frame(path, seed, training, image_size, normalization, crop_scale=(0.8, 1.0)):
+def load_frame(path, seed, training, image_size, normalization, crop_scale=(0.8, 1.0), color_jitter=0.0):
     """One JPEG frame as the actor-observer model's input `[1, H, W, 3]` (float32, normalised).
 
-    Training: a random resized crop (area `crop_scale`, aspect ratio in [3/4, 4/3]) resized to `image_size` and a
-    random horizontal flip, both drawn from `seed`. Evaluation: short side resized and the centre crop.
+    Training: a random resized crop (area `crop_scale`, aspect ratio in [3/4, 4/3]) resized to `image_size`, a
+    random horizontal flip and, with `color_jitter` s > 0, brightness, contrast and saturation factors from
+    U[1 - s, 1 + s] (no hue change, as torchvision's `ColorJitter(s, s, s)`), all drawn from `seed`. Evaluation:
+    short side resized and the centre crop.
 
     Args:
         path: string scalar tensor, the JPEG file.
@@ -249,6 +273,7 @@ def load_frame(path, seed, training, image_size, normalization, crop_scale=(0.8,
         image_size: `(H, W)` of the output.
         normalization: preset of `kerasvid.data.preprocess.normalize`.
         crop_scale: area range of the training crop.
+        color_jitter: strength of the training colour jitter (0: none).
 
     Returns:
         float32 `[1, H, W, 3]`.
@@ -261,19 +286,24 @@ def load_frame(path, seed, training, image_size, normalization, crop_scale=(0.8,
         frame = preprocess.crop_window_and_resize(frame, window, image_size)
         flip = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7)) < 0.5
         frame = tf.cond(flip, lambda: frame[:, :, ::-1], lambda: frame)
+        if color_jitter:
+            frame = preprocess.color_jitter(frame, color_jitter, tf.random.experimental.stateless_fold_in(seed, 11),
+                                            blend=1.0, hue=0.0)
     else:
         frame = preprocess.resize_and_center_crop(frame, image_size)
     return preprocess.normalize(frame, normalization)
 
 
 def triplet_dataset(samples, training, batch_size, image_size, normalization, crop_scale=(0.8, 1.0), seed=0,
-                    deterministic=False, input_context=None):
+                    deterministic=False, input_context=None, classification_crop_scale=None,
+                    classification_color_jitter=0.0):
     """Batches of `Sample`s: `({"first_person", "third_person", "first_person_negative": [B, 1, H, W, 3],
     "video_index": int32 [B]}, labels int32 [B])` (labels -1 for triplets, the class for classification samples).
 
     Training: sharded by `input_context`, shuffled with `seed` and repeated forever; each sample's three frames get
-    independent seeds from `(seed, position)`, so the augmentation is reproducible. Evaluation: the samples once, in
-    order, the last batch kept.
+    independent seeds from `(seed, position)`, so the augmentation is reproducible. The classification samples
+    (label >= 0) are augmented as the reference's Charades loader does, with their own crop area and colour jitter.
+    Evaluation: the samples once, in order, the last batch kept.
 
     Args:
         samples: list of `Sample` (e.g. `build_triplets`, `mix_samples`).
@@ -283,10 +313,14 @@ def triplet_dataset(samples, training, batch_size, image_size, normalization, cr
         seed: seed of the shuffle and the augmentation.
         deterministic: fixed element order of the parallel map.
         input_context: optional `tf.distribute.InputContext` (training only).
+        classification_crop_scale: training crop area range of the classification samples (None: `crop_scale`;
+            the reference: (0.08, 1)).
+        classification_color_jitter: training colour jitter of the classification samples (the reference: 0.4).
 
     Returns:
         `tf.data.Dataset`.
     """
+    class_scale = tuple(crop_scale if classification_crop_scale is None else classification_crop_scale)
     columns = {key: [getattr(s, key) for s in samples] for key in INPUT_KEYS}
     columns["video_index"] = np.array([s.video_index for s in samples], np.int32)
     columns["label"] = np.array([s.label for s in samples], np.int32)
@@ -299,8 +333,15 @@ def triplet_dataset(samples, training, batch_size, image_size, normalization, cr
 
     def load(position, row):
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), position]), 3)
-        inputs = {key: load_frame(row[key], seeds[i], training, image_size, normalization, crop_scale)
-                  for i, key in enumerate(INPUT_KEYS)}
+        def frames(scale, jitter):
+            return {key: load_frame(row[key], seeds[i], training, image_size, normalization, scale, jitter)
+                    for i, key in enumerate(INPUT_KEYS)}
+
+        if training and (class_scale != tuple(crop_scale) or classification_color_jitter):
+            inputs = tf.cond(row["label"] >= 0, lambda: frames(class_scale, classification_color_jitter),
+                             lambda: frames(crop_scale, 0.0))
+        else:
+            inputs = frames(crop_scale, 0.0)
         inputs["video_index"] = row["video_index"]
         return inputs, row["label"]
 

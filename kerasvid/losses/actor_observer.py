@@ -55,7 +55,10 @@ class ActorObserverLoss(keras.layers.Layer):
     constant) and `n = (sum_i w_i + epsilon) / B` (not a constant). With `triplet_mask`, only the masked-in samples
     are triplets: the others (the classification samples of the mixed setup) leave the running mean, `n`, `B` and
     the sum untouched, as in the reference, which evaluates this loss on the triplet subset of the batch only; a
-    batch without triplets returns 0 and leaves the state as it was. Its gradient with respect to a selector score `f`
+    batch without triplets returns 0 and leaves the state as it was. That is a deliberate deviation: the reference,
+    given an empty triplet subset, evaluates the loss on sample 0 instead (a classification frame, whose x, y, z
+    are the same third-person frame), which folds that sample into the running mean; its `(l, w)` say nothing
+    about the triplet loss that `L` estimates (Eq. 14-15), so kerasvid does not fold it. Its gradient with respect to a selector score `f`
     with `w = p` and `dp/df = p` is `p_i (l_i - L) / n - p_i * sum_j (l_j - L) w_j / (n^2 B)`: the Eq. 28 form
     `p (l - L)`, rescaled by `1/n`, plus the derivative of `n`, which vanishes when `L` is the batch's own weighted
     mean. The state (`running_loss`, `running_weight`) is global over all triplets (the authors' `LossAll`, used in
@@ -195,7 +198,8 @@ def actor_observer_objective(outputs, video_index, video_softmaxes, loss, labels
     cross-entropy of `outputs["logits"]` (2.0 in the authors' experiment). This is the reference code's scaling
     (`ActorObserverLossAllWithClassifier`: the triplet loss over the triplet subset plus `clsweight` x the sum of
     the classification subset's cross-entropies); a batch without triplets (or without classification samples)
-    contributes 0 for that half.
+    contributes 0 for that half, and a batch without triplets leaves the `ActorObserverLoss` state unchanged (the
+    reference folds its sample 0 into the running mean; see `ActorObserverLoss`).
 
     Args:
         outputs: the dict of `actor_observer_network` (`d_pos`, `d_neg`, `selector_x/y/z`, optionally `logits`).

@@ -24,9 +24,13 @@ DEFAULTS = {
     "margin": 0.0,
     "balance_gradients": True,
     "anchor_stride": 4,  # every 4th third-person frame (6 fps at 24 fps)
-    "min_gap": 240,  # negatives at least 10 s (240 frames at 24 fps) from the positive
+    "min_gap": 240,  # negatives more than 10 s (240 frames at 24 fps) from the positive, strictly, as the reference
     "fps": 24.0,
-    "crop_scale": (0.8, 1.0),  # RandomResizedCrop area range for Charades-Ego frames
+    "crop_scale": (0.8, 1.0),  # RandomResizedCrop area range for Charades-Ego frames (the triplets)
+    # The Charades classification frames of the mixed setup, as the reference's Charades loader: RandomResizedCrop
+    # area (0.08, 1) and ColorJitter(brightness, contrast, saturation = 0.4) (0: no jitter).
+    "charades_crop_scale": (0.08, 1.0),
+    "charades_color_jitter": 0.4,
 }
 
 
@@ -58,13 +62,15 @@ class TripletTask(Task):
     """Trains `actor_observer_resnet152` (or any model with its outputs) on first/third-person triplets.
 
     Training batches: triplets `(x, y, z)` of `kerasvid.data.triplets.build_triplets` (every 4th third-person frame,
-    the time-mapped first-person frame, a first-person frame at least 10 s away), optionally mixed with labelled
+    the time-mapped first-person frame, a first-person frame more than 10 s away), optionally mixed with labelled
     third-person Charades frames (`charades_csv`, the classification-mixed setup; build the model with
     `num_classes`). The objective is `kerasvid.losses.actor_observer_objective`: three VideoSoftmax layers (one per
     stream, keyed by the paired video), `dist_ratio` (or `margin_rank`), `ActorObserverLoss`, `equalize_grad_norm`.
     The VideoSoftmax and loss states live in the task (`checkpoint_objects()`); the loop must checkpoint them for
     an exact resume. Gradient accumulation (the reference accumulates 4 batches) is the loop's
-    `--accumulation_steps`; the states fold in every micro-batch, as in the reference.
+    `--accumulation_steps`; the states fold in every micro-batch, as in the reference. Training augmentation, as
+    the reference: random resized crop (area `crop_scale` (0.8, 1) for the triplet frames, `charades_crop_scale`
+    (0.08, 1) plus colour jitter `charades_color_jitter` (0.4) for the Charades classification frames) and a flip.
 
     Evaluation: triplets of `eval_csv` (fixed negatives); triplet accuracy, weighted by the selector (offline
     VideoSoftmax, `video_weights`) and on the top 1/2/5/10/50 % most-selected triplets.
@@ -92,6 +98,15 @@ class TripletTask(Task):
         if self.options["softmax_read"] not in ("per_sample", "after_batch"):
             raise ValueError(f"`softmax_read` must be 'per_sample' or 'after_batch', got "
                              f"{self.options['softmax_read']!r}")
+        for key in ("crop_scale", "charades_crop_scale"):
+            scale = self.options[key]
+            if (not isinstance(scale, (tuple, list)) or len(scale) != 2
+                    or not all(isinstance(v, (int, float)) for v in scale) or not 0 < scale[0] <= scale[1] <= 1):
+                raise ValueError(f"`{key}` must be an area range (min, max) with 0 < min <= max <= 1, got "
+                                 f"{key}={scale!r}")
+        jitter = self.options["charades_color_jitter"]
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
+            raise ValueError(f"`charades_color_jitter` must be a float in [0, 1), got charades_color_jitter={jitter!r}")
         self._samples = {}
         self.video_softmaxes = None
         self.loss = None
@@ -177,9 +192,11 @@ class TripletTask(Task):
         c = self.config
         samples, _ = self.samples("train" if training else "eval")
         batch = self.local_batch_size(input_context) if training else c.eval_batch_size
-        return triplet_data.triplet_dataset(samples, training, batch, c.image_size, c.normalization,
-                                            self.options["crop_scale"], seed=c.seed, deterministic=c.deterministic,
-                                            input_context=input_context)
+        o = self.options
+        return triplet_data.triplet_dataset(samples, training, batch, c.image_size, c.normalization, o["crop_scale"],
+                                            seed=c.seed, deterministic=c.deterministic, input_context=input_context,
+                                            classification_crop_scale=o["charades_crop_scale"],
+                                            classification_color_jitter=o["charades_color_jitter"])
 
     # ----- loss and evaluation ----------------------------------------------------------------------------------
     def model_inputs(self, inputs):
