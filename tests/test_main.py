@@ -305,7 +305,7 @@ def test_from_flags_gives_every_train_config_field_its_flag_value():
                "momentum": 0.5, "weight_decay": 1e-4, "nesterov": True, "lr_schedule": "multistep",
                "warmup_steps": 2, "lr_decay_steps": 9, "lr_boundaries": (3, 6), "lr_decay_rate": 0.5,
                "min_lr": 1e-6, "mixed_precision": "bfloat16", "jit_compile": True, "image_summaries_every": 8,
-               "bn_recalibration_batches": 2, "divergence_factor": 50.0}
+               "bn_recalibration_batches": 2, "divergence_factor": 50.0, "max_weight": 300.0}
     assert set(changed) == {f.name for f in dataclasses.fields(TrainConfig)}
     args = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in changed.items()]
     flag_values, _ = _fresh(TrainConfig, *args)
