@@ -6,6 +6,7 @@ when its process ends, however it ends (kill -9 included), so a stale lock file 
 released lock removes its file (and the folder, if the lock made it and it is still empty). On file systems
 without local locks (a `gs://` path) nothing is locked.
 """
+import errno
 import json
 import os
 import sys
@@ -17,6 +18,17 @@ except ImportError:  # Windows: no advisory locks; the lock is a no-op there
     fcntl = None
 
 LOCK_FILE = ".kerasvid.lock"
+
+
+def pid_alive(pid):
+    """Whether process `pid` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
 
 
 class DirectoryLockedError(ValueError):
@@ -43,10 +55,18 @@ class DirectoryLock:
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, LOCK_FILE)
         while True:
-            handle = open(path, "a+", encoding="utf-8")
+            try:
+                handle = open(path, "a+", encoding="utf-8")
+            except PermissionError:  # another user's lock file: a read-only descriptor takes the lock as well
+                handle = open(path, "r", encoding="utf-8")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # no locks on this file system
+                    handle.close()
+                    print(f"kerasvid: warning: cannot lock {self.directory!r} ({e.strerror}); going on without "
+                          f"the one-writer guarantee", file=sys.stderr)
+                    return self
                 handle.seek(0)
                 try:
                     holder = json.loads(handle.read() or "{}")
@@ -64,11 +84,12 @@ class DirectoryLock:
             except FileNotFoundError:
                 pass
             handle.close()
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"what": self.what, "pid": os.getpid(), "argv": sys.argv,
-                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        handle.flush()
+        if handle.writable():
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"what": self.what, "pid": os.getpid(), "argv": sys.argv,
+                                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            handle.flush()
         self._file = handle
         return self
 

@@ -58,7 +58,8 @@ class _Hook(importlib.abc.MetaPathFinder):
 
                 def exec_and_install(module, exec_module=exec_module):
                     exec_module(module)
-                    _install(module)
+                    if module.__name__ == _REGISTRY_MODULE:  # a loader may be shared by other modules
+                        _install(module)
 
                 spec.loader.exec_module = exec_and_install
                 return spec

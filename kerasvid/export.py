@@ -26,6 +26,7 @@ crop `image_size`, `normalization`), so the SavedModel matches the Keras model o
 """
 import json
 import os
+import sys
 import uuid
 
 import keras
@@ -42,6 +43,7 @@ FLOW_TFLITE_FILE = "flow.tflite"
 EXPORT_MARKER = "kerasvid_export"
 _EXPORT_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra", LABELS_FILE,
                    PREPROCESSING_FILE, EXPORT_MARKER}
+_EXPORT_SUFFIXES = (".tflite", ".tflite.json", ".tflite.tmp", ".tflite.json.tmp")  # LiteRT files, even half-written
 
 
 class ExportDirError(ValueError):
@@ -51,20 +53,48 @@ class ExportDirError(ValueError):
 def check_export_dir(export_dir):
     """Raises `ExportDirError` unless `export_dir` may be written: absent, empty, or a previous kerasvid export
     (it holds `EXPORT_MARKER` and only what an export writes: the SavedModel, `labels.txt`, `preprocessing.json`,
-    `*.tflite` and their `.json`). A user's folder, a model_dir or the working directory is never replaced."""
-    if not tf.io.gfile.exists(export_dir):
-        return
-    if not tf.io.gfile.isdir(export_dir):
-        raise ExportDirError(f"The export directory {export_dir!r} is a file; pass a new or empty directory, or a "
-                             f"previous export of kerasvid.")
-    entries = sorted(e.rstrip("/") for e in tf.io.gfile.listdir(export_dir))
+    `*.tflite` and their `.json`). A user's folder, a model_dir, the working directory (or a folder above it) and a
+    symbolic link are never replaced."""
+    local = "://" not in export_dir
+    if local and os.path.islink(export_dir.rstrip("/")):
+        raise ExportDirError(f"The export directory {export_dir!r} is a symbolic link; pass the folder it points to "
+                             f"({os.path.realpath(export_dir)!r}) or a new one.")
+    if local:
+        here, target = os.path.realpath(os.getcwd()), os.path.realpath(export_dir)
+        if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+            raise ExportDirError(f"Refusing to export into {export_dir!r}: it is the working directory or a folder "
+                                 f"above it. Pass a new or empty directory, or a previous export of kerasvid.")
+    try:
+        if not tf.io.gfile.exists(export_dir):
+            return
+        if not tf.io.gfile.isdir(export_dir):
+            raise ExportDirError(f"The export directory {export_dir!r} is a file; pass a new or empty directory, or "
+                                 f"a previous export of kerasvid.")
+        entries = sorted(e.rstrip("/") for e in tf.io.gfile.listdir(export_dir))
+    except tf.errors.OpError as e:
+        raise ExportDirError(f"Cannot read the export directory {export_dir!r}: {e.message}") from None
     if not entries:
         return
-    foreign = [e for e in entries if e not in _EXPORT_ENTRIES and not e.endswith((".tflite", ".tflite.json"))]
+    foreign = [e for e in entries if e not in _EXPORT_ENTRIES and not e.endswith(_EXPORT_SUFFIXES)]
     if EXPORT_MARKER not in entries or foreign:
         what = f"it holds {foreign[0]!r}" if foreign else "it is not a kerasvid export (no marker file)"
         raise ExportDirError(f"Refusing to replace {export_dir!r}: {what}, and an export replaces its whole "
                              f"directory. Pass a new or empty directory, or a previous export of kerasvid.")
+
+
+def _recover_dead_exports(parent, base, export_dir):
+    """Cleans up after an export process that died mid-write (kill -9, OOM): its temporary copy goes, and if it died
+    between moving the previous export away and moving the new one in, the previous export is put back."""
+    from kerasvid import _locks
+
+    for path in sorted(tf.io.gfile.glob(os.path.join(parent, f".{base}.*-*-*"))):
+        kind, pid = os.path.basename(path)[len(base) + 2:].split("-")[:2]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _locks.pid_alive(int(pid)):
+            continue
+        if kind == "old" and not tf.io.gfile.exists(export_dir):
+            tf.io.gfile.rename(path, export_dir)
+        else:
+            tf.io.gfile.rmtree(path)
 
 
 def _check_args(num_frames, image_size, label_names, num_classes):
@@ -226,11 +256,16 @@ def write_archive(export_dir, trackable, endpoints, settings, label_names=None):
     archive.track(trackable)
     for name, (fn, specs) in endpoints.items():
         archive.add_endpoint(name, fn, specs)
-    parent, base = os.path.split(os.path.abspath(export_dir)) if "://" not in export_dir else \
-        export_dir.rsplit("/", 1)
+    if "://" in export_dir:
+        parent, base = export_dir.rsplit("/", 1)
+    else:
+        export_dir = os.path.abspath(export_dir)
+        parent, base = os.path.split(export_dir)
     tf.io.gfile.makedirs(parent)
-    token = uuid.uuid4().hex[:8]
+    _recover_dead_exports(parent, base, export_dir)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp, old = (os.path.join(parent, f".{base}.{kind}-{token}") for kind in ("tmp", "old"))
+    swapped = False
     try:
         archive.write_out(tmp, verbose=False)
         if label_names is not None:
@@ -245,14 +280,22 @@ def write_archive(export_dir, trackable, endpoints, settings, label_names=None):
             tf.io.gfile.rename(export_dir, old)
         try:
             tf.io.gfile.rename(tmp, export_dir)
+            swapped = True
         except Exception:
-            if tf.io.gfile.exists(old):  # put the previous export back
-                tf.io.gfile.rename(old, export_dir)
+            if tf.io.gfile.exists(old) and not tf.io.gfile.exists(export_dir):
+                try:  # put the previous export back
+                    tf.io.gfile.rename(old, export_dir)
+                except (tf.errors.OpError, OSError) as e:
+                    raise ExportDirError(f"The new export could not be moved into {export_dir!r}, nor the previous "
+                                         f"one back ({e}); the previous export is intact in {old!r}.") from None
             raise
-    finally:  # a failed write (full disk, a bad endpoint) leaves nothing behind; the replaced export goes last
-        for leftover in (tmp, old):
-            if tf.io.gfile.exists(leftover):
-                tf.io.gfile.rmtree(leftover)
+    finally:  # a failed write (full disk, a bad endpoint) leaves no temporary copy; the previous export stays
+        for leftover in (tmp, old) if swapped else (tmp,):
+            try:
+                if tf.io.gfile.exists(leftover):
+                    tf.io.gfile.rmtree(leftover)
+            except (tf.errors.OpError, OSError) as e:  # the new export is in place: say what is left, go on
+                print(f"kerasvid export: warning: could not remove {leftover!r} ({e})", file=sys.stderr)
     return export_dir
 
 

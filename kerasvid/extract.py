@@ -216,11 +216,11 @@ def _temporary(path):
 
 
 def _remove_dead_temporaries(output_dir):
-    from kerasvid.data import convert  # the converter's test of a writer's pid, shared
+    from kerasvid import _locks  # the converter's test of a writer's pid, shared
 
     for name in os.listdir(output_dir):
         pid = name.rsplit(".tmp-", 1)[-1] if name.startswith(".") and ".tmp-" in name else ""
-        if name.startswith(".") and name.endswith(".tmp") or pid.isdigit() and not convert._pid_alive(int(pid)):
+        if name.startswith(".") and name.endswith(".tmp") or pid.isdigit() and not _locks.pid_alive(int(pid)):
             os.remove(os.path.join(output_dir, name))
 
 

@@ -414,12 +414,16 @@ def _check_resumable(task, trainer, modes):
     from kerasvid.data import discovery
     from kerasvid.training import checkpoints
 
-    old = discovery.read_run_config(FLAGS.model_dir)
+    try:
+        old = discovery.read_run_config(FLAGS.model_dir)
+    except ValueError as e:
+        raise app.UsageError(f"{os.path.join(FLAGS.model_dir, discovery.RUN_CONFIG)!r} is not valid JSON ({e}): "
+                             f"restore it, or use another --model_dir.")
     new = model_settings(task)
     recorded = old.get("model_settings") or ({"model": old["flags"]["model"]} if "model" in old.get("flags", {})
                                              else {})
     for key, value in recorded.items():
-        if key in new and json.loads(json.dumps(value)) != json.loads(json.dumps(new[key])):
+        if key in new and json.loads(json.dumps(value, default=str)) != json.loads(json.dumps(new[key], default=str)):
             shown = (lambda v: f"{len(v)} names ({', '.join(map(repr, v[:3]))}{', ...' if len(v) > 3 else ''})"
                      if key == "label_names" else repr(v))
             raise app.UsageError(f"--model_dir={FLAGS.model_dir!r} holds a run with {key}={shown(value)}, this command "
@@ -429,7 +433,9 @@ def _check_resumable(task, trainer, modes):
         _usage(checkpoints.restore_model, trainer.model, latest,
                f"--model={FLAGS.model} with these settings (the checkpoints of --model_dir={FLAGS.model_dir!r} are "
                f"of another model)")
-    if old and not any(m in ("train", "train_and_eval") for m in modes):
+    # An eval or export records nothing in a folder that has a record, nor in one with no checkpoint to use (its
+    # settings could be a typo that a later training run would then be held to).
+    if not any(m in ("train", "train_and_eval") for m in modes) and (old or not (latest or FLAGS.checkpoint)):
         return
     settings = {k: v.value for k, v in FLAGS.__flags.items() if v.present or k in ("model", "task")}
     discovery.write_run_config(FLAGS.model_dir, settings, task.config.label_names, new["num_classes"],

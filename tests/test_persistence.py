@@ -258,3 +258,42 @@ def test_the_saved_model_serves_the_moved_variables(name, tmp_path):
     assert len(served) == len(expected)
     for a, b in zip(served, expected):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4 * float(np.abs(b).max() + 1))
+
+
+def _one_endpoint(model):
+    return {"serving_default": (lambda x: {"y": model(x)}, [tf.TensorSpec([None, 4], tf.float32, name="x")])}
+
+
+def test_an_export_never_replaces_the_working_directory_or_a_link(tmp_path, monkeypatch):
+    from kerasvid import export
+
+    model = _dense_model(["a"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    for target in (".", str(empty), str(tmp_path)):
+        with pytest.raises(export.ExportDirError, match=r"working directory or a folder above it"):
+            export.write_archive(target, model, _one_endpoint(model), {"kind": "test"})
+    (tmp_path / "v3").mkdir()
+    (tmp_path / "v3" / "mine.txt").write_text("mine\n")
+    os.symlink(tmp_path / "v3", tmp_path / "current")
+    with pytest.raises(export.ExportDirError, match=r"is a symbolic link"):
+        export.write_archive(str(tmp_path / "current"), model, _one_endpoint(model), {"kind": "test"})
+    assert os.listdir(tmp_path / "v3") == ["mine.txt"] and os.listdir(empty) == []
+
+
+def test_an_export_killed_mid_swap_is_recovered_by_the_next(tmp_path):
+    """A process killed after moving the previous export away (kill -9, OOM): the next export puts it back before
+    replacing it, and removes the dead process's temporary copy."""
+    from kerasvid import export
+
+    model = _dense_model(["a"])
+    target = tmp_path / "export"
+    export.write_archive(str(target), model, _one_endpoint(model), {"kind": "test"})
+    dead = 2 ** 22 + 12345  # above the usual pid range: no such process
+    os.rename(target, tmp_path / f".export.old-{dead}-abcd")
+    (tmp_path / f".export.tmp-{dead}-abcd").mkdir()
+    (tmp_path / f".export.tmp-{os.getpid()}-live").mkdir()  # a live process's copy is left alone
+    export.write_archive(str(target), model, _one_endpoint(model), {"kind": "test"})
+    assert sorted(os.listdir(tmp_path)) == [f".export.tmp-{os.getpid()}-live", "export"]
+    assert export.EXPORT_MARKER in os.listdir(target)

@@ -46,23 +46,13 @@ def _sidecar_path(output_dir, shard):
     return os.path.join(output_dir, _STATE_DIR, os.path.basename(shard) + ".json")
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_dead_temporaries(output_dir, name):
     """Deletes hidden temporary shards left by a killed converter (their writer's pid no longer runs)."""
     import glob
 
     for tmp in glob.glob(os.path.join(output_dir, f".{name}-*-of-*.tfrecord.tmp-*")):
         pid = tmp.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not _locks.pid_alive(int(pid)):
             os.remove(tmp)
 
 

@@ -124,6 +124,13 @@ def synthetic_records(data_dir, *, num_classes=4, num_frames=16, size=64, train_
 def read_run_config(model_dir):
     """The `run_config.json` an earlier run wrote in `model_dir` (`write_run_config`), or `{}`."""
     path = os.path.join(model_dir, RUN_CONFIG)
+    if "://" in path:  # a bucket: TensorFlow's file system
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(path):
+            return {}
+        with tf.io.gfile.GFile(path) as f:
+            return json.load(f)
     if not os.path.exists(path):
         return {}
     with open(path) as f:
