@@ -44,6 +44,22 @@ def untracked_variables(model):
     return [_variable_name(w) for w in model.weights if id(w) not in reached]
 
 
+def _require_reachable(model, what):
+    """Raises `UntrackedVariableError` when `model` has variables no `tf.train.Checkpoint` can hold."""
+    hidden = untracked_variables(model)
+    if hidden:
+        raise UntrackedVariableError(
+            f"{len(hidden)} of {len(model.weights)} variables of {what} are invisible to tf.train.Checkpoint "
+            f"(first: {hidden[0]}): a layer keeps them where TensorFlow's object graph does not look, so they "
+            f"would never be saved.")
+
+
+def _unrestored(status, model):
+    """Paths of `model.weights` that the restore `status` gave no value (absent from the checkpoint)."""
+    matched = {id(obj) for obj in status._checkpoint.object_by_proto_id.values()}  # pylint: disable=protected-access
+    return [_variable_name(w) for w in model.weights if id(w) not in matched]
+
+
 def _one_line(error):
     message = getattr(error, "message", None) or str(error) or type(error).__name__
     message = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", message)  # TensorFlow's op decorations
@@ -60,11 +76,7 @@ def restore_model(model, path, what="the model"):
             half-restored silently: a model restored without error holds the checkpoint's values everywhere.
         UntrackedVariableError: the model has variables no checkpoint can hold (a layer bug).
     """
-    hidden = untracked_variables(model)
-    if hidden:
-        raise UntrackedVariableError(
-            f"{len(hidden)} of {len(model.weights)} variables of {what} are invisible to tf.train.Checkpoint "
-            f"(first: {hidden[0]}): a layer keeps them where TensorFlow's object graph does not look.")
+    _require_reachable(model, what)
     try:
         if not tf.io.gfile.exists(path + ".index"):
             raise ValueError(f"{path + '.index'!r} does not exist")
@@ -72,8 +84,7 @@ def restore_model(model, path, what="the model"):
         status.expect_partial()
     except (ValueError, tf.errors.OpError) as e:
         raise CheckpointMismatchError(f"Cannot restore {what} from {path!r}: {_one_line(e)}.") from None
-    matched = {id(obj) for obj in status._checkpoint.object_by_proto_id.values()}  # pylint: disable=protected-access
-    missing = [_variable_name(w) for w in model.weights if id(w) not in matched]
+    missing = _unrestored(status, model)
     if missing:
         raise CheckpointMismatchError(
             f"{path!r} is not a checkpoint of {what}: {len(missing)} of {len(model.weights)} model variables have no "
@@ -139,11 +150,8 @@ class Checkpointer:
         self.chief = strategy_lib.is_chief(strategy)
         self.save_dir = strategy_lib.worker_dir(model_dir, strategy)
         model = objects.get("model")
-        hidden = untracked_variables(model) if model is not None else []
-        if hidden:
-            raise UntrackedVariableError(
-                f"{len(hidden)} of {len(model.weights)} model variables would never be saved: tf.train.Checkpoint "
-                f"cannot reach them (first: {hidden[0]}).")
+        if model is not None:
+            _require_reachable(model, "the model")
         self._model = model
         self.checkpoint = tf.train.Checkpoint(**objects)
         self._variables = _trackable_variables(objects)
@@ -168,13 +176,11 @@ class Checkpointer:
                 raise CheckpointMismatchError(
                     f"Cannot resume from {path!r}: {_one_line(e)}. It was written by another model or program; "
                     f"use another --model_dir (or remove this one's checkpoints to start over).") from None
-            if self._model is not None:
-                matched = {id(o) for o in status._checkpoint.object_by_proto_id.values()}  # pylint: disable=protected-access
-                missing = [_variable_name(w) for w in self._model.weights if id(w) not in matched]
-                if missing:
-                    raise CheckpointMismatchError(
-                        f"Cannot resume from {path!r}: {len(missing)} of {len(self._model.weights)} model variables "
-                        f"have no value in it (first: {missing[0]}).")
+            missing = _unrestored(status, self._model) if self._model is not None else []
+            if missing:
+                raise CheckpointMismatchError(
+                    f"Cannot resume from {path!r}: {len(missing)} of {len(self._model.weights)} model variables "
+                    f"have no value in it (first: {missing[0]}).")
             logging.info("Restored %s", path)
         return path
 
