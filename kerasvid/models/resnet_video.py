@@ -15,7 +15,7 @@ _C3D_PAPER = "Liu et al., CVPR 2019 (CPNet), C3D baseline (Tran et al. 2018)"
 
 def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_top=True, weights=None,
                  pooling="avg", dropout_rate=0.5, classifier_activation=None, temporal_kernels=1,
-                 stem_temporal_kernel=1, stem_stride=None, insertions=None, name=None):
+                 stem_temporal_kernel=1, stem_stride=None, insertions=None, name=None, **trunk_options):
     """Builds a ResNet video classifier `[batch, T, H, W, C] -> [batch, num_classes]`.
 
     Args:
@@ -33,6 +33,9 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
         stem_stride: 1 or 2; default 2 for >= 160-pixel inputs, else 1 (res2 is 56x56 at 112 and 224 inputs).
         insertions: mapping insertion point -> layer factory (see `kerasvid.backbones.resnet`).
         name: model name.
+        **trunk_options: the layout options of `kerasvid.backbones.resnet.resnet_features` (`temporal_strides`,
+            `stem`, `block_conv`, `stride_on_3x3`, `padding`, `use_bias`, `bn_epsilon`) for published layouts
+            other than keras.applications' (torchvision's, the CPNet authors' TF1 graph).
 
     Returns:
         A `keras.Model`.
@@ -41,13 +44,13 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
     input_shape = tuple(input_shape)
     if stem_stride is None:
         stem_stride = resnet.default_stem_stride(input_shape)
-    resnet.check_spatial_size(input_shape, stem_stride)
+    resnet.check_spatial_size(input_shape, stem_stride, trunk_options.get("stem", "pool"))
     if weights == "imagenet":
         resnet.check_imagenet_weights(depth, input_shape)
     inputs = keras.Input(input_shape, name="image")
     feats = resnet.resnet_features(inputs, depth, temporal_kernels=temporal_kernels,
                                    stem_temporal_kernel=stem_temporal_kernel, stem_stride=stem_stride,
-                                   insertions=insertions)
+                                   insertions=insertions, **trunk_options)
     outputs = common.classifier_head(feats["res5"], num_classes, include_top, pooling, dropout_rate,
                                      classifier_activation)
     model = keras.Model(inputs, outputs, name=name or f"resnet{depth}_video")
