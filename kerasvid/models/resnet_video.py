@@ -114,3 +114,103 @@ def c3d_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True
                         weights=weights, pooling=pooling, dropout_rate=dropout_rate,
                         classifier_activation=classifier_activation, temporal_kernels=3, stem_temporal_kernel=3,
                         stem_stride=stem_stride, name="c3d_resnet18")
+
+
+# torchvision's Kinetics-400 video ResNets (Tran et al., "A Closer Look at Spatiotemporal Convolutions for Action
+# Recognition", CVPR 2018), in torchvision's exact layout so that its published weights load: a stem of stride
+# (1, 2, 2) without max pool, convs without bias, BN epsilon 1e-5, PyTorch's symmetric padding.
+_TV_VIDEO_PAPER = "Tran et al., CVPR 2018 (torchvision.models.video)"
+_TV_VIDEO_LAYOUT = dict(padding="torch", use_bias=False, bn_epsilon=1e-5, stem_stride=2)
+# name -> (torchvision arch, resnet_features options)
+TORCHVISION_VIDEO = {
+    "r3d_resnet18": ("r3d_18", dict(temporal_kernels=3, stem_temporal_kernel=3, stem="no_pool",
+                                    temporal_strides=(1, 2, 2, 2))),
+    "mc3_resnet18": ("mc3_18", dict(temporal_kernels=(3, 1, 1, 1), stem_temporal_kernel=3, stem="no_pool")),
+    "r2plus1d_resnet18": ("r2plus1d_18", dict(temporal_kernels=3, stem_temporal_kernel=3, stem="2plus1d",
+                                              block_conv="2plus1d", temporal_strides=(1, 2, 2, 2))),
+}
+
+
+def torchvision_video_names(arch, blocks=(2, 2, 2, 2)):
+    """`{torchvision module: kerasvid layer}` for a torchvision video ResNet-18 `arch` ("r3d_18", "mc3_18",
+    "r2plus1d_18"): the map `kerasvid.weights.convert.assign_state_dict` applies to its state_dict."""
+    names = {"fc": "predictions"}
+    if arch == "r2plus1d_18":
+        names.update({"stem.0": "conv1_conv_s", "stem.1": "conv1_bn_s", "stem.3": "conv1_conv", "stem.4": "conv1_bn"})
+    else:
+        names.update({"stem.0": "conv1_conv", "stem.1": "conv1_bn"})
+    for s, n in enumerate(blocks):
+        for b in range(n):
+            torch, keras_ = f"layer{s + 1}.{b}", f"conv{s + 2}_block{b + 1}"
+            names[f"{torch}.downsample.0"], names[f"{torch}.downsample.1"] = f"{keras_}_0_conv", f"{keras_}_0_bn"
+            for j in (1, 2):
+                conv, bn = f"{torch}.conv{j}", f"{keras_}_{j}"
+                names[f"{conv}.1"] = f"{bn}_bn"
+                if arch == "r2plus1d_18":  # conv{j}.0 is Conv2Plus1D: (1,3,3) conv, BN, ReLU, (3,1,1) conv
+                    names.update({f"{conv}.0.0": f"{bn}_conv_s", f"{conv}.0.1": f"{bn}_bn_s",
+                                  f"{conv}.0.3": f"{bn}_conv"})
+                else:
+                    names[f"{conv}.0"] = f"{bn}_conv"
+    return names
+
+
+def _torchvision_video(model_name, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
+                       classifier_activation):
+    arch, options = TORCHVISION_VIDEO[model_name]
+    model = resnet_video(depth=18, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                         weights=None, pooling=pooling, dropout_rate=dropout_rate,
+                         classifier_activation=classifier_activation, name=model_name, **_TV_VIDEO_LAYOUT,
+                         **options)
+    if weights == "imagenet":
+        raise ValueError(f"weights='imagenet' is not available for {model_name}; use "
+                         f"weights='{arch}_kinetics400' (torchvision's Kinetics-400 weights) or a file")
+    names = torchvision_video_names(arch)
+    # A kerasvid .weights.h5 loads as it is; torchvision's .pth maps by these names (the classifier loads only
+    # where it fits: without a top, or with another number of classes, it stays as built).
+    return common.load_model_weights(model, weights, torch_names={t: k for t, k in names.items()},
+                                     torch_optional=("fc",))
+
+
+# Each torchvision builder forwards by keyword (tests/test_builder_forwarding.py); the layout lives in
+# TORCHVISION_VIDEO. Inputs: 16 frames of 112x112 (torchvision's clips); H and W multiples of 16.
+@register_model(paper=_TV_VIDEO_PAPER, default_input=(16, 112, 112, 3), num_params=33381072, gflops=81.402)
+def r3d_resnet18(num_classes=400, input_shape=(16, 112, 112, 3), include_top=True, weights=None, pooling="avg",
+                 dropout_rate=0.5, classifier_activation=None):
+    """R3D-18 (torchvision `r3d_18`): 3x3x3 convs everywhere, time and space halved at res3, res4 and res5.
+
+    `weights`: None, a kerasvid `.weights.h5`, torchvision's `r3d_18-b3b3357e.pth` (read without PyTorch) or the
+    preset "r3d_18_kinetics400". Input: RGB on [0, 1] normalised by torchvision's Kinetics statistics
+    (`normalization="torchvision_video"`).
+
+    Example:
+        >>> model = kerasvid.zoo.r3d_resnet18(num_classes=400, weights="r3d_18-b3b3357e.pth")
+    """
+    return _torchvision_video(model_name="r3d_resnet18", num_classes=num_classes, input_shape=input_shape,
+                              include_top=include_top, weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                              classifier_activation=classifier_activation)
+
+
+@register_model(paper=_TV_VIDEO_PAPER, default_input=(16, 112, 112, 3), num_params=11705040, gflops=86.698)
+def mc3_resnet18(num_classes=400, input_shape=(16, 112, 112, 3), include_top=True, weights=None, pooling="avg",
+                 dropout_rate=0.5, classifier_activation=None):
+    """MC3-18 (torchvision `mc3_18`): 3D convs in the stem and res2, frame-wise 2D convs in res3-res5, time kept.
+
+    `weights`: None, a kerasvid `.weights.h5`, torchvision's `mc3_18-a90a0ba3.pth` or "mc3_18_kinetics400".
+    """
+    return _torchvision_video(model_name="mc3_resnet18", num_classes=num_classes, input_shape=input_shape,
+                              include_top=include_top, weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                              classifier_activation=classifier_activation)
+
+
+@register_model(paper=_TV_VIDEO_PAPER, default_input=(16, 112, 112, 3), num_params=31530675, gflops=81.047)
+def r2plus1d_resnet18(num_classes=400, input_shape=(16, 112, 112, 3), include_top=True, weights=None,
+                      pooling="avg", dropout_rate=0.5, classifier_activation=None):
+    """R(2+1)D-18 (torchvision `r2plus1d_18`): every 3x3x3 conv split into (1, 3, 3) -> BN -> ReLU -> (3, 1, 1)
+    with as many parameters; time and space halved at res3, res4 and res5.
+
+    `weights`: None, a kerasvid `.weights.h5`, torchvision's `r2plus1d_18-91a641e6.pth` or
+    "r2plus1d_18_kinetics400".
+    """
+    return _torchvision_video(model_name="r2plus1d_resnet18", num_classes=num_classes, input_shape=input_shape,
+                              include_top=include_top, weights=weights, pooling=pooling, dropout_rate=dropout_rate,
+                              classifier_activation=classifier_activation)

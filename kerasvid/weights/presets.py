@@ -76,7 +76,8 @@ _WEIGHTS = [
         f"{arch}_kinetics400", (model,), "torchvision.models.video (Tran et al. 2018)",
         f"https://download.pytorch.org/models/{arch}-{prefix}.pth", f"sha256-prefix:{prefix}", "BSD-3-Clause (torchvision)",
         "Kinetics-400", "torchvision_video", _TORCHVISION_VIDEO, f"top-1 {top1} ({_TORCHVISION_PROTOCOL})",
-        "kerasvid.weights.torch_files.read_pth (tensors); no video-ResNet converter yet")
+        f'{model}(weights="{arch}_kinetics400" or the .pth file) '
+        "(names: kerasvid.models.resnet_video.torchvision_video_names)")
     for arch, prefix, model, top1 in (
         ("r3d_18", "b3b3357e", "r3d_resnet18", 63.2),
         ("mc3_18", "a90a0ba3", "mc3_resnet18", 63.96),
