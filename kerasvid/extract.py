@@ -34,12 +34,9 @@ import os
 import re
 import sys
 
-from kerasvid.data import sources
 
 MANIFEST = "manifest.json"
 FORMATS = ("npy", "tfrecord")
-# The video suffixes are kerasvid.data.sources.VIDEO_EXTENSIONS (one list); this name is kept for compatibility.
-VIDEO_SUFFIXES = sources.VIDEO_EXTENSIONS
 
 
 # ----- endpoints ---------------------------------------------------------------------------------------------------

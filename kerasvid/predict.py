@@ -22,10 +22,6 @@ from absl import flags
 
 from kerasvid import command_flags
 
-# Opening, counting and seeking live in `kerasvid.data.video_files` (shared with `kerasvid extract`); these names
-# were defined here before: kept for compatibility (callers use kerasvid.data.video_files).
-from kerasvid.data.video_files import SEEK_AHEAD, count_frames, read_frames  # noqa: F401
-
 
 def decode_clips(path, num_frames, stride=1, num_clips=1, sampler="dense"):
     """Decodes the `num_clips` evaluation clips of a video, only their frames.

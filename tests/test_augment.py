@@ -101,7 +101,7 @@ def test_video_dataset_with_augment_is_deterministic_and_soft(tmp_path):
     def batches(checkpoint_after_first=False):
         """Two batches; optionally checkpoint the iterator after the first and restore it after the second, then
         read the second again (resumes must see the same augmented batch)."""
-        it = iter(pipeline.video_dataset(pattern, 4, image_size=(32, 32), batch_size=4, num_classes=4, seed=5,
+        it = iter(pipeline.video_dataset(pattern, num_frames=4, image_size=(32, 32), batch_size=4, num_classes=4, seed=5,
                                          deterministic=True, augment=spec))
         out = [next(it)]
         saved = tf.train.Checkpoint(iterator=it).save(str(tmp_path / "ckpt" / "it")) if checkpoint_after_first else 0
@@ -117,7 +117,7 @@ def test_video_dataset_with_augment_is_deterministic_and_soft(tmp_path):
         np.testing.assert_array_equal(y1, y2)
         assert y1.shape == (4, 4) and np.allclose(y1.sum(1), 1.0)
     assert not np.array_equal(one[0][0], one[1][0])
-    eval_ds = pipeline.video_dataset(pattern, 4, image_size=(32, 32), batch_size=4, training=False, num_classes=4,
+    eval_ds = pipeline.video_dataset(pattern, num_frames=4, image_size=(32, 32), batch_size=4, training=False, num_classes=4,
                                      augment=spec)
     assert next(iter(eval_ds))[1].shape == (4,)  # evaluation is never augmented
     with pytest.raises(ValueError, match="randaugment"):

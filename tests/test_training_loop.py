@@ -473,24 +473,6 @@ def test_long_steps_are_logged(caplog):
     assert not any("Step 8" in m for m in messages)  # 6 s: under the 10 s floor
 
 
-def test_a_checkpoint_from_before_the_divergence_reference_still_resumes(tmp_path):
-    first = _trainer(tmp_path, train_steps=2)
-    first.train()
-    # Rewrite ckpt-2 as the loop wrote it before the reference existed (the same objects less the reference).
-    iterator = iter(first._train_dataset())  # pylint: disable=protected-access
-    old = tf.train.Checkpoint(model=first.model, optimizer=first.optimizer, step=first.step,
-                              metric_state=first._metric_state, data=iterator,  # pylint: disable=protected-access
-                              rng=loop.seed_generator_states(first.model))
-    for name in os.listdir(tmp_path):
-        if name.startswith("ckpt-") or name == "checkpoint":
-            os.remove(tmp_path / name)
-    tf.train.CheckpointManager(old, str(tmp_path), 3).save(checkpoint_number=2)
-    again = _trainer(tmp_path, train_steps=4)
-    again.train()
-    assert int(again.step.numpy()) == 4
-    assert int(again._reference_count.numpy()) == 2  # measured on steps 3 and 4  # pylint: disable=protected-access
-
-
 def test_small_batch_norms_names_the_layers_that_average_too_few_values():
     inputs = keras.Input((4, 4, 3))
     x = keras.layers.BatchNormalization(name="wide")(inputs)  # 4 x 4 x batch values per channel

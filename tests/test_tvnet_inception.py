@@ -1,6 +1,4 @@
 """Tests of the BN-Inception backbone, tvnet_bn_inception, cross-modality init and two-stream fusion."""
-import json
-import zipfile
 
 import keras
 import numpy as np
@@ -9,7 +7,6 @@ import tensorflow as tf
 
 from kerasvid.backbones.bn_inception import BLOCKS, bn_inception_features
 from kerasvid.layers.two_stream import ScoreFusion, StackFlows
-from kerasvid.models import tvnet_inception
 from kerasvid.models.tvnet_inception import (FIRST_CONV, bn_inception, cross_modality_init, tvnet_bn_inception,
                                              two_stream_fusion)
 from tests.helpers import check_model
@@ -115,35 +112,3 @@ def test_two_stream_fusion():
         two_stream_fusion(rgb, bn_inception(num_classes=4, input_shape=(1, 32, 32, 10)))
     with pytest.raises(ValueError, match="different model names"):
         two_stream_fusion(rgb, rgb)
-
-
-def test_two_stream_layers_load_from_files_saved_before_they_moved(tmp_path):
-    """`StackFlows` and `ScoreFusion` were defined in kerasvid/models/tvnet_inception.py: a `.keras` file saved then
-    names that module. Such a file (written here by rewriting the module of a new one) loads with safe_mode=True,
-    to the layers' new home, with the same outputs; the old import path keeps working."""
-    assert tvnet_inception.StackFlows is StackFlows and tvnet_inception.ScoreFusion is ScoreFusion
-    assert keras.saving.get_registered_name(StackFlows) == "kerasvid>StackFlows"
-    assert keras.saving.get_registered_name(ScoreFusion) == "kerasvid>ScoreFusion"
-    flows, other = keras.Input((3, 4, 4, 2)), keras.Input((5,))
-    logits = keras.layers.Dense(5)(keras.layers.Flatten()(StackFlows(name="stack_flows")(flows)))
-    model = keras.Model([flows, other], ScoreFusion((1.0, 0.5), name="fusion")([logits, other]))
-    rng = np.random.default_rng(4)
-    x = [rng.normal(size=(2, 3, 4, 4, 2)).astype(np.float32), rng.normal(size=(2, 5)).astype(np.float32)]
-    new_path, old_path = tmp_path / "new.keras", tmp_path / "old.keras"
-    model.save(new_path)
-    with zipfile.ZipFile(new_path) as src, zipfile.ZipFile(old_path, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename == "config.json":
-                config = json.loads(data)
-                moved = [layer for layer in config["config"]["layers"]
-                         if layer["class_name"] in ("StackFlows", "ScoreFusion")]
-                assert sorted(layer["module"] for layer in moved) == ["kerasvid.layers.two_stream"] * 2
-                for layer in moved:
-                    layer["module"] = "kerasvid.models.tvnet_inception"
-                data = json.dumps(config)
-            dst.writestr(item, data)
-    loaded = keras.saving.load_model(old_path, safe_mode=True)
-    assert isinstance(loaded.get_layer("stack_flows"), StackFlows)
-    assert loaded.get_layer("fusion").stream_weights == (1.0, 0.5)
-    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6)

@@ -66,9 +66,6 @@ def test_clip_to_image_grid_by_hand():
     np.testing.assert_allclose(grid[0], np.concatenate(list(expected), axis=1), atol=1e-6)
     short = clip_to_image_grid(np.full((3, 2, 2, 3), 7.0), max_frames=8).numpy()  # fewer frames, constant: zeros
     assert short.shape == (1, 2, 6, 3) and not short.any()
-    from kerasvid.training import summaries
-
-    assert summaries.clip_to_image_grid is clip_to_image_grid  # the former home, kept for compatibility
 
 
 def test_attention_overlay_by_hand():

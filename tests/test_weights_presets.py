@@ -5,9 +5,6 @@ from kerasvid import zoo
 from kerasvid.data import preprocess
 from kerasvid.weights import presets
 
-# Models that exist only once their converters do (issue 25, section 2).
-PLANNED = {"r3d_resnet18", "mc3_resnet18", "r2plus1d_resnet18"}
-
 
 def test_every_record_is_complete_and_names_real_models():
     records = zoo.list_weights()
@@ -16,7 +13,7 @@ def test_every_record_is_complete_and_names_real_models():
     for w in records:
         assert w.source and w.license and w.dataset and w.preprocessing, w.name
         assert w.normalization in preprocess.NORMALIZATIONS, w.name
-        assert set(w.models) <= set(zoo.list_models()) | PLANNED, w.name
+        assert set(w.models) <= set(zoo.list_models()), w.name
         assert not w.url or w.url.startswith(("https://", "http://")), w.name
 
 

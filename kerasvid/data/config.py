@@ -113,13 +113,7 @@ class VideoDataConfig:
     def resolve(cls, config=None, what="video_dataset", **overrides):
         """The config a pipeline function runs with: `config.replace(**overrides)`, or, without a config, one made
         of the keywords (the keyword calls `video_dataset(pattern, num_frames=8, ...)`).
-
-        `config` may also be an int, the old positional `num_frames` (`video_dataset(pattern, 8, ...)`).
         """
-        if isinstance(config, int) and not isinstance(config, bool):
-            if "num_frames" in overrides:
-                raise TypeError(f"{what}() got num_frames twice: positionally ({config}) and as a keyword")
-            config, overrides = None, {"num_frames": config, **overrides}
         if config is None:
             cls.check_keys(overrides, f"{what} keyword")
             if "num_frames" not in overrides:

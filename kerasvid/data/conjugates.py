@@ -3,7 +3,7 @@
 For an action sample, the pixels inside the boxes of the people performing the action are removed, filled with
 alternative content and blended with the surrounding pixels: the image-level steps (`clip_boxes`, `box_mask`,
 `conjugate_frame`, `conjugate_clip`: box mask, inpainting, Poisson blending on numpy frames) live in
-`kerasvid.data.inpaint` and are re-exported here. This module is the offline tool: `conjugate_example`,
+`kerasvid.data.inpaint`. This module is the offline tool: `conjugate_example`,
 `make_conjugate_records` and `main` (the `kerasvid conjugates` command) work on kerasvid records
 (`kerasvid.data.schema`) and write the conjugate records in shards that mirror the input shards record for record.
 The training pairs are read by `kerasvid.data.conjugate_pairs.pair_dataset`.
@@ -24,9 +24,7 @@ import sys
 
 import numpy as np
 
-# The image-level names, re-exported so that `kerasvid.data.conjugates.conjugate_frame` etc. keep working.
-from kerasvid.data.inpaint import (BLENDS, FILLS, UNITS, box_mask, clip_boxes, conjugate_clip,  # noqa: F401
-                                   conjugate_frame, poisson_blend)
+from kerasvid.data.inpaint import BLENDS, FILLS, UNITS, clip_boxes, conjugate_frame
 
 MANIFEST = "conjugates.json"
 # Context keys added to a conjugate record (readers that do not know them ignore them).

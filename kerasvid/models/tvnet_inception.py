@@ -9,8 +9,6 @@ import numpy as np
 
 from kerasvid.backbones.bn_inception import bn_inception_features
 from kerasvid.layers.tvnet import TVNet
-# ScoreFusion and StackFlows were defined here before kerasvid/layers/two_stream.py; the names stay importable from
-# here for compatibility (`kerasvid.models.tvnet_inception.StackFlows`); other callers use kerasvid.layers.two_stream.
 from kerasvid.layers.two_stream import ScoreFusion, StackFlows
 from kerasvid.models import common
 from kerasvid.models.registry import register_model

@@ -30,9 +30,6 @@ from kerasvid.training import checkpoints as checkpoints_lib
 from kerasvid.training import schedules
 from kerasvid.training import strategy as strategy_lib
 from kerasvid.training import summaries as summaries_lib
-# Defined here before kerasvid/training/config.py: kept for compatibility (`from kerasvid.training.loop import
-# TrainConfig`); the package imports them from kerasvid.training.config.
-from kerasvid.training.config import MIXED_PRECISION, TrainConfig  # noqa: F401
 
 REFERENCE_STEPS = 10  # the divergence test compares each loss with the median loss of the run's first steps
 LONG_STEP_SECONDS = 10.0  # steps (and evaluations) slower than this, and 5x the median, are logged
@@ -424,18 +421,12 @@ class Trainer:
         self._stat_names = sorted(concrete.structured_outputs[1])
         self._metric_state = tf.Variable(tf.zeros([1 + len(self._stat_names), 2]), trainable=False,
                                          name="metric_state")
-        reference = {"reference_losses": self._reference_losses, "reference_count": self._reference_count}
-        latest = tf.train.latest_checkpoint(self.model_dir)
-        if latest and "reference_count/.ATTRIBUTES/VARIABLE_VALUE" not in \
-                tf.train.load_checkpoint(latest).get_variable_to_shape_map():
-            # A run started before the divergence reference existed: resume it, measuring the reference afresh.
-            logging.info("%s has no divergence reference; it is measured on the next %d steps.", latest,
-                         REFERENCE_STEPS)
-            reference = {}
         ckpt = checkpoints_lib.Checkpointer(self.model_dir, self.strategy, cfg.keep_checkpoints, model=self.model,
                                             optimizer=self.optimizer, step=self.step,
                                             metric_state=self._metric_state, data=iterator,
-                                            rng=seed_generator_states(self.model), **reference,
+                                            rng=seed_generator_states(self.model),
+                                            reference_losses=self._reference_losses,
+                                            reference_count=self._reference_count,
                                             **self.task.checkpoint_objects())
         ckpt.restore()
         start = int(self.step.numpy())

@@ -7,8 +7,6 @@ from absl import logging
 from tensorflow.core.framework import summary_pb2
 
 from kerasvid import progress as progress_lib
-# clip_to_image_grid was defined here before kerasvid/viz.py: kept importable from here for compatibility.
-from kerasvid.viz import clip_to_image_grid  # noqa: F401
 
 
 def _plugin_metadata(plugin_name):
