@@ -49,7 +49,7 @@ def to_keras(key, array, kind, target_shape):
     return value
 
 
-def assign_state_dict(model, state, rename=None, optional=()):
+def assign_state_dict(model, state, rename=None, optional=(), keep=()):
     """Assigns a PyTorch state_dict to `model`'s layers by name (see the module docstring).
 
     Args:
@@ -60,6 +60,8 @@ def assign_state_dict(model, state, rename=None, optional=()):
         optional: PyTorch module names (e.g. the classifier) whose tensors load only where they fit: without its top
             the tensors stay unused; with a top of another width (fine-tuning) the Keras layer keeps its initial
             weights.
+        keep: Keras layer names the state_dict has no tensors for (parts of the Keras model the PyTorch module
+            does not have): they keep their weights.
 
     Returns:
         the number of tensors assigned.
@@ -71,6 +73,8 @@ def assign_state_dict(model, state, rename=None, optional=()):
     keras_to_torch = {v: k for k, v in (rename or {}).items()}
     updates, used = [], set()
     for layer in _layers_with_weights(model):
+        if layer.name in keep:
+            continue
         module = keras_to_torch.get(layer.name, layer.name)
         if module in optional and not _fits(layer, module, state):
             continue
