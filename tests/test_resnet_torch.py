@@ -102,3 +102,18 @@ def test_the_charades_resnet152_checkpoint_loads_whole_into_actor_observer(tmp_p
                                   np.transpose(state["conv1.weight"], (2, 3, 1, 0)))
     assert not np.any(model.get_layer("selector_first_fc").bias.numpy())  # the file has no selectors
     assert trunk.get_layer("conv1_bn").epsilon == 1e-5
+
+
+def test_presets_name_the_published_files_and_their_input(tmp_path, monkeypatch):
+    from kerasvid.weights import presets
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    charades = presets.weights_info("resnet152_charades")
+    assert charades.url.endswith("resnet_rgb.pth.tar?dl=1") and charades.file_hash == ""
+    # Dropbox's `?dl=1` is not part of the file name: the cached copy is resnet_rgb.pth.tar.
+    with pytest.raises(ValueError, match=f"put it at {tmp_path / 'models' / 'resnet_rgb.pth.tar'}\\."):
+        presets.weights_file("resnet152_charades", download=False)
+    assert presets.normalization_for_weights("/data/resnet_rgb.pth.tar") == "imagenet"
+    assert presets.normalization_for_weights("resnet50-0676ba61.pth") == "imagenet"
+    v1 = presets.weights_info("resnet50_imagenet1k_v1")
+    assert (v1.file_hash, v1.reported.split(" ")[1]) == ("sha256-prefix:0676ba61", "76.13")
