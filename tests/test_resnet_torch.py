@@ -2,7 +2,6 @@
 section 2): such a file implies torchvision's trunk ("v1.5": stride on the 3x3, no conv bias, BN eps 1e-5, PyTorch's
 symmetric padding), and the converted model computes what torchvision's module computed
 (tests/fixtures/torch_reference: real PyTorch float64 outputs with the stand-in weights of reference_weights.py)."""
-import importlib.util
 import os
 
 import numpy as np
@@ -10,16 +9,10 @@ import pytest
 
 from kerasvid import zoo
 from kerasvid.models.resnet_video import resnet_video
-from kerasvid.weights import torch_files, torchvision_resnet
+from kerasvid.weights import torch_files
+from tests.test_bn_inception_torch import _reference_weights
 
 HERE = os.path.join(os.path.dirname(__file__), "fixtures", "torch_reference")
-
-
-def _reference_weights():
-    spec = importlib.util.spec_from_file_location("reference_weights", os.path.join(HERE, "reference_weights.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 REF = _reference_weights()

@@ -90,9 +90,19 @@ def assign_state_dict(model, state, rename=None, optional=(), keep=()):
             used.add(key)
     unused = [k for k in state if k not in used and not k.endswith(_IGNORED)
               and k.rsplit(".", 1)[0] not in optional]
+    return assign_checked(updates, unused, state, "tensors of the state_dict", f"layer of {model.name!r}")
+
+
+def assign_checked(updates, unused, values, what, target):
+    """Assigns `updates` (pairs of Keras variable and value) once nothing in `unused` is left over.
+
+    Raises:
+        ValueError: "<n> <what> fit no <target>, e.g. [names] (shape ...)" when `unused` is not empty (nothing is
+            assigned then).
+    """
     if unused:
-        raise ValueError(f"{len(unused)} tensors of the state_dict fit no layer of {model.name!r}, e.g. "
-                         f"{unused[:3]} (shape {tuple(np.shape(state[unused[0]]))})")
+        raise ValueError(f"{len(unused)} {what} fit no {target}, e.g. {unused[:3]} "
+                         f"(shape {tuple(np.shape(values[unused[0]]))})")
     for variable, value in updates:
         variable.assign(value.astype(variable.dtype))
     return len(updates)

@@ -14,6 +14,8 @@ that fits no model variable (outside the optimizer's slots and the step counter)
 """
 import numpy as np
 
+from kerasvid.weights import convert
+
 # Variables a TF1 training checkpoint holds besides the model's: optimizer slots and step counters.
 OPTIMIZER_SLOTS = ("/Momentum", "/Adam", "/Adam_1", "/ExponentialMovingAverage", "/RMSProp", "/RMSProp_1")
 STEP_COUNTERS = ("batch", "global_step", "beta1_power", "beta2_power")
@@ -102,9 +104,5 @@ def assign_checkpoint(pairs, values, source, optional=()):
             raise ValueError(f"The checkpoint {str(source)!r} does not fit: {err} ({variable.path})") from err
         used.add(name)
     unused = [name for name in values if name not in used]
-    if unused:
-        raise ValueError(f"{len(unused)} variables of the checkpoint {str(source)!r} fit no Keras weight, e.g. "
-                         f"{unused[:3]} (shape {tuple(np.shape(values[unused[0]]))})")
-    for variable, value in updates:
-        variable.assign(value.astype(variable.dtype))
-    return len(updates)
+    return convert.assign_checked(updates, unused, values, f"variables of the checkpoint {str(source)!r}",
+                                  "Keras weight")

@@ -34,7 +34,8 @@ def is_torchvision_resnet(state):
 def torch_names(depth):
     """The rename table `{torchvision module: kerasvid layer}` of a ResNet-`depth` (see the module docstring)."""
     if depth not in BLOCKS:
-        raise ValueError(f"torchvision ResNet weights fit depth {sorted(BLOCKS)} (bottleneck blocks), got depth={depth}")
+        raise ValueError(f"torchvision ResNet weights fit depth {sorted(BLOCKS)} (bottleneck blocks), "
+                         f"got depth={depth}")
     names = {"conv1": "conv1_conv", "bn1": "conv1_bn", "fc": "predictions"}
     for s, blocks in enumerate(BLOCKS[depth], start=1):
         for b in range(blocks):
