@@ -169,3 +169,34 @@ def test_a_checkpoint_that_does_not_fit_is_refused_in_one_line(jester, model, tm
     assert all(np.array_equal(w.numpy(), b) for w, b in zip(model.weights, before))
     with pytest.raises(ValueError, match="variant='released_code'"):
         zoo.cpnet_resnet34(num_classes=27, input_shape=INPUT, weights=jester["zeroed_prefix"])
+
+
+def test_the_classifier_loads_only_where_it_fits():
+    """Fine-tuning from the Jester checkpoint: with another class count, or without a top, `fc` stays unused and the
+    classifier keeps its initial weights; every other variable must still fit."""
+    import keras
+
+    from kerasvid.weights import tf_checkpoint
+
+    rng = np.random.RandomState(5)
+    trunk, head = keras.layers.Dense(2, name="conv"), keras.layers.Dense(3, name="predictions")
+    trunk.build((None, 4))
+    head.build((None, 4))
+    pairs = [(trunk.kernel, "a/weights"), (trunk.bias, "a/biases"), (head.kernel, "fc/weights"),
+             (head.bias, "fc/biases")]
+    values = {"a/weights": rng.randn(1, 1, 4, 2), "a/biases": rng.randn(2), "fc/weights": rng.randn(4, 5),
+              "fc/biases": rng.randn(5)}
+    initial = head.kernel.numpy().copy()
+    assert tf_checkpoint.assign_checkpoint(pairs, values, "ck", optional=("fc/",)) == 2
+    np.testing.assert_array_equal(head.kernel.numpy(), initial)
+    np.testing.assert_allclose(trunk.kernel.numpy(), values["a/weights"][0, 0], rtol=1e-6)
+    assert tf_checkpoint.assign_checkpoint(pairs[:2], values, "ck", optional=("fc/",)) == 2  # no top
+    fitting = dict(values, **{"fc/weights": rng.randn(4, 3), "fc/biases": rng.randn(3)})
+    assert tf_checkpoint.assign_checkpoint(pairs, fitting, "ck", optional=("fc/",)) == 4
+    np.testing.assert_allclose(head.kernel.numpy(), fitting["fc/weights"], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"'fc/weights' of shape \(4, 5\) does not fit the Keras weight of shape "
+                                         r"\(4, 3\)"):
+        tf_checkpoint.assign_checkpoint(pairs, values, "ck")
+    with pytest.raises(ValueError, match=r"2 variables of the checkpoint 'ck' fit no Keras weight, e.g. "
+                                         r"\['fc/weights', 'fc/biases'\]"):
+        tf_checkpoint.assign_checkpoint(pairs[:2], values, "ck")
