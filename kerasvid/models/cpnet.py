@@ -220,7 +220,7 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
         raise ValueError(f"CPNet needs a static number of frames >= 2 (correspondences link frames), got "
                          f"input_shape={tuple(input_shape)!r}")
     insertions = {p: _cp_factory(placement, k, p, chunk_size, coordinate_scale) for p in placement.points}
-    tf1 = weights is not None and not str(weights).endswith(".h5") and common.is_tf_checkpoint(weights)
+    tf1 = weights is not None and common.is_tf_checkpoint(weights)
     if tf1 and variant != "released_code":
         raise ValueError(f"The CPNet authors' TF1 checkpoints go with their released code: pass "
                          f"variant='released_code' (got variant={variant!r}) to load {str(weights)!r}")
