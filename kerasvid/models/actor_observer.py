@@ -13,6 +13,7 @@ from kerasvid.backbones import resnet
 from kerasvid.layers.heads import PairwiseDistance, SelectorScale
 from kerasvid.models import common
 from kerasvid.models.registry import register_model
+from kerasvid.weights import torchvision_resnet
 
 _PAPER = "Sigurdsson et al., CVPR 2018 (Actor and Observer)"
 VARIANTS = ("share", "noshare")
@@ -21,7 +22,7 @@ INPUT_NAMES = ("first_person", "third_person", "first_person_negative")
 
 def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224, 3), include_top=True,
                            weights=None, pooling="avg", dropout_rate=0.0, classifier_activation=None,
-                           variant="share", stem_stride=None, trunk=None, name=None):
+                           variant="share", stem_stride=None, trunk=None, name=None, **trunk_options):
     """Builds the three-stream actor-observer network on a shared ResNet trunk of any depth.
 
     Args:
@@ -29,7 +30,11 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
         num_classes: None (triplets only) or the width of the third-person classifier (157 for Charades).
         input_shape: `(T, H, W, C)` of each stream; the paper uses single frames, `T = 1`.
         include_top: add the classifier when `num_classes` is given.
-        weights: None, "imagenet" (keras.applications ResNet weights into the trunk) or a `.weights.h5` path.
+        weights: None, "imagenet" (keras.applications ResNet weights into the trunk), a `.weights.h5` path, or a
+            `.pth` / `.pth.tar` file in torchvision's ResNet layout (torchvision's ImageNet ResNet-152, or the Charades
+            ResNet-152 `resnet_rgb.pth.tar` the authors start from): the trunk is then built in that layout
+            (`kerasvid.weights.torchvision_resnet`), its tensors load into the trunk and `fc` into the classifier
+            where the class counts agree (157); the selectors keep their initial weights.
         pooling: "avg" (the trunk's pooled 2048-d feature, as in the paper).
         dropout_rate: dropout before the classifier.
         classifier_activation: None (logits) or e.g. "softmax".
@@ -39,6 +44,8 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
             features, shared by the three streams (e.g. a small CNN for synthetic experiments); `depth`,
             `stem_stride` and `weights="imagenet"` then do not apply.
         name: model name.
+        **trunk_options: layout options of `kerasvid.backbones.resnet.resnet_features` (`stride_on_3x3`, `padding`,
+            `use_bias`, `bn_epsilon`); torchvision weights imply theirs.
 
     Returns:
         A `keras.Model` taking the list `[x, y, z]` (inputs named "first_person", "third_person",
@@ -54,18 +61,22 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
         raise ValueError(f"`variant` must be one of {VARIANTS}, got variant={variant!r}")
     input_shape = tuple(input_shape)
     default_name = "actor_observer" if trunk is not None else f"actor_observer_resnet{depth}"
+    torch_state = None
     if trunk is None:
+        trunk_options, torch_state = torchvision_resnet.layout_for_weights(weights, depth, trunk_options)
         if stem_stride is None:
             stem_stride = resnet.default_stem_stride(input_shape)
         resnet.check_spatial_size(input_shape, stem_stride)
         frames = keras.Input(input_shape, name="frames")
-        features = resnet.resnet_features(frames, depth, stem_stride=stem_stride)["res5"]
+        features = resnet.resnet_features(frames, depth, stem_stride=stem_stride, **trunk_options)["res5"]
         pooled = keras.layers.GlobalAveragePooling3D(name="avg_pool")(features)
         trunk = keras.Model(frames, pooled, name="trunk")
     elif not isinstance(trunk, keras.Model) or len(trunk.outputs) != 1 or len(trunk.outputs[0].shape) != 2:
         raise ValueError(f"`trunk` must be a keras.Model with one [B, D] output, got {trunk!r}")
     elif weights == "imagenet":
         raise ValueError("weights='imagenet' needs the ResNet trunk, got a custom `trunk`")
+    elif trunk_options:
+        raise ValueError(f"The trunk options {sorted(trunk_options)} apply to the ResNet trunk, got a custom `trunk`")
 
     inputs = [keras.Input(input_shape, name=key) for key in INPUT_NAMES]
     fx, fy, fz = (trunk(x) for x in inputs)
@@ -92,6 +103,9 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
     if weights == "imagenet":
         resnet.check_imagenet_weights(depth, input_shape)
         resnet.load_imagenet_weights(trunk, depth)
+    elif torch_state is not None:
+        heads = [layer.name for layer in model.layers if layer.weights and layer.name not in ("trunk", "predictions")]
+        torchvision_resnet.load_torchvision_resnet(model, torch_state, depth, weights, keep=heads)
     else:
         common.load_model_weights(model, weights)
     return model

@@ -13,14 +13,22 @@ Two variants of the CP placement (the supplement's §B, §D, §E vs the authors'
 | 18 | released_code | res3_0-1, res4_0-1 (4) | 8 | C/4, C/2 | - | 2 |
 | 34 | released_code | res3_2-3, res4_3-5 (5) | 8 | C/4, C/2 | - | 2 |
 | 101 | released_code | res3_2-3, res4_20-22 (5) | 4 | C/8 | C/8 | 2 |
+
+The authors' two published checkpoints (ResNet-34 on Jester at 112 px and on Something-Something v2 at 224 px, TF1
+`tf.train.Saver` files) load with `weights=<checkpoint prefix>` into `variant="released_code"`: the trunk is then
+built as their TF1 graph computes (`TF1_LAYOUT`: TF "SAME" padding of the stem conv and max pool too, BatchNorm
+epsilon 1e-3; convs with a bias, as kerasvid's default) and every variable is mapped by name (`tf1_variable_names`).
 """
 import dataclasses
+import re
 from typing import Optional, Tuple
 
 from kerasvid.layers.cp_module import CPModule
 from kerasvid.layers.non_local import NonLocalBlock
+from kerasvid.models import common
 from kerasvid.models.registry import register_model
 from kerasvid.models.resnet_video import resnet_video
+from kerasvid.weights import tf_checkpoint
 
 _PAPER = "Liu, Lee, Jin, CVPR 2019 (CPNet)"
 _NL_PAPER = "Wang et al., CVPR 2018 (non-local), NL C2D baseline of CPNet supp. Table 1"
@@ -64,6 +72,98 @@ PLACEMENTS = {
 }
 
 
+# The trunk options that reproduce the CPNet authors' TF1 graph (shared/reference/cpnet_checkpoints/conventions.md):
+# `tf_util.conv3d`'s SAME padding everywhere (the 224 model's 7x7/2 stem pads 2 before / 3 after, the 3x3/2 max pool
+# 0 / 1) and `tf.contrib.layers.batch_norm`'s default epsilon. The CP modules' own epsilon (1e-3) and TF1 legacy
+# bilinear resize are `CPModule`'s defaults.
+TF1_LAYOUT = {"padding": "tf", "bn_epsilon": 1e-3}
+_TF1_BLOCK_CONVS = {"0": "convshortcut", "1": "conv1", "2": "conv2"}
+_TF1_SUFFIXES = {"kernel": "weights", "bias": "biases", "gamma": "gamma", "beta": "beta", "moving_mean": "moving_mean",
+                 "moving_variance": "moving_variance"}
+
+
+def _tf1_scope(layer_name):
+    """The TF1 scope of a trunk / head layer: conv1_conv -> conv0, conv3_block1_0_bn -> group1/block0/convshortcut/bn,
+    predictions -> fc; None for a layer the authors' graph does not have."""
+    if layer_name == "predictions":
+        return "fc"
+    match = re.fullmatch(r"conv1_(conv|bn)", layer_name)
+    if match:
+        return "conv0" + ("/bn" if match[1] == "bn" else "")
+    match = re.fullmatch(r"conv(\d)_block(\d+)_([012])_(conv|bn)", layer_name)
+    if match:
+        scope = f"group{int(match[1]) - 2}/block{int(match[2]) - 1}/{_TF1_BLOCK_CONVS[match[3]]}"
+        return scope + ("/bn" if match[4] == "bn" else "")
+    return None
+
+
+def _cp_module_scopes(layer):
+    """(sub-layer, TF1 scope) of one CP module named `res{s}_{b}_insert`: its MLP convs `pointnet/conv{i}` (+ `/bn`),
+    `pointnet/conv_final` and `pointnet/bn_final` (the authors' `cp_module` scopes)."""
+    match = re.fullmatch(r"res(\d)_(\d+)_insert", layer.name)
+    if match is None or layer.bottleneck:
+        raise ValueError(f"The CP module {layer.name!r} has no counterpart in the CPNet authors' ResNet-34 graph "
+                         f"(named res<stage>_<block>_insert, without a bottleneck)")
+    scope = f"group{int(match[1]) - 2}/block{match[2]}/pointnet"
+    subs = [(conv, f"{scope}/conv{i}") for i, conv in enumerate(layer.mlp_convs)]
+    subs += [(bn, f"{scope}/conv{i}/bn") for i, bn in enumerate(layer.mlp_bns)]
+    return subs + [(layer.final_conv, f"{scope}/conv_final"), (layer.final_bn, f"{scope}/bn_final")]
+
+
+def tf1_variable_names(model):
+    """Every weight of a CPNet built with `TF1_LAYOUT` paired with the authors' TF1 variable name.
+
+    `conv1_conv` -> `conv0/{weights, biases}`, `conv1_bn` -> `conv0/bn/{gamma, beta, moving_mean, moving_variance}`,
+    `conv{s}_block{b}_{1|2|0}_conv` -> `group{s-2}/block{b-1}/{conv1|conv2|convshortcut}` (its BN under `/bn`), the CP
+    module at `res{s}_{b}` -> `group{s-2}/block{b}/pointnet/...`, `predictions` -> `fc`.
+
+    Returns:
+        list of `(keras_variable, checkpoint_name)`, one per model weight.
+
+    Raises:
+        ValueError: a layer the authors' graph does not have (naming it).
+    """
+    pairs = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if isinstance(layer, CPModule):
+            subs = _cp_module_scopes(layer)
+        else:
+            scope = _tf1_scope(layer.name)
+            if scope is None:
+                raise ValueError(f"The layer {layer.name!r} of {model.name!r} has no counterpart in the CPNet "
+                                 f"authors' TF1 graph")
+            subs = [(layer, scope)]
+        pairs += [(v, f"{scope}/{_TF1_SUFFIXES[v.name]}") for sub, scope in subs for v in sub.weights]
+    missed = {id(v) for v in model.weights} - {id(v) for v, _ in pairs}
+    if missed:
+        raise ValueError(f"{len(missed)} weights of {model.name!r} have no TF1 name")
+    return pairs
+
+
+def load_tf1_checkpoint(model, prefix):
+    """Loads one of the CPNet authors' TF1 checkpoints into `model` (a `cpnet_resnet34(variant="released_code")`
+    built with `TF1_LAYOUT`; `cpnet_resnet34(..., weights=prefix)` does both).
+
+    Args:
+        model: the Keras CPNet.
+        prefix: the checkpoint prefix, e.g. `.../log_jester_c2d_resnet34_cp_112_24_1_train/model-4.ckpt`; the
+            optimizer's `*/Momentum` slots and the step counter `batch` are ignored.
+
+    Returns:
+        the number of variables assigned (308 for the published ResNet-34 checkpoints with the top of their class
+        count; without a top, or with a top of another width (fine-tuning), `fc` stays unused and the classifier
+        keeps its initial weights: 306).
+
+    Raises:
+        ValueError: a checkpoint that does not fit (one line naming the first variable and both shapes); the model
+            is left as it was.
+    """
+    return tf_checkpoint.assign_checkpoint(tf1_variable_names(model), tf_checkpoint.read_checkpoint(prefix), prefix,
+                                           optional=("fc/",))
+
+
 def cp_placement(depth, variant="paper"):
     """Returns the `CPPlacement` of a CPNet ResNet-`depth` in `variant` ("paper" or "released_code")."""
     if variant not in VARIANTS:
@@ -98,6 +198,8 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
         num_classes, input_shape, include_top, weights, pooling, dropout_rate, classifier_activation: as in
             `kerasvid.models.resnet_video.resnet_video` (keras.applications style). `input_shape` is
             `(T, H, W, C)` with static `T >= 2`; 112-pixel inputs get stem stride 1, 224-pixel inputs stride 2.
+            `weights` may also be the prefix of one of the CPNet authors' TF1 checkpoints (variant
+            "released_code"; see the module docstring and `load_tf1_checkpoint`).
         variant: "paper" (the supplement's placement, default) or "released_code" (the reference code's).
         k: overrides the number of correspondence proposals of every module.
         stem_stride: overrides the stem stride (1 or 2).
@@ -118,10 +220,17 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
         raise ValueError(f"CPNet needs a static number of frames >= 2 (correspondences link frames), got "
                          f"input_shape={tuple(input_shape)!r}")
     insertions = {p: _cp_factory(placement, k, p, chunk_size, coordinate_scale) for p in placement.points}
-    return resnet_video(depth=depth, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
-                        weights=weights, pooling=pooling, dropout_rate=dropout_rate,
-                        classifier_activation=classifier_activation, stem_stride=stem_stride, insertions=insertions,
-                        name=name or f"cpnet_resnet{depth}")
+    tf1 = weights is not None and common.is_tf_checkpoint(weights)
+    if tf1 and variant != "released_code":
+        raise ValueError(f"The CPNet authors' TF1 checkpoints go with their released code: pass "
+                         f"variant='released_code' (got variant={variant!r}) to load {str(weights)!r}")
+    model = resnet_video(depth=depth, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
+                         weights=None if tf1 else weights, pooling=pooling, dropout_rate=dropout_rate,
+                         classifier_activation=classifier_activation, stem_stride=stem_stride, insertions=insertions,
+                         name=name or f"cpnet_resnet{depth}", **(TF1_LAYOUT if tf1 else {}))
+    if tf1:
+        load_tf1_checkpoint(model, weights)
+    return model
 
 
 # The three depths below repeat one keyword call on purpose (keras.applications' ResNet50/ResNet101 style): each is

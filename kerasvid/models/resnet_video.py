@@ -8,6 +8,7 @@ import keras
 from kerasvid.backbones import resnet
 from kerasvid.models import common
 from kerasvid.models.registry import register_model
+from kerasvid.weights import torchvision_resnet
 
 _C2D_PAPER = "Liu et al., CVPR 2019 (CPNet), C2D baseline"
 _C3D_PAPER = "Liu et al., CVPR 2019 (CPNet), C3D baseline (Tran et al. 2018)"
@@ -24,7 +25,9 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
         input_shape: `(T, H, W, C)`; `T` may be None. H and W must be multiples of 16 x stem stride.
         include_top: whether to add the pooling + dropout + dense head.
         weights: None, "imagenet" (depth 50/101/152: keras.applications ImageNet weights, transferred and, for
-            temporal kernels > 1, inflated) or the path to a `.weights.h5` file of this exact model.
+            temporal kernels > 1, inflated), the path to a `.weights.h5` file of this exact model, or (depth
+            50/101/152) a `.pth` / `.pth.tar` / `.safetensors` file in torchvision's ResNet layout, which implies
+            its trunk options (`kerasvid.weights.torchvision_resnet.LAYOUT`).
         pooling: pooling of the features when include_top=False: "avg", "max" or None (the res5 map).
         dropout_rate: dropout before the classifier (0.5 in the CPNet reference).
         classifier_activation: None for logits, or e.g. "softmax".
@@ -41,6 +44,7 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
         A `keras.Model`.
     """
     common.validate_common_args(num_classes, include_top, weights, pooling, dropout_rate, classifier_activation)
+    trunk_options, torch_state = torchvision_resnet.layout_for_weights(weights, depth, trunk_options)
     input_shape = tuple(input_shape)
     if stem_stride is None:
         stem_stride = resnet.default_stem_stride(input_shape)
@@ -56,6 +60,8 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
     model = keras.Model(inputs, outputs, name=name or f"resnet{depth}_video")
     if weights == "imagenet":
         resnet.load_imagenet_weights(model, depth)
+    elif torch_state is not None:
+        torchvision_resnet.load_torchvision_resnet(model, torch_state, depth, weights)
     else:
         common.load_model_weights(model, weights)
     return model

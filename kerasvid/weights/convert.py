@@ -49,7 +49,7 @@ def to_keras(key, array, kind, target_shape):
     return value
 
 
-def assign_state_dict(model, state, rename=None, optional=()):
+def assign_state_dict(model, state, rename=None, optional=(), keep=()):
     """Assigns a PyTorch state_dict to `model`'s layers by name (see the module docstring).
 
     Args:
@@ -60,6 +60,8 @@ def assign_state_dict(model, state, rename=None, optional=()):
         optional: PyTorch module names (e.g. the classifier) whose tensors load only where they fit: without its top
             the tensors stay unused; with a top of another width (fine-tuning) the Keras layer keeps its initial
             weights.
+        keep: Keras layer names the state_dict has no tensors for (parts of the Keras model the PyTorch module
+            does not have): they keep their weights.
 
     Returns:
         the number of tensors assigned.
@@ -71,6 +73,8 @@ def assign_state_dict(model, state, rename=None, optional=()):
     keras_to_torch = {v: k for k, v in (rename or {}).items()}
     updates, used = [], set()
     for layer in _layers_with_weights(model):
+        if layer.name in keep:
+            continue
         module = keras_to_torch.get(layer.name, layer.name)
         if module in optional and not _fits(layer, module, state):
             continue
@@ -86,9 +90,19 @@ def assign_state_dict(model, state, rename=None, optional=()):
             used.add(key)
     unused = [k for k in state if k not in used and not k.endswith(_IGNORED)
               and k.rsplit(".", 1)[0] not in optional]
+    return assign_checked(updates, unused, state, "tensors of the state_dict", f"layer of {model.name!r}")
+
+
+def assign_checked(updates, unused, values, what, target):
+    """Assigns `updates` (pairs of Keras variable and value) once nothing in `unused` is left over.
+
+    Raises:
+        ValueError: "<n> <what> fit no <target>, e.g. [names] (shape ...)" when `unused` is not empty (nothing is
+            assigned then).
+    """
     if unused:
-        raise ValueError(f"{len(unused)} tensors of the state_dict fit no layer of {model.name!r}, e.g. "
-                         f"{unused[:3]} (shape {tuple(np.shape(state[unused[0]]))})")
+        raise ValueError(f"{len(unused)} {what} fit no {target}, e.g. {unused[:3]} "
+                         f"(shape {tuple(np.shape(values[unused[0]]))})")
     for variable, value in updates:
         variable.assign(value.astype(variable.dtype))
     return len(updates)

@@ -58,6 +58,14 @@ _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/resn
 _CPNET = ("Liu et al., CPNet authors (github.com/xingyul/cpnet); TF1 tf.train.Saver checkpoints in the Google Drive "
           "folders linked from its README")
 _I3D = "DeepMind kinetics-i3d (github.com/deepmind/kinetics-i3d), TF1 checkpoints under data/checkpoints/"
+_CPNET_LOADER = ('cpnet_resnet34(variant="released_code", weights=<checkpoint prefix>) '
+                 "(kerasvid.models.cpnet.load_tf1_checkpoint; TF SAME padding, BN eps 1e-3)")
+_CPNET_REPORTED = ("the paper's CPNet ResNet-34: val top-1 ~{} (as noted in the project's reference notes; 24 frames, "
+                   "8 clips x 6 crops; not re-measured for this checkpoint)")
+_TORCHVISION_IMAGENET = ("RGB on [0, 1], resize {} (bilinear), centre crop 224x224, mean (0.485, 0.456, 0.406), "
+                         "std (0.229, 0.224, 0.225) (torchvision's ImageClassification transforms)")
+_TORCHVISION_LOADER = ("weights=<file>.pth (kerasvid.weights.torchvision_resnet: implies stride_on_3x3, torch "
+                       "padding, no conv bias, BN eps 1e-5)")
 
 _WEIGHTS = [
     WeightsInfo(
@@ -84,6 +92,35 @@ _WEIGHTS = [
         ("r2plus1d_18", "91a641e6", "r2plus1d_resnet18", 67.46))
 ] + [
     WeightsInfo(
+        f"resnet{depth}_imagenet1k_{version}", models,
+        f"torchvision.models ResNet{depth}_Weights.IMAGENET1K_{version.upper()} (He et al. 2016, torchvision's "
+        f"'v1.5' layout: stride on the 3x3 conv)",
+        f"https://download.pytorch.org/models/resnet{depth}-{prefix}.pth", f"sha256-prefix:{prefix}",
+        "BSD-3-Clause (torchvision code; ImageNet terms of access for the data)", "ImageNet-1k", "imagenet",
+        _TORCHVISION_IMAGENET.format(256 if version == "v1" else 232),
+        f"top-1 {top1} (torchvision docs: ImageNet-1k val, single centre crop)", _TORCHVISION_LOADER)
+    for depth, version, prefix, top1, models in (
+        (50, "v1", "0676ba61", 76.13, ("c2d_resnet50",)),
+        (50, "v2", "11ad3fa6", 80.858, ("c2d_resnet50",)),
+        (101, "v1", "63fe2227", 77.374, ("c2d_resnet101",)),
+        (101, "v2", "cd907fc2", 81.886, ("c2d_resnet101",)),
+        (152, "v1", "394f9c45", 78.312, ("actor_observer_resnet152",)),
+        (152, "v2", "f82ba261", 82.284, ("actor_observer_resnet152",)))
+] + [
+    WeightsInfo(
+        "resnet152_charades", ("actor_observer_resnet152",),
+        "gsig/charades-algorithms (Sigurdsson et al.), exp/rgbnet_resnet.py: torchvision ResNet-152 fine-tuned on "
+        "Charades frames (the start of Actor-Observer's third_to_first_person.py)",
+        "https://www.dropbox.com/s/iy9fmk0r1a3edoz/resnet_rgb.pth.tar?dl=1", "",
+        "not stated by the publisher (no license file in gsig/charades-algorithms); Charades terms for the data",
+        "Charades v1, 157 classes (RGB frames at 24 fps)", "imagenet",
+        "RGB on [0, 1], resize 256, centre crop 224, ImageNet mean (0.485, 0.456, 0.406) / std (0.229, 0.224, "
+        "0.225); video score from 25 frames evenly spaced",
+        "22.8% mAP (charades-algorithms get_alreadytrained.sh, Charades v1 validation, charades_v1_classify.m)",
+        "actor_observer_resnet152(num_classes=157, weights=<file>.pth.tar) (kerasvid.weights.torchvision_resnet: "
+        "state_dict with module. prefixes)"),
+] + [
+    WeightsInfo(
         "bn_inception_imagenet", ("bn_inception",), "pretrainedmodels (Cadene), BN-Inception ported from Caffe "
         "(the ImageNet start of TSN and of TVNet's two-stream nets)",
         "http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth", "",
@@ -94,12 +131,12 @@ _WEIGHTS = [
         "cpnet_resnet34_jester", ("cpnet_resnet34",), _CPNET, "", "", "CC BY-NC-SA 4.0 (their code)",
         "20BN-Jester v1, 27 classes, 24 frames step 1 at 112x112", "imagenet",
         "RGB (x / 255 - ImageNet mean) / ImageNet std; eval short side 112, 8 clips x 6 crops (fcn 6)",
-        "", "names and shapes in shared/reference/cpnet_checkpoints; no converter yet"),
+        _CPNET_REPORTED.format(96.7), _CPNET_LOADER),
     WeightsInfo(
         "cpnet_resnet34_ssv2", ("cpnet_resnet34",), _CPNET, "", "", "CC BY-NC-SA 4.0 (their code)",
         "Something-Something v2, 174 classes, 24 frames step 2 at 224x224", "imagenet",
         "RGB (x / 255 - ImageNet mean) / ImageNet std; eval short side 224, 8 clips x 6 crops (fcn 6)",
-        "", "names and shapes in shared/reference/cpnet_checkpoints; no converter yet"),
+        _CPNET_REPORTED.format("57.7 (top-5 ~84.0)"), _CPNET_LOADER),
 ] + [
     WeightsInfo(
         f"i3d_kinetics_{layout}", ("i3d", "i3d_action_context"), _I3D, "", "", "Apache-2.0",
@@ -112,7 +149,12 @@ _WEIGHTS = [
     for layout in ("rgb_imagenet", "rgb_scratch", "flow_imagenet", "flow_scratch", "rgb_scratch_kin600")
 ]
 _BY_NAME = {w.name: w for w in _WEIGHTS}
-_BY_FILE_NAME = {w.url.rsplit("/", 1)[-1]: w for w in _WEIGHTS if w.url}
+def _file_name(url):
+    """The file name of a published URL (a query such as Dropbox's `?dl=1` is not part of it)."""
+    return url.split("?", 1)[0].rsplit("/", 1)[-1]
+
+
+_BY_FILE_NAME = {_file_name(w.url): w for w in _WEIGHTS if w.url}
 assert len(_BY_NAME) == len(_WEIGHTS)
 
 
@@ -188,7 +230,7 @@ def weights_file(name, download=True):
     if not info.url:
         raise ValueError(f"The weights {name!r} are not one public file ({info.source}); load them with "
                          f"{info.loader or 'their converter'}.")
-    filename = info.url.rsplit("/", 1)[-1]
+    filename = _file_name(info.url)
     path = os.path.join(_keras_home(), "models", filename)
     if not os.path.exists(path):
         where = f"download {info.url} and put it at {path}"
