@@ -505,8 +505,9 @@ def _parse_args(argv):
     flags.DEFINE_integer("num_crops", 1, "crops per clip", flag_values=fv)
     flags.DEFINE_string("image_size", "224,224", "H,W", flag_values=fv)
     flags.DEFINE_integer("short_side", 0, "resize target (default: crop / 0.875)", flag_values=fv)
-    flags.DEFINE_string("normalization", "imagenet", "normalisation preset of kerasvid.data.preprocess",
-                        flag_values=fv)
+    flags.DEFINE_string("normalization", "auto", "normalisation preset of kerasvid.data.preprocess; auto: the "
+                        "one the --checkpoint's run trained with, else the one --weights expect (caffe for "
+                        "imagenet, a published file's own), else imagenet", flag_values=fv)
     flags.DEFINE_enum("pool", "none", ["none", "avg"], "none (the endpoint's map) or avg (mean over every axis but "
                       "channels)", flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "views per model call", flag_values=fv)
@@ -530,6 +531,28 @@ def _parse_args(argv):
     return args
 
 
+def resolve_normalization(normalization, weights=None, checkpoint=None):
+    """The preset `kerasvid extract` feeds: `normalization` itself unless it is "auto"; then the preset the
+    `checkpoint`'s training run recorded (its `--normalization`, or what its weights implied), else the one
+    `weights` implies (`kerasvid.weights.presets.normalization_for_weights`: "caffe" for "imagenet", a published
+    file's own), else "imagenet"."""
+    from kerasvid.weights import presets
+
+    if normalization != "auto":
+        return normalization
+    if checkpoint and os.path.isdir(checkpoint):
+        from kerasvid.data import discovery
+
+        run_flags = discovery.read_run_config(checkpoint).get("flags", {})
+        recorded = run_flags.get("normalization")
+        if recorded and recorded != "auto":
+            return recorded
+        run_weights = _literal_kwargs(str(run_flags.get("model_kwargs") or "")).get("weights")
+        if recorded == "auto" and run_weights:
+            return presets.normalization_for_weights(run_weights)
+    return presets.normalization_for_weights(weights or None)
+
+
 def _literal_kwargs(text):
     """--model_kwargs as `kerasvid train` reads it (`command_flags.parse_kwargs`: literals, bare words are
     strings), so that a run's recorded model_kwargs build the same model here."""
@@ -544,11 +567,12 @@ def main(argv=None):
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     try:
         items = list_inputs(args.videos, args.records)
+        normalization = resolve_normalization(args.normalization, args.weights, args.checkpoint)
         model = build_model(args.model, args.weights or None, args.num_frames, args.image_size,
                             args.num_classes or None, _literal_kwargs(args.model_kwargs), args.checkpoint or None)
         extractor = FeatureExtractor(
             model, args.endpoint, args.output_dir, args.num_frames, args.stride, args.num_clips, args.sampler,
-            args.num_crops, args.image_size, args.normalization, args.short_side or None, args.pool, args.format,
+            args.num_crops, args.image_size, normalization, args.short_side or None, args.pool, args.format,
             args.batch_size, settings={"model": args.model or model.name, "weights": args.weights,
                                        "checkpoint": resolve_checkpoint(args.checkpoint) if args.checkpoint else ""})
         manifest = extractor.run(items)

@@ -221,3 +221,20 @@ def test_video_files_count_without_a_header_count_and_name_bad_files(tmp_path):
         container.start_encoding()
     with pytest.raises(ValueError, match=re.escape(f"{empty!r} has no video frames")):
         list(extract.video_file_clip_batches(empty, T))
+
+
+def test_normalization_auto_follows_the_run_then_the_weights(tmp_path):
+    """--normalization=auto (the default): the checkpoint's run's own preset, else what --weights imply."""
+    from kerasvid.extract import resolve_normalization
+
+    assert resolve_normalization("auto") == "imagenet"
+    assert resolve_normalization("auto", "imagenet") == "caffe"  # keras.applications ResNets
+    assert resolve_normalization("auto", "/w/r3d_18-b3b3357e.pth") == "torchvision_video"
+    assert resolve_normalization("zero_one", "imagenet") == "zero_one"  # an explicit preset wins
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_config.json").write_text(json.dumps({"flags": {"normalization": "minus_one_one"}}))
+    assert resolve_normalization("auto", "imagenet", str(run)) == "minus_one_one"
+    (run / "run_config.json").write_text(json.dumps(
+        {"flags": {"normalization": "auto", "model_kwargs": "weights='imagenet'"}}))
+    assert resolve_normalization("auto", None, str(run)) == "caffe"
