@@ -534,7 +534,8 @@ def _run_modes(modes, strategy, task, train_config, export_dir):
             produced["align"] = _align(task, trainer, restore="train" not in produced)
     if "eval" in produced and trainer.chief:
         r = produced["eval"]
-        summary = ", ".join(f"{k}={r[k]:.4f}" for k in ("top1", "top5", "map") if k in r)
+        shown = ("top1", "top5", "map", "triplet_accuracy", "weighted_triplet_accuracy")
+        summary = ", ".join(f"{k}={r[k]:.4f}" for k in shown if k in r)
         if r.get("num_nonfinite"):
             summary += f", {r['num_nonfinite']} NaN/inf predictions (counted as misses)"
         print(f"Evaluation at step {r['step']} on {r['num_examples']} videos: {summary} "
