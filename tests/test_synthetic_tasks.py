@@ -87,6 +87,17 @@ def test_synthetic_charades_ego_pairs_show_the_same_moment(tmp_path):
     assert open(paths["csv"]).read() == open(again["csv"]).read()
 
 
+@pytest.mark.parametrize("background", synthetic.BACKGROUNDS)
+def test_the_background_is_every_frame_without_its_digit(background):
+    clips = synthetic.render_moving_digits(3, 4, 5, 32, 32, seed=2, background=background)
+    scene = np.broadcast_to(clips["background"][:, None], clips["frames"].shape)
+    empty, ink = clips["alpha"] == 0, clips["alpha"] > 0.9
+    assert empty.mean() > 0.7 and ink.sum() > 30
+    np.testing.assert_array_equal(clips["frames"][empty], scene[empty])
+    # The digit (white, 217-255 per channel) over the background (at most 160 anywhere): far brighter.
+    assert (clips["frames"][ink].astype(int).min(-1) - scene[ink].astype(int).max(-1)).min() > 30
+
+
 def _records(pattern):
     return [ex for path in sorted(tf.io.gfile.glob(pattern)) for ex in schema.read_examples(path)]
 
@@ -134,6 +145,12 @@ def test_synthetic_conjugates_are_the_clips_without_their_digit(tmp_path):
     with pytest.raises(ValueError, match=r"holds synthetic data made with num_frames=6 \(this command: 8\)"):
         discovery.synthetic_data(data_dir, "factorization", num_classes=4, num_frames=8, size=48, train_videos=6,
                                  eval_videos=4, progress=False)
+    with pytest.raises(ValueError, match="need at least 4 frames, got num_frames=3 .--synthetic_frames"):
+        discovery.synthetic_data(str(tmp_path / "other"), "triplet", num_frames=3)
+    with pytest.raises(ValueError, match="makes data for the tasks classification, triplet, factorization, got "
+                                         "task='detection'"):
+        discovery.synthetic_data(str(tmp_path / "other"), "detection")
+    assert not os.path.exists(tmp_path / "other")
     with pytest.raises(ValueError, match="task='factorization' .this command: 'triplet'"):
         discovery.synthetic_data(data_dir, "triplet", num_classes=4, num_frames=6, size=48, train_videos=6,
                                  eval_videos=4, progress=False)

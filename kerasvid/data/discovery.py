@@ -129,8 +129,8 @@ def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames
         locations and sampling settings; `{}` for "classification") and "settings" (what `DONE` records).
 
     Raises:
-        ValueError: an unknown task, or `data_dir` holds a set written with other settings (it is never replaced:
-            a resumed run trains on the data it started with).
+        ValueError: an unknown task; fewer than 4 frames for "triplet"; `data_dir` holds a set written with other
+            settings (it is never replaced: a resumed run trains on the data it started with).
     """
     from kerasvid import progress as progress_lib
     from kerasvid.data import synthetic
@@ -144,6 +144,9 @@ def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames
     patterns = {key: os.path.join(data_dir, f"{split}-*-of-*.tfrecord")
                 for key, split in (("train_pattern", "train"), ("eval_pattern", "heldout"))}
     if task == "triplet":
+        if num_frames < 4:  # an anchor needs a negative more than num_frames // 4 frames from its positive
+            raise ValueError(f"The triplet task's synthetic videos need at least 4 frames, got num_frames="
+                             f"{num_frames} (--synthetic_frames).")
         patterns = {"train_pattern": "", "eval_pattern": ""}
         kwargs = {"frames_root": os.path.join(data_dir, "frames"), "train_csv": os.path.join(data_dir, "train.csv"),
                   "eval_csv": os.path.join(data_dir, "heldout.csv"),
@@ -160,7 +163,7 @@ def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames
             diff = ", ".join(f"{k}={found.get(k)!r} (this command: {v!r})" for k, v in settings.items()
                              if found.get(k) != v)
             raise ValueError(f"{data_dir!r} holds synthetic data made with {diff}; rerun with the settings it was "
-                             f"made with (run_config.json beside it records them), or use another --model_dir.")
+                             f"made with (its DONE file records them), or use another --model_dir.")
         return {**patterns, "task_kwargs": kwargs, "settings": settings}
     start = time.time()
     bar = progress_lib.Progress(train_videos + eval_videos, f"synthetic {task} data", unit="videos",
