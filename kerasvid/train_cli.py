@@ -304,7 +304,8 @@ def _discover_data():
         data = _usage(discovery.synthetic_data, os.path.join(FLAGS.model_dir, "data"), FLAGS.task,
                       num_classes=FLAGS.synthetic_classes, num_frames=FLAGS.synthetic_frames,
                       size=FLAGS.synthetic_size, train_videos=FLAGS.synthetic_train_videos,
-                      eval_videos=FLAGS.synthetic_eval_videos, seed=FLAGS.seed)
+                      eval_videos=FLAGS.synthetic_eval_videos, seed=FLAGS.seed,
+                      recorded=_usage(discovery.read_run_config, FLAGS.model_dir).get("synthetic"))
         replaced = [f"--{k}={getattr(FLAGS, k)!r}" for k in ("train_pattern", "eval_pattern") if getattr(FLAGS, k)]
         task_kwargs, keys = discovery.with_synthetic_task_kwargs(FLAGS.task, given, data["task_kwargs"])
         replaced += [f"{k}={given[k]!r}" for k in keys]

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 
 import keras
 import numpy as np
@@ -198,7 +199,6 @@ def _small_network(self):
 _small_network.built = []
 
 
-@pytest.mark.large  # three runs of train/main.py: about 20 s on 2 cores
 def test_actor_observer_recipe_trains_on_synthetic_pairs(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(TripletTask, "build_network", _small_network)
     run_dir = tmp_path / "run"
@@ -237,13 +237,19 @@ def test_actor_observer_recipe_trains_on_synthetic_pairs(tmp_path, monkeypatch, 
     expected = np.mean(np.linalg.norm(x - y, axis=1) < np.linalg.norm(y - z, axis=1))
     assert produced["eval"]["triplet_accuracy"] == pytest.approx(expected)
 
-    # A rerun resumes on the same data; a rerun asking for other data is refused before any work.
+    # A rerun resumes on the same data; a rerun asking for other data is refused before any work, also when the
+    # data are gone (run_config.json records them).
     stamp = os.path.getmtime(data / "DONE")
     with flagsaver.flagsaver():
-        assert _run([*args, "--train_steps=4", "--mode=train"])["train"] is not None
-        with pytest.raises(app.UsageError, match=r"num_frames=12 \(this command: 16\)"):
+        assert _run([*args, "--train_steps=4", "--mode=train"])["train"]["triplet_loss"] is not None
+        with pytest.raises(app.UsageError, match=r"holds synthetic data made with num_frames=12 \(this command: 16"):
             _run([*args, "--synthetic_frames=16"])
-    assert os.path.getmtime(data / "DONE") == stamp
+        assert os.path.getmtime(data / "DONE") == stamp
+        shutil.rmtree(data)
+        with pytest.raises(app.UsageError, match=r"records a run on synthetic data made with num_frames=12 \(this "
+                                                 r"command: 16\)"):
+            _run([*args, "--synthetic_frames=16"])
+    assert not data.exists()
 
 
 def _small_factorized(name, num_classes, input_shape, **kwargs):

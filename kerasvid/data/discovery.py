@@ -105,7 +105,7 @@ SYNTHETIC_LOCATIONS = {"triplet": ("frames_root", "train_csv", "eval_csv", "char
 
 
 def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames=16, size=64, train_videos=256,
-                   eval_videos=64, seed=0, progress=True):
+                   eval_videos=64, seed=0, progress=True, recorded=None):
     """Writes (once: a `DONE` file records the settings of a complete set) the synthetic moving-digits data of a
     task under `data_dir` and returns where it is, as the task's settings.
 
@@ -123,6 +123,8 @@ def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames
         train_videos, eval_videos: videos (pairs for "triplet") of the two splits.
         seed: the training split's seed (the held-out split uses `seed + 1000`).
         progress: report the videos written (`kerasvid.progress.Progress`: a bar, or log lines).
+        recorded: the settings an earlier run recorded (`run_config.json`'s "synthetic"): other settings are
+            refused even when `data_dir` is gone (the run's checkpoints were trained on that set).
 
     Returns:
         dict with "train_pattern", "eval_pattern" (records; "" for "triplet"), "task_kwargs" (the task's data
@@ -158,12 +160,14 @@ def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames
     else:
         kwargs = {}
     found = synthetic_settings(data_dir)
+    for earlier, where in ((found, f"{data_dir!r} holds synthetic data"),
+                           (recorded, "the run_config.json beside it records a run on synthetic data")):
+        if earlier and earlier != settings:
+            diff = ", ".join(f"{k}={earlier.get(k)!r} (this command: {v!r})" for k, v in settings.items()
+                             if earlier.get(k) != v)
+            raise ValueError(f"{where} made with {diff}; rerun with the settings it was made with, or use another "
+                             f"--model_dir.")
     if found is not None:
-        if found and found != settings:
-            diff = ", ".join(f"{k}={found.get(k)!r} (this command: {v!r})" for k, v in settings.items()
-                             if found.get(k) != v)
-            raise ValueError(f"{data_dir!r} holds synthetic data made with {diff}; rerun with the settings it was "
-                             f"made with (its DONE file records them), or use another --model_dir.")
         return {**patterns, "task_kwargs": kwargs, "settings": settings}
     start = time.time()
     bar = progress_lib.Progress(train_videos + eval_videos, f"synthetic {task} data", unit="videos",
