@@ -292,6 +292,17 @@ def _train_config(train_steps, lr_decay_steps, lr_boundaries, **overrides):
     return train_config
 
 
+def _recorded_run():
+    """The run_config.json of --model_dir (`{}` when there is none); UsageError when it is not valid JSON."""
+    from kerasvid.data import discovery
+
+    try:
+        return discovery.read_run_config(FLAGS.model_dir)
+    except ValueError as e:
+        raise app.UsageError(f"{os.path.join(FLAGS.model_dir, discovery.RUN_CONFIG)!r} is not valid JSON ({e}): "
+                             f"restore it, or use another --model_dir.")
+
+
 def _discover_data():
     """`(train_pattern, eval_pattern, label_names, task_kwargs)`: with --synthetic the task's data written first
     (`discovery.synthetic_data`; its locations replace a recipe's, with a warning), the class names from
@@ -305,7 +316,7 @@ def _discover_data():
                       num_classes=FLAGS.synthetic_classes, num_frames=FLAGS.synthetic_frames,
                       size=FLAGS.synthetic_size, train_videos=FLAGS.synthetic_train_videos,
                       eval_videos=FLAGS.synthetic_eval_videos, seed=FLAGS.seed,
-                      recorded=_usage(discovery.read_run_config, FLAGS.model_dir).get("synthetic"))
+                      recorded=_recorded_run().get("synthetic"))
         replaced = [f"--{k}={getattr(FLAGS, k)!r}" for k in ("train_pattern", "eval_pattern") if getattr(FLAGS, k)]
         task_kwargs, keys = discovery.with_synthetic_task_kwargs(FLAGS.task, given, data["task_kwargs"])
         replaced += [f"{k}={given[k]!r}" for k in keys]
@@ -424,11 +435,7 @@ def _check_resumable(task, trainer, modes):
     from kerasvid.data import discovery
     from kerasvid.training import checkpoints
 
-    try:
-        old = discovery.read_run_config(FLAGS.model_dir)
-    except ValueError as e:
-        raise app.UsageError(f"{os.path.join(FLAGS.model_dir, discovery.RUN_CONFIG)!r} is not valid JSON ({e}): "
-                             f"restore it, or use another --model_dir.")
+    old = _recorded_run()
     new = model_settings(task)
     recorded = old.get("model_settings") or ({"model": old["flags"]["model"]} if "model" in old.get("flags", {})
                                              else {})

@@ -286,3 +286,14 @@ def test_factorization_recipe_trains_on_synthetic_conjugates(tmp_path, monkeypat
     assert produced["eval"]["top1"] == pytest.approx(np.trace(confusion) / 8)
     with open(run_dir / "data" / "labels.txt") as f:
         assert f.read().split() == synthetic.class_names(4)
+
+
+def test_a_corrupt_run_config_is_named_before_any_data_is_written(tmp_path):
+    (tmp_path / "run_config.json").write_text("{")
+    with flagsaver.flagsaver():
+        FLAGS.unparse_flags()
+        FLAGS(["main.py", "--task=triplet", "--synthetic", "--num_frames=1", "--train_steps=1",
+               f"--model_dir={tmp_path}"])
+        with pytest.raises(app.UsageError, match=f"'{tmp_path}/run_config.json' is not valid JSON"):
+            main.build_configs(FLAGS.mode)
+    assert sorted(os.listdir(tmp_path)) == ["run_config.json"]

@@ -236,7 +236,7 @@ def _conjugate_examples(clips, names, prefix, quality, fps):
     of `kerasvid.data.conjugates` added."""
     from kerasvid.data.conjugates import CONJUGATE_NUM_BOXES, CONJUGATE_OF
 
-    n, t = clips["frames"].shape[:2]
+    t = clips["frames"].shape[1]
     empty = dict(clips, conjugate=np.broadcast_to(clips["background"][:, None], clips["frames"].shape))
     for i, example in enumerate(_examples(empty, names, prefix, quality, fps, "conjugate")):
         context = example.context.feature
