@@ -8,8 +8,9 @@ its unsmoothed and random-matrix baselines, into `<model_dir>/alignment_results.
 after a crash resumes from the last checkpoint in `--model_dir`. Training augmentation: `--randaugment`,
 `--random_erasing`, `--mixup`, `--cutmix` (clip-consistent, `kerasvid.data.augment`).
 
-With `--synthetic` and no data patterns, moving-digits records are generated under `<model_dir>/data` first (the
-quickstart: `python train/main.py --flagfile=zoo/quickstart.flags`).
+With `--synthetic`, the task's data are generated under `<model_dir>/data` first (moving digits: records for
+classification, plus conjugates for factorization, Charades-Ego ego/exo frame folders for triplet) and replace the
+data a recipe names (the quickstart: `python train/main.py --flagfile=zoo/quickstart.flags`).
 
 The flags of the settings of `kerasvid.tasks.TaskConfig` and `kerasvid.training.TrainConfig` are derived from
 those dataclasses (`kerasvid.config_flags`: the fields' names, types, defaults and docstring entries); the others
@@ -108,7 +109,8 @@ flags.DEFINE_list("randaugment", [], "Clip-consistent RandAugment `num_ops,magni
 flags.DEFINE_float("random_erasing", 0.0, "Probability of erasing one box per training clip (same box every frame).")
 flags.DEFINE_float("mixup", 0.0, "MixUp Beta alpha (0 = off); labels become soft.")
 flags.DEFINE_float("cutmix", 0.0, "CutMix Beta alpha (0 = off; one box per clip); labels become soft.")
-flags.DEFINE_bool("synthetic", False, "Generate moving-digits records under <model_dir>/data when no pattern is given.")
+flags.DEFINE_bool("synthetic", False, "Train on moving-digits data generated for the task under <model_dir>/data "
+                  "(replaces the data the flags name).")
 flags.DEFINE_integer("synthetic_train_videos", 256, "Synthetic training videos.")
 flags.DEFINE_integer("synthetic_eval_videos", 64, "Synthetic held-out videos.")
 flags.DEFINE_integer("synthetic_classes", 4, "Synthetic motion classes.")
@@ -290,22 +292,41 @@ def _train_config(train_steps, lr_decay_steps, lr_boundaries, **overrides):
     return train_config
 
 
+def _recorded_run():
+    """The run_config.json of --model_dir (`{}` when there is none); UsageError when it is not valid JSON."""
+    from kerasvid.data import discovery
+
+    try:
+        return discovery.read_run_config(FLAGS.model_dir)
+    except ValueError as e:
+        raise app.UsageError(f"{os.path.join(FLAGS.model_dir, discovery.RUN_CONFIG)!r} is not valid JSON ({e}): "
+                             f"restore it, or use another --model_dir.")
+
+
 def _discover_data():
-    """`(train_pattern, eval_pattern, label_names)`: --synthetic records written first, the class names from
+    """`(train_pattern, eval_pattern, label_names, task_kwargs)`: with --synthetic the task's data written first
+    (`discovery.synthetic_data`; its locations replace a recipe's, with a warning), the class names from
     --labels_file, labels.txt beside the records or the run_config.json of an earlier run in --model_dir."""
     from kerasvid.data import discovery
 
     train_pattern, eval_pattern = FLAGS.train_pattern, FLAGS.eval_pattern
-    if FLAGS.synthetic and not train_pattern and not eval_pattern:
-        train_pattern, eval_pattern = discovery.synthetic_records(
-            os.path.join(FLAGS.model_dir, "data"), num_classes=FLAGS.synthetic_classes,
-            num_frames=FLAGS.synthetic_frames, size=FLAGS.synthetic_size, train_videos=FLAGS.synthetic_train_videos,
-            eval_videos=FLAGS.synthetic_eval_videos, seed=FLAGS.seed)
-    elif FLAGS.synthetic:
-        raise app.UsageError("--synthetic generates its own data: leave --train_pattern/--eval_pattern empty.")
+    task_kwargs = given = parse_kwargs(FLAGS.task_kwargs, "task_kwargs")
+    if FLAGS.synthetic:
+        data = _usage(discovery.synthetic_data, os.path.join(FLAGS.model_dir, "data"), FLAGS.task,
+                      num_classes=FLAGS.synthetic_classes, num_frames=FLAGS.synthetic_frames,
+                      size=FLAGS.synthetic_size, train_videos=FLAGS.synthetic_train_videos,
+                      eval_videos=FLAGS.synthetic_eval_videos, seed=FLAGS.seed,
+                      recorded=_recorded_run().get("synthetic"))
+        replaced = [f"--{k}={getattr(FLAGS, k)!r}" for k in ("train_pattern", "eval_pattern") if getattr(FLAGS, k)]
+        task_kwargs, keys = discovery.with_synthetic_task_kwargs(FLAGS.task, given, data["task_kwargs"])
+        replaced += [f"{k}={given[k]!r}" for k in keys]
+        if replaced:
+            logging.warning("--synthetic: training on the generated data under %s, not on %s",
+                            os.path.join(FLAGS.model_dir, "data"), ", ".join(replaced))
+        train_pattern, eval_pattern = data["train_pattern"], data["eval_pattern"]
     label_names = _usage(discovery.label_names, FLAGS.labels_file, (train_pattern, eval_pattern),
                          model_dir="" if FLAGS.num_classes else FLAGS.model_dir)
-    return train_pattern, eval_pattern, label_names
+    return train_pattern, eval_pattern, label_names, task_kwargs
 
 
 def build_configs(modes):
@@ -321,10 +342,10 @@ def build_configs(modes):
     early_config = None if by_epochs else _train_config(FLAGS.train_steps or 1, FLAGS.lr_decay_steps or 1,
                                                         boundaries, **({} if training else {"lr_schedule": "constant"}))
 
-    train_pattern, eval_pattern, label_names = _discover_data()
+    train_pattern, eval_pattern, label_names, task_kwargs = _discover_data()
     config = _usage(config_flags.from_flags, TaskConfig, FLAGS, model_kwargs=model_kwargs, image_size=image_size,
                     label_names=label_names, train_pattern=train_pattern, eval_pattern=eval_pattern,
-                    data_kwargs=_data_kwargs())
+                    data_kwargs=_data_kwargs(), task_kwargs=task_kwargs)
     task = tasks.get_task(FLAGS.task, config)
     task_modes = set()
     for mode in modes:
@@ -414,11 +435,7 @@ def _check_resumable(task, trainer, modes):
     from kerasvid.data import discovery
     from kerasvid.training import checkpoints
 
-    try:
-        old = discovery.read_run_config(FLAGS.model_dir)
-    except ValueError as e:
-        raise app.UsageError(f"{os.path.join(FLAGS.model_dir, discovery.RUN_CONFIG)!r} is not valid JSON ({e}): "
-                             f"restore it, or use another --model_dir.")
+    old = _recorded_run()
     new = model_settings(task)
     recorded = old.get("model_settings") or ({"model": old["flags"]["model"]} if "model" in old.get("flags", {})
                                              else {})
@@ -438,8 +455,9 @@ def _check_resumable(task, trainer, modes):
     if not any(m in ("train", "train_and_eval") for m in modes) and (old or not (latest or FLAGS.checkpoint)):
         return
     settings = {k: v.value for k, v in FLAGS.__flags.items() if v.present or k in ("model", "task")}
+    synthetic = discovery.synthetic_settings(os.path.join(FLAGS.model_dir, "data")) if FLAGS.synthetic else None
     discovery.write_run_config(FLAGS.model_dir, settings, task.config.label_names, new["num_classes"],
-                               model_settings=new)
+                               model_settings=new, synthetic=synthetic)
 
 
 def run(modes):
@@ -524,7 +542,8 @@ def _run_modes(modes, strategy, task, train_config, export_dir):
             produced["align"] = _align(task, trainer, restore="train" not in produced)
     if "eval" in produced and trainer.chief:
         r = produced["eval"]
-        summary = ", ".join(f"{k}={r[k]:.4f}" for k in ("top1", "top5", "map") if k in r)
+        shown = ("top1", "top5", "map", "triplet_accuracy", "weighted_triplet_accuracy")
+        summary = ", ".join(f"{k}={r[k]:.4f}" for k in shown if k in r)
         if r.get("num_nonfinite"):
             summary += f", {r['num_nonfinite']} NaN/inf predictions (counted as misses)"
         print(f"Evaluation at step {r['step']} on {r['num_examples']} videos: {summary} "
@@ -547,10 +566,15 @@ def _final_summary(produced, trainer, task):
         cp = len(viz.cp_modules(model))
         what = f"{c.model} ({model.count_params() / 1e6:.2f}M parameters{f', {cp} CP modules' if cp else ''})"
         data = c.train_pattern
-        if FLAGS.synthetic:
+        if FLAGS.synthetic and FLAGS.task == "triplet":
+            data = (f"{FLAGS.synthetic_train_videos} synthetic first/third-person pairs of moving-digit videos "
+                    f"(Charades-Ego frame folders under {os.path.join(FLAGS.model_dir, 'data')})")
+        elif FLAGS.synthetic:
             data = (f"{FLAGS.synthetic_train_videos} synthetic moving-digit videos ({FLAGS.synthetic_classes} "
                     "directions of motion; opposite directions are time reversals of each other, which a model "
-                    "blind to frame order cannot tell apart)")
+                    "blind to frame order cannot tell apart)"
+                    + ("; each paired with its conjugate, the video without its digit"
+                       if FLAGS.task == "factorization" else ""))
         lines.append(f"Trained {what} for {int(trainer.step.numpy())} steps on {data}.")
     result = produced.get("eval")
     if result and "top1" in result:

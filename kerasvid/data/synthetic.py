@@ -6,9 +6,12 @@ and class k + num_classes / 2 are time-reversals of each other, so a model that 
 them. The digit's identity and position are random (nuisance), the background is textured noise, or a texture tied
 to the class ("class") or drawn at random from the class textures ("shuffled") to test context bias.
 
-Every record carries the digit's box in each frame (`region/bbox/*`), and `write_synthetic_ego_exo` writes two
+Every record carries the digit's box in each frame (`region/bbox/*`); `write_synthetic_dataset(conjugate_dir=)`
+also writes each clip's conjugate (the same clip without its digit: the background the digit was drawn over, what
+`kerasvid conjugates` estimates by inpainting) for the factorization task. `write_synthetic_ego_exo` writes two
 renderings of the same clips ("exo": the scene; "ego": a moving, zoomed, recoloured view in which the digit is
-hidden for a stretch of frames) with per-frame visibility (`frame/visible`).
+hidden for a stretch of frames) with per-frame visibility (`frame/visible`) as records, and
+`write_synthetic_charades_ego` the same pairs as Charades-Ego frame folders and CSVs for the triplet task.
 """
 import csv
 import json
@@ -117,7 +120,8 @@ def render_moving_digits(num_videos=32, num_classes=4, num_frames=16, height=64,
     Returns:
         dict with "frames" uint8 `[N, T, H, W, 3]`, "labels" int `[N]`, "boxes" float32 `[N, T, 4]` (normalised
         ymin, xmin, ymax, xmax of the digit's ink), "digits" int `[N]`, "textures" int `[N]` (-1 for noise),
-        "alpha" float32 `[N, T, H, W]` (the digit's opacity: 0 outside the digit).
+        "alpha" float32 `[N, T, H, W]` (the digit's opacity: 0 outside the digit), "background" uint8
+        `[N, H, W, 3]` (the scene without the digit: every frame equals it where alpha is 0).
     """
     if not 2 <= num_classes <= 64:
         raise ValueError(f"`num_classes` must be in [2, 64], got {num_classes}.")
@@ -137,6 +141,7 @@ def render_moving_digits(num_videos=32, num_classes=4, num_frames=16, height=64,
     rng.shuffle(labels)
     digits = np.zeros(num_videos, np.int64)
     textures = np.full(num_videos, -1, np.int64)
+    backgrounds = np.zeros((num_videos, height, width, 3), np.uint8)
     for i in range(num_videos):
         label = int(labels[i])
         j = int(rng.integers(len(images)))
@@ -147,6 +152,7 @@ def render_moving_digits(num_videos=32, num_classes=4, num_frames=16, height=64,
         else:
             textures[i] = label if background == "class" else int(rng.integers(num_classes))
             bg = _texture_background(rng, int(textures[i]), num_classes, height, width)
+        backgrounds[i] = np.clip(np.round(bg), 0, 255).astype(np.uint8)
         colour = np.array([255, 255, 255], np.float32) * rng.uniform(0.85, 1.0, 3).astype(np.float32)
         corners = np.round(_trajectory(rng, label, num_classes, num_frames, height, width, size)).astype(int)
         ink = np.argwhere(glyph > 0.25)
@@ -159,7 +165,7 @@ def render_moving_digits(num_videos=32, num_classes=4, num_frames=16, height=64,
             alphas[i, t] = a
             boxes[i, t] = [(y + gy0) / height, (x + gx0) / width, (y + gy1) / height, (x + gx1) / width]
     return {"frames": frames, "labels": labels, "boxes": boxes, "digits": digits, "textures": textures,
-            "alpha": alphas}
+            "alpha": alphas, "background": backgrounds}
 
 
 def _write_labels(output_dir, names):
@@ -181,7 +187,8 @@ def _examples(clips, names, prefix, quality, fps, frames_key="frames", boxes=Tru
 
 
 def write_synthetic_dataset(output_dir, name="train", num_videos=32, num_classes=4, num_frames=16, height=64,
-                            width=64, seed=0, num_shards=2, background="noise", jpeg_quality=90, fps=12.0):
+                            width=64, seed=0, num_shards=2, background="noise", jpeg_quality=90, fps=12.0,
+                            conjugate_dir=""):
     """Writes a moving-digits dataset as records and returns its file pattern.
 
     Also writes `labels.txt` (one class name per line) and `synthetic.json` (settings, time-reversal pairs, and the
@@ -195,6 +202,10 @@ def write_synthetic_dataset(output_dir, name="train", num_videos=32, num_classes
         num_shards: number of shards.
         jpeg_quality: JPEG quality of the frames.
         fps: nominal frame rate stored in `video/fps`.
+        conjugate_dir: if set, also writes there the conjugate of every record, in shards of the same names that
+            mirror the originals record for record (`kerasvid.data.conjugate_pairs.pair_dataset` reads them): the
+            clip without its digit (every frame is the clip's background; the same label, id and boxes), with
+            `conjugate/of` = the original's `video/id` and `conjugate/num_boxes` = one box per frame.
 
     Returns:
         The glob pattern of the shards, e.g. "/tmp/synth/train-*-of-*.tfrecord".
@@ -207,6 +218,10 @@ def write_synthetic_dataset(output_dir, name="train", num_videos=32, num_classes
     names = class_names(num_classes)
     os.makedirs(output_dir, exist_ok=True)
     writer.write_records(_examples(clips, names, name, jpeg_quality, fps), output_dir, name, num_shards)
+    if conjugate_dir:
+        os.makedirs(conjugate_dir, exist_ok=True)
+        writer.write_records(_conjugate_examples(clips, names, name, jpeg_quality, fps), conjugate_dir, name,
+                             num_shards)
     _write_labels(output_dir, names)
     meta = {"num_classes": num_classes, "num_frames": num_frames, "height": height, "width": width,
             "background": background, "class_names": names, "time_reversal_pairs": time_reversal_pairs(num_classes),
@@ -214,6 +229,20 @@ def write_synthetic_dataset(output_dir, name="train", num_videos=32, num_classes
     with open(os.path.join(output_dir, "synthetic.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
     return writer.file_pattern(output_dir, name)
+
+
+def _conjugate_examples(clips, names, prefix, quality, fps):
+    """The conjugate records of `_examples(clips, ...)`, in the same order: background frames, the context keys
+    of `kerasvid.data.conjugates` added."""
+    from kerasvid.data.conjugates import CONJUGATE_NUM_BOXES, CONJUGATE_OF
+
+    t = clips["frames"].shape[1]
+    empty = dict(clips, conjugate=np.broadcast_to(clips["background"][:, None], clips["frames"].shape))
+    for i, example in enumerate(_examples(empty, names, prefix, quality, fps, "conjugate")):
+        context = example.context.feature
+        context[CONJUGATE_OF].bytes_list.value[:] = [f"{prefix}{i:05d}".encode("utf-8")]
+        context[CONJUGATE_NUM_BOXES].int64_list.value[:] = [t]
+        yield example
 
 
 def render_ego_exo(clips, seed=0, hidden_fraction=0.25, zoom=0.7):
@@ -225,8 +254,10 @@ def render_ego_exo(clips, seed=0, hidden_fraction=0.25, zoom=0.7):
     box centre lies inside the crop.
 
     Returns:
-        dict with "ego" uint8 frames `[N, T, H, W, 3]`, "visible_ego", "visible_exo" int `[N, T]`, and "exo"
-        frames (the input frames with the digit removed where the exo view hides it).
+        dict with "ego" uint8 frames `[N, T, H, W, 3]`, "visible_ego", "visible_exo" int `[N, T]`, "exo"
+        frames (the input frames with the digit removed where the exo view hides it), "crop_corners" int
+        `[N, T, 2]` (top-left `(y, x)` of the crop in the scene: ego frame k is `scene[y:y + ch, x:x + cw]` at
+        time k, resized to `(H, W)`) and "crop_size" `(ch, cw)`.
     """
     import tensorflow as tf
 
@@ -237,6 +268,7 @@ def render_ego_exo(clips, seed=0, hidden_fraction=0.25, zoom=0.7):
     exo = frames.copy()
     vis_ego = np.ones((n, t), np.int64)
     vis_exo = np.ones((n, t), np.int64)
+    corners = np.zeros((n, t, 2), np.int64)
     ch, cw = int(round(zoom * h)), int(round(zoom * w))
     for i in range(n):
         hide_len = max(1, int(round(hidden_fraction * t)))
@@ -257,12 +289,14 @@ def render_ego_exo(clips, seed=0, hidden_fraction=0.25, zoom=0.7):
             scene = bg * (1 - a[..., None]) + colour * a[..., None] if draw else bg
             f = k / max(t - 1, 1)
             cy, cx = int(round(y0 + (y1 - y0) * f)), int(round(x0 + (x1 - x0) * f))
+            corners[i, k] = cy, cx
             crop = scene[cy:cy + ch, cx:cx + cw]
             ego[i, k] = np.clip(np.round(tf.image.resize(crop, (h, w)).numpy()), 0, 255).astype(np.uint8)
             by, bx = (boxes[i, k, 0] + boxes[i, k, 2]) / 2 * h, (boxes[i, k, 1] + boxes[i, k, 3]) / 2 * w
             inside = cy <= by < cy + ch and cx <= bx < cx + cw
             vis_ego[i, k] = int(draw and inside)
-    return {"ego": ego, "exo": exo, "visible_ego": vis_ego, "visible_exo": vis_exo}
+    return {"ego": ego, "exo": exo, "visible_ego": vis_ego, "visible_exo": vis_exo, "crop_corners": corners,
+            "crop_size": (ch, cw)}
 
 
 def _noise_free_fill(frame, a):
@@ -272,6 +306,13 @@ def _noise_free_fill(frame, a):
     if mask.any():
         out[mask] = out[~mask].mean(0)
     return out
+
+
+def _ego_exo_clips(num_videos, num_classes, num_frames, height, width, seed, hidden_fraction):
+    """The clips and their two views (`render_moving_digits` over noise, then `render_ego_exo`)."""
+    clips = render_moving_digits(num_videos, num_classes, num_frames, height, width, seed, "noise")
+    views = render_ego_exo(clips, seed, hidden_fraction)
+    return dict(clips, **views)
 
 
 def write_synthetic_ego_exo(output_dir, name="train", num_videos=32, num_classes=4, num_frames=16, height=64,
@@ -285,16 +326,14 @@ def write_synthetic_ego_exo(output_dir, name="train", num_videos=32, num_classes
     Returns:
         dict {"exo": pattern, "ego": pattern, "pairs": csv path}.
     """
-    clips = render_moving_digits(num_videos, num_classes, num_frames, height, width, seed, "noise")
-    views = render_ego_exo(clips, seed, hidden_fraction)
+    clips = _ego_exo_clips(num_videos, num_classes, num_frames, height, width, seed, hidden_fraction)
     names = class_names(num_classes)
-    clips = dict(clips, exo=views["exo"], ego=views["ego"])
     os.makedirs(output_dir, exist_ok=True)
     exo_name, ego_name = f"{name}_exo", f"{name}_ego"
-    writer.write_records(_examples(clips, names, name, jpeg_quality, fps, "exo", visible=views["visible_exo"]),
+    writer.write_records(_examples(clips, names, name, jpeg_quality, fps, "exo", visible=clips["visible_exo"]),
                          output_dir, exo_name, num_shards)
     writer.write_records(_examples(clips, names, name, jpeg_quality, fps, "ego", boxes=False,
-                                   visible=views["visible_ego"], suffix="EGO"), output_dir, ego_name, num_shards)
+                                   visible=clips["visible_ego"], suffix="EGO"), output_dir, ego_name, num_shards)
     pairs = os.path.join(output_dir, f"{name}_pairs.csv")
     with open(pairs, "w", newline="") as f:
         w = csv.writer(f)
@@ -304,3 +343,68 @@ def write_synthetic_ego_exo(output_dir, name="train", num_videos=32, num_classes
     _write_labels(output_dir, names)
     return {"exo": writer.file_pattern(output_dir, exo_name), "ego": writer.file_pattern(output_dir, ego_name),
             "pairs": pairs}
+
+
+# The columns of a Charades / Charades-Ego label CSV (`kerasvid.data.triplets.read_charades_csv` needs `id`).
+CHARADES_COLUMNS = ("id", "subject", "scene", "quality", "relevance", "verified", "script", "objects",
+                    "descriptions", "actions", "length")
+
+
+def write_synthetic_charades_ego(output_dir, name="train", num_videos=8, num_classes=4, num_frames=32, height=64,
+                                 width=64, seed=0, hidden_fraction=0.25, jpeg_quality=90, fps=12.0):
+    """Writes the ego/exo pairs of `write_synthetic_ego_exo` in the Charades-Ego layout of the triplet task.
+
+    Frames go to `<output_dir>/frames/<vid>/<vid>-000001.jpg, ...` (exo, the third-person view) and
+    `<output_dir>/frames/<vid>EGO/...` (ego, the first-person view), `vid` = `<name>00000`, ...; both views have
+    `num_frames` frames, so the time-mapped positive of third-person frame i is first-person frame i. Beside them:
+    `<name>.csv` (Charades-Ego CSV: both videos of each pair, one action `c<label>` over the whole video),
+    `<name>_charades.csv` (the third-person rows alone: the classification frames of the mixed setup) and
+    `<name>_views.json` (per pair: label, the ego crop corners and size, per-frame visibility in each view; see
+    `render_ego_exo`).
+
+    Args:
+        output_dir: where to write.
+        name: split name (video id prefix and file names).
+        num_videos, num_classes, num_frames, height, width, seed: see `render_moving_digits` (background "noise").
+        hidden_fraction: see `render_ego_exo`.
+        jpeg_quality: JPEG quality of the frames.
+        fps: the frame rate the CSV's action times and lengths use (seconds = frames / fps).
+
+    Returns:
+        dict {"frames_root": dir, "csv": path, "charades_csv": path, "views": path}.
+
+    Example:
+    >>> train = write_synthetic_charades_ego("/tmp/ego", "train", num_videos=8, seed=0)
+    >>> test = write_synthetic_charades_ego("/tmp/ego", "eval", num_videos=4, seed=1)
+    >>> # --task=triplet --task_kwargs=frames_root='/tmp/ego/frames',train_csv='/tmp/ego/train.csv',...
+    """
+    import tensorflow as tf
+
+    from kerasvid.data import triplets
+
+    clips = _ego_exo_clips(num_videos, num_classes, num_frames, height, width, seed, hidden_fraction)
+    root = os.path.join(output_dir, "frames")
+    length = num_frames / float(fps)
+    rows, views = [], {}
+    for i in range(num_videos):
+        vid, label = f"{name}{i:05d}", int(clips["labels"][i])
+        for video_id, key in ((vid, "exo"), (vid + triplets.EGO_SUFFIX, "ego")):
+            os.makedirs(os.path.join(root, video_id), exist_ok=True)
+            for k, frame in enumerate(clips[key][i]):
+                tf.io.write_file(triplets.frame_path(root, video_id, k), writer.encode_jpeg(frame, jpeg_quality))
+            rows.append([video_id, "synthetic", "", "", "", "", "", "", "", f"c{label:03d} 0.00 {length:.2f}",
+                         f"{length:.2f}"])
+        views[vid] = {"label": label, "crop_corners": clips["crop_corners"][i].tolist(),
+                      "visible_exo": clips["visible_exo"][i].tolist(), "visible_ego": clips["visible_ego"][i].tolist()}
+    paths = {"frames_root": root, "csv": os.path.join(output_dir, f"{name}.csv"),
+             "charades_csv": os.path.join(output_dir, f"{name}_charades.csv"),
+             "views": os.path.join(output_dir, f"{name}_views.json")}
+    for key, chosen in (("csv", rows), ("charades_csv", rows[::2])):
+        with open(paths[key], "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(CHARADES_COLUMNS)
+            w.writerows(chosen)
+    with open(paths["views"], "w") as f:
+        json.dump({"crop_size": list(clips["crop_size"]), "fps": fps, "class_names": class_names(num_classes),
+                   "videos": views}, f, indent=1)
+    return paths

@@ -20,7 +20,8 @@ class FactorizationTask(ClassificationTask):
     Evaluation is the classification task's (top-1/top-5 or mAP on the logits `s`), on plain records.
 
     task_kwargs (`--task_kwargs`):
-        conjugate_dir: directory of the conjugate shards of `--train_pattern` (required for training).
+        conjugate_dir: directory of the conjugate shards of `--train_pattern` (required for training; with
+            `--synthetic`, the exact conjugates of the generated records, `kerasvid.data.discovery.synthetic_data`).
         classification_weight, removal_weight, consistency_weight, overlap_weight, margin, negative_weight,
         background_class: `FactorizationLoss` arguments (defaults 1, 1, 1, 0, 1, 1, None).
 

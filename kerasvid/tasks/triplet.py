@@ -1,4 +1,9 @@
-"""Actor-observer triplet training (Sigurdsson et al., CVPR 2018) on Charades-Ego style frame folders."""
+"""Actor-observer triplet training (Sigurdsson et al., CVPR 2018) on Charades-Ego style frame folders.
+
+Without Charades-Ego, `train/main.py --task=triplet --synthetic` writes moving-digit ego/exo pairs in that layout
+(`kerasvid.data.discovery.synthetic_data`) and sets `frames_root`, `train_csv`, `eval_csv` and the sampling
+(`anchor_stride`, `min_gap`, `fps`) to match.
+"""
 import numpy as np
 import tensorflow as tf
 from absl import logging
