@@ -323,6 +323,19 @@ def _no_checkpoint_and_records_kept(tmp, ctx):
     assert os.path.getsize(ctx["shard"]) == ctx.get("size", os.path.getsize(ctx["shard"]))
 
 
+def _torch_file_of(tmp, arch):
+    """torchvision's `arch` state_dict (the fixtures' stand-in weights) as a .safetensors file."""
+    from kerasvid.weights import torch_files
+
+    here = os.path.join(os.path.dirname(__file__), "fixtures", "torch_reference")
+    spec = importlib.util.spec_from_file_location("reference_weights", os.path.join(here, "reference_weights.py"))
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    path = tmp / f"{arch}.safetensors"
+    torch_files.write_safetensors(path, ref.make_state_dict(ref.read_keys(os.path.join(here, f"keys_{arch}.txt"))))
+    return {"weights": path}
+
+
 def _nonfinite_checkpoint(tmp):
     """A toy model's checkpoint (tf.train.CheckpointManager, as other code may write it) with an infinite weight."""
     import keras
@@ -601,6 +614,12 @@ CASES = [
              lambda tmp, ctx: _train_main(f"--train_pattern={ctx['pattern']}", "--mode=train", "--train_steps=1",
                                           "--num_frames=2", "--image_size=32,32", f"--model_dir={tmp / 'run'}"),
              lambda tmp, ctx: (f"{tmp / 'records' / 'labels.txt'}:2: the labels file is not UTF-8",)),
+    # ---- published weights that do not fit the model
+    BadInput("weights_file_of_another_video_resnet", lambda tmp: _torch_file_of(tmp, "r3d_18"),
+             lambda tmp, ctx: _raises(lambda: __import__("kerasvid.zoo").zoo.r2plus1d_resnet18(
+                 input_shape=(4, 32, 32, 3), weights=str(ctx["weights"])), ValueError),
+             lambda tmp, ctx: (str(ctx["weights"]), "does not fit the model 'r2plus1d_resnet18'",
+                               "'stem.0.weight' of shape (64, 3, 3, 7, 7)", "(7, 7, 3, 45)")),
     BadInput("train_on_shards_of_two_label_maps",
              lambda tmp: {"train": _labelled_records(tmp, "train", b"a\nb\n"),
                           "eval": _labelled_records(tmp, "val", b"b\na\n")},
