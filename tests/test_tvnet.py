@@ -357,7 +357,7 @@ def _reference_single_warp(layer, frame1, frame2):
     """
     import scipy.ndimage
 
-    from kerasvid.ops.warp import centered_gradient
+    from kerasvid.ops.differences import centered_gradient
 
     grey1, grey2 = layer._normalize(layer._grey(tf.constant(frame1)), layer._grey(tf.constant(frame2)))
     image1, image2 = layer._smooth(grey1), layer._smooth(grey2)

@@ -1,5 +1,5 @@
 """TVNet's OpenCV-style options (`pyramid="cascade"`, `presmoothing`, `warp_interpolation="bicubic"`) and
-`kerasvid.ops.warp.resize_half_pixel` / `bicubic_warp`, checked against OpenCV's own `cv2.resize` and `cv2.remap`
+`kerasvid.ops.resize.resize_half_pixel` / `bicubic_warp`, checked against OpenCV's own `cv2.resize` and `cv2.remap`
 (the resampling of `DualTVL1OpticalFlow`'s pyramid, flow upsampling and warps)."""
 import cv2
 import numpy as np
@@ -7,7 +7,9 @@ import pytest
 import tensorflow as tf
 
 from kerasvid.layers.tvnet import TVNet, cascade_sizes, tvl1_iteration
-from kerasvid.ops.warp import bicubic_warp, bilinear_warp, centered_gradient, resize_half_pixel
+from kerasvid.ops.differences import centered_gradient
+from kerasvid.ops.resize import resize_half_pixel
+from kerasvid.ops.warp import bicubic_warp, bilinear_warp
 
 
 @pytest.mark.parametrize("shape,factor", [((13, 18), 0.5), ((25, 37), 0.5), ((20, 31), 0.8), ((9, 7), 0.7)])

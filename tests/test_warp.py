@@ -1,10 +1,11 @@
-"""Tests of kerasvid.ops.warp against brute-force numpy references and TF's own resize."""
+"""Tests of kerasvid.ops.warp, resize, differences and median against brute-force numpy references and TF's own resize."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasvid.ops.warp import (backward_divergence_term, bilinear_warp, centered_gradient, forward_difference,
-                               resize_align_corners)
+from kerasvid.ops.differences import backward_divergence_term, centered_gradient, forward_difference
+from kerasvid.ops.resize import resize_align_corners
+from kerasvid.ops.warp import bilinear_warp
 
 
 def _numpy_warp(image, flow, padding):
@@ -115,7 +116,7 @@ def test_divergence_is_minus_adjoint_of_forward_gradient():
 def test_median_filter_matches_scipy(size):
     import scipy.ndimage
 
-    from kerasvid.ops.warp import median_filter
+    from kerasvid.ops.median import median_filter
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(2, 9, 6, 2)).astype(np.float32)
@@ -131,7 +132,7 @@ def test_median_filter_matches_scipy(size):
 
 
 def test_median_filter_rejects_even_size():
-    from kerasvid.ops.warp import median_filter
+    from kerasvid.ops.median import median_filter
 
     with pytest.raises(ValueError, match="size=4"):
         median_filter(tf.zeros((1, 5, 5, 1)), 4)
@@ -140,7 +141,7 @@ def test_median_filter_rejects_even_size():
 @pytest.mark.parametrize("size", [3, 5])
 def test_median_filter_gradient_goes_to_the_median_pixel(size):
     """Distinct values: the median is differentiable, so its custom gradient equals finite differences."""
-    from kerasvid.ops.warp import median_filter
+    from kerasvid.ops.median import median_filter
 
     rng = np.random.default_rng(21)
     x = rng.permutation(2 * 6 * 7 * 2).reshape(2, 6, 7, 2).astype(np.float64) / 7.0
@@ -158,7 +159,7 @@ def test_median_filter_gradient_goes_to_the_median_pixel(size):
 
 def test_median_filter_gradient_on_ties_sums_to_the_upstream():
     """A constant image: every window ties; each output's gradient goes to exactly one input pixel."""
-    from kerasvid.ops.warp import median_filter
+    from kerasvid.ops.median import median_filter
 
     x = tf.ones((1, 4, 5, 1))
     with tf.GradientTape() as tape:

@@ -16,8 +16,10 @@ from tensorflow.python.eager import record
 from tensorflow.python.ops import control_flow_util
 
 from kerasvid.layers._blocks import sublayer_list
-from kerasvid.ops.warp import (PADDINGS, backward_divergence_term, bicubic_warp, bilinear_warp, centered_gradient,
-                               forward_difference, median_filter, resize_align_corners, resize_half_pixel)
+from kerasvid.ops.differences import backward_divergence_term, centered_gradient, forward_difference
+from kerasvid.ops.median import median_filter
+from kerasvid.ops.resize import resize_align_corners, resize_half_pixel
+from kerasvid.ops.warp import PADDINGS, bicubic_warp, bilinear_warp
 
 __all__ = ["TVNet", "TVNetBlock"]
 
@@ -351,10 +353,10 @@ class TVNet(keras.layers.Layer):
             (timings: `benchmarks/tvnet.py`, README).
         outer_iterations: repetitions of the `iterations` of each warp (OpenCV's `outerIterations`).
         median_filtering: odd side of the median filter applied to the flow before each repetition (1 = off;
-            `kerasvid.ops.warp.median_filter`, replicated borders as OpenCV's `medianBlur`).
+            `kerasvid.ops.median.median_filter`, replicated borders as OpenCV's `medianBlur`).
         epsilon: stopping threshold (OpenCV's `epsilon`); 0 = always run every iteration.
         pyramid: `"released"` (default): each level resampled from the full-size image with aligned corners, the
-            flow upsampled the same way (released TVNet); `"cascade"`: each level `kerasvid.ops.warp.
+            flow upsampled the same way (released TVNet); `"cascade"`: each level `kerasvid.ops.resize.
             resize_half_pixel` of the previous one with ratio `1 / zoom` (OpenCV's `resize(INTER_LINEAR)`; sizes
             from `cascade_sizes`: OpenCV's, no level under 16 px), the flow upsampled half-pixel bilinearly.
         presmoothing: apply the released 5x5 Gaussian to the grey images (default True; OpenCV: none).

@@ -8,7 +8,8 @@ import keras
 import tensorflow as tf
 
 from kerasvid.flow import UNKNOWN_FLOW_THRESHOLD
-from kerasvid.ops.warp import bilinear_warp, forward_difference
+from kerasvid.ops.differences import forward_difference
+from kerasvid.ops.warp import bilinear_warp
 
 __all__ = ["EndpointError", "endpoint_error", "tvl1_energy"]
 
