@@ -10,7 +10,7 @@
 """
 import sys
 
-from kerasvid import _discovery
+from kerasvid import _submodules
 # The registry's API is public from here (`kerasvid.zoo.get_model`, `kerasvid.zoo.register_model`, ...).
 from kerasvid.models.registry import ModelInfo, get_model, list_models, model_info, register_model  # noqa: F401
 # The known published checkpoints and what each needs (`kerasvid.zoo.list_weights()`).
@@ -18,7 +18,7 @@ from kerasvid.weights.presets import WeightsInfo, list_weights, weights_info  # 
 
 # Each paper's model file registers its builders on import: every module of kerasvid.models is imported, so a new
 # model file needs no line here.
-_discovery.import_modules("kerasvid.models")
+_submodules.import_modules("kerasvid.models")
 for _name in list_models():
     globals()[_name] = model_info(_name).builder
 del _name

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import kerasvid
-from kerasvid import _discovery, zoo
+from kerasvid import _submodules, zoo
 from kerasvid.models.common import count_gflops
 from kerasvid.training.loop import sublayers
 
@@ -148,7 +148,7 @@ def test_layers_and_losses_export_the_public_names_of_every_module(package, kind
         assert not missing, f"{module.__name__} defines {missing} but does not list them in __all__"
 
 
-def test_the_public_names_of_before_module_discovery_still_import():
+def test_the_public_names_import_from_the_package_namespaces():
     from kerasvid import layers, losses
 
     for name in ("VideoSoftmax", "CPModule", "ActionContextAttention", "I3DFlowInput", "NonLocalBlock",
@@ -162,7 +162,8 @@ def test_the_public_names_of_before_module_discovery_still_import():
     assert callable(zoo.cpnet_resnet101) and callable(zoo.c2d_resnet18)
     from kerasvid import ops
 
-    for name in ("cp_knn", "bilinear_warp", "resize_align_corners", "resize_half_pixel", "bicubic_warp"):
+    for name in ("cp_knn", "bilinear_warp", "resize_align_corners", "resize_half_pixel", "bicubic_warp",
+                 "median_filter", "forward_difference"):
         assert callable(getattr(ops, name)), name
 
 
@@ -170,8 +171,8 @@ def test_discovery_finds_a_module_dropped_into_a_package(tmp_path, monkeypatch):
     pkg = tmp_path / "dropin_pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(textwrap.dedent("""
-        from kerasvid import _discovery
-        _discovery.export_public_names(globals())
+        from kerasvid import _submodules
+        _submodules.export_public_names(globals())
     """))
     (pkg / "alpha.py").write_text("__all__ = ['Alpha']\nclass Alpha: pass\ndef helper(): pass\n")
     (pkg / "beta.py").write_text("__all__ = ['beta']\ndef beta(): return 2\n")
@@ -184,11 +185,11 @@ def test_discovery_finds_a_module_dropped_into_a_package(tmp_path, monkeypatch):
     (pkg / "gamma.py").write_text("__all__ = ['beta', 'nothing']\nbeta = 3\n")
     importlib.invalidate_caches()
     with pytest.raises(ImportError, match=r"'beta' is exported by both dropin_pkg.beta and dropin_pkg.gamma"):
-        _discovery.public_names(_discovery.import_modules("dropin_pkg"))
+        _submodules.public_names(_submodules.import_modules("dropin_pkg"))
     (pkg / "gamma.py").write_text("__all__ = ['nothing']\n")
     sys.modules.pop("dropin_pkg.gamma")
     importlib.invalidate_caches()
     with pytest.raises(ImportError, match=r"dropin_pkg.gamma.__all__ lists 'nothing'"):
-        _discovery.public_names(_discovery.import_modules("dropin_pkg"))
+        _submodules.public_names(_submodules.import_modules("dropin_pkg"))
     for name in [n for n in sys.modules if n.startswith("dropin_pkg")]:
         monkeypatch.delitem(sys.modules, name)

@@ -3,6 +3,6 @@
 Every public module of this package is imported and the names in its `__all__` are exported here: a new paper's
 layer file declares `__all__` and needs no line in this file.
 """
-from kerasvid import _discovery
+from kerasvid import _submodules
 
-_discovery.export_public_names(globals())
+_submodules.export_public_names(globals())

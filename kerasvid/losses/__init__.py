@@ -17,6 +17,6 @@ layer's inputs are `(per_triplet_loss, weights)`, not `(y_true, y_pred)`. So the
 loss follows is decided by one question: does it keep state between calls? `tests/helpers.check_loss` and
 `check_layer` check the two kinds.
 """
-from kerasvid import _discovery
+from kerasvid import _submodules
 
-_discovery.export_public_names(globals())
+_submodules.export_public_names(globals())

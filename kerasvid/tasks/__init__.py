@@ -3,12 +3,12 @@
 Every module of this package is imported on first use of the registry (`list_tasks`, `get_task`), so a new task
 file needs no line here.
 """
-from kerasvid import _discovery
+from kerasvid import _submodules
 from kerasvid.tasks.base import Task, TaskConfig, get_task as _get_task, list_tasks as _list_tasks, register_task
 
 
 def _import_task_modules():
-    _discovery.import_modules(__name__)
+    _submodules.import_modules(__name__)
 
 
 def list_tasks():
