@@ -12,6 +12,7 @@ Also: script runner, weights-only parameter count, and the numpy references and 
 CPNet layer tests (kNN, CP module, non-local block) and the I3D reference widths and parameter count.
 """
 import copy
+import os
 
 import numpy as np
 import keras
@@ -514,3 +515,33 @@ def write_video(path, num_frames, size=32, step=40):
         for packet in stream.encode():
             container.mux(packet)
     return str(path)
+
+
+# ----- the documentation: README.md and docs/*.md ------------------------------------------------------------------
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def doc_paths():
+    """README.md and every page of docs/, repository-relative."""
+    return ["README.md"] + sorted(os.path.join("docs", n) for n in os.listdir(os.path.join(REPO, "docs"))
+                                  if n.endswith(".md"))
+
+
+def doc_text(path=None):
+    """The text of one documentation file (repository-relative `path`), or of all of them joined."""
+    paths = [path] if path else doc_paths()
+    texts = []
+    for p in paths:
+        with open(os.path.join(REPO, p), encoding="utf-8") as f:
+            texts.append(f.read())
+    return "\n".join(texts)
+
+
+def doc_block(name, kind="bash"):
+    """The body of the fenced block between `<!-- name -->` and `<!-- /name -->`, wherever it is in the docs; a
+    test that runs it keeps the page and the code from drifting. Raises if the block is missing or repeated."""
+    import re
+
+    found = re.findall(rf"<!-- {name} -->\s*```{kind}\n(.*?)```\s*<!-- /{name} -->", doc_text(), re.S)
+    assert len(found) == 1, f"the documentation has {len(found)} blocks <!-- {name} -->"
+    return found[0]

@@ -278,7 +278,7 @@ def test_objective_classification_mixed():
     np.testing.assert_allclose(float(result["classification_loss"]), 2.0 * ce, rtol=1e-5)
     np.testing.assert_allclose(float(result["objective"]), triplet + 2.0 * ce, rtol=1e-5)
 
-    # A following batch with no triplet (deviation from the reference, README "Actor and Observer"): the reference
+    # A following batch with no triplet (deviation from the reference, docs/actor_observer.md): the reference
     # would fold its sample 0, a classification frame, into L and W; kerasvid leaves them (and the count) as they
     # were, the triplet objective is 0 and the objective is 2 x the summed cross-entropy.
     only = np.array([1, 3])

@@ -77,10 +77,11 @@ def test_flagfile_works_for_predict_conjugates_and_convert(tmp_path):
 
 @pytest.mark.parametrize("command", ["convert", "conjugates", "extract", "predict"])
 def test_every_readme_flag_of_a_command_is_defined(command):
-    import os
     import re
 
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    from tests.helpers import doc_text
+
+    readme = doc_text()
     used = {name for line in re.findall(rf"kerasvid {command} (.*)", readme) for name in re.findall(r"--(\w+)", line)}
     _, _, out = _run([command, "--help"])
     defined = set(re.findall(r"^  --(?:\[no\])?(\w+):", out, re.M))

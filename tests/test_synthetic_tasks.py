@@ -5,7 +5,6 @@ recipe's (the task logic is unchanged)."""
 import json
 import math
 import os
-import re
 import shlex
 import shutil
 
@@ -20,7 +19,7 @@ from kerasvid.data import conjugates, discovery, preprocess, schema, synthetic
 from kerasvid.data import triplets as tr
 from kerasvid.layers import ActionContextAttention
 from kerasvid.tasks.triplet import TripletTask
-from tests.helpers import load_train_main
+from tests.helpers import doc_block, load_train_main
 from tests.small_triplet import SmallTripletTask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,9 +174,8 @@ def test_synthetic_task_kwargs_replace_locations_and_fill_sampling():
 
 # ----- train/main.py on the recipes: the README's commands ---------------------------------------------------------
 def _readme_command(name):
-    """The arguments of the `python train/main.py` line in README.md's block `<!-- name -->` (recipe path absolute)."""
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        block = re.search(rf"<!-- {name} -->\s*```bash\n(.*?)```\s*<!-- /{name} -->", f.read(), re.S).group(1)
+    """The arguments of the `python train/main.py` line in the docs' block `<!-- name -->` (recipe path absolute)."""
+    block = doc_block(name)
     argv = shlex.split(block)
     assert argv[:2] == ["python", "train/main.py"] and "--synthetic" in argv
     return [arg.replace("--flagfile=zoo/", f"--flagfile={REPO}/zoo/") for arg in argv[2:]]

@@ -67,7 +67,7 @@ def test_no_copy_and_no_internet_says_where_to_put_the_file(tmp_path, monkeypatc
 def test_readme_weights_table_is_the_records_table():
     import os
 
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "weights.md")).read()
     block = readme.split("<!-- weights-table -->\n")[1].split("<!-- /weights-table -->")[0]
     assert block.strip() == zoo.weights_table().strip(), "regenerate: python -m kerasvid.zoo --weights --markdown"
     assert "`r3d_18_kinetics400` | `r3d_resnet18` | Kinetics-400 | `torchvision_video` | top-1 63.2" in block

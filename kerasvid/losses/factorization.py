@@ -15,7 +15,7 @@ filled in). With the head's scores s = s_a + s_c (`kerasvid.layers.ActionContext
 Weighted means: every term is `sum_i w_i l_i / sum_i w_i` over the samples that take part (the classification
 weights come from `negative_weight`, the pair terms from `pair_weights`, e.g. 0 where a clip has no conjugate).
 Defaults: w_cls = w_rem = w_con = 1, w_ovl = 0, w_uni = 0, m = 1. The last term is kerasvid's addition (why, with
-the measured effect on a shuffled background: README's factorization section and benchmarks/action_context.py).
+the measured effect on a shuffled background: docs/action_context.md and benchmarks/action_context.py).
 """
 import keras
 import tensorflow as tf
