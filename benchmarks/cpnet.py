@@ -9,8 +9,9 @@ median and minimum: on a shared machine noise only adds time, so the minimum is 
 change of load on a shared machine hits every model alike; peak memory is TF's CPU allocator peak during a step above
 what was allocated before it. Ratios are to the C2D model of the same depth, from the same run. Prints JSON and a
 markdown table, with this process's minimum CPU seconds per step beside the wall times (less sensitive to other
-processes on a shared machine) and the load average before and after. `--inter-op N` sets TF's inter-op thread pool (0: TF's default, one thread per core); on a 2-core
-machine 1 is faster for every model (ops then run one after another, each on both cores).
+processes on a shared machine) and the load average before and after. `--inter-op N` sets TF's inter-op thread
+pool (0: TF's default, one thread per core); on a 2-core machine 1 is faster for every model (ops then run one
+after another, each on both cores).
 """
 import argparse
 import json

@@ -105,8 +105,8 @@ def concat_form(layer, x, training):
     pts = tf.reshape(f, [batch, n, feat])
     nbr = cp_knn(pts, frames, layer.k, chunk_size=layer.chunk_size)
     coords = tf.constant(layer._coords)
-    h = tf.concat([tf.gather(coords, nbr) - coords[:, None], tf.broadcast_to(pts[:, :, None], [batch, n, layer.k, feat]),
-                   tf.gather(pts, nbr, batch_dims=1)], axis=-1)
+    queries = tf.broadcast_to(pts[:, :, None], [batch, n, layer.k, feat])
+    h = tf.concat([tf.gather(coords, nbr) - coords[:, None], queries, tf.gather(pts, nbr, batch_dims=1)], axis=-1)
     for conv, bn in zip(layer.mlp_convs, layer.mlp_bns):
         h = tf.nn.relu(fused_batch_norm(bn, conv(h), training))
     g = fused_batch_norm(layer.final_bn, layer.final_conv(tf.reduce_max(h, axis=2)), training)
