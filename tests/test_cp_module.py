@@ -96,13 +96,8 @@ def concat_form(layer, x, training):
     gather got its scatter gradient), with the layer's own weights."""
     frames, height, width, channels, small_h, small_w, feat = layer._dims
     batch = x.shape[0]
-    f = x
-    if layer.bottleneck:
-        f = fused_batch_norm(layer.bottleneck_bn, layer.bottleneck_conv(f), training)
-    if layer.spatial_shrink > 1:
-        f = layer._resize(f, (small_h, small_w), batch)
-    n = frames * small_h * small_w
-    pts = tf.reshape(f, [batch, n, feat])
+    pts = layer._points(x, training)  # bottleneck and shrink: as the module (the numpy reference checks them)
+    n = pts.shape[1]
     nbr = cp_knn(pts, frames, layer.k, chunk_size=layer.chunk_size)
     coords = tf.constant(layer._coords)
     queries = tf.broadcast_to(pts[:, :, None], [batch, n, layer.k, feat])

@@ -172,17 +172,22 @@ class CPModule(keras.layers.Layer):
         out = tf1_resize_bilinear(flat, size)
         return tf.reshape(tf.cast(out, x.dtype), tf.concat([[batch, frames], tf.shape(out)[1:]], axis=0))
 
-    def call(self, inputs, training=None):
-        frames, height, width, channels, small_h, small_w, feat = self._dims
-        dtype = inputs.dtype
+    def _points(self, inputs, training):
+        """The points `f` the correspondences are proposed on (bottleneck, shrink): `[B, N, C']`, N = T H' W'."""
+        frames, _, _, _, small_h, small_w, feat = self._dims
         batch = tf.shape(inputs)[0]
         f = inputs
         if self.bottleneck:
             f = fused_batch_norm(self.bottleneck_bn, self.bottleneck_conv(f), training)
         if self.spatial_shrink > 1:
             f = self._resize(f, (small_h, small_w), batch)
-        num_points = frames * small_h * small_w
-        points = tf.reshape(f, [batch, num_points, feat])
+        return tf.reshape(f, [batch, frames * small_h * small_w, feat])
+
+    def call(self, inputs, training=None):
+        frames, height, width, channels, small_h, small_w, feat = self._dims
+        dtype = inputs.dtype
+        batch = tf.shape(inputs)[0]
+        points = self._points(inputs, training)
         proposals = cp_knn(points, frames, self.k, chunk_size=self.chunk_size)  # [B, N, k], no gradient
 
         first = self.mlp_convs[0]
