@@ -8,8 +8,10 @@ models are built and warmed up first, then timed round-robin (one step each per 
 median and minimum: on a shared machine noise only adds time, so the minimum is the steadier estimate), so that a
 change of load on a shared machine hits every model alike; peak memory is TF's CPU allocator peak during a step above
 what was allocated before it. Ratios are to the C2D model of the same depth, from the same run. Prints JSON and a
-markdown table. `--inter-op N` sets TF's inter-op thread pool (0: TF's default, one thread per core); on a 2-core
-machine 1 is faster for every model (ops then run one after another, each on both cores).
+markdown table, with this process's minimum CPU seconds per step beside the wall times (less sensitive to other
+processes on a shared machine) and the load average before and after. `--inter-op N` sets TF's inter-op thread
+pool (0: TF's default, one thread per core); on a 2-core machine 1 is faster for every model (ops then run one
+after another, each on both cores).
 """
 import argparse
 import json
@@ -43,27 +45,31 @@ def prepare(spec, frames, num_classes=174):
 
 
 def timed_step(step):
-    """Seconds of one step and the allocator peak during it above what was allocated before it (bytes)."""
+    """Seconds of one step, this process's CPU seconds during it, and the allocator peak during it above what was
+    allocated before it (bytes)."""
     tf.config.experimental.reset_memory_stats(CPU)
     base = tf.config.experimental.get_memory_info(CPU)["current"]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     step().numpy()
-    seconds = time.perf_counter() - start
-    return seconds, tf.config.experimental.get_memory_info(CPU)["peak"] - base
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return seconds, cpu, tf.config.experimental.get_memory_info(CPU)["peak"] - base
 
 
 def bench(specs, frames, repeats):
     """Round-robin over the models (one step each per round), so that load drifts hit all of them alike."""
     prepared = {spec: prepare(spec, frames) for spec in specs}
     times = {spec: [] for spec in specs}
+    cpu_times = {spec: [] for spec in specs}
     peaks = {spec: 0 for spec in specs}
     for _ in range(repeats):
         for spec, (_, step) in prepared.items():
-            seconds, peak = timed_step(step)
+            seconds, cpu, peak = timed_step(step)
             times[spec].append(seconds)
+            cpu_times[spec].append(cpu)
             peaks[spec] = max(peaks[spec], peak)
     return [{"model": spec, "frames": frames, "params": prepared[spec][0].count_params(),
              "step_s": round(statistics.median(times[spec]), 3), "step_min_s": round(min(times[spec]), 3),
+             "cpu_min_s": round(min(cpu_times[spec]), 3),
              "peak_MiB": round(peaks[spec] / 2**20, 1)}
             for spec in specs]
 
@@ -77,6 +83,7 @@ def main():
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+    load_before = os.getloadavg()
     rows = bench(args.models.split(","), args.frames, args.repeats)
     baselines = {r["model"].split("_")[1]: r for r in rows if r["model"].startswith("c2d_")}
     for r in rows:
@@ -84,9 +91,12 @@ def main():
         if base:
             r["time_vs_c2d"] = round(r["step_s"] / base["step_s"], 3)
             r["min_time_vs_c2d"] = round(r["step_min_s"] / base["step_min_s"], 3)
+            r["min_cpu_vs_c2d"] = round(r["cpu_min_s"] / base["cpu_min_s"], 3)
             r["mem_vs_c2d"] = round(r["peak_MiB"] / base["peak_MiB"], 3)
     meta = {"tensorflow": tf.__version__, "cpus": os.cpu_count(), "batch": 1, "size": "112x112",
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
             "note": "shared 2-core CPU machine: absolute times are noisy; ratios come from one run"}
     out = args.out or f"benchmarks/results/cpnet_{args.frames}f_interop{args.inter_op}.json"
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -94,7 +104,7 @@ def main():
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(json.dumps({"meta": meta, "rows": rows}))
     keys = ["model", "frames", "params", "step_s", "step_min_s", "peak_MiB", "time_vs_c2d", "min_time_vs_c2d",
-            "mem_vs_c2d"]
+            "cpu_min_s", "min_cpu_vs_c2d", "mem_vs_c2d"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:
         print("| " + " | ".join(str(r.get(k, "")) for k in keys) + " |")

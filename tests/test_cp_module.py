@@ -7,6 +7,7 @@ import tensorflow as tf
 import kerasvid.layers.cp_module as cp_module_file
 from kerasvid.layers._blocks import fused_batch_norm
 from kerasvid.layers.cp_module import CPModule, point_coordinates, tf1_resize_bilinear
+from kerasvid.ops.knn import cp_knn
 from tests.helpers import all_graph_shapes, check_layer, np_batch_norm, np_dense, randomize
 
 
@@ -87,6 +88,58 @@ def test_matches_numpy_reference(config, training):
     want = np_cp_module(x, layer, training=training)
     assert np.abs(want - x).max() > 0.1  # the module does change the input
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def concat_form(layer, x, training):
+    """The module in TF as the paper writes it: the explicit `[B, N, k, 2C' + 3]` tensor `[c_j - c_i, f_i, f_j]`
+    through every MLP layer and `reduce_max` over k (the form before the first layer was split per point and the
+    gather got its scatter gradient), with the layer's own weights."""
+    frames, height, width, channels, small_h, small_w, feat = layer._dims
+    batch = x.shape[0]
+    pts = layer._points(x, training)  # bottleneck and shrink: as the module (the numpy reference checks them)
+    n = pts.shape[1]
+    nbr = cp_knn(pts, frames, layer.k, chunk_size=layer.chunk_size)
+    coords = tf.constant(layer._coords)
+    queries = tf.broadcast_to(pts[:, :, None], [batch, n, layer.k, feat])
+    h = tf.concat([tf.gather(coords, nbr) - coords[:, None], queries, tf.gather(pts, nbr, batch_dims=1)], axis=-1)
+    for conv, bn in zip(layer.mlp_convs, layer.mlp_bns):
+        h = tf.nn.relu(fused_batch_norm(bn, conv(h), training))
+    g = fused_batch_norm(layer.final_bn, layer.final_conv(tf.reduce_max(h, axis=2)), training)
+    g = tf.reshape(g, [batch, frames, small_h, small_w, channels])
+    if layer.spatial_shrink > 1:
+        g = layer._resize(g, (height, width), batch)
+    return x + g
+
+
+@pytest.mark.parametrize("config", CONFIGS[:2])
+@pytest.mark.parametrize("training", [False, True])
+def test_split_first_layer_matches_concat_form_outputs_and_gradients(config, training):
+    # The per-point split of the first MLP layer, the scatter gradient of the gather and the max-pool over k give
+    # the concatenated form's outputs and gradients (input and every weight) up to float32 rounding.
+    rng = np.random.RandomState(8)
+    x = tf.constant(rng.randn(2, 3, 4, 6, 8).astype(np.float32))
+    layer = CPModule(**config)
+    layer.build(x.shape)
+    randomize(layer, seed=9)
+    out_weights = tf.constant(rng.randn(*x.shape).astype(np.float32))
+    results = []
+    for fn in (lambda t: layer(t, training=training), lambda t: concat_form(layer, t, training)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(y * out_weights)
+        results.append([y] + tape.gradient(loss, [x] + layer.trainable_weights))
+    names = ["output", "d/dx"] + [w.path for w in layer.trainable_weights]
+    scale = max(np.abs(g.numpy()).max() for g in results[1][1:])
+    for name, got, want in zip(names, *results):
+        got, want = got.numpy(), want.numpy()
+        if training and name.endswith(("conv/bias", "bottleneck_bn/beta")):
+            # a per-channel shift that a BN in training mode removes again: zero gradient in exact arithmetic
+            assert np.abs(got).max() < 1e-5 * scale and np.abs(want).max() < 1e-5 * scale, name
+            continue
+        if name != "output":
+            assert np.abs(want).max() > 1e-3, name  # every gradient is exercised
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max(), err_msg=name)
 
 
 def test_default_mlp_widths_and_parameter_count():
