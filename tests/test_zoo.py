@@ -32,7 +32,9 @@ def test_unknown_name_suggests_closest():
         zoo.get_model("cpnet_resnet_18")
 
 
-@pytest.mark.parametrize("name", MODELS)
+# The full-size round trips take 2-20 s each on 2 cores: the two smallest run in the quick loop, the rest are large.
+@pytest.mark.parametrize("name", [n if n in ("c2d_resnet18", "cpnet_resnet18") else pytest.param(n, marks=pytest.mark.large)
+                                  for n in MODELS])
 def test_metadata_and_keras_round_trip(name, tmp_path):
     info = zoo.model_info(name)
     model = zoo.get_model(name, num_classes=info.num_classes, input_shape=info.default_input)
