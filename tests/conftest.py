@@ -36,3 +36,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "large" in item.keywords:
             item.add_marker(skip)
+
+
+# The registered models whose per-model tests take seconds each on 2 cores (ResNet-34 and deeper trunks, DenseNet,
+# BN-Inception, TVNet, I3D with attention, C3D): `large` where a test is parametrized over the zoo, so that the quick
+# loop keeps c2d_resnet18, cpnet_resnet18, nl_resnet18 and i3d.
+LARGE_MODELS = frozenset({"action_context_image", "actor_observer_resnet152", "bn_inception", "c2d_resnet34",
+                          "c2d_resnet50", "c2d_resnet101", "c3d_resnet18", "cpnet_resnet34", "cpnet_resnet101",
+                          "i3d_action_context", "tvnet_bn_inception"})
+
+
+def large_models(params):
+    """`params` of a parametrization over model names (a name, or a tuple whose first item is the name), those of
+    `LARGE_MODELS` marked `large`."""
+    return [pytest.param(*(p if isinstance(p, tuple) else (p,)), marks=pytest.mark.large)
+            if (p[0] if isinstance(p, tuple) else p) in LARGE_MODELS else p for p in params]
