@@ -349,6 +349,7 @@ def test_unknown_data_settings_name_the_key_and_the_valid_ones(grey_records):
         pipeline.video_dataset(grey_records, {"num_frames": 4})
 
 
+@pytest.mark.large
 def test_no_autograph_could_not_transform_warning(tmp_path):
     """Every function the pipeline hands to tf.data converts: AutoGraph prints no "could not transform" warning
     (it did for the two lambdas of one line in `_count_and_drop`), skipping or not, training or eval views."""

@@ -101,6 +101,7 @@ def test_records_match_the_eval_decoding_and_tfrecord_output(tiny, tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.large
 def test_endpoints_by_backbone_name_and_errors(tiny):
     bn_inception = zoo.bn_inception(num_classes=2, input_shape=(2, 64, 64, 3))
     assert extract.endpoint_model(bn_inception, "inception_5b").output.shape[1:] == (2, 2, 2, 1024)

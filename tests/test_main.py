@@ -245,6 +245,7 @@ def test_a_bad_flag_prints_one_error_line_without_tensorflow_notices(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.large
 def test_quiet_tensorflow_drops_export_bookkeeping_and_keeps_other_lines():
     script = (f"import importlib.util; spec = importlib.util.spec_from_file_location('m', {MAIN!r}); "
               "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.quiet_tensorflow(); "
