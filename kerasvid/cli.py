@@ -3,9 +3,13 @@
 Commands are looked up in `COMMANDS` and imported only when run, so `kerasvid --help` stays fast. Every command
 parses absl flags (`--flagfile=FILE` works for each): `train` on the global `flags.FLAGS` (it is also
 `python train/main.py`), the others in a `flags.FlagValues` of their own (`kerasvid.command_flags.Command`).
+TensorFlow's loading notices (oneDNN, CUDA probing on a machine without a GPU) are dropped for every command
+(`kerasvid._quiet`); other lines and every `error: ...` line pass through.
 """
 import importlib
 import sys
+
+from kerasvid import _quiet
 
 COMMANDS = {
     "convert": ("kerasvid.data.convert:main", "videos / frame folders + labels -> sharded SequenceExample records"),
@@ -33,6 +37,7 @@ def main(argv=None):
     if command not in COMMANDS:
         print(f"kerasvid: unknown command {command!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
+    _quiet.quiet_tensorflow()  # before the command imports TensorFlow (lazily: --help stays without it)
     module_name, func_name = COMMANDS[command][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     status = func(argv[1:])

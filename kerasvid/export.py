@@ -27,6 +27,7 @@ crop `image_size`, `normalization`), so the SavedModel matches the Keras model o
 import json
 import os
 import sys
+import tempfile
 import uuid
 
 import keras
@@ -38,6 +39,7 @@ PREPROCESSING_FILE = "preprocessing.json"
 LABELS_FILE = "labels.txt"
 TFLITE_FILE = "model.tflite"
 FLOW_TFLITE_FILE = "flow.tflite"
+TFLITE_SIGNATURE = "serving_default"  # the one signature of a LiteRT file (as a SavedModel's default)
 # Written into every export: an existing directory is replaced only if it holds this file and nothing but what an
 # export writes (a kerasvid export never deletes a folder it did not write).
 EXPORT_MARKER = "kerasvid_export"
@@ -416,8 +418,10 @@ def _separable_pool(original, pool2d):
 
 def export_tflite(function, path, trackable):
     """Converts a `tf.function` with an input signature to a LiteRT flatbuffer at `path` (builtin ops only, so that
-    the file runs on the plain LiteRT interpreter), with `<path>.json` beside it naming the inputs and the outputs
-    (in the flatbuffer's order; `run_tflite` reads it); returns `path`.
+    the file runs on the plain LiteRT interpreter), with `<path>.json` beside it naming the inputs and the outputs;
+    returns `path`. The flatbuffer has one signature, `serving_default`, with the function's input names (its
+    TensorSpec names) and output names (its output dict's keys), as the SavedModel's: a LiteRT tool reads them with
+    `Interpreter.get_signature_list()` / `get_signature_runner()` (what `run_tflite` uses).
 
     The weights are frozen into constants first: left as resource variables, TVNet's kernels (read inside its
     `tf.while_loop`) become READ_VARIABLE ops that the interpreter reads uninitialised (NaN flow). Its
@@ -425,7 +429,8 @@ def export_tflite(function, path, trackable):
     builtins, are traced as two 2-D pools with the same numbers (`_separable_pool`).
 
     Raises:
-        ValueError naming the model and the converter's first error line when an op does not convert.
+        ValueError naming the model and the converter's first error line when an op does not convert, or when the
+        file would have no `serving_default` signature.
     """
     from unittest import mock
 
@@ -434,17 +439,31 @@ def export_tflite(function, path, trackable):
     with mock.patch.object(tf.nn, "max_pool", _separable_pool(tf.nn.max_pool, tf.nn.max_pool2d)), \
             mock.patch.object(tf.nn, "avg_pool", _separable_pool(tf.nn.avg_pool, tf.nn.avg_pool2d)):
         concrete = function.get_concrete_function()
-    frozen = convert_variables_to_constants_v2(concrete)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        flatbuffer = converter.convert()
-    except Exception as e:  # the converter raises ConverterError (and others) with the MLIR diagnostics
-        lines = str(e).splitlines()
-        first = next((line.split("error: ", 1)[-1] for line in lines if "error: " in line), str(e)[:300])
-        raise ValueError(f"LiteRT conversion of {getattr(trackable, 'name', trackable)!r} failed: {first}") from e
-    spec = {"inputs": [t.name for t in function.input_signature],
-            "outputs": sorted(concrete.structured_outputs)}  # the flattening order of the output dict
+    frozen = convert_variables_to_constants_v2(concrete)  # its outputs are a flat list: named again below
+    names = sorted(concrete.structured_outputs)  # the flattening order of the output dict
+
+    @tf.function(input_signature=function.input_signature)
+    def serving_default(*inputs):
+        return dict(zip(names, frozen(*inputs)))
+
+    # Through a SavedModel, whose signature the converter keeps with its names (`from_concrete_functions` with a
+    # trackable object does the same, but its save refuses TVNet's custom gradient: saved here without it).
+    with tempfile.TemporaryDirectory(prefix="kerasvid_tflite_") as saved:
+        tf.saved_model.save(tf.Module(), saved, signatures={TFLITE_SIGNATURE: serving_default.get_concrete_function()},
+                            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            flatbuffer = converter.convert()
+        except Exception as e:  # the converter raises ConverterError (and others) with the MLIR diagnostics
+            lines = str(e).splitlines()
+            first = next((line.split("error: ", 1)[-1] for line in lines if "error: " in line), str(e)[:300])
+            raise ValueError(f"LiteRT conversion of {getattr(trackable, 'name', trackable)!r} failed: {first}") from e
+    signature = _interpreter(model_content=flatbuffer).get_signature_list().get(TFLITE_SIGNATURE)
+    if signature is None or sorted(signature["outputs"]) != names:
+        raise ValueError(f"LiteRT conversion of {getattr(trackable, 'name', trackable)!r} lost its signature "
+                         f"{TFLITE_SIGNATURE!r} (outputs {names}); got {signature}.")
+    spec = {"inputs": [t.name for t in function.input_signature], "outputs": names}
     for target, data, mode in ((path, flatbuffer, "wb"), (path + ".json", json.dumps(spec, indent=1), "w")):
         with tf.io.gfile.GFile(target + ".tmp", mode) as f:
             f.write(data)
@@ -452,29 +471,32 @@ def export_tflite(function, path, trackable):
     return path
 
 
+def _interpreter(**kwargs):
+    """The LiteRT interpreter (`ai_edge_litert`'s where installed, else the one bundled with TensorFlow)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(**kwargs)
+
+
 def run_tflite(path, **inputs):
-    """Runs a `.tflite` written by `export_tflite` with the LiteRT interpreter: inputs and outputs by name.
+    """Runs a `.tflite` written by `export_tflite` with the LiteRT interpreter, through its `serving_default`
+    signature: inputs and outputs by name.
 
     Returns:
         `{output name: numpy array}`.
     """
     import numpy as np
 
-    with tf.io.gfile.GFile(path + ".json") as f:
-        spec = json.load(f)
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # the interpreter bundled with TensorFlow
-        Interpreter = tf.lite.Interpreter
-    interpreter = Interpreter(model_path=path)
-    interpreter.allocate_tensors()
-    details = {d["name"].split(":")[0]: d for d in interpreter.get_input_details()}
-    missing = sorted(set(spec["inputs"]) - set(inputs))
+    interpreter = _interpreter(model_path=path)
+    signature = interpreter.get_signature_list().get(TFLITE_SIGNATURE)
+    if signature is None:
+        raise ValueError(f"run_tflite({path!r}): no {TFLITE_SIGNATURE!r} signature (it has "
+                         f"{sorted(interpreter.get_signature_list())}); write the file with export_tflite.")
+    missing = sorted(set(signature["inputs"]) - set(inputs))
     if missing:
-        raise ValueError(f"run_tflite({path!r}): missing inputs {missing}; it takes {spec['inputs']}.")
-    for name in spec["inputs"]:
-        interpreter.set_tensor(details[name]["index"], np.asarray(inputs[name], details[name]["dtype"]))
-    interpreter.invoke()
-    outputs = sorted(interpreter.get_output_details(), key=lambda d: int(d["name"].split("_")[-1].split(":")[0])
-                     if "_" in d["name"] else 0)
-    return {key: interpreter.get_tensor(d["index"]) for key, d in zip(spec["outputs"], outputs)}
+        raise ValueError(f"run_tflite({path!r}): missing inputs {missing}; it takes {signature['inputs']}.")
+    runner = interpreter.get_signature_runner(TFLITE_SIGNATURE)
+    details = runner.get_input_details()
+    return runner(**{name: np.asarray(inputs[name], details[name]["dtype"]) for name in signature["inputs"]})

@@ -26,15 +26,13 @@ restartable exit code: rerun the same command to resume).
 
 TensorFlow's C++ log is off unless TF_CPP_MIN_LOG_LEVEL is set (its errors still arrive as Python exceptions):
 the notices it prints on a machine without a GPU, and grappler's "remapper failed" (an optimisation TensorFlow
-skips for the Conv3D gradient; the step is unaffected), are not for a user of this script.
+skips for the Conv3D gradient; the step is unaffected), are not for a user of this script (`kerasvid._quiet`,
+shared by every command).
 """
-import contextlib
 import inspect
 import json
-import logging as std_logging
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -42,6 +40,7 @@ import time
 from absl import app, flags, logging
 
 from kerasvid import _locks, config_flags
+from kerasvid._quiet import quiet_tensorflow  # noqa: F401 (also train/main.py's name)
 from kerasvid.tasks.base import TaskConfig
 from kerasvid.training.config import STRATEGIES, TrainConfig
 
@@ -49,54 +48,6 @@ MODES = ("train", "eval", "train_and_eval", "export", "align")
 FLAGS = flags.FLAGS
 _PROG = "python train/main.py"  # how the usage errors name this command
 EXIT_USAGE, EXIT_DIVERGED, EXIT_UNWRITABLE, EXIT_WORKER_LOST, EXIT_PREEMPTED = 2, 3, 4, 5, 143
-# Lines TensorFlow writes to stderr while it loads, before its log level applies (CPU-only machines).
-_IMPORT_NOTICES = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations are on|"
-                             r"Could not find cuda drivers|cpu_feature_guard|To enable the following instructions|"
-                             r"failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) factory|"
-                             r"computation placer already registered|TF-TRT Warning")
-# TensorFlow's Python INFO lines of a SavedModel export that say nothing to a user (the signatures' resource
-# inputs are renamed: a cosmetic rename of captured variables; sharding and fingerprint bookkeeping).
-_EXPORT_NOISE = re.compile(r"with unsupported characters which will be renamed|Sharding callback duration|"
-                           r"Assets written to|Writing fingerprint to")
-
-
-class _DropExportNoise(std_logging.Filter):
-    def filter(self, record):
-        return not _EXPORT_NOISE.search(record.getMessage())
-
-
-@contextlib.contextmanager
-def _quiet_stderr_notices():
-    """Runs the block with file descriptor 2 captured, then writes back every line but the loading notices."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
-                if not _IMPORT_NOTICES.search(line):
-                    sys.stderr.write(line)
-
-
-def quiet_tensorflow():
-    """Imports TensorFlow without its loading notices and hides its C++ log (unless TF_CPP_MIN_LOG_LEVEL is set)
-    and the export bookkeeping lines. Must run before anything imports TensorFlow."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    with _quiet_stderr_notices():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()  # the GPU probe prints its notices here (no op runs yet)
-    for name in ("tensorflow", "absl"):  # TensorFlow logs through both
-        std_logging.getLogger(name).addFilter(_DropExportNoise())
-
 # The settings of TaskConfig and TrainConfig: one flag per field, named, typed and documented by the dataclass.
 # Flag defaults that differ from the field's: 0 = "not set" (train_steps: set it or --train_epochs; lr_decay_steps:
 # or --lr_decay_epochs); a command-line run checkpoints every 100 steps.
@@ -581,8 +532,7 @@ def _final_summary(produced, trainer, task):
         chance = f" (chance {1 / task.num_classes:.2f})" if getattr(task, "num_classes", 0) else ""
         lines.append(f"It reached held-out top-1 {result['top1']:.3f}{chance} on {result['num_examples']} videos.")
     if "export" in produced:
-        lines.append(f"The SavedModel is in {produced['export']} (signatures serving_default, serve_jpeg, "
-                     "serve_examples; labels.txt and preprocessing.json beside).")
+        lines.append(f"The SavedModel is in {produced['export']} ({_export_contents(produced)}).")
     if pictures:
         lines.append(f"Pictures: {', '.join(pictures)}.")
     if "export" in produced:
@@ -592,6 +542,21 @@ def _final_summary(produced, trainer, task):
                          f"{video}{note}")
     if lines:
         print("\n".join(lines))
+
+
+def _export_contents(produced):
+    """What the export holds, read from it: its signatures (preprocessing.json's list: TVNet models add
+    `serve_flow`), the files beside and the LiteRT files."""
+    from kerasvid import export as export_lib
+
+    export_dir = produced["export"]
+    settings, _ = export_lib.load_settings(export_dir)
+    beside = [name for name in (export_lib.LABELS_FILE, export_lib.PREPROCESSING_FILE)
+              if os.path.exists(os.path.join(export_dir, name))]
+    text = f"signatures {', '.join(settings.get('signatures', []))}; {' and '.join(beside)} beside"
+    if produced.get("tflite"):
+        text += f"; LiteRT: {', '.join(os.path.basename(path) for path in produced['tflite'])}"
+    return text
 
 
 def _example_videos(task):

@@ -10,7 +10,10 @@
 """
 import sys
 
-from kerasvid import _submodules
+from kerasvid import _submodules, _quiet
+
+if __name__ == "__main__":  # `python -m kerasvid.zoo`: no TensorFlow loading notices above the table
+    _quiet.quiet_tensorflow()
 # The registry's API is public from here (`kerasvid.zoo.get_model`, `kerasvid.zoo.register_model`, ...).
 from kerasvid.models.registry import ModelInfo, get_model, list_models, model_info, register_model  # noqa: F401
 # The known published checkpoints and what each needs (`kerasvid.zoo.list_weights()`).

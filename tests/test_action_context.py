@@ -176,6 +176,7 @@ def test_two_stream_action_context_model():
     assert logits_model.output.shape == (None, 4) and len(logits_model.inputs) == 1
 
 
+@pytest.mark.large
 def test_tvnet_flow_stream_is_computed_in_the_model(tmp_path):
     model = ac.i3d_action_context(num_classes=3, input_shape=(8, 32, 32, 3), streams=("flow",),
                                   flow_source="tvnet", tvnet_kwargs={"iterations": 2})
@@ -206,6 +207,7 @@ def test_i3d_flow_input_scaling():
     np.testing.assert_allclose(np.asarray(out)[0, :, 0, 0, 0], [-1.0, -0.5, 0.0, 0.25, 1.0, 1.0])
 
 
+@pytest.mark.large
 def test_still_image_variant(tmp_path):
     keras.utils.set_random_seed(0)  # MobileNetV2 with batch-2 BatchNorm: one large step can overshoot from some inits
     model = ac.action_context_image(num_classes=5, input_shape=(64, 64, 3), backbone="mobilenet_v2",

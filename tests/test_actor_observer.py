@@ -29,6 +29,7 @@ def _frames(rng, batch, size):
     return [rng.normal(0, 1, (batch, 1, size, size, 3)).astype("float32") for _ in range(3)]
 
 
+@pytest.mark.large
 def test_resnet152_builder_counts_and_one_balanced_training_step():
     """The real builder (at 32x32 to keep the test short; the parameter count does not depend on the input size and
     benchmarks/actor_observer_step.py runs the same step at 224x224): parameter count from keras.applications'

@@ -201,6 +201,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.large
 def test_mirrored_strategy_matches_single_device():
     """Loss state, summed objective and gradients (through n and equalize_grad_norm) equal single-device ones, also
     with triplet masks (a replica without any triplet included)."""

@@ -64,6 +64,7 @@ def _flags(frames_root, csvs, model_dir, mode):
             "anchor_stride=2,min_gap=4,fps=12.0"]
 
 
+@pytest.mark.large
 def test_align_mode_reports_the_median_alignment_error(ego_exo, tmp_path, monkeypatch, capsys):
     frames_root, csvs = ego_exo
     monkeypatch.setattr(TripletTask, "build_network", _small_network)

@@ -93,6 +93,7 @@ def test_cutmix_label_weights_equal_the_pasted_area():
                 assert soft[i, j] == pytest.approx(area, abs=1e-6)
 
 
+@pytest.mark.large
 def test_video_dataset_with_augment_is_deterministic_and_soft(tmp_path):
     pattern = synthetic.write_synthetic_dataset(str(tmp_path), num_videos=8, num_frames=8, height=32, width=32,
                                                 num_shards=1)

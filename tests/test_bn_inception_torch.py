@@ -49,6 +49,7 @@ def test_bn_inception_from_pytorch_computes_the_pytorch_outputs(tmp_path, state)
     np.testing.assert_allclose(logits, expected["logits"], atol=1e-4 * np.abs(expected["logits"]).max())
 
 
+@pytest.mark.large
 def test_a_file_that_does_not_fit_is_refused_and_the_model_is_left_as_it_was(tmp_path, state):
     model = zoo.bn_inception(num_classes=1000, input_shape=(1, 64, 64, 3))
     before = [w.numpy().copy() for w in model.weights]

@@ -155,6 +155,7 @@ def test_default_mlp_widths_and_parameter_count():
     assert bottleneck.count_params() == (64 * 8 + 8 + 32) + (19 * 8 + 8 + 32) + (8 * 64 + 64 + 256)
 
 
+@pytest.mark.large
 def test_gradient_finite_differences():
     x = np.random.RandomState(3).randn(1, 2, 2, 3, 4)
     layer = CPModule(k=2, mlp_units=(3, 4), dtype="float64")

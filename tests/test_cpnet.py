@@ -102,6 +102,7 @@ def test_cpnet_at_initialisation_equals_c2d(variant):
     np.testing.assert_array_equal(cpnet(x, training=False).numpy(), want)
 
 
+@pytest.mark.large
 def test_check_model_cpnet_resnet18(tmp_path):
     model = zoo.cpnet_resnet18(num_classes=5, input_shape=(3, 32, 32, 3), k=4, chunk_size=16)
     assert {m.k for m in modules_of(model, CPModule)} == {4}

@@ -58,6 +58,7 @@ def video_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.large
 def test_real_videos_match_pyav_fps_and_manifest(video_dir, tmp_path):
     out = tmp_path / "out"
     rc = cli.main(["convert", "--format", "list", "--labels", str(video_dir / "list.txt"), "--input_dir",
@@ -167,6 +168,7 @@ def _copies(tmp_path, n):
     return d
 
 
+@pytest.mark.large
 def test_kill_during_conversion_then_resume_equals_clean_run(tmp_path):
     src = _copies(tmp_path, 6)
     flags = ["--format", "list", "--labels", str(src / "list.txt"), "--input_dir", str(src), "--num_shards", "6",

@@ -36,6 +36,7 @@ def _eval(pattern, **kw):
     return next(iter(pipeline.video_dataset(pattern, **args)))
 
 
+@pytest.mark.large
 def test_eval_centre_clip_and_looping(grey_records):
     features, labels = _eval(grey_records, stride=2)
     idx = _frame_values(features["image"].numpy())
@@ -74,6 +75,7 @@ def test_eval_crop_equals_shared_preprocessing(grey_records, tmp_path):
     np.testing.assert_allclose(features["image"].numpy()[0], expected.numpy(), atol=1e-5)
 
 
+@pytest.mark.large
 def test_labels_multi_hot_and_range_check(tmp_path):
     writer.write_records([_grey_video(4, [1, 3]), _grey_video(4, [0])], str(tmp_path), "m", 1)
     pattern = writer.file_pattern(str(tmp_path), "m")
@@ -97,6 +99,7 @@ def test_model_garden_record_reads(tmp_path):
     assert labels.numpy().tolist() == [2]
 
 
+@pytest.mark.large
 def test_training_is_deterministic_with_seed(grey_records):
     def first_two(seed):
         ds = pipeline.video_dataset(grey_records, num_frames=4, image_size=(16, 16), batch_size=2, seed=seed,
@@ -127,6 +130,7 @@ def test_training_flip_swaps_mirror_labels(tmp_path):
     assert seen == {True, False}
 
 
+@pytest.mark.large
 def test_corrupt_shard_raises_and_is_counted_when_skipping(tmp_path):
     examples = [_grey_video(4, [i], vid=f"v{i}") for i in range(6)]
     paths = writer.write_records(examples, str(tmp_path), "c", 2)  # shard 0: v0 v2 v4; shard 1: v1 v3 v5
@@ -146,6 +150,7 @@ def test_corrupt_shard_raises_and_is_counted_when_skipping(tmp_path):
     assert ds.error_counter.messages[0].startswith(f"shard {paths[0]} after record 1 ")
 
 
+@pytest.mark.large
 def test_corrupt_record_is_skipped_and_counted(tmp_path):
     good = _grey_video(3, [1])
     bad = schema.make_sequence_example([b"not a jpeg", b"nor this"], [2])
@@ -165,6 +170,7 @@ def test_corrupt_record_is_skipped_and_counted(tmp_path):
                                 f"garbage bytes?)"]
 
 
+@pytest.mark.large
 def test_skipping_checkpoints_and_resumes_with_the_same_batches(tmp_path, capfd):
     """on_error="skip" is made of graph ops only: the iterator saves, restores, and the skip totals continue."""
     good = [_grey_video(3 + i, [i % 3], vid=f"v{i}") for i in range(6)]
@@ -239,6 +245,7 @@ def test_input_context_shards_records(grey_records):
     assert [y.numpy().tolist() for _, y in ds] == [[1, 0]]  # records 1 and 3 of the single shard
 
 
+@pytest.mark.large
 def test_decode_examples_equals_eval_pipeline_without_labels(grey_records):
     records = [r for r in tf.data.TFRecordDataset(pipeline.list_files(grey_records))]
     unlabeled = tf.train.SequenceExample.FromString(records[0].numpy())
@@ -257,6 +264,7 @@ def test_auto_shard_policy_option(grey_records):
     assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.OFF
 
 
+@pytest.mark.large
 def test_training_with_skipped_records_checkpoints_and_resumes(tmp_path):
     """--data_kwargs=on_error=skip under the real training loop: checkpoints save the data iterator (this crashed
     with `EagerPyFunc is stateful` when skipping used Python), and a resumed run ends on the same weights."""
@@ -296,6 +304,7 @@ def test_training_with_skipped_records_checkpoints_and_resumes(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.large
 def test_data_config_gives_the_keyword_call_batches(grey_records):
     """`video_dataset(pattern, VideoDataConfig(...))` is the keyword call; overrides replace config fields."""
     from kerasvid.data import VideoDataConfig
@@ -337,6 +346,7 @@ def test_unknown_data_settings_name_the_key_and_the_valid_ones(grey_records):
         pipeline.video_dataset(grey_records, {"num_frames": 4})
 
 
+@pytest.mark.large
 def test_no_autograph_could_not_transform_warning(tmp_path):
     """Every function the pipeline hands to tf.data converts: AutoGraph prints no "could not transform" warning
     (it did for the two lambdas of one line in `_count_and_drop`), skipping or not, training or eval views."""

@@ -121,6 +121,7 @@ def test_export_rejects_bad_arguments(exported):
         export.export_saved_model(model, "/tmp/never", 0, SIZE)
 
 
+@pytest.mark.large
 def test_saved_model_cli_run_matches_keras(exported, tmp_path):
     model, path, _ = exported
     frames = _frames(seed=3)
@@ -196,6 +197,7 @@ def tvnet_export(tmp_path_factory):
     return model, path, tf.saved_model.load(path)
 
 
+@pytest.mark.large
 def test_tvnet_bn_inception_serves_logits_and_flow(tvnet_export, tmp_path):
     model, path, loaded = tvnet_export
     settings, labels = export.load_settings(path)
@@ -231,6 +233,7 @@ def _tiny_action_context(num_classes=3):
     return keras.Model(inputs, everything.output["logits"], name="tiny_action_context_logits"), everything
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("task_name", ["classification", "factorization"])
 def test_action_context_models_serve_logits_and_attention_maps(task_name, tmp_path):
     """classification: an outputs="logits" model (the maps come from its heads); factorization: outputs="all"."""
@@ -260,6 +263,7 @@ def _tiny_actor_observer(num_classes=3):
                                   variant="noshare")
 
 
+@pytest.mark.large
 def test_actor_observer_serves_embedding_selectors_and_pair_distance(tmp_path):
     keras.utils.set_random_seed(7)
     model = _tiny_actor_observer()

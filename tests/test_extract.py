@@ -47,6 +47,7 @@ def _reference(tiny, clips):
     return tiny["reference"](views, training=False).numpy()
 
 
+@pytest.mark.large
 def test_video_features_equal_the_keras_submodel_and_bad_video_is_listed(tiny, tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all")
@@ -75,6 +76,7 @@ def test_video_features_equal_the_keras_submodel_and_bad_video_is_listed(tiny, t
     assert cli.main(_args(tiny, out, "--num_clips=3", *videos)) == 1
 
 
+@pytest.mark.large
 def test_records_match_the_eval_decoding_and_tfrecord_output(tiny, tmp_path):
     pattern = synthetic.write_synthetic_dataset(str(tmp_path / "data"), "clips", num_videos=3, num_frames=10,
                                                 height=40, width=48, num_shards=1)
@@ -99,6 +101,7 @@ def test_records_match_the_eval_decoding_and_tfrecord_output(tiny, tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.large
 def test_endpoints_by_backbone_name_and_errors(tiny):
     bn_inception = zoo.bn_inception(num_classes=2, input_shape=(2, 64, 64, 3))
     assert extract.endpoint_model(bn_inception, "inception_5b").output.shape[1:] == (2, 2, 2, 1024)
@@ -113,6 +116,7 @@ def test_endpoints_by_backbone_name_and_errors(tiny):
         extract.build_model("action_context_image", None, 4, (32, 32))
 
 
+@pytest.mark.large
 def test_kill_mid_run_leaves_no_partial_file_and_rerun_completes(tiny, tmp_path):
     pattern = synthetic.write_synthetic_dataset(str(tmp_path / "data"), "k", num_videos=24, num_frames=4, height=32,
                                                 width=32, num_shards=1)

@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from kerasvid.weights import torch_files
 from tests.test_bn_inception_torch import _reference_weights
 from tests.helpers import doc_block
 from tests.test_own_videos import REPO, readme_commands
+
+pytestmark = pytest.mark.large  # the README block's training runs: minutes on 2 cores
 
 
 def _block(name):

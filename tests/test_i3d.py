@@ -163,6 +163,7 @@ def _assert_loaded(model, name, source, prefix):
                                       source[f"{prefix}{unit}/batch_norm/moving_mean"].ravel())
 
 
+@pytest.mark.large
 def test_converter_loads_every_published_layout(tmp_path):
     """The five kinetics-i3d checkpoints, written with their names and shapes (400 or 600 classes; the unscoped
     kin600 one with optimizer slots): each value lands in its Keras weight, the Momentum slots are ignored; the

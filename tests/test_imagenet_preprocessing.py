@@ -18,6 +18,7 @@ def test_caffe_normalization_by_hand():
     np.testing.assert_allclose(preprocess.normalize(x, "caffe").numpy(), want, atol=1e-4)
 
 
+@pytest.mark.large
 def test_c2d_on_caffe_input_equals_keras_applications_on_preprocess_input():
     """One frame: the C2D ResNet-50 with keras.applications' weights, fed `normalize(x, "caffe")`, computes what
     keras.applications.ResNet50 computes on `keras.applications.resnet.preprocess_input(x)`."""

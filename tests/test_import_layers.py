@@ -7,7 +7,7 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The rows of docs/architecture.md's diagram, bottom (0) to top; a subpackage's modules share its row.
 LAYERS = [
-    ("_submodules", "_lazy", "_locks", "_registration"),
+    ("_submodules", "_lazy", "_locks", "_quiet", "_registration"),
     ("command_flags",),
     ("progress",),
     ("flow", "viz"),

@@ -12,6 +12,7 @@ import pytest
 
 from kerasvid import layers, zoo
 from kerasvid.layers.initializers import weight_initializer
+from tests.conftest import large_models
 
 LEADING = 64  # values compared per weight
 THRESHOLD = 0.999  # |correlation| at or above which two weights count as one draw
@@ -61,7 +62,7 @@ def drawn_pairs(build):
     return pairs
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+@pytest.mark.parametrize("name", large_models(zoo.list_models()))
 def test_registered_model_weights_are_independent_draws(name):
     shape = small_input(name)
     pairs = drawn_pairs(lambda: zoo.get_model(name, num_classes=5, input_shape=shape))

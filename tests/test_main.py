@@ -158,6 +158,7 @@ def reference_run(records, tmp_path_factory):
     return model_dir, result
 
 
+@pytest.mark.large
 def test_train_eval_export_and_predict(reference_run):
     model_dir, result = reference_run
     with open(model_dir / "eval_results.json") as f:
@@ -178,6 +179,7 @@ def test_train_eval_export_and_predict(reference_run):
     assert os.path.exists(best["checkpoint"] + ".index")
 
 
+@pytest.mark.large
 def test_sigkill_then_rerun_resumes_to_the_same_weights(records, reference_run, tmp_path):
     cmd = _command(records, tmp_path, "--mode=train")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
@@ -194,6 +196,7 @@ def test_sigkill_then_rerun_resumes_to_the_same_weights(records, reference_run, 
     assert _digest(resumed.stdout) == _digest(reference_run[1].stdout)
 
 
+@pytest.mark.large
 def test_mirrored_over_two_logical_cpus(records, tmp_path):
     result = _run(_command(records, tmp_path, "--strategy=mirrored", "--cpu_devices=2", "--mode=train_and_eval",
                            "--bn_recalibration_batches=2"))
@@ -207,6 +210,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.large
 def test_multi_worker_two_processes_identical_weights_chief_only_outputs(records, tmp_path):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -241,6 +245,7 @@ def test_a_bad_flag_prints_one_error_line_without_tensorflow_notices(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.large
 def test_quiet_tensorflow_drops_export_bookkeeping_and_keeps_other_lines():
     script = (f"import importlib.util; spec = importlib.util.spec_from_file_location('m', {MAIN!r}); "
               "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.quiet_tensorflow(); "

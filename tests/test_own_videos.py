@@ -13,11 +13,14 @@ import shlex
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from kerasvid import cli
 from kerasvid.data import schema
 from tests.helpers import doc_block
+
+pytestmark = pytest.mark.large  # the README block's training runs: minutes on 2 cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

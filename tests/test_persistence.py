@@ -20,6 +20,7 @@ from kerasvid import zoo
 from kerasvid.layers import _blocks
 from kerasvid.training import checkpoints
 
+from tests.conftest import large_models
 from tests.test_initial_weights import small_input
 
 MODELS = zoo.list_models()
@@ -49,7 +50,7 @@ def _assert_same_state(a, b, how):
                        f"(first: {differ[:3]})"
 
 
-@pytest.fixture(scope="module", params=MODELS)
+@pytest.fixture(scope="module", params=large_models(MODELS))
 def trained(request):
     """A registered model with every variable moved away from its initial value."""
     model = _build(request.param, 0)
@@ -155,6 +156,7 @@ def test_a_layer_hiding_sublayers_is_caught(visible, tmp_path):
     _assert_same_state(model, fresh, "sublayer_list")
 
 
+@pytest.mark.large
 def test_keras_files_load_after_a_plain_import_kerasvid(tmp_path):
     """`keras.saving.load_model` finds kerasvid's classes with only `import kerasvid` (nothing else imported)."""
     paths, expected = [], []
@@ -239,6 +241,7 @@ def test_two_conversions_into_one_directory_do_not_run_at_once(tmp_path):
 SERVED = ("cpnet_resnet18", "tvnet_bn_inception", "nl_resnet18", "i3d_action_context")
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("name", SERVED)
 def test_the_saved_model_serves_the_moved_variables(name, tmp_path):
     """The SavedModel path (what TF Serving loads): the exported model computes what the Keras model computes."""

@@ -12,6 +12,8 @@ import pytest
 
 from tests.training_toy import toy_main_argv
 
+pytestmark = pytest.mark.large  # train/main.py runs in subprocesses: minutes on 2 cores
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO)
 

@@ -31,6 +31,7 @@ def _export(model, tmp_path, normalization="imagenet", name="c2d_resnet18"):
     return tasks.get_task("classification", config).export_tflite(model, str(tmp_path))
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("name", ["c2d_resnet18", "cpnet_resnet18"])
 def test_classifier_tflite_matches_keras(name, tmp_path):
     keras.utils.set_random_seed(0)
@@ -50,6 +51,7 @@ def test_classifier_tflite_matches_keras(name, tmp_path):
         assert "TOPK_V2" in ops and "MAX_POOL_2D" in ops, sorted(ops)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("unroll", [False])  # the default while_loop form (unroll=True converts too)
 def test_tvnet_classifier_and_flow_tflite_match_keras(unroll, tmp_path):
     """A classifier whose TVNet reads the input frames (as tvnet_bn_inception, smaller): model.tflite and
@@ -65,6 +67,8 @@ def test_tvnet_classifier_and_flow_tflite_match_keras(unroll, tmp_path):
     frames[0, 1:] = np.roll(frames[0, :1], 2, axis=2)  # frames 2.. are frame 1 moved by 2 pixels: a real flow
     out = export.run_tflite(paths[0], frames=frames)
     assert np.abs(out["logits"] - _keras_logits(model, frames, "none")).max() < 1e-4
+    assert tf.lite.Interpreter(model_path=paths[1]).get_signature_list() == {
+        export.TFLITE_SIGNATURE: {"inputs": ["frame1", "frame2"], "outputs": ["flow"]}}
     flow = export.run_tflite(paths[1], frame1=frames[:, 0], frame2=frames[:, 1])["flow"]
     expected = model.get_layer("tvnet")(tf.constant(frames[:, 0], tf.float32),
                                         tf.constant(frames[:, 1], tf.float32)).numpy()
@@ -72,6 +76,29 @@ def test_tvnet_classifier_and_flow_tflite_match_keras(unroll, tmp_path):
     assert np.abs(flow - expected).max() < 1e-4
     ops = {op["op_name"] for op in tf.lite.Interpreter(model_path=paths[1])._get_ops_details()}
     assert ("WHILE" in ops) != unroll, sorted(ops)  # the solver's loop is a LiteRT WHILE, not unrolled copies
+
+
+def test_tflite_signature_names_its_inputs_and_outputs_as_the_saved_model(tmp_path):
+    """One `serving_default` signature, named as the SavedModel's (`frames` -> `logits`, `probs`), that a LiteRT
+    tool runs with `get_signature_runner()` alone (before: no signature, outputs `Identity` / `Identity_1`)."""
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((T, *SIZE, 3))
+    x = keras.layers.Conv3D(4, 3, strides=2, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling3D()(x)))
+    path = export.export_tflite(export.classifier_tflite_function(model, T, SIZE), str(tmp_path / "m.tflite"), model)
+    interpreter = tf.lite.Interpreter(model_path=path)
+    assert interpreter.get_signature_list() == {
+        export.TFLITE_SIGNATURE: {"inputs": ["frames"], "outputs": ["logits", "probs"]}}
+    frames = _frames(5)
+    out = interpreter.get_signature_runner("serving_default")(frames=frames)
+    logits = _keras_logits(model, frames)
+    assert np.abs(out["logits"] - logits).max() < 1e-4 and np.abs(logits).max() > 1e-3
+    assert np.abs(out["probs"] - tf.nn.softmax(logits).numpy()).max() < 1e-4
+    assert not [d["name"] for d in interpreter.get_output_details() if d["name"].startswith("Identity")]
+    ran = export.run_tflite(path, frames=frames)
+    assert sorted(ran) == ["logits", "probs"] and np.array_equal(ran["logits"], out["logits"])
+    with pytest.raises(ValueError, match=r"missing inputs \['frames'\]; it takes \['frames'\]"):
+        export.run_tflite(path, frame=frames)
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
@@ -97,3 +124,21 @@ def test_tflite_export_refuses_clearly(tmp_path):
     with pytest.raises(ValueError, match=r"LiteRT export: the classification export needs \[B, C\] logits"):
         _export(features, tmp_path)
     assert not os.path.exists(tmp_path / export.TFLITE_FILE)
+
+
+def test_the_end_of_run_summary_lists_what_was_exported(tmp_path):
+    """`train/main.py`'s last lines name the signatures the export wrote (its preprocessing.json; a TVNet model's
+    `serve_flow` too, which the summary used to leave out) and the LiteRT files."""
+    from kerasvid import train_cli
+
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    signatures = ["serving_default", "serve_jpeg", "serve_examples", "serve_flow"]
+    (export_dir / "preprocessing.json").write_text(json.dumps({"num_frames": 3, "signatures": signatures}))
+    assert train_cli._export_contents({"export": str(export_dir)}) == (
+        "signatures serving_default, serve_jpeg, serve_examples, serve_flow; preprocessing.json beside")
+    (export_dir / "labels.txt").write_text("a\nb\n")
+    tflite = [str(export_dir / export.TFLITE_FILE), str(export_dir / export.FLOW_TFLITE_FILE)]
+    assert train_cli._export_contents({"export": str(export_dir), "tflite": tflite}) == (
+        "signatures serving_default, serve_jpeg, serve_examples, serve_flow; labels.txt and preprocessing.json "
+        "beside; LiteRT: model.tflite, flow.tflite")

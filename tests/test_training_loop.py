@@ -273,6 +273,7 @@ def test_progress_logs_lines_when_not_a_terminal(caplog):
     assert not any("step 5/20" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.large
 def test_mirrored_over_two_logical_cpus_matches_one_device():
     script = textwrap.dedent(f"""
         import sys, tempfile

@@ -200,6 +200,7 @@ print("RESULT" + json.dumps({
 """
 
 
+@pytest.mark.large
 def test_trainer_under_mirrored_strategy_equals_single_device():
     """The real loop on 2 logical CPUs (accumulation 2, 3 steps): weights, VideoSoftmax and loss states match."""
     r = run_script_result(_MIRRORED_SCRIPT, timeout=400)
@@ -230,6 +231,7 @@ def test_alignment_error_of_the_eval_pairs(charades_ego):
     assert result["median_alignment_error_s"] == pytest.approx(want)
 
 
+@pytest.mark.large
 def test_trainer_checkpoints_and_restores_the_task_state(charades_ego, tmp_path):
     """The loop saves the VideoSoftmax and loss states with the model; a rerun of the finished command restores them."""
     from kerasvid.training import TrainConfig, Trainer

@@ -45,6 +45,7 @@ def test_tvnet50_reproduces_released_flow():
     assert epe.max() < 1e-3, epe.max()
 
 
+@pytest.mark.large
 def test_channel_order_gives_identical_flow():
     frame1, frame2 = _smooth_pair(16, 16, shift=(0.5, 0.25))
     frame1[..., 0] += 40.0  # make the channels differ
@@ -84,6 +85,7 @@ def test_custom_gradient_matches_autodiff_and_finite_differences():
     np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.large
 def test_gradients_reach_every_kernel_through_50_iterations(monkeypatch):
     frame1, frame2 = _smooth_pair(20, 20, shift=(0.7, -0.4))
     weights = tf.constant(np.random.default_rng(1).normal(size=(1, 20, 20, 2)), tf.float32)
@@ -111,6 +113,7 @@ def test_gradients_reach_every_kernel_through_50_iterations(monkeypatch):
             np.testing.assert_allclose(c.numpy(), a.numpy(), rtol=1e-4, atol=1e-4 * np.abs(a.numpy()).max())
 
 
+@pytest.mark.large
 def test_while_loop_and_xla_match_unrolled_graph():
     """Eager unrolled (the released graph) vs the graph-mode loop vs the default: the loop compiled with XLA."""
     frame1, frame2 = _smooth_pair(16, 20, shift=(1.2, 0.4), seed=9, batch=2)
@@ -187,6 +190,7 @@ def test_block_matches_numpy_iteration():
     np.testing.assert_allclose(got_p, expected_p, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.large
 def test_multiscale_multiwarp_recovers_a_translation():
     shift = (2.5, -1.5)
     frame1, frame2 = _smooth_pair(48, 48, shift=shift, seed=3)
@@ -212,6 +216,7 @@ def test_batched_equals_unbatched_and_clip_mode():
     np.testing.assert_allclose(flows[0, 1], layer(a2, b1).numpy()[0], atol=1e-5)
 
 
+@pytest.mark.large
 def test_constant_and_tiny_images_give_finite_flow():
     flat = np.full((2, 8, 8, 3), 100.0, np.float32)
     layer = TVNet(scales=3, warps=2, iterations=5, jit_compile=False)  # the XLA path: test_while_loop_and_xla...
@@ -230,6 +235,7 @@ def test_constant_and_tiny_images_give_finite_flow():
     assert pyramid_sizes(6, 6, 5, 0.5) == [(6, 6), (3, 3)]
 
 
+@pytest.mark.large
 def test_float32_under_mixed_precision():
     frame1, frame2 = _smooth_pair(12, 12, shift=(0.5, 0.0), seed=10)
     reference = TVNet(scales=2, iterations=3)(frame1, frame2).numpy()
@@ -279,6 +285,7 @@ def test_two_tvnets_in_one_model_save_and_load(tmp_path):
         model.get_layer("backward_flow").get_config()
 
 
+@pytest.mark.large
 def test_check_layer_block_and_tvnet():
     # Config and .keras round trips (perturbed kernels), dtype policies, gradients to every kernel.
     rng = np.random.default_rng(3)
@@ -386,6 +393,7 @@ def _reference_single_warp(layer, frame1, frame2):
     return np.stack(flows), counts
 
 
+@pytest.mark.large
 def test_compiled_outer_iterations_and_median_gradient_match_unrolled():
     """The flat compiled loop (median in a tf.cond, stopped samples frozen) against the Python-unrolled graph:
     same flow, same gradients for the kernels, with a second sample that stops early."""
@@ -412,6 +420,7 @@ def test_compiled_outer_iterations_and_median_gradient_match_unrolled():
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4 * np.abs(a).max())
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("options", [dict(outer_iterations=3, median_filtering=5),
                                      dict(outer_iterations=4, median_filtering=3, epsilon=0.05)])
 def test_opencv_options_match_reference_loop(options):

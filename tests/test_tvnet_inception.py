@@ -41,6 +41,7 @@ def test_bn_inception_widths_and_endpoints():
     assert block_widths[:2] == [256, 320] and block_widths[3:7] == [576, 576, 608, 608]
 
 
+@pytest.mark.large
 def test_bn_inception_model(tmp_path):
     keras.utils.set_random_seed(0)  # one Adam step lowers the loss from this init whatever ran before
     model = bn_inception(num_classes=5, input_shape=(2, 32, 32, 3), dropout_rate=0.0)
@@ -60,6 +61,7 @@ def test_stack_flows_order():
     np.testing.assert_array_equal(stacked[1, 0, 1, 0], [flows[1, t, 1, 0, c] for t in range(3) for c in range(2)])
 
 
+@pytest.mark.large
 def test_tvnet_bn_inception_trains_end_to_end(tmp_path):
     # Seeded initial weights: from seed 0 (the state test_bn_inception_model leaves) the second Adam step overshoots
     # (losses 1.17, 0.94, 1.92); from seeds 1, 2, 4 both steps lower the loss (seed 2: 2.62, 1.32, 0.74).
@@ -78,6 +80,7 @@ def test_tvnet_bn_inception_trains_end_to_end(tmp_path):
     assert sum(changed) >= len(changed) - 2, changed  # all but the two structurally dead kernels (see test_tvnet)
 
 
+@pytest.mark.large
 def test_cross_modality_init(tmp_path):
     rgb = bn_inception(num_classes=4, input_shape=(1, 32, 32, 3))
     rng = np.random.default_rng(2)
@@ -94,6 +97,7 @@ def test_cross_modality_init(tmp_path):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.large
 def test_two_stream_fusion():
     rgb = bn_inception(num_classes=3, input_shape=(1, 32, 32, 3))
     flow = bn_inception(num_classes=3, input_shape=(1, 32, 32, 3), input_channels=10)

@@ -109,6 +109,7 @@ def _shifted_pattern(height, width, shift, noise, seed):
     return frame1, np.roll(frame1, shift, axis=2) + rng.normal(scale=noise, size=frame1.shape).astype(np.float32)
 
 
+@pytest.mark.large
 def test_cascade_pyramid_matches_opencv_resampling_reference():
     frame1, frame2 = _shifted_pattern(67, 76, 2, 2.0, seed=3)
     layer = TVNet(scales=3, warps=2, iterations=3, pyramid="cascade", presmoothing=False, jit_compile=False)
@@ -175,6 +176,7 @@ def test_stretch_off_feeds_the_grey_frames_as_they_are():
     np.testing.assert_allclose(plain(full1, full2).numpy(), unstretched(full1, full2).numpy(), atol=1e-5)
 
 
+@pytest.mark.large
 def test_bicubic_tvnet_is_finite_and_moves_towards_the_shift():
     frame1, frame2 = _shifted_pattern(24, 30, 1, 1.0, seed=7)
     flow = TVNet(scales=2, warps=2, iterations=20, warp_interpolation="bicubic", jit_compile=False)(

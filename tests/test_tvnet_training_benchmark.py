@@ -5,6 +5,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 import scipy.ndimage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +36,7 @@ def test_epe_ignores_unknown_flow():
     np.testing.assert_allclose(tvnet_training.epe(flow, truth), [5.0 / 3.0])
 
 
+@pytest.mark.large
 def test_smoke_run_reports_every_method(tmp_path):
     rows = tvnet_training.main(["--smoke", "--out_dir", str(tmp_path), "--opencv_python", ""])
     report = json.load(open(tmp_path / "tvnet_training_smoke.json"))
@@ -50,6 +52,7 @@ def test_smoke_run_reports_every_method(tmp_path):
     assert "| scikit-image optical_flow_tvl1 (defaults) |" in open(tmp_path / "tvnet_training_smoke.md").read()
 
 
+@pytest.mark.large
 def test_tvnet_options_reach_the_layer_and_name_the_rows(tmp_path, monkeypatch):
     from kerasvid.layers import tvnet  # main imports TVNet from here when it runs
 

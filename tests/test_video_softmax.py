@@ -65,6 +65,7 @@ def test_matches_reference_interleaved_videos(read):
     np.testing.assert_array_equal(layer.count.numpy(), counts)
 
 
+@pytest.mark.large
 def test_graph_and_xla_match_eager():
     batches = _batches(1, num_batches=3)
     expected, _ = reference_video_softmax(batches, 0.8)
@@ -203,6 +204,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.large
 def test_mirrored_strategy_state_equals_single_device():
     results = run_script_result(_DISTRIBUTED_SCRIPT, timeout=300)
     for read, r in results.items():

@@ -61,6 +61,7 @@ def test_bilinear_warp_under_jit_matches_eager():
                                atol=1e-5)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("padding", ["border", "zeros"])
 def test_bilinear_warp_gradients_match_finite_differences(padding):
     rng = np.random.default_rng(2)
@@ -138,6 +139,7 @@ def test_median_filter_rejects_even_size():
         median_filter(tf.zeros((1, 5, 5, 1)), 4)
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("size", [3, 5])
 def test_median_filter_gradient_goes_to_the_median_pixel(size):
     """Distinct values: the median is differentiable, so its custom gradient equals finite differences."""

@@ -15,6 +15,7 @@ import kerasvid
 from kerasvid import _submodules, zoo
 from kerasvid.models.common import count_gflops
 from kerasvid.training.loop import sublayers
+from tests.conftest import large_models
 
 MODELS = zoo.list_models()
 
@@ -32,7 +33,8 @@ def test_unknown_name_suggests_closest():
         zoo.get_model("cpnet_resnet_18")
 
 
-@pytest.mark.parametrize("name", MODELS)
+# The full-size round trips take 2-20 s each on 2 cores: the smallest runs in the quick loop, the rest are large.
+@pytest.mark.parametrize("name", [n if n == "c2d_resnet18" else pytest.param(n, marks=pytest.mark.large) for n in MODELS])
 def test_metadata_and_keras_round_trip(name, tmp_path):
     info = zoo.model_info(name)
     model = zoo.get_model(name, num_classes=info.num_classes, input_shape=info.default_input)
@@ -90,7 +92,8 @@ def _small_input(name):
     return (64, 64, default[-1]) if len(default) == 3 else (min(default[0], 4), 32, 32, default[-1])
 
 
-@pytest.mark.parametrize("name, kwargs", [(name, {}) for name in MODELS] + [("i3d_action_context", {"outputs": "all"})])
+@pytest.mark.parametrize("name, kwargs", large_models([(name, {}) for name in MODELS]
+                                                      + [("i3d_action_context", {"outputs": "all"})]))
 def test_heads_are_float32_under_mixed_bfloat16(name, kwargs):
     """Every output of every registered model (logits, scores, distances, selectors, maps) is float32 under the
     `mixed_bfloat16` policy, while the trunk computes in bfloat16."""
