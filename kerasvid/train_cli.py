@@ -29,6 +29,7 @@ the notices it prints on a machine without a GPU, and grappler's "remapper faile
 skips for the Conv3D gradient; the step is unaffected), are not for a user of this script.
 """
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging as std_logging
@@ -342,10 +343,13 @@ def build_configs(modes):
     early_config = None if by_epochs else _train_config(FLAGS.train_steps or 1, FLAGS.lr_decay_steps or 1,
                                                         boundaries, **({} if training else {"lr_schedule": "constant"}))
 
-    train_pattern, eval_pattern, label_names, task_kwargs = _discover_data()
+    # The settings are checked (a setting given twice) before discovery writes any data, then the discovered ones
+    # completed (`replace` checks again, with the class names).
     config = _usage(config_flags.from_flags, TaskConfig, FLAGS, model_kwargs=model_kwargs, image_size=image_size,
-                    label_names=label_names, train_pattern=train_pattern, eval_pattern=eval_pattern,
-                    data_kwargs=_data_kwargs(), task_kwargs=task_kwargs)
+                    data_kwargs=_data_kwargs(), task_kwargs={})
+    train_pattern, eval_pattern, label_names, task_kwargs = _discover_data()
+    config = _usage(dataclasses.replace, config, label_names=label_names, train_pattern=train_pattern,
+                    eval_pattern=eval_pattern, task_kwargs=task_kwargs)
     task = tasks.get_task(FLAGS.task, config)
     task_modes = set()
     for mode in modes:

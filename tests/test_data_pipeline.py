@@ -337,6 +337,26 @@ def test_unknown_data_settings_name_the_key_and_the_valid_ones(grey_records):
         pipeline.video_dataset(grey_records, {"num_frames": 4})
 
 
+def test_a_setting_given_twice_with_two_values_is_refused():
+    """TaskConfig(num_frames=8, image_size=(112, 112), data_kwargs={"num_frames": 16, "image_size": (64, 64)})
+    would build an 8x112x112 model fed 16x64x64 clips: one ValueError names both values of both settings."""
+    from kerasvid.tasks import TaskConfig
+
+    with pytest.raises(ValueError) as error:
+        TaskConfig(num_frames=8, image_size=(112, 112), data_kwargs={"num_frames": 16, "image_size": (64, 64)})
+    assert str(error.value).startswith("Settings given twice with different values: data_kwargs "
+                                       "image_size=(64, 64) but image_size=(112, 112); data_kwargs num_frames=16 "
+                                       "but num_frames=8.")
+    with pytest.raises(ValueError, match=r"data_kwargs normalization='caffe' but normalization='imagenet'"):
+        TaskConfig(data_kwargs={"normalization": "caffe"})  # "auto" without weights is imagenet
+    with pytest.raises(ValueError, match=r"data_kwargs num_classes=5 but num_classes=3"):
+        TaskConfig(label_names=("a", "b", "c"), data_kwargs={"num_classes": 5})
+    # The same value twice (an int size is a square) and the data-only settings are accepted.
+    config = TaskConfig(image_size=64, label_names=("a", "b"),
+                        data_kwargs={"image_size": 64, "num_classes": 2, "batch_size": 8, "flip": False})
+    assert config.image_size == (64, 64) and config.data_kwargs["flip"] is False
+
+
 def test_no_autograph_could_not_transform_warning(tmp_path):
     """Every function the pipeline hands to tf.data converts: AutoGraph prints no "could not transform" warning
     (it did for the two lambdas of one line in `_count_and_drop`), skipping or not, training or eval views."""

@@ -24,6 +24,11 @@ from kerasvid.weights import presets
 _TASKS = {}
 
 
+def _pair(image_size):
+    """An int image size is a square; a sequence becomes a tuple."""
+    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+
 @dataclasses.dataclass
 class TaskConfig:
     """Settings shared by all tasks (one field per generic flag of `train/main.py`, with the same name).
@@ -50,7 +55,8 @@ class TaskConfig:
         shuffle_buffer: shuffle buffer of the training records.
         seed: global seed.
         deterministic: deterministic ops and data order (for bit-identical resumes).
-        data_kwargs: extra keyword arguments of the data pipeline (e.g. `{"flip": False}`).
+        data_kwargs: extra keyword arguments of the data pipeline (e.g. `{"flip": False}`); a key that is also a
+            field here (num_frames, image_size, normalization, ...) must have that field's value (ValueError).
         task_kwargs: task-specific settings; each task documents its own keys.
     """
 
@@ -77,11 +83,29 @@ class TaskConfig:
     task_kwargs: Dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if isinstance(self.image_size, int):  # an int is a square size
-            self.image_size = (self.image_size, self.image_size)
-        self.image_size = tuple(self.image_size)
+        self.image_size = _pair(self.image_size)
         if self.normalization == "auto":
             self.normalization = presets.normalization_for_weights(self.model_kwargs.get("weights"))
+        self.check_data_kwargs()
+
+    def check_data_kwargs(self):
+        """Raises one ValueError naming every `data_kwargs` key that is also a field of this config with another
+        value (the model would be built for one setting and the pipeline run with another)."""
+        fields = {f.name for f in dataclasses.fields(self)} - {"data_kwargs", "task_kwargs"}
+        given_twice = []
+        for key in sorted(set(self.data_kwargs) & fields):
+            mine, theirs = getattr(self, key), self.data_kwargs[key]
+            if key == "num_classes":
+                mine = self.num_classes or len(self.label_names)
+                if not mine:  # not known yet (the labels are read later): nothing to contradict
+                    continue
+            elif key == "image_size":
+                theirs = _pair(theirs)
+            if theirs != mine:
+                given_twice.append(f"data_kwargs {key}={self.data_kwargs[key]!r} but {key}={mine!r}")
+        if given_twice:
+            raise ValueError(f"Settings given twice with different values: {'; '.join(given_twice)}. Set each once, "
+                             f"as its own setting (--num_frames, --image_size, ...), not in data_kwargs.")
 
     @property
     def num_views(self):
