@@ -242,11 +242,10 @@ MAX_IMAGE_SIDE = 1024
 
 def _check_input_size(image_size):
     """UsageError for a crop size beyond `MAX_IMAGE_SIDE` (e.g. --image_size=100000,100000)."""
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if size and max(size) > MAX_IMAGE_SIDE:
-        raise app.UsageError(f"--image_size={','.join(map(str, size))} is larger than {MAX_IMAGE_SIDE} pixels per "
-                             f"side, the limit of kerasvid train (the zoo's recipes train at 112-352); pass a smaller "
-                             f"--image_size.")
+    if max(image_size) > MAX_IMAGE_SIDE:
+        raise app.UsageError(f"--image_size={','.join(map(str, image_size))} is larger than {MAX_IMAGE_SIDE} pixels "
+                             f"per side, the limit of kerasvid train (the zoo's recipes train at 112-352); pass a "
+                             f"smaller --image_size.")
 
 
 def _check_model_inputs(builder, model_kwargs):

@@ -13,7 +13,7 @@ import weakref
 import tensorflow as tf
 
 from kerasvid.data import preprocess, samplers, schema
-from kerasvid.data.config import VideoDataConfig
+from kerasvid.data.config import VideoDataConfig, image_size_pair
 
 _CROPS = ("random_resized", "scale_jitter", "center")
 _AUTO_SHARD = {"data": tf.data.experimental.AutoShardPolicy.DATA, "file": tf.data.experimental.AutoShardPolicy.FILE,
@@ -165,7 +165,6 @@ def check_config(config):
         v = getattr(c, name)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"`{name}` must be a positive int, got {v!r}.")
-    _image_size(c.image_size)
     if (c.multi_label or c.one_hot or c.mirror_labels) and not c.num_classes:
         raise ValueError(f"`num_classes` is required with multi_label / one_hot / mirror_labels, got "
                          f"{c.num_classes!r}.")
@@ -180,20 +179,6 @@ def check_config(config):
     preprocess.check_normalization(c.normalization)
 
 
-def _image_size(image_size):
-    """`image_size` as (height, width) positive ints: one int means a square."""
-    bad = ValueError(f"`image_size` must be (height, width) positive ints or one int (a square), got "
-                     f"{image_size!r}.")
-    if isinstance(image_size, (str, bytes, float)):
-        raise bad
-    values = [image_size] if not hasattr(image_size, "__len__") else list(image_size)
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or not all(hasattr(v, "__index__") and int(v) >= 1 for v in values):
-        raise bad
-    return int(values[0]), int(values[1])
-
-
 def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num_classes=None, multi_label=False,
                  one_hot=False, normalization="imagenet", num_clips=1, num_crops=1, sampler="dense",
                  crop="random_resized", crop_scale=(0.49, 1.0), crop_aspect_ratio=(0.5, 2.0),
@@ -202,7 +187,7 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
     """Returns `fn(serialized, seed) -> ({"image": [V?, T, H, W, 3]}, label)`, the per-record part of
     `video_dataset` (same arguments); `seed` is an int64 scalar. Useful to build custom pipelines.
     With `with_labels=False` the labels are neither checked nor returned: `fn` returns `{"image": ...}`."""
-    height, width = _image_size(image_size)
+    height, width = image_size_pair(image_size)
     views = num_clips * (1 if training else num_crops)
     perm = None
     if mirror_labels:
@@ -306,7 +291,7 @@ def decode_examples(serialized, num_frames, stride=1, image_size=(224, 224), nor
     """
     decode = make_decoder(num_frames, stride, image_size, False, normalization=normalization, num_clips=num_clips,
                           num_crops=num_crops, sampler=sampler, eval_short_side=eval_short_side, with_labels=False)
-    h, w = _image_size(image_size)
+    h, w = image_size_pair(image_size)
     shape = ([decode.views] if decode.views > 1 else []) + [num_frames, h, w, 3]
     images = tf.map_fn(lambda s: decode(s, tf.constant(0, tf.int64))["image"], serialized,
                        fn_output_signature=tf.TensorSpec(shape, tf.float32))
@@ -349,7 +334,7 @@ def video_dataset(file_pattern, config=None, *, input_context=None, error_counte
     check_config(c)
     training, seed, deterministic = c.training, c.seed, c.deterministic
     num_frames, num_classes = c.num_frames, c.num_classes
-    image_size = _image_size(c.image_size)
+    image_size = c.image_size
     files = list_files(file_pattern)
     augment = None
     if c.augment is not None and training:  # imports keras: only when augmenting

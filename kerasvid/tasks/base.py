@@ -19,14 +19,10 @@ import dataclasses
 import difflib
 from typing import Dict, Optional, Tuple
 
+from kerasvid.data.config import image_size_pair
 from kerasvid.weights import presets
 
 _TASKS = {}
-
-
-def _pair(image_size):
-    """An int image size is a square; a sequence becomes a tuple."""
-    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
 
 
 @dataclasses.dataclass
@@ -42,7 +38,7 @@ class TaskConfig:
         eval_pattern: evaluation records (a TFRecord file glob).
         num_frames: frames per clip (`T`).
         stride: temporal stride between sampled frames.
-        image_size: crop size `(H, W)` (one value: a square).
+        image_size: crop size `(H, W)` (one value: a square; `kerasvid.data.config.image_size_pair`).
         batch_size: global training batch (split over all replicas and workers).
         eval_batch_size: videos per evaluation batch.
         eval_clips: evaluation clips per video.
@@ -83,7 +79,7 @@ class TaskConfig:
     task_kwargs: Dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        self.image_size = _pair(self.image_size)
+        self.image_size = image_size_pair(self.image_size)
         if self.normalization == "auto":
             self.normalization = presets.normalization_for_weights(self.model_kwargs.get("weights"))
         self.check_data_kwargs()
@@ -100,7 +96,7 @@ class TaskConfig:
                 if not mine:  # not known yet (the labels are read later): nothing to contradict
                     continue
             elif key == "image_size":
-                theirs = _pair(theirs)
+                theirs = image_size_pair(theirs)
             if theirs != mine:
                 given_twice.append(f"data_kwargs {key}={self.data_kwargs[key]!r} but {key}={mine!r}")
         if given_twice:
