@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from kerasvid.data import pipeline, schema, writer
+from kerasvid.data.config import VideoDataConfig
 
 
 def _grey_video(num_frames, label, h=24, w=32, vid="v"):
@@ -244,7 +245,8 @@ def test_decode_examples_equals_eval_pipeline_without_labels(grey_records):
     unlabeled = tf.train.SequenceExample.FromString(records[0].numpy())
     del unlabeled.context.feature[schema.LABEL_INDEX]
     serialized = tf.stack([unlabeled.SerializeToString(deterministic=True)] + records[1:])
-    got = tf.function(lambda s: pipeline.decode_examples(s, 4, 2, (16, 16), num_clips=2))(serialized)
+    config = VideoDataConfig(num_frames=4, stride=2, image_size=(16, 16), training=False, num_clips=2)
+    got = tf.function(lambda s: pipeline.decode_examples(s, config))(serialized)
     features, _ = _eval(grey_records, stride=2, num_clips=2, normalization="imagenet")
     assert got.shape == (8, 4, 16, 16, 3)
     np.testing.assert_allclose(got.numpy(), features["image"].numpy(), atol=1e-6)
@@ -381,24 +383,3 @@ def test_no_autograph_could_not_transform_warning(tmp_path):
         tf.get_logger().removeHandler(handler)
     assert len(skipped) == 2 and skipped[0][0]["image"].shape == (6, 2, 8, 8, 3)
     assert not [m for m in messages if "could not transform" in m], messages
-
-
-def test_decoder_defaults_are_the_data_config_defaults():
-    # make_decoder and decode_examples keep their own keyword defaults (public, called positionally); they must
-    # stay those of VideoDataConfig, or a keyword call and a config call would decode differently.
-    import dataclasses
-    import inspect
-
-    from kerasvid.data.config import VideoDataConfig
-
-    fields = {f.name: f for f in dataclasses.fields(VideoDataConfig)}
-    checked = 0
-    for fn in (pipeline.make_decoder, pipeline.decode_examples):
-        for name, param in inspect.signature(fn).parameters.items():
-            if name in fields and param.default is not param.empty:
-                field = fields[name]
-                default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-                assert param.default == default, (
-                    f"{fn.__name__}({name}={param.default!r}) != VideoDataConfig's {default!r}")
-                checked += 1
-    assert checked >= 20

@@ -19,7 +19,7 @@ import dataclasses
 import difflib
 from typing import Dict, Optional, Tuple
 
-from kerasvid.data.config import image_size_pair
+from kerasvid.data.config import VideoDataConfig, image_size_pair
 from kerasvid.weights import presets
 
 _TASKS = {}
@@ -102,6 +102,15 @@ class TaskConfig:
         if given_twice:
             raise ValueError(f"Settings given twice with different values: {'; '.join(given_twice)}. Set each once, "
                              f"as its own setting (--num_frames, --image_size, ...), not in data_kwargs.")
+
+    def video_data_config(self, **settings):
+        """The `kerasvid.data.VideoDataConfig` of this config: its fields of the same name (num_frames, stride,
+        image_size, batch_size, num_classes, multi_label, normalization, shuffle_buffer, seed, deterministic), then
+        the task's `settings` (e.g. `training`, `num_clips`), then the `data_kwargs` overrides (an unknown key raises
+        a ValueError listing the valid ones)."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name in VideoDataConfig.field_names()}
+        return VideoDataConfig(**{**shared, **settings}).replace(**self.data_kwargs)
 
     @property
     def num_views(self):

@@ -70,18 +70,13 @@ class ClassificationTask(Task):
         return model
 
     def data_config(self, training, input_context=None):
-        """The `kerasvid.data.VideoDataConfig` of the training or evaluation pipeline: this task's settings (one
-        training clip, or `eval_clips` x `eval_crops` evaluation views), then the `data_kwargs` overrides (an
-        unknown key raises a ValueError listing the valid ones)."""
-        from kerasvid import data
-
+        """The `kerasvid.data.VideoDataConfig` of the training or evaluation pipeline (`TaskConfig.video_data_config`):
+        one training clip, or `eval_clips` x `eval_crops` evaluation views, then the `data_kwargs` overrides."""
         c = self.config
-        return data.VideoDataConfig(
-            num_frames=c.num_frames, stride=c.stride, image_size=c.image_size, training=training,
-            batch_size=self.local_batch_size(input_context) if training else c.eval_batch_size,
-            num_classes=self.num_classes, multi_label=c.multi_label, normalization=c.normalization,
-            num_clips=1 if training else c.eval_clips, num_crops=1 if training else c.eval_crops,
-            shuffle_buffer=c.shuffle_buffer, seed=c.seed, deterministic=c.deterministic).replace(**c.data_kwargs)
+        return c.video_data_config(
+            training=training, batch_size=self.local_batch_size(input_context) if training else c.eval_batch_size,
+            num_classes=self.num_classes, num_clips=1 if training else c.eval_clips,
+            num_crops=1 if training else c.eval_crops)
 
     def build_dataset(self, training, input_context=None):
         from kerasvid import data
@@ -167,7 +162,7 @@ class ClassificationTask(Task):
 
     # ----- serving ----------------------------------------------------------------------------------------------
     def _short_side(self):
-        return self.config.data_kwargs.get("eval_short_side")
+        return self.data_config(False).eval_short_side
 
     def serving_predict(self, model):
         """`fn(normalised clips) -> dict` of the served outputs: `"logits"`, plus `"action_map"`, `"context_map"`,
