@@ -359,6 +359,19 @@ def test_a_setting_given_twice_with_two_values_is_refused():
     assert config.image_size == (64, 64) and config.data_kwargs["flip"] is False
 
 
+def test_task_config_train_and_validation_data():
+    """TaskConfig.train_data / validation_data: the shared settings once, the task's views, then data_kwargs."""
+    from kerasvid.tasks import TaskConfig
+
+    config = TaskConfig(num_frames=4, stride=2, image_size=16, batch_size=6, eval_batch_size=2, eval_clips=2,
+                        eval_crops=3, label_names=("a", "b"), seed=3, data_kwargs={"flip": False})
+    shared = dict(num_frames=4, stride=2, image_size=(16, 16), num_classes=2, normalization="imagenet", seed=3,
+                  flip=False)
+    assert config.train_data == VideoDataConfig(training=True, batch_size=6, **shared)
+    assert config.validation_data == VideoDataConfig(training=False, batch_size=2, num_clips=2, num_crops=3, **shared)
+    assert TaskConfig().train_data.num_classes is None  # no classes known yet
+
+
 def test_no_autograph_could_not_transform_warning(tmp_path):
     """Every function the pipeline hands to tf.data converts: AutoGraph prints no "could not transform" warning
     (it did for the two lambdas of one line in `_count_and_drop`), skipping or not, training or eval views."""

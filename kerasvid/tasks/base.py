@@ -103,13 +103,26 @@ class TaskConfig:
             raise ValueError(f"Settings given twice with different values: {'; '.join(given_twice)}. Set each once, "
                              f"as its own setting (--num_frames, --image_size, ...), not in data_kwargs.")
 
-    def video_data_config(self, **settings):
-        """The `kerasvid.data.VideoDataConfig` of this config: its fields of the same name (num_frames, stride,
-        image_size, batch_size, num_classes, multi_label, normalization, shuffle_buffer, seed, deterministic), then
-        the task's `settings` (e.g. `training`, `num_clips`), then the `data_kwargs` overrides (an unknown key raises
-        a ValueError listing the valid ones)."""
+    @property
+    def train_data(self):
+        """The `kerasvid.data.VideoDataConfig` of the training pipeline (as Model Garden's `train_data`): one clip
+        per video, the global `batch_size` (a task splits it over workers)."""
+        return self._data_config(training=True)
+
+    @property
+    def validation_data(self):
+        """The `kerasvid.data.VideoDataConfig` of the evaluation pipeline: `eval_clips` x `eval_crops` views per
+        video, `eval_batch_size` videos per batch."""
+        return self._data_config(training=False, batch_size=self.eval_batch_size, num_clips=self.eval_clips,
+                                 num_crops=self.eval_crops)
+
+    def _data_config(self, **settings):
+        """This config's fields of the same name as VideoDataConfig's (num_frames, stride, image_size, batch_size,
+        multi_label, normalization, shuffle_buffer, seed, deterministic; num_classes: the labels' when 0), then
+        `settings`, then the `data_kwargs` overrides (an unknown key raises a ValueError listing the valid ones)."""
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                   if f.name in VideoDataConfig.field_names()}
+        shared["num_classes"] = self.num_classes or len(self.label_names) or None
         return VideoDataConfig(**{**shared, **settings}).replace(**self.data_kwargs)
 
     @property

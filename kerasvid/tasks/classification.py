@@ -1,4 +1,6 @@
 """Video classification (single-label softmax or multi-label sigmoid), with multi-view evaluation."""
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -70,13 +72,12 @@ class ClassificationTask(Task):
         return model
 
     def data_config(self, training, input_context=None):
-        """The `kerasvid.data.VideoDataConfig` of the training or evaluation pipeline (`TaskConfig.video_data_config`):
-        one training clip, or `eval_clips` x `eval_crops` evaluation views, then the `data_kwargs` overrides."""
+        """The `kerasvid.data.VideoDataConfig` of the training or evaluation pipeline: `TaskConfig.train_data` with
+        this worker's batch, or `TaskConfig.validation_data`."""
         c = self.config
-        return c.video_data_config(
-            training=training, batch_size=self.local_batch_size(input_context) if training else c.eval_batch_size,
-            num_classes=self.num_classes, num_clips=1 if training else c.eval_clips,
-            num_crops=1 if training else c.eval_crops)
+        if not training:
+            return c.validation_data
+        return dataclasses.replace(c.train_data, batch_size=self.local_batch_size(input_context))
 
     def build_dataset(self, training, input_context=None):
         from kerasvid import data
