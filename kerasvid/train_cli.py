@@ -44,6 +44,7 @@ from absl import app, flags, logging
 
 from kerasvid import _locks, config_flags
 from kerasvid.tasks.base import TaskConfig
+from kerasvid.tasks.triplet_config import TripletConfig
 from kerasvid.training.config import STRATEGIES, TrainConfig
 
 MODES = ("train", "eval", "train_and_eval", "export", "align")
@@ -103,6 +104,8 @@ def quiet_tensorflow():
 # or --lr_decay_epochs); a command-line run checkpoints every 100 steps.
 config_flags.define_flags(TaskConfig)
 config_flags.define_flags(TrainConfig, defaults={"train_steps": 0, "lr_decay_steps": 0, "checkpoint_every": 100})
+# The triplet task's settings, also --task_kwargs keys (`_task_kwargs` merges both).
+TRIPLET_FLAGS = tuple(config_flags.define_flags(TripletConfig))
 # Task and data discovery.
 flags.DEFINE_string("task", "classification", "Registered task (kerasvid.tasks.list_tasks()).")
 flags.DEFINE_string("labels_file", "", "Class names, one per line (default: labels.txt beside the records).")
@@ -303,6 +306,25 @@ def _recorded_run():
                              f"restore it, or use another --model_dir.")
 
 
+def _task_kwargs():
+    """--task_kwargs plus the triplet task's flags given on the command line (or in a flagfile); UsageError for a
+    triplet flag with another --task, or a setting given both ways with two values."""
+    kwargs = parse_kwargs(FLAGS.task_kwargs, "task_kwargs")
+    flagged = {name: _usage(config_flags.flag_value, TripletConfig, name) for name in TRIPLET_FLAGS
+               if FLAGS[name].present}
+    if flagged and FLAGS.task != "triplet":
+        raise app.UsageError(f"--{sorted(flagged)[0]} is a setting of --task=triplet, got --task={FLAGS.task}.")
+
+    def differs(given, flag):  # a flag's pair is a tuple; the same pair in --task_kwargs may be a list
+        return (tuple(given) if isinstance(given, list) else given) != flag
+
+    twice = [f"--{k}={v!r} but task_kwargs {k}={kwargs[k]!r}" for k, v in sorted(flagged.items())
+             if k in kwargs and differs(kwargs[k], v)]
+    if twice:
+        raise app.UsageError(f"Settings given twice with different values: {'; '.join(twice)}. Set each once.")
+    return {**kwargs, **flagged}
+
+
 def _discover_data():
     """`(train_pattern, eval_pattern, label_names, task_kwargs)`: with --synthetic the task's data written first
     (`discovery.synthetic_data`; its locations replace a recipe's, with a warning), the class names from
@@ -310,7 +332,7 @@ def _discover_data():
     from kerasvid.data import discovery
 
     train_pattern, eval_pattern = FLAGS.train_pattern, FLAGS.eval_pattern
-    task_kwargs = given = parse_kwargs(FLAGS.task_kwargs, "task_kwargs")
+    task_kwargs = given = _task_kwargs()
     if FLAGS.synthetic:
         data = _usage(discovery.synthetic_data, os.path.join(FLAGS.model_dir, "data"), FLAGS.task,
                       num_classes=FLAGS.synthetic_classes, num_frames=FLAGS.synthetic_frames,
