@@ -28,7 +28,8 @@ def _records(d):
 
 
 def _plain(pattern, training, **kw):
-    decode = pipeline.make_decoder(8, 2, (112, 112), training, num_classes=4)
+    decode = pipeline.make_decoder(VideoDataConfig(num_frames=8, stride=2, image_size=(112, 112), training=training,
+                                                   num_classes=4))
     files = tf.data.Dataset.from_tensor_slices(pipeline.list_files(pattern))
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE)
     records = tf.data.Dataset.zip((records.repeat(), tf.data.Dataset.random(seed=0)))

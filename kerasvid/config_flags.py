@@ -9,6 +9,7 @@ the same thing). Field types map to flags as follows:
 | `bool`, `int`, `float`, `str` | `DEFINE_bool/integer/float/string` | as is |
 | `str` with `metadata["enum"]` | `DEFINE_enum` (the allowed values) | as is |
 | `Tuple[int, ...]` / `Tuple[int, int]` | `DEFINE_list` (`--image_size=112,112`) | a tuple of ints (one value of a fixed-length tuple is repeated) |
+| `Tuple[float, float]` | `DEFINE_list` (`--crop_scale=0.8,1`) | a tuple of floats (likewise) |
 | `Dict` | `DEFINE_string` (`--model_kwargs=k=12,variant=released_code`) | `parse_kwargs`: values are Python literals |
 
 A field with `metadata={"flag": False}` gets no flag (e.g. `TaskConfig.label_names`, read from labels.txt).
@@ -61,7 +62,8 @@ def field_docs(config_cls):
 
 
 def _kind(config_cls, field):
-    """`("bool"|"int"|"float"|"str"|"enum"|"dict", None)` or `("tuple", length or None)` of a field."""
+    """`("bool"|"int"|"float"|"str"|"enum"|"dict", None)` or `("tuple", length or None)` of a field (a tuple of
+    ints, or a fixed-length tuple of floats)."""
     hint = typing.get_type_hints(config_cls)[field.name]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if "enum" in field.metadata:
@@ -70,7 +72,7 @@ def _kind(config_cls, field):
         return hint.__name__, None
     if origin in (dict, typing.Dict) or hint in (dict, typing.Dict):
         return "dict", None
-    if origin is tuple and all(a in (int, Ellipsis) for a in args):
+    if origin is tuple and (all(a in (int, Ellipsis) for a in args) or all(a is float for a in args)):
         return "tuple", None if Ellipsis in args else len(args)
     raise TypeError(f"{config_cls.__name__}.{field.name}: no flag type for {hint!r}; give the field "
                     "metadata={'flag': False} and set it in code.")
@@ -137,10 +139,12 @@ def flag_value(config_cls, name, flag_values=flags.FLAGS):
     if kind == "dict":
         return parse_kwargs(value, name)
     if kind == "tuple":
+        number = float if float in typing.get_args(typing.get_type_hints(config_cls)[name]) else int
         try:
-            value = tuple(int(v) for v in value)
+            value = tuple(number(v) for v in value)
         except ValueError:
-            raise ValueError(f"--{name} must be integers, got {','.join(value)!r}.")
+            raise ValueError(f"--{name} must be {'numbers' if number is float else 'integers'}, got "
+                             f"{','.join(value)!r}.")
         if length and len(value) == 1:
             value = value * length
         if length and len(value) != length:

@@ -34,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from kerasvid.data import pipeline, preprocess
+from kerasvid.data.config import VideoDataConfig
 
 PREPROCESSING_FILE = "preprocessing.json"
 LABELS_FILE = "labels.txt"
@@ -201,8 +202,9 @@ def classification_endpoints(predict, num_frames, image_size, normalization="ima
                                                tf.strings.substr(examples, 0, 8)], summarize=4)
         with tf.control_dependencies([check]):
             examples = tf.identity(examples)
-        return classify(pipeline.decode_examples(examples, num_frames, stride, image_size, normalization,
-                                                 eval_short_side=short_side))
+        return classify(pipeline.decode_examples(examples, VideoDataConfig(
+            num_frames=num_frames, stride=stride, image_size=image_size, training=False, normalization=normalization,
+            eval_short_side=short_side)))
 
     return {
         "serving_default": (serving_default, [tf.TensorSpec(None, tf.uint8, name="frames")]),

@@ -29,6 +29,7 @@ the notices it prints on a machine without a GPU, and grappler's "remapper faile
 skips for the Conv3D gradient; the step is unaffected), are not for a user of this script (`kerasvid._quiet`,
 shared by every command).
 """
+import dataclasses
 import inspect
 import json
 import math
@@ -42,6 +43,7 @@ from absl import app, flags, logging
 from kerasvid import _locks, config_flags
 from kerasvid._quiet import quiet_tensorflow  # noqa: F401 (also train/main.py's name)
 from kerasvid.tasks.base import TaskConfig
+from kerasvid.tasks.triplet_config import TripletConfig
 from kerasvid.training.config import STRATEGIES, TrainConfig
 
 MODES = ("train", "eval", "train_and_eval", "export", "align")
@@ -53,6 +55,8 @@ EXIT_USAGE, EXIT_DIVERGED, EXIT_UNWRITABLE, EXIT_WORKER_LOST, EXIT_PREEMPTED = 2
 # or --lr_decay_epochs); a command-line run checkpoints every 100 steps.
 config_flags.define_flags(TaskConfig)
 config_flags.define_flags(TrainConfig, defaults={"train_steps": 0, "lr_decay_steps": 0, "checkpoint_every": 100})
+# The triplet task's settings, also --task_kwargs keys (`_task_kwargs` merges both).
+TRIPLET_FLAGS = tuple(config_flags.define_flags(TripletConfig))
 # Task and data discovery.
 flags.DEFINE_string("task", "classification", "Registered task (kerasvid.tasks.list_tasks()).")
 flags.DEFINE_string("labels_file", "", "Class names, one per line (default: labels.txt beside the records).")
@@ -192,11 +196,10 @@ MAX_IMAGE_SIDE = 1024
 
 def _check_input_size(image_size):
     """UsageError for a crop size beyond `MAX_IMAGE_SIDE` (e.g. --image_size=100000,100000)."""
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if size and max(size) > MAX_IMAGE_SIDE:
-        raise app.UsageError(f"--image_size={','.join(map(str, size))} is larger than {MAX_IMAGE_SIDE} pixels per "
-                             f"side, the limit of kerasvid train (the zoo's recipes train at 112-352); pass a smaller "
-                             f"--image_size.")
+    if max(image_size) > MAX_IMAGE_SIDE:
+        raise app.UsageError(f"--image_size={','.join(map(str, image_size))} is larger than {MAX_IMAGE_SIDE} pixels "
+                             f"per side, the limit of kerasvid train (the zoo's recipes train at 112-352); pass a "
+                             f"smaller --image_size.")
 
 
 def _check_model_inputs(builder, model_kwargs):
@@ -254,6 +257,25 @@ def _recorded_run():
                              f"restore it, or use another --model_dir.")
 
 
+def _task_kwargs():
+    """--task_kwargs plus the triplet task's flags given on the command line (or in a flagfile); UsageError for a
+    triplet flag with another --task, or a setting given both ways with two values."""
+    kwargs = parse_kwargs(FLAGS.task_kwargs, "task_kwargs")
+    flagged = {name: _usage(config_flags.flag_value, TripletConfig, name) for name in TRIPLET_FLAGS
+               if FLAGS[name].present}
+    if flagged and FLAGS.task != "triplet":
+        raise app.UsageError(f"--{sorted(flagged)[0]} is a setting of --task=triplet, got --task={FLAGS.task}.")
+
+    def differs(given, flag):  # a flag's pair is a tuple; the same pair in --task_kwargs may be a list
+        return (tuple(given) if isinstance(given, list) else given) != flag
+
+    twice = [f"--{k}={v!r} but task_kwargs {k}={kwargs[k]!r}" for k, v in sorted(flagged.items())
+             if k in kwargs and differs(kwargs[k], v)]
+    if twice:
+        raise app.UsageError(f"Settings given twice with different values: {'; '.join(twice)}. Set each once.")
+    return {**kwargs, **flagged}
+
+
 def _discover_data():
     """`(train_pattern, eval_pattern, label_names, task_kwargs)`: with --synthetic the task's data written first
     (`discovery.synthetic_data`; its locations replace a recipe's, with a warning), the class names from
@@ -261,7 +283,7 @@ def _discover_data():
     from kerasvid.data import discovery
 
     train_pattern, eval_pattern = FLAGS.train_pattern, FLAGS.eval_pattern
-    task_kwargs = given = parse_kwargs(FLAGS.task_kwargs, "task_kwargs")
+    task_kwargs = given = _task_kwargs()
     if FLAGS.synthetic:
         data = _usage(discovery.synthetic_data, os.path.join(FLAGS.model_dir, "data"), FLAGS.task,
                       num_classes=FLAGS.synthetic_classes, num_frames=FLAGS.synthetic_frames,
@@ -293,10 +315,13 @@ def build_configs(modes):
     early_config = None if by_epochs else _train_config(FLAGS.train_steps or 1, FLAGS.lr_decay_steps or 1,
                                                         boundaries, **({} if training else {"lr_schedule": "constant"}))
 
-    train_pattern, eval_pattern, label_names, task_kwargs = _discover_data()
+    # The settings are checked (a setting given twice) before discovery writes any data, then the discovered ones
+    # completed (`replace` checks again, with the class names).
     config = _usage(config_flags.from_flags, TaskConfig, FLAGS, model_kwargs=model_kwargs, image_size=image_size,
-                    label_names=label_names, train_pattern=train_pattern, eval_pattern=eval_pattern,
-                    data_kwargs=_data_kwargs(), task_kwargs=task_kwargs)
+                    data_kwargs=_data_kwargs(), task_kwargs={})
+    train_pattern, eval_pattern, label_names, task_kwargs = _discover_data()
+    config = _usage(dataclasses.replace, config, label_names=label_names, train_pattern=train_pattern,
+                    eval_pattern=eval_pattern, task_kwargs=task_kwargs)
     task = tasks.get_task(FLAGS.task, config)
     task_modes = set()
     for mode in modes:

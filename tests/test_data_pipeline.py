@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from kerasvid.data import pipeline, schema, writer
+from kerasvid.data.config import VideoDataConfig
 
 
 def _grey_video(num_frames, label, h=24, w=32, vid="v"):
@@ -251,7 +252,8 @@ def test_decode_examples_equals_eval_pipeline_without_labels(grey_records):
     unlabeled = tf.train.SequenceExample.FromString(records[0].numpy())
     del unlabeled.context.feature[schema.LABEL_INDEX]
     serialized = tf.stack([unlabeled.SerializeToString(deterministic=True)] + records[1:])
-    got = tf.function(lambda s: pipeline.decode_examples(s, 4, 2, (16, 16), num_clips=2))(serialized)
+    config = VideoDataConfig(num_frames=4, stride=2, image_size=(16, 16), training=False, num_clips=2)
+    got = tf.function(lambda s: pipeline.decode_examples(s, config))(serialized)
     features, _ = _eval(grey_records, stride=2, num_clips=2, normalization="imagenet")
     assert got.shape == (8, 4, 16, 16, 3)
     np.testing.assert_allclose(got.numpy(), features["image"].numpy(), atol=1e-6)
@@ -346,6 +348,39 @@ def test_unknown_data_settings_name_the_key_and_the_valid_ones(grey_records):
         pipeline.video_dataset(grey_records, {"num_frames": 4})
 
 
+def test_a_setting_given_twice_with_two_values_is_refused():
+    """TaskConfig(num_frames=8, image_size=(112, 112), data_kwargs={"num_frames": 16, "image_size": (64, 64)})
+    would build an 8x112x112 model fed 16x64x64 clips: one ValueError names both values of both settings."""
+    from kerasvid.tasks import TaskConfig
+
+    with pytest.raises(ValueError) as error:
+        TaskConfig(num_frames=8, image_size=(112, 112), data_kwargs={"num_frames": 16, "image_size": (64, 64)})
+    assert str(error.value).startswith("Settings given twice with different values: data_kwargs "
+                                       "image_size=(64, 64) but image_size=(112, 112); data_kwargs num_frames=16 "
+                                       "but num_frames=8.")
+    with pytest.raises(ValueError, match=r"data_kwargs normalization='caffe' but normalization='imagenet'"):
+        TaskConfig(data_kwargs={"normalization": "caffe"})  # "auto" without weights is imagenet
+    with pytest.raises(ValueError, match=r"data_kwargs num_classes=5 but num_classes=3"):
+        TaskConfig(label_names=("a", "b", "c"), data_kwargs={"num_classes": 5})
+    # The same value twice (an int size is a square) and the data-only settings are accepted.
+    config = TaskConfig(image_size=64, label_names=("a", "b"),
+                        data_kwargs={"image_size": 64, "num_classes": 2, "batch_size": 8, "flip": False})
+    assert config.image_size == (64, 64) and config.data_kwargs["flip"] is False
+
+
+def test_task_config_train_and_validation_data():
+    """TaskConfig.train_data / validation_data: the shared settings once, the task's views, then data_kwargs."""
+    from kerasvid.tasks import TaskConfig
+
+    config = TaskConfig(num_frames=4, stride=2, image_size=16, batch_size=6, eval_batch_size=2, eval_clips=2,
+                        eval_crops=3, label_names=("a", "b"), seed=3, data_kwargs={"flip": False})
+    shared = dict(num_frames=4, stride=2, image_size=(16, 16), num_classes=2, normalization="imagenet", seed=3,
+                  flip=False)
+    assert config.train_data == VideoDataConfig(training=True, batch_size=6, **shared)
+    assert config.validation_data == VideoDataConfig(training=False, batch_size=2, num_clips=2, num_crops=3, **shared)
+    assert TaskConfig().train_data.num_classes is None  # no classes known yet
+
+
 @pytest.mark.large
 def test_no_autograph_could_not_transform_warning(tmp_path):
     """Every function the pipeline hands to tf.data converts: AutoGraph prints no "could not transform" warning
@@ -371,24 +406,3 @@ def test_no_autograph_could_not_transform_warning(tmp_path):
         tf.get_logger().removeHandler(handler)
     assert len(skipped) == 2 and skipped[0][0]["image"].shape == (6, 2, 8, 8, 3)
     assert not [m for m in messages if "could not transform" in m], messages
-
-
-def test_decoder_defaults_are_the_data_config_defaults():
-    # make_decoder and decode_examples keep their own keyword defaults (public, called positionally); they must
-    # stay those of VideoDataConfig, or a keyword call and a config call would decode differently.
-    import dataclasses
-    import inspect
-
-    from kerasvid.data.config import VideoDataConfig
-
-    fields = {f.name: f for f in dataclasses.fields(VideoDataConfig)}
-    checked = 0
-    for fn in (pipeline.make_decoder, pipeline.decode_examples):
-        for name, param in inspect.signature(fn).parameters.items():
-            if name in fields and param.default is not param.empty:
-                field = fields[name]
-                default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-                assert param.default == default, (
-                    f"{fn.__name__}({name}={param.default!r}) != VideoDataConfig's {default!r}")
-                checked += 1
-    assert checked >= 20

@@ -80,7 +80,7 @@ def test_serve_examples_matches_the_eval_pipeline(exported, tmp_path):
         examples.append(ex)
         serialized.append(ex.SerializeToString())
     write_records(examples, str(tmp_path), "eval", 1)
-    ds = video_dataset(str(tmp_path / "eval-*"), T, stride=2, image_size=SIZE, training=False, batch_size=3,
+    ds = video_dataset(str(tmp_path / "eval-*"), num_frames=T, stride=2, image_size=SIZE, training=False, batch_size=3,
                        num_classes=CLASSES)
     images, _ = next(iter(ds))
     expected = tf.nn.softmax(model(images["image"], training=False)).numpy()

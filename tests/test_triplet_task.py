@@ -162,6 +162,35 @@ def test_video_weights_and_validation(charades_ego):
         TripletTask(TaskConfig(num_frames=1, task_kwargs={"charades_color_jitter": 1.5}))
 
 
+def test_triplet_config_is_typed_and_its_flags_are_derived():
+    """task_kwargs become a TripletConfig; config_flags derives one flag per field (name, default, help, enum,
+    float pairs) and builds the same config back from parsed flags."""
+    import dataclasses
+
+    from absl import flags
+
+    from kerasvid import config_flags
+    from kerasvid.tasks.triplet import TripletConfig
+
+    options = TripletTask(TaskConfig(num_frames=1, task_kwargs={"margin": 0.2, "min_gap": 120})).options
+    assert options == TripletConfig(margin=0.2, min_gap=120) and options.fps == 24.0
+    flag_values = flags.FlagValues()
+    names = config_flags.define_flags(TripletConfig, flag_values)
+    assert names == [f.name for f in dataclasses.fields(TripletConfig)]
+    assert flag_values["fps"].help == "frame rate of the frame folders."
+    assert flag_values["triplet_loss"].parser.enum_values == ["dist_ratio", "margin_rank"]
+    flag_values(["prog", "--crop_scale=0.5,1", "--triplet_loss=margin_rank", "--min_gap=120",
+                 "--nobalance_gradients"])
+    assert config_flags.from_flags(TripletConfig, flag_values) == TripletConfig(
+        crop_scale=(0.5, 1.0), triplet_loss="margin_rank", min_gap=120, balance_gradients=False)
+    flag_values["crop_scale"].value = ["0.5", "x"]
+    with pytest.raises(ValueError, match=r"--crop_scale must be numbers, got '0.5,x'"):
+        config_flags.from_flags(TripletConfig, flag_values)
+    flag_values["crop_scale"].value = ["0.9", "0.8"]  # converted, then checked by the config
+    with pytest.raises(ValueError, match=r"crop_scale=\(0.9, 0.8\)"):
+        config_flags.from_flags(TripletConfig, flag_values)
+
+
 _MIRRORED_SCRIPT = """
 import json, os, sys, tempfile
 import numpy as np

@@ -11,6 +11,26 @@ from typing import Any, Optional, Tuple
 AUTOTUNE = -1  # the value of tf.data.AUTOTUNE (not imported here: see the module docstring)
 
 
+def image_size_pair(image_size):
+    """`image_size` as `(height, width)` positive ints; one int (or a one-item sequence) means a square.
+
+    The one conversion of a crop size: `TaskConfig` and `VideoDataConfig` hold its result.
+
+    Raises:
+        ValueError: anything else, naming the value.
+    """
+    bad = ValueError(f"`image_size` must be (height, width) positive ints or one int (a square), got "
+                     f"{image_size!r}.")
+    if isinstance(image_size, (str, bytes, float)):
+        raise bad
+    values = [image_size] if not hasattr(image_size, "__len__") else list(image_size)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not all(hasattr(v, "__index__") and int(v) >= 1 for v in values):
+        raise bad
+    return int(values[0]), int(values[1])
+
+
 @dataclasses.dataclass
 class VideoDataConfig:
     """The settings of `kerasvid.data.video_dataset`, field by field.
@@ -18,7 +38,7 @@ class VideoDataConfig:
     Attributes:
         num_frames: T, frames per clip (required).
         stride: temporal stride between sampled frames, in stored frames (see the records' `video/fps`).
-        image_size: `(H, W)` of the output clips; one int means a square.
+        image_size: `(H, W)` of the output clips; one int means a square (`image_size_pair`; ValueError otherwise).
         training: training sampling and augmentation, shuffling and endless repetition; False: the evaluation
             views, in record order, once.
         batch_size: videos per batch.
@@ -90,6 +110,9 @@ class VideoDataConfig:
     num_parallel_calls: Optional[int] = AUTOTUNE
     prefetch: Optional[int] = AUTOTUNE
     augment: Any = None
+
+    def __post_init__(self):
+        self.image_size = image_size_pair(self.image_size)
 
     @classmethod
     def field_names(cls):

@@ -59,7 +59,7 @@ def pair_dataset(file_pattern, conjugate_dir, config=None, *, input_context=None
     if missing:
         raise ValueError(f"Missing conjugate shards for {len(missing)} of {len(files)} record files, e.g. "
                          f"{missing[0]!r}; run `kerasvid conjugates --records=... --output_dir={conjugate_dir}`")
-    decode = pipeline.decoder_for(c)
+    decode = pipeline.make_decoder(c)
     context = {CONJUGATE_NUM_BOXES: tf.io.FixedLenFeature((), tf.int64, default_value=0),
                CONJUGATE_OF: tf.io.FixedLenFeature((), tf.string, default_value="")}
     id_spec = {schema.VIDEO_ID: tf.io.FixedLenFeature((), tf.string, default_value="")}

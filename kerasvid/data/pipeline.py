@@ -165,7 +165,6 @@ def check_config(config):
         v = getattr(c, name)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"`{name}` must be a positive int, got {v!r}.")
-    _image_size(c.image_size)
     if (c.multi_label or c.one_hot or c.mirror_labels) and not c.num_classes:
         raise ValueError(f"`num_classes` is required with multi_label / one_hot / mirror_labels, got "
                          f"{c.num_classes!r}.")
@@ -180,33 +179,27 @@ def check_config(config):
     preprocess.check_normalization(c.normalization)
 
 
-def _image_size(image_size):
-    """`image_size` as (height, width) positive ints: one int means a square."""
-    bad = ValueError(f"`image_size` must be (height, width) positive ints or one int (a square), got "
-                     f"{image_size!r}.")
-    if isinstance(image_size, (str, bytes, float)):
-        raise bad
-    values = [image_size] if not hasattr(image_size, "__len__") else list(image_size)
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or not all(hasattr(v, "__index__") and int(v) >= 1 for v in values):
-        raise bad
-    return int(values[0]), int(values[1])
-
-
-def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num_classes=None, multi_label=False,
-                 one_hot=False, normalization="imagenet", num_clips=1, num_crops=1, sampler="dense",
-                 crop="random_resized", crop_scale=(0.49, 1.0), crop_aspect_ratio=(0.5, 2.0),
-                 scale_jitter=(256, 320), flip=True, mirror_labels=None, color_jitter=0.0, eval_short_side=None,
-                 with_labels=True, augment=None):
+def make_decoder(config, *, with_labels=True):
     """Returns `fn(serialized, seed) -> ({"image": [V?, T, H, W, 3]}, label)`, the per-record part of
-    `video_dataset` (same arguments); `seed` is an int64 scalar. Useful to build custom pipelines.
-    With `with_labels=False` the labels are neither checked nor returned: `fn` returns `{"image": ...}`."""
-    height, width = _image_size(image_size)
+    `video_dataset` with the settings of a `VideoDataConfig`; `seed` is an int64 scalar. Useful to build custom
+    pipelines. With `with_labels=False` the labels are neither checked nor returned: `fn` returns `{"image": ...}`.
+
+    `fn.views` is the number of views per record; `fn.augment` the `kerasvid.data.augment.VideoAugment` built from
+    `config.augment` in training (its clip part runs in `fn`; `video_dataset` mixes the batches with it), or None.
+    """
+    c = VideoDataConfig.resolve(config, "make_decoder")
+    num_frames, training, num_clips, num_crops = c.num_frames, c.training, c.num_clips, c.num_crops
+    num_classes, multi_label, one_hot, crop = c.num_classes, c.multi_label, c.one_hot, c.crop
+    height, width = c.image_size
     views = num_clips * (1 if training else num_crops)
     perm = None
-    if mirror_labels:
-        perm = preprocess.mirror_label_permutation(mirror_labels, num_classes)
+    if c.mirror_labels:
+        perm = preprocess.mirror_label_permutation(c.mirror_labels, num_classes)
+    augment = None
+    if c.augment is not None and training:  # imports keras: only when augmenting
+        from kerasvid.data.augment import from_spec
+
+        augment = from_spec(c.augment)
 
     def decode_all(encoded):
         return tf.map_fn(lambda s: tf.io.decode_jpeg(s, channels=3), encoded,
@@ -233,36 +226,37 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
         with tf.control_dependencies(checks):
             n = tf.identity(n)
         seeds = tf.random.experimental.stateless_split(tf.stack([seed, tf.constant(7, tf.int64)]), 4)
-        idx = samplers.sample_indices(sampler, n, num_frames, stride, training, num_clips, seeds[0])
+        idx = samplers.sample_indices(c.sampler, n, num_frames, c.stride, training, num_clips, seeds[0])
         chosen = tf.gather(encoded, tf.reshape(idx, [-1]))  # [C*T] only these frames are decoded
         if training:
             shape = tf.image.extract_jpeg_shape(chosen[0])
             if crop == "random_resized":
-                window = preprocess.random_resized_crop_window(shape[0], shape[1], seeds[1], crop_scale,
-                                                               crop_aspect_ratio)
+                window = preprocess.random_resized_crop_window(shape[0], shape[1], seeds[1], c.crop_scale,
+                                                               c.crop_aspect_ratio)
             elif crop == "scale_jitter":
-                window = preprocess.scale_jitter_window(shape[0], shape[1], (height, width), seeds[1], scale_jitter)
+                window = preprocess.scale_jitter_window(shape[0], shape[1], (height, width), seeds[1],
+                                                        c.scale_jitter)
             else:
                 window = None
             frames = decode_all(chosen) if window is None else decode_window(chosen, window)
-            if flip:  # on the uint8 crop, before resizing: 4x less memory to move than after
+            if c.flip:  # on the uint8 crop, before resizing: 4x less memory to move than after
                 do_flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
                 frames, labels = preprocess.flip_left_right(frames, labels, do_flip, perm)
             if window is None:
-                clips = preprocess.resize_and_center_crop(frames, (height, width), eval_short_side)
+                clips = preprocess.resize_and_center_crop(frames, (height, width), c.eval_short_side)
             else:
                 clips = tf.image.resize(frames, (height, width))
-            if color_jitter:
-                clips = preprocess.color_jitter(clips, color_jitter, seeds[3])
+            if c.color_jitter:
+                clips = preprocess.color_jitter(clips, c.color_jitter, seeds[3])
             clips = tf.reshape(clips, [num_clips, num_frames, height, width, 3])
             if augment is not None:  # clip-consistent RandAugment / random erasing (kerasvid.data.augment)
                 clips = augment.clip(clips, tf.random.experimental.stateless_fold_in(seeds[3], 1))
         else:
-            crops = preprocess.resize_and_crops(decode_all(chosen), (height, width), eval_short_side, num_crops)
+            crops = preprocess.resize_and_crops(decode_all(chosen), (height, width), c.eval_short_side, num_crops)
             crops = tf.reshape(crops, [num_crops, num_clips, num_frames, height, width, 3])
             # Views clip-major: view v = clip * num_crops + crop.
             clips = tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]), [views, num_frames, height, width, 3])
-        image = preprocess.normalize(clips, normalization)
+        image = preprocess.normalize(clips, c.normalization)
         if views == 1:
             image = image[0]
         if not with_labels:
@@ -274,39 +268,29 @@ def make_decoder(num_frames, stride=1, image_size=(224, 224), training=True, num
             label = tf.cast(labels[0], tf.int32)
         return {"image": image}, label
 
-    fn.views = views
+    fn.views, fn.augment = views, augment
     return fn
 
 
-def decoder_for(config, augment=None):
-    """`make_decoder` with the settings of a `VideoDataConfig` (and an already built `VideoAugment`, or None)."""
-    c = config
-    # By keyword: a reordering of make_decoder's parameters must not silently mis-bind the settings.
-    return make_decoder(num_frames=c.num_frames, stride=c.stride, image_size=c.image_size, training=c.training,
-                        num_classes=c.num_classes, multi_label=c.multi_label, one_hot=c.one_hot,
-                        normalization=c.normalization, num_clips=c.num_clips, num_crops=c.num_crops,
-                        sampler=c.sampler, crop=c.crop, crop_scale=c.crop_scale, crop_aspect_ratio=c.crop_aspect_ratio,
-                        scale_jitter=c.scale_jitter, flip=c.flip, mirror_labels=c.mirror_labels,
-                        color_jitter=c.color_jitter, eval_short_side=c.eval_short_side, augment=augment)
-
-
-def decode_examples(serialized, num_frames, stride=1, image_size=(224, 224), normalization="imagenet", num_clips=1,
-                    num_crops=1, sampler="dense", eval_short_side=None):
-    """Eval-mode decoding of a batch of serialized SequenceExamples, exactly as `video_dataset(training=False)`.
+def decode_examples(serialized, config):
+    """Eval-mode decoding of a batch of serialized SequenceExamples, exactly as `video_dataset(config)`.
 
     Graph-safe, for serving signatures that take records (`serve_examples`); labels are not needed.
 
     Args:
         serialized: string `[B]`.
-        num_frames, stride, image_size, normalization, num_clips, num_crops, sampler, eval_short_side: as in
-            `video_dataset`.
+        config: a `VideoDataConfig` with `training=False` (the geometry, `stride`, `normalization`, `num_clips`,
+            `num_crops`, `sampler` and `eval_short_side` are read from it).
 
     Returns:
         float32 `[B, T, H, W, 3]`, or `[B * V, T, H, W, 3]` (views of a video contiguous) when V > 1.
     """
-    decode = make_decoder(num_frames, stride, image_size, False, normalization=normalization, num_clips=num_clips,
-                          num_crops=num_crops, sampler=sampler, eval_short_side=eval_short_side, with_labels=False)
-    h, w = _image_size(image_size)
+    c = VideoDataConfig.resolve(config, "decode_examples")
+    if c.training:
+        raise ValueError("decode_examples decodes the evaluation views: pass a VideoDataConfig with "
+                         f"training=False, got training={c.training!r}.")
+    decode = make_decoder(c, with_labels=False)
+    num_frames, (h, w) = c.num_frames, c.image_size
     shape = ([decode.views] if decode.views > 1 else []) + [num_frames, h, w, 3]
     images = tf.map_fn(lambda s: decode(s, tf.constant(0, tf.int64))["image"], serialized,
                        fn_output_signature=tf.TensorSpec(shape, tf.float32))
@@ -349,15 +333,11 @@ def video_dataset(file_pattern, config=None, *, input_context=None, error_counte
     check_config(c)
     training, seed, deterministic = c.training, c.seed, c.deterministic
     num_frames, num_classes = c.num_frames, c.num_classes
-    image_size = _image_size(c.image_size)
+    image_size = c.image_size
     files = list_files(file_pattern)
-    augment = None
-    if c.augment is not None and training:  # imports keras: only when augmenting
-        from kerasvid.data.augment import from_spec
-
-        augment = from_spec(c.augment)
     sizes = [tf.io.gfile.stat(f).length for f in files]
-    decode = decoder_for(c, augment)
+    decode = make_decoder(c)
+    augment = decode.augment
     counter = error_counter if error_counter is not None else ErrorCounter()
 
     file_ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))

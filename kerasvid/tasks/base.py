@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 from typing import Dict, Optional, Tuple
 
+from kerasvid.data.config import VideoDataConfig, image_size_pair
 from kerasvid.weights import presets
 
 _TASKS = {}
@@ -37,7 +38,7 @@ class TaskConfig:
         eval_pattern: evaluation records (a TFRecord file glob).
         num_frames: frames per clip (`T`).
         stride: temporal stride between sampled frames.
-        image_size: crop size `(H, W)` (one value: a square).
+        image_size: crop size `(H, W)` (one value: a square; `kerasvid.data.config.image_size_pair`).
         batch_size: global training batch (split over all replicas and workers).
         eval_batch_size: videos per evaluation batch.
         eval_clips: evaluation clips per video.
@@ -50,7 +51,8 @@ class TaskConfig:
         shuffle_buffer: shuffle buffer of the training records.
         seed: global seed.
         deterministic: deterministic ops and data order (for bit-identical resumes).
-        data_kwargs: extra keyword arguments of the data pipeline (e.g. `{"flip": False}`).
+        data_kwargs: extra keyword arguments of the data pipeline (e.g. `{"flip": False}`); a key that is also a
+            field here (num_frames, image_size, normalization, ...) must have that field's value (ValueError).
         task_kwargs: task-specific settings; each task documents its own keys.
     """
 
@@ -77,11 +79,51 @@ class TaskConfig:
     task_kwargs: Dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if isinstance(self.image_size, int):  # an int is a square size
-            self.image_size = (self.image_size, self.image_size)
-        self.image_size = tuple(self.image_size)
+        self.image_size = image_size_pair(self.image_size)
         if self.normalization == "auto":
             self.normalization = presets.normalization_for_weights(self.model_kwargs.get("weights"))
+        self.check_data_kwargs()
+
+    def check_data_kwargs(self):
+        """Raises one ValueError naming every `data_kwargs` key that is also a field of this config with another
+        value (the model would be built for one setting and the pipeline run with another)."""
+        fields = {f.name for f in dataclasses.fields(self)} - {"data_kwargs", "task_kwargs"}
+        given_twice = []
+        for key in sorted(set(self.data_kwargs) & fields):
+            mine, theirs = getattr(self, key), self.data_kwargs[key]
+            if key == "num_classes":
+                mine = self.num_classes or len(self.label_names)
+                if not mine:  # not known yet (the labels are read later): nothing to contradict
+                    continue
+            elif key == "image_size":
+                theirs = image_size_pair(theirs)
+            if theirs != mine:
+                given_twice.append(f"data_kwargs {key}={self.data_kwargs[key]!r} but {key}={mine!r}")
+        if given_twice:
+            raise ValueError(f"Settings given twice with different values: {'; '.join(given_twice)}. Set each once, "
+                             f"as its own setting (--num_frames, --image_size, ...), not in data_kwargs.")
+
+    @property
+    def train_data(self):
+        """The `kerasvid.data.VideoDataConfig` of the training pipeline (as Model Garden's `train_data`): one clip
+        per video, the global `batch_size` (a task splits it over workers)."""
+        return self._data_config(training=True)
+
+    @property
+    def validation_data(self):
+        """The `kerasvid.data.VideoDataConfig` of the evaluation pipeline: `eval_clips` x `eval_crops` views per
+        video, `eval_batch_size` videos per batch."""
+        return self._data_config(training=False, batch_size=self.eval_batch_size, num_clips=self.eval_clips,
+                                 num_crops=self.eval_crops)
+
+    def _data_config(self, **settings):
+        """This config's fields of the same name as VideoDataConfig's (num_frames, stride, image_size, batch_size,
+        multi_label, normalization, shuffle_buffer, seed, deterministic; num_classes: the labels' when 0), then
+        `settings`, then the `data_kwargs` overrides (an unknown key raises a ValueError listing the valid ones)."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name in VideoDataConfig.field_names()}
+        shared["num_classes"] = self.num_classes or len(self.label_names) or None
+        return VideoDataConfig(**{**shared, **settings}).replace(**self.data_kwargs)
 
     @property
     def num_views(self):

@@ -1,4 +1,6 @@
 """Video classification (single-label softmax or multi-label sigmoid), with multi-view evaluation."""
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -49,8 +51,6 @@ class ClassificationTask(Task):
         for name in ("num_frames", "stride", "batch_size", "eval_batch_size", "eval_clips", "eval_crops"):
             if getattr(c, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {name}={getattr(c, name)}.")
-        if len(c.image_size) != 2 or min(c.image_size) < 1:
-            raise ValueError(f"`image_size` must be (height, width), got image_size={c.image_size!r}.")
         needed = {"train": ["train_pattern"], "eval": ["eval_pattern"], "export": []}
         for mode in (m for m in needed if m in modes):  # fixed order: `modes` may be a set
             for attr in needed[mode]:
@@ -72,18 +72,12 @@ class ClassificationTask(Task):
         return model
 
     def data_config(self, training, input_context=None):
-        """The `kerasvid.data.VideoDataConfig` of the training or evaluation pipeline: this task's settings (one
-        training clip, or `eval_clips` x `eval_crops` evaluation views), then the `data_kwargs` overrides (an
-        unknown key raises a ValueError listing the valid ones)."""
-        from kerasvid import data
-
+        """The `kerasvid.data.VideoDataConfig` of the training or evaluation pipeline: `TaskConfig.train_data` with
+        this worker's batch, or `TaskConfig.validation_data`."""
         c = self.config
-        return data.VideoDataConfig(
-            num_frames=c.num_frames, stride=c.stride, image_size=tuple(c.image_size), training=training,
-            batch_size=self.local_batch_size(input_context) if training else c.eval_batch_size,
-            num_classes=self.num_classes, multi_label=c.multi_label, normalization=c.normalization,
-            num_clips=1 if training else c.eval_clips, num_crops=1 if training else c.eval_crops,
-            shuffle_buffer=c.shuffle_buffer, seed=c.seed, deterministic=c.deterministic).replace(**c.data_kwargs)
+        if not training:
+            return c.validation_data
+        return dataclasses.replace(c.train_data, batch_size=self.local_batch_size(input_context))
 
     def build_dataset(self, training, input_context=None):
         from kerasvid import data
@@ -169,7 +163,7 @@ class ClassificationTask(Task):
 
     # ----- serving ----------------------------------------------------------------------------------------------
     def _short_side(self):
-        return self.config.data_kwargs.get("eval_short_side")
+        return self.data_config(False).eval_short_side
 
     def serving_predict(self, model):
         """`fn(normalised clips) -> dict` of the served outputs: `"logits"`, plus `"action_map"`, `"context_map"`,
@@ -240,12 +234,12 @@ class ClassificationTask(Task):
         c = self.config
         tf.io.gfile.makedirs(export_dir)
         paths = [export_lib.export_tflite(
-            export_lib.classifier_tflite_function(model, c.num_frames, tuple(c.image_size), c.normalization,
+            export_lib.classifier_tflite_function(model, c.num_frames, c.image_size, c.normalization,
                                                   c.multi_label), os.path.join(export_dir, export_lib.TFLITE_FILE),
             model)]
         tvnet = self.input_tvnet(model)
         if tvnet is not None:
             paths.append(export_lib.export_tflite(
-                export_lib.flow_tflite_function(tvnet, tuple(c.image_size), c.normalization),
+                export_lib.flow_tflite_function(tvnet, c.image_size, c.normalization),
                 os.path.join(export_dir, export_lib.FLOW_TFLITE_FILE), tvnet))
         return paths

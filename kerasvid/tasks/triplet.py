@@ -4,39 +4,21 @@ Without Charades-Ego, `train/main.py --task=triplet --synthetic` writes moving-d
 (`kerasvid.data.discovery.synthetic_data`) and sets `frames_root`, `train_csv`, `eval_csv` and the sampling
 (`anchor_stride`, `min_gap`, `fps`) to match.
 """
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from kerasvid.data import triplets as triplet_data
 from kerasvid.tasks.base import Task, register_task
+from kerasvid.tasks.triplet_config import TripletConfig
 
 INPUT_KEYS = triplet_data.INPUT_KEYS
+
+
 # task_kwargs keys and their defaults.
-DEFAULTS = {
-    "frames_root": "",  # Charades-Ego frames: <root>/<vid>/<vid>-000001.jpg and <root>/<vid>EGO/...
-    "train_csv": "",  # Charades-Ego CSV listing <vid> and <vid>EGO rows (training pairs)
-    "eval_csv": "",  # the same for evaluation
-    "charades_csv": "",  # classification-mixed setup: third-person Charades training CSV (needs num_classes)
-    "charades_root": "",  # and its frame root (default: frames_root)
-    "triplet_repeats": 6,  # copies of the triplet set mixed with the Charades frames (the authors use 6)
-    "frame_stride": 4,  # Charades frames of the mixed setup: every 4th frame inside an action interval
-    "softmax_decay": 0.9,  # VideoSoftmax decay (supp k = 0.1; the third-to-first-person experiment uses 0.95)
-    "softmax_read": "per_sample",  # VideoSoftmax `read`: "after_batch" is what the reference code does
-    "loss_decay": 0.9,  # ActorObserverLoss decay (the reference's --finaldecay)
-    "classification_weight": 2.0,
-    "triplet_loss": "dist_ratio",  # or "margin_rank"
-    "margin": 0.0,
-    "balance_gradients": True,
-    "anchor_stride": 4,  # every 4th third-person frame (6 fps at 24 fps)
-    "min_gap": 240,  # negatives more than 10 s (240 frames at 24 fps) from the positive, strictly, as the reference
-    "fps": 24.0,
-    "crop_scale": (0.8, 1.0),  # RandomResizedCrop area range for Charades-Ego frames (the triplets)
-    # The Charades classification frames of the mixed setup, as the reference's Charades loader: RandomResizedCrop
-    # area (0.08, 1) and ColorJitter(brightness, contrast, saturation = 0.4) (0: no jitter).
-    "charades_crop_scale": (0.08, 1.0),
-    "charades_color_jitter": 0.4,
-}
+DEFAULTS = dataclasses.asdict(TripletConfig())
 
 
 def video_weights(selectors, video_index):
@@ -83,7 +65,7 @@ class TripletTask(Task):
     Inputs: `{"first_person", "third_person", "first_person_negative": [B, 1, H, W, 3], "video_index": [B]}`;
     labels `[B]`: -1 for triplets, the class for classification samples.
 
-    task_kwargs: see `DEFAULTS` in this module.
+    task_kwargs: the fields of `TripletConfig` (the task's `options`).
 
     Args:
         config: a `kerasvid.tasks.TaskConfig` (`num_frames` must be 1).
@@ -93,25 +75,7 @@ class TripletTask(Task):
 
     def __init__(self, config):
         super().__init__(config)
-        unknown = sorted(set(config.task_kwargs) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"Unknown triplet task_kwargs {unknown}; known: {sorted(DEFAULTS)}")
-        self.options = {**DEFAULTS, **config.task_kwargs}
-        if self.options["triplet_loss"] not in ("dist_ratio", "margin_rank"):
-            raise ValueError(f"`triplet_loss` must be 'dist_ratio' or 'margin_rank', got "
-                             f"{self.options['triplet_loss']!r}")
-        if self.options["softmax_read"] not in ("per_sample", "after_batch"):
-            raise ValueError(f"`softmax_read` must be 'per_sample' or 'after_batch', got "
-                             f"{self.options['softmax_read']!r}")
-        for key in ("crop_scale", "charades_crop_scale"):
-            scale = self.options[key]
-            if (not isinstance(scale, (tuple, list)) or len(scale) != 2
-                    or not all(isinstance(v, (int, float)) for v in scale) or not 0 < scale[0] <= scale[1] <= 1):
-                raise ValueError(f"`{key}` must be an area range (min, max) with 0 < min <= max <= 1, got "
-                                 f"{key}={scale!r}")
-        jitter = self.options["charades_color_jitter"]
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
-            raise ValueError(f"`charades_color_jitter` must be a float in [0, 1), got charades_color_jitter={jitter!r}")
+        self.options = TripletConfig.from_task_kwargs(config.task_kwargs)
         self._samples = {}
         self.video_softmaxes = None
         self.loss = None
@@ -123,11 +87,11 @@ class TripletTask(Task):
             raise ValueError(f"The triplet task works on single frames: --num_frames must be 1, got {c.num_frames}")
         for mode, key in (("train", "train_csv"), ("eval", "eval_csv")):
             if mode in modes:
-                if not o["frames_root"] or not o[key]:
+                if not o.frames_root or not getattr(o, key):
                     raise ValueError(f"--mode includes {mode!r}: pass --task_kwargs=frames_root=...,{key}=...")
-                if not tf.io.gfile.exists(o[key]):
-                    raise ValueError(f"The {key} {o[key]!r} does not exist")
-        if o["charades_csv"] and not c.num_classes:
+                if not tf.io.gfile.exists(getattr(o, key)):
+                    raise ValueError(f"The {key} {getattr(o, key)!r} does not exist")
+        if o.charades_csv and not c.num_classes:
             raise ValueError("The classification-mixed setup (charades_csv) needs --num_classes (157 for Charades)")
 
     def samples(self, split):
@@ -135,23 +99,23 @@ class TripletTask(Task):
         if split in self._samples:
             return self._samples[split]
         o = self.options
-        records = triplet_data.read_charades_csv(o["train_csv" if split == "train" else "eval_csv"])
+        records = triplet_data.read_charades_csv(o.train_csv if split == "train" else o.eval_csv)
         pairs = triplet_data.paired_videos(records)
-        counts = {vid: triplet_data.count_frames(o["frames_root"], vid) for pair in pairs for vid in pair}
+        counts = {vid: triplet_data.count_frames(o.frames_root, vid) for pair in pairs for vid in pair}
         seed = self.config.seed + (0 if split == "train" else 1)
-        samples = triplet_data.build_triplets(pairs, o["frames_root"], counts, seed=seed,
-                                              anchor_stride=o["anchor_stride"], min_gap=o["min_gap"])
+        samples = triplet_data.build_triplets(pairs, o.frames_root, counts, seed=seed,
+                                              anchor_stride=o.anchor_stride, min_gap=o.min_gap)
         if not samples:
-            raise ValueError(f"No {split} triplet: check frames_root={o['frames_root']!r} and the CSV ({len(pairs)} "
+            raise ValueError(f"No {split} triplet: check frames_root={o.frames_root!r} and the CSV ({len(pairs)} "
                              f"pairs found)")
-        if split == "train" and o["charades_csv"]:
-            root = o["charades_root"] or o["frames_root"]
-            charades = triplet_data.read_charades_csv(o["charades_csv"])
+        if split == "train" and o.charades_csv:
+            root = o.charades_root or o.frames_root
+            charades = triplet_data.read_charades_csv(o.charades_csv)
             counts = {r["id"]: triplet_data.count_frames(root, r["id"]) for r in charades}
             labelled = triplet_data.build_classification_samples(charades, root, counts, num_videos=len(pairs),
-                                                                  fps=o["fps"],
-                                                                  frame_stride=o["frame_stride"])
-            samples = triplet_data.mix_samples(samples, labelled, o["triplet_repeats"], seed=self.config.seed)
+                                                                  fps=o.fps,
+                                                                  frame_stride=o.frame_stride)
+            samples = triplet_data.mix_samples(samples, labelled, o.triplet_repeats, seed=self.config.seed)
         logging.info("triplet task: %d %s samples (%d triplets) from %d paired videos", len(samples), split,
                      sum(s.is_triplet for s in samples), len(pairs))
         self._samples[split] = (samples, len(pairs))
@@ -163,14 +127,14 @@ class TripletTask(Task):
         from kerasvid.losses import ActorObserverLoss
 
         o = self.options
-        num_videos = self.samples("train")[1] + 1 if o["train_csv"] else 1  # + the classification dummy
+        num_videos = self.samples("train")[1] + 1 if o.train_csv else 1  # + the classification dummy
         model = self.build_network()
         # Built here, under the strategy scope, so that their state is mirrored like the model's.
-        self.video_softmaxes = [VideoSoftmax(num_videos, decay=o["softmax_decay"], read=o["softmax_read"],
+        self.video_softmaxes = [VideoSoftmax(num_videos, decay=o.softmax_decay, read=o.softmax_read,
                                              name=f"video_softmax_{s}") for s in "xyz"]
         for layer in self.video_softmaxes:
             layer.build((None,), (None,))
-        self.loss = ActorObserverLoss(decay=o["loss_decay"], name="actor_observer_loss")
+        self.loss = ActorObserverLoss(decay=o.loss_decay, name="actor_observer_loss")
         self.loss.build()
         return model
 
@@ -191,17 +155,17 @@ class TripletTask(Task):
     def _load(self, path, seed, training):
         """One frame as the model sees it: `kerasvid.data.triplets.load_frame` with this task's settings."""
         c = self.config
-        return triplet_data.load_frame(path, seed, training, c.image_size, c.normalization, self.options["crop_scale"])
+        return triplet_data.load_frame(path, seed, training, c.image_size, c.normalization, self.options.crop_scale)
 
     def build_dataset(self, training, input_context=None):
         c = self.config
         samples, _ = self.samples("train" if training else "eval")
         batch = self.local_batch_size(input_context) if training else c.eval_batch_size
         o = self.options
-        return triplet_data.triplet_dataset(samples, training, batch, c.image_size, c.normalization, o["crop_scale"],
+        return triplet_data.triplet_dataset(samples, training, batch, c.image_size, c.normalization, o.crop_scale,
                                             seed=c.seed, deterministic=c.deterministic, input_context=input_context,
-                                            classification_crop_scale=o["charades_crop_scale"],
-                                            classification_color_jitter=o["charades_color_jitter"])
+                                            classification_crop_scale=o.charades_crop_scale,
+                                            classification_color_jitter=o.charades_color_jitter)
 
     # ----- loss and evaluation ----------------------------------------------------------------------------------
     def model_inputs(self, inputs):
@@ -213,14 +177,14 @@ class TripletTask(Task):
 
         o = self.options
         outputs = model(self.model_inputs(inputs), training=training)
-        if o["triplet_loss"] == "margin_rank":
-            triplet_loss = lambda a, b: margin_rank(a, b, o["margin"])  # noqa: E731
+        if o.triplet_loss == "margin_rank":
+            triplet_loss = lambda a, b: margin_rank(a, b, o.margin)  # noqa: E731
         else:
             triplet_loss = dist_ratio
         result = actor_observer_objective(
             outputs, inputs["video_index"], self.video_softmaxes, self.loss,
-            labels=labels if "logits" in outputs else None, classification_weight=o["classification_weight"],
-            triplet_loss=triplet_loss, balance_gradients=o["balance_gradients"], training=training)
+            labels=labels if "logits" in outputs else None, classification_weight=o.classification_weight,
+            triplet_loss=triplet_loss, balance_gradients=o.balance_gradients, training=training)
         return outputs, result
 
     def compute_loss(self, model, inputs, labels, global_batch_size):
@@ -272,7 +236,7 @@ class TripletTask(Task):
         from kerasvid import metrics
 
         matrices = [m for _, _, m in self.alignment_distances(model, split, batch_size)]
-        fps = self.options["fps"] / self.options["anchor_stride"]
+        fps = self.options.fps / self.options.anchor_stride
         return {"median_alignment_error_s": metrics.median_alignment_error(matrices, fps=fps, radius=radius),
                 "num_videos": len(matrices)}
 
@@ -286,16 +250,16 @@ class TripletTask(Task):
         if len(trunks) != 1:
             raise ValueError(f"Expected one shared trunk (a nested keras.Model) in {model.name!r}, found "
                              f"{[t.name for t in trunks]}")
-        records = triplet_data.read_charades_csv(o["train_csv" if split == "train" else "eval_csv"])
+        records = triplet_data.read_charades_csv(o.train_csv if split == "train" else o.eval_csv)
 
         def embed(video_id):
-            ds = triplet_data.frame_dataset(o["frames_root"], video_id, o["anchor_stride"], batch_size,
+            ds = triplet_data.frame_dataset(o.frames_root, video_id, o.anchor_stride, batch_size,
                                             self.config.image_size, self.config.normalization)
             return np.concatenate([trunks[0](frames, training=False).numpy() for frames in ds])
 
         out = []
         for third_id, first_id in triplet_data.paired_videos(records):
-            if min(triplet_data.count_frames(o["frames_root"], v) for v in (third_id, first_id)) < 1:
+            if min(triplet_data.count_frames(o.frames_root, v) for v in (third_id, first_id)) < 1:
                 continue
             ego, third = embed(first_id), embed(third_id)
             out.append((third_id, first_id, np.linalg.norm(ego[:, None] - third[None], axis=-1)))
@@ -318,8 +282,8 @@ class TripletTask(Task):
         pairs = self.alignment_distances(model, split, batch_size)
         if not pairs:
             raise ValueError(f"No paired video with frames in the {split} CSV (frames_root="
-                             f"{self.options['frames_root']!r}): nothing to align.")
-        fps = self.options["fps"] / self.options["anchor_stride"]
+                             f"{self.options.frames_root!r}): nothing to align.")
+        fps = self.options.fps / self.options.anchor_stride
         matrices = [m for _, _, m in pairs]
         rng = np.random.default_rng(0)
         random = [rng.random(m.shape) for m in matrices]
