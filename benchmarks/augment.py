@@ -41,7 +41,7 @@ def main():
                                                     num_shards=2)
         rows = {}
         for name, spec in SETTINGS.items():
-            ds = pipeline.video_dataset(pattern, 8, image_size=(112, 112), batch_size=args.batch_size,
+            ds = pipeline.video_dataset(pattern, num_frames=8, image_size=(112, 112), batch_size=args.batch_size,
                                         num_classes=4, seed=0, augment=spec)
             it = iter(ds)
             start = time.time()
