@@ -12,7 +12,8 @@ import sys
 
 from kerasvid import _discovery
 # The registry's API is public from here (`kerasvid.zoo.get_model`, `kerasvid.zoo.register_model`, ...).
-from kerasvid.models.registry import ModelInfo, get_model, list_models, model_info, register_model  # noqa: F401
+from kerasvid.models.registry import (  # noqa: F401
+    ModelInfo, get_model, has_pictures, list_models, model_info, model_pictures, register_model, register_pictures)
 # The known published checkpoints and what each needs (`kerasvid.zoo.list_weights()`).
 from kerasvid.weights.presets import WeightsInfo, list_weights, weights_info  # noqa: F401
 
