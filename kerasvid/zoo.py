@@ -12,10 +12,11 @@ import sys
 
 from kerasvid import _discovery
 # The registry's API is public from here (`kerasvid.zoo.get_model`, `kerasvid.zoo.register_model`, ...).
-from kerasvid.models.registry import (  # noqa: F401
-    ModelInfo, get_model, has_pictures, list_models, model_info, model_pictures, register_model, register_pictures)
+from kerasvid.models.registry import ModelInfo, get_model, list_models, model_info, register_model  # noqa: F401
 # The known published checkpoints and what each needs (`kerasvid.zoo.list_weights()`).
 from kerasvid.weights.presets import WeightsInfo, list_weights, weights_info  # noqa: F401
+# The pictures a model family draws of a trained model (registered in its model file; `kerasvid train --pictures`).
+from kerasvid.models.registry import has_pictures, model_pictures, register_pictures  # noqa: F401
 
 # Each paper's model file registers its builders on import: every module of kerasvid.models is imported, so a new
 # model file needs no line here.
