@@ -89,11 +89,6 @@ def load_label_map(path):
     return names
 
 
-def build_label_map(items):
-    """Sorted unique class names of `items` (used when no label map file is given)."""
-    return sorted({label for item in items for label in item.labels})
-
-
 def label_indices(items, label_names, label_map_path="the label map"):
     """Maps each item's class names to indices; a name missing from the map is an error naming the file."""
     index = {name: i for i, name in enumerate(label_names)}
