@@ -10,7 +10,7 @@ from kerasvid.flow import UNKNOWN_FLOW_THRESHOLD
 
 # Hue segments of the Middlebury colour wheel (Baker et al., "A Database and Evaluation Methodology for Optical
 # Flow", IJCV 2011): red-yellow, yellow-green, green-cyan, cyan-blue, blue-magenta, magenta-red.
-WHEEL_SEGMENTS = (("RY", 15), ("YG", 6), ("GC", 4), ("CB", 11), ("BM", 13), ("MR", 6))
+_WHEEL_SEGMENTS = (("RY", 15), ("YG", 6), ("GC", 4), ("CB", 11), ("BM", 13), ("MR", 6))
 
 
 def color_wheel():
@@ -22,7 +22,7 @@ def color_wheel():
     # (channel that ramps, rising?, channel held at 255) per segment, RGB channel indices
     ramps = {"RY": (1, True, 0), "YG": (0, False, 1), "GC": (2, True, 1), "CB": (1, False, 2), "BM": (0, True, 2),
              "MR": (2, False, 0)}
-    for name, count in WHEEL_SEGMENTS:
+    for name, count in _WHEEL_SEGMENTS:
         channel, rising, held = ramps[name]
         ramp = np.floor(255.0 * np.arange(count) / count)
         segment = np.zeros((count, 3))

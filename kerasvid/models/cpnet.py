@@ -172,7 +172,7 @@ def load_tf1_checkpoint(model, prefix):
                                            optional=("fc/",))
 
 
-def cp_placement(depth, variant="paper"):
+def _cp_placement(depth, variant="paper"):
     """Returns the `CPPlacement` of a CPNet ResNet-`depth` in `variant` ("paper" or "released_code")."""
     if variant not in VARIANTS:
         raise ValueError(f"`variant` must be one of {VARIANTS}, got variant={variant!r}")
@@ -219,7 +219,7 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
     Returns:
         A `keras.Model` `[batch, T, H, W, C] -> [batch, num_classes]`.
     """
-    placement = cp_placement(depth, variant)
+    placement = _cp_placement(depth, variant)
     if k is None:
         k = placement.k
     elif isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -292,7 +292,7 @@ def cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=T
                         chunk_size=chunk_size, coordinate_scale=coordinate_scale)
 
 
-NL_R18_POINTS = _SIX_R18_POINTS
+_NL_R18_POINTS = _SIX_R18_POINTS
 
 
 @register_model(paper=_NL_PAPER, default_input=(8, 112, 112, 3), num_params=12784016, gflops=54.933,
@@ -308,7 +308,7 @@ def nl_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True,
     Example:
         >>> model = kerasvid.zoo.nl_resnet18(num_classes=400, input_shape=(8, 112, 112, 3))
     """
-    insertions = {p: (lambda channels, name: NonLocalBlock(subsample=subsample, name=name)) for p in NL_R18_POINTS}
+    insertions = {p: (lambda channels, name: NonLocalBlock(subsample=subsample, name=name)) for p in _NL_R18_POINTS}
     return resnet_video(depth=18, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
                         weights=weights, pooling=pooling, dropout_rate=dropout_rate,
                         classifier_activation=classifier_activation, stem_stride=stem_stride, insertions=insertions,

@@ -61,7 +61,7 @@ class Summaries:
 
 
 # A training log line: "step 10/20 loss=0.5 accuracy=0.25 (1.93 steps/s, ETA 5 s)".
-TRAINING_LINE = "{desc} {done}/{total} {text} ({rate:.2f} {unit}/s, ETA {eta})"
+_TRAINING_LINE = "{desc} {done}/{total} {text} ({rate:.2f} {unit}/s, ETA {eta})"
 
 
 class Progress(progress_lib.Progress):
@@ -76,7 +76,7 @@ class Progress(progress_lib.Progress):
     """
 
     def __init__(self, total, initial=0, log_every=10, stream=None):
-        super().__init__(total, "step", unit="steps", initial=initial, log_every=log_every, line=TRAINING_LINE,
+        super().__init__(total, "step", unit="steps", initial=initial, log_every=log_every, line=_TRAINING_LINE,
                          log=lambda line: logging.info("%s", line), stream=stream)
 
     @property
