@@ -80,7 +80,7 @@ PLACEMENTS = {
 }
 
 
-# The trunk options that reproduce the CPNet authors' TF1 graph (shared/reference/cpnet_checkpoints/conventions.md):
+# The trunk options that reproduce the CPNet authors' TF1 graph:
 # `tf_util.conv3d`'s SAME padding everywhere (the 224 model's 7x7/2 stem pads 2 before / 3 after, the 3x3/2 max pool
 # 0 / 1) and `tf.contrib.layers.batch_norm`'s default epsilon. The CP modules' own epsilon (1e-3) and TF1 legacy
 # bilinear resize are `CPModule`'s defaults.

@@ -35,7 +35,7 @@ class ReportedResult:
         return f"{values} ({self.dataset}; {self.frames}; {self.views}; {self.source})"
 
 
-# Only numbers printed in the papers' texts at hand (the supplements in shared/seeds; the main papers' result
+# Only numbers printed in the papers' texts at hand (the supplements; the main papers' result
 # tables were not available, so the CPNet, I3D, actor-observer and video factorization models have none yet), and
 # the accuracies publishers give for the published weights a model loads.
 REPORTED_RESULTS = {
