@@ -276,3 +276,13 @@ def main(argv=None):
     print(f"Wrote {records} conjugate records ({with_boxes} with boxes, {manifest['videos_without_boxes']} videos "
           f"not in the box file) to {args.output_dir}")
     return 0
+
+
+def __getattr__(name):
+    # `pair_dataset` of kerasvid.data.conjugate_pairs, resolved on first use (conjugate_pairs imports this module's
+    # record keys).
+    if name == "pair_dataset":
+        from kerasvid.data.conjugate_pairs import pair_dataset
+
+        return pair_dataset
+    raise AttributeError(f"module 'kerasvid.data.conjugates' has no attribute {name!r}")
