@@ -17,7 +17,7 @@ try:
 except ImportError:  # Windows: no advisory locks; the lock is a no-op there
     fcntl = None
 
-LOCK_FILE = ".kerasvid.lock"
+_LOCK_FILE = ".kerasvid.lock"
 
 
 def pid_alive(pid):
@@ -53,7 +53,7 @@ class DirectoryLock:
             return self
         self._created = not os.path.exists(self.directory)
         os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, LOCK_FILE)
+        path = os.path.join(self.directory, _LOCK_FILE)
         while True:
             try:
                 handle = open(path, "a+", encoding="utf-8")
@@ -98,7 +98,7 @@ class DirectoryLock:
         created and that is still empty goes too."""
         if self._file is not None:
             try:
-                os.remove(os.path.join(self.directory, LOCK_FILE))
+                os.remove(os.path.join(self.directory, _LOCK_FILE))
             except OSError:
                 pass
             fcntl.flock(self._file, fcntl.LOCK_UN)

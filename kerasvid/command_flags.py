@@ -22,7 +22,7 @@ import types
 
 from absl import flags
 
-HELP = ("-h", "-help", "--help", "--helpshort", "--helpfull", "-?")
+_HELP = ("-h", "-help", "--help", "--helpshort", "--helpfull", "-?")
 
 
 class Command:
@@ -69,7 +69,7 @@ class Command:
             `positional`.
         """
         argv = list(argv)
-        if any(arg in HELP for arg in argv):
+        if any(arg in _HELP for arg in argv):
             print(self.help())
             raise SystemExit(0)
         try:

@@ -2,7 +2,7 @@
 
 They work on arrays gathered after a model has run (`model.predict`, or the evaluation loop); `topk_hits` and
 `binary_hits` are the TensorFlow rules behind them, which the training loop's accuracy uses too. No metric
-rewards a tie or a non-finite score (DESIGN.md): a constant or NaN model scores 0 (or chance), never 1.
+rewards a tie or a non-finite score: a constant or NaN model scores 0 (or chance), never 1.
 """
 import math
 

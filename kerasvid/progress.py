@@ -14,8 +14,8 @@ import time
 # The line of a log (non-terminal) update; fields: desc, done, total, unit, text, rate (units per second, float),
 # eta (the time left in words: "12 s", or "?" before any unit is done).
 DEFAULT_LINE = "{desc}: {done}/{total} {unit}, {rate:.2f} {unit}/s, ETA {eta}"
-BAR_WIDTH = 30
-BAR_TEXT_WIDTH = 40  # the bar shows at most this much of an update's text
+_BAR_WIDTH = 30
+_BAR_TEXT_WIDTH = 40  # the bar shows at most this much of an update's text
 
 
 class Progress:
@@ -103,10 +103,10 @@ class Progress:
             return
         finished = self.done >= self.total
         if self.tty:
-            filled = int(BAR_WIDTH * min(self.done, self.total) / max(self.total, 1))
+            filled = int(_BAR_WIDTH * min(self.done, self.total) / max(self.total, 1))
             rate, eta = self._rate_and_eta_words()
-            shown = f" {text[:BAR_TEXT_WIDTH]}" if text else ""
-            bar = (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.desc} {self.done}/{self.total}{shown} "
+            shown = f" {text[:_BAR_TEXT_WIDTH]}" if text else ""
+            bar = (f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {self.desc} {self.done}/{self.total}{shown} "
                    f"{rate:.2f} {self.unit}/s, ETA {eta}")
             # Spaces cover the rest of a longer previous bar.
             self.stream.write("\r" + bar + " " * max(0, self._bar_length - len(bar)))

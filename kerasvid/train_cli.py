@@ -532,14 +532,14 @@ def _run_modes(modes, strategy, task, train_config, export_dir):
 def _final_summary(produced, trainer, task):
     """The run's last lines, in words: what was trained, what it reached, where the export and the pictures are,
     and the command to try next (with --pictures, writes the pictures and an example held-out video first)."""
-    from kerasvid import viz
+    from kerasvid.models import cpnet
     from kerasvid.training import summaries
 
     c, model = task.config, trainer.model
     pictures = summaries.write_run_pictures(model, task, FLAGS.model_dir) if FLAGS.pictures else []
     lines = []
     if produced.get("train") is not None:
-        cp = len(viz.cp_modules(model))
+        cp = len(cpnet.cp_modules(model))
         what = f"{c.model} ({model.count_params() / 1e6:.2f}M parameters{f', {cp} CP modules' if cp else ''})"
         data = c.train_pattern
         if FLAGS.synthetic and FLAGS.task == "triplet":

@@ -1,7 +1,8 @@
 """Pictures: optical flow as colour (Middlebury colour wheel), PNG writing, a clip's frames side by side.
 
-Other papers' helpers follow: attention overlays; drawing primitives (lines, squares, a 5x7 pixel font) and line plots
-(training curves) in numpy; CPNet correspondence proposals drawn across the frames of a clip.
+Then attention overlays; drawing primitives (lines, squares, a 5x7 pixel font) and line plots (training curves) in
+numpy; a query point and its correspondences drawn across the frames of a clip. Pictures only: what a model computes
+for a picture lives in its model file (`kerasvid.models.cpnet.correspondence_proposals`).
 """
 import numpy as np
 
@@ -9,7 +10,7 @@ from kerasvid.flow import UNKNOWN_FLOW_THRESHOLD
 
 # Hue segments of the Middlebury colour wheel (Baker et al., "A Database and Evaluation Methodology for Optical
 # Flow", IJCV 2011): red-yellow, yellow-green, green-cyan, cyan-blue, blue-magenta, magenta-red.
-WHEEL_SEGMENTS = (("RY", 15), ("YG", 6), ("GC", 4), ("CB", 11), ("BM", 13), ("MR", 6))
+_WHEEL_SEGMENTS = (("RY", 15), ("YG", 6), ("GC", 4), ("CB", 11), ("BM", 13), ("MR", 6))
 
 
 def color_wheel():
@@ -21,7 +22,7 @@ def color_wheel():
     # (channel that ramps, rising?, channel held at 255) per segment, RGB channel indices
     ramps = {"RY": (1, True, 0), "YG": (0, False, 1), "GC": (2, True, 1), "CB": (1, False, 2), "BM": (0, True, 2),
              "MR": (2, False, 0)}
-    for name, count in WHEEL_SEGMENTS:
+    for name, count in _WHEEL_SEGMENTS:
         channel, rising, held = ramps[name]
         ramp = np.floor(255.0 * np.arange(count) / count)
         segment = np.zeros((count, 3))
@@ -362,116 +363,7 @@ def line_plot(series, size=(240, 360), x_range=None, y_range=None, title="", x_l
     return image
 
 
-# ----- CPNet correspondence proposals ---------------------------------------------------------------------------
-def cp_modules(model):
-    """The `kerasvid.layers.CPModule` layers of a Keras model, in layer order (nested models included)."""
-    from kerasvid.layers.cp_module import CPModule
-
-    found = []
-
-    def visit(layer):
-        for sub in getattr(layer, "layers", ()):
-            if isinstance(sub, CPModule):
-                found.append(sub)
-            else:
-                visit(sub)
-
-    visit(model)
-    return found
-
-
-def correspondence_proposals(model, clip, layer_name=None, query=None):
-    """The correspondence proposals of one CP module of a CPNet for one clip: a query point and its k neighbours.
-
-    Runs the model up to the input `x` of the CP module `layer_name` (a sub-model, inference mode), forms the
-    points the module proposes correspondences among (its bottleneck and 2x shrink, when it has them) and takes
-    their k nearest neighbours in the other frames with `kerasvid.ops.cp_knn`, exactly as the module does
-    (Liu, Lee, Jin, CVPR 2019, supp. §B). Grid point `(t, i, j)` of a `T' x h x w` grid samples position
-    `(i H' / h, j W' / w)` of the module's `H' x W'` input (itself unless the module shrinks: TF1 bilinear, so a
-    2x shrink takes every second position), shown at the centre of that position's cell in the clip of `H x W`
-    pixels: frame `t T // T'`, pixel `((i H' / h + 1/2) H / H' - 1/2, (j W' / w + 1/2) W / W' - 1/2)`.
-
-    Args:
-        model: a Keras model with at least one `CPModule` in its own graph (e.g. `kerasvid.zoo.cpnet_resnet18`).
-        clip: one model input `[T, H, W, C]` (preprocessed as for the model) or a batch of one.
-        layer_name: the CP module's name (`model.get_layer(name)`); None: the first one (`cp_modules(model)[0]`).
-        query: `(frame, y, x)` in clip pixels, mapped to the grid cell that contains it; None: in the middle grid
-            frame, the most distinctive point (its feature farthest from the frame's mean feature: on a moving
-            object over a plain background, a point of the object).
-
-    Returns:
-        dict with "layer" (name), "k", "grid" `(T', h, w)`, "query" and "neighbours" (grid `(t, i, j)`, int, `[3]`
-        and `[k, 3]`, nearest first), "query_index" / "neighbour_indices" (flat frame-major point indices, the
-        `cp_knn` row of the query), "query_pixel" / "neighbour_pixels" (`(frame, y, x)` floats in the clip).
-    """
-    import keras
-    import tensorflow as tf
-
-    from kerasvid.layers.cp_module import tf1_resize_bilinear
-    from kerasvid.ops.knn import cp_knn
-
-    modules = cp_modules(model)
-    if not modules:
-        raise ValueError(f"model {model.name!r} has no CPModule layer")
-    if layer_name is None:
-        layer = modules[0]
-    else:
-        layer = next((m for m in modules if m.name == layer_name), None)
-        if layer is None:
-            raise ValueError(f"`layer_name`={layer_name!r} is not a CPModule of model {model.name!r}; its CP modules: "
-                             f"{', '.join(m.name for m in modules)}")
-    clip = np.asarray(clip, np.float32)
-    if clip.ndim == 5 and clip.shape[0] == 1:
-        clip = clip[0]
-    if clip.ndim != 4:
-        raise ValueError(f"`clip` must be one clip [T, H, W, C] or a batch of one, got shape {clip.shape}")
-    try:
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        probe = keras.Model(inputs, layer.input)
-    except (ValueError, AttributeError) as e:
-        raise ValueError(f"CPModule {layer.name!r} is not in the graph of model {model.name!r} itself (a nested model?): "
-                         f"{e}") from None
-    x = np.asarray(probe(clip[None], training=False))
-    frames, height, width = x.shape[1:4]
-    f = tf.constant(x)
-    if layer.bottleneck:
-        f = layer.bottleneck_bn(layer.bottleneck_conv(f), training=False)
-    if layer.spatial_shrink > 1:  # the module's own shrink (TF1 bilinear: a 2x shrink subsamples)
-        small = (height // layer.spatial_shrink, width // layer.spatial_shrink)
-        f = tf.reshape(tf1_resize_bilinear(tf.reshape(f, [frames, height, width, -1]), small),
-                       [1, frames, *small, -1])
-    grid = tuple(int(v) for v in f.shape[1:4])
-    points = tf.reshape(f, [1, int(np.prod(grid)), -1])
-    knn = cp_knn(points, frames, layer.k, chunk_size=layer.chunk_size).numpy()[0]  # [N, k]
-
-    clip_frames, clip_h, clip_w = clip.shape[:3]
-    if query is None:  # the most distinctive point of the middle frame (a moving object stands out of its frame)
-        middle = np.asarray(points).reshape(grid + (-1,))[grid[0] // 2]
-        distinct = np.linalg.norm(middle - middle.mean(axis=(0, 1)), axis=-1)
-        cell = (grid[0] // 2, *np.unravel_index(np.argmax(distinct), distinct.shape))
-    else:
-        if len(query) != 3:
-            raise ValueError(f"`query` must be (frame, y, x) in clip pixels, got query={query!r}")
-        t, qy, qx = query
-        if not (0 <= t < clip_frames and 0 <= qy < clip_h and 0 <= qx < clip_w):
-            raise ValueError(f"`query`={tuple(query)!r} is outside the clip of {clip_frames} frames of "
-                             f"{clip_h}x{clip_w} pixels")
-        cell = (int(t) * grid[0] // clip_frames, int(qy * grid[1] // clip_h), int(qx * grid[2] // clip_w))
-    query_index = int(np.ravel_multi_index(cell, grid))
-    neighbour_indices = knn[query_index].astype(int)
-    neighbours = np.stack(np.unravel_index(neighbour_indices, grid), axis=-1)
-
-    def to_pixels(cells):  # grid cell -> the module input's position it samples -> that position's pixel centre
-        cells = np.asarray(cells, np.float64)
-        y, x = cells[..., 1] * height / grid[1], cells[..., 2] * width / grid[2]
-        return np.stack([cells[..., 0] * clip_frames // grid[0], (y + 0.5) * clip_h / height - 0.5,
-                         (x + 0.5) * clip_w / width - 0.5], axis=-1)
-
-    return {"layer": layer.name, "k": int(layer.k), "grid": grid, "query": np.array(cell),
-            "neighbours": neighbours, "query_index": query_index, "neighbour_indices": neighbour_indices,
-            "query_pixel": to_pixels(cell), "neighbour_pixels": to_pixels(neighbours)}
-
-
+# ----- Correspondences across the frames of a clip ---------------------------------------------------------------
 def canvas_position(pixel, frame_size, scale, gap):
     """Canvas (row, col) of clip pixel `(frame, y, x)` in `draw_correspondences`: frame `f` starts at column
     `f (W scale + gap)`; the pixel at `floor((y + 1/2) scale)`, `floor((x + 1/2) scale)` within it."""
@@ -492,7 +384,8 @@ def draw_correspondences(frames, proposals, scale=4, gap=4, query_color=(255, 23
 
     Args:
         frames: uint8 `[T, H, W, 3]` (or `[T, H, W]`), the clip as a person sees it.
-        proposals: the dict of `correspondence_proposals` (its "query_pixel" and "neighbour_pixels").
+        proposals: a dict with "query_pixel" `(frame, y, x)` and "neighbour_pixels" `[k, 3]` in clip pixels (as
+            `kerasvid.models.cpnet.correspondence_proposals` returns).
         scale, gap: enlargement and spacing.
         query_color, neighbour_color: RGB of the query and of the proposals and their lines.
         marker_size: half size of the markers in canvas pixels.

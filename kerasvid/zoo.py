@@ -18,6 +18,8 @@ if __name__ == "__main__":  # `python -m kerasvid.zoo`: no TensorFlow loading no
 from kerasvid.models.registry import ModelInfo, get_model, list_models, model_info, register_model  # noqa: F401
 # The known published checkpoints and what each needs (`kerasvid.zoo.list_weights()`).
 from kerasvid.weights.presets import WeightsInfo, list_weights, weights_info  # noqa: F401
+# The pictures a model family draws of a trained model (registered in its model file; `kerasvid train --pictures`).
+from kerasvid.models.registry import has_pictures, model_pictures, register_pictures  # noqa: F401
 
 # Each paper's model file registers its builders on import: every module of kerasvid.models is imported, so a new
 # model file needs no line here.

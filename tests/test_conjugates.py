@@ -223,16 +223,3 @@ def test_missing_opencv_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now raises ImportError
     with pytest.raises(ImportError, match=r"kerasvid\[conjugates\]"):
         inpaint._cv2()
-
-
-def test_the_old_import_paths_still_work():
-    """The split of kerasvid.data.conjugates (image level -> inpaint, training pairs -> conjugate_pairs) keeps the
-    names reachable where they were."""
-    from kerasvid.data import conjugate_pairs
-
-    for name in ("clip_boxes", "box_mask", "conjugate_frame", "conjugate_clip", "poisson_blend", "FILLS", "BLENDS",
-                 "UNITS"):
-        assert getattr(cj, name) is getattr(inpaint, name)
-    assert cj.pair_dataset is conjugate_pairs.pair_dataset
-    with pytest.raises(AttributeError, match="no_such_name"):
-        cj.no_such_name  # noqa: B018

@@ -2,9 +2,11 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kerasvid import zoo
 from kerasvid.layers import CPModule, NonLocalBlock
+from kerasvid.models.cpnet import correspondence_proposals, cp_modules
 from kerasvid.ops import cp_knn
 from tests.helpers import check_model
 from tests.helpers import weights_only_count as _weights_only
@@ -179,3 +181,112 @@ def test_supp_table1_units():
     assert nl - c2d == 2 * sum(4 * c * (c // 2) for c in (128, 256, 512))
     assert [f"{v / 2**20:.4f}"[:5] for v in (c2d, cp, nl, c2d + one_cp_at_res3, c2d + 4 * 128 * 64)] == [
         "10.84", "11.58", "12.15", "10.86", "10.87"]
+
+
+# ----- Correspondence proposals of a trained CPNet ------------------------------------------------------------
+def _pooled_cp_model(k, shrink=1):
+    inputs = keras.Input((3, 8, 8, 1))
+    x = keras.layers.AveragePooling3D((1, 2, 2), name="pool")(inputs)  # 8x8 pixels -> 4x4 feature grid
+    x = CPModule(k=k, mlp_units=[2], spatial_shrink=shrink, name="cp")(x)
+    x = keras.layers.GlobalAveragePooling3D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+
+def _hand_made_clip():
+    """Features (after the 2x2 pooling) 10 + 16 t + 4 i + j, except a 'digit' moving right along row 1:
+    0.0 at (t=0, j=0), 0.2 at (1, 1), 0.5 at (2, 2). Each feature fills a 2x2 pixel block of the clip."""
+    t, i, j = np.meshgrid(np.arange(3), np.arange(4), np.arange(4), indexing="ij")
+    features = (10.0 + 16 * t + 4 * i + j).astype(np.float32)
+    features[0, 1, 0], features[1, 1, 1], features[2, 1, 2] = 0.0, 0.2, 0.5
+    clip = np.repeat(np.repeat(features, 2, axis=1), 2, axis=2)[..., None]
+    return features, clip
+
+
+def test_correspondence_proposals_are_the_cp_knn_of_the_module_input():
+    features, clip = _hand_made_clip()
+    model = _pooled_cp_model(k=3)
+    out = correspondence_proposals(model, clip, "cp", query=(1, 2, 3))  # pixel (2, 3) of frame 1 = cell (1, 1, 1)
+    assert out["layer"] == "cp" and out["k"] == 3 and out["grid"] == (3, 4, 4)
+    np.testing.assert_array_equal(out["query"], [1, 1, 1])
+    assert out["query_index"] == 16 + 4 + 1
+    # by construction: the digit in frame 0 (index 4, distance 0.2), in frame 2 (index 38, 0.3), then the
+    # smallest background value of another frame (10, index 0); the digit's own frame is excluded
+    np.testing.assert_array_equal(out["neighbour_indices"], [4, 38, 0])
+    reference = cp_knn(tf.constant(features.reshape(1, 48, 1)), 3, 3).numpy()[0, out["query_index"]]
+    np.testing.assert_array_equal(out["neighbour_indices"], reference)
+    np.testing.assert_array_equal(out["neighbours"], [[0, 1, 0], [2, 1, 2], [0, 0, 0]])
+    # cell centres in clip pixels: 2 i + 0.5, 2 j + 0.5
+    np.testing.assert_allclose(out["query_pixel"], [1, 2.5, 2.5])
+    np.testing.assert_allclose(out["neighbour_pixels"], [[0, 2.5, 0.5], [2, 2.5, 4.5], [0, 0.5, 0.5]])
+    assert correspondence_proposals(model, clip[None], query=(1, 2, 3))["layer"] == "cp"  # first CP module
+    with pytest.raises(ValueError, match="'pool' is not a CPModule of model .*its CP modules: cp"):
+        correspondence_proposals(model, clip, "pool")
+    with pytest.raises(ValueError, match="outside the clip"):
+        correspondence_proposals(model, clip, query=(3, 0, 0))
+
+
+def test_draw_correspondences_markers_at_the_proposals():
+    from kerasvid.viz import draw_correspondences
+
+    features, clip = _hand_made_clip()
+    out = correspondence_proposals(_pooled_cp_model(k=3), clip, query=(1, 2, 3))
+    frames = np.repeat(clip.astype(np.uint8), 3, axis=-1)
+    yellow, cyan = (255, 230, 0), (0, 220, 255)
+    canvas = draw_correspondences(frames, out, scale=4, gap=2, query_color=yellow, neighbour_color=cyan)
+    assert canvas.shape == (32, 3 * 32 + 2 * 2, 3)
+    # pixel (y, x) of frame f is drawn at row floor(4 (y + 0.5)), column f * 34 + floor(4 (x + 0.5))
+    np.testing.assert_array_equal(canvas[8:17, 42:51], np.tile(yellow, (9, 9, 1)))  # query (1, 2.5, 2.5) -> (12, 46)
+    for row, col in ((12, 4), (12, 88), (4, 4)):  # outlined squares (half size 4) at the three proposals
+        for r, c in ((row - 4, col), (row + 4, col), (row, col - 4), (row, col + 4)):
+            if 0 <= c < canvas.shape[1]:
+                np.testing.assert_array_equal(canvas[r, c], cyan, err_msg=f"({r}, {c})")
+    np.testing.assert_array_equal(canvas[12, 20:38], np.tile(cyan, (18, 1)))  # the line (12, 46) -> (12, 4)
+    np.testing.assert_array_equal(canvas[16:, 32:34], 0)  # gap between frames 0 and 1 (below the lines)
+    np.testing.assert_array_equal(canvas[28, 2 * 34 + 28], frames[2, 7, 7])  # elsewhere: the enlarged frame
+    with pytest.raises(ValueError, match="uint8"):
+        draw_correspondences(clip, out)
+
+
+def test_correspondence_proposals_shrunk_module_and_default_query():
+    features, clip = _hand_made_clip()
+    model = _pooled_cp_model(k=2, shrink=2)
+    out = correspondence_proposals(model, clip, "cp")
+    assert out["grid"] == (3, 2, 2)
+    small = features[:, ::2, ::2, None]  # the module's 2x shrink (TF1 bilinear) subsamples
+    reference = cp_knn(tf.constant(small.reshape(1, 12, 1)), 3, 2).numpy()[0, out["query_index"]]
+    np.testing.assert_array_equal(out["neighbour_indices"], reference)
+    # default query: the point of the middle frame farthest from that frame's mean feature
+    middle = small[1, ..., 0]
+    r, c = np.unravel_index(np.argmax(np.abs(middle - middle.mean())), middle.shape)
+    np.testing.assert_array_equal(out["query"], [1, r, c])
+    # cell (r, c) samples feature position (2r, 2c), the 2x2 pixel block centred at (4r + 0.5, 4c + 0.5)
+    np.testing.assert_allclose(out["query_pixel"], [1, 4 * r + 0.5, 4 * c + 0.5])
+
+
+def test_write_run_pictures_draws_one_row_per_cp_module(tmp_path):
+    import types
+
+    from kerasvid.data import preprocess
+    from kerasvid.training import summaries
+    from kerasvid.viz import GLYPH_HEIGHT, draw_correspondences
+
+    _, clip = _hand_made_clip()
+    frames = np.repeat(clip.astype(np.uint8), 3, axis=-1)  # [3, 8, 8, 3]
+    image = preprocess.normalize(tf.constant(frames[None]), "imagenet")  # what the task's eval data would yield
+    task = types.SimpleNamespace(config=types.SimpleNamespace(normalization="imagenet", eval_pattern="held-out-*"),
+                                 build_dataset=lambda training: [({"image": image}, tf.constant([0]))],
+                                 model_inputs=lambda inputs: inputs["image"])  # Task.model_inputs's default
+    inputs = keras.Input((3, 8, 8, 3))
+    x = keras.layers.AveragePooling3D((1, 2, 2))(inputs)
+    x = CPModule(k=2, mlp_units=[2], name="cp_a")(x)
+    x = CPModule(k=3, mlp_units=[2], name="cp_b")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling3D()(x)))
+    assert [m.name for m in cp_modules(model)] == ["cp_a", "cp_b"]  # network order
+    paths = summaries.write_run_pictures(model, task, str(tmp_path), scale=2)
+    assert paths == [str(tmp_path / "correspondences.png")]  # no training summaries: no curve
+    picture = tf.io.decode_png(tf.io.read_file(paths[0])).numpy()
+    caption = GLYPH_HEIGHT + 6
+    assert picture.shape == (2 * (caption + 16), 3 * 16 + 2 * 4, 3)
+    # row 2 is cp_b's drawing over the frames recovered from the normalised clip (denormalised exactly)
+    want = draw_correspondences(frames, correspondence_proposals(model, image.numpy()[0], "cp_b"), scale=2)
+    np.testing.assert_array_equal(picture[2 * caption + 16:], want)

@@ -26,9 +26,8 @@ LAYERS = [
     ("cli",),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
-# Upward imports docs/architecture.md allows, all inside functions: a task serves its model through export, viz's
-# CPNet pictures read a CPModule and run its kNN.
-ALLOWED_LAZY = {("tasks", "export"), ("viz", "layers"), ("viz", "ops")}
+# Upward imports docs/architecture.md allows, all inside functions: a task serves its model through export.
+ALLOWED_LAZY = {("tasks", "export")}
 
 
 def _top(module):

@@ -23,7 +23,7 @@ import numpy as np
 from kerasvid.layers.frames import clip_conv, clip_pooling
 
 BN_EPSILON = 1e-3  # Sonnet BatchNorm default, used by the kinetics-i3d checkpoints
-BN_MOMENTUM = 0.999  # Sonnet BatchNorm default decay
+_BN_MOMENTUM = 0.999  # Sonnet BatchNorm default decay
 
 I3D_ENDPOINTS = (
     "Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3", "MaxPool3d_3a_3x3",
@@ -32,7 +32,7 @@ I3D_ENDPOINTS = (
 )
 
 # Inception block widths: (branch 0 1x1, (branch 1 1x1, 3x3x3), (branch 2 1x1, 3x3x3), branch 3 pool-proj 1x1).
-MIXED_WIDTHS = {
+_MIXED_WIDTHS = {
     "Mixed_3b": (64, (96, 128), (16, 32), 32),
     "Mixed_3c": (128, (128, 192), (32, 96), 64),
     "Mixed_4b": (192, (96, 208), (16, 48), 64),
@@ -66,7 +66,7 @@ _LAYOUT = (
 
 LOGITS_UNIT = "Logits/Conv3d_0c_1x1"
 MODALITY_CHANNELS = {"rgb": 3, "flow": 2}
-CHECKPOINT_SCOPES = {"rgb": "RGB", "flow": "Flow"}
+_CHECKPOINT_SCOPES = {"rgb": "RGB", "flow": "Flow"}
 # The published kinetics-i3d checkpoints (`data/checkpoints/<name>/model.ckpt`): modality and variable prefix.
 # `rgb_scratch_kin600` (600 classes) was saved without any scope and with the optimizer's `.../Momentum` slots.
 KINETICS_I3D_CHECKPOINTS = {
@@ -81,7 +81,7 @@ _STEM_KERNEL = "Conv3d_1a_7x7/conv_3d/w"
 
 def _mixed_units(block):
     """The conv units of one Inception block as (scope path, filters, kernel), in the release's scope names."""
-    b0, (b1a, b1b), (b2a, b2b), b3 = MIXED_WIDTHS[block]
+    b0, (b1a, b1b), (b2a, b2b), b3 = _MIXED_WIDTHS[block]
     # The release names Mixed_5b's branch-2 3x3x3 conv "Conv3d_0a_3x3" (every other block: "Conv3d_0b_3x3").
     b2b_name = "Conv3d_0a_3x3" if block == "Mixed_5b" else "Conv3d_0b_3x3"
     return (
@@ -117,7 +117,7 @@ def layer_name(name, scope, part):
 def _unit(x, filters, kernel, strides, scope, name):
     x = clip_conv(filters, kernel, strides=strides, padding="same", use_bias=False,
                   name=layer_name(name, scope, "conv"))(x)
-    x = keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, scale=False,
+    x = keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=_BN_MOMENTUM, scale=False,
                                         name=layer_name(name, scope, "bn"))(x)
     return keras.layers.ReLU(name=layer_name(name, scope, "relu"))(x)
 
@@ -173,7 +173,7 @@ def i3d_features(x, final_endpoint="Mixed_5c", name="i3d"):
     return endpoints
 
 
-def logits_pool_size(feature_shape):
+def _logits_pool_size(feature_shape):
     """The `Logits` average-pool window: (2, 7, 7) clipped to the `Mixed_5c` map `(T, H, W)` (static sizes)."""
     if any(s is None for s in feature_shape):
         raise ValueError(f"The I3D logits head needs static T, H, W at Mixed_5c, got {tuple(feature_shape)}; "
@@ -197,7 +197,7 @@ def i3d_logits(features, num_classes, dropout_rate=0.0, classifier_activation=No
     Returns:
         `[batch, num_classes]`.
     """
-    pool = logits_pool_size(features.shape[1:4])
+    pool = _logits_pool_size(features.shape[1:4])
     x = keras.layers.AveragePooling3D(pool, strides=(1, 1, 1), padding="valid", name=f"{name}_Logits_avg_pool")(
         features)
     if dropout_rate:
@@ -249,15 +249,15 @@ def load_kinetics_i3d_checkpoint(model, checkpoint_path, modality="rgb", name="i
     """
     import tensorflow as tf
 
-    if modality not in CHECKPOINT_SCOPES:
-        raise ValueError(f"`modality` must be one of {sorted(CHECKPOINT_SCOPES)}, got modality={modality!r}")
+    if modality not in _CHECKPOINT_SCOPES:
+        raise ValueError(f"`modality` must be one of {sorted(_CHECKPOINT_SCOPES)}, got modality={modality!r}")
     try:
         reader = tf.train.load_checkpoint(checkpoint_path)
     except Exception as err:  # NotFoundError / DataLossError: name the path
         raise ValueError(f"Cannot read a TF checkpoint at {checkpoint_path!r}: {err}") from err
     available = reader.get_variable_to_shape_map()
     if scope is None:
-        candidates = [f"{CHECKPOINT_SCOPES[modality]}/inception_i3d/", ""]
+        candidates = [f"{_CHECKPOINT_SCOPES[modality]}/inception_i3d/", ""]
     else:
         candidates = [f"{scope}/inception_i3d/" if scope else ""]
     prefix = next((c for c in candidates if c + _STEM_KERNEL in available), None)

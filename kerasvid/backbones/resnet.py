@@ -50,13 +50,6 @@ def insertion_points(depth):
     return [f"{stage}_{i}" for stage, n in zip(STAGE_NAMES, blocks) for i in range(n)]
 
 
-def stage_channels(depth):
-    """Returns the output channel count of each stage `res2..res5` for `depth` (block outputs)."""
-    kind, _ = _check_depth(depth)
-    mult = 4 if kind == "bottleneck" else 1
-    return {name: w * mult for name, w in zip(STAGE_NAMES, STAGE_WIDTHS)}
-
-
 def _per_stage(value, what):
     if isinstance(value, int):
         return (value,) * 4

@@ -30,10 +30,10 @@ RANDAUGMENT_OPS = ("random_shear", "random_translation", "random_rotation", "ran
                    "solarization", "auto_contrast", "equalization")
 # Operations that compute per-image statistics: applied to the clip as one image.
 _CLIP_STATISTICS = ("auto_contrast", "equalization")
-VALUE_RANGE = (0, 255)  # the pipeline augments float frames on the 0..255 scale, before normalisation
+_VALUE_RANGE = (0, 255)  # the pipeline augments float frames on the 0..255 scale, before normalisation
 
 
-class StatelessSeed(keras.random.SeedGenerator):
+class _StatelessSeed(keras.random.SeedGenerator):
     """A `keras.random.SeedGenerator` whose draws are `stateless_fold_in(seed, 1), (seed, 2), ...`: no variable, so
     Keras random layers become reproducible functions of a seed tensor inside `tf.data`.
 
@@ -115,11 +115,11 @@ class VideoAugment:
         self.mix_switch_prob = float(mix_switch_prob)
         # float32 whatever the global mixed-precision policy: these layers only transform pixels.
         if randaugment is not None:
-            self._rand_augment = keras.layers.RandAugment(value_range=VALUE_RANGE, num_ops=int(randaugment[0]),
+            self._rand_augment = keras.layers.RandAugment(value_range=_VALUE_RANGE, num_ops=int(randaugment[0]),
                                                           factor=float(randaugment[1]), dtype="float32")
         if self.random_erasing:
             self._erasing = keras.layers.RandomErasing(factor=(self.random_erasing, self.random_erasing),
-                                                       scale=self.erasing_scale, value_range=VALUE_RANGE,
+                                                       scale=self.erasing_scale, value_range=_VALUE_RANGE,
                                                        dtype="float32")
         self._mixup = keras.layers.MixUp(alpha=self.mixup, dtype="float32") if self.mixup else None
         self._cutmix = keras.layers.CutMix(factor=(self.cutmix, self.cutmix), dtype="float32") if self.cutmix else None
@@ -138,7 +138,7 @@ class VideoAugment:
         """One sampled transformation of `layer`, applied to every frame of `clip` `[T, H, W, 3]`."""
         if clip_statistics:
             return _frames_back(layer.transform_images(_frames_side_by_side(clip), None), tf.shape(clip))
-        transformation = layer.get_random_transformation(clip[:1], training=True, seed=StatelessSeed(seed))
+        transformation = layer.get_random_transformation(clip[:1], training=True, seed=_StatelessSeed(seed))
         return layer.transform_images(clip, transformation, training=True)
 
     def _one_clip(self, clip, seed):
@@ -169,7 +169,7 @@ class VideoAugment:
 
     # ----- per batch -------------------------------------------------------------------------------------------
     def _mix(self, layer, folded, labels, seed, from_mask):
-        transformation = layer.get_random_transformation(folded, training=True, seed=StatelessSeed(seed))
+        transformation = layer.get_random_transformation(folded, training=True, seed=_StatelessSeed(seed))
         mixed = layer.transform_images(folded, transformation, training=True)
         if not from_mask:
             return mixed, layer.transform_labels(labels, transformation, training=True)

@@ -276,13 +276,3 @@ def main(argv=None):
     print(f"Wrote {records} conjugate records ({with_boxes} with boxes, {manifest['videos_without_boxes']} videos "
           f"not in the box file) to {args.output_dir}")
     return 0
-
-
-def __getattr__(name):
-    # The online pairing moved to kerasvid.data.conjugate_pairs (it imports this module's record keys, so the old
-    # name is resolved on first use instead of imported here).
-    if name == "pair_dataset":
-        from kerasvid.data.conjugate_pairs import pair_dataset
-
-        return pair_dataset
-    raise AttributeError(f"module 'kerasvid.data.conjugates' has no attribute {name!r}")

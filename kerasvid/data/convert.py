@@ -379,7 +379,7 @@ def _merge_manifest(output_dir, name, entry, label_names):
     return manifest
 
 
-def build_command():
+def _build_command():
     """The flags of `kerasvid convert` (`kerasvid.command_flags.Command`)."""
     from absl import flags
 
@@ -415,7 +415,7 @@ _MAX_REASONS = 20
 
 def main(argv=None):
     """Entry point of `kerasvid convert` (argv without the subcommand); returns the exit status."""
-    args = build_command().parse(sys.argv[1:] if argv is None else argv,
+    args = _build_command().parse(sys.argv[1:] if argv is None else argv,
                                  required=("format", "labels", "input_dir", "output_dir"))
     try:
         items = sources.parse_label_file(args.format, args.labels, args.input_dir, args.split)

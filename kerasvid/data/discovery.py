@@ -36,7 +36,7 @@ def read_labels(path):
     return tuple(name for _, name in lines)
 
 
-def find_labels_file(patterns):
+def _find_labels_file(patterns):
     """`labels.txt` beside the first file of the first pattern (in order) that has one, or "" (empty patterns and
     patterns that match nothing are passed over).
 
@@ -70,7 +70,8 @@ def label_names(labels_file="", patterns=(), model_dir=""):
     """The class names of a run, index order, or `()` when nothing names them.
 
     Args:
-        labels_file: a labels file; "" = `labels.txt` beside the records (`find_labels_file(patterns)`).
+        labels_file: a labels file; "" = `labels.txt` beside the records (beside the first file, in pattern order,
+            that has one).
         patterns: record file patterns, in the order searched.
         model_dir: when no labels file is found, the names recorded in `<model_dir>/run_config.json` (an eval or
             export of a finished run without its data); "" = do not look there.
@@ -81,7 +82,7 @@ def label_names(labels_file="", patterns=(), model_dir=""):
     """
     if labels_file and not os.path.exists(labels_file):
         raise ValueError(f"--labels_file={labels_file!r} does not exist.")
-    beside = find_labels_file(patterns)  # checked even with --labels_file: the records' indices must agree
+    beside = _find_labels_file(patterns)  # checked even with --labels_file: the records' indices must agree
     labels_file = labels_file or beside
     names = read_labels(labels_file) if labels_file else ()
     if not names and model_dir:
@@ -100,7 +101,7 @@ def count_records(pattern):
 # The synthetic data of each task: what `synthetic_data` writes and the settings the task reads it with.
 SYNTHETIC_TASKS = ("classification", "triplet", "factorization")
 # task_kwargs that locate a task's data: with --synthetic the generated data's replace a recipe's.
-SYNTHETIC_LOCATIONS = {"triplet": ("frames_root", "train_csv", "eval_csv", "charades_csv", "charades_root"),
+_SYNTHETIC_LOCATIONS = {"triplet": ("frames_root", "train_csv", "eval_csv", "charades_csv", "charades_root"),
                        "factorization": ("conjugate_dir",)}
 
 
@@ -219,7 +220,7 @@ def with_synthetic_task_kwargs(task, task_kwargs, generated):
     Returns:
         `(task_kwargs, replaced)`: the merged dict and the given keys whose values were replaced.
     """
-    locations = SYNTHETIC_LOCATIONS.get(task, ())
+    locations = _SYNTHETIC_LOCATIONS.get(task, ())
     merged, replaced = dict(task_kwargs), []
     for key, value in generated.items():
         if key in locations:

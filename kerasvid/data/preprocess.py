@@ -26,7 +26,7 @@ CHANNEL_STATISTICS = {
 }
 NORMALIZATIONS = tuple(CHANNEL_STATISTICS) + ("minus_one_one", "zero_one", "none")
 # Eval resize: short side = crop / 0.875 (256 for 224, 128 for 112), Model Garden's and the papers' protocol.
-DEFAULT_CROP_FRACTION = 0.875
+_DEFAULT_CROP_FRACTION = 0.875
 
 
 def check_normalization(preset):
@@ -110,7 +110,7 @@ def _check_size(image_size):
 
 def default_short_side(image_size):
     """The eval resize target for a crop: round(max(crop) / 0.875)."""
-    return int(round(max(_check_size(image_size)) / DEFAULT_CROP_FRACTION))
+    return int(round(max(_check_size(image_size)) / _DEFAULT_CROP_FRACTION))
 
 
 def _flatten_frames(frames):
@@ -141,7 +141,7 @@ def resize_short_side(frames, short_side, antialias=False):
     return tf.reshape(out, tf.concat([lead, tf.shape(out)[1:]], 0))
 
 
-def crop_offsets(length, crop, num_crops):
+def _crop_offsets(length, crop, num_crops):
     """Start offsets of `num_crops` windows of size `crop` spread evenly over `length` (1 = centred)."""
     slack = tf.maximum(length - crop, 0)
     if num_crops == 1:
@@ -172,8 +172,8 @@ def resize_and_crops(frames, image_size, short_side=None, num_crops=1):
     resized = resize_short_side(frames, short_side)
     h, w = tf.shape(resized)[-3], tf.shape(resized)[-2]
     # Slide along the longer side, centre the other one.
-    ys = tf.where(h > w, crop_offsets(h, ch, num_crops), tf.fill([num_crops], tf.maximum(h - ch, 0) // 2))
-    xs = tf.where(h > w, tf.fill([num_crops], tf.maximum(w - cw, 0) // 2), crop_offsets(w, cw, num_crops))
+    ys = tf.where(h > w, _crop_offsets(h, ch, num_crops), tf.fill([num_crops], tf.maximum(h - ch, 0) // 2))
+    xs = tf.where(h > w, tf.fill([num_crops], tf.maximum(w - cw, 0) // 2), _crop_offsets(w, cw, num_crops))
     crops = [resized[..., ys[i]:ys[i] + ch, xs[i]:xs[i] + cw, :] for i in range(num_crops)]
     out = tf.stack(crops, 0)
     return tf.ensure_shape(out, [num_crops] + [None] * (frames.shape.rank - 3) + [ch, cw, frames.shape[-1]])

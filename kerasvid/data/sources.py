@@ -10,8 +10,8 @@ import re
 import numpy as np
 
 LABEL_FORMATS = ("kinetics", "ssv2", "jester", "charades", "list")
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+_VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +89,6 @@ def load_label_map(path):
     return names
 
 
-def build_label_map(items):
-    """Sorted unique class names of `items` (used when no label map file is given)."""
-    return sorted({label for item in items for label in item.labels})
-
-
 def label_indices(items, label_names, label_map_path="the label map"):
     """Maps each item's class names to indices; a name missing from the map is an error naming the file."""
     index = {name: i for i, name in enumerate(label_names)}
@@ -129,7 +124,7 @@ def _index_videos(input_dir):
         dirs.sort()
         for f in sorted(files):
             stem, ext = os.path.splitext(f)
-            if ext.lower() in VIDEO_EXTENSIONS:
+            if ext.lower() in _VIDEO_EXTENSIONS:
                 found.setdefault(stem, os.path.join(root, f))
     return found
 
@@ -347,9 +342,9 @@ def decode_video(path, fps=None):
     return np.stack([frames[i] for i in idx]), float(fps)
 
 
-def list_frame_files(folder):
+def _list_frame_files(folder):
     """Sorted image files of a frame folder (natural order: frame2 before frame10)."""
-    names = [n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    names = [n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() in _IMAGE_EXTENSIONS]
 
     def key(n):
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]
@@ -357,7 +352,7 @@ def list_frame_files(folder):
     return [os.path.join(folder, n) for n in sorted(names, key=key)]
 
 
-def read_frame_folder(folder, source_fps=None, fps=None):
+def _read_frame_folder(folder, source_fps=None, fps=None):
     """Reads a folder of frames (Jester / Charades RGB layout) into uint8 RGB frames.
 
     Resampling to `fps` needs the folder's `source_fps`.
@@ -367,7 +362,7 @@ def read_frame_folder(folder, source_fps=None, fps=None):
     """
     import tensorflow as tf
 
-    files = list_frame_files(folder)
+    files = _list_frame_files(folder)
     if len(files) == 0:
         raise SkipInput("empty frame folder (0 frames)")
     if len(files) == 1:
@@ -395,7 +390,7 @@ def read_source(item, fps=None, source_fps=None):
     if not item.exists or not os.path.exists(item.source):
         raise SkipInput("missing input")
     if os.path.isdir(item.source):
-        return read_frame_folder(item.source, source_fps, fps)
+        return _read_frame_folder(item.source, source_fps, fps)
     return decode_video(item.source, fps)
 
 

@@ -346,7 +346,7 @@ def write_synthetic_ego_exo(output_dir, name="train", num_videos=32, num_classes
 
 
 # The columns of a Charades / Charades-Ego label CSV (`kerasvid.data.triplets.read_charades_csv` needs `id`).
-CHARADES_COLUMNS = ("id", "subject", "scene", "quality", "relevance", "verified", "script", "objects",
+_CHARADES_COLUMNS = ("id", "subject", "scene", "quality", "relevance", "verified", "script", "objects",
                     "descriptions", "actions", "length")
 
 
@@ -402,7 +402,7 @@ def write_synthetic_charades_ego(output_dir, name="train", num_videos=8, num_cla
     for key, chosen in (("csv", rows), ("charades_csv", rows[::2])):
         with open(paths[key], "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(CHARADES_COLUMNS)
+            w.writerow(_CHARADES_COLUMNS)
             w.writerows(chosen)
     with open(paths["views"], "w") as f:
         json.dump({"crop_size": list(clips["crop_size"]), "fps": fps, "class_names": class_names(num_classes),

@@ -157,7 +157,7 @@ def check_frame_count(path, n, decoded=False):
     return check_frames(path, n, how="decode" if decoded else "demux")
 
 
-def display_transform(frame):
+def _display_transform(frame):
     """The display matrix of a decoded PyAV frame (a phone video's orientation) as a signed permutation
     `(transpose, flip_rows, flip_columns)` of its `[H, W]` pixels, or None when it has none (or one that is not a
     quarter turn and / or mirror).
@@ -183,9 +183,9 @@ def display_transform(frame):
 
 def to_rgb(frame):
     """A decoded PyAV video frame as uint8 `[H, W, 3]` RGB, upright: its display matrix (a phone video's rotation,
-    a mirror) is applied as players apply it (`display_transform`)."""
+    a mirror) is applied as players apply it (`_display_transform`)."""
     image = frame.to_ndarray(format="rgb24")
-    transform = display_transform(frame)
+    transform = _display_transform(frame)
     if transform is None:
         return image
     transpose, flip_rows, flip_columns = transform

@@ -27,7 +27,7 @@ __all__ = ["TVNet", "TVNetBlock"]
 EPSILON = 1e-12
 
 # Luma weights (ITU-R BT.601) for the channels (B, G, R); TVNet floors the weighted sum.
-BGR_LUMA_WEIGHTS = (0.114, 0.587, 0.299)
+_BGR_LUMA_WEIGHTS = (0.114, 0.587, 0.299)
 # Image pyramids: the released one (every level resampled from the full image, align corners) and OpenCV's
 # DualTVL1 one (each level from the previous, half-pixel bilinear; at zoom 0.5 the mean of 2x2 blocks).
 PYRAMIDS = ("released", "cascade")
@@ -38,7 +38,7 @@ WARP_INTERPOLATIONS = {"bilinear": bilinear_warp, "bicubic": bicubic_warp}
 CHANNEL_ORDERS = {"rgb": (2, 1, 0), "bgr": (0, 1, 2)}
 
 # The released 5x5 Gaussian (sigma ~0.8), applied with SAME zero padding.
-GAUSSIAN_5X5 = np.array([[0.000874, 0.006976, 0.01386, 0.006976, 0.000874],
+_GAUSSIAN_5X5 = np.array([[0.000874, 0.006976, 0.01386, 0.006976, 0.000874],
                          [0.006976, 0.0557, 0.110656, 0.0557, 0.006976],
                          [0.01386, 0.110656, 0.219833, 0.110656, 0.01386],
                          [0.006976, 0.0557, 0.110656, 0.0557, 0.006976],
@@ -67,11 +67,11 @@ def tv_dual_update(p, grad_u, step, epsilon=EPSILON):
     Returns:
         `p'`, same shape as `p`.
     """
-    out = dual_update_components(p[..., 0], p[..., 1], grad_u[..., 0], grad_u[..., 1], step, epsilon)
+    out = _dual_update_components(p[..., 0], p[..., 1], grad_u[..., 0], grad_u[..., 1], step, epsilon)
     return tf.stack(out, axis=-1)
 
 
-def dual_update_components(p_x, p_y, grad_x, grad_y, step, epsilon=EPSILON):
+def _dual_update_components(p_x, p_y, grad_x, grad_y, step, epsilon=EPSILON):
     """`tv_dual_update` on the two components of the dual field as separate tensors (same maths and gradient).
 
     The solver's loop keeps every field as its own `[batch, H, W]` tensor: XLA vectorises those along W, where a
@@ -112,29 +112,29 @@ def tvl1_iteration(u, p, rho_c, image_gradient, gradient_kernel, divergence_kern
     Returns:
         `(u, p)` after the iteration.
     """
-    fields = tvl1_iteration_components(split_fields(u, p), rho_c[..., 0], image_gradient[..., 0],
+    fields = _tvl1_iteration_components(_split_fields(u, p), rho_c[..., 0], image_gradient[..., 0],
                                        image_gradient[..., 1], gradient_kernel, divergence_kernel, tau, lbda, theta)
-    return join_fields(fields)
+    return _join_fields(fields)
 
 
-def split_fields(u, p):
+def _split_fields(u, p):
     """`u [B, H, W, 2]`, `p [B, H, W, 2, 2]` -> `(u_1, u_2, p_11, p_12, p_21, p_22)`, each `[B, H, W]`."""
     return u[..., 0], u[..., 1], p[..., 0, 0], p[..., 0, 1], p[..., 1, 0], p[..., 1, 1]
 
 
-def join_fields(fields):
-    """The inverse of `split_fields`: `(u, p)`."""
+def _join_fields(fields):
+    """The inverse of `_split_fields`: `(u, p)`."""
     u_1, u_2, p_11, p_12, p_21, p_22 = fields
     return (tf.stack([u_1, u_2], axis=-1),
             tf.stack([tf.stack([p_11, p_12], axis=-1), tf.stack([p_21, p_22], axis=-1)], axis=-2))
 
 
-def squared_gradient_norm(grad_x, grad_y):
+def _squared_gradient_norm(grad_x, grad_y):
     """`|grad I|^2 + eps`, the `g` of `TVNetBlock`."""
     return tf.square(grad_x) + tf.square(grad_y) + EPSILON
 
 
-def tvl1_iteration_components(fields, rho_c, grad_x, grad_y, gradient_kernel, divergence_kernel, tau, lbda, theta,
+def _tvl1_iteration_components(fields, rho_c, grad_x, grad_y, gradient_kernel, divergence_kernel, tau, lbda, theta,
                               grad_sq=None):
     """`tvl1_iteration` with every field a separate `[batch, H, W]` tensor (the solver loop's layout).
 
@@ -150,7 +150,7 @@ def tvl1_iteration_components(fields, rho_c, grad_x, grad_y, gradient_kernel, di
     u_1, u_2, p_11, p_12, p_21, p_22 = fields
     l_t = lbda * theta
     if grad_sq is None:
-        grad_sq = squared_gradient_norm(grad_x, grad_y)
+        grad_sq = _squared_gradient_norm(grad_x, grad_y)
     rho = rho_c + (grad_x * u_1 + grad_y * u_2) + EPSILON
     below = rho < -l_t * grad_sq
     above = rho > l_t * grad_sq
@@ -166,7 +166,7 @@ def tvl1_iteration_components(fields, rho_c, grad_x, grad_y, gradient_kernel, di
         u = (u + factor * grad) + theta * divergence
         d_x = forward_difference(u, 2, (gradient_kernel[c, 0, 0], gradient_kernel[c, 0, 1]))
         d_y = forward_difference(u, 1, (gradient_kernel[c, 1, 0], gradient_kernel[c, 1, 1]))
-        out.append((u,) + dual_update_components(p_x, p_y, d_x, d_y, tau / theta))
+        out.append((u,) + _dual_update_components(p_x, p_y, d_x, d_y, tau / theta))
     (u_1, p_11, p_12), (u_2, p_21, p_22) = out
     return u_1, u_2, p_11, p_12, p_21, p_22
 
@@ -242,7 +242,7 @@ class TVNetBlock(keras.layers.Layer):
 
 
 @functools.lru_cache(maxsize=None)
-def xla_available():
+def _xla_available():
     """Whether XLA can compile and run a function on this machine (probed once, eagerly)."""
     try:
         with tf.init_scope():
@@ -252,7 +252,7 @@ def xla_available():
         return False
 
 
-def zoom_size(height, width, factor):
+def _zoom_size(height, width, factor):
     """Size of a pyramid level, `int(side * factor + 0.5)` (released TVNet's `zoom_size`)."""
     return int(float(height) * factor + 0.5), int(float(width) * factor + 0.5)
 
@@ -268,7 +268,7 @@ def pyramid_sizes(height, width, scales, zoom):
     """
     limit = 1 + math.log(math.sqrt(height ** 2 + width ** 2) / 4.0) / math.log(1.0 / zoom)
     count = max(1, int(min(limit, scales)))
-    sizes = [zoom_size(height, width, np.float32(zoom) ** s) for s in range(count)]
+    sizes = [_zoom_size(height, width, np.float32(zoom) ** s) for s in range(count)]
     while len(sizes) > 1 and min(sizes[-1]) < 2:
         sizes.pop()
     return sizes
@@ -485,7 +485,7 @@ class TVNet(keras.layers.Layer):
         # Summed in B, G, R order whatever the channel order: the floor makes the rounding of the sum visible,
         # and this order reproduces the released output (RGB and BGR inputs then give identical grey images).
         blue, green, red = (frames[..., c:c + 1] for c in CHANNEL_ORDERS[self.channel_order])
-        weights = BGR_LUMA_WEIGHTS
+        weights = _BGR_LUMA_WEIGHTS
         return tf.floor(weights[0] * blue + weights[1] * green + weights[2] * red)
 
     @staticmethod
@@ -501,7 +501,7 @@ class TVNet(keras.layers.Layer):
 
     @staticmethod
     def _smooth(grey):
-        kernel = tf.constant(GAUSSIAN_5X5[:, :, None, None], grey.dtype)
+        kernel = tf.constant(_GAUSSIAN_5X5[:, :, None, None], grey.dtype)
         return tf.nn.conv2d(grey, kernel, strides=1, padding="SAME")
 
     def _flow(self, frame1, frame2):
@@ -564,7 +564,7 @@ class TVNet(keras.layers.Layer):
             devices = getattr(strategy.extended, "worker_devices", ())
             if strategy.num_replicas_in_sync > 1 and any("CPU" in d.upper() for d in devices):
                 return False  # XLA cannot reach variables mirrored over logical CPU devices
-        return xla_available()
+        return _xla_available()
 
     def _solve(self, image1, image2):
         """Pyramid, warps and iterations (released TVNet steps 4-5) on the smoothed grey images."""
@@ -619,7 +619,7 @@ class TVNet(keras.layers.Layer):
 
         # Every field its own [batch, H, W] tensor (XLA vectorises those, not a trailing axis of 2).
         constants = (rho_c[..., 0], image_gradient[..., 0], image_gradient[..., 1])
-        grad_sq = squared_gradient_norm(constants[1], constants[2])
+        grad_sq = _squared_gradient_norm(constants[1], constants[2])
         error = tf.fill(tf.shape(u)[:1], np.float32(np.inf))
 
         def median(fields, error):
@@ -630,7 +630,7 @@ class TVNet(keras.layers.Layer):
             return (filtered[..., 0], filtered[..., 1]) + tuple(fields[2:])
 
         def step(fields, error, gradient_kernel, divergence_kernel):
-            new = tvl1_iteration_components(fields, *constants, gradient_kernel, divergence_kernel,
+            new = _tvl1_iteration_components(fields, *constants, gradient_kernel, divergence_kernel,
                                             self.tau, self.lbda, self.theta, grad_sq)
             if not stopping:
                 return new, error
@@ -642,14 +642,14 @@ class TVNet(keras.layers.Layer):
                           lambda: tuple(tf.where(active[:, None, None], n, f) for n, f in zip(new, fields)))
             return new, tf.where(active, new_error, error)
 
-        fields = split_fields(u, p)
+        fields = _split_fields(u, p)
         if self.unroll:
             for _ in range(self.outer_iterations):
                 if self.median_filtering > 1:
                     fields = median(fields, error)
                 for block in blocks:
                     fields, error = step(fields, error, block.gradient_kernel, block.divergence_kernel)
-            return join_fields(fields)
+            return _join_fields(fields)
 
         gradient_kernels = tf.stack([tf.convert_to_tensor(b.gradient_kernel) for b in blocks])
         divergence_kernels = tf.stack([tf.convert_to_tensor(b.divergence_kernel) for b in blocks])
@@ -678,7 +678,7 @@ class TVNet(keras.layers.Layer):
 
             state = tf.while_loop(lambda i, *fields: i < total, body, (tf.constant(0),) + fields,
                                   maximum_iterations=total)
-        return join_fields(state[1:7])
+        return _join_fields(state[1:7])
 
     def call(self, frame1, frame2=None):
         if frame2 is None:

@@ -13,7 +13,7 @@ __all__ = ["VideoSoftmax"]
 _READ_MODES = ("per_sample", "after_batch")
 
 
-def last_in_segment(segment_ids):
+def _last_in_segment(segment_ids):
     """Index of the last batch sample of each sample's segment, `[B]` int32 (used to read/write the final state)."""
     segment_ids = tf.reshape(segment_ids, [-1])
     positions = tf.range(tf.shape(segment_ids)[0])
@@ -21,7 +21,7 @@ def last_in_segment(segment_ids):
     return tf.reduce_max(tf.where(same, positions[None, :], -1), axis=1)
 
 
-def check_index_range(index, size, what):
+def _check_index_range(index, size, what):
     """Returns `index` (int32) after asserting `0 <= index < size`; the error names `what` and the bad values."""
     index = tf.cast(index, tf.int32)
     if tf.executing_eagerly():
@@ -37,11 +37,11 @@ def check_index_range(index, size, what):
         return tf.identity(index)
 
 
-def scatter_last(state, segment_ids, values):
+def _scatter_last(state, segment_ids, values):
     """Writes `values[i]` into `state[segment_ids[i]]` for the last sample `i` of each segment (others ignored)."""
     num = tf.shape(state)[0]
     positions = tf.range(tf.shape(segment_ids)[0])
-    is_last = tf.equal(last_in_segment(segment_ids), positions)
+    is_last = tf.equal(_last_in_segment(segment_ids), positions)
     # Non-last samples write into a padding slot, so no index is written twice with different values.
     target = tf.where(is_last, segment_ids, num)
     padded = tf.concat([state, tf.zeros([1], state.dtype)], axis=0)
@@ -117,7 +117,7 @@ class VideoSoftmax(keras.layers.Layer):
         f = tf.cast(f, tf.float32)
         if f.shape.rank == 2:
             f = tf.squeeze(f, axis=-1)
-        video_index = check_index_range(tf.reshape(video_index, [-1]), self.num_videos, "video_index")
+        video_index = _check_index_range(tf.reshape(video_index, [-1]), self.num_videos, "video_index")
         (f_all, index_all), offset, size = gather_across_replicas(tf.stop_gradient(f), video_index)
         log_ratio, new_log_sigma, new_count = self._fold(f_all, index_all)
         if training:
@@ -136,10 +136,10 @@ class VideoSoftmax(keras.layers.Layer):
         # log Sigma_i - f_i = logsumexp_j(log C_ij + f_j - f_i, log P_i + log Sigma_0 - f_i)
         terms = tf.concat([log_c + (f[None, :] - f[:, None]), (log_p + prior_log_sigma - f)[:, None]], axis=1)
         log_ratio = tf.reduce_logsumexp(terms, axis=1)
-        new_log_sigma = scatter_last(self.log_sigma, index, f + log_ratio)
+        new_log_sigma = _scatter_last(self.log_sigma, index, f + log_ratio)
         new_count = self.count + tf.math.unsorted_segment_sum(tf.ones_like(index), index, self.num_videos)
         if self.read == "after_batch":
-            last = last_in_segment(index)
+            last = _last_in_segment(index)
             log_ratio = tf.gather(log_ratio + f, last) - f
         return log_ratio, new_log_sigma, new_count
 

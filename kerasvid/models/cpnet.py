@@ -18,15 +18,23 @@ The authors' two published checkpoints (ResNet-34 on Jester at 112 px and on Som
 `tf.train.Saver` files) load with `weights=<checkpoint prefix>` into `variant="released_code"`: the trunk is then
 built as their TF1 graph computes (`TF1_LAYOUT`: TF "SAME" padding of the stem conv and max pool too, BatchNorm
 epsilon 1e-3; convs with a bias, as kerasvid's default) and every variable is mapped by name (`tf1_variable_names`).
+
+What a trained CPNet proposes: `cp_modules(model)` finds its CP modules, `correspondence_proposals(model, clip,
+layer_name)` gives one module's query point and its k proposals in the other frames, and `correspondence_picture`
+(the CPNet pictures of `kerasvid.zoo.model_pictures`, `kerasvid train --pictures`) draws them for every module.
 """
 import dataclasses
 import re
 from typing import Optional, Tuple
 
-from kerasvid.layers.cp_module import CPModule
+import numpy as np
+
+from kerasvid import viz
+from kerasvid.layers.cp_module import CPModule, tf1_resize_bilinear
 from kerasvid.layers.non_local import NonLocalBlock
 from kerasvid.models import common
-from kerasvid.models.registry import register_model
+from kerasvid.models.registry import find_layers, register_model, register_pictures
+from kerasvid.ops.knn import cp_knn
 from kerasvid.models.resnet_video import resnet_video
 from kerasvid.weights import tf_checkpoint
 
@@ -72,7 +80,7 @@ PLACEMENTS = {
 }
 
 
-# The trunk options that reproduce the CPNet authors' TF1 graph (shared/reference/cpnet_checkpoints/conventions.md):
+# The trunk options that reproduce the CPNet authors' TF1 graph:
 # `tf_util.conv3d`'s SAME padding everywhere (the 224 model's 7x7/2 stem pads 2 before / 3 after, the 3x3/2 max pool
 # 0 / 1) and `tf.contrib.layers.batch_norm`'s default epsilon. The CP modules' own epsilon (1e-3) and TF1 legacy
 # bilinear resize are `CPModule`'s defaults.
@@ -164,7 +172,7 @@ def load_tf1_checkpoint(model, prefix):
                                            optional=("fc/",))
 
 
-def cp_placement(depth, variant="paper"):
+def _cp_placement(depth, variant="paper"):
     """Returns the `CPPlacement` of a CPNet ResNet-`depth` in `variant` ("paper" or "released_code")."""
     if variant not in VARIANTS:
         raise ValueError(f"`variant` must be one of {VARIANTS}, got variant={variant!r}")
@@ -211,7 +219,7 @@ def cpnet_resnet(depth, num_classes=400, input_shape=(8, 112, 112, 3), include_t
     Returns:
         A `keras.Model` `[batch, T, H, W, C] -> [batch, num_classes]`.
     """
-    placement = cp_placement(depth, variant)
+    placement = _cp_placement(depth, variant)
     if k is None:
         k = placement.k
     elif isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -284,7 +292,7 @@ def cpnet_resnet101(num_classes=400, input_shape=(8, 224, 224, 3), include_top=T
                         chunk_size=chunk_size, coordinate_scale=coordinate_scale)
 
 
-NL_R18_POINTS = _SIX_R18_POINTS
+_NL_R18_POINTS = _SIX_R18_POINTS
 
 
 @register_model(paper=_NL_PAPER, default_input=(8, 112, 112, 3), num_params=12784016, gflops=54.933,
@@ -300,8 +308,136 @@ def nl_resnet18(num_classes=400, input_shape=(8, 112, 112, 3), include_top=True,
     Example:
         >>> model = kerasvid.zoo.nl_resnet18(num_classes=400, input_shape=(8, 112, 112, 3))
     """
-    insertions = {p: (lambda channels, name: NonLocalBlock(subsample=subsample, name=name)) for p in NL_R18_POINTS}
+    insertions = {p: (lambda channels, name: NonLocalBlock(subsample=subsample, name=name)) for p in _NL_R18_POINTS}
     return resnet_video(depth=18, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
                         weights=weights, pooling=pooling, dropout_rate=dropout_rate,
                         classifier_activation=classifier_activation, stem_stride=stem_stride, insertions=insertions,
                         name="nl_resnet18")
+
+
+# ----- Correspondence proposals of a trained CPNet ---------------------------------------------------------------
+def cp_modules(model):
+    """The `kerasvid.layers.CPModule` layers of a Keras model, in layer order (nested models included)."""
+    return find_layers(model, CPModule)
+
+
+def correspondence_proposals(model, clip, layer_name=None, query=None):
+    """The correspondence proposals of one CP module of a CPNet for one clip: a query point and its k neighbours.
+
+    Runs the model up to the input `x` of the CP module `layer_name` (a sub-model, inference mode), forms the
+    points the module proposes correspondences among (its bottleneck and 2x shrink, when it has them) and takes
+    their k nearest neighbours in the other frames with `kerasvid.ops.cp_knn`, exactly as the module does
+    (Liu, Lee, Jin, CVPR 2019, supp. §B). Grid point `(t, i, j)` of a `T' x h x w` grid samples position
+    `(i H' / h, j W' / w)` of the module's `H' x W'` input (itself unless the module shrinks: TF1 bilinear, so a
+    2x shrink takes every second position), shown at the centre of that position's cell in the clip of `H x W`
+    pixels: frame `t T // T'`, pixel `((i H' / h + 1/2) H / H' - 1/2, (j W' / w + 1/2) W / W' - 1/2)`.
+
+    Args:
+        model: a Keras model with at least one `CPModule` in its own graph (e.g. `kerasvid.zoo.cpnet_resnet18`).
+        clip: one model input `[T, H, W, C]` (preprocessed as for the model) or a batch of one.
+        layer_name: the CP module's name (`model.get_layer(name)`); None: the first one (`cp_modules(model)[0]`).
+        query: `(frame, y, x)` in clip pixels, mapped to the grid cell that contains it; None: in the middle grid
+            frame, the most distinctive point (its feature farthest from the frame's mean feature: on a moving
+            object over a plain background, a point of the object).
+
+    Returns:
+        dict with "layer" (name), "k", "grid" `(T', h, w)`, "query" and "neighbours" (grid `(t, i, j)`, int, `[3]`
+        and `[k, 3]`, nearest first), "query_index" / "neighbour_indices" (flat frame-major point indices, the
+        `cp_knn` row of the query), "query_pixel" / "neighbour_pixels" (`(frame, y, x)` floats in the clip); draw
+        it with `kerasvid.viz.draw_correspondences`.
+
+    Example:
+        model = kerasvid.zoo.cpnet_resnet18(num_classes=2, input_shape=(4, 64, 64, 3))
+        proposals = correspondence_proposals(model, clip, "res3_0_insert", query=(1, 30, 20))
+    """
+    import keras
+    import tensorflow as tf
+
+    modules = cp_modules(model)
+    if not modules:
+        raise ValueError(f"model {model.name!r} has no CPModule layer")
+    if layer_name is None:
+        layer = modules[0]
+    else:
+        layer = next((m for m in modules if m.name == layer_name), None)
+        if layer is None:
+            raise ValueError(f"`layer_name`={layer_name!r} is not a CPModule of model {model.name!r}; its CP modules: "
+                             f"{', '.join(m.name for m in modules)}")
+    clip = np.asarray(clip, np.float32)
+    if clip.ndim == 5 and clip.shape[0] == 1:
+        clip = clip[0]
+    if clip.ndim != 4:
+        raise ValueError(f"`clip` must be one clip [T, H, W, C] or a batch of one, got shape {clip.shape}")
+    try:
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        probe = keras.Model(inputs, layer.input)
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"CPModule {layer.name!r} is not in the graph of model {model.name!r} itself (a nested "
+                         f"model?): {e}") from None
+    x = np.asarray(probe(clip[None], training=False))
+    frames, height, width = x.shape[1:4]
+    f = tf.constant(x)
+    if layer.bottleneck:
+        f = layer.bottleneck_bn(layer.bottleneck_conv(f), training=False)
+    if layer.spatial_shrink > 1:  # the module's own shrink (TF1 bilinear: a 2x shrink subsamples)
+        small = (height // layer.spatial_shrink, width // layer.spatial_shrink)
+        f = tf.reshape(tf1_resize_bilinear(tf.reshape(f, [frames, height, width, -1]), small),
+                       [1, frames, *small, -1])
+    grid = tuple(int(v) for v in f.shape[1:4])
+    points = tf.reshape(f, [1, int(np.prod(grid)), -1])
+    knn = cp_knn(points, frames, layer.k, chunk_size=layer.chunk_size).numpy()[0]  # [N, k]
+
+    clip_frames, clip_h, clip_w = clip.shape[:3]
+    if query is None:  # the most distinctive point of the middle frame (a moving object stands out of its frame)
+        middle = np.asarray(points).reshape(grid + (-1,))[grid[0] // 2]
+        distinct = np.linalg.norm(middle - middle.mean(axis=(0, 1)), axis=-1)
+        cell = (grid[0] // 2, *np.unravel_index(np.argmax(distinct), distinct.shape))
+    else:
+        if len(query) != 3:
+            raise ValueError(f"`query` must be (frame, y, x) in clip pixels, got query={query!r}")
+        t, qy, qx = query
+        if not (0 <= t < clip_frames and 0 <= qy < clip_h and 0 <= qx < clip_w):
+            raise ValueError(f"`query`={tuple(query)!r} is outside the clip of {clip_frames} frames of "
+                             f"{clip_h}x{clip_w} pixels")
+        cell = (int(t) * grid[0] // clip_frames, int(qy * grid[1] // clip_h), int(qx * grid[2] // clip_w))
+    query_index = int(np.ravel_multi_index(cell, grid))
+    neighbour_indices = knn[query_index].astype(int)
+    neighbours = np.stack(np.unravel_index(neighbour_indices, grid), axis=-1)
+
+    def to_pixels(cells):  # grid cell -> the module input's position it samples -> that position's pixel centre
+        cells = np.asarray(cells, np.float64)
+        y, x = cells[..., 1] * height / grid[1], cells[..., 2] * width / grid[2]
+        return np.stack([cells[..., 0] * clip_frames // grid[0], (y + 0.5) * clip_h / height - 0.5,
+                         (x + 0.5) * clip_w / width - 0.5], axis=-1)
+
+    return {"layer": layer.name, "k": int(layer.k), "grid": grid, "query": np.array(cell),
+            "neighbours": neighbours, "query_index": query_index, "neighbour_indices": neighbour_indices,
+            "query_pixel": to_pixels(cell), "neighbour_pixels": to_pixels(neighbours)}
+
+
+@register_pictures(CPModule)
+def correspondence_picture(model, clip, frames, scale=4):
+    """The CPNet pictures of `kerasvid.zoo.model_pictures`: `{"correspondences": uint8 image}`, one row per CP module
+    (in network order): a query point and its k correspondence proposals in the other frames
+    (`correspondence_proposals` with its default query, drawn by `kerasvid.viz.draw_correspondences` with `scale`),
+    the module's name and grid written above the row.
+
+    Args:
+        model: a Keras model with CP modules in its own graph.
+        clip: one model input `[T, H, W, C]` or a batch of one.
+        frames: the same clip as a person sees it, uint8 `[T, H, W, 3]`.
+        scale: enlargement of the frames.
+
+    Returns:
+        `{"correspondences": uint8 [rows * (caption + H scale), T W scale + (T - 1) gap, 3]}`.
+    """
+    rows = []
+    for layer in cp_modules(model):
+        proposals = correspondence_proposals(model, clip, layer.name)
+        drawing = viz.draw_correspondences(frames, proposals, scale=scale)
+        caption = np.zeros((viz.GLYPH_HEIGHT + 6, drawing.shape[1], 3), np.uint8)
+        grid = "x".join(str(v) for v in proposals["grid"])
+        viz.draw_text(caption, f"{layer.name} ({grid}): query (yellow), its k={proposals['k']} proposals (cyan)",
+                      3, 2, (255, 255, 255))
+        rows += [caption, drawing]
+    return {"correspondences": np.concatenate(rows)}

@@ -1,4 +1,5 @@
-"""The model registry behind `kerasvid.zoo` (torchvision-style `@register_model`).
+"""The model registry behind `kerasvid.zoo` (torchvision-style `@register_model`), and the registry of the pictures
+a model family draws of a trained model (`register_pictures`, `model_pictures`).
 
 It lives below the model files so that each model file can register its builders without importing
 `kerasvid.zoo` (imports point downward); `kerasvid.zoo` re-exports everything here.
@@ -8,6 +9,7 @@ import difflib
 from typing import Callable, Optional, Tuple
 
 _REGISTRY = {}
+_PICTURES = {}  # layer class -> picture function
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +35,7 @@ class ReportedResult:
         return f"{values} ({self.dataset}; {self.frames}; {self.views}; {self.source})"
 
 
-# Only numbers printed in the papers' texts at hand (the supplements in shared/seeds; the main papers' result
+# Only numbers printed in the papers' texts at hand (the supplements; the main papers' result
 # tables were not available, so the CPNet, I3D, actor-observer and video factorization models have none yet), and
 # the accuracies publishers give for the published weights a model loads.
 REPORTED_RESULTS = {
@@ -125,3 +127,59 @@ def model_info(name):
 def get_model(name, **kwargs):
     """Builds a registered model by name: `get_model("cpnet_resnet18", num_classes=174)`."""
     return model_info(name).builder(**kwargs)
+
+
+def find_layers(model, layer_class):
+    """The layers of `model` that are instances of `layer_class`, in layer order, nested models included (the
+    sublayers of a found layer are not searched)."""
+    found = []
+
+    def visit(layer):
+        for sub in getattr(layer, "layers", ()):
+            if isinstance(sub, layer_class):
+                found.append(sub)
+            else:
+                visit(sub)
+
+    visit(model)
+    return found
+
+
+def register_pictures(layer_class):
+    """Decorator: registers `fn(model, clip, frames, scale)` as the pictures of every model that has a
+    `layer_class` layer (`find_layers`). A model family registers its pictures in its own model file.
+
+    `fn` gets the trained model, one model input `clip` (`[1, T, H, W, C]`, preprocessed as for the model), the same
+    clip as a person sees it (`frames`, uint8 `[T, H, W, 3]`) and an integer enlargement `scale`; it returns a dict
+    of picture name -> uint8 `[H', W', 3]` image.
+
+    Example (as `kerasvid/models/cpnet.py` does):
+
+        @register_pictures(CPModule)
+        def correspondence_picture(model, clip, frames, scale=4):
+            return {"correspondences": image}  # uint8 [H', W', 3]
+    """
+
+    def wrap(fn):
+        if layer_class in _PICTURES and _PICTURES[layer_class] is not fn:
+            raise ValueError(f"Pictures of {layer_class.__name__} layers are already registered "
+                             f"(by {_PICTURES[layer_class]!r}).")
+        _PICTURES[layer_class] = fn
+        return fn
+
+    return wrap
+
+
+def has_pictures(model):
+    """Whether a registered model family draws pictures of `model` (`register_pictures`)."""
+    return any(find_layers(model, layer_class) for layer_class in _PICTURES)
+
+
+def model_pictures(model, clip, frames, scale=4):
+    """The pictures the registered families draw of `model` for one clip: name -> uint8 `[H', W', 3]` image
+    (empty for a model no family draws). Arguments as the picture functions of `register_pictures` take them."""
+    pictures = {}
+    for layer_class, fn in _PICTURES.items():
+        if find_layers(model, layer_class):
+            pictures.update(fn(model, clip, frames, scale=scale))
+    return pictures

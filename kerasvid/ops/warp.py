@@ -96,10 +96,10 @@ def bilinear_warp(image, flow, padding="border"):
 
 
 # Keys' cubic convolution parameter of OpenCV's INTER_CUBIC (Matlab's and PIL's bicubic use -0.5).
-CUBIC_A = -0.75
+_CUBIC_A = -0.75
 
 
-def _cubic_weights(t, a=CUBIC_A):
+def _cubic_weights(t, a=_CUBIC_A):
     """Keys' cubic convolution weights of the taps at -1, 0, 1, 2 for fractional positions `t` in [0, 1)."""
     def near(d):  # |d| <= 1
         return ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0

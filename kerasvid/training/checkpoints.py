@@ -1,7 +1,7 @@
 """Checkpoints: keep-N plus best-by-metric, restore-on-start, chief-only final copies.
 
 No checkpoint with a non-finite float value (weights, optimizer slots, loss state) is ever written: `save`
-checks first and raises `NonFiniteStateError`, so every checkpoint in a run directory is finite (DESIGN.md). A
+checks first and raises `NonFiniteStateError`, so every checkpoint in a run directory is finite. A
 failed write (read-only or full disk) raises `CheckpointWriteError` and leaves the previous checkpoints as they
 were (TensorFlow writes into a temporary name and renames; the `checkpoint` index is updated last).
 """

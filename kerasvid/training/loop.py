@@ -32,8 +32,8 @@ from kerasvid.training import strategy as strategy_lib
 from kerasvid.training import summaries as summaries_lib
 
 REFERENCE_STEPS = 10  # the divergence test compares each loss with the median loss of the run's first steps
-LONG_STEP_SECONDS = 10.0  # steps (and evaluations) slower than this, and 5x the median, are logged
-ADVICE = "Lower --learning_rate, add --clip_norm or --warmup_steps, or check the data."
+_LONG_STEP_SECONDS = 10.0  # steps (and evaluations) slower than this, and 5x the median, are logged
+_ADVICE = "Lower --learning_rate, add --clip_norm or --warmup_steps, or check the data."
 # What a collective raises when a peer worker is gone (closed socket, reset, timeout, coordination service abort).
 _COLLECTIVE_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
                       tf.errors.CancelledError, tf.errors.UnknownError, tf.errors.InternalError)
@@ -88,7 +88,7 @@ class _SigtermFlag:
             self._previous = None
 
 
-def seed_generator_states(model):
+def _seed_generator_states(model):
     """The state variables of the model's Keras `SeedGenerator`s (dropout masks, random augmentation layers).
 
     `tf.train.Checkpoint(model=...)` does not track them, so a resumed run would draw other dropout masks than an
@@ -424,7 +424,7 @@ class Trainer:
         ckpt = checkpoints_lib.Checkpointer(self.model_dir, self.strategy, cfg.keep_checkpoints, model=self.model,
                                             optimizer=self.optimizer, step=self.step,
                                             metric_state=self._metric_state, data=iterator,
-                                            rng=seed_generator_states(self.model),
+                                            rng=_seed_generator_states(self.model),
                                             reference_losses=self._reference_losses,
                                             reference_count=self._reference_count,
                                             **self.task.checkpoint_objects())
@@ -462,7 +462,7 @@ class Trainer:
         try:
             return ckpt.save(step)
         except checkpoints_lib.NonFiniteStateError as e:
-            raise DivergenceError(f"Training diverged: {e} {ADVICE}") from None
+            raise DivergenceError(f"Training diverged: {e} {_ADVICE}") from None
 
     def _timed_eval(self, ckpt, eval_callback, step):
         start = time.time()
@@ -470,9 +470,9 @@ class Trainer:
             results = eval_callback(step)
         except checkpoints_lib.NonFiniteStateError as e:
             raise DivergenceError(f"Training diverged at step {step}: {e} The last finite checkpoint is "
-                                  f"{ckpt.latest_finite() or 'none'}. {ADVICE}") from None
+                                  f"{ckpt.latest_finite() or 'none'}. {_ADVICE}") from None
         seconds = time.time() - start
-        if seconds > LONG_STEP_SECONDS:
+        if seconds > _LONG_STEP_SECONDS:
             logging.info("The evaluation at step %d took %.1fs.", step, seconds)
         return results
 
@@ -483,16 +483,16 @@ class Trainer:
         cfg = self.config
         where = f"at step {step}. Training stopped; the last finite checkpoint ({ckpt.latest_finite() or 'none yet'}) "
         if not np.isfinite(loss):
-            raise NonFiniteLossError(f"The training loss is {loss} {where}is kept. {ADVICE}")
+            raise NonFiniteLossError(f"The training loss is {loss} {where}is kept. {_ADVICE}")
         if not np.isfinite(grad_norm) and cfg.mixed_precision != "float16":  # float16: the loss scale handles it
-            raise DivergenceError(f"The gradient norm is {grad_norm} (loss {loss:.4g}) {where}is kept. {ADVICE}")
+            raise DivergenceError(f"The gradient norm is {grad_norm} (loss {loss:.4g}) {where}is kept. {_ADVICE}")
         if cfg.max_weight and not weight_max <= cfg.max_weight:
             largest = max(self.model.trainable_variables, key=lambda v: float(np.max(np.abs(np.asarray(v)))))
             raise DivergenceError(
                 f"A weight reached {weight_max:.3g} (> --max_weight={cfg.max_weight:g}; largest: {largest.path}) "
                 f"after the update of step {step} (gradient norm {grad_norm:.3g}, loss {loss:.4g}): the parameters "
                 f"are exploding. Training stopped; the last checkpoint "
-                f"({ckpt.latest_finite() or 'none yet'}) is kept. {ADVICE}")
+                f"({ckpt.latest_finite() or 'none yet'}) is kept. {_ADVICE}")
         count = int(self._reference_count.numpy())
         reference = self._reference_losses.numpy()[:count]
         if cfg.divergence_factor and count:
@@ -500,7 +500,7 @@ class Trainer:
             if median > 0 and loss > cfg.divergence_factor * median:
                 raise DivergenceError(
                     f"The training loss {loss:.4g} is more than --divergence_factor={cfg.divergence_factor:g} times "
-                    f"the median loss of the first {count} steps ({median:.4g}) {where}is kept. {ADVICE}")
+                    f"the median loss of the first {count} steps ({median:.4g}) {where}is kept. {_ADVICE}")
         if count < REFERENCE_STEPS:
             self._reference_losses[count].assign(loss)
             self._reference_count.assign(count + 1)
@@ -555,13 +555,13 @@ class Trainer:
 
     @staticmethod
     def _log_long_step(step, seconds, history, first):
-        """Logs a step slower than LONG_STEP_SECONDS and 5x the median step (the first step traces the graph)."""
+        """Logs a step slower than _LONG_STEP_SECONDS and 5x the median step (the first step traces the graph)."""
         if first:
-            if seconds > LONG_STEP_SECONDS:
+            if seconds > _LONG_STEP_SECONDS:
                 logging.info("Step %d took %.1fs (it builds and optimizes the step function; later steps are "
                              "faster).", step, seconds)
             return
-        if len(history) >= 5 and seconds > LONG_STEP_SECONDS and seconds > 5 * statistics.median(history):
+        if len(history) >= 5 and seconds > _LONG_STEP_SECONDS and seconds > 5 * statistics.median(history):
             logging.info("Step %d took %.1fs (median step %.2fs).", step, seconds, statistics.median(history))
         history.append(seconds)
         del history[:-50]
@@ -572,7 +572,7 @@ class Trainer:
             try:
                 ckpt.save_best(step, results[best[0]], *best)
             except checkpoints_lib.NonFiniteStateError as e:
-                raise DivergenceError(f"Training diverged: {e} {ADVICE}") from None
+                raise DivergenceError(f"Training diverged: {e} {_ADVICE}") from None
 
     # ----- evaluation -------------------------------------------------------------------------------------------
     def restore_for_inference(self, checkpoint=None):

@@ -61,7 +61,7 @@ class Summaries:
 
 
 # A training log line: "step 10/20 loss=0.5 accuracy=0.25 (1.93 steps/s, ETA 5 s)".
-TRAINING_LINE = "{desc} {done}/{total} {text} ({rate:.2f} {unit}/s, ETA {eta})"
+_TRAINING_LINE = "{desc} {done}/{total} {text} ({rate:.2f} {unit}/s, ETA {eta})"
 
 
 class Progress(progress_lib.Progress):
@@ -76,7 +76,7 @@ class Progress(progress_lib.Progress):
     """
 
     def __init__(self, total, initial=0, log_every=10, stream=None):
-        super().__init__(total, "step", unit="steps", initial=initial, log_every=log_every, line=TRAINING_LINE,
+        super().__init__(total, "step", unit="steps", initial=initial, log_every=log_every, line=_TRAINING_LINE,
                          log=lambda line: logging.info("%s", line), stream=stream)
 
     @property
@@ -153,38 +153,27 @@ def write_run_pictures(model, task, model_dir, scale=4):
     """Writes the pictures of a finished run into `model_dir`; returns their paths.
 
     - `training_curve.png`: `training_curve(model_dir)`, when the run wrote training summaries;
-    - `correspondences.png` (models with `CPModule` layers): for the first held-out clip, one row per CP module
-      (in network order): a query point and its k correspondence proposals in the other frames
-      (`kerasvid.viz.correspondence_proposals` with its default query, drawn by `draw_correspondences`), the
-      module's name and grid written above the row.
+    - `<name>.png` for each picture the model's family draws (`kerasvid.zoo.model_pictures`: a CPNet draws
+      `correspondences.png`) of the first held-out clip, when the task has held-out data.
 
     Args:
         model: the trained Keras model.
         task: its task (`task.build_dataset(training=False)` and `task.model_inputs` give the held-out clip,
             `task.config.normalization` how to show it).
         model_dir: where the pictures go.
-        scale: enlargement of the clip's frames in `correspondences.png`.
+        scale: enlargement of the clip's frames in the model's pictures.
     """
-    from kerasvid import viz
+    from kerasvid import viz, zoo
 
     paths = []
     if tf.io.gfile.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
         paths.append(write_training_curve(model_dir))
-    modules = viz.cp_modules(model)
-    if modules and getattr(task.config, "eval_pattern", ""):
-        inputs, _ = next(iter(task.build_dataset(training=False)))
-        clip = np.asarray(task.model_inputs(inputs)[0])  # a CPNet takes one clip input
+    if zoo.has_pictures(model) and getattr(task.config, "eval_pattern", ""):
         from kerasvid.data import preprocess
 
-        frames = preprocess.denormalize(clip, task.config.normalization)
-        rows = []
-        for layer in modules:
-            proposals = viz.correspondence_proposals(model, clip, layer.name)
-            drawing = viz.draw_correspondences(frames, proposals, scale=scale)
-            caption = np.zeros((viz.GLYPH_HEIGHT + 6, drawing.shape[1], 3), np.uint8)
-            grid = "x".join(str(v) for v in proposals["grid"])
-            viz.draw_text(caption, f"{layer.name} ({grid}): query (yellow), its k={proposals['k']} proposals (cyan)",
-                          3, 2, (255, 255, 255))
-            rows += [caption, drawing]
-        paths.append(viz.write_png(os.path.join(model_dir, "correspondences.png"), np.concatenate(rows)))
+        inputs, _ = next(iter(task.build_dataset(training=False)))
+        clip = np.asarray(task.model_inputs(inputs)[:1])  # the first held-out clip, a batch of one
+        frames = preprocess.denormalize(clip[0], task.config.normalization)
+        for name, image in zoo.model_pictures(model, clip, frames, scale=scale).items():
+            paths.append(viz.write_png(os.path.join(model_dir, f"{name}.png"), image))
     return paths

@@ -18,19 +18,19 @@ _TORCH_SUFFIX = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": 
                  "moving_mean": "running_mean", "moving_variance": "running_var"}
 # Buffers PyTorch keeps and Keras has no weight for.
 _IGNORED = ("num_batches_tracked",)
-TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".safetensors")
+_TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".safetensors")
 
 
 def is_torch_file(path):
     """Whether `path` names a PyTorch or safetensors file (by its suffix)."""
-    return str(path).endswith(TORCH_SUFFIXES)
+    return str(path).endswith(_TORCH_SUFFIXES)
 
 
 def _short_name(variable):
     return variable.path.split("/")[-1] if hasattr(variable, "path") else variable.name.split(":")[0].split("/")[-1]
 
 
-def to_keras(key, array, kind, target_shape):
+def _to_keras(key, array, kind, target_shape):
     """One PyTorch tensor in the layout of a Keras weight of `kind` ("kernel" or other) and `target_shape`.
 
     Raises:
@@ -86,7 +86,7 @@ def assign_state_dict(model, state, rename=None, optional=(), keep=()):
             if key not in state:
                 raise ValueError(f"The state_dict has no tensor {key!r} for the Keras weight {layer.name}/{kind} "
                                  f"of shape {tuple(variable.shape)}")
-            updates.append((variable, to_keras(key, state[key], kind, variable.shape)))
+            updates.append((variable, _to_keras(key, state[key], kind, variable.shape)))
             used.add(key)
     unused = [k for k in state if k not in used and not k.endswith(_IGNORED)
               and k.rsplit(".", 1)[0] not in optional]
@@ -116,7 +116,7 @@ def _fits(layer, module, state):
         if key not in state:
             return False
         try:
-            to_keras(key, state[key], kind, variable.shape)
+            _to_keras(key, state[key], kind, variable.shape)
         except ValueError:
             return False
     return True

@@ -197,7 +197,7 @@ def _keras_home():
     return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
 
 
-def check_file_hash(path, file_hash):
+def _check_file_hash(path, file_hash):
     """Checks `path` against a record's `file_hash` ("md5:<hex>", "sha256-prefix:<hex>"; "" checks nothing).
 
     Raises:
@@ -243,4 +243,4 @@ def weights_file(name, download=True):
         except Exception as err:  # no internet, proxy, HTTP error: one line saying what to do
             raise ValueError(f"Could not download the weights {name!r} ({type(err).__name__}: {err}); {where}.") \
                 from err
-    return check_file_hash(path, info.file_hash)
+    return _check_file_hash(path, info.file_hash)

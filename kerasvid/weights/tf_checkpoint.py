@@ -17,13 +17,13 @@ import numpy as np
 from kerasvid.weights import convert
 
 # Variables a TF1 training checkpoint holds besides the model's: optimizer slots and step counters.
-OPTIMIZER_SLOTS = ("/Momentum", "/Adam", "/Adam_1", "/ExponentialMovingAverage", "/RMSProp", "/RMSProp_1")
-STEP_COUNTERS = ("batch", "global_step", "beta1_power", "beta2_power")
+_OPTIMIZER_SLOTS = ("/Momentum", "/Adam", "/Adam_1", "/ExponentialMovingAverage", "/RMSProp", "/RMSProp_1")
+_STEP_COUNTERS = ("batch", "global_step", "beta1_power", "beta2_power")
 
 
-def is_model_variable(name):
+def _is_model_variable(name):
     """Whether a checkpoint variable belongs to the model (not an optimizer slot or a step counter)."""
-    return name not in STEP_COUNTERS and not name.endswith(OPTIMIZER_SLOTS)
+    return name not in _STEP_COUNTERS and not name.endswith(_OPTIMIZER_SLOTS)
 
 
 def read_checkpoint(prefix):
@@ -44,10 +44,10 @@ def read_checkpoint(prefix):
     except Exception as err:  # NotFoundError / DataLossError: name the path
         raise ValueError(f"Cannot read a TF checkpoint at {str(prefix)!r}: {err}") from err
     return {name: reader.get_tensor(name) for name in sorted(reader.get_variable_to_shape_map())
-            if is_model_variable(name)}
+            if _is_model_variable(name)}
 
 
-def fit_value(name, value, target_shape):
+def _fit_value(name, value, target_shape):
     """`value` reshaped to `target_shape` when the two differ only by size-1 axes.
 
     Raises:
@@ -65,7 +65,7 @@ def fit_value(name, value, target_shape):
 
 def _fits(name, value, shape):
     try:
-        fit_value(name, value, shape)
+        _fit_value(name, value, shape)
     except ValueError:
         return False
     return True
@@ -99,7 +99,7 @@ def assign_checkpoint(pairs, values, source, optional=()):
             raise ValueError(f"The checkpoint {str(source)!r} has no variable {name!r} for the Keras weight "
                              f"{variable.path} of shape {tuple(variable.shape)}")
         try:
-            updates.append((variable, fit_value(name, values[name], variable.shape)))
+            updates.append((variable, _fit_value(name, values[name], variable.shape)))
         except ValueError as err:
             raise ValueError(f"The checkpoint {str(source)!r} does not fit: {err} ({variable.path})") from err
         used.add(name)

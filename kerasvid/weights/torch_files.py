@@ -371,7 +371,7 @@ def read_safetensors(path):
     return arrays, metadata
 
 
-def is_safetensors(path):
+def _is_safetensors(path):
     """Whether the file starts as a `.safetensors` file does (a length, then a JSON object), whatever its name."""
     with open(path, "rb") as f:
         head = f.read(9)
@@ -423,7 +423,7 @@ def load_state_dict(path, strip_prefixes=("module.",)):
         ValueError: the file holds no dict of tensors.
     """
     path = os.fspath(path)
-    if path.endswith(".safetensors") or is_safetensors(path):
+    if path.endswith(".safetensors") or _is_safetensors(path):
         state = read_safetensors(path)[0]
     else:
         state = read_pth(path)

@@ -49,7 +49,7 @@ def torch_names(depth):
     return names
 
 
-def read_torchvision_resnet(weights):
+def _read_torchvision_resnet(weights):
     """The state_dict of `weights` when it is a PyTorch / safetensors file (a path or a preset's cached file) in
     torchvision's ResNet layout, else None (nothing is read for other paths, None or "imagenet")."""
     if weights is None or weights == "imagenet":
@@ -77,7 +77,7 @@ def layout_for_weights(weights, depth, options):
         ValueError: a torchvision file for a depth without bottleneck blocks, or an option that contradicts the
             layout the file implies (naming both).
     """
-    state = read_torchvision_resnet(weights)
+    state = _read_torchvision_resnet(weights)
     if state is None:
         return dict(options), None
     if depth not in BLOCKS:
