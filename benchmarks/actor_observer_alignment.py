@@ -5,7 +5,7 @@ Synthetic "exo" (third-person) and "ego" (first-person) views of the same clips:
 32x32 canvas. The exo view draws it grey on black; the ego view is a different rendering of the same state (mirrored,
 inverted, tinted, noisier, at a lower frame rate), and in one contiguous quarter of each clip the digit is hidden in
 the ego view. Training uses the package's pieces exactly as the task does: triplets sampled by
-`kerasvid.data.triplets.sample_triplet_frames` (anchor every 2nd exo frame, time-mapped ego positive, negative at
+`kerasvid.data.actor_observer.sample_triplet_frames` (anchor every 2nd exo frame, time-mapped ego positive, negative at
 least `gap` ego frames away), `actor_observer_network` (with a small CNN trunk instead of ResNet-152, to run in
 seconds on a CPU), three `VideoSoftmax` layers, `dist_ratio`, `ActorObserverLoss` and `equalize_grad_norm`
 (`actor_observer_objective`).
@@ -67,7 +67,7 @@ def render_clips(num_clips, rng, n_exo=48, n_ego=36, hidden_fraction=0.25):
 
 def clip_triplets(clips, rng, gap):
     """All triplets `(clip, exo, ego_pos, ego_neg)` of the clips (one random negative per anchor)."""
-    from kerasvid.data.triplets import sample_triplet_frames
+    from kerasvid.data.actor_observer import sample_triplet_frames
 
     rows = []
     for c, clip in enumerate(clips):

@@ -3,14 +3,14 @@ r"""kerasvid training, evaluation and export: `kerasvid train --flagfile=zoo/<re
 
 Modes (`--mode`, comma-separated to chain them): `train`, `eval`, `train_and_eval` (evaluates every `--eval_every`
 steps and at the end, keeps the best checkpoint by top-1 / mAP), `export` (SavedModel into `--export_dir`, default
-`<model_dir>/export`), `align` (`--task=triplet`: the actor-observer median alignment error of the eval pairs, with
+`<model_dir>/export`), `align` (`--task=actor_observer`: the median alignment error of the eval pairs, with
 its unsmoothed and random-matrix baselines, into `<model_dir>/alignment_results.json`). Rerunning the same command
 after a crash resumes from the last checkpoint in `--model_dir`. Training augmentation: `--randaugment`,
 `--random_erasing`, `--mixup`, `--cutmix` (clip-consistent, `kerasvid.data.augment`).
 
 With `--synthetic`, the task's data are generated under `<model_dir>/data` first (moving digits: records for
-classification, plus conjugates for factorization, Charades-Ego ego/exo frame folders for triplet) and replace the
-data a recipe names (the quickstart: `python train/main.py --flagfile=zoo/quickstart.flags`).
+classification, plus conjugates for action_context, Charades-Ego ego/exo frame folders for actor_observer) and
+replace the data a recipe names (the quickstart: `python train/main.py --flagfile=zoo/quickstart.flags`).
 
 The flags of the settings of `kerasvid.tasks.TaskConfig` and `kerasvid.training.TrainConfig` are derived from
 those dataclasses (`kerasvid.config_flags`: the fields' names, types, defaults and docstring entries); the others
@@ -43,7 +43,7 @@ from absl import app, flags, logging
 from kerasvid import _locks, config_flags
 from kerasvid._quiet import quiet_tensorflow  # noqa: F401 (also train/main.py's name)
 from kerasvid.tasks.base import TaskConfig
-from kerasvid.tasks.triplet_config import TripletConfig
+from kerasvid.tasks.actor_observer_config import ActorObserverConfig
 from kerasvid.training.config import STRATEGIES, TrainConfig
 
 MODES = ("train", "eval", "train_and_eval", "export", "align")
@@ -55,8 +55,8 @@ EXIT_USAGE, EXIT_DIVERGED, EXIT_UNWRITABLE, EXIT_WORKER_LOST, EXIT_PREEMPTED = 2
 # or --lr_decay_epochs); a command-line run checkpoints every 100 steps.
 config_flags.define_flags(TaskConfig)
 config_flags.define_flags(TrainConfig, defaults={"train_steps": 0, "lr_decay_steps": 0, "checkpoint_every": 100})
-# The triplet task's settings, also --task_kwargs keys (`_task_kwargs` merges both).
-TRIPLET_FLAGS = tuple(config_flags.define_flags(TripletConfig))
+# The actor_observer task's settings, also --task_kwargs keys (`_task_kwargs` merges both).
+TRIPLET_FLAGS = tuple(config_flags.define_flags(ActorObserverConfig))
 # Task and data discovery.
 flags.DEFINE_string("task", "classification", "Registered task (kerasvid.tasks.list_tasks()).")
 flags.DEFINE_string("labels_file", "", "Class names, one per line (default: labels.txt beside the records).")
@@ -258,13 +258,13 @@ def _recorded_run():
 
 
 def _task_kwargs():
-    """--task_kwargs plus the triplet task's flags given on the command line (or in a flagfile); UsageError for a
+    """--task_kwargs plus the actor_observer task's flags given on the command line (or in a flagfile); UsageError for a
     triplet flag with another --task, or a setting given both ways with two values."""
     kwargs = parse_kwargs(FLAGS.task_kwargs, "task_kwargs")
-    flagged = {name: _usage(config_flags.flag_value, TripletConfig, name) for name in TRIPLET_FLAGS
+    flagged = {name: _usage(config_flags.flag_value, ActorObserverConfig, name) for name in TRIPLET_FLAGS
                if FLAGS[name].present}
-    if flagged and FLAGS.task != "triplet":
-        raise app.UsageError(f"--{sorted(flagged)[0]} is a setting of --task=triplet, got --task={FLAGS.task}.")
+    if flagged and FLAGS.task != "actor_observer":
+        raise app.UsageError(f"--{sorted(flagged)[0]} is a setting of --task=actor_observer, got --task={FLAGS.task}.")
 
     def differs(given, flag):  # a flag's pair is a tuple; the same pair in --task_kwargs may be a list
         return (tuple(given) if isinstance(given, list) else given) != flag
@@ -327,8 +327,8 @@ def build_configs(modes):
     for mode in modes:
         task_modes |= {"train_and_eval": {"train", "eval"}, "align": {"eval"}}.get(mode, {mode})
     if "align" in modes and not hasattr(task, "alignment_report"):
-        raise app.UsageError(f"--mode=align is the actor-observer alignment evaluation: it needs --task=triplet, "
-                             f"got --task={FLAGS.task}.")
+        raise app.UsageError(f"--mode=align is the actor-observer alignment evaluation: it needs "
+                             f"--task=actor_observer, got --task={FLAGS.task}.")
     _usage(task.validate, task_modes)
 
     if early_config is not None:
@@ -542,7 +542,7 @@ def _final_summary(produced, trainer, task):
         cp = len(cpnet.cp_modules(model))
         what = f"{c.model} ({model.count_params() / 1e6:.2f}M parameters{f', {cp} CP modules' if cp else ''})"
         data = c.train_pattern
-        if FLAGS.synthetic and FLAGS.task == "triplet":
+        if FLAGS.synthetic and FLAGS.task == "actor_observer":
             data = (f"{FLAGS.synthetic_train_videos} synthetic first/third-person pairs of moving-digit videos "
                     f"(Charades-Ego frame folders under {os.path.join(FLAGS.model_dir, 'data')})")
         elif FLAGS.synthetic:
@@ -550,7 +550,7 @@ def _final_summary(produced, trainer, task):
                     "directions of motion; opposite directions are time reversals of each other, which a model "
                     "blind to frame order cannot tell apart)"
                     + ("; each paired with its conjugate, the video without its digit"
-                       if FLAGS.task == "factorization" else ""))
+                       if FLAGS.task == "action_context" else ""))
         lines.append(f"Trained {what} for {int(trainer.step.numpy())} steps on {data}.")
     result = produced.get("eval")
     if result and "top1" in result:

@@ -492,14 +492,6 @@ def reference_num_params(in_channels, num_classes=None):
     return total
 
 
-def load_train_main():
-    """The `train/main.py` command, `kerasvid.train_cli` (train/main.py is its entry point): its absl flags are
-    defined once, on the global `flags.FLAGS`, when it is first imported."""
-    from kerasvid import train_cli
-
-    return train_cli
-
-
 def write_video(path, num_frames, size=32, step=40):
     """Writes an MPEG-4 video of `num_frames` flat grey frames (frame i has value `step * i`, mod 256), 10 fps;
     the container follows the file's suffix (.mp4 states its frame count, .ts does not). Returns the path."""

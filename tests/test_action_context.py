@@ -127,7 +127,7 @@ def test_layer_validation():
 
 # ---- models (kerasvid.models.action_context) ----
 from kerasvid.layers.action_context import I3DFlowInput  # noqa: E402
-from kerasvid.losses.factorization import FactorizationLoss  # noqa: E402
+from kerasvid.losses.action_context import FactorizationLoss  # noqa: E402
 from kerasvid.models import action_context as ac  # noqa: E402
 from tests.helpers import check_model, reference_num_params  # noqa: E402
 

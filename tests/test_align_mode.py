@@ -1,4 +1,4 @@
-"""`train/main.py --task=triplet --mode=align`: the actor-observer alignment evaluation on synthetic ego/exo data."""
+"""`train/main.py --task=actor_observer --mode=align`: the actor-observer alignment evaluation on synthetic ego/exo data."""
 import csv
 import json
 import os
@@ -10,13 +10,11 @@ from absl import app, flags
 from absl.testing import flagsaver
 
 from kerasvid import metrics
+from kerasvid import train_cli as main  # train/main.py's command (its absl flags are global)
 from kerasvid.data import preprocess, schema, synthetic
-from kerasvid.data import triplets as tr
-from kerasvid.tasks.triplet import TripletTask
-from tests.helpers import load_train_main
-from tests.small_triplet import HEADER, SmallTripletTask
-
-main = load_train_main()  # train/main.py, loaded once per process (its absl flags are global)
+from kerasvid.data import actor_observer as tr
+from kerasvid.tasks.actor_observer import ActorObserverTask
+from tests.small_actor_observer import HEADER, SmallActorObserverTask
 
 FLAGS = flags.FLAGS
 
@@ -47,8 +45,8 @@ def ego_exo(tmp_path_factory):
 
 
 def _small_network(self):
-    """The small CNN trunk of the triplet task tests instead of ResNet-152 (task logic and dispatch unchanged)."""
-    model = SmallTripletTask.build_network(self)
+    """The small CNN trunk of the actor_observer task tests instead of ResNet-152 (task logic and dispatch unchanged)."""
+    model = SmallActorObserverTask.build_network(self)
     _small_network.built.append(model)
     return model
 
@@ -57,7 +55,7 @@ _small_network.built = []
 
 
 def _flags(frames_root, csvs, model_dir, mode):
-    return ["main.py", "--task=triplet", "--model=actor_observer_resnet152", "--num_frames=1", "--image_size=16,16",
+    return ["main.py", "--task=actor_observer", "--model=actor_observer_resnet152", "--num_frames=1", "--image_size=16,16",
             "--batch_size=4", "--eval_batch_size=5", "--train_steps=2", "--normalization=zero_one",
             "--log_every=1", f"--mode={mode}", f"--model_dir={model_dir}",
             f"--task_kwargs=frames_root='{frames_root}',train_csv='{csvs['train']}',eval_csv='{csvs['eval']}',"
@@ -67,7 +65,7 @@ def _flags(frames_root, csvs, model_dir, mode):
 @pytest.mark.large
 def test_align_mode_reports_the_median_alignment_error(ego_exo, tmp_path, monkeypatch, capsys):
     frames_root, csvs = ego_exo
-    monkeypatch.setattr(TripletTask, "build_network", _small_network)
+    monkeypatch.setattr(ActorObserverTask, "build_network", _small_network)
     with flagsaver.flagsaver():
         FLAGS.unparse_flags()
         FLAGS(_flags(frames_root, csvs, tmp_path / "run", "train"))
@@ -107,5 +105,6 @@ def test_align_mode_needs_the_triplet_task(tmp_path):
     with flagsaver.flagsaver():
         FLAGS.unparse_flags()
         FLAGS(["main.py", "--mode=align", "--num_classes=2", f"--model_dir={tmp_path}"])
-        with pytest.raises(app.UsageError, match="--mode=align .* needs --task=triplet, got --task=classification"):
+        with pytest.raises(app.UsageError,
+                           match="--mode=align .* needs --task=actor_observer, got --task=classification"):
             main.build_configs(FLAGS.mode)

@@ -140,9 +140,7 @@ def test_train_flags_build_the_augment_spec(tmp_path):
     from absl import app, flags
     from absl.testing import flagsaver
 
-    from tests.helpers import load_train_main
-
-    main = load_train_main()
+    from kerasvid import train_cli as main
 
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()

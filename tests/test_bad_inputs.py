@@ -289,18 +289,10 @@ def _predict(video, saved_model=None):
 
 def _train_main(*argv):
     """Runs `train/main.py <argv>` in-process (its absl flags parsed from `argv`): (exit status, stderr + stdout)."""
-    import sys
-
     from absl import flags
     from absl.testing import flagsaver
 
-    main = sys.modules.get("kerasvid_train_main")
-    if main is None:
-        spec = importlib.util.spec_from_file_location(
-            "kerasvid_train_main", os.path.join(os.path.dirname(os.path.dirname(__file__)), "train", "main.py"))
-        main = importlib.util.module_from_spec(spec)
-        sys.modules["kerasvid_train_main"] = main
-        spec.loader.exec_module(main)
+    from kerasvid import train_cli as main
     err, out = io.StringIO(), io.StringIO()
     level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = level or "2"  # main.quiet_tensorflow() leaves the process alone then

@@ -234,7 +234,7 @@ def _tiny_action_context(num_classes=3):
 
 
 @pytest.mark.large
-@pytest.mark.parametrize("task_name", ["classification", "factorization"])
+@pytest.mark.parametrize("task_name", ["classification", "action_context"])
 def test_action_context_models_serve_logits_and_attention_maps(task_name, tmp_path):
     """classification: an outputs="logits" model (the maps come from its heads); factorization: outputs="all"."""
     keras.utils.set_random_seed(5)
@@ -250,7 +250,7 @@ def test_action_context_models_serve_logits_and_attention_maps(task_name, tmp_pa
     assert np.ptp(expected["action_map"]) > 1e-3  # not a constant map
     expected["probs"] = tf.nn.softmax(expected["logits"]).numpy()
     _check_signature(path, loaded, "serving_default", {"frames": frames}, expected,
-                     cli_tmp_path=tmp_path if task_name == "factorization" else None)
+                     cli_tmp_path=tmp_path if task_name == "action_context" else None)
 
 
 def _tiny_actor_observer(num_classes=3):
@@ -270,7 +270,7 @@ def test_actor_observer_serves_embedding_selectors_and_pair_distance(tmp_path):
     config = tasks.TaskConfig(model="actor_observer_resnet152", num_classes=3, num_frames=1, image_size=SIZE,
                               label_names=LABELS)
     path = str(tmp_path / "export")
-    tasks.get_task("triplet", config).export(model, path)
+    tasks.get_task("actor_observer", config).export(model, path)
     loaded = tf.saved_model.load(path)
     assert set(loaded.signatures) == {"serving_default", "serve_pair_distance"}
     assert export.load_settings(path)[1] == LABELS
@@ -306,5 +306,5 @@ def test_tasks_that_cannot_serve_refuse_clearly(tmp_path):
     with pytest.raises(ValueError, match=r"needs \[B, C\] logits; 'features_only' returns \(None, 1, 3\)"):
         tasks.get_task("classification", config).export(features, str(tmp_path / "x"))
     with pytest.raises(ValueError, match=r"triplet export needs an actor-observer network"):
-        tasks.get_task("triplet", tasks.TaskConfig(num_frames=1, image_size=SIZE)).export(features, str(tmp_path))
+        tasks.get_task("actor_observer", tasks.TaskConfig(num_frames=1, image_size=SIZE)).export(features, str(tmp_path))
     assert not os.path.exists(tmp_path / "x")

@@ -8,6 +8,7 @@ from kerasvid import zoo
 from kerasvid.layers.frames import FrameAveragePooling2D, FrameConv2D, FrameMaxPooling2D, conv3d_form
 from tests.helpers import check_layer
 
+# Odd and even sides: "same" with stride 2 pads unevenly.
 CLIP = np.random.default_rng(0).normal(size=(2, 3, 9, 10, 4)).astype("float32")
 
 
@@ -21,7 +22,6 @@ def _conv3d_reference(layer, x):
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_frame_conv_is_conv3d_check_layer(strides, padding):
-    shape = (3, 9, 10, 4)  # odd and even sides: "same" with stride 2 pads unevenly
     out = {1: (9, 10) if padding == "same" else (7, 8), 2: (5, 5) if padding == "same" else (4, 4)}[strides]
     check_layer(FrameConv2D, dict(filters=5, kernel_size=(3, 3), strides=(strides, strides),
                                          padding=padding), input_data=CLIP,

@@ -14,11 +14,11 @@ import pytest
 from absl import app, flags
 from absl.testing import flagsaver
 
-from tests.helpers import doc_text, load_train_main
+from kerasvid import train_cli as main  # train/main.py's command (its absl flags are global)
+from tests.helpers import doc_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, "train", "main.py")
-main = load_train_main()  # one instance per process: its absl flags are defined once
 FLAGS = flags.FLAGS
 MY_RECIPES = ["c2d_resnet18_kinetics", "c3d_resnet18_kinetics", "cpnet_resnet18_kinetics", "nl_resnet18_kinetics",
               "cpnet_resnet101_kinetics", "cpnet_resnet34_jester", "cpnet_resnet34_ssv2", "tvnet_bn_inception_ucf101"]
@@ -247,8 +247,7 @@ def test_a_bad_flag_prints_one_error_line_without_tensorflow_notices(tmp_path):
 
 @pytest.mark.large
 def test_quiet_tensorflow_drops_export_bookkeeping_and_keeps_other_lines():
-    script = (f"import importlib.util; spec = importlib.util.spec_from_file_location('m', {MAIN!r}); "
-              "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.quiet_tensorflow(); "
+    script = ("from kerasvid._quiet import quiet_tensorflow; quiet_tensorflow(); "
               "from absl import logging; from tensorflow.python.platform import tf_logging; "
               "logging.set_verbosity(logging.INFO); logging.info('Sharding callback duration: 3 microseconds'); "
               "tf_logging.info('Function `f` contains input name(s) a with unsupported characters which will be "
@@ -300,23 +299,23 @@ def test_every_config_field_is_a_flag_of_the_same_name_default_and_help(config_n
 
 
 def test_triplet_settings_are_flags_and_task_kwargs_once():
-    """The TripletConfig fields are flags of train/main.py; _task_kwargs merges them with --task_kwargs and refuses
+    """The ActorObserverConfig fields are flags of train/main.py; _task_kwargs merges them with --task_kwargs and refuses
     a triplet flag with another task, or a setting given both ways with two values."""
     with flagsaver.flagsaver():
         FLAGS.unparse_flags()
-        FLAGS(["main.py", "--task=triplet", "--frames_root=/f", "--crop_scale=0.5,1", "--min_gap=120",
+        FLAGS(["main.py", "--task=actor_observer", "--frames_root=/f", "--crop_scale=0.5,1", "--min_gap=120",
                "--task_kwargs=train_csv='t.csv',min_gap=120,crop_scale=[0.5, 1]"])
         assert main._task_kwargs() == {"train_csv": "t.csv", "frames_root": "/f", "crop_scale": (0.5, 1.0),
                                        "min_gap": 120}
         assert FLAGS.find_module_defining_flag("frames_root") == "kerasvid.train_cli"
         FLAGS.unparse_flags()
-        FLAGS(["main.py", "--task=triplet", "--min_gap=120", "--task_kwargs=min_gap=240"])
+        FLAGS(["main.py", "--task=actor_observer", "--min_gap=120", "--task_kwargs=min_gap=240"])
         with pytest.raises(app.UsageError, match=r"^Settings given twice with different values: --min_gap=120 but "
                                                  r"task_kwargs min_gap=240\."):
             main._task_kwargs()
         FLAGS.unparse_flags()
         FLAGS(["main.py", "--frames_root=/f"])
-        with pytest.raises(app.UsageError, match=r"--frames_root is a setting of --task=triplet, got "
+        with pytest.raises(app.UsageError, match=r"--frames_root is a setting of --task=actor_observer, got "
                                                  r"--task=classification"):
             main._task_kwargs()
 

@@ -5,7 +5,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -86,17 +85,10 @@ def test_a_checkpoint_that_cannot_be_written_fails_clearly_and_keeps_the_last_on
 
 
 def test_read_only_model_dir_is_refused_before_any_work(tmp_path):
-    import importlib.util
-
     from absl import app, flags
     from absl.testing import flagsaver
 
-    main = sys.modules.get("kerasvid_train_main")  # one instance per process: its absl flags are defined once
-    if main is None:
-        spec = importlib.util.spec_from_file_location("kerasvid_train_main", os.path.join(REPO, "train", "main.py"))
-        main = importlib.util.module_from_spec(spec)
-        sys.modules["kerasvid_train_main"] = main
-        spec.loader.exec_module(main)
+    from kerasvid import train_cli as main
     model_dir = tmp_path / "run"
     model_dir.mkdir()
     (model_dir / "ckpt-2.index").write_bytes(b"kept")

@@ -1,4 +1,4 @@
-"""`--synthetic` for the triplet (Actor-Observer) and factorization tasks: the generated data are what the generator
+"""`--synthetic` for the triplet (Actor-Observer) and action_context tasks: the generated data are what the generator
 says they are (checked on the files written, by independent decoders), and `train/main.py` trains each paper's
 recipe (`--flagfile=zoo/<recipe>.flags --synthetic`) on them in-process, with a small network in place of the
 recipe's (the task logic is unchanged)."""
@@ -15,15 +15,15 @@ import tensorflow as tf
 from absl import app, flags
 from absl.testing import flagsaver
 
+from kerasvid import train_cli as main  # train/main.py's command (its absl flags are global)
 from kerasvid.data import conjugates, discovery, preprocess, schema, synthetic
-from kerasvid.data import triplets as tr
+from kerasvid.data import actor_observer as tr
 from kerasvid.layers import ActionContextAttention
-from kerasvid.tasks.triplet import TripletTask
-from tests.helpers import doc_block, load_train_main
-from tests.small_triplet import SmallTripletTask
+from kerasvid.tasks.actor_observer import ActorObserverTask
+from tests.helpers import doc_block
+from tests.small_actor_observer import SmallActorObserverTask
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-main = load_train_main()
 FLAGS = flags.FLAGS
 
 
@@ -104,7 +104,7 @@ def _records(pattern):
 
 def test_synthetic_conjugates_are_the_clips_without_their_digit(tmp_path):
     data_dir = str(tmp_path / "data")
-    data = discovery.synthetic_data(data_dir, "factorization", num_classes=4, num_frames=6, size=48,
+    data = discovery.synthetic_data(data_dir, "action_context", num_classes=4, num_frames=6, size=48,
                                     train_videos=6, eval_videos=4, progress=False)
     conj_dir = data["task_kwargs"]["conjugate_dir"]
     assert sorted(map(os.path.basename, tf.io.gfile.glob(data["train_pattern"]))) == sorted(os.listdir(conj_dir))
@@ -136,23 +136,23 @@ def test_synthetic_conjugates_are_the_clips_without_their_digit(tmp_path):
             assert empty[ink].mean() < 170 < frame[ink].mean()  # ... and gone from the conjugate
     # Written once: the same call reuses the set; other settings are refused, naming the difference.
     stamp = {name: os.path.getmtime(os.path.join(data_dir, name)) for name in os.listdir(data_dir)}
-    assert discovery.synthetic_data(data_dir, "factorization", num_classes=4, num_frames=6, size=48,
+    assert discovery.synthetic_data(data_dir, "action_context", num_classes=4, num_frames=6, size=48,
                                     train_videos=6, eval_videos=4, progress=False) == data
     assert {name: os.path.getmtime(os.path.join(data_dir, name)) for name in os.listdir(data_dir)} == stamp
     assert discovery.synthetic_settings(data_dir) == data["settings"] == {
-        "task": "factorization", "num_classes": 4, "num_frames": 6, "size": 48, "train_videos": 6,
+        "task": "action_context", "num_classes": 4, "num_frames": 6, "size": 48, "train_videos": 6,
         "eval_videos": 4, "seed": 0}
     with pytest.raises(ValueError, match=r"holds synthetic data made with num_frames=6 \(this command: 8\)"):
-        discovery.synthetic_data(data_dir, "factorization", num_classes=4, num_frames=8, size=48, train_videos=6,
+        discovery.synthetic_data(data_dir, "action_context", num_classes=4, num_frames=8, size=48, train_videos=6,
                                  eval_videos=4, progress=False)
     with pytest.raises(ValueError, match="need at least 4 frames, got num_frames=3 .--synthetic_frames"):
-        discovery.synthetic_data(str(tmp_path / "other"), "triplet", num_frames=3)
+        discovery.synthetic_data(str(tmp_path / "other"), "actor_observer", num_frames=3)
     with pytest.raises(ValueError, match="makes data for the tasks classification, triplet, factorization, got "
                                          "task='detection'"):
         discovery.synthetic_data(str(tmp_path / "other"), "detection")
     assert not os.path.exists(tmp_path / "other")
-    with pytest.raises(ValueError, match="task='factorization' .this command: 'triplet'"):
-        discovery.synthetic_data(data_dir, "triplet", num_classes=4, num_frames=6, size=48, train_videos=6,
+    with pytest.raises(ValueError, match="task='action_context' .this command: 'actor_observer'"):
+        discovery.synthetic_data(data_dir, "actor_observer", num_classes=4, num_frames=6, size=48, train_videos=6,
                                  eval_videos=4, progress=False)
 
 
@@ -162,12 +162,12 @@ def test_synthetic_task_kwargs_replace_locations_and_fill_sampling():
             "min_gap": 3}
     recipe = {"frames_root": "data/f", "train_csv": "data/t.csv", "eval_csv": "data/e.csv", "softmax_decay": 0.95,
               "min_gap": 1}
-    merged, replaced = discovery.with_synthetic_task_kwargs("triplet", recipe, made)
+    merged, replaced = discovery.with_synthetic_task_kwargs("actor_observer", recipe, made)
     assert merged == {"frames_root": "/d/frames", "train_csv": "/d/train.csv", "eval_csv": "/d/heldout.csv",
                       "softmax_decay": 0.95, "min_gap": 1, "fps": 12.0, "anchor_stride": 2}
     assert replaced == ["frames_root", "train_csv", "eval_csv"]
     # The classification-mixed setup (a charades_csv in the settings) gets the synthetic third-person CSV.
-    merged, replaced = discovery.with_synthetic_task_kwargs("triplet", {"charades_csv": "data/c.csv"}, made)
+    merged, replaced = discovery.with_synthetic_task_kwargs("actor_observer", {"charades_csv": "data/c.csv"}, made)
     assert (merged["charades_csv"], merged["charades_root"], replaced) == ("/d/train_charades.csv", "/d/frames",
                                                                            ["charades_csv"])
 
@@ -188,8 +188,8 @@ def _run(args):
 
 
 def _small_network(self):
-    """SmallTripletTask's 16x16 CNN trunk instead of ResNet-152; keeps the networks it built."""
-    model = SmallTripletTask.build_network(self)
+    """SmallActorObserverTask's 16x16 CNN trunk instead of ResNet-152; keeps the networks it built."""
+    model = SmallActorObserverTask.build_network(self)
     _small_network.built.append(model)
     return model
 
@@ -198,7 +198,7 @@ _small_network.built = []
 
 
 def test_actor_observer_recipe_trains_on_synthetic_pairs(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(TripletTask, "build_network", _small_network)
+    monkeypatch.setattr(ActorObserverTask, "build_network", _small_network)
     run_dir = tmp_path / "run"
     readme = _readme_command("synthetic-actor-observer")
     assert f"--flagfile={REPO}/zoo/actor_observer_third_to_first.flags" in readme
@@ -210,7 +210,7 @@ def test_actor_observer_recipe_trains_on_synthetic_pairs(tmp_path, monkeypatch, 
         produced = _run(args)
     assert "not on frames_root='data/charades_ego/frames'" in caplog.text  # the recipe's folders, replaced
     assert math.isfinite(produced["train"]["loss"]) and math.isfinite(produced["train"]["triplet_loss"])
-    settings = {"task": "triplet", "num_classes": 4, "num_frames": 12, "size": 32, "train_videos": 4,
+    settings = {"task": "actor_observer", "num_classes": 4, "num_frames": 12, "size": 32, "train_videos": 4,
                 "eval_videos": 3, "seed": 0}
     assert json.load(open(run_dir / "run_config.json"))["synthetic"] == settings
 
@@ -274,7 +274,7 @@ def test_factorization_recipe_trains_on_synthetic_conjugates(tmp_path, monkeypat
     train = produced["train"]
     assert all(math.isfinite(train[k]) for k in ("loss", "classification", "action_removal",
                                                  "context_consistency"))
-    assert json.load(open(run_dir / "run_config.json"))["synthetic"]["task"] == "factorization"
+    assert json.load(open(run_dir / "run_config.json"))["synthetic"]["task"] == "action_context"
     # 8 training videos in batches of 4: --train_epochs=1 is 2 steps.
     assert produced["eval"]["step"] == 2
     # Evaluated on the 8 held-out videos, whose classes the generator draws with seed 0 + 1000.
@@ -290,7 +290,7 @@ def test_a_corrupt_run_config_is_named_before_any_data_is_written(tmp_path):
     (tmp_path / "run_config.json").write_text("{")
     with flagsaver.flagsaver():
         FLAGS.unparse_flags()
-        FLAGS(["main.py", "--task=triplet", "--synthetic", "--num_frames=1", "--train_steps=1",
+        FLAGS(["main.py", "--task=actor_observer", "--synthetic", "--num_frames=1", "--train_steps=1",
                f"--model_dir={tmp_path}"])
         with pytest.raises(app.UsageError, match=f"'{tmp_path}/run_config.json' is not valid JSON"):
             main.build_configs(FLAGS.mode)

@@ -127,7 +127,7 @@ def test_the_zoo_imports_every_model_module_and_exposes_every_builder():
 
 def test_every_task_module_registers_on_first_use():
     names = kerasvid.tasks.list_tasks()
-    assert {"classification", "triplet", "factorization"} <= set(names)
+    assert {"classification", "actor_observer", "action_context"} <= set(names)
     for name in _public_modules("kerasvid.tasks"):
         assert f"kerasvid.tasks.{name}" in sys.modules, name
 

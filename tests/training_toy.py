@@ -69,14 +69,10 @@ def toy_main_argv(model_dir, *extra):
 
 
 if __name__ == "__main__":  # train/main.py with the toy task registered
-    import importlib.util
-    import os
+    from absl import app
 
+    from kerasvid import train_cli
     from kerasvid.tasks import register_task
 
     register_task(ToyTask)
-    main_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train", "main.py")
-    spec = importlib.util.spec_from_file_location("kerasvid_train_main", main_path)
-    main = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main)
-    main.app.run(main.main)
+    app.run(train_cli.main)

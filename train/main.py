@@ -4,12 +4,9 @@ installed, `pip install -e .`)."""
 from absl import app, flags
 
 from kerasvid import train_cli
-# The command's names from when it lived in this file, kept for compatibility (tests load this file by path and
-# call main, build_configs and quiet_tensorflow).
-from kerasvid.train_cli import build_configs, main, parse_kwargs, quiet_tensorflow, run  # noqa: F401
 
 __doc__ = train_cli.__doc__  # noqa: A001 (what --help prints)
 flags.adopt_module_key_flags(train_cli)  # --help lists the command's flags
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(train_cli.main)

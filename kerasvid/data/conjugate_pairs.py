@@ -1,7 +1,7 @@
 """Training pairs of the action/context factorization: each action clip with its conjugate, augmented identically.
 
 The conjugate records are written offline by `kerasvid conjugates` (`kerasvid.data.conjugates`); `pair_dataset`
-reads them beside the original records for `kerasvid.tasks.factorization`.
+reads them beside the original records for `kerasvid.tasks.action_context`.
 """
 import os
 
@@ -50,7 +50,7 @@ def pair_dataset(file_pattern, conjugate_dir, config=None, *, input_context=None
     for name, allowed in _FIXED.items():
         if getattr(c, name) not in allowed:
             raise ValueError(f"pair_dataset cannot honour {name}={getattr(c, name)!r} (it runs with "
-                             f"{name}={allowed[0]!r}): leave it out of the factorization task's data_kwargs")
+                             f"{name}={allowed[0]!r}): leave it out of the action_context task's data_kwargs")
     pipeline.check_config(c)
     seed, deterministic = c.seed, c.deterministic
     files = pipeline.list_files(file_pattern)

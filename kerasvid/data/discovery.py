@@ -8,7 +8,7 @@ data of each task (`synthetic_data`), and the run's `run_config.json`.
 train, heldout = synthetic_records("/tmp/run/data", num_classes=4)
 names = label_names(patterns=(train,))          # labels.txt beside the shards
 count_records(train)                            # 256
-synthetic_data("/tmp/ego/data", "triplet")["task_kwargs"]   # frames_root, train_csv, eval_csv, ...
+synthetic_data("/tmp/ego/data", "actor_observer")["task_kwargs"]   # frames_root, train_csv, eval_csv, ...
 ```
 """
 import json
@@ -99,10 +99,10 @@ def count_records(pattern):
 
 
 # The synthetic data of each task: what `synthetic_data` writes and the settings the task reads it with.
-SYNTHETIC_TASKS = ("classification", "triplet", "factorization")
+SYNTHETIC_TASKS = ("classification", "actor_observer", "action_context")
 # task_kwargs that locate a task's data: with --synthetic the generated data's replace a recipe's.
-_SYNTHETIC_LOCATIONS = {"triplet": ("frames_root", "train_csv", "eval_csv", "charades_csv", "charades_root"),
-                       "factorization": ("conjugate_dir",)}
+_SYNTHETIC_LOCATIONS = {"actor_observer": ("frames_root", "train_csv", "eval_csv", "charades_csv", "charades_root"),
+                       "action_context": ("conjugate_dir",)}
 
 
 def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames=16, size=64, train_videos=256,
@@ -111,9 +111,9 @@ def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames
     task under `data_dir` and returns where it is, as the task's settings.
 
     - "classification": training and held-out records (`kerasvid.data.synthetic.write_synthetic_dataset`).
-    - "factorization": the same, plus the conjugate of every training record under `<data_dir>/conjugates` (the
+    - "action_context": the same, plus the conjugate of every training record under `<data_dir>/conjugates` (the
       clip without its digit: `write_synthetic_dataset(conjugate_dir=)`).
-    - "triplet": training and evaluation ego/exo pairs as Charades-Ego frame folders and CSVs
+    - "actor_observer": training and evaluation ego/exo pairs as Charades-Ego frame folders and CSVs
       (`write_synthetic_charades_ego`), with the triplet sampling scaled to the clips: an anchor every 2nd
       third-person frame, negatives more than `num_frames // 4` frames from the positive, 12 fps.
 
@@ -121,18 +121,18 @@ def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames
         data_dir: where the data and `DONE` go.
         task: one of `SYNTHETIC_TASKS`.
         num_classes, num_frames, size: motion classes, frames per video, height = width.
-        train_videos, eval_videos: videos (pairs for "triplet") of the two splits.
+        train_videos, eval_videos: videos (pairs for "actor_observer") of the two splits.
         seed: the training split's seed (the held-out split uses `seed + 1000`).
         progress: report the videos written (`kerasvid.progress.Progress`: a bar, or log lines).
         recorded: the settings an earlier run recorded (`run_config.json`'s "synthetic"): other settings are
             refused even when `data_dir` is gone (the run's checkpoints were trained on that set).
 
     Returns:
-        dict with "train_pattern", "eval_pattern" (records; "" for "triplet"), "task_kwargs" (the task's data
+        dict with "train_pattern", "eval_pattern" (records; "" for "actor_observer"), "task_kwargs" (the task's data
         locations and sampling settings; `{}` for "classification") and "settings" (what `DONE` records).
 
     Raises:
-        ValueError: an unknown task; fewer than 4 frames for "triplet"; `data_dir` holds a set written with other
+        ValueError: an unknown task; fewer than 4 frames for "actor_observer"; `data_dir` holds a set written with other
             settings (it is never replaced: a resumed run trains on the data it started with).
     """
     from kerasvid import progress as progress_lib
@@ -146,9 +146,9 @@ def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames
     splits = (("train", train_videos, seed), ("heldout", eval_videos, seed + 1000))
     patterns = {key: os.path.join(data_dir, f"{split}-*-of-*.tfrecord")
                 for key, split in (("train_pattern", "train"), ("eval_pattern", "heldout"))}
-    if task == "triplet":
+    if task == "actor_observer":
         if num_frames < 4:  # an anchor needs a negative more than num_frames // 4 frames from its positive
-            raise ValueError(f"The triplet task's synthetic videos need at least 4 frames, got num_frames="
+            raise ValueError(f"The actor_observer task's synthetic videos need at least 4 frames, got num_frames="
                              f"{num_frames} (--synthetic_frames).")
         patterns = {"train_pattern": "", "eval_pattern": ""}
         kwargs = {"frames_root": os.path.join(data_dir, "frames"), "train_csv": os.path.join(data_dir, "train.csv"),
@@ -156,7 +156,7 @@ def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames
                   "charades_csv": os.path.join(data_dir, "train_charades.csv"),
                   "charades_root": os.path.join(data_dir, "frames"), "fps": 12.0, "anchor_stride": 2,
                   "min_gap": max(1, num_frames // 4)}
-    elif task == "factorization":
+    elif task == "action_context":
         kwargs = {"conjugate_dir": os.path.join(data_dir, "conjugates")}
     else:
         kwargs = {}
@@ -176,10 +176,10 @@ def synthetic_data(data_dir, task="classification", *, num_classes=4, num_frames
     for split, videos, split_seed in splits:
         geometry = dict(num_videos=videos, num_classes=num_classes, num_frames=num_frames, height=size, width=size,
                         seed=split_seed)
-        if task == "triplet":
+        if task == "actor_observer":
             synthetic.write_synthetic_charades_ego(data_dir, split, fps=kwargs["fps"], **geometry)
         else:
-            conjugates = kwargs["conjugate_dir"] if task == "factorization" and split == "train" else ""
+            conjugates = kwargs["conjugate_dir"] if task == "action_context" and split == "train" else ""
             synthetic.write_synthetic_dataset(data_dir, split, conjugate_dir=conjugates, **geometry)
         bar.update(videos, text=split)
     with open(done, "w") as f:

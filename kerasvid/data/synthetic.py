@@ -8,10 +8,10 @@ to the class ("class") or drawn at random from the class textures ("shuffled") t
 
 Every record carries the digit's box in each frame (`region/bbox/*`); `write_synthetic_dataset(conjugate_dir=)`
 also writes each clip's conjugate (the same clip without its digit: the background the digit was drawn over, what
-`kerasvid conjugates` estimates by inpainting) for the factorization task. `write_synthetic_ego_exo` writes two
+`kerasvid conjugates` estimates by inpainting) for the action_context task. `write_synthetic_ego_exo` writes two
 renderings of the same clips ("exo": the scene; "ego": a moving, zoomed, recoloured view in which the digit is
 hidden for a stretch of frames) with per-frame visibility (`frame/visible`) as records, and
-`write_synthetic_charades_ego` the same pairs as Charades-Ego frame folders and CSVs for the triplet task.
+`write_synthetic_charades_ego` the same pairs as Charades-Ego frame folders and CSVs for the actor_observer task.
 """
 import csv
 import json
@@ -345,14 +345,14 @@ def write_synthetic_ego_exo(output_dir, name="train", num_videos=32, num_classes
             "pairs": pairs}
 
 
-# The columns of a Charades / Charades-Ego label CSV (`kerasvid.data.triplets.read_charades_csv` needs `id`).
+# The columns of a Charades / Charades-Ego label CSV (`kerasvid.data.actor_observer.read_charades_csv` needs `id`).
 _CHARADES_COLUMNS = ("id", "subject", "scene", "quality", "relevance", "verified", "script", "objects",
                     "descriptions", "actions", "length")
 
 
 def write_synthetic_charades_ego(output_dir, name="train", num_videos=8, num_classes=4, num_frames=32, height=64,
                                  width=64, seed=0, hidden_fraction=0.25, jpeg_quality=90, fps=12.0):
-    """Writes the ego/exo pairs of `write_synthetic_ego_exo` in the Charades-Ego layout of the triplet task.
+    """Writes the ego/exo pairs of `write_synthetic_ego_exo` in the Charades-Ego layout of the actor_observer task.
 
     Frames go to `<output_dir>/frames/<vid>/<vid>-000001.jpg, ...` (exo, the third-person view) and
     `<output_dir>/frames/<vid>EGO/...` (ego, the first-person view), `vid` = `<name>00000`, ...; both views have
@@ -376,11 +376,11 @@ def write_synthetic_charades_ego(output_dir, name="train", num_videos=8, num_cla
     Example:
     >>> train = write_synthetic_charades_ego("/tmp/ego", "train", num_videos=8, seed=0)
     >>> test = write_synthetic_charades_ego("/tmp/ego", "eval", num_videos=4, seed=1)
-    >>> # --task=triplet --task_kwargs=frames_root='/tmp/ego/frames',train_csv='/tmp/ego/train.csv',...
+    >>> # --task=actor_observer --task_kwargs=frames_root='/tmp/ego/frames',train_csv='/tmp/ego/train.csv',...
     """
     import tensorflow as tf
 
-    from kerasvid.data import triplets
+    from kerasvid.data import actor_observer as triplets
 
     clips = _ego_exo_clips(num_videos, num_classes, num_frames, height, width, seed, hidden_fraction)
     root = os.path.join(output_dir, "frames")

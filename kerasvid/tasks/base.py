@@ -8,8 +8,8 @@ the four abstract methods and registers itself:
 
 ```python
 @kerasvid.tasks.register_task
-class TripletTask(kerasvid.tasks.Task):
-    name = "triplet"
+class ActorObserverTask(kerasvid.tasks.Task):
+    name = "actor_observer"
     ...
 ```
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasvid.losses import factorization as fl
+from kerasvid.losses import action_context as fl
 from tests.helpers import check_loss
 
 

@@ -1,15 +1,15 @@
 """A small actor-observer setup shared by the triplet-task tests and the align-mode test (not a test module):
-Charades-Ego style frame folders and the triplet task with a small CNN trunk instead of ResNet-152."""
+Charades-Ego style frame folders and the actor_observer task with a small CNN trunk instead of ResNet-152."""
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasvid.data import triplets as tr
+from kerasvid.data import actor_observer as tr
 from kerasvid.models.actor_observer import actor_observer_network
 from kerasvid.tasks import TaskConfig
-from kerasvid.tasks.triplet import TripletTask
+from kerasvid.tasks.actor_observer import ActorObserverTask
 
 HEADER = "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n"
 
@@ -21,8 +21,8 @@ def write_video(root, vid, count, shade):
         tf.io.write_file(tr.frame_path(root, vid, i), tf.io.encode_jpeg(frame))
 
 
-class SmallTripletTask(TripletTask):
-    """The triplet task with a small CNN trunk instead of ResNet-152 (the task logic is unchanged)."""
+class SmallActorObserverTask(ActorObserverTask):
+    """The actor_observer task with a small CNN trunk instead of ResNet-152 (the task logic is unchanged)."""
 
     def build_network(self):
         frames = keras.Input((1, 16, 16, 3))

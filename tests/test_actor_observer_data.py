@@ -1,4 +1,4 @@
-"""Tests for kerasvid.data.triplets: Charades CSV parsing and the actor-observer triplet sampling."""
+"""Tests for kerasvid.data.actor_observer: Charades CSV parsing and the actor-observer triplet sampling."""
 import fractions
 import io
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasvid.data import triplets as tr
+from kerasvid.data import actor_observer as tr
 
 CSV = """id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length
 AB12,S1,Kitchen,6,7,Yes,"A person opens a door, then eats.",door;food,"One, two.",c092 11.90 21.20;c147 0.00 12.60,30.5
@@ -183,7 +183,7 @@ def test_classification_frames_get_the_charades_crop_area(tmp_path):
 def test_classification_frames_get_the_charades_colour_jitter(tmp_path):
     """ColorJitter(0.4, 0.4, 0.4) on the classification frames only. On a uniform grey frame of value v contrast and
     saturation change nothing and brightness multiplies by b ~ U[0.6, 1.4]: the output is the uniform v * b."""
-    from kerasvid.tasks.triplet import DEFAULTS
+    from kerasvid.tasks.actor_observer import DEFAULTS
 
     assert DEFAULTS["charades_crop_scale"] == (0.08, 1.0) and DEFAULTS["charades_color_jitter"] == 0.4
     assert DEFAULTS["crop_scale"] == (0.8, 1.0)

@@ -1,4 +1,4 @@
-"""Tests for kerasvid.tasks.triplet on tiny Charades-Ego style frame folders (small CNN trunk, 16x16 frames)."""
+"""Tests for kerasvid.tasks.actor_observer on tiny Charades-Ego style frame folders (small CNN trunk, 16x16 frames)."""
 import os
 
 import keras
@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasvid.data import triplets as tr
+from kerasvid.data import actor_observer as tr
 from kerasvid.layers import VideoSoftmax
 from kerasvid.losses import ActorObserverLoss, actor_observer_objective
 from kerasvid.tasks import TaskConfig, get_task, list_tasks
-from kerasvid.tasks.triplet import TripletTask, video_weights
+from kerasvid.tasks.actor_observer import ActorObserverTask, video_weights
 from kerasvid.training import TrainConfig, Trainer
 from tests.helpers import run_script_result
-from tests.small_triplet import HEADER, SmallTripletTask, small_config, write_video
+from tests.small_actor_observer import HEADER, SmallActorObserverTask, small_config, write_video
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ def charades_ego(tmp_path_factory):
 
 def test_samples_and_dataset(charades_ego):
     root, paths = charades_ego
-    assert "triplet" in list_tasks()
-    task = SmallTripletTask(small_config(paths, root))
+    assert "actor_observer" in list_tasks()
+    task = SmallActorObserverTask(small_config(paths, root))
     samples, num_pairs = task.samples("train")
     assert num_pairs == 2
     # AA: 24 third-person frames, anchors 0,4,...,20; every anchor's positive has a negative >= 6 frames away.
@@ -60,7 +60,7 @@ def test_samples_and_dataset(charades_ego):
 @pytest.mark.parametrize("read", ["per_sample", "after_batch"])
 def test_compute_loss_is_the_actor_observer_objective(charades_ego, read):
     root, paths = charades_ego
-    task = SmallTripletTask(small_config(paths, root, softmax_decay=0.95, softmax_read=read))
+    task = SmallActorObserverTask(small_config(paths, root, softmax_decay=0.95, softmax_read=read))
     model = task.build_model()
     assert [layer.num_videos for layer in task.video_softmaxes] == [3, 3, 3] and task.video_softmaxes[0].decay == 0.95
     assert all(layer.read == read for layer in task.video_softmaxes)
@@ -79,8 +79,8 @@ def test_compute_loss_is_the_actor_observer_objective(charades_ego, read):
 
 def test_trainer_runs_with_accumulation_and_evaluates(charades_ego, tmp_path):
     root, paths = charades_ego
-    task = get_task("triplet", small_config(paths, root))
-    task.build_network = SmallTripletTask.build_network.__get__(task)
+    task = get_task("actor_observer", small_config(paths, root))
+    task.build_network = SmallActorObserverTask.build_network.__get__(task)
     trainer = Trainer(task, tf.distribute.get_strategy(), str(tmp_path),
                       TrainConfig(train_steps=2, accumulation_steps=2, log_every=1, learning_rate=0.01))
     trainer.train()
@@ -101,7 +101,7 @@ def test_classification_mixed_setup(charades_ego):
     root, paths = charades_ego
     config = small_config(paths, root, charades_csv=paths["charades"], triplet_repeats=2, frame_stride=4)
     config.num_classes = 3
-    task = SmallTripletTask(config)
+    task = SmallActorObserverTask(config)
     samples, _ = task.samples("train")
     labelled = [s for s in samples if not s.is_triplet]
     # CH1 (30 frames): every 4th frame strictly inside c002 (0.1-0.5 s: frames 4, 8) and c000 (0.6-1.0 s: 16, 20).
@@ -127,14 +127,15 @@ def test_classification_mixed_setup(charades_ego):
 
 def test_training_data_gets_the_charades_augmentation(charades_ego, monkeypatch):
     """The task hands the classification frames' crop area and colour jitter (the reference's (0.08, 1), 0.4 by
-    default, or the task_kwargs) to `triplet_dataset` (tests/test_triplets.py checks what it does with them)."""
+    default, or the task_kwargs) to `triplet_dataset` (tests/test_actor_observer_data.py checks what it does with
+    them)."""
     root, paths = charades_ego
     calls = []
     monkeypatch.setattr(tr, "triplet_dataset", lambda *a, **k: calls.append((a, k)))
     for kwargs, want in (({}, ((0.8, 1.0), (0.08, 1.0), 0.4)),
                          ({"crop_scale": (0.5, 1.0), "charades_crop_scale": (0.2, 0.9), "charades_color_jitter": 0.0},
                           ((0.5, 1.0), (0.2, 0.9), 0.0))):
-        SmallTripletTask(small_config(paths, root, **kwargs)).build_dataset(training=True)
+        SmallActorObserverTask(small_config(paths, root, **kwargs)).build_dataset(training=True)
         args, k = calls[-1]
         assert (tuple(args[5]), tuple(k["classification_crop_scale"]), k["classification_color_jitter"]) == want
 
@@ -145,50 +146,50 @@ def test_video_weights_and_validation(charades_ego):
     # Video 0: p_x = (1, 3) / 2, p_y = p_z = 1; video 1 alone: all ones.
     np.testing.assert_allclose(video_weights(f, [0, 0, 1]), [0.5, 1.5, 1.0], rtol=1e-12)
     with pytest.raises(ValueError, match="num_frames must be 1"):
-        TripletTask(TaskConfig(num_frames=8)).validate({"train"})
+        ActorObserverTask(TaskConfig(num_frames=8)).validate({"train"})
     with pytest.raises(ValueError, match="frames_root"):
-        TripletTask(TaskConfig(num_frames=1)).validate({"train"})
-    with pytest.raises(ValueError, match="Unknown triplet task_kwargs \\['decay'\\]"):
-        TripletTask(TaskConfig(num_frames=1, task_kwargs={"decay": 0.9}))
+        ActorObserverTask(TaskConfig(num_frames=1)).validate({"train"})
+    with pytest.raises(ValueError, match="Unknown actor_observer task_kwargs \\['decay'\\]"):
+        ActorObserverTask(TaskConfig(num_frames=1, task_kwargs={"decay": 0.9}))
     with pytest.raises(ValueError, match="`softmax_read` must be 'per_sample' or 'after_batch', got 'batch'"):
-        TripletTask(TaskConfig(num_frames=1, task_kwargs={"softmax_read": "batch"}))
+        ActorObserverTask(TaskConfig(num_frames=1, task_kwargs={"softmax_read": "batch"}))
     with pytest.raises(ValueError, match="num_classes"):
-        TripletTask(small_config(paths, root, charades_csv=paths["charades"])).validate({"train"})
+        ActorObserverTask(small_config(paths, root, charades_csv=paths["charades"])).validate({"train"})
     with pytest.raises(ValueError, match=r"charades_crop_scale=\(0.0, 1.0\)"):
-        TripletTask(TaskConfig(num_frames=1, task_kwargs={"charades_crop_scale": (0.0, 1.0)}))
+        ActorObserverTask(TaskConfig(num_frames=1, task_kwargs={"charades_crop_scale": (0.0, 1.0)}))
     with pytest.raises(ValueError, match=r"crop_scale=\(0.9, 0.8\)"):
-        TripletTask(TaskConfig(num_frames=1, task_kwargs={"crop_scale": (0.9, 0.8)}))
+        ActorObserverTask(TaskConfig(num_frames=1, task_kwargs={"crop_scale": (0.9, 0.8)}))
     with pytest.raises(ValueError, match="charades_color_jitter=1.5"):
-        TripletTask(TaskConfig(num_frames=1, task_kwargs={"charades_color_jitter": 1.5}))
+        ActorObserverTask(TaskConfig(num_frames=1, task_kwargs={"charades_color_jitter": 1.5}))
 
 
-def test_triplet_config_is_typed_and_its_flags_are_derived():
-    """task_kwargs become a TripletConfig; config_flags derives one flag per field (name, default, help, enum,
+def test_actor_observer_config_is_typed_and_its_flags_are_derived():
+    """task_kwargs become a ActorObserverConfig; config_flags derives one flag per field (name, default, help, enum,
     float pairs) and builds the same config back from parsed flags."""
     import dataclasses
 
     from absl import flags
 
     from kerasvid import config_flags
-    from kerasvid.tasks.triplet import TripletConfig
+    from kerasvid.tasks.actor_observer import ActorObserverConfig
 
-    options = TripletTask(TaskConfig(num_frames=1, task_kwargs={"margin": 0.2, "min_gap": 120})).options
-    assert options == TripletConfig(margin=0.2, min_gap=120) and options.fps == 24.0
+    options = ActorObserverTask(TaskConfig(num_frames=1, task_kwargs={"margin": 0.2, "min_gap": 120})).options
+    assert options == ActorObserverConfig(margin=0.2, min_gap=120) and options.fps == 24.0
     flag_values = flags.FlagValues()
-    names = config_flags.define_flags(TripletConfig, flag_values)
-    assert names == [f.name for f in dataclasses.fields(TripletConfig)]
+    names = config_flags.define_flags(ActorObserverConfig, flag_values)
+    assert names == [f.name for f in dataclasses.fields(ActorObserverConfig)]
     assert flag_values["fps"].help == "frame rate of the frame folders."
     assert flag_values["triplet_loss"].parser.enum_values == ["dist_ratio", "margin_rank"]
     flag_values(["prog", "--crop_scale=0.5,1", "--triplet_loss=margin_rank", "--min_gap=120",
                  "--nobalance_gradients"])
-    assert config_flags.from_flags(TripletConfig, flag_values) == TripletConfig(
+    assert config_flags.from_flags(ActorObserverConfig, flag_values) == ActorObserverConfig(
         crop_scale=(0.5, 1.0), triplet_loss="margin_rank", min_gap=120, balance_gradients=False)
     flag_values["crop_scale"].value = ["0.5", "x"]
     with pytest.raises(ValueError, match=r"--crop_scale must be numbers, got '0.5,x'"):
-        config_flags.from_flags(TripletConfig, flag_values)
+        config_flags.from_flags(ActorObserverConfig, flag_values)
     flag_values["crop_scale"].value = ["0.9", "0.8"]  # converted, then checked by the config
     with pytest.raises(ValueError, match=r"crop_scale=\(0.9, 0.8\)"):
-        config_flags.from_flags(TripletConfig, flag_values)
+        config_flags.from_flags(ActorObserverConfig, flag_values)
 
 
 _MIRRORED_SCRIPT = """
@@ -198,7 +199,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from tests.small_triplet import HEADER, SmallTripletTask, small_config, write_video
+from tests.small_actor_observer import HEADER, SmallActorObserverTask, small_config, write_video
 from kerasvid.training import TrainConfig, Trainer
 
 root = tempfile.mkdtemp()
@@ -210,7 +211,7 @@ with open(paths["train"], "w") as f:
 
 def run(strategy):
     keras.utils.set_random_seed(0)
-    task = SmallTripletTask(small_config(paths, root))
+    task = SmallActorObserverTask(small_config(paths, root))
     trainer = Trainer(task, strategy, tempfile.mkdtemp(),
                       TrainConfig(train_steps=3, accumulation_steps=2, log_every=1, learning_rate=0.05))
     initial = [w.numpy() for w in trainer.model.weights]
@@ -243,7 +244,7 @@ def test_alignment_error_of_the_eval_pairs(charades_ego):
     from kerasvid import metrics
 
     root, paths = charades_ego
-    task = SmallTripletTask(small_config(paths, root))
+    task = SmallActorObserverTask(small_config(paths, root))
     model = task.build_model()
     result = task.alignment_error(model, split="eval", batch_size=3)
     # By hand: every 4th frame of CC / CCEGO (16 frames each -> 4 + 4), 6 fps, radius 3.
@@ -270,7 +271,7 @@ def test_trainer_checkpoints_and_restores_the_task_state(charades_ego, tmp_path)
 
     def trainer():
         keras.utils.set_random_seed(0)
-        task = SmallTripletTask(small_config(paths, root))
+        task = SmallActorObserverTask(small_config(paths, root))
         return task, Trainer(task, tf.distribute.get_strategy(), model_dir,
                              TrainConfig(train_steps=2, log_every=1, learning_rate=0.05))
 

@@ -1,4 +1,4 @@
-"""Conjugate pair pipeline and the factorization task on tiny records."""
+"""Conjugate pair pipeline and the action_context task on tiny records."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -6,7 +6,7 @@ import tensorflow as tf
 from kerasvid.data import conjugate_pairs
 from kerasvid.data import conjugates as cj
 from kerasvid.data import schema, writer
-from kerasvid.losses.factorization import FactorizationLoss
+from kerasvid.losses.action_context import FactorizationLoss
 from kerasvid.tasks import TaskConfig, get_task
 
 
@@ -60,7 +60,7 @@ def test_factorization_task_loss_matches_the_loss_function(paired_records):
                         train_pattern=pattern, eval_pattern=pattern, num_frames=8, image_size=(32, 32),
                         batch_size=4, normalization="minus_one_one", shuffle_buffer=0, deterministic=True,
                         task_kwargs={"conjugate_dir": conj_dir, "removal_weight": 2.0, "margin": 0.5})
-    task = get_task("factorization", config)
+    task = get_task("action_context", config)
     task.validate(["train", "eval"])
     model = task.build_model()
     assert set(model.output) == {"logits", "action_scores", "context_scores", "action_map", "context_map"}
@@ -88,6 +88,6 @@ def test_factorization_task_loss_matches_the_loss_function(paired_records):
         np.testing.assert_allclose(images[key][0], (1 - a / 2) * frame + a / 2 * np.array(colour),
                                    atol=0.51 / 255)
     with pytest.raises(ValueError, match="conjugate_dir"):
-        get_task("factorization", TaskConfig(num_classes=3, train_pattern=pattern)).validate(["train"])
-    with pytest.raises(ValueError, match="Unknown factorization task_kwargs"):
-        get_task("factorization", TaskConfig(num_classes=3, task_kwargs={"margn": 1}))
+        get_task("action_context", TaskConfig(num_classes=3, train_pattern=pattern)).validate(["train"])
+    with pytest.raises(ValueError, match="Unknown action_context task_kwargs"):
+        get_task("action_context", TaskConfig(num_classes=3, task_kwargs={"margn": 1}))

@@ -11,7 +11,7 @@ negative `z` is a uniformly random first-person frame more than 10 s (240 frames
 the reference; anchors without such a frame are skipped.
 
 The sampling is pure python + numpy; `load_frame`, `triplet_dataset` and `frame_dataset` read the sampled JPEG
-frames with tf.data (`kerasvid.tasks.triplet` feeds them to the actor-observer model).
+frames with tf.data (`kerasvid.tasks.actor_observer` feeds them to the actor-observer model).
 """
 import csv
 import dataclasses

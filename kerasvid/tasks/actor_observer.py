@@ -1,6 +1,6 @@
 """Actor-observer triplet training (Sigurdsson et al., CVPR 2018) on Charades-Ego style frame folders.
 
-Without Charades-Ego, `train/main.py --task=triplet --synthetic` writes moving-digit ego/exo pairs in that layout
+Without Charades-Ego, `train/main.py --task=actor_observer --synthetic` writes moving-digit ego/exo pairs in that layout
 (`kerasvid.data.discovery.synthetic_data`) and sets `frames_root`, `train_csv`, `eval_csv` and the sampling
 (`anchor_stride`, `min_gap`, `fps`) to match.
 """
@@ -10,15 +10,15 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from kerasvid.data import triplets as triplet_data
+from kerasvid.data import actor_observer as triplet_data
 from kerasvid.tasks.base import Task, register_task
-from kerasvid.tasks.triplet_config import TripletConfig
+from kerasvid.tasks.actor_observer_config import ActorObserverConfig
 
 INPUT_KEYS = triplet_data.INPUT_KEYS
 
 
 # task_kwargs keys and their defaults.
-DEFAULTS = dataclasses.asdict(TripletConfig())
+DEFAULTS = dataclasses.asdict(ActorObserverConfig())
 
 
 def video_weights(selectors, video_index):
@@ -45,11 +45,11 @@ def video_weights(selectors, video_index):
 
 
 @register_task
-class TripletTask(Task):
+class ActorObserverTask(Task):
     """Trains `actor_observer_resnet152` (or any model with its outputs) on first/third-person triplets.
 
-    Training batches: triplets `(x, y, z)` of `kerasvid.data.triplets.build_triplets` (every 4th third-person frame,
-    the time-mapped first-person frame, a first-person frame more than 10 s away), optionally mixed with labelled
+    Training batches: triplets `(x, y, z)` of `kerasvid.data.actor_observer.build_triplets` (every 4th third-person
+    frame, the time-mapped first-person frame, a first-person frame more than 10 s away), optionally mixed with labelled
     third-person Charades frames (`charades_csv`, the classification-mixed setup; build the model with
     `num_classes`). The objective is `kerasvid.losses.actor_observer_objective`: three VideoSoftmax layers (one per
     stream, keyed by the paired video), `dist_ratio` (or `margin_rank`), `ActorObserverLoss`, `equalize_grad_norm`.
@@ -65,17 +65,17 @@ class TripletTask(Task):
     Inputs: `{"first_person", "third_person", "first_person_negative": [B, 1, H, W, 3], "video_index": [B]}`;
     labels `[B]`: -1 for triplets, the class for classification samples.
 
-    task_kwargs: the fields of `TripletConfig` (the task's `options`).
+    task_kwargs: the fields of `ActorObserverConfig` (the task's `options`).
 
     Args:
         config: a `kerasvid.tasks.TaskConfig` (`num_frames` must be 1).
     """
 
-    name = "triplet"
+    name = "actor_observer"
 
     def __init__(self, config):
         super().__init__(config)
-        self.options = TripletConfig.from_task_kwargs(config.task_kwargs)
+        self.options = ActorObserverConfig.from_task_kwargs(config.task_kwargs)
         self._samples = {}
         self.video_softmaxes = None
         self.loss = None
@@ -84,7 +84,8 @@ class TripletTask(Task):
     def validate(self, modes):
         c, o = self.config, self.options
         if c.num_frames != 1:
-            raise ValueError(f"The triplet task works on single frames: --num_frames must be 1, got {c.num_frames}")
+            raise ValueError(f"The actor_observer task works on single frames: --num_frames must be 1, got "
+                             f"{c.num_frames}")
         for mode, key in (("train", "train_csv"), ("eval", "eval_csv")):
             if mode in modes:
                 if not o.frames_root or not getattr(o, key):
@@ -95,7 +96,8 @@ class TripletTask(Task):
             raise ValueError("The classification-mixed setup (charades_csv) needs --num_classes (157 for Charades)")
 
     def samples(self, split):
-        """The `kerasvid.data.triplets.Sample`s of "train" or "eval" (built once, from the CSVs and frame folders)."""
+        """The `kerasvid.data.actor_observer.Sample`s of "train" or "eval" (built once, from the CSVs and frame
+        folders)."""
         if split in self._samples:
             return self._samples[split]
         o = self.options
@@ -116,7 +118,7 @@ class TripletTask(Task):
                                                                   fps=o.fps,
                                                                   frame_stride=o.frame_stride)
             samples = triplet_data.mix_samples(samples, labelled, o.triplet_repeats, seed=self.config.seed)
-        logging.info("triplet task: %d %s samples (%d triplets) from %d paired videos", len(samples), split,
+        logging.info("actor_observer task: %d %s samples (%d triplets) from %d paired videos", len(samples), split,
                      sum(s.is_triplet for s in samples), len(pairs))
         self._samples[split] = (samples, len(pairs))
         return self._samples[split]
@@ -153,7 +155,7 @@ class TripletTask(Task):
 
     # ----- data -------------------------------------------------------------------------------------------------
     def _load(self, path, seed, training):
-        """One frame as the model sees it: `kerasvid.data.triplets.load_frame` with this task's settings."""
+        """One frame as the model sees it: `kerasvid.data.actor_observer.load_frame` with this task's settings."""
         c = self.config
         return triplet_data.load_frame(path, seed, training, c.image_size, c.normalization, self.options.crop_scale)
 

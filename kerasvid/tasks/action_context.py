@@ -2,7 +2,7 @@
 import numpy as np
 import tensorflow as tf
 
-from kerasvid.losses.factorization import FactorizationLoss
+from kerasvid.losses.action_context import FactorizationLoss
 from kerasvid.tasks.base import register_task
 from kerasvid.tasks.classification import ClassificationTask
 
@@ -12,7 +12,7 @@ LOSS_KEYS = ("classification_weight", "removal_weight", "consistency_weight", "o
 
 
 @register_task
-class FactorizationTask(ClassificationTask):
+class ActionContextTask(ClassificationTask):
     """Trains a factorization model (`i3d_action_context`, outputs="all") with `kerasvid.losses.FactorizationLoss`.
 
     Training batches are pairs from `kerasvid.data.conjugate_pairs.pair_dataset`: each clip and its conjugate (written
@@ -32,13 +32,13 @@ class FactorizationTask(ClassificationTask):
         config: a `kerasvid.tasks.TaskConfig`.
     """
 
-    name = "factorization"
+    name = "action_context"
 
     def __init__(self, config):
         super().__init__(config)
         unknown = set(config.task_kwargs) - set(LOSS_KEYS) - {"conjugate_dir"}
         if unknown:
-            raise ValueError(f"Unknown factorization task_kwargs {sorted(unknown)}; known: "
+            raise ValueError(f"Unknown action_context task_kwargs {sorted(unknown)}; known: "
                              f"{['conjugate_dir', *LOSS_KEYS]}")
         loss_args = {k: config.task_kwargs[k] for k in LOSS_KEYS if k in config.task_kwargs}
         self.loss_fn = FactorizationLoss(multi_label=config.multi_label, **loss_args)
@@ -46,10 +46,10 @@ class FactorizationTask(ClassificationTask):
     def validate(self, modes):
         super().validate(modes)
         if "train" in modes and not self.config.task_kwargs.get("conjugate_dir"):
-            raise ValueError("The factorization task trains on conjugate pairs: pass "
+            raise ValueError("The action_context task trains on conjugate pairs: pass "
                              "--task_kwargs=conjugate_dir='<output_dir of kerasvid conjugates>'")
         if self.config.label_smoothing:
-            raise ValueError(f"label_smoothing is not supported by the factorization task, got "
+            raise ValueError(f"label_smoothing is not supported by the action_context task, got "
                              f"{self.config.label_smoothing}")
 
     def build_model(self):
@@ -63,7 +63,7 @@ class FactorizationTask(ClassificationTask):
         model = zoo.get_model(c.model, num_classes=self.num_classes, input_shape=(c.num_frames, *c.image_size, 3),
                               **kwargs)
         if len(model.inputs) != 1 or not isinstance(model.output, dict) or "action_scores" not in model.output:
-            raise ValueError(f"The factorization task needs a model with one RGB input and outputs='all' (the "
+            raise ValueError(f"The action_context task needs a model with one RGB input and outputs='all' (the "
                              f"ActionContextAttention dict); {c.model!r} with {kwargs} has {len(model.inputs)} "
                              f"inputs and outputs {type(model.output).__name__}")
         return model

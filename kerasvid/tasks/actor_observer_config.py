@@ -1,6 +1,6 @@
-"""`TripletConfig`: the settings of the actor-observer triplet task (`kerasvid.tasks.triplet`), one field each.
+"""`ActorObserverConfig`: the settings of the actor_observer task (`kerasvid.tasks.actor_observer`), one field each.
 
-They arrive as `--task_kwargs` keys or as flags of the same names (`kerasvid train --task=triplet
+They arrive as `--task_kwargs` keys or as flags of the same names (`kerasvid train --task=actor_observer
 --frames_root=...`), derived from the dataclass by `kerasvid.config_flags`. The module imports no TensorFlow, so
 that the command line can define those flags before TensorFlow loads.
 """
@@ -9,8 +9,8 @@ from typing import Tuple
 
 
 @dataclasses.dataclass
-class TripletConfig:
-    """The triplet task's settings (`--task_kwargs` keys, or the flags `kerasvid.config_flags` derives).
+class ActorObserverConfig:
+    """The actor_observer task's settings (`--task_kwargs` keys, or the flags `kerasvid.config_flags` derives).
 
     Attributes:
         frames_root: Charades-Ego frames: `<root>/<vid>/<vid>-000001.jpg` and `<root>/<vid>EGO/...`.
@@ -78,5 +78,5 @@ class TripletConfig:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(task_kwargs) - set(known))
         if unknown:
-            raise ValueError(f"Unknown triplet task_kwargs {unknown}; known: {sorted(known)}")
+            raise ValueError(f"Unknown actor_observer task_kwargs {unknown}; known: {sorted(known)}")
         return cls(**task_kwargs)
