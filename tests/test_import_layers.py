@@ -21,7 +21,7 @@ LAYERS = [
     ("tasks",),
     ("training",),
     ("export",),
-    ("predict", "extract"),
+    ("predict", "extract", "run_report"),
     ("config_flags", "train_cli"),
     ("cli",),
 ]

@@ -129,16 +129,16 @@ def test_tflite_export_refuses_clearly(tmp_path):
 def test_the_end_of_run_summary_lists_what_was_exported(tmp_path):
     """`train/main.py`'s last lines name the signatures the export wrote (its preprocessing.json; a TVNet model's
     `serve_flow` too, which the summary used to leave out) and the LiteRT files."""
-    from kerasvid import train_cli
+    from kerasvid import run_report
 
     export_dir = tmp_path / "export"
     export_dir.mkdir()
     signatures = ["serving_default", "serve_jpeg", "serve_examples", "serve_flow"]
     (export_dir / "preprocessing.json").write_text(json.dumps({"num_frames": 3, "signatures": signatures}))
-    assert train_cli._export_contents({"export": str(export_dir)}) == (
+    assert run_report.export_contents({"export": str(export_dir)}) == (
         "signatures serving_default, serve_jpeg, serve_examples, serve_flow; preprocessing.json beside")
     (export_dir / "labels.txt").write_text("a\nb\n")
     tflite = [str(export_dir / export.TFLITE_FILE), str(export_dir / export.FLOW_TFLITE_FILE)]
-    assert train_cli._export_contents({"export": str(export_dir), "tflite": tflite}) == (
+    assert run_report.export_contents({"export": str(export_dir), "tflite": tflite}) == (
         "signatures serving_default, serve_jpeg, serve_examples, serve_flow; labels.txt and preprocessing.json "
         "beside; LiteRT: model.tflite, flow.tflite")
