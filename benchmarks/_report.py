@@ -1,7 +1,9 @@
 """Shared by the benchmark scripts: print a result as JSON and a markdown table, and save both under results/; the
-training step that the step-time benchmarks time."""
+training step that the step-time benchmarks time; the PyTorch peers' timing loop and runner."""
 import json
 import os
+import subprocess
+import time
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -87,3 +89,48 @@ def folding_variants(name, frames, size, classes=174, xla=True, seed=0):
     if xla:
         variants["folded_xla"] = forms(model, True)
     return variants, model, difference
+
+
+# The end of every PyTorch peer script (which defines `train`, `infer` and `rounds` before it): one warm-up call each,
+# then interleaved rounds; prints the minimum seconds of each as one JSON line.
+TORCH_TIMING = r"""
+best = {}
+for fn in (train, infer):
+    fn()
+for _ in range(rounds):
+    for name, fn in (("train", train), ("infer", infer)):
+        start = time.perf_counter(); fn(); t = time.perf_counter() - start
+        best[name] = min(best.get(name, t), t)
+print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), **best}))
+"""
+
+
+def torch_peer(python, script, *args):
+    """Runs a PyTorch peer `script` (ending with `TORCH_TIMING`) with `args` in the interpreter `python`: its
+    `{"train", "infer", "torch", "threads"}`, or None where that interpreter is missing or fails (a line says why;
+    PyTorch is a benchmark-only dependency, never kerasvid's)."""
+    if not os.path.exists(python):
+        print(f"pytorch peer skipped: no interpreter at {python} (PyTorch is a benchmark-only dependency: "
+              f"python3 -m venv /work/torchvenv && /work/torchvenv/bin/pip install torch torchvision)")
+        return None
+    run = subprocess.run([python, "-c", script, *(str(a) for a in args)], capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"pytorch peer skipped: {python} failed: {run.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def cpu_run_result(start, load_before, ceiling, rounds, input_shape, classes, rows, **extra):
+    """The header fields of a CPU timing run (machine, TensorFlow, load averages before and now, the matmul ceiling)
+    with its `rows`, and the markdown line that says them: `(result, line)`."""
+    import tensorflow as tf
+
+    result = {"device": "cpu", "cpus": os.cpu_count(), "tensorflow": tf.__version__, "rounds": rounds, **extra,
+              "input": "x".join(str(d) for d in input_shape), "classes": classes,
+              "matmul_gflop_per_s": round(ceiling, 1), "load_average_before": [round(v, 2) for v in load_before],
+              "load_average_after": [round(v, 2) for v in os.getloadavg()],
+              "seconds": round(time.time() - start, 1), "rows": rows}
+    line = (f"load average {result['load_average_before'][0]} -> {result['load_average_after'][0]} (1 min); "
+            f"fp32 matmul ceiling {result['matmul_gflop_per_s']} GFLOP/s; input {result['input']}, "
+            f"min of {rounds} interleaved rounds")
+    return result, line

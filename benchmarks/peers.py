@@ -24,9 +24,7 @@ average before and after is printed: on a shared machine compare only the figure
 markdown table and writes them to benchmarks/results/peers.{json,md}.
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
@@ -34,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from _report import folding_variants, save_report  # noqa: E402
+from _report import TORCH_TIMING, cpu_run_result, folding_variants, save_report  # noqa: E402
+from _report import torch_peer as run_torch_peer  # noqa: E402
 from kerasvid.models.common import count_gflops  # noqa: E402
 
 CLASSES = 174
@@ -64,15 +63,7 @@ def infer():
     with torch.no_grad():
         model(x)
 
-best = {}
-for name, fn in (("train", train), ("infer", infer)):
-    fn()
-for _ in range(rounds):
-    for name, fn in (("train", train), ("infer", infer)):
-        start = time.perf_counter(); fn(); t = time.perf_counter() - start
-        best[name] = min(best.get(name, t), t)
-print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), **best}))
-"""
+""" + TORCH_TIMING
 
 
 def matmul_gflops(n=1024, repeats=5):
@@ -90,16 +81,7 @@ def matmul_gflops(n=1024, repeats=5):
 
 def torch_peer(python, frames, size, rounds):
     """PyTorch's minimum seconds `{"train", "infer", "torch", "threads"}`, or None (a line says why)."""
-    if not os.path.exists(python):
-        print(f"pytorch peer skipped: no interpreter at {python} (PyTorch is a benchmark-only dependency: "
-              f"python3 -m venv /work/torchvenv && /work/torchvenv/bin/pip install torch torchvision)")
-        return None
-    run = subprocess.run([python, "-c", TORCH_SCRIPT, str(frames), str(size), str(CLASSES), str(rounds)],
-                         capture_output=True, text=True)
-    if run.returncode != 0:
-        print(f"pytorch peer skipped: {python} failed: {run.stderr.strip().splitlines()[-1:]}")
-        return None
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_torch_peer(python, TORCH_SCRIPT, frames, size, CLASSES, rounds)
 
 
 def main():
@@ -146,18 +128,13 @@ def main():
                          "vs_pytorch": round(seconds / best["pytorch", kind], 3) if ("pytorch", kind) in best
                          else None})
         print(f"{name}: folded vs conv3d max |logit difference| {difference:.2e}")
-    result = {"device": "cpu", "cpus": os.cpu_count(), "tensorflow": tf.__version__, "rounds": args.rounds,
-              "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: on for x86 builds)"),
-              "input": f"1x{args.frames}x{args.size}x{args.size}x3", "classes": CLASSES,
-              "matmul_gflop_per_s": round(ceiling, 1), "load_average_before": [round(v, 2) for v in load_before],
-              "load_average_after": [round(v, 2) for v in os.getloadavg()],
-              "seconds": round(time.time() - start, 1), "rows": rows}
-    lines = [f"load average {result['load_average_before'][0]} -> {result['load_average_after'][0]} (1 min); "
-             f"fp32 matmul ceiling {result['matmul_gflop_per_s']} GFLOP/s; input {result['input']}, "
-             f"min of {args.rounds} interleaved rounds; TF_ENABLE_ONEDNN_OPTS={result['TF_ENABLE_ONEDNN_OPTS']}", "",
+    result, header = cpu_run_result(
+        start, load_before, ceiling, args.rounds, (1, args.frames, args.size, args.size, 3), CLASSES, rows,
+        TF_ENABLE_ONEDNN_OPTS=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: on for x86 builds)"))
+    lines = [f"{header}; TF_ENABLE_ONEDNN_OPTS={result['TF_ENABLE_ONEDNN_OPTS']}", "",
              "| model | what | variant | seconds | speed-up vs Conv3D | GFLOP/s | CPU s (vs Conv3D) | "
              "time / PyTorch's |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in rows:  # peers_video.py writes its table the same way, with other columns (what is shared: _report)
         peer = "-" if r["vs_pytorch"] is None else f"{r['vs_pytorch']}x"
         cpu_s = "-" if r["cpu_seconds"] is None else f"{r['cpu_seconds']} ({r['cpu_vs_conv3d']}x)"
         lines.append(f"| {r['model']} | {r['what']} | {r['variant']} | {r['seconds']} | {r['speedup_vs_conv3d']}x "

@@ -14,9 +14,7 @@ The load average before and after is printed: on a shared machine compare only t
 and a markdown table and writes them to benchmarks/results/peers_video.{json,md}.
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
@@ -25,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from _report import save_report, sgd_train_step  # noqa: E402
+from _report import TORCH_TIMING, cpu_run_result, save_report, sgd_train_step, torch_peer  # noqa: E402
 from peers import matmul_gflops  # noqa: E402
 from kerasvid import zoo  # noqa: E402
 from kerasvid.models.common import count_gflops  # noqa: E402
@@ -56,28 +54,7 @@ def infer():
     with torch.no_grad():
         model(x)
 
-best = {}
-for fn in (train, infer):
-    fn()
-for _ in range(rounds):
-    for name, fn in (("train", train), ("infer", infer)):
-        start = time.perf_counter(); fn(); t = time.perf_counter() - start
-        best[name] = min(best.get(name, t), t)
-print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), **best}))
-"""
-
-
-def torch_peer(python, arch, frames, size, rounds):
-    """torchvision's minimum seconds `{"train", "infer", ...}` for `arch`, or None (a line says why)."""
-    if not os.path.exists(python):
-        print(f"pytorch peer skipped: no interpreter at {python} (PyTorch is a benchmark-only dependency)")
-        return None
-    run = subprocess.run([python, "-c", TORCH_SCRIPT, arch, str(frames), str(size), str(CLASSES), str(rounds)],
-                         capture_output=True, text=True)
-    if run.returncode != 0:
-        print(f"pytorch peer skipped: {python} failed: {run.stderr.strip().splitlines()[-1:]}")
-        return None
-    return json.loads(run.stdout.strip().splitlines()[-1])
+""" + TORCH_TIMING
 
 
 def main():
@@ -106,21 +83,17 @@ def main():
                 t0 = time.perf_counter()
                 fn()
                 best[kind] = min(best.get(kind, float("inf")), time.perf_counter() - t0)
-        peer = torch_peer(args.torch_python, TORCHVISION_VIDEO[name][0], args.frames, args.size, args.rounds)
+        peer = torch_peer(args.torch_python, TORCH_SCRIPT, TORCHVISION_VIDEO[name][0], args.frames, args.size, CLASSES,
+                          args.rounds)
         for kind in ("train", "infer"):
             flops = gflops * (3 if kind == "train" else 1)
             rows.append({"model": name, "what": kind, "kerasvid_seconds": round(best[kind], 4),
                          "kerasvid_gflop_per_s": round(flops / best[kind], 1),
                          "pytorch_seconds": None if peer is None else round(peer[kind], 4),
                          "vs_pytorch": None if peer is None else round(best[kind] / peer[kind], 3)})
-    result = {"device": "cpu", "cpus": os.cpu_count(), "tensorflow": tf.__version__, "rounds": args.rounds,
-              "input": f"1x{args.frames}x{args.size}x{args.size}x3", "classes": CLASSES,
-              "matmul_gflop_per_s": round(ceiling, 1), "load_average_before": [round(v, 2) for v in load_before],
-              "load_average_after": [round(v, 2) for v in os.getloadavg()],
-              "seconds": round(time.time() - start, 1), "rows": rows}
-    lines = [f"load average {result['load_average_before'][0]} -> {result['load_average_after'][0]} (1 min); "
-             f"fp32 matmul ceiling {result['matmul_gflop_per_s']} GFLOP/s; input {result['input']}, "
-             f"min of {args.rounds} interleaved rounds", "",
+    result, header = cpu_run_result(start, load_before, ceiling, args.rounds,
+                                    (1, args.frames, args.size, args.size, 3), CLASSES, rows)
+    lines = [header, "",
              "| model | what | kerasvid s | GFLOP/s | PyTorch s | kerasvid / PyTorch time |", "|---|---|---|---|---|---|"]
     for r in rows:
         peer = "-" if r["vs_pytorch"] is None else f"{r['pytorch_seconds']} | {r['vs_pytorch']}x"

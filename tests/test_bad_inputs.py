@@ -473,7 +473,8 @@ CASES = [
              _predict(lambda tmp: SMALL_VIDEO, saved_model=lambda tmp: tmp / "notexport"),
              lambda tmp, ctx: (f"--saved_model={str(tmp / 'notexport')!r}", "is not a kerasvid export",
                                "saved_model.pb")),
-    # ---- train/main.py (helper C): flags are checked before any work (no data generated, no directory made)
+    # ---- train/main.py: flags are checked before any work (no data generated, no directory made); one row per
+    # refused setting, so the rows repeat one shape with other flags and messages
     BadInput("train_unknown_model_kwargs", lambda tmp: {},
              lambda tmp, ctx: _train_main("--synthetic", "--model_kwargs=bogus=1", "--train_steps=2",
                                           f"--model_dir={tmp / 'run'}"),

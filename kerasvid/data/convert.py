@@ -439,6 +439,8 @@ def main(argv=None):
     for cls in entry.get("dropped_classes", []):
         print(f"kerasvid convert: class {cls!r} is not in the label map: every input of it was skipped",
               file=sys.stderr)
+    # The end of every data command (here, extract.main): a count line, then one error line and exit 1 when nothing
+    # was made; the counts and wording differ per command.
     print(json.dumps({"name": args.name, "num_videos": entry["num_videos"], "skipped": len(skipped),
                       "output_dir": os.path.abspath(args.output_dir)}))
     if entry["num_videos"] == 0:

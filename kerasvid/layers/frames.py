@@ -103,6 +103,8 @@ class _FramePooling(_FrameWise):
         return self._POOLING_3D.from_config(self._config_3d("pool_size", "strides"))
 
 
+# FrameMaxPooling2D and FrameAveragePooling2D share their docstring's shape on purpose: each is a public class that
+# help() and the docs show on its own; the code they share is `_FramePooling`.
 @keras.saving.register_keras_serializable(package="kerasvid")
 class FrameMaxPooling2D(_FramePooling, keras.layers.MaxPooling2D):
     """`keras.layers.MaxPooling2D` applied to every frame of a clip: `MaxPooling3D((1, ph, pw), (1, sh, sw))`.

@@ -91,7 +91,7 @@ class NonLocalBlock(keras.layers.Layer):
         z = self.out_bn(self.out_conv(y), training=training)
         return inputs + tf.reshape(z, tf.shape(inputs))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape):  # a residual block: CPModule's is the same
         return tuple(input_shape)
 
     def get_config(self):

@@ -94,6 +94,7 @@ class VideoSoftmax(keras.layers.Layer):
 
     def __init__(self, num_videos, decay=0.9, read="per_sample", **kwargs):
         super().__init__(**kwargs)
+        # Argument checks of the layers' one kind (TVNet's too): each names its argument and the value.
         if isinstance(num_videos, bool) or not isinstance(num_videos, int) or num_videos < 1:
             raise ValueError(f"`num_videos` must be a positive int, got num_videos={num_videos!r}")
         if not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:

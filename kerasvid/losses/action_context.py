@@ -212,6 +212,7 @@ class FactorizationLoss(keras.losses.Loss):
                            ("margin", margin), ("negative_weight", negative_weight)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"`{key}` must be a number >= 0, got {key}={value!r}")
+        # The config's fields as attributes (as TVNet's constructor stores its own): `get_config` reads them back.
         self.classification_weight = float(classification_weight)
         self.removal_weight = float(removal_weight)
         self.consistency_weight = float(consistency_weight)
