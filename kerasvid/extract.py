@@ -532,24 +532,26 @@ def _parse_args(argv):
 
 
 def resolve_normalization(normalization, weights=None, checkpoint=None):
-    """The preset `kerasvid extract` feeds: `normalization` itself unless it is "auto"; then the preset the
-    `checkpoint`'s training run recorded (its `--normalization`, or what its weights implied), else the one
-    `weights` implies (`kerasvid.weights.presets.normalization_for_weights`: "caffe" for "imagenet", a published
-    file's own), else "imagenet"."""
+    """The preset `kerasvid extract` feeds: `normalization` itself unless it is "auto"; then, with a `checkpoint`
+    (a training run's model_dir or a checkpoint prefix in it) whose run recorded its flags, the preset that run
+    trained with (its `--normalization`, or what its weights implied); else the one `weights` implies
+    (`kerasvid.weights.presets.normalization_for_weights`: "caffe" for "imagenet", a published file's own), else
+    "imagenet"."""
     from kerasvid.weights import presets
 
     if normalization != "auto":
         return normalization
-    if checkpoint and os.path.isdir(checkpoint):
+    run_dir = checkpoint if checkpoint and os.path.isdir(checkpoint) else os.path.dirname(checkpoint or "")
+    if checkpoint and run_dir and os.path.isdir(run_dir):
         from kerasvid.data import discovery
 
-        run_flags = discovery.read_run_config(checkpoint).get("flags", {})
-        recorded = run_flags.get("normalization")
-        if recorded and recorded != "auto":
-            return recorded
-        run_weights = _literal_kwargs(str(run_flags.get("model_kwargs") or "")).get("weights")
-        if recorded == "auto" and run_weights:
-            return presets.normalization_for_weights(run_weights)
+        run_flags = discovery.read_run_config(run_dir).get("flags")
+        if run_flags is not None:
+            recorded = run_flags.get("normalization", "auto")
+            if recorded != "auto":
+                return recorded
+            return presets.normalization_for_weights(
+                _literal_kwargs(str(run_flags.get("model_kwargs") or "")).get("weights"))
     return presets.normalization_for_weights(weights or None)
 
 

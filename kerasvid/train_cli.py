@@ -41,7 +41,7 @@ import time
 from absl import app, flags, logging
 
 from kerasvid import _locks, config_flags, run_report
-from kerasvid._quiet import quiet_tensorflow  # noqa: F401 (also train/main.py's name)
+from kerasvid._quiet import quiet_tensorflow
 from kerasvid.tasks.base import TaskConfig
 from kerasvid.tasks.actor_observer_config import ActorObserverConfig
 from kerasvid.training.config import STRATEGIES, TrainConfig
@@ -56,7 +56,7 @@ EXIT_USAGE, EXIT_DIVERGED, EXIT_UNWRITABLE, EXIT_WORKER_LOST, EXIT_PREEMPTED = 2
 config_flags.define_flags(TaskConfig)
 config_flags.define_flags(TrainConfig, defaults={"train_steps": 0, "lr_decay_steps": 0, "checkpoint_every": 100})
 # The actor_observer task's settings, also --task_kwargs keys (`_task_kwargs` merges both).
-TRIPLET_FLAGS = tuple(config_flags.define_flags(ActorObserverConfig))
+ACTOR_OBSERVER_FLAGS = tuple(config_flags.define_flags(ActorObserverConfig))
 # Task and data discovery.
 flags.DEFINE_string("task", "classification", "Registered task (kerasvid.tasks.list_tasks()).")
 flags.DEFINE_string("labels_file", "", "Class names, one per line (default: labels.txt beside the records).")
@@ -258,10 +258,10 @@ def _recorded_run():
 
 
 def _task_kwargs():
-    """--task_kwargs plus the actor_observer task's flags given on the command line (or in a flagfile); UsageError for a
-    triplet flag with another --task, or a setting given both ways with two values."""
+    """--task_kwargs plus the actor_observer task's flags given on the command line (or in a flagfile); UsageError for
+    one of those flags with another --task, or a setting given both ways with two values."""
     kwargs = parse_kwargs(FLAGS.task_kwargs, "task_kwargs")
-    flagged = {name: _usage(config_flags.flag_value, ActorObserverConfig, name) for name in TRIPLET_FLAGS
+    flagged = {name: _usage(config_flags.flag_value, ActorObserverConfig, name) for name in ACTOR_OBSERVER_FLAGS
                if FLAGS[name].present}
     if flagged and FLAGS.task != "actor_observer":
         raise app.UsageError(f"--{sorted(flagged)[0]} is a setting of --task=actor_observer, got --task={FLAGS.task}.")

@@ -244,3 +244,8 @@ def test_normalization_auto_follows_the_run_then_the_weights(tmp_path):
     (run / "run_config.json").write_text(json.dumps(
         {"flags": {"normalization": "auto", "model_kwargs": "weights='imagenet'"}}))
     assert resolve_normalization("auto", None, str(run)) == "caffe"
+    # A checkpoint prefix inside the run's folder reads the same record; a run that recorded "auto" without weights
+    # trained on "imagenet", whatever this command's --weights.
+    assert resolve_normalization("auto", "imagenet", str(run / "ckpt-3")) == "caffe"
+    (run / "run_config.json").write_text(json.dumps({"flags": {"normalization": "auto"}}))
+    assert resolve_normalization("auto", "imagenet", str(run / "ckpt-3")) == "imagenet"

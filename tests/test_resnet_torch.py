@@ -110,3 +110,14 @@ def test_presets_name_the_published_files_and_their_input(tmp_path, monkeypatch)
     assert presets.normalization_for_weights("resnet50-0676ba61.pth") == "imagenet"
     v1 = presets.weights_info("resnet50_imagenet1k_v1")
     assert (v1.file_hash, v1.reported.split(" ")[1]) == ("sha256-prefix:0676ba61", "76.13")
+
+
+def test_imagenet_weights_need_the_keras_applications_layout():
+    """keras.applications' ResNet v1 weights into a torchvision-layout trunk would load (biases dropped, strides
+    elsewhere) and compute something else: refused before any download, naming the options."""
+    with pytest.raises(ValueError, match=r"needs their layout, got \{'stride_on_3x3': True, 'use_bias': False\}"):
+        resnet_video(50, input_shape=(1, 64, 64, 3), weights="imagenet", stride_on_3x3=True, use_bias=False)
+    from kerasvid.models.actor_observer import actor_observer_network
+
+    with pytest.raises(ValueError, match=r"needs their layout, got \{'padding': 'torch'\}"):
+        actor_observer_network(152, input_shape=(1, 64, 64, 3), weights="imagenet", padding="torch")

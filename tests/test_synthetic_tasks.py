@@ -147,8 +147,8 @@ def test_synthetic_conjugates_are_the_clips_without_their_digit(tmp_path):
                                  eval_videos=4, progress=False)
     with pytest.raises(ValueError, match="need at least 4 frames, got num_frames=3 .--synthetic_frames"):
         discovery.synthetic_data(str(tmp_path / "other"), "actor_observer", num_frames=3)
-    with pytest.raises(ValueError, match="makes data for the tasks classification, triplet, factorization, got "
-                                         "task='detection'"):
+    with pytest.raises(ValueError, match="makes data for the tasks classification, actor_observer, action_context, "
+                                         "got task='detection'"):
         discovery.synthetic_data(str(tmp_path / "other"), "detection")
     assert not os.path.exists(tmp_path / "other")
     with pytest.raises(ValueError, match="task='action_context' .this command: 'actor_observer'"):

@@ -353,8 +353,19 @@ def transfer_2d_weights(video_model, image_model):
     return count
 
 
-def check_imagenet_weights(depth, input_shape):
-    """Raises a ValueError unless keras.applications has ImageNet weights for this depth and channel count."""
+# The layout options that change what keras.applications' ImageNet weights compute (its layout is the default).
+_KERAS_LAYOUT = {"padding": "keras", "use_bias": True, "bn_epsilon": BN_EPSILON, "stride_on_3x3": False,
+                 "block_conv": "3d"}
+
+
+def check_imagenet_weights(depth, input_shape, trunk_options=None):
+    """Raises a ValueError unless keras.applications has ImageNet weights for this depth and channel count, and the
+    trunk is in their layout (`trunk_options`: `resnet_features`'s layout options)."""
+    other = {k: v for k, v in (trunk_options or {}).items() if k in _KERAS_LAYOUT and v != _KERAS_LAYOUT[k]}
+    if other:
+        raise ValueError(f"weights='imagenet' (keras.applications' ResNet v1 weights) needs their layout, got "
+                         f"{other} (defaults: {', '.join(f'{k}={_KERAS_LAYOUT[k]!r}' for k in other)}); "
+                         f"torchvision-layout files pass weights=<file>.pth instead")
     if depth not in (50, 101, 152):
         raise ValueError(f"weights='imagenet' is available for depth 50, 101 and 152 (keras.applications), "
                          f"got depth={depth}")

@@ -67,6 +67,8 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
         if stem_stride is None:
             stem_stride = resnet.default_stem_stride(input_shape)
         resnet.check_spatial_size(input_shape, stem_stride)
+        if weights == "imagenet":
+            resnet.check_imagenet_weights(depth, input_shape, trunk_options)
         frames = keras.Input(input_shape, name="frames")
         features = resnet.resnet_features(frames, depth, stem_stride=stem_stride, **trunk_options)["res5"]
         pooled = keras.layers.GlobalAveragePooling3D(name="avg_pool")(features)
@@ -101,7 +103,6 @@ def actor_observer_network(depth=152, num_classes=None, input_shape=(1, 224, 224
                                                dtype="float32")(h)
     model = keras.Model(inputs, outputs, name=name or default_name)
     if weights == "imagenet":
-        resnet.check_imagenet_weights(depth, input_shape)
         resnet.load_imagenet_weights(trunk, depth)
     elif torch_state is not None:
         heads = [layer.name for layer in model.layers if layer.weights and layer.name not in ("trunk", "predictions")]

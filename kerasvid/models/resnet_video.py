@@ -22,7 +22,8 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
     Args:
         depth: 18, 34, 50, 101 or 152.
         num_classes: classifier width.
-        input_shape: `(T, H, W, C)`; `T` may be None. H and W must be multiples of 16 x stem stride.
+        input_shape: `(T, H, W, C)`; `T` may be None. H and W must be multiples of 16 x stem stride (8 x stem stride
+            for the stems without max pool, `stem="no_pool"` or `"2plus1d"`).
         include_top: whether to add the pooling + dropout + dense head.
         weights: None, "imagenet" (depth 50/101/152: keras.applications ImageNet weights, transferred and, for
             temporal kernels > 1, inflated), the path to a `.weights.h5` file of this exact model, or (depth
@@ -50,7 +51,7 @@ def resnet_video(depth, num_classes=400, input_shape=(8, 224, 224, 3), include_t
         stem_stride = resnet.default_stem_stride(input_shape)
     resnet.check_spatial_size(input_shape, stem_stride, trunk_options.get("stem", "pool"))
     if weights == "imagenet":
-        resnet.check_imagenet_weights(depth, input_shape)
+        resnet.check_imagenet_weights(depth, input_shape, trunk_options)
     inputs = keras.Input(input_shape, name="image")
     feats = resnet.resnet_features(inputs, depth, temporal_kernels=temporal_kernels,
                                    stem_temporal_kernel=stem_temporal_kernel, stem_stride=stem_stride,
@@ -163,13 +164,13 @@ def torchvision_video_names(arch, blocks=(2, 2, 2, 2)):
 def _torchvision_video(model_name, num_classes, input_shape, include_top, weights, pooling, dropout_rate,
                        classifier_activation):
     arch, options = TORCHVISION_VIDEO[model_name]
+    if weights == "imagenet":
+        raise ValueError(f"weights='imagenet' is not available for {model_name}; use "
+                         f"weights='{arch}_kinetics400' (torchvision's Kinetics-400 weights) or a file")
     model = resnet_video(depth=18, num_classes=num_classes, input_shape=input_shape, include_top=include_top,
                          weights=None, pooling=pooling, dropout_rate=dropout_rate,
                          classifier_activation=classifier_activation, name=model_name, **_TV_VIDEO_LAYOUT,
                          **options)
-    if weights == "imagenet":
-        raise ValueError(f"weights='imagenet' is not available for {model_name}; use "
-                         f"weights='{arch}_kinetics400' (torchvision's Kinetics-400 weights) or a file")
     names = torchvision_video_names(arch)
     # A kerasvid .weights.h5 loads as it is; torchvision's .pth maps by these names (the classifier loads only
     # where it fits: without a top, or with another number of classes, it stays as built).

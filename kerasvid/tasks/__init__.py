@@ -1,4 +1,4 @@
-"""Tasks: one per kind of training (classification, triplet, factorization, ...), each registered by its module.
+"""Tasks: one per kind of training (classification, actor_observer, action_context, ...), each registered by its module.
 
 Every module of this package is imported on first use of the registry (`list_tasks`, `get_task`), so a new task
 file needs no line here.
