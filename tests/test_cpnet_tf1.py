@@ -200,3 +200,15 @@ def test_the_classifier_loads_only_where_it_fits():
     with pytest.raises(ValueError, match=r"2 variables of the checkpoint 'ck' fit no Keras weight, e.g. "
                                          r"\['fc/weights', 'fc/biases'\]"):
         tf_checkpoint.assign_checkpoint(pairs[:2], values, "ck")
+
+
+def test_only_leading_size_one_axes_are_added_or_dropped():
+    """A conv3d kernel [1, k, k, ci, co] fits a frame-wise [k, k, ci, co]; [3, 1, 1, ci, co] does not fit
+    (1, 3, 1, ci, co): reshaping it would move the kernel's axes."""
+    from kerasvid.weights.tf_checkpoint import _fit_value
+
+    kernel = np.arange(2 * 3 * 3 * 4, dtype=np.float32).reshape(1, 3, 3, 2, 4)
+    np.testing.assert_array_equal(_fit_value("k", kernel, (3, 3, 2, 4)), kernel[0])
+    with pytest.raises(ValueError, match=r"'t' of shape \(3, 1, 1, 2, 4\) does not fit the Keras weight of shape "
+                                         r"\(1, 3, 1, 2, 4\)"):
+        _fit_value("t", np.zeros((3, 1, 1, 2, 4)), (1, 3, 1, 2, 4))

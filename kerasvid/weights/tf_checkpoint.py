@@ -48,7 +48,9 @@ def read_checkpoint(prefix):
 
 
 def _fit_value(name, value, target_shape):
-    """`value` reshaped to `target_shape` when the two differ only by size-1 axes.
+    """`value` reshaped to `target_shape` when the two differ only by leading size-1 axes (a TF1 conv3d kernel
+    `[1, k, k, C_in, C_out]` into a frame-wise 2D kernel `[k, k, C_in, C_out]`, or back); a size-1 axis elsewhere
+    would move the kernel's axes, so it is refused.
 
     Raises:
         ValueError: naming the checkpoint variable and both shapes.
@@ -57,7 +59,14 @@ def _fit_value(name, value, target_shape):
     target_shape = tuple(int(s) for s in target_shape)
     if value.shape == target_shape:
         return value
-    if tuple(s for s in value.shape if s != 1) != tuple(s for s in target_shape if s != 1):
+
+    def core(shape):
+        shape = tuple(shape)
+        while shape and shape[0] == 1:
+            shape = shape[1:]
+        return shape
+
+    if core(value.shape) != core(target_shape):
         raise ValueError(f"The checkpoint variable {name!r} of shape {value.shape} does not fit the Keras weight of "
                          f"shape {target_shape}")
     return value.reshape(target_shape)
