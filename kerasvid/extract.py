@@ -326,12 +326,20 @@ def resolve_checkpoint(checkpoint):
     return path
 
 
-def run_settings(model_dir):
-    """`(model name, num_classes, model_kwargs text)` recorded by `kerasvid train` in `<model_dir>/run_config.json`,
-    or `("", 0, "")`: the run's model is built as it was trained (e.g. a CPNet's `cp_k`)."""
+def _run_dir(checkpoint):
+    """The training run's folder of `--checkpoint` (a model_dir, or a checkpoint prefix inside one), or ""."""
+    run_dir = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
+    return run_dir if run_dir and os.path.isdir(run_dir) else ""
+
+
+def run_settings(checkpoint):
+    """`(model name, num_classes, model_kwargs text)` recorded by `kerasvid train` in the `run_config.json` of the
+    `checkpoint`'s run (its model_dir, or the folder of a checkpoint prefix), or `("", 0, "")`: the run's model is
+    built as it was trained (e.g. a CPNet's `cp_k`)."""
     from kerasvid.data import discovery
 
-    config = discovery.read_run_config(model_dir) if os.path.isdir(model_dir) else {}
+    run_dir = _run_dir(checkpoint)
+    config = discovery.read_run_config(run_dir) if run_dir else {}
     run_flags = config.get("flags", {})
     return (str(run_flags.get("model", "")), int(config.get("num_classes") or 0),
             str(run_flags.get("model_kwargs") or ""))
@@ -541,8 +549,8 @@ def resolve_normalization(normalization, weights=None, checkpoint=None):
 
     if normalization != "auto":
         return normalization
-    run_dir = checkpoint if checkpoint and os.path.isdir(checkpoint) else os.path.dirname(checkpoint or "")
-    if checkpoint and run_dir and os.path.isdir(run_dir):
+    run_dir = _run_dir(checkpoint) if checkpoint else ""
+    if run_dir:
         from kerasvid.data import discovery
 
         run_flags = discovery.read_run_config(run_dir).get("flags")

@@ -249,3 +249,14 @@ def test_normalization_auto_follows_the_run_then_the_weights(tmp_path):
     assert resolve_normalization("auto", "imagenet", str(run / "ckpt-3")) == "caffe"
     (run / "run_config.json").write_text(json.dumps({"flags": {"normalization": "auto"}}))
     assert resolve_normalization("auto", "imagenet", str(run / "ckpt-3")) == "imagenet"
+
+
+def test_run_settings_from_a_model_dir_or_a_checkpoint_prefix_in_it(tmp_path):
+    from kerasvid.extract import run_settings
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_config.json").write_text(json.dumps(
+        {"flags": {"model": "cpnet_resnet18", "model_kwargs": "k=4"}, "num_classes": 7}))
+    assert run_settings(str(run)) == run_settings(str(run / "ckpt-12")) == ("cpnet_resnet18", 7, "k=4")
+    assert run_settings(str(tmp_path / "elsewhere" / "ckpt-1")) == ("", 0, "")
