@@ -368,7 +368,7 @@ QUICK = {"settings": f"5/5/30/o10/m5/e0.01/{CB}/t0,1/1/30/t0", "batch": 1, "repe
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--settings", default=f"1/1/50,5/5/15,5/3/15/pcascade/s0,5/5/30/{CB},5/5/15/o3/m5/{CB},"
-                                              f"5/5/30/o10/m5/e0.01/{CB},5/5/15/o3/m5/{CB}/t0,"
+                                              f"5/5/30/o10/m5/e0.01/{CB},5/5/15/o3/m5/{CB}/t0,5/5/20/o3/m5/{CB},"
                                               f"5/5/30/o10/m5/e0.01/{CB}/t0",
                         help="TVNet scales/warps/iterations[/oOUTER][/mMEDIAN][/eEPSILON][/zZOOM][/pPYRAMID][/s0 = no "
                              "presmoothing][/iWARP_INTERPOLATION][/bWARP_PADDING][/t0 = no stretch], comma separated; "
