@@ -1,4 +1,4 @@
-"""The action/context factorization claim in miniature (issue 8): does the factorized model look at the actor and
+"""The action/context factorization claim in miniature: does the factorized model look at the actor and
 ignore the background?
 
 Synthetic clips (`kerasvid.data.synthetic.render_moving_digits`): the action is a digit moving in one of 4

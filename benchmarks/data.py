@@ -9,7 +9,7 @@ Compared, on the same clips (16 frames, stride 2, batch 8, training augmentation
     what training without conversion would read) in a tf.data `numpy_function` map, then the same crop window and
     resize (no intermediate short-side resize: the cheapest on-the-fly path);
   - "pyav_same_res": the same from H.264 mp4s re-encoded at the records' resolution (GOP 25), for reference.
-Targets (issue 3): pipeline >= 3x the PyAV path and >= 80% of bare_decode.
+Targets: pipeline >= 3x the PyAV path and >= 80% of bare_decode.
 
 Run: `python benchmarks/data.py [--clips 32]`; prints JSON and a markdown table, saves
 benchmarks/results/bench_data.json.

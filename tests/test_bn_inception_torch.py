@@ -1,4 +1,4 @@
-"""pretrainedmodels' / TSN's PyTorch BN-Inception weights into `bn_inception` (issue 25, section 2): the converted
+"""pretrainedmodels' / TSN's PyTorch BN-Inception weights into `bn_inception`: the converted
 model computes what the PyTorch module computed (tests/fixtures/torch_reference: real PyTorch float64 outputs)."""
 import importlib.util
 import os

@@ -1,4 +1,4 @@
-"""Model builders forward to each other by keyword (issue 16 item 5): a reordering of a builder's parameters
+"""Model builders forward to each other by keyword: a reordering of a builder's parameters
 (`resnet_video`, `cpnet_resnet`, ...) must not silently mis-bind the arguments of the builders that call it."""
 import ast
 import pathlib

@@ -1,5 +1,4 @@
-"""The CPNet authors' TF1 checkpoints into `cpnet_resnet34(variant="released_code", weights=<prefix>)` (issue 25,
-section 2).
+"""The CPNet authors' TF1 checkpoints into `cpnet_resnet34(variant="released_code", weights=<prefix>)`.
 
 The checkpoints themselves cannot be downloaded here: the test writes one with exactly the names and shapes of the
 Jester checkpoint (tests/fixtures/cpnet_checkpoints/jester_r34_112.txt, obtained by building the authors' training

@@ -1,5 +1,5 @@
 """The ImageNet start gets the input its weights were trained on: keras.applications' ResNets expect "caffe"
-preprocessing (RGB -> BGR, minus the BGR means, 0..255), and the weights choose it (issue 25, section 1)."""
+preprocessing (RGB -> BGR, minus the BGR means, 0..255), and the weights choose it."""
 import keras
 import numpy as np
 import pytest

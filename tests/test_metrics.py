@@ -101,7 +101,7 @@ def test_alignment_error_on_synthetic_matrices():
         metrics.alignment_error(aligned, radius=-1)
 
 
-# ----- ties and non-finite scores never help (issue 13 A1; each assertion fails on the old "ties favour the label") --
+# ----- ties and non-finite scores never help (each assertion fails on the old "ties favour the label") --
 def test_topk_ties_rank_the_label_below_and_constant_or_nan_models_score_zero():
     # Row 0: the label ties with class 1 at the top -> rank 2 (a miss at k=1, a hit at k=2).
     # Row 1: the label is alone at the top -> a hit. Row 2: a NaN anywhere in the row -> a miss at every k.

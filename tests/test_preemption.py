@@ -1,4 +1,4 @@
-"""Faults at scale (issue 13 C), on the toy task through a real `train/main.py` process (tests/training_toy.py):
+"""Faults at scale, on the toy task through a real `train/main.py` process (tests/training_toy.py):
 SIGTERM saves a checkpoint and exits 143, and the rerun resumes bit-identically; an unwritable `--model_dir` fails
 with a clear error and leaves the last checkpoint intact."""
 import os

@@ -1,5 +1,5 @@
-"""torchvision's ImageNet ResNets and training checkpoints in their layout into kerasvid's ResNets (issue 25,
-section 2): such a file implies torchvision's trunk ("v1.5": stride on the 3x3, no conv bias, BN eps 1e-5, PyTorch's
+"""torchvision's ImageNet ResNets and training checkpoints in their layout into kerasvid's ResNets:
+such a file implies torchvision's trunk ("v1.5": stride on the 3x3, no conv bias, BN eps 1e-5, PyTorch's
 symmetric padding), and the converted model computes what torchvision's module computed
 (tests/fixtures/torch_reference: real PyTorch float64 outputs with the stand-in weights of reference_weights.py)."""
 import os

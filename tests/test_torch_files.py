@@ -1,5 +1,5 @@
 """`.pth` (zip and legacy formats) and `.safetensors` read without PyTorch; a pickle that names anything but tensors
-and containers is refused before it runs (issue 25, section 2). Fixtures: real `torch.save` files
+and containers is refused before it runs. Fixtures: real `torch.save` files
 (tests/fixtures/torch_reference/README.md)."""
 import json
 import os

@@ -1,5 +1,5 @@
 """torchvision's Kinetics-400 video ResNets (r3d_18, mc3_18, r2plus1d_18) as `r3d_resnet18`, `mc3_resnet18`,
-`r2plus1d_resnet18` (issue 25, section 2): torchvision's state_dict maps onto the kerasvid model, and the converted
+`r2plus1d_resnet18`: torchvision's state_dict maps onto the kerasvid model, and the converted
 model computes what the PyTorch module computed (tests/fixtures/torch_reference: real PyTorch float64 outputs of the
 modules with deterministic stand-in weights)."""
 import importlib.util

@@ -363,7 +363,7 @@ def test_classification_eval_of_constant_and_nan_predictions_scores_zero_and_cou
     assert (float(hits), float(count)) == (1.0, 2.0)
 
 
-# ----- divergence and non-finite state (issue 13 A2) ---------------------------------------------------------------
+# ----- divergence and non-finite state ----------------------------------------------------------------------------
 def _named_checkpoint(message):
     found = re.search(r"last finite checkpoint \(([^)]*)\)", message)
     return found.group(1) if found else None
