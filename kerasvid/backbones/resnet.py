@@ -176,24 +176,27 @@ def _stem(x, stem, kt0, stem_stride, style):
         y = _bn(y, "conv1_bn_s", style)
         y = keras.layers.Activation("relu", name="conv1_relu_s")(y)
         y = _conv(y, 64, (kt0, 1, 1), 1, kt0, "conv1_conv", style)
-    elif style.padding == "tf":
-        y = clip_conv(64, (kt0, 7, 7), strides=(1, stem_stride, stem_stride), padding="same",
-                      use_bias=style.use_bias, kernel_initializer="he_normal", name="conv1_conv")(x)
     else:
-        # keras.applications pads 3 pixels then runs a VALID 7x7 conv (as PyTorch's padding=3 does); the same
-        # explicit padding keeps the C2D model frame-by-frame identical to the 2D one.
-        y = keras.layers.ZeroPadding3D(((kt0 // 2, kt0 // 2), (3, 3), (3, 3)), name="conv1_pad")(x)
-        y = clip_conv(64, (kt0, 7, 7), strides=(1, stem_stride, stem_stride), padding="valid",
-                      use_bias=style.use_bias, kernel_initializer="he_normal", name="conv1_conv")(y)
+        # TF1 graphs ("tf") pad the 7x7 conv TF's "same" way; keras.applications pads 3 pixels then runs a VALID
+        # conv (as PyTorch's padding=3 does): that explicit padding keeps the C2D model frame-by-frame identical to
+        # the 2D one.
+        padding = "same"
+        if style.padding != "tf":
+            x = keras.layers.ZeroPadding3D(((kt0 // 2, kt0 // 2), (3, 3), (3, 3)), name="conv1_pad")(x)
+            padding = "valid"
+        y = clip_conv(64, (kt0, 7, 7), strides=(1, stem_stride, stem_stride), padding=padding,
+                      use_bias=style.use_bias, kernel_initializer="he_normal", name="conv1_conv")(x)
     y = _bn(y, "conv1_bn", style)
     y = keras.layers.Activation("relu", name="conv1_relu")(y)
     if stem != "pool":
         return y
-    if style.padding == "tf":  # TF SAME max pool (pads with -inf; after a ReLU the same as zeros)
-        return clip_pooling("max", (1, 3, 3), strides=(1, 2, 2), padding="same", name="pool1_pool")(y)
-    # keras.applications and PyTorch pad 1 on each side (zeros after the ReLU: the same as PyTorch's -inf).
-    y = keras.layers.ZeroPadding3D(((0, 0), (1, 1), (1, 1)), name="pool1_pad")(y)
-    return clip_pooling("max", (1, 3, 3), strides=(1, 2, 2), name="pool1_pool")(y)
+    # TF's SAME max pool pads with -inf, keras.applications and PyTorch pad 1 on each side: after a ReLU, zeros
+    # and -inf give the same maxima.
+    padding = "same"
+    if style.padding != "tf":
+        y = keras.layers.ZeroPadding3D(((0, 0), (1, 1), (1, 1)), name="pool1_pad")(y)
+        padding = "valid"
+    return clip_pooling("max", (1, 3, 3), strides=(1, 2, 2), padding=padding, name="pool1_pool")(y)
 
 
 def _choice(value, valid, what):

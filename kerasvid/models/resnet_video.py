@@ -138,7 +138,7 @@ TORCHVISION_VIDEO = {
 }
 
 
-def torchvision_video_names(arch, blocks=(2, 2, 2, 2)):
+def torchvision_video_names(arch):
     """`{torchvision module: kerasvid layer}` for a torchvision video ResNet-18 `arch` ("r3d_18", "mc3_18",
     "r2plus1d_18"): the map `kerasvid.weights.convert.assign_state_dict` applies to its state_dict."""
     names = {"fc": "predictions"}
@@ -146,7 +146,7 @@ def torchvision_video_names(arch, blocks=(2, 2, 2, 2)):
         names.update({"stem.0": "conv1_conv_s", "stem.1": "conv1_bn_s", "stem.3": "conv1_conv", "stem.4": "conv1_bn"})
     else:
         names.update({"stem.0": "conv1_conv", "stem.1": "conv1_bn"})
-    for s, n in enumerate(blocks):
+    for s, n in enumerate(resnet.RESNET_SPECS[18][1]):
         for b in range(n):
             torch, keras_ = f"layer{s + 1}.{b}", f"conv{s + 2}_block{b + 1}"
             names[f"{torch}.downsample.0"], names[f"{torch}.downsample.1"] = f"{keras_}_0_conv", f"{keras_}_0_bn"
@@ -174,8 +174,7 @@ def _torchvision_video(model_name, num_classes, input_shape, include_top, weight
     names = torchvision_video_names(arch)
     # A kerasvid .weights.h5 loads as it is; torchvision's .pth maps by these names (the classifier loads only
     # where it fits: without a top, or with another number of classes, it stays as built).
-    return common.load_model_weights(model, weights, torch_names={t: k for t, k in names.items()},
-                                     torch_optional=("fc",))
+    return common.load_model_weights(model, weights, torch_names=names, torch_optional=("fc",))
 
 
 # Each torchvision builder forwards by keyword (tests/test_builder_forwarding.py); the layout lives in
