@@ -183,9 +183,14 @@ def test_gradients_reach_the_mlp():
     assert np.abs(at_init[layer.final_bn.gamma.path].numpy()).max() > 0
     assert all(np.all(g.numpy() == 0) for p, g in at_init.items() if "final_bn" not in p)
     layer.final_bn.gamma.assign(np.ones(8, np.float32))
-    # ... and once gamma moves, every weight of the MLP receives a gradient.
+    # ... and once gamma moves, every weight of the MLP receives a gradient, except the biases of the 1x1 convs:
+    # a BN with batch statistics removes a per-channel shift again, so their gradient is zero (exactly, not None).
     for path, g in grads().items():
-        assert g is not None and np.abs(g.numpy()).max() > 0, path
+        assert g is not None, path
+        if path.endswith("conv/bias"):
+            assert np.all(g.numpy() == 0), path
+        else:
+            assert np.abs(g.numpy()).max() > 0, path
 
 
 def test_permutation_equivariance_within_frames():
@@ -290,10 +295,11 @@ def test_argument_errors(kwargs, match):
         CPModule(**kwargs)
 
 
-@pytest.mark.parametrize("rank", [3, 4, 5])
+@pytest.mark.parametrize("rank,shifted", [(3, False), (4, False), (5, False), (4, True)])
 @pytest.mark.parametrize("training,trainable", [(True, True), (True, False), (False, True)])
-def test_fused_batch_norm_matches_keras_batch_norm(rank, training, trainable):
-    # Same outputs, gradients and moving-statistics update as the Keras layer it stands in for.
+def test_fused_batch_norm_matches_keras_batch_norm(rank, shifted, training, trainable):
+    # Same outputs, gradients and moving-statistics update as the Keras layer it stands in for; with `shift=b`, as
+    # the Keras layer on x + b (b's gradient included: exactly zero with batch statistics, zero in exact arithmetic).
     rng = np.random.RandomState(rank)
     x = tf.constant((rng.randn(*(2, 5, 3, 4)[:rank - 1], 6) * 3 + 1).astype(np.float32))
     layers = []
@@ -304,19 +310,25 @@ def test_fused_batch_norm_matches_keras_batch_norm(rank, training, trainable):
                        if not layers else layers[0].get_weights())
         bn.trainable = trainable
         layers.append(bn)
+    shift = tf.Variable(np.linspace(-4, 5, 6).astype(np.float32) if shifted else np.zeros(6, np.float32))
     before = [w.copy() for w in layers[0].get_weights()[2:]]
     results = []
-    for fn, bn in ((lambda t: layers[0](t, training=training), layers[0]),
-                   (lambda t: fused_batch_norm(layers[1], t, training), layers[1])):
+    for fn, bn in ((lambda t: layers[0](t + shift if shifted else t, training=training), layers[0]),
+                   (lambda t: fused_batch_norm(layers[1], t, training, shift=shift if shifted else None), layers[1])):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = fn(x)
             loss = tf.reduce_sum(y * tf.sin(y))
-        grads = tape.gradient(loss, [x, bn.gamma, bn.beta])
+        grads = tape.gradient(loss, [x, bn.gamma, bn.beta, shift])
         results.append([y] + [g if g is not None else tf.zeros_like(bn.gamma) for g in grads]
                        + [bn.moving_mean, bn.moving_variance])
-    for got, want in zip(results[1], results[0]):
+    for i, (got, want) in enumerate(zip(results[1], results[0])):
+        if i == 4 and shifted and training and trainable:  # d/d shift with batch statistics
+            assert np.all(got.numpy() == 0) and np.abs(want.numpy()).max() < 1e-4
+            continue
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
+    if shifted and not (training and trainable):
+        assert np.abs(results[1][4].numpy()).max() > 1  # the shift's gradient is real with the moving statistics
     moved = not np.allclose(layers[1].get_weights()[2:], before)
     assert moved == (training and trainable)  # only a training call of a trainable layer updates the statistics
 

@@ -34,7 +34,7 @@ def batch_norm(owner, channels, rank, name, gamma_initializer="ones"):
     return layer
 
 
-def fused_batch_norm(bn, x, training):
+def fused_batch_norm(bn, x, training, shift=None):
     """Applies the built `keras.layers.BatchNormalization` `bn` to `x` with TF's fused kernel, Keras semantics.
 
     The same numbers and moving-statistics update as `bn(x, training=training)` (batch statistics with the biased
@@ -42,7 +42,16 @@ def fused_batch_norm(bn, x, training):
     input dtype), but as one `FusedBatchNormV3` op and its fused gradient instead of the dozen element-wise ops of
     the composite (the CP module's MLP normalises `[B, N, k, U]` tensors; timings: `benchmarks/bench_cp_knn.py`).
     `x` is channels-last of any rank >= 2; float64 (no fused kernel) goes through `bn` itself.
+
+    `shift`: optional per-channel vector (a convolution's bias); the result is that of `bn(x + shift)`. With batch
+    statistics the shift cancels (`x + shift - mean(x + shift) = x - mean(x)`), so `x + shift` is never formed: the
+    moving mean is updated with `mean(x) + shift` and the shift's gradient is exactly zero, its value in exact
+    arithmetic (forming it costs a pass over `x` forward and a reduction backward, and yields rounding noise). With
+    the moving statistics `x + shift` is normalised as written.
     """
+    if shift is not None and not (training and bn.trainable and x.dtype != tf.float64):
+        x = x + tf.cast(shift, x.dtype)
+        shift = None
     if x.dtype == tf.float64:
         return bn(x, training=training)
     shape = tf.shape(x)
@@ -50,7 +59,12 @@ def fused_batch_norm(bn, x, training):
     x4 = tf.reshape(tf.cast(x, tf.float32), [-1, 1, 1, channels]) if x.shape.rank != 4 else tf.cast(x, tf.float32)
     gamma, beta = tf.cast(bn.gamma, tf.float32), tf.cast(bn.beta, tf.float32)
     if training and bn.trainable:
+        if shift is not None:
+            shift = tf.cast(shift, tf.float32)
+            beta = beta + 0.0 * shift  # the shift's exact (zero) gradient, not None: optimizers warn on None
         y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x4, gamma, beta, epsilon=bn.epsilon, is_training=True)
+        if shift is not None:
+            mean = mean + tf.stop_gradient(shift)
         count = tf.cast(tf.size(x4) // channels, tf.float32)
         variance = variance * tf.maximum(count - 1.0, 0.0) / count  # the op returns the unbiased variance
         momentum = bn.momentum

@@ -48,6 +48,15 @@ def _gather_neighbours(values, proposals):
     return tf.gather(values, proposals, batch_dims=1), grad
 
 
+def _normalised_projection(dense, bn, x, training):
+    """`bn(dense(x))` for a 1x1 conv (`Dense`) followed by BatchNormalization, the conv's bias folded into the norm.
+
+    The bias is a per-channel shift that a norm with batch statistics removes again (`fused_batch_norm`'s `shift`),
+    so the `[B, N, k, U]` bias addition and its gradient reduction are not run when training.
+    """
+    return fused_batch_norm(bn, tf.tensordot(x, tf.cast(dense.kernel, x.dtype), 1), training, shift=dense.bias)
+
+
 def _positive_int(value, name, allow_none=False):
     if allow_none and value is None:
         return None
@@ -178,7 +187,7 @@ class CPModule(keras.layers.Layer):
         batch = tf.shape(inputs)[0]
         f = inputs
         if self.bottleneck:
-            f = fused_batch_norm(self.bottleneck_bn, self.bottleneck_conv(f), training)
+            f = _normalised_projection(self.bottleneck_conv, self.bottleneck_bn, f, training)
         if self.spatial_shrink > 1:
             f = self._resize(f, (small_h, small_w), batch)
         return tf.reshape(f, [batch, frames * small_h * small_w, feat])
@@ -196,16 +205,16 @@ class CPModule(keras.layers.Layer):
         coord_term = tf.matmul(tf.constant(self._coords, dtype), w_coord)  # [N, U]
         per_neighbour, per_query = tf.split(tf.matmul(points, tf.concat([w_neighbour, w_query], axis=1)), 2, axis=-1)
         per_neighbour = per_neighbour + coord_term
-        per_query = per_query - coord_term + tf.cast(first.bias, dtype)
+        per_query = per_query - coord_term
         h = _gather_neighbours(per_neighbour, proposals) + tf.expand_dims(per_query, 2)  # [B, N, k, U]
-        h = fused_batch_norm(self.mlp_bns[0], h, training)
+        h = fused_batch_norm(self.mlp_bns[0], h, training, shift=first.bias)  # bias as in _normalised_projection
         for conv, bn in zip(self.mlp_convs[1:], self.mlp_bns[1:]):
-            h = fused_batch_norm(bn, conv(tf.nn.relu(h)), training)
+            h = _normalised_projection(conv, bn, tf.nn.relu(h), training)
         # Max over the k proposals as a [1, k] max-pool (one fused gradient op that routes each channel's gradient
         # to its maximum; reduce_max's gradient takes five passes over [B, N, k, U]), then the last ReLU, on the
         # pooled tensor: max_k relu(h_k) = relu(max_k h_k), since the ReLU is non-decreasing.
         h = tf.nn.relu(tf.squeeze(tf.nn.max_pool2d(h, [1, self.k], [1, self.k], "VALID"), axis=2))
-        g = fused_batch_norm(self.final_bn, self.final_conv(h), training)
+        g = _normalised_projection(self.final_conv, self.final_bn, h, training)
         g = tf.reshape(g, [batch, frames, small_h, small_w, channels])
         if self.spatial_shrink > 1:
             g = self._resize(g, (height, width), batch)

@@ -152,12 +152,17 @@ def _frame_pair_knn(points, num_frames, k):
     best_groups = tf.sort(tf.math.top_k(maxima, k=k, sorted=False).indices, axis=-1)  # in index order
     slot, start = best_groups // groups, best_groups % groups  # which other frame, which group in it
     src = tf.gather(source.reshape(-1), query_frame * (num_frames - 1) + slot)
-    local = (np.arange(num_points, dtype=np.int32) % per_frame)[:, None, None]  # query's point within its frame
-    key = tf.expand_dims(start * group, -1) + np.arange(group, dtype=np.int32)  # [B, N, k, g] keys in their frame
+    local = (np.arange(num_points, dtype=np.int32) % per_frame)[:, None]  # query's point within its frame
     # Score of (query, key) in the flattened blocks: row `local`, column `key` of block `src` (< P), or row `key`,
-    # column `local` of block `src - P` (the transposed side), so no transposed copy of the blocks is needed.
-    flat_index = tf.expand_dims((src % num_pairs) * per_frame ** 2, -1) + tf.where(
-        tf.expand_dims(src < num_pairs, -1), local * per_frame + key, key * per_frame + local)
+    # column `local` of block `src - P` (the transposed side), so no transposed copy of the blocks is needed. The g
+    # keys of a group lie `step` apart from the first one's score (1 along a row, S down a column), so the
+    # [B, N, k, g] index tensor costs one multiply-add; the rest is [B, N, k].
+    row_side = src < num_pairs
+    first_key = start * group
+    base = (src % num_pairs) * per_frame ** 2 + tf.where(row_side, local * per_frame + first_key,
+                                                         first_key * per_frame + local)
+    step = tf.where(row_side, 1, per_frame)
+    flat_index = tf.expand_dims(base, -1) + tf.expand_dims(step, -1) * np.arange(group, dtype=np.int32)
     candidates = tf.gather(tf.reshape(blocks, [batch, -1]), flat_index, batch_dims=1)  # [B, N, k, g]
     pos = tf.math.top_k(tf.reshape(candidates, [batch, num_points, k * group]), k=k, sorted=not rerank).indices
     chosen = pos // group
