@@ -403,7 +403,8 @@ def _check_resumable(task, trainer, modes):
                                  f"has {key}={shown(new[key])}; use the run's settings or another --model_dir.")
     latest = tf.train.latest_checkpoint(FLAGS.model_dir)
     if latest and not (FLAGS.checkpoint and not any(m in ("train", "train_and_eval") for m in modes)):
-        _usage(checkpoints.restore_model, trainer.model, latest,
+        # Names and shapes only: the restore is the trainer's (resume) or the eval / export's, once.
+        _usage(checkpoints.check_restorable, trainer.model, latest,
                f"--model={FLAGS.model} with these settings (the checkpoints of --model_dir={FLAGS.model_dir!r} are "
                f"of another model)")
     # An eval or export records nothing in a folder that has a record, nor in one with no checkpoint to use (its

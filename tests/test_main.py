@@ -197,6 +197,36 @@ def test_sigkill_then_rerun_resumes_to_the_same_weights(records, reference_run, 
 
 
 @pytest.mark.large
+def test_a_resumed_run_restores_its_checkpoint_once(records, tmp_path, monkeypatch):
+    """Start-up reads the latest checkpoint's values once: the check that it fits the model (before run_config.json
+    is written) reads only its names and shapes; the resume (train) or the eval restores it."""
+    import tensorflow as tf
+
+    args = [a for a in _command(records, tmp_path, "--train_steps=1", "--checkpoint_every=1")[2:]
+            if a != "--deterministic"]  # op determinism would stay on for the rest of the session
+    restored, real_restore = [], tf.train.Checkpoint.restore
+    monkeypatch.setattr(tf.train.Checkpoint, "restore",
+                        lambda self, path, *a, **k: restored.append(path) or real_restore(self, path, *a, **k))
+    with flagsaver.flagsaver():
+        for mode, before in (("train", []), ("train", ["ckpt-1"]), ("eval", ["ckpt-1"])):
+            restored.clear()
+            _parse(*args, f"--mode={mode}")
+            main.run(FLAGS.mode)
+            assert [os.path.basename(p) for p in restored] == before, mode
+        assert json.load(open(tmp_path / "eval_results.json"))["step"] == 1
+        # Without the run's record, a checkpoint of another model (C3D's kernels have a temporal axis) is still
+        # refused before anything is written.
+        os.remove(tmp_path / "run_config.json")
+        restored.clear()
+        _parse(*[a.replace("c2d_resnet18", "c3d_resnet18") for a in args], "--mode=train")
+        with pytest.raises(app.UsageError, match=r"Cannot restore --model=c3d_resnet18 with these settings .*are of "
+                                                 r"another model.*ckpt-1': its tensor of conv1_conv/kernel has shape "
+                                                 r"\(7, 7, 3, 64\), the model's variable has shape \(3, 7, 7, 3, 64\)"):
+            main.run(FLAGS.mode)
+    assert restored == [] and not os.path.exists(tmp_path / "run_config.json")
+
+
+@pytest.mark.large
 def test_mirrored_over_two_logical_cpus(records, tmp_path):
     result = _run(_command(records, tmp_path, "--strategy=mirrored", "--cpu_devices=2", "--mode=train_and_eval",
                            "--bn_recalibration_batches=2"))
