@@ -1,6 +1,7 @@
 """Tests of train/main.py: flag validation before any work, the recipes, and end-to-end runs in subprocesses
 (train + eval + export + predictions; SIGKILL and resume == uninterrupted; mirrored over 2 logical CPUs;
 multi_worker as two processes on 127.0.0.1 with identical weights and chief-only outputs)."""
+import dataclasses
 import json
 import os
 import re
@@ -516,3 +517,22 @@ def test_a_recipe_with_an_epoch_schedule_evaluates_and_exports(records, tmp_path
                f"--model_dir={tmp_path}", f"--mode={mode}")
         task, train_config = main.build_configs([mode])
     assert train_config.lr_schedule == "constant" and task.config.model == "tvnet_bn_inception"
+
+
+@pytest.mark.parametrize("mode", ["eval", "export"])
+def test_eval_and_export_take_no_training_setting(records, tmp_path, mode):
+    """A command that trains nothing gets the loop's defaults with the flags' mixed precision: a warm-up longer than
+    the unset --train_steps stops it no more than an epoch schedule does (before: "`warmup_steps`=20 must be
+    smaller than `train_steps`=1", a placeholder's), and the optimizer it never uses is an SGD without momentum."""
+    from kerasvid.training import TrainConfig
+
+    train, heldout = records
+    with flagsaver.flagsaver():
+        _parse(f"--eval_pattern={heldout}", f"--labels_file={os.path.join(os.path.dirname(train), 'labels.txt')}",
+               f"--model_dir={tmp_path}", "--num_frames=2", "--image_size=32,32", "--warmup_steps=20",
+               "--optimizer=adam", "--learning_rate=0.5", "--lr_schedule=cosine", "--mixed_precision=bfloat16",
+               f"--mode={mode}")
+        _, train_config = main.build_configs([mode])
+    defaults = dataclasses.asdict(TrainConfig())
+    got = dataclasses.asdict(train_config)
+    assert {k: v for k, v in got.items() if v != defaults[k]} == {"mixed_precision": "bfloat16", "momentum": 0.0}
