@@ -22,6 +22,7 @@ from kerasvid.training import strategy as strategy_lib
 # The tensor of a TF2 checkpoint that holds its object graph (the trackables' names and their tensors' keys).
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
+
 class NonFiniteStateError(RuntimeError):
     """Raised instead of writing (or using) a state with NaN or infinite float values."""
 
@@ -122,7 +123,8 @@ def check_restorable(model, path, what="the model"):
     its tensors' shapes: no value is read or assigned (a check before the one restore that follows); returns `path`.
 
     A model variable is matched to the checkpoint's tensor as a restore matches it (by its path of attribute names
-    from the checkpoint's root, `tf.train.CheckpointView.match`); its shape must be the tensor's.
+    from the checkpoint's root; an object shared by two paths, e.g. a weight the optimizer also tracks, is matched
+    once); its shape must be the tensor's.
 
     Raises:
         CheckpointMismatchError: `path` is not a readable TensorFlow checkpoint, a tensor has another shape than its
