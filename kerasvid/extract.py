@@ -332,14 +332,19 @@ def _run_dir(checkpoint):
     return run_dir if run_dir and os.path.isdir(run_dir) else ""
 
 
-def run_settings(checkpoint):
-    """`(model name, num_classes, model_kwargs text)` recorded by `kerasvid train` in the `run_config.json` of the
-    `checkpoint`'s run (its model_dir, or the folder of a checkpoint prefix), or `("", 0, "")`: the run's model is
-    built as it was trained (e.g. a CPNet's `cp_k`)."""
+def run_record(checkpoint):
+    """The `run_config.json` that `kerasvid train` wrote in the `checkpoint`'s run (its model_dir, or the folder
+    of a checkpoint prefix), or `{}` (no `checkpoint`, or no record): read once per command, then handed to
+    `run_settings` and `resolve_normalization`."""
     from kerasvid.data import discovery
 
-    run_dir = _run_dir(checkpoint)
-    config = discovery.read_run_config(run_dir) if run_dir else {}
+    run_dir = _run_dir(checkpoint) if checkpoint else ""
+    return discovery.read_run_config(run_dir) if run_dir else {}
+
+
+def run_settings(config):
+    """`(model name, num_classes, model_kwargs text)` of a run's record `config` (`run_record`), or
+    `("", 0, "")`: the run's model is built as it was trained (e.g. a CPNet's `cp_k`)."""
     run_flags = config.get("flags", {})
     return (str(run_flags.get("model", "")), int(config.get("num_classes") or 0),
             str(run_flags.get("model_kwargs") or ""))
@@ -520,8 +525,8 @@ def _parse_args(argv):
                       "channels)", flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "views per model call", flag_values=fv)
     args = command.parse(argv, required=("endpoint", "output_dir"))
-    recorded_model, recorded_classes, recorded_kwargs = run_settings(args.checkpoint) if args.checkpoint else (
-        "", 0, "")
+    args.run_record = run_record(args.checkpoint)
+    recorded_model, recorded_classes, recorded_kwargs = run_settings(args.run_record)
     if not args.model_kwargs and args.model in ("", recorded_model):  # the run's model, as it was trained
         args.model_kwargs = recorded_kwargs
     args.model, args.num_classes = args.model or recorded_model, args.num_classes or recorded_classes
@@ -539,27 +544,23 @@ def _parse_args(argv):
     return args
 
 
-def resolve_normalization(normalization, weights=None, checkpoint=None):
-    """The preset `kerasvid extract` feeds: `normalization` itself unless it is "auto"; then, with a `checkpoint`
-    (a training run's model_dir or a checkpoint prefix in it) whose run recorded its flags, the preset that run
-    trained with (its `--normalization`, or what its weights implied); else the one `weights` implies
+def resolve_normalization(normalization, weights=None, run_config=None):
+    """The preset `kerasvid extract` feeds: `normalization` itself unless it is "auto"; then, with the record of
+    the `--checkpoint`'s training run (`run_record`) holding its flags, the preset that run trained with (its
+    `--normalization`, or what its weights implied); else the one `weights` implies
     (`kerasvid.weights.presets.normalization_for_weights`: "caffe" for "imagenet", a published file's own), else
     "imagenet"."""
     from kerasvid.weights import presets
 
     if normalization != "auto":
         return normalization
-    run_dir = _run_dir(checkpoint) if checkpoint else ""
-    if run_dir:
-        from kerasvid.data import discovery
-
-        run_flags = discovery.read_run_config(run_dir).get("flags")
-        if run_flags is not None:
-            recorded = run_flags.get("normalization", "auto")
-            if recorded != "auto":
-                return recorded
-            return presets.normalization_for_weights(
-                _literal_kwargs(str(run_flags.get("model_kwargs") or "")).get("weights"))
+    run_flags = (run_config or {}).get("flags")
+    if run_flags is not None:
+        recorded = run_flags.get("normalization", "auto")
+        if recorded != "auto":
+            return recorded
+        return presets.normalization_for_weights(
+            _literal_kwargs(str(run_flags.get("model_kwargs") or "")).get("weights"))
     return presets.normalization_for_weights(weights or None)
 
 
@@ -577,7 +578,7 @@ def main(argv=None):
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     try:
         items = list_inputs(args.videos, args.records)
-        normalization = resolve_normalization(args.normalization, args.weights, args.checkpoint)
+        normalization = resolve_normalization(args.normalization, args.weights, args.run_record)
         model = build_model(args.model, args.weights or None, args.num_frames, args.image_size,
                             args.num_classes or None, _literal_kwargs(args.model_kwargs), args.checkpoint or None)
         extractor = FeatureExtractor(

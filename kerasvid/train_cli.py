@@ -238,12 +238,21 @@ def _check_schedule_flags(training):
     return _usage(config_flags.flag_value, TrainConfig, "lr_boundaries")
 
 
-def _train_config(train_steps, lr_decay_steps, lr_boundaries, **overrides):
+def _train_config(train_steps, lr_decay_steps, lr_boundaries):
     """The validated `TrainConfig` of the flags, with the lengths in steps given (UsageError for bad values)."""
     train_config = _usage(config_flags.from_flags, TrainConfig, FLAGS, train_steps=max(train_steps, 1),
-                          lr_decay_steps=lr_decay_steps, lr_boundaries=tuple(lr_boundaries), **overrides)
+                          lr_decay_steps=lr_decay_steps, lr_boundaries=tuple(lr_boundaries))
     _usage(train_config.validate, FLAGS.strategy)
     return train_config
+
+
+def _inference_config():
+    """The `TrainConfig` of a command that trains nothing (eval, export, align): the `Trainer` takes from it only
+    the flags' mixed precision (the dtype the restored model computes in). Its loop and schedule settings are the
+    dataclass's defaults, not the flags' (a recipe's training settings, e.g. an epoch schedule or a warm-up longer
+    than the unset --train_steps, never stop an eval or export), and its optimizer is a plain SGD (momentum 0: the
+    optimizer the Trainer builds, never used here, holds no variable per weight)."""
+    return TrainConfig(mixed_precision=FLAGS.mixed_precision, optimizer="sgd", momentum=0.0)
 
 
 def _recorded_run():
@@ -311,9 +320,10 @@ def build_configs(modes):
     training = any(mode in ("train", "train_and_eval") for mode in modes)
     boundaries = _check_schedule_flags(training)
     by_epochs = training and (FLAGS.train_epochs or FLAGS.lr_decay_epochs or FLAGS.lr_boundaries_epochs)
-    # Without training the schedule is never used: a recipe's epoch-based schedule must not stop eval or export.
-    early_config = None if by_epochs else _train_config(FLAGS.train_steps or 1, FLAGS.lr_decay_steps or 1,
-                                                        boundaries, **({} if training else {"lr_schedule": "constant"}))
+    if not training:
+        early_config = _inference_config()
+    else:
+        early_config = None if by_epochs else _train_config(FLAGS.train_steps, FLAGS.lr_decay_steps or 1, boundaries)
 
     # The settings are checked (a setting given twice) before discovery writes any data, then the discovered ones
     # completed (`replace` checks again, with the class names).
@@ -403,7 +413,8 @@ def _check_resumable(task, trainer, modes):
                                  f"has {key}={shown(new[key])}; use the run's settings or another --model_dir.")
     latest = tf.train.latest_checkpoint(FLAGS.model_dir)
     if latest and not (FLAGS.checkpoint and not any(m in ("train", "train_and_eval") for m in modes)):
-        _usage(checkpoints.restore_model, trainer.model, latest,
+        # Names and shapes only: the restore is the trainer's (resume) or the eval / export's, once.
+        _usage(checkpoints.check_restorable, trainer.model, latest,
                f"--model={FLAGS.model} with these settings (the checkpoints of --model_dir={FLAGS.model_dir!r} are "
                f"of another model)")
     # An eval or export records nothing in a folder that has a record, nor in one with no checkpoint to use (its

@@ -310,6 +310,26 @@ def _train_main(*argv):
     return status, err.getvalue() + out.getvalue()
 
 
+# A tiny --synthetic run's flags (`_synthetic_run` leaves what such a run leaves for the next command to check).
+SYNTHETIC_RUN = ("--synthetic", "--synthetic_classes=2", "--synthetic_frames=4", "--synthetic_size=32",
+                 "--synthetic_train_videos=4", "--synthetic_eval_videos=2", "--num_frames=2", "--image_size=32,32",
+                 "--model_kwargs=stem_stride=2", "--mode=train")
+
+
+def _synthetic_run(tmp, keep_data=True):
+    """What `train/main.py SYNTHETIC_RUN --model_dir=<tmp>/run` leaves for a resume's check: its data under
+    `run/data` (with their `DONE` settings; removed unless `keep_data`) and `run/run_config.json` recording them."""
+    from kerasvid.data import discovery
+
+    data = discovery.synthetic_data(str(tmp / "run" / "data"), num_classes=2, num_frames=4, size=32, train_videos=4,
+                                    eval_videos=2, progress=False)
+    discovery.write_run_config(str(tmp / "run"), {"model": "c2d_resnet18", "synthetic": True},
+                               ["move_000deg", "move_180deg"], 2, synthetic=data["settings"])
+    if not keep_data:
+        shutil.rmtree(tmp / "run" / "data")
+    return {}
+
+
 def _no_checkpoint_and_records_kept(tmp, ctx):
     assert not list((tmp / "run").glob("ckpt-*")), "a checkpoint was written"
     assert os.path.getsize(ctx["shard"]) == ctx.get("size", os.path.getsize(ctx["shard"]))
@@ -505,6 +525,17 @@ CASES = [
              lambda tmp, ctx: _train_main("--synthetic", "--train_steps=2", "--train_epochs=1",
                                           f"--model_dir={tmp / 'run'}"),
              ("Set exactly one of --train_steps and --train_epochs", "train_epochs=1.0")),
+    BadInput("train_synthetic_resumed_with_other_synthetic_settings", _synthetic_run,
+             lambda tmp, ctx: _train_main(*SYNTHETIC_RUN, "--synthetic_train_videos=6", "--train_steps=2",
+                                          f"--model_dir={tmp / 'run'}"),
+             lambda tmp, ctx: (f"error: {str(tmp / 'run' / 'data')!r} holds synthetic data made with train_videos=4 "
+                               f"(this command: 6)", "rerun with the settings it was made with")),
+    BadInput("train_synthetic_resumed_with_other_synthetic_settings_data_removed",
+             lambda tmp: _synthetic_run(tmp, keep_data=False),
+             lambda tmp, ctx: _train_main(*SYNTHETIC_RUN, "--synthetic_frames=8", "--train_steps=2",
+                                          f"--model_dir={tmp / 'run'}"),
+             ("error: the run_config.json beside it records a run on synthetic data made with num_frames=4 (this "
+              "command: 8)",)),
     BadInput("train_on_a_truncated_shard", _truncated,
              lambda tmp, ctx: _train_main(f"--train_pattern={ctx['pattern']}", "--num_classes=2", "--mode=train",
                                           "--train_steps=3", "--num_frames=2", "--image_size=32,32",

@@ -159,8 +159,13 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise():
                                            "kerasvid extract: [2/2] b: skipped (bad)"]
 
 
-def test_features_from_a_training_checkpoint(tiny, tmp_path):
-    """--checkpoint=<model_dir> of train/main.py: model and num_classes from run_config.json, weights restored."""
+def test_features_from_a_training_checkpoint(tiny, tmp_path, monkeypatch):
+    """--checkpoint=<model_dir> of train/main.py: model and num_classes from run_config.json (read once per
+    command), weights restored."""
+    from kerasvid.data import discovery
+
+    read, real_read = [], discovery.read_run_config
+    monkeypatch.setattr(discovery, "read_run_config", lambda model_dir: read.append(model_dir) or real_read(model_dir))
     run = tmp_path / "run"
     run.mkdir()
     (run / "run_config.json").write_text(json.dumps({"flags": {"model": "c2d_resnet18"}, "num_classes": 3}))
@@ -170,6 +175,7 @@ def test_features_from_a_training_checkpoint(tiny, tmp_path):
     args = ["extract", f"--checkpoint={run}", "--endpoint=res4", f"--num_frames={T}", f"--image_size={SIZE},{SIZE}",
             f"--output_dir={out}", video]
     assert cli.main(args) == 0
+    assert read == [str(run)]
     with av.open(video) as c:
         frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
     start = (len(frames) - T) // 2  # one centred clip
@@ -231,7 +237,10 @@ def test_video_files_count_without_a_header_count_and_name_bad_files(tmp_path):
 
 def test_normalization_auto_follows_the_run_then_the_weights(tmp_path):
     """--normalization=auto (the default): the checkpoint's run's own preset, else what --weights imply."""
-    from kerasvid.extract import resolve_normalization
+    from kerasvid.extract import run_record
+
+    def resolve_normalization(normalization, weights=None, checkpoint=None):
+        return extract.resolve_normalization(normalization, weights, run_record(checkpoint))
 
     assert resolve_normalization("auto") == "imagenet"
     assert resolve_normalization("auto", "imagenet") == "caffe"  # keras.applications ResNets
@@ -252,11 +261,13 @@ def test_normalization_auto_follows_the_run_then_the_weights(tmp_path):
 
 
 def test_run_settings_from_a_model_dir_or_a_checkpoint_prefix_in_it(tmp_path):
-    from kerasvid.extract import run_settings
+    from kerasvid.extract import run_record, run_settings
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "run_config.json").write_text(json.dumps(
         {"flags": {"model": "cpnet_resnet18", "model_kwargs": "k=4"}, "num_classes": 7}))
-    assert run_settings(str(run)) == run_settings(str(run / "ckpt-12")) == ("cpnet_resnet18", 7, "k=4")
-    assert run_settings(str(tmp_path / "elsewhere" / "ckpt-1")) == ("", 0, "")
+    assert run_settings(run_record(str(run))) == run_settings(run_record(str(run / "ckpt-12"))) == (
+        "cpnet_resnet18", 7, "k=4")
+    assert run_record(str(tmp_path / "elsewhere" / "ckpt-1")) == run_record("") == {}
+    assert run_settings({}) == ("", 0, "")

@@ -1,6 +1,7 @@
 """Tests of train/main.py: flag validation before any work, the recipes, and end-to-end runs in subprocesses
 (train + eval + export + predictions; SIGKILL and resume == uninterrupted; mirrored over 2 logical CPUs;
 multi_worker as two processes on 127.0.0.1 with identical weights and chief-only outputs)."""
+import dataclasses
 import json
 import os
 import re
@@ -194,6 +195,36 @@ def test_sigkill_then_rerun_resumes_to_the_same_weights(records, reference_run, 
     resumed = _run(cmd)
     assert "Restored" in resumed.stderr
     assert _digest(resumed.stdout) == _digest(reference_run[1].stdout)
+
+
+@pytest.mark.large
+def test_a_resumed_run_restores_its_checkpoint_once(records, tmp_path, monkeypatch):
+    """Start-up reads the latest checkpoint's values once: the check that it fits the model (before run_config.json
+    is written) reads only its names and shapes; the resume (train) or the eval restores it."""
+    import tensorflow as tf
+
+    args = [a for a in _command(records, tmp_path, "--train_steps=1", "--checkpoint_every=1")[2:]
+            if a != "--deterministic"]  # op determinism would stay on for the rest of the session
+    restored, real_restore = [], tf.train.Checkpoint.restore
+    monkeypatch.setattr(tf.train.Checkpoint, "restore",
+                        lambda self, path, *a, **k: restored.append(path) or real_restore(self, path, *a, **k))
+    with flagsaver.flagsaver():
+        for mode, before in (("train", []), ("train", ["ckpt-1"]), ("eval", ["ckpt-1"])):
+            restored.clear()
+            _parse(*args, f"--mode={mode}")
+            main.run(FLAGS.mode)
+            assert [os.path.basename(p) for p in restored] == before, mode
+        assert json.load(open(tmp_path / "eval_results.json"))["step"] == 1
+        # Without the run's record, a checkpoint of another model (C3D's kernels have a temporal axis) is still
+        # refused before anything is written.
+        os.remove(tmp_path / "run_config.json")
+        restored.clear()
+        _parse(*[a.replace("c2d_resnet18", "c3d_resnet18") for a in args], "--mode=train")
+        with pytest.raises(app.UsageError, match=r"Cannot restore --model=c3d_resnet18 with these settings .*are of "
+                                                 r"another model.*ckpt-1': its tensor of conv1_conv/kernel has shape "
+                                                 r"\(7, 7, 3, 64\), the model's variable has shape \(3, 7, 7, 3, 64\)"):
+            main.run(FLAGS.mode)
+    assert restored == [] and not os.path.exists(tmp_path / "run_config.json")
 
 
 @pytest.mark.large
@@ -486,3 +517,22 @@ def test_a_recipe_with_an_epoch_schedule_evaluates_and_exports(records, tmp_path
                f"--model_dir={tmp_path}", f"--mode={mode}")
         task, train_config = main.build_configs([mode])
     assert train_config.lr_schedule == "constant" and task.config.model == "tvnet_bn_inception"
+
+
+@pytest.mark.parametrize("mode", ["eval", "export"])
+def test_eval_and_export_take_no_training_setting(records, tmp_path, mode):
+    """A command that trains nothing gets the loop's defaults with the flags' mixed precision: a warm-up longer than
+    the unset --train_steps stops it no more than an epoch schedule does (before: "`warmup_steps`=20 must be
+    smaller than `train_steps`=1", a placeholder's), and the optimizer it never uses is an SGD without momentum."""
+    from kerasvid.training import TrainConfig
+
+    train, heldout = records
+    with flagsaver.flagsaver():
+        _parse(f"--eval_pattern={heldout}", f"--labels_file={os.path.join(os.path.dirname(train), 'labels.txt')}",
+               f"--model_dir={tmp_path}", "--num_frames=2", "--image_size=32,32", "--warmup_steps=20",
+               "--optimizer=adam", "--learning_rate=0.5", "--lr_schedule=cosine", "--mixed_precision=bfloat16",
+               f"--mode={mode}")
+        _, train_config = main.build_configs([mode])
+    defaults = dataclasses.asdict(TrainConfig())
+    got = dataclasses.asdict(train_config)
+    assert {k: v for k, v in got.items() if v != defaults[k]} == {"mixed_precision": "bfloat16", "momentum": 0.0}

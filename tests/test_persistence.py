@@ -93,33 +93,72 @@ def _dense_model(names):
     return keras.Model(inputs, x)
 
 
-def test_restore_refuses_a_checkpoint_missing_model_variables(tmp_path):
+# `check_restorable` refuses what `restore_model` refuses, with its messages, reading no value.
+REFUSERS = [checkpoints.restore_model, checkpoints.check_restorable]
+
+
+@pytest.mark.parametrize("refuse", REFUSERS)
+def test_restore_refuses_a_checkpoint_missing_model_variables(tmp_path, refuse):
     path = tf.train.Checkpoint(model=_dense_model(["a"])).write(str(tmp_path / "small"))
     with pytest.raises(checkpoints.CheckpointMismatchError,
                        match=r"not a checkpoint of the model: 2 of 4 model variables have no value in it "
                              r"\(first: b/kernel\)"):
-        checkpoints.restore_model(_dense_model(["a", "b"]), path)
+        refuse(_dense_model(["a", "b"]), path)
 
 
-def test_restore_refuses_another_programs_checkpoint_and_a_text_file(tmp_path):
+@pytest.mark.parametrize("refuse", REFUSERS)
+def test_restore_refuses_another_programs_checkpoint_and_a_text_file(tmp_path, refuse):
     other = tf.train.Checkpoint(counter=tf.Variable(1.0)).write(str(tmp_path / "other"))
     with pytest.raises(checkpoints.CheckpointMismatchError, match=r"4 of 4 model variables .*first: a/kernel"):
-        checkpoints.restore_model(_dense_model(["a", "b"]), other)
+        refuse(_dense_model(["a", "b"]), other)
     text = tmp_path / "notes"
     (tmp_path / "notes.index").write_text("not a checkpoint\n")
     text.write_text("hello\n")
     with pytest.raises(checkpoints.CheckpointMismatchError, match=r"Cannot restore the model from .*notes"):
-        checkpoints.restore_model(_dense_model(["a"]), str(text))
+        refuse(_dense_model(["a"]), str(text))
     with pytest.raises(checkpoints.CheckpointMismatchError, match=r"does not exist"):
-        checkpoints.restore_model(_dense_model(["a"]), str(tmp_path / "nothing"))
+        refuse(_dense_model(["a"]), str(tmp_path / "nothing"))
 
 
-def test_restore_refuses_a_shape_that_does_not_fit(tmp_path):
+@pytest.mark.parametrize("refuse", REFUSERS)
+def test_restore_refuses_a_shape_that_does_not_fit(tmp_path, refuse):
     inputs = keras.Input((4,))
     wide = keras.Model(inputs, keras.layers.Dense(6, name="a")(inputs))
     path = tf.train.Checkpoint(model=wide).write(str(tmp_path / "wide"))
     with pytest.raises(checkpoints.CheckpointMismatchError, match=r"Cannot restore the model .*shape"):
-        checkpoints.restore_model(_dense_model(["a"]), path)
+        refuse(_dense_model(["a"]), path)
+
+
+def test_check_restorable_reads_no_value_and_accepts_a_training_checkpoint(tmp_path, monkeypatch):
+    """A training checkpoint (model, optimizer slots that reference the model's variables, a step) of the same
+    model passes, the model keeps its own values, and no tensor value but the object graph is read."""
+    model = _dense_model(["a", "b"])
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    path = tf.train.Checkpoint(model=model, optimizer=optimizer, step=tf.Variable(3)).write(str(tmp_path / "run"))
+    fresh = _dense_model(["a", "b"])
+    before = [w.numpy().copy() for w in fresh.weights]
+    read = []
+    real_load = tf.train.load_checkpoint
+
+    def load_checkpoint(p):
+        reader = real_load(p)
+        get_tensor = reader.get_tensor
+
+        class Spy:
+            def __getattr__(self, name):
+                return getattr(reader, name)
+
+            def get_tensor(self, key):
+                read.append(key)
+                return get_tensor(key)
+        return Spy()
+
+    monkeypatch.setattr(tf.train, "load_checkpoint", load_checkpoint)
+    monkeypatch.setattr(tf.train.Checkpoint, "restore", lambda *a, **k: pytest.fail("restored"))
+    assert checkpoints.check_restorable(fresh, path) == path
+    assert read == [checkpoints.OBJECT_GRAPH_KEY]
+    assert all(np.array_equal(w.numpy(), b) for w, b in zip(fresh.weights, before))
 
 
 class _ListLayer(keras.layers.Layer):

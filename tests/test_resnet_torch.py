@@ -56,12 +56,33 @@ def test_the_torchvision_layout_is_what_the_logits_need(resnet50_file):
                      stride_on_3x3=False)
 
 
-def test_a_resnet50_file_does_not_fit_a_resnet101_in_one_line(resnet50_file):
+def _count_reads(monkeypatch):
+    """The paths `torch_files.read_pth` / `read_safetensors` parse from now on (each parse of a weights file)."""
+    reads = []
+    for name in ("read_pth", "read_safetensors"):
+        real = getattr(torch_files, name)
+        monkeypatch.setattr(torch_files, name, lambda path, real=real: reads.append(str(path)) or real(path))
+    return reads
+
+
+def test_a_pth_file_not_in_torchvision_layout_is_read_once_and_refused_in_one_line(monkeypatch):
+    """A real PyTorch .pth of other modules (not torchvision's ResNet keys): parsed once (to learn its layout),
+    then refused in one line naming the file."""
+    path = os.path.join(HERE, "checkpoint_zip.pth")
+    reads = _count_reads(monkeypatch)
+    with pytest.raises(ValueError, match=r"'c2d_resnet50' has no mapping from PyTorch names; '.*checkpoint_zip\.pth' "
+                                         r"cannot be loaded into it") as info:
+        zoo.c2d_resnet50(num_classes=2, input_shape=(1, 32, 32, 3), weights=path)
+    assert "\n" not in str(info.value) and reads == [path]
+
+
+def test_a_resnet50_file_does_not_fit_a_resnet101_in_one_line(resnet50_file, monkeypatch):
+    reads = _count_reads(monkeypatch)
     with pytest.raises(ValueError, match=r"does not fit the model 'c2d_resnet101': The state_dict has no tensor "
                                          r"'layer3\.6\.conv1\.weight' for the Keras weight conv4_block7_1_conv/kernel")\
             as info:
         zoo.c2d_resnet101(num_classes=1000, input_shape=(1, 32, 32, 3), weights=resnet50_file)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and reads == [resnet50_file]  # read once: layout, then the tensors
     with pytest.raises(ValueError, match="does not fit a ResNet-18"):
         zoo.c2d_resnet18(num_classes=1000, input_shape=(1, 32, 32, 3), weights=resnet50_file)
 

@@ -5,6 +5,7 @@ checks first and raises `NonFiniteStateError`, so every checkpoint in a run dire
 failed write (read-only or full disk) raises `CheckpointWriteError` and leaves the previous checkpoints as they
 were (TensorFlow writes into a temporary name and renames; the `checkpoint` index is updated last).
 """
+import collections
 import json
 import os
 import re
@@ -14,8 +15,13 @@ import time
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from kerasvid.training import strategy as strategy_lib
+
+# The tensor of a TF2 checkpoint that holds its object graph (the trackables' names and their tensors' keys).
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
 
 class NonFiniteStateError(RuntimeError):
     """Raised instead of writing (or using) a state with NaN or infinite float values."""
@@ -84,12 +90,68 @@ def restore_model(model, path, what="the model"):
         status.expect_partial()
     except (ValueError, tf.errors.OpError) as e:
         raise CheckpointMismatchError(f"Cannot restore {what} from {path!r}: {_one_line(e)}.") from None
-    missing = _unrestored(status, model)
+    _refuse_missing(path, what, _unrestored(status, model), model)
+    return path
+
+
+def _refuse_missing(path, what, missing, model):
+    """Raises `CheckpointMismatchError` naming the first of the `missing` model variables and their count."""
     if missing:
         raise CheckpointMismatchError(
             f"{path!r} is not a checkpoint of {what}: {len(missing)} of {len(model.weights)} model variables have no "
             f"value in it (first: {missing[0]}). Pass the checkpoint of a run of this model (same --model and "
             f"model settings).")
+
+
+def _matched_nodes(graph, root):
+    """`{id(trackable): node id}` of the objects under `root` that the checkpoint's object graph `graph` holds,
+    matched as a restore matches them: by their path of attribute names from the root."""
+    found, queue = {id(root): 0}, collections.deque([(0, root)])
+    while queue:
+        node_id, obj = queue.popleft()
+        children = tf.train.TrackableView.children(obj)
+        for ref in graph.nodes[node_id].children:
+            child = children.get(ref.local_name)
+            if child is not None and id(child) not in found:
+                found[id(child)] = ref.node_id
+                queue.append((ref.node_id, child))
+    return found
+
+
+def check_restorable(model, path, what="the model"):
+    """Refuses what `restore_model(model, path, what)` would refuse, reading only the checkpoint's object graph and
+    its tensors' shapes: no value is read or assigned (a check before the one restore that follows); returns `path`.
+
+    A model variable is matched to the checkpoint's tensor as a restore matches it (by its path of attribute names
+    from the checkpoint's root; an object shared by two paths, e.g. a weight the optimizer also tracks, is matched
+    once); its shape must be the tensor's.
+
+    Raises:
+        CheckpointMismatchError: `path` is not a readable TensorFlow checkpoint, a tensor has another shape than its
+            variable, or some model variable has no value in it (the messages of `restore_model`).
+        UntrackedVariableError: the model has variables no checkpoint can hold (a layer bug).
+    """
+    _require_reachable(model, what)
+    try:
+        if not tf.io.gfile.exists(path + ".index"):
+            raise ValueError(f"{path + '.index'!r} does not exist")
+        reader = tf.train.load_checkpoint(path)
+        graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(reader.get_tensor(OBJECT_GRAPH_KEY))
+    except (ValueError, tf.errors.OpError) as e:
+        raise CheckpointMismatchError(f"Cannot restore {what} from {path!r}: {_one_line(e)}.") from None
+    nodes = _matched_nodes(graph, tf.train.Checkpoint(model=model))
+    shapes = reader.get_variable_to_shape_map()
+    missing = []
+    for w in model.weights:
+        keys = [a.checkpoint_key for a in graph.nodes[nodes[id(w)]].attributes
+                if a.name == "VARIABLE_VALUE"] if id(w) in nodes else []
+        if not keys or keys[0] not in shapes:
+            missing.append(_variable_name(w))
+        elif tuple(shapes[keys[0]]) != tuple(w.shape):
+            raise CheckpointMismatchError(
+                f"Cannot restore {what} from {path!r}: its tensor of {_variable_name(w)} has shape "
+                f"{tuple(shapes[keys[0]])}, the model's variable has shape {tuple(w.shape)}.")
+    _refuse_missing(path, what, missing, model)
     return path
 
 
