@@ -197,7 +197,8 @@ class CPModule(keras.layers.Layer):
         dtype = inputs.dtype
         batch = tf.shape(inputs)[0]
         points = self._points(inputs, training)
-        proposals = cp_knn(points, frames, self.k, chunk_size=self.chunk_size)  # [B, N, k], no gradient
+        proposals = cp_knn(points, frames, self.k, chunk_size=self.chunk_size,
+                           compiled=bool(training))  # [B, N, k], no gradient; compiled: see cp_knn
 
         first = self.mlp_convs[0]
         kernel = tf.cast(first.kernel, dtype)

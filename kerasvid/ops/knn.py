@@ -5,6 +5,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from kerasvid.ops import native
+
 __all__ = ["cp_knn", "default_chunk_size"]
 
 # Score memory per clip (bytes) above which `cp_knn` switches from the dense frame-pair blocks to chunked queries.
@@ -107,7 +109,7 @@ def _frame_pair_tables(num_frames):
     return first.astype(np.int32), second.astype(np.int32), others, source
 
 
-def _frame_pair_knn(points, num_frames, k):
+def _frame_pair_knn(points, num_frames, k, compiled=False):
     """Exact `cp_knn` from the distance blocks of frame pairs: half the matmul of the dense score matrix.
 
     The negated squared distance is symmetric and the own frame is excluded, so only the T(T-1)/2 blocks
@@ -130,6 +132,10 @@ def _frame_pair_knn(points, num_frames, k):
     left = tf.concat([2.0 * f, -sq_norm, ones], axis=-1)  # left_i . right_j = -||f_i - f_j||^2
     right = tf.concat([f, ones, -sq_norm], axis=-1)
     blocks = _score_matmul(tf.gather(left, first, axis=1), tf.gather(right, second, axis=1))  # [B, P, S, S]
+    if compiled and not rerank and blocks.dtype == tf.float32:
+        selected = native.frame_pair_top_k(blocks, num_frames, k)  # the same selection in one compiled op
+        if selected is not None:
+            return selected
 
     # Groups never straddle two frames: divisors of S, at least ceil(k / (T - 1)) per frame (k in the T-1 others).
     group = _group_size(per_frame, -(-k // (num_frames - 1)))
@@ -206,7 +212,7 @@ def default_chunk_size(num_points, bytes_per_score=4, budget=None):
     return math.ceil(num_points / num_chunks)  # equal blocks rather than full ones and a small remainder
 
 
-def cp_knn(points, num_frames, k, chunk_size=None):
+def cp_knn(points, num_frames, k, chunk_size=None, compiled=False):
     """Correspondence proposals: k nearest neighbours in feature space among points of other frames.
 
     From "Learning Video Representations from Correspondence Proposals" (Liu, Lee, Jin, CVPR 2019), step
@@ -252,6 +258,9 @@ def cp_knn(points, num_frames, k, chunk_size=None):
         num_frames: `T >= 2`, the number of frames the points are split into.
         k: number of neighbours, `1 <= k <= N - S` (the number of points in other frames).
         chunk_size: queries per block (`>= N`: the dense frame-pair form), or None for the automatic choice.
+        compiled: select the neighbours of the dense form with kerasvid's compiled CPU kernel
+            (`kerasvid.ops.native`: the same indices, about 3x cheaper than the TF-ops selection) where it is
+            available; the graph then needs that library to run, so `CPModule` asks for it when training only.
 
     Returns:
         int32 tensor `[batch, N, k]` of neighbour indices into the `N` points, nearest first.
@@ -290,7 +299,7 @@ def cp_knn(points, num_frames, k, chunk_size=None):
         chunk_size = num_points if pair_bytes <= DENSE_BUDGET_BYTES else default_chunk_size(
             num_points, bytes_per_score=dtype.size)
     if chunk_size >= num_points:
-        return tf.cast(_frame_pair_knn(points, num_frames, k), tf.int32)
+        return tf.cast(_frame_pair_knn(points, num_frames, k, compiled), tf.int32)
     return _query_chunk_knn(points, num_frames, k, chunk_size)
 
 

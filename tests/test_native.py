@@ -1,0 +1,193 @@
+"""The compiled kNN selection kernel (kerasvid.ops.native) against the TF-ops selection and a brute-force reference."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasvid.layers import CPModule
+from kerasvid.ops import knn, native
+from kerasvid.ops.knn import cp_knn
+from tests.test_knn import CASES, brute_force_knn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def op_types(fn, *args):
+    return {op.type for op in fn.get_concrete_function(*args).graph.get_operations()}
+
+
+def test_the_kernel_builds_and_loads_here():
+    # The project's CI machines have a C++ compiler: a build failure there is a defect, not a skip.
+    assert native.native_status().startswith("loaded from "), native.native_status()
+
+
+@pytest.mark.parametrize("batch,frames,per_frame,channels,k", CASES + [(2, 3, 37, 3, 7), (1, 2, 300, 2, 4)])
+def test_integer_points_match_brute_force_exactly(batch, frames, per_frame, channels, k):
+    # Small integers: exact float32 distances and many ties (the lower index wins). The extra cases have more
+    # points per frame than one 16 x 16 tile (partial groups on both sides of a block).
+    rng = np.random.RandomState(batch * 100 + frames * 10 + per_frame)
+    points = rng.randint(-2, 3, size=(batch, frames * per_frame, channels)).astype(np.float32)
+    fn = tf.function(lambda p: cp_knn(p, frames, k, compiled=True))
+    assert "KerasvidFramePairTopK" in op_types(fn, tf.TensorSpec(points.shape))
+    np.testing.assert_array_equal(fn(points).numpy(), brute_force_knn(points, frames, k))
+
+
+@pytest.mark.parametrize("frames,per_frame,channels,k", [(8, 49, 16, 12), (4, 196, 8, 8), (3, 100, 5, 40),
+                                                          (2, 17, 3, 17)])
+def test_float_points_equal_the_tf_ops_selection(frames, per_frame, channels, k):
+    # ReLU-fed features as in a CPNet; the two selections read the same score blocks, so the indices are equal.
+    rng = np.random.RandomState(per_frame)
+    points = np.maximum(rng.randn(2, frames * per_frame, channels), 0).astype(np.float32)
+    stock = cp_knn(points, frames, k).numpy()
+    np.testing.assert_array_equal(tf.function(lambda p: cp_knn(p, frames, k, compiled=True))(points).numpy(), stock)
+    if per_frame < 60:
+        np.testing.assert_array_equal(stock, brute_force_knn(points, frames, k))
+
+
+@pytest.mark.parametrize("poison", ["nan", "inf"])
+def test_nan_or_infinite_points_give_valid_indices_of_other_frames(poison):
+    # One NaN (or inf) point makes the clip's centring, hence every score, NaN: no crash, and each query still gets
+    # k distinct keys of other frames (NaN ranks as -inf, ties to the lower index).
+    points = np.random.RandomState(0).randn(1, 3 * 20, 4).astype(np.float32)
+    points[0, 5] = np.nan if poison == "nan" else np.inf
+    got = tf.function(lambda p: cp_knn(p, 3, 6, compiled=True))(points).numpy()[0]
+    frame = np.arange(60) // 20
+    assert got.min() >= 0 and got.max() < 60
+    assert np.all(frame[got] != frame[:, None])
+    assert all(len(set(row)) == 6 for row in got)
+
+
+def test_shape_errors_name_the_shape():
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"blocks of 4 frames must be \[batch, 6, S, S\]"):
+        native.frame_pair_top_k(tf.zeros([1, 5, 3, 3]), 4, 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="k=7 exceeds the 6 points of other frames"):
+        native.frame_pair_top_k(tf.zeros([1, 1, 6, 6]), 2, 7)
+
+
+def test_xla_functions_keep_the_tf_ops_selection():
+    points = np.random.RandomState(1).randn(1, 4 * 16, 3).astype(np.float32)
+    fn = tf.function(lambda p: cp_knn(p, 4, 5, compiled=True), jit_compile=True)
+    np.testing.assert_array_equal(fn(points).numpy(), brute_force_knn(points, 4, 5))
+    assert "KerasvidFramePairTopK" not in op_types(fn, tf.TensorSpec(points.shape))
+
+
+def test_cp_module_uses_the_kernel_when_training_only_with_equal_outputs_and_gradients():
+    x = tf.constant(np.maximum(np.random.RandomState(2).randn(2, 4, 6, 6, 8), 0).astype(np.float32))
+    layer = CPModule(k=5)
+    layer.build(x.shape)
+    for w in layer.weights:  # every weight nonzero, so that the outputs depend on the neighbours
+        w.assign(np.random.RandomState(len(w.path)).uniform(0.5, 1.5, w.shape).astype(np.float32))
+
+    def step(compiled):
+        original = knn.native.frame_pair_top_k
+        if not compiled:
+            knn.native.frame_pair_top_k = lambda *args: None  # as where the library is unavailable
+        try:
+            @tf.function
+            def fn(t):
+                with tf.GradientTape() as tape:
+                    tape.watch(t)
+                    y = layer(t, training=True)
+                    loss = tf.reduce_sum(y * tf.sin(y))
+                return [y] + tape.gradient(loss, [t] + layer.trainable_weights)
+            return fn, [v.numpy() for v in fn(x)]
+        finally:
+            knn.native.frame_pair_top_k = original
+
+    moving = [v.numpy() for v in layer.non_trainable_weights]
+    fn, with_kernel = step(True)
+    for v, value in zip(layer.non_trainable_weights, moving):
+        v.assign(value)
+    _, without = step(False)
+    assert "KerasvidFramePairTopK" in op_types(fn, tf.TensorSpec(x.shape))
+    for got, want in zip(with_kernel, without):
+        np.testing.assert_array_equal(got, want)
+    inference = tf.function(lambda t: layer(t, training=False))
+    assert "KerasvidFramePairTopK" not in op_types(inference, tf.TensorSpec(x.shape))
+
+
+def test_disabled_or_without_a_compiler_the_tf_ops_selection_runs(tmp_path):
+    # A fresh process each (the library is loaded once per process): the reason is logged, the indices unchanged.
+    script = ("import numpy as np, tensorflow as tf\n"
+              "from kerasvid.ops import native\n"
+              "from kerasvid.ops.knn import cp_knn\n"
+              "p = np.random.RandomState(3).randn(1, 40, 3).astype(np.float32)\n"
+              "fn = tf.function(lambda t: cp_knn(t, 4, 3, compiled=True))\n"
+              "ops = {o.type for o in fn.get_concrete_function(tf.TensorSpec(p.shape)).graph.get_operations()}\n"
+              "assert 'KerasvidFramePairTopK' not in ops\n"
+              "assert (fn(p).numpy() == cp_knn(p, 4, 3).numpy()).all()\n"
+              "print('STATUS', native.native_status())\n")
+    cases = {"disabled": {"KERASVID_NATIVE": "0"},
+             "no compiler": {"CXX": "/nonexistent/c++", "PATH": os.path.dirname(sys.executable),
+                             "KERASVID_CACHE_DIR": str(tmp_path)}}
+    for name, env in cases.items():
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT, **env})
+        assert done.returncode == 0, done.stderr[-2000:]
+        status = done.stdout.split("STATUS ", 1)[1].strip()
+        if name == "disabled":
+            assert status == "disabled by KERASVID_NATIVE=0"
+        else:
+            assert status.startswith("unavailable (RuntimeError: no C++ compiler found"), status
+            assert "using TF ops" in done.stderr
+
+
+def test_a_second_process_loads_the_cached_library_without_compiling(tmp_path):
+    script = ("import time\nfrom kerasvid.ops import native\n"
+              "t = time.perf_counter(); s = native.native_status(); print('STATUS', s, time.perf_counter() - t)\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT, "KERASVID_CACHE_DIR": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    built = list(tmp_path.rglob("*.so"))
+    assert len(built) == 1 and "loaded from" in first.stdout
+    mtime = built[0].stat().st_mtime_ns
+    second = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert second.returncode == 0 and "loaded from" in second.stdout
+    assert built[0].stat().st_mtime_ns == mtime and list(tmp_path.rglob("*.so")) == built  # not rebuilt
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".so"]  # no temporary left
+
+
+def test_a_model_trained_with_the_kernel_exports_graphs_that_plain_tensorflow_serves(tmp_path):
+    # Training traces the kernel; every export traces inference, which keeps stock ops, so a process without kerasvid
+    # (TF Serving's situation: no custom op library) loads and runs the SavedModels.
+    import keras
+
+    from kerasvid import export
+
+    inputs = keras.Input((4, 6, 6, 8))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling3D()(CPModule(k=3, name="cp")(inputs)))
+    x = np.maximum(np.random.RandomState(4).randn(2, 4, 6, 6, 8), 0).astype(np.float32)
+    optimizer = keras.optimizers.SGD(0.1)
+
+    @tf.function
+    def train_step(t):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(t, training=True) - 1.0))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    train_step(x)
+    assert "KerasvidFramePairTopK" in op_types(train_step, tf.TensorSpec(x.shape))
+    expected = model(x, training=False).numpy()
+    model.export(str(tmp_path / "keras_export"), verbose=False)
+    tf.saved_model.save(model, str(tmp_path / "tf_saved"))
+    spec = [tf.TensorSpec([None, 4, 6, 6, 8], tf.float32)]
+    export.write_archive(str(tmp_path / "kerasvid_export"), model,
+                         {"serving_default": (lambda t: {"y": model(t, training=False)}, spec)}, {"model": "cp"})
+    np.save(tmp_path / "x.npy", x)
+    folders = [str(tmp_path / d) for d in ("keras_export", "kerasvid_export", "tf_saved")]
+    script = (f"import numpy as np, tensorflow as tf, sys\n"
+              f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+              f"m = [tf.saved_model.load(d) for d in {folders!r}]\n"
+              f"a, b = m[0].serve(x), m[1].signatures['serving_default'](tf.constant(x))['y']\n"
+              f"assert 'kerasvid' not in sys.modules\n"
+              f"np.save({str(tmp_path / 'served.npy')!r}, np.stack([np.asarray(a), np.asarray(b)]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(tmp_path),
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    served = np.load(tmp_path / "served.npy")
+    np.testing.assert_allclose(served[0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served[1], expected, rtol=1e-5, atol=1e-6)
