@@ -47,7 +47,7 @@ def variants(shape, k):
             loss = tf.reduce_sum(tf.square(layer(x, training=True)))
         return tape.gradient(loss, [x] + layer.trainable_weights)
 
-    def plain_gather(values, proposals):
+    def plain_gather(values, proposals, compiled=False):
         return tf.gather(values, proposals, batch_dims=1)
 
     def train_gather_gradient():

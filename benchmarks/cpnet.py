@@ -2,7 +2,9 @@
 
     python benchmarks/cpnet.py [--frames 8] [--models c2d_resnet18,cpnet_resnet18,...] [--repeats 3] [--inter-op 1]
 
-A model spec is a registry name, optionally `:variant` for CPNet (`cpnet_resnet34:released_code`). One
+A model spec is a registry name, optionally `:variant` for CPNet (`cpnet_resnet34:released_code`), optionally
+`+tf_ops`: the training step traced without kerasvid's compiled CP-module kernels (`kerasvid.ops.native`, which
+CPNet training uses by default on CPU), to compare the two in one run. One
 training step = forward (training=True), softmax cross-entropy, backward, SGD update, in a `tf.function`. All
 models are built and warmed up first, then timed round-robin (one step each per round, `--repeats` rounds;
 median and minimum: on a shared machine noise only adds time, so the minimum is the steadier estimate), so that a
@@ -23,6 +25,7 @@ import tensorflow as tf
 
 from _report import sgd_train_step
 from kerasvid import zoo
+from kerasvid.ops import native
 
 CPU = "CPU:0"
 DEFAULT_MODELS = ("c2d_resnet18,nl_resnet18,cpnet_resnet18,c2d_resnet34,cpnet_resnet34,"
@@ -30,7 +33,7 @@ DEFAULT_MODELS = ("c2d_resnet18,nl_resnet18,cpnet_resnet18,c2d_resnet34,cpnet_re
 
 
 def build(spec, frames, num_classes):
-    name, _, variant = spec.partition(":")
+    name, _, variant = spec.split("+")[0].partition(":")
     kwargs = {"variant": variant} if variant else {}
     return zoo.get_model(name, num_classes=num_classes, input_shape=(frames, 112, 112, 3), **kwargs)
 
@@ -40,7 +43,13 @@ def prepare(spec, frames, num_classes=174):
     model = build(spec, frames, num_classes)
     x = tf.random.uniform([1, frames, 112, 112, 3], seed=0)
     step = sgd_train_step(model, x, tf.constant([3]), 0.01)
-    step().numpy()  # trace + optimizer slots
+    compiled = native.usable, native.scatter_add_rows
+    if spec.endswith("+tf_ops"):  # read when the step is traced: the TF ops instead of the compiled kernels
+        native.usable, native.scatter_add_rows = (lambda: False), (lambda *args: None)
+    try:
+        step().numpy()  # trace + optimizer slots
+    finally:
+        native.usable, native.scatter_add_rows = compiled
     return model, step
 
 
@@ -87,7 +96,7 @@ def main():
     rows = bench(args.models.split(","), args.frames, args.repeats)
     baselines = {r["model"].split("_")[1]: r for r in rows if r["model"].startswith("c2d_")}
     for r in rows:
-        base = baselines.get(r["model"].split(":")[0].split("_")[1])
+        base = baselines.get(r["model"].split(":")[0].split("+")[0].split("_")[1])
         if base:
             r["time_vs_c2d"] = round(r["step_s"] / base["step_s"], 3)
             r["min_time_vs_c2d"] = round(r["step_min_s"] / base["step_min_s"], 3)

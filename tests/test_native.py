@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kerasvid.layers import CPModule
-from kerasvid.ops import knn, native
+from kerasvid.ops import native
 from kerasvid.ops.knn import cp_knn
 from tests.test_knn import CASES, brute_force_knn
 
@@ -61,10 +61,28 @@ def test_nan_or_infinite_points_give_valid_indices_of_other_frames(poison):
 
 
 def test_shape_errors_name_the_shape():
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"blocks of 4 frames must be \[batch, 6, S, S\]"):
-        native.frame_pair_top_k(tf.zeros([1, 5, 3, 3]), 4, 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="4 frames need 3 score rows, got 2"):
+        native.frame_pair_top_k([tf.zeros([1, 3, 9]), tf.zeros([1, 3, 6])], 4, 2)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"rows\[2\] of 4 frames of 3 points must be \[1, 3, 3\], got shape \[1,3,4\]"):
+        native.frame_pair_top_k([tf.zeros([1, 3, 9]), tf.zeros([1, 3, 6]), tf.zeros([1, 3, 4])], 4, 2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="k=7 exceeds the 6 points of other frames"):
-        native.frame_pair_top_k(tf.zeros([1, 1, 6, 6]), 2, 7)
+        native.frame_pair_top_k([tf.zeros([1, 6, 6])], 2, 7)
+
+
+def test_scatter_add_rows_matches_numpy_add_at():
+    rng = np.random.RandomState(5)
+    updates = rng.randn(2, 7, 3, 5).astype(np.float32)
+    indices = rng.randint(0, 7, size=(2, 7, 3)).astype(np.int32)
+    indices[0, :, 0] = 2  # many sources into one row
+    want = np.zeros((2, 7, 5), np.float64)
+    for b in range(2):
+        np.add.at(want[b], indices[b].reshape(-1), updates[b].reshape(-1, 5).astype(np.float64))
+    got = native.scatter_add_rows(tf.constant(updates), tf.constant(indices), 7).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    indices[1, 4, 2] = 7
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"index 7 outside \[0, 7\)"):
+        native.scatter_add_rows(tf.constant(updates), tf.constant(indices), 7)
 
 
 def test_xla_functions_keep_the_tf_ops_selection():
@@ -74,7 +92,7 @@ def test_xla_functions_keep_the_tf_ops_selection():
     assert "KerasvidFramePairTopK" not in op_types(fn, tf.TensorSpec(points.shape))
 
 
-def test_cp_module_uses_the_kernel_when_training_only_with_equal_outputs_and_gradients():
+def test_cp_module_uses_the_kernels_when_training_only_with_equal_outputs_and_gradients():
     x = tf.constant(np.maximum(np.random.RandomState(2).randn(2, 4, 6, 6, 8), 0).astype(np.float32))
     layer = CPModule(k=5)
     layer.build(x.shape)
@@ -82,9 +100,9 @@ def test_cp_module_uses_the_kernel_when_training_only_with_equal_outputs_and_gra
         w.assign(np.random.RandomState(len(w.path)).uniform(0.5, 1.5, w.shape).astype(np.float32))
 
     def step(compiled):
-        original = knn.native.frame_pair_top_k
-        if not compiled:
-            knn.native.frame_pair_top_k = lambda *args: None  # as where the library is unavailable
+        originals = native.usable, native.scatter_add_rows
+        if not compiled:  # as where the library is unavailable
+            native.usable, native.scatter_add_rows = (lambda: False), (lambda *args: None)
         try:
             @tf.function
             def fn(t):
@@ -95,15 +113,15 @@ def test_cp_module_uses_the_kernel_when_training_only_with_equal_outputs_and_gra
                 return [y] + tape.gradient(loss, [t] + layer.trainable_weights)
             return fn, [v.numpy() for v in fn(x)]
         finally:
-            knn.native.frame_pair_top_k = original
+            native.usable, native.scatter_add_rows = originals
 
     moving = [v.numpy() for v in layer.non_trainable_weights]
     fn, with_kernel = step(True)
     for v, value in zip(layer.non_trainable_weights, moving):
         v.assign(value)
     _, without = step(False)
-    assert "KerasvidFramePairTopK" in op_types(fn, tf.TensorSpec(x.shape))
-    for got, want in zip(with_kernel, without):
+    assert {"KerasvidFramePairTopK", "KerasvidScatterAddRows"} <= op_types(fn, tf.TensorSpec(x.shape))
+    for got, want in zip(with_kernel, without):  # the scatter sums in the same order as ScatterNd: equal bits
         np.testing.assert_array_equal(got, want)
     inference = tf.function(lambda t: layer(t, training=False))
     assert "KerasvidFramePairTopK" not in op_types(inference, tf.TensorSpec(x.shape))

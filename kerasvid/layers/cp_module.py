@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasvid.layers._blocks import batch_norm, fused_batch_norm, pointwise_conv, static_clip_shape, sublayer_list
+from kerasvid.ops import native
 from kerasvid.ops.knn import cp_knn
 
 __all__ = ["CPModule"]
@@ -30,22 +31,30 @@ def tf1_resize_bilinear(images, size):
     return tf.compat.v1.image.resize_bilinear(images, size, align_corners=False, half_pixel_centers=False)
 
 
-@tf.custom_gradient
-def _gather_neighbours(values, proposals):
+def _gather_neighbours(values, proposals, compiled=False):
     """`tf.gather(values, proposals, batch_dims=1)`: `[B, N, U]` rows by `[B, N, k]` indices -> `[B, N, k, U]`.
 
     The gradient sums each neighbour's `k`-fold uses back with one `ScatterNd` on the flattened rows instead of the
     `UnsortedSegmentSum` that `tf.gather`'s own gradient runs (the same sum, about 3x cheaper on CPU;
-    `benchmarks/cp_module.py`). `proposals` gets no gradient.
+    `benchmarks/cp_module.py`), or with kerasvid's compiled kernel when `compiled` (`kerasvid.ops.native`; the
+    graph then needs that library, as `cp_knn(compiled=True)`). `proposals` gets no gradient.
     """
-    def grad(upstream):
-        batch, num_points, units = tf.shape(values)[0], tf.shape(values)[1], tf.shape(values)[2]
-        rows = proposals + tf.reshape(tf.range(batch) * num_points, [-1, 1, 1])  # row in the flattened batch
-        summed = tf.scatter_nd(tf.reshape(rows, [-1, 1]), tf.reshape(upstream, [-1, units]),
-                               tf.stack([batch * num_points, units]))
-        return tf.reshape(summed, tf.shape(values)), None
+    @tf.custom_gradient
+    def gather(values):
+        def grad(upstream):
+            batch, num_points, units = tf.shape(values)[0], tf.shape(values)[1], tf.shape(values)[2]
+            if compiled and upstream.dtype == tf.float32:
+                summed = native.scatter_add_rows(upstream, proposals, values.shape[1])
+                if summed is not None:
+                    return summed
+            rows = proposals + tf.reshape(tf.range(batch) * num_points, [-1, 1, 1])  # row in the flattened batch
+            summed = tf.scatter_nd(tf.reshape(rows, [-1, 1]), tf.reshape(upstream, [-1, units]),
+                                   tf.stack([batch * num_points, units]))
+            return tf.reshape(summed, tf.shape(values))
 
-    return tf.gather(values, proposals, batch_dims=1), grad
+        return tf.gather(values, proposals, batch_dims=1), grad
+
+    return gather(values)
 
 
 def _normalised_projection(dense, bn, x, training):
@@ -207,7 +216,7 @@ class CPModule(keras.layers.Layer):
         per_neighbour, per_query = tf.split(tf.matmul(points, tf.concat([w_neighbour, w_query], axis=1)), 2, axis=-1)
         per_neighbour = per_neighbour + coord_term
         per_query = per_query - coord_term
-        h = _gather_neighbours(per_neighbour, proposals) + tf.expand_dims(per_query, 2)  # [B, N, k, U]
+        h = _gather_neighbours(per_neighbour, proposals, bool(training)) + tf.expand_dims(per_query, 2)  # [B, N, k, U]
         h = fused_batch_norm(self.mlp_bns[0], h, training, shift=first.bias)  # bias as in _normalised_projection
         for conv, bn in zip(self.mlp_convs[1:], self.mlp_bns[1:]):
             h = _normalised_projection(conv, bn, tf.nn.relu(h), training)

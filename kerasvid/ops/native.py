@@ -1,9 +1,10 @@
 """kerasvid's compiled CPU kernels: built from `kerasvid/ops/_native/*.cc` on first use, cached, optional.
 
-One kernel today, `KerasvidFramePairTopK`: the selection step of `cp_knn` (the k largest of each query's scores in
-the frame-pair score blocks), fused into two passes over the blocks instead of the dozen TF ops of the stock
-selection, which made the CP modules' kNN the largest part of a CPNet training step on CPU
-(`benchmarks/cp_module.py`, docs/speed.md). Its output equals the stock selection's on the same blocks, ties included.
+Two kernels of the CP module (`_native/cp_ops.cc`): `KerasvidFramePairTopK`, the selection step of `cp_knn` (the k
+largest of each query's scores in the frame-pair score blocks) in two passes over the blocks instead of the dozen TF
+ops of the stock selection, which made the kNN the largest part of a CPNet training step on CPU
+(`benchmarks/cp_module.py`, docs/speed.md), with the same indices, ties included; and `KerasvidScatterAddRows`, the
+gradient of the neighbour gather (the sums TF's ScatterNd forms, in one pass over the updates).
 
 The kernel is compiled with the C++ compiler and flags TensorFlow documents for custom ops
 (`tf.sysconfig.get_compile_flags()` / `get_link_flags()`, `-O3 -march=native`) the first time a CPNet trains, into
@@ -27,7 +28,7 @@ import threading
 import tensorflow as tf
 from absl import logging
 
-__all__ = ["frame_pair_top_k", "native_status"]
+__all__ = ["frame_pair_top_k", "native_status", "scatter_add_rows", "usable"]
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native")
 _LOCK = threading.Lock()
@@ -90,19 +91,19 @@ def _load():
         if os.environ.get("KERASVID_NATIVE", "1") == "0":
             status = "disabled by KERASVID_NATIVE=0"
         else:
-            source_path = os.path.join(_SOURCE_DIR, "frame_pair_topk.cc")
+            source_path = os.path.join(_SOURCE_DIR, "cp_ops.cc")
             try:
                 with open(source_path, "rb") as f:
-                    target = os.path.join(_cache_dir(f.read()), "frame_pair_topk.so")
+                    target = os.path.join(_cache_dir(f.read()), "cp_ops.so")
                 if not os.path.exists(target):
-                    logging.info("kerasvid: compiling the kNN selection kernel into %s (once, 10-20 s)", target)
+                    logging.info("kerasvid: compiling the CP module's CPU kernels into %s (once, 10-20 s)", target)
                     _build(source_path, target)
                 library = tf.load_op_library(target)
                 status = f"loaded from {target}"
             except Exception as error:  # any failure leaves the stock TF-ops path in place
                 status = f"unavailable ({type(error).__name__}: {error})"
-                logging.warning("kerasvid: CPNet's compiled kNN selection is %s; using TF ops (same numbers, slower "
-                             "training)", status)
+                logging.warning("kerasvid: the CP module's compiled kernels are %s; using TF ops (same numbers, "
+                             "slower training)", status)
         _STATE.update(library=library, status=status)
         return library
 
@@ -119,13 +120,29 @@ def _in_xla_context():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def frame_pair_top_k(blocks, num_frames, k):
-    """The compiled selection of `cp_knn` on `[batch, T(T-1)/2, S, S]` float32 score blocks -> int32
-    `[batch, T * S, k]`, or None where it cannot run: not loaded, a GPU visible (the blocks would cross to the host),
-    or inside an XLA-compiled function (XLA has no kernel for it)."""
+def _library():
+    """The loaded library where its kernels can run here: None if not loaded, a GPU is visible (the data would cross
+    to the host) or the graph is XLA-compiled (XLA has no kernels for them)."""
     if tf.config.list_logical_devices("GPU") or _in_xla_context():
         return None
-    library = _load()
-    if library is None:
-        return None
-    return library.kerasvid_frame_pair_top_k(blocks, num_frames=num_frames, k=k)
+    return _load()
+
+
+def usable():
+    """Whether the compiled kernels can run in the graph being built (`_library`)."""
+    return _library() is not None
+
+
+def frame_pair_top_k(rows, num_frames, k):
+    """The compiled selection of `cp_knn`: the T - 1 float32 score rows `[batch, S, (T - 1 - a) * S]` of frames
+    a < T - 1 against the later frames (see `_native/cp_ops.cc`) -> int32 `[batch, T * S, k]`, or None where the
+    kernels cannot run (`_library`)."""
+    library = _library()
+    return None if library is None else library.kerasvid_frame_pair_top_k(rows, num_frames=num_frames, k=k)
+
+
+def scatter_add_rows(updates, indices, num_rows):
+    """`summed[b, j] = sum of updates[b, i, m] over indices[b, i, m] == j`: float32 `[batch, N, k, U]` and int32
+    `[batch, N, k]` -> `[batch, num_rows, U]`, or None where it cannot run (`_library`)."""
+    library = _library()
+    return None if library is None else library.kerasvid_scatter_add_rows(updates, indices, num_rows=num_rows)

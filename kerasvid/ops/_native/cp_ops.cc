@@ -1,11 +1,12 @@
-// KerasvidFramePairTopK: the k nearest neighbours per query from the frame-pair score blocks of kerasvid's cp_knn.
+// kerasvid CP-module kernels (CPU), built and loaded on first use by kerasvid/ops/native.py.
 //
-// blocks[b, p] holds the scores -||f_i - f_j||^2 of frame pair p = (a, c), a < c (pairs in np.triu_indices order),
-// row i a point of frame a, column j a point of frame c. Query i of frame t has as keys the points of every other
-// frame u: along row i of block (t, u) if u > t, down column i of block (u, t) if u < t; key index u * S + j.
-// Output [batch, T * S, k]: the k keys of largest score, nearest first, ties to the lower key index (NaN ranks as
-// -inf): exactly what kerasvid.ops.knn's TF-ops selection returns on the same blocks. Built and loaded on first use by
-// kerasvid/ops/native.py; CPU only.
+// KerasvidFramePairTopK: the k nearest neighbours per query of kerasvid's cp_knn from the frame-pair scores.
+// rows[a], a < T - 1, is [batch, S, (T - 1 - a) * S]: the scores -||f_i - f_j||^2 of point i of frame a against the
+// points j of the later frames c = a + 1 .. T - 1, side by side (block (a, c) = columns (c - a - 1) * S ...). Query i
+// of frame t has as keys the points of every other frame u: along row i of block (t, u) if u > t, down column i of
+// block (u, t) if u < t; key index u * S + j. Output [batch, T * S, k]: the k keys of largest score, nearest first,
+// ties to the lower key index (NaN ranks as -inf): what kerasvid.ops.knn's TF-ops selection returns on the same
+// scores.
 #include <algorithm>
 #include <cstring>
 #include <cmath>
@@ -21,19 +22,20 @@
 using namespace tensorflow;  // NOLINT
 
 REGISTER_OP("KerasvidFramePairTopK")
-    .Input("blocks: float")
+    .Input("rows: N * float")
+    .Attr("N: int >= 1")
     .Attr("num_frames: int >= 2")
     .Attr("k: int >= 1")
     .Output("indices: int32")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      shape_inference::ShapeHandle blocks;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &blocks));
+      shape_inference::ShapeHandle rows;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &rows));
       int64_t frames, k;
       TF_RETURN_IF_ERROR(c->GetAttr("num_frames", &frames));
       TF_RETURN_IF_ERROR(c->GetAttr("k", &k));
       shape_inference::DimensionHandle points;
-      TF_RETURN_IF_ERROR(c->Multiply(c->Dim(blocks, 2), frames, &points));
-      c->set_output(0, c->MakeShape({c->Dim(blocks, 0), points, k}));
+      TF_RETURN_IF_ERROR(c->Multiply(c->Dim(rows, 1), frames, &points));
+      c->set_output(0, c->MakeShape({c->Dim(rows, 0), points, k}));
       return absl::OkStatus();
     });
 
@@ -89,15 +91,19 @@ class FramePairTopKOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& blocks = ctx->input(0);
-    OP_REQUIRES(ctx, blocks.dims() == 4,
-                absl::InvalidArgumentError(
-                    absl::StrCat("blocks must be [batch, pairs, S, S], got shape ", blocks.shape().DebugString())));
-    const int64_t batch = blocks.dim_size(0), pairs = blocks.dim_size(1), S = blocks.dim_size(2);
+    OpInputList rows;
+    OP_REQUIRES_OK(ctx, ctx->input_list("rows", &rows));
     const int T = frames_, k = k_;
-    OP_REQUIRES(ctx, pairs == int64_t(T) * (T - 1) / 2 && blocks.dim_size(3) == S,
-                absl::InvalidArgumentError(absl::StrCat("blocks of ", T, " frames must be [batch, ", T * (T - 1) / 2,
-                                                        ", S, S], got shape ", blocks.shape().DebugString())));
+    OP_REQUIRES(ctx, rows.size() == T - 1,
+                absl::InvalidArgumentError(absl::StrCat(T, " frames need ", T - 1, " score rows, got ", rows.size())));
+    const bool ranked = rows[0].dims() == 3;
+    const int64_t batch = ranked ? rows[0].dim_size(0) : 0, S = ranked ? rows[0].dim_size(1) : 0;
+    for (int a = 0; a < T - 1; ++a)
+      OP_REQUIRES(ctx, rows[a].dims() == 3 && rows[a].dim_size(0) == batch && rows[a].dim_size(1) == S &&
+                           rows[a].dim_size(2) == (T - 1 - a) * S,
+                  absl::InvalidArgumentError(absl::StrCat("rows[", a, "] of ", T, " frames of ", S, " points must be [",
+                                                          batch, ", ", S, ", ", (T - 1 - a) * S, "], got shape ",
+                                                          rows[a].shape().DebugString())));
     OP_REQUIRES(ctx, k <= (T - 1) * S,
                 absl::InvalidArgumentError(
                     absl::StrCat("k=", k, " exceeds the ", (T - 1) * S, " points of other frames")));
@@ -105,10 +111,13 @@ class FramePairTopKOp : public OpKernel {
                 absl::InvalidArgumentError(absl::StrCat(T * S, " points do not fit int32 indices")));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, T * S, k}), &out));
-    const float* data = blocks.flat<float>().data();
     int32_t* result = out->flat<int32_t>().data();
     const int64_t chunks = (S + kChunk - 1) / kChunk;
-    auto pair_of = [T](int a, int b) { return int64_t(a) * T - int64_t(a) * (a + 1) / 2 + (b - a - 1); };
+    // Block (a, c) of clip b: element (i, j) at origin(b, a, c)[i * stride(a) + j].
+    std::vector<const float*> starts(T - 1);
+    for (int a = 0; a < T - 1; ++a) starts[a] = rows[a].flat<float>().data();
+    auto stride = [T, S](int a) { return int64_t(T - 1 - a) * S; };
+    auto origin = [&](int64_t b, int a, int c) { return starts[a] + b * S * stride(a) + int64_t(c - a - 1) * S; };
 
     // Two passes per unit of up to kChunk queries of one frame. Pass 1: the maximum of every group of keys. On the
     // column side of a block a group is kLanes consecutive keys (rows) of the query's column; on the row side, where
@@ -133,9 +142,9 @@ class FramePairTopKOp : public OpKernel {
         for (int u = 0; u < T; ++u) {
           if (u == t) continue;
           if (u > t) {  // row side of block (t, u): query s reads row s
-            const float* base = data + ((b * pairs + pair_of(t, u)) * S + s0) * S;
+            const float* base = origin(b, t, u) + s0 * stride(t);
             for (int q = 0; q < n; ++q) {
-              const float* row = base + q * S;
+              const float* row = base + q * stride(t);
               float* m = &maxima[q * max_groups + num_groups];
               for (int64_t start = 0; start < S; start += tile, m += kLanes) {
                 const int64_t stop = std::min<int64_t>(S, start + tile);
@@ -154,12 +163,12 @@ class FramePairTopKOp : public OpKernel {
             }
             num_groups += row_groups;
           } else {  // column side of block (u, t): query s reads column s, rows are the keys
-            const float* base = data + ((b * pairs + pair_of(u, t)) * S) * S + s0;
+            const float* base = origin(b, u, t) + s0;
             for (int64_t start = 0, g = num_groups; start < S; start += kLanes, ++g) {
               std::fill(running.begin(), running.begin() + n, lowest);
               const int64_t stop = std::min<int64_t>(S, start + kLanes);
               for (int64_t r = start; r < stop; ++r) {
-                const float* x = base + r * S;
+                const float* x = base + r * stride(u);
                 for (int q = 0; q < n; ++q) running[q] = x[q] > running[q] ? x[q] : running[q];
               }
               for (int q = 0; q < n; ++q) maxima[q * max_groups + g] = running[q];
@@ -201,7 +210,7 @@ class FramePairTopKOp : public OpKernel {
             if (u == t) continue;
             const int32_t key0 = int32_t(u * S);
             if (u > t) {
-              const float* row = data + ((b * pairs + pair_of(t, u)) * S + s0 + q) * S;
+              const float* row = origin(b, t, u) + (s0 + q) * stride(t);
               for (int64_t start = 0; start < S; start += tile)
                 for (int l = 0; l < kLanes; ++l, ++g) {
                   if (!(m[g] >= tau)) continue;
@@ -209,11 +218,12 @@ class FramePairTopKOp : public OpKernel {
                     if (all || row[i] >= tau) Insert(v, ix, c, k, row[i], key0 + int32_t(i));
                 }
             } else {
-              const float* col = data + ((b * pairs + pair_of(u, t)) * S) * S + s0 + q;
+              const float* col = origin(b, u, t) + s0 + q;
+              const int64_t down = stride(u);
               for (int64_t start = 0; start < S; start += kLanes, ++g) {
                 if (!(m[g] >= tau)) continue;
                 for (int64_t r = start; r < std::min<int64_t>(S, start + kLanes); ++r)
-                  if (all || col[r * S] >= tau) Insert(v, ix, c, k, col[r * S], key0 + int32_t(r));
+                  if (all || col[r * down] >= tau) Insert(v, ix, c, k, col[r * down], key0 + int32_t(r));
               }
             }
           }
@@ -234,3 +244,77 @@ class FramePairTopKOp : public OpKernel {
 }  // namespace
 
 REGISTER_KERNEL_BUILDER(Name("KerasvidFramePairTopK").Device(DEVICE_CPU), FramePairTopKOp);
+
+// KerasvidScatterAddRows: out[b, j] = the sum of updates[b, i, m] over every (i, m) with indices[b, i, m] = j, for
+// j < num_rows: the gradient of the CP module's neighbour gather (`tf.gather(values, indices, batch_dims=1)`), in
+// one pass over the updates instead of TF's generic ScatterNd. Indices outside [0, num_rows) are an error.
+REGISTER_OP("KerasvidScatterAddRows")
+    .Input("updates: float")
+    .Input("indices: int32")
+    .Attr("num_rows: int >= 1")
+    .Output("summed: float")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      shape_inference::ShapeHandle updates;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &updates));
+      int64_t rows;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_rows", &rows));
+      c->set_output(0, c->MakeShape({c->Dim(updates, 0), rows, c->Dim(updates, 3)}));
+      return absl::OkStatus();
+    });
+
+namespace {
+
+class ScatterAddRowsOp : public OpKernel {
+ public:
+  explicit ScatterAddRowsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_rows", &rows_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& updates = ctx->input(0);
+    const Tensor& indices = ctx->input(1);
+    OP_REQUIRES(ctx, updates.dims() == 4 && indices.dims() == 3 && indices.dim_size(0) == updates.dim_size(0) &&
+                         indices.dim_size(1) == updates.dim_size(1) && indices.dim_size(2) == updates.dim_size(2),
+                absl::InvalidArgumentError(absl::StrCat("updates must be [batch, N, k, U] and indices [batch, N, k], "
+                                                        "got ", updates.shape().DebugString(), " and ",
+                                                        indices.shape().DebugString())));
+    const int64_t batch = updates.dim_size(0), sources = updates.dim_size(1) * updates.dim_size(2);
+    const int64_t units = updates.dim_size(3), rows = rows_;
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, rows, units}), &out));
+    const float* upd = updates.flat<float>().data();
+    const int32_t* idx = indices.flat<int32_t>().data();
+    float* sum = out->flat<float>().data();
+    std::fill(sum, sum + batch * rows * units, 0.0f);
+    for (int64_t i = 0; i < batch * sources; ++i)
+      OP_REQUIRES(ctx, idx[i] >= 0 && idx[i] < rows,
+                  absl::InvalidArgumentError(absl::StrCat("index ", idx[i], " outside [0, ", rows, ")")));
+    // Each shard owns a range of output rows and adds the sources that land in it: no two threads write a row.
+    const int shards = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+    auto work = [&](int64_t begin, int64_t end) {
+      for (int64_t piece = begin; piece < end; ++piece) {
+        const int64_t b = piece / shards, part = piece % shards;
+        const int64_t lo = rows * part / shards, hi = rows * (part + 1) / shards;
+        const int32_t* bi = idx + b * sources;
+        const float* bu = upd + b * sources * units;
+        float* bs = sum + b * rows * units;
+        for (int64_t i = 0; i < sources; ++i) {
+          const int64_t j = bi[i];
+          if (j < lo || j >= hi) continue;
+          float* dst = bs + j * units;
+          const float* src = bu + i * units;
+          for (int64_t u = 0; u < units; ++u) dst[u] += src[u];
+        }
+      }
+    };
+    Shard(shards, ctx->device()->tensorflow_cpu_worker_threads()->workers, batch * shards,
+          sources * units / shards + sources, work);
+  }
+
+ private:
+  int64_t rows_;
+};
+
+}  // namespace
+
+REGISTER_KERNEL_BUILDER(Name("KerasvidScatterAddRows").Device(DEVICE_CPU), ScatterAddRowsOp);
