@@ -6,11 +6,13 @@ For the two module shapes of `cpnet_resnet34` (res3: 8x28x28x128, two modules; r
 k=12, MLP widths C/4, C/2), times in `tf.function`s, interleaved rounds, minimum of this process's CPU seconds and
 of the wall time:
 
-- `knn`: `cp_knn` alone (the correspondence proposals; no gradient),
+- `knn, TF ops` / `knn, compiled`: `cp_knn` alone (the correspondence proposals; no gradient), with the TF-ops
+  selection or kerasvid's compiled kernel (`kerasvid.ops.native`, what `CPModule` uses when training on CPU),
 - `forward`: `CPModule(x, training=True)`,
 - `forward+backward`: the forward pass and the gradients of a loss with respect to the input and every weight, as
-  a training step runs it,
-- `forward+backward, gather gradient`: the same with `tf.gather`'s own gradient (an `UnsortedSegmentSum`) for the
+  a training step runs it (compiled kernels),
+- `forward+backward, TF ops`: the same with TF ops only (the kNN selection and the gather gradient's `ScatterNd`),
+- `forward+backward, gather gradient`: TF ops, with `tf.gather`'s own gradient (an `UnsortedSegmentSum`) for the
   neighbour gather instead of the module's `ScatterNd` one (`cp_module._gather_neighbours`).
 
 The `per model` rows add the modules up (2 res3 + 3 res4), to set beside the C2D trunk's step time
@@ -28,6 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 from _report import save_report  # noqa: E402
 from kerasvid.layers import cp_module  # noqa: E402
+from kerasvid.ops import native  # noqa: E402
 from kerasvid.ops.knn import cp_knn  # noqa: E402
 
 SHAPES = {"res3": ((1, 8, 28, 28, 128), 2), "res4": ((1, 8, 14, 14, 256), 3)}  # (input, modules in cpnet_resnet34)
@@ -50,18 +53,31 @@ def variants(shape, k):
     def plain_gather(values, proposals, compiled=False):
         return tf.gather(values, proposals, batch_dims=1)
 
+    def tf_ops(fn):
+        """`fn` traced with the compiled kernels unavailable (read when the function is traced)."""
+        def traced():
+            kernels = native.usable, native.scatter_add_rows
+            native.usable, native.scatter_add_rows = (lambda: False), (lambda *args: None)
+            try:
+                return fn()
+            finally:
+                native.usable, native.scatter_add_rows = kernels
+        return traced
+
     def train_gather_gradient():
         scatter = cp_module._gather_neighbours
-        cp_module._gather_neighbours = plain_gather  # read when the function is traced
+        cp_module._gather_neighbours = plain_gather
         try:
             return train()
         finally:
             cp_module._gather_neighbours = scatter
 
-    return {"knn": tf.function(lambda: cp_knn(points, shape[1], k)),
+    return {"knn, TF ops": tf.function(lambda: cp_knn(points, shape[1], k)),
+            "knn, compiled": tf.function(lambda: cp_knn(points, shape[1], k, compiled=True)),
             "forward": tf.function(lambda: layer(x, training=True)),
             "forward+backward": tf.function(train),
-            "forward+backward, gather gradient": tf.function(train_gather_gradient)}
+            "forward+backward, TF ops": tf.function(tf_ops(train)),
+            "forward+backward, gather gradient": tf.function(tf_ops(train_gather_gradient))}
 
 
 def main():
