@@ -56,12 +56,8 @@ def variants(shape, k):
     def tf_ops(fn):
         """`fn` traced with the compiled kernels unavailable (read when the function is traced)."""
         def traced():
-            kernels = native.usable, native.scatter_add_rows
-            native.usable, native.scatter_add_rows = (lambda: False), (lambda *args: None)
-            try:
+            with native.disabled():
                 return fn()
-            finally:
-                native.usable, native.scatter_add_rows = kernels
         return traced
 
     def train_gather_gradient():

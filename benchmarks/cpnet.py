@@ -43,13 +43,11 @@ def prepare(spec, frames, num_classes=174):
     model = build(spec, frames, num_classes)
     x = tf.random.uniform([1, frames, 112, 112, 3], seed=0)
     step = sgd_train_step(model, x, tf.constant([3]), 0.01)
-    compiled = native.usable, native.scatter_add_rows
-    if spec.endswith("+tf_ops"):  # read when the step is traced: the TF ops instead of the compiled kernels
-        native.usable, native.scatter_add_rows = (lambda: False), (lambda *args: None)
-    try:
-        step().numpy()  # trace + optimizer slots
-    finally:
-        native.usable, native.scatter_add_rows = compiled
+    if spec.endswith("+tf_ops"):
+        with native.disabled():  # traced with the TF ops instead of the compiled kernels
+            step().numpy()  # trace + optimizer slots
+    else:
+        step().numpy()
     return model, step
 
 

@@ -203,6 +203,11 @@ class CPModule(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         frames, height, width, channels, small_h, small_w, feat = self._dims
+        for dense in [*self.mlp_convs, self.final_conv] + ([self.bottleneck_conv] if self.bottleneck else []):
+            if getattr(dense, "quantization_mode", None):  # its float kernel is read directly below
+                raise ValueError(f"CPModule {self.name!r} does not support Keras quantization: its 1x1 conv "
+                                 f"{dense.name!r} is in {dense.quantization_mode!r} mode (quantize the other layers "
+                                 f"only, e.g. with `Model.quantize(mode, filters=...)`)")
         dtype = inputs.dtype
         batch = tf.shape(inputs)[0]
         points = self._points(inputs, training)

@@ -10,13 +10,15 @@ The kernel is compiled with the C++ compiler and flags TensorFlow documents for 
 (`tf.sysconfig.get_compile_flags()` / `get_link_flags()`, `-O3 -march=native`) the first time a CPNet trains, into
 `$KERASVID_CACHE_DIR` (default `~/.cache/kerasvid`)`/native/<key>/`, the key hashing the source, the TensorFlow
 build and this CPU's model and flags, so that a cache shared between machines never hands one CPU another's build.
-A build takes 10-20 s once; later processes load the cached library. No compiler, a failed build or
-`KERASVID_NATIVE=0` leave the TF-ops selection in place (the same numbers, slower), with one logged line saying why.
+A build takes 10-20 s once; later processes load the cached library (one that does not load is rebuilt). No
+compiler, a failed build or `KERASVID_NATIVE=0` leave the TF ops in place (the same numbers, slower), with one logged
+line saying why; `disabled()` does the same for the graphs traced inside it.
 
 Graphs that use the kernel need this library loaded to run, so only the training path uses it (`CPModule` with
 `training=True`): inference, every export (SavedModel, TF Serving, LiteRT) and XLA-compiled functions keep stock TF
 ops.
 """
+import contextlib
 import hashlib
 import os
 import platform
@@ -28,10 +30,11 @@ import threading
 import tensorflow as tf
 from absl import logging
 
-__all__ = ["frame_pair_top_k", "native_status", "scatter_add_rows", "usable"]
+__all__ = ["disabled", "frame_pair_top_k", "native_status", "scatter_add_rows", "usable"]
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native")
 _LOCK = threading.Lock()
+_LOCAL = threading.local()  # disabled()
 _STATE = {}  # "library": the loaded module or None; "status": why (one line)
 
 
@@ -45,10 +48,14 @@ def _cpu_signature():
         return platform.processor() or platform.machine()
 
 
+_FLAGS = ["-shared", "-fPIC", "-O3", "-march=native"]
+
+
 def _cache_dir(source):
     key = hashlib.sha256()
-    for part in (source, tf.__version__, tf.sysconfig.get_lib(), " ".join(tf.sysconfig.get_compile_flags()),
-                 platform.machine(), _cpu_signature()):
+    for part in (source, " ".join(_FLAGS), tf.__version__, tf.sysconfig.get_lib(),
+                 " ".join(tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()), platform.machine(),
+                 _cpu_signature()):
         key.update(part.encode() if isinstance(part, str) else part)
     root = os.environ.get("KERASVID_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "kerasvid")
     return os.path.join(root, "native", key.hexdigest()[:20])
@@ -62,28 +69,37 @@ def _compiler():
 
 
 def _build(source_path, target):
-    """Compiles `source_path` into the shared library `target` (atomically: a temporary file renamed)."""
+    """Compiles `source_path` into the shared library `target`: a complete, synced temporary file renamed into place
+    (readable by every user of a shared cache), so that no process ever loads a partial build."""
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     fd, temporary = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(target))
     os.close(fd)
-    command = ([compiler, "-shared", "-fPIC", "-O3", "-march=native", "-o", temporary, source_path]
-               + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags())
+    command = ([compiler] + _FLAGS + ["-o", temporary, source_path] + tf.sysconfig.get_compile_flags()
+               + tf.sysconfig.get_link_flags())
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             tail = " | ".join(done.stderr.strip().splitlines()[-3:])
             raise RuntimeError(f"{os.path.basename(compiler)} failed (exit {done.returncode}): {tail}")
+        with open(temporary, "rb") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o755 & ~umask)  # mkstemp makes it 0600
         os.replace(temporary, target)  # concurrent builders each rename a complete file
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
 
 
+@tf.autograph.experimental.do_not_convert
 def _load():
-    """The loaded kernel library, building it if needed; None (and `native_status()` says why) when unavailable."""
+    """The loaded kernel library, building it if needed; None (and `native_status()` says why) when unavailable.
+
+    A cached library that does not load (truncated, copied from another machine) is rebuilt once."""
     with _LOCK:
         if "library" in _STATE:
             return _STATE["library"]
@@ -95,15 +111,20 @@ def _load():
             try:
                 with open(source_path, "rb") as f:
                     target = os.path.join(_cache_dir(f.read()), "cp_ops.so")
-                if not os.path.exists(target):
+                if os.path.exists(target):
+                    try:
+                        library = tf.load_op_library(target)
+                    except Exception as error:
+                        logging.warning("kerasvid: rebuilding %s, which does not load (%s)", target, error)
+                if library is None:
                     logging.info("kerasvid: compiling the CP module's CPU kernels into %s (once, 10-20 s)", target)
                     _build(source_path, target)
-                library = tf.load_op_library(target)
+                    library = tf.load_op_library(target)
                 status = f"loaded from {target}"
             except Exception as error:  # any failure leaves the stock TF-ops path in place
-                status = f"unavailable ({type(error).__name__}: {error})"
+                library, status = None, f"unavailable ({type(error).__name__}: {error})"
                 logging.warning("kerasvid: the CP module's compiled kernels are %s; using TF ops (same numbers, "
-                             "slower training)", status)
+                                "slower training)", status)
         _STATE.update(library=library, status=status)
         return library
 
@@ -120,14 +141,31 @@ def _in_xla_context():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+@contextlib.contextmanager
+def disabled():
+    """Within this context, graphs traced in this thread use TF ops instead of the compiled kernels (e.g. to export a
+    training-mode graph that must run without kerasvid, or to time the two paths in one process)."""
+    previous = getattr(_LOCAL, "disabled", False)
+    _LOCAL.disabled = True
+    try:
+        yield
+    finally:
+        _LOCAL.disabled = previous
+
+
+@tf.autograph.experimental.do_not_convert
 def _library():
-    """The loaded library where its kernels can run here: None if not loaded, a GPU is visible (the data would cross
-    to the host) or the graph is XLA-compiled (XLA has no kernels for them)."""
-    if tf.config.list_logical_devices("GPU") or _in_xla_context():
+    """The loaded library where its kernels can run here: None if disabled or not loaded, an accelerator is visible
+    (the data would cross to the host: the kernels are CPU-only) or the graph is XLA-compiled (XLA has no kernels
+    for them)."""
+    if getattr(_LOCAL, "disabled", False) or _in_xla_context():
+        return None
+    if any(device.device_type != "CPU" for device in tf.config.list_logical_devices()):
         return None
     return _load()
 
 
+@tf.autograph.experimental.do_not_convert
 def usable():
     """Whether the compiled kernels can run in the graph being built (`_library`)."""
     return _library() is not None
