@@ -10,7 +10,7 @@ The kernel is compiled with the C++ compiler and flags TensorFlow documents for 
 (`tf.sysconfig.get_compile_flags()` / `get_link_flags()`, `-O3 -march=native`) the first time a CPNet trains, into
 `$KERASVID_CACHE_DIR` (default `~/.cache/kerasvid`)`/native/<key>/`, the key hashing the source, the TensorFlow
 build and this CPU's model and flags, so that a cache shared between machines never hands one CPU another's build.
-A build takes 10-20 s once; later processes load the cached library (one that does not load is rebuilt). No
+A build takes about 10 s once (7-15 s seen here); later processes load the cached library (one that does not load is rebuilt). No
 compiler, a failed build or `KERASVID_NATIVE=0` leave the TF ops in place (the same numbers, slower), with one logged
 line saying why; `disabled()` does the same for the graphs traced inside it.
 
@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 
 import tensorflow as tf
 from absl import logging
@@ -117,9 +118,11 @@ def _load():
                     except Exception as error:
                         logging.warning("kerasvid: rebuilding %s, which does not load (%s)", target, error)
                 if library is None:
-                    logging.info("kerasvid: compiling the CP module's CPU kernels into %s (once, 10-20 s)", target)
+                    logging.info("kerasvid: compiling the CP module's CPU kernels into %s (once, about 10 s)", target)
+                    started = time.monotonic()
                     _build(source_path, target)
                     library = tf.load_op_library(target)
+                    logging.info("kerasvid: compiled in %.1f s", time.monotonic() - started)
                 status = f"loaded from {target}"
             except Exception as error:  # any failure leaves the stock TF-ops path in place
                 library, status = None, f"unavailable ({type(error).__name__}: {error})"
