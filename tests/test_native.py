@@ -154,21 +154,6 @@ def test_disabled_or_without_a_compiler_the_tf_ops_selection_runs(tmp_path):
             assert "using TF ops" in done.stderr
 
 
-def test_a_second_process_loads_the_cached_library_without_compiling(tmp_path):
-    script = ("import time\nfrom kerasvid.ops import native\n"
-              "t = time.perf_counter(); s = native.native_status(); print('STATUS', s, time.perf_counter() - t)\n")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT, "KERASVID_CACHE_DIR": str(tmp_path)}
-    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env)
-    assert first.returncode == 0, first.stderr[-2000:]
-    built = list(tmp_path.rglob("*.so"))
-    assert len(built) == 1 and "loaded from" in first.stdout
-    mtime = built[0].stat().st_mtime_ns
-    second = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env)
-    assert second.returncode == 0 and "loaded from" in second.stdout
-    assert built[0].stat().st_mtime_ns == mtime and list(tmp_path.rglob("*.so")) == built  # not rebuilt
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".so"]  # no temporary left
-
-
 def test_a_model_trained_with_the_kernel_exports_graphs_that_plain_tensorflow_serves(tmp_path):
     # Training traces the kernel; every export traces inference, which keeps stock ops, so a process without kerasvid
     # (TF Serving's situation: no custom op library) loads and runs the SavedModels.
@@ -228,14 +213,24 @@ def test_disabled_context_and_quantized_cp_modules_are_refused():
         model(np.zeros((1, 3, 4, 4, 8), np.float32))
 
 
-def test_a_cached_library_that_does_not_load_is_rebuilt_and_shared_caches_are_readable(tmp_path):
+def test_the_cache_is_reused_readable_by_all_and_rebuilt_when_it_does_not_load(tmp_path):
+    # Three fresh processes on one cache: the first builds, the second loads without rebuilding, the third finds the
+    # library truncated (as after a crash before its data reached the disk) and rebuilds it.
     script = "from kerasvid.ops import native\nprint('STATUS', native.native_status())\n"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT, "KERASVID_CACHE_DIR": str(tmp_path)}
-    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env)
-    assert "loaded from" in first.stdout, first.stderr[-2000:]
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env)
+        assert done.returncode == 0 and "loaded from" in done.stdout, done.stderr[-2000:]
+        return done
+
+    run()
     (built,) = tmp_path.rglob("*.so")
     assert built.stat().st_mode & 0o044 == 0o044  # group and others may read it (mkstemp makes files 0600)
-    built.write_bytes(b"")  # truncated, as after a crash before the rename's data reached the disk
-    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env)
-    assert "loaded from" in again.stdout, again.stderr[-2000:]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".so"]  # no temporary left
+    mtime = built.stat().st_mtime_ns
+    run()
+    assert built.stat().st_mtime_ns == mtime and list(tmp_path.rglob("*.so")) == [built]  # not rebuilt
+    built.write_bytes(b"")
+    again = run()
     assert "rebuilding" in again.stderr and built.stat().st_size > 0
