@@ -42,11 +42,11 @@ def _gather_neighbours(values, proposals, compiled=False):
     @tf.custom_gradient
     def gather(values):
         def grad(upstream):
-            batch, num_points, units = tf.shape(values)[0], tf.shape(values)[1], tf.shape(values)[2]
             if compiled and upstream.dtype == tf.float32:
                 summed = native.scatter_add_rows(upstream, proposals, values.shape[1])
                 if summed is not None:
                     return summed
+            batch, num_points, units = tf.shape(values)[0], tf.shape(values)[1], tf.shape(values)[2]
             rows = proposals + tf.reshape(tf.range(batch) * num_points, [-1, 1, 1])  # row in the flattened batch
             summed = tf.scatter_nd(tf.reshape(rows, [-1, 1]), tf.reshape(upstream, [-1, units]),
                                    tf.stack([batch * num_points, units]))

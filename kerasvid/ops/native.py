@@ -10,9 +10,9 @@ The kernel is compiled with the C++ compiler and flags TensorFlow documents for 
 (`tf.sysconfig.get_compile_flags()` / `get_link_flags()`, `-O3 -march=native`) the first time a CPNet trains, into
 `$KERASVID_CACHE_DIR` (default `~/.cache/kerasvid`)`/native/<key>/`, the key hashing the source, the TensorFlow
 build and this CPU's model and flags, so that a cache shared between machines never hands one CPU another's build.
-A build takes about 10 s once (7-15 s seen here); later processes load the cached library (one that does not load is rebuilt). No
-compiler, a failed build or `KERASVID_NATIVE=0` leave the TF ops in place (the same numbers, slower), with one logged
-line saying why; `disabled()` does the same for the graphs traced inside it.
+A build takes about 10 s once (7-15 s seen here); later processes load the cached library (one that does not load
+is rebuilt). No compiler, a failed build or `KERASVID_NATIVE=0` leave the TF ops in place (the same numbers, slower),
+with one logged line saying why; `disabled()` does the same for the graphs traced inside it.
 
 Graphs that use the kernel need this library loaded to run, so only the training path uses it (`CPModule` with
 `training=True`): inference, every export (SavedModel, TF Serving, LiteRT) and XLA-compiled functions keep stock TF
@@ -63,9 +63,11 @@ def _cache_dir(source):
 
 
 def _compiler():
+    """The first C++ compiler found: `$CXX`, then c++, g++, clang++ on the PATH; None if there is none."""
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        found = shutil.which(name) if name else None
+        if found:
+            return found
     return None
 
 
