@@ -1,4 +1,5 @@
 """The compiled kNN selection kernel (kerasvid.ops.native) against the TF-ops selection and a brute-force reference."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -93,9 +94,11 @@ def test_xla_functions_keep_the_tf_ops_selection():
     assert "KerasvidFramePairTopK" not in op_types(fn, tf.TensorSpec(points.shape))
 
 
-def test_cp_module_uses_the_kernels_when_training_only_with_equal_outputs_and_gradients():
-    x = tf.constant(np.maximum(np.random.RandomState(2).randn(2, 4, 6, 6, 8), 0).astype(np.float32))
-    layer = CPModule(k=5)
+MLP_OPS = {"KerasvidGatherMoments", "KerasvidCpMlpForward", "KerasvidCpMlpBackward"}
+
+
+def _training_step_with_and_without_kernels(layer, x):
+    """(the traced function with the kernels, [output, gradients..., moving statistics...] with and without)."""
     layer.build(x.shape)
     for w in layer.weights:  # every weight nonzero, so that the outputs depend on the neighbours
         w.assign(np.random.RandomState(len(w.path)).uniform(0.5, 1.5, w.shape).astype(np.float32))
@@ -116,16 +119,64 @@ def test_cp_module_uses_the_kernels_when_training_only_with_equal_outputs_and_gr
 
     moving = [v.numpy() for v in layer.non_trainable_weights]
     fn, with_kernel = step(True)
+    with_kernel += [v.numpy() for v in layer.non_trainable_weights]
     for v, value in zip(layer.non_trainable_weights, moving):
         v.assign(value)
     _, without = step(False)
-    assert {"KerasvidFramePairTopK", "KerasvidScatterAddRows"} <= op_types(fn, tf.TensorSpec(x.shape))
+    without += [v.numpy() for v in layer.non_trainable_weights]
+    inference = tf.function(lambda t: layer(t, training=False))
+    assert not {t for t in op_types(inference, tf.TensorSpec(x.shape)) if t.startswith("Kerasvid")}
+    return fn, with_kernel, without
+
+
+def test_cp_module_uses_the_knn_kernels_when_training_only_with_equal_outputs_and_gradients():
+    # A one-layer MLP keeps the TF-ops MLP (the fused kernels take the two-layer MLP of the paper's modules), so the
+    # kNN selection and the gather gradient are compared alone.
+    x = tf.constant(np.maximum(np.random.RandomState(2).randn(2, 4, 6, 6, 8), 0).astype(np.float32))
+    fn, with_kernel, without = _training_step_with_and_without_kernels(CPModule(k=5, mlp_units=(6,)), x)
+    ops = op_types(fn, tf.TensorSpec(x.shape))
+    assert {"KerasvidFramePairTopK", "KerasvidScatterAddRows"} <= ops and not MLP_OPS & ops
     # Equal bits on this project's machines: the per-frame score matmuls give the batched ones' bits and the scatter
     # adds in ScatterNd's order (checked on several shapes); another CPU or oneDNN build could round differently.
     for got, want in zip(with_kernel, without):
         np.testing.assert_array_equal(got, want)
-    inference = tf.function(lambda t: layer(t, training=False))
-    assert "KerasvidFramePairTopK" not in op_types(inference, tf.TensorSpec(x.shape))
+
+
+@pytest.mark.parametrize("mlp_units", [None, (5, 20)])
+def test_cp_module_fuses_its_two_layer_mlp_when_training(mlp_units):
+    # The paper's two-layer MLP runs in the fused kernels. Its sums run in another order than the TF ops' (and its
+    # statistics in float64), so the float32 results are compared with the same module in float64: the fused path's
+    # error must be of the size of the TF-ops path's (batch-statistics gradients cancel, so both are ~1e-6 relative).
+    x = np.maximum(np.random.RandomState(3).randn(2, 4, 6, 6, 8), 0)
+
+    def run(dtype, compiled):
+        layer = CPModule(k=5, mlp_units=mlp_units, dtype=dtype, name="cp")
+        layer.build(x.shape)
+        for i, w in enumerate(layer.weights):  # nonzero, so that the outputs depend on the neighbours
+            w.assign(np.random.RandomState(i).uniform(0.5, 1.5, w.shape).astype(dtype))
+        fn = tf.function(lambda t: _loss_gradients(layer, t), autograph=False)
+        with contextlib.ExitStack() as stack:
+            if not compiled:
+                stack.enter_context(native.disabled())
+            values = fn(tf.constant(x, dtype))
+        ops = op_types(fn, tf.TensorSpec(x.shape, dtype))
+        return ops, [np.asarray(v, np.float64) for v in values] + [v.numpy() for v in layer.non_trainable_weights]
+
+    ops, fused = run("float32", True)
+    assert MLP_OPS | {"KerasvidFramePairTopK"} <= ops
+    _, plain = run("float32", False)
+    _, exact = run("float64", False)
+    for got, tf_ops, want in zip(fused, plain, exact):
+        scale = np.abs(want).max()
+        assert np.abs(got - want).max() <= 5 * np.abs(tf_ops - want).max() + 1e-7 * scale
+
+
+def _loss_gradients(layer, t):
+    with tf.GradientTape() as tape:
+        tape.watch(t)
+        y = layer(t, training=True)
+        loss = tf.reduce_sum(y * tf.sin(y))
+    return [y] + tape.gradient(loss, [t] + layer.trainable_weights)
 
 
 def test_disabled_or_without_a_compiler_the_tf_ops_selection_runs(tmp_path):
@@ -174,7 +225,7 @@ def test_a_model_trained_with_the_kernel_exports_graphs_that_plain_tensorflow_se
         return loss
 
     train_step(x)
-    assert "KerasvidFramePairTopK" in op_types(train_step, tf.TensorSpec(x.shape))
+    assert MLP_OPS | {"KerasvidFramePairTopK"} <= op_types(train_step, tf.TensorSpec(x.shape))
     expected = model(x, training=False).numpy()
     model.export(str(tmp_path / "keras_export"), verbose=False)
     tf.saved_model.save(model, str(tmp_path / "tf_saved"))
@@ -234,3 +285,72 @@ def test_the_cache_is_reused_readable_by_all_and_rebuilt_when_it_does_not_load(t
     built.write_bytes(b"")
     again = run()
     assert "rebuilding" in again.stderr and built.stat().st_size > 0
+
+
+def _mlp_composite(p, q, indices, gamma0, beta0, kernel, gamma1, beta1, epsilon):
+    """`max_rows` written with TF ops on the formed [B, N, k, U] rows (the max-pool's gradient goes to the first of
+    equal maxima, as the kernel's)."""
+    h = tf.gather(p, indices, batch_dims=1) + q[:, :, None]
+    mean0, variance0 = tf.nn.moments(h, [0, 1, 2])
+    x = tf.nn.relu((h - mean0) * tf.math.rsqrt(variance0 + epsilon) * gamma0 + beta0)
+    z = tf.einsum("bnkc,cu->bnku", x, kernel)
+    mean1, variance1 = tf.nn.moments(z, [0, 1, 2])
+    y = (z - mean1) * tf.math.rsqrt(variance1 + epsilon) * gamma1 + beta1
+    pooled = tf.squeeze(tf.nn.max_pool2d(y, [1, indices.shape[-1]], [1, indices.shape[-1]], "VALID"), 2)
+    return tf.nn.relu(pooled), (mean0, variance0), (mean1, variance1)
+
+
+@pytest.mark.parametrize("batch,points,k,units,out,ties", [(2, 37, 5, 20, 40, False), (1, 64, 12, 32, 64, False),
+                                                           (1, 9, 1, 3, 5, False), (2, 12, 4, 16, 16, True)])
+def test_fused_mlp_equals_the_composite_with_its_gradients(batch, points, k, units, out, ties):
+    # Widths that are and are not multiples of the 16 lanes, k = 1, negative scales (the minimum's path), and with
+    # `ties` every query's proposals repeated (equal rows: the first gets the maximum's gradient).
+    from kerasvid.ops import cp_mlp
+
+    rng = np.random.RandomState(points + k)
+    p, q = (tf.constant(rng.randn(batch, points, units).astype(np.float32)) for _ in range(2))
+    indices = rng.randint(0, points, size=(batch, points, k)).astype(np.int32)
+    if ties:
+        indices[..., 1::2] = indices[..., 0::2]
+    indices = tf.constant(indices)
+    gamma0, beta0 = rng.randn(units).astype(np.float32), rng.randn(units).astype(np.float32)
+    kernel = (rng.randn(units, out) / np.sqrt(units)).astype(np.float32)
+    gamma1, beta1 = rng.randn(out).astype(np.float32), rng.randn(out).astype(np.float32)
+    gamma1 = np.abs(gamma1) * np.where(np.arange(out) % 2, -1, 1).astype(np.float32)  # both signs
+    args = [tf.constant(v) for v in (p, q, gamma0, beta0, kernel, gamma1, beta1)]
+    upstream = tf.constant(rng.randn(batch, points, out).astype(np.float32))
+
+    def run(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            outputs = fn(*args)
+            loss = tf.reduce_sum(outputs[0] * upstream)
+        return tf.nest.flatten(outputs) + tape.gradient(loss, args)
+
+    fused = run(lambda p, q, g0, b0, w, g1, b1: cp_mlp.max_rows(p, q, indices, g0, b0, 1e-3, w, g1, b1, 1e-3))
+    want = run(lambda p, q, g0, b0, w, g1, b1: _mlp_composite(p, q, indices, g0, b0, w, g1, b1, 1e-3))
+    for got, expected in zip(fused, want):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(expected).max()))
+
+
+def test_fused_mlp_shape_and_index_errors_name_the_values():
+    library = native.library()
+    p = tf.zeros([1, 4, 3])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"index 4 outside \[0, 4\)"):
+        library.kerasvid_gather_moments(p, p, tf.constant([[[0], [1], [2], [4]]]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"per_neighbour and per_query must be \[batch, N, U\]"):
+        library.kerasvid_gather_moments(p, tf.zeros([1, 4, 2]), tf.zeros([1, 4, 2], tf.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"kernel must be \[3, units\], got \[2,5\]"):
+        library.kerasvid_cp_mlp_forward(p, p, tf.zeros([1, 4, 2], tf.int32), tf.ones([3]), tf.zeros([3]),
+                                        tf.zeros([2, 5]))
+
+
+def test_scatter_add_rows_broadcasts_one_update_over_its_k_uses():
+    rng = np.random.RandomState(7)
+    updates = rng.randn(2, 6, 1, 4).astype(np.float32)
+    indices = rng.randint(0, 6, size=(2, 6, 3)).astype(np.int32)
+    want = np.zeros((2, 6, 4))
+    for b, n, m in np.ndindex(2, 6, 3):
+        want[b, indices[b, n, m]] += updates[b, n, 0]
+    got = native.scatter_add_rows(tf.constant(updates), tf.constant(indices), 6).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

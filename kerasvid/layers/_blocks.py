@@ -66,15 +66,20 @@ def fused_batch_norm(bn, x, training, shift=None):
         if shift is not None:
             mean = mean + tf.stop_gradient(shift)
         count = tf.cast(tf.size(x4) // channels, tf.float32)
-        variance = variance * tf.maximum(count - 1.0, 0.0) / count  # the op returns the unbiased variance
-        momentum = bn.momentum
-        bn.moving_mean.assign(bn.moving_mean * momentum + mean * (1.0 - momentum))
-        bn.moving_variance.assign(bn.moving_variance * momentum + variance * (1.0 - momentum))
+        update_moving_statistics(bn, mean, variance * tf.maximum(count - 1.0, 0.0) / count)  # op: unbiased
     else:
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(x4, gamma, beta, mean=tf.cast(bn.moving_mean, tf.float32),
                                                    variance=tf.cast(bn.moving_variance, tf.float32),
                                                    epsilon=bn.epsilon, is_training=False)
     return tf.reshape(tf.cast(y, x.dtype), shape)
+
+
+def update_moving_statistics(bn, mean, variance):
+    """Moves the moving mean and variance of the BatchNormalization `bn` towards a batch's `mean` and biased
+    `variance`, as Keras does (`moving = moving * momentum + batch * (1 - momentum)`)."""
+    momentum = bn.momentum
+    bn.moving_mean.assign(bn.moving_mean * momentum + mean * (1.0 - momentum))
+    bn.moving_variance.assign(bn.moving_variance * momentum + variance * (1.0 - momentum))
 
 
 def sublayer_list(owner, name, sublayers):

@@ -3,8 +3,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasvid.layers._blocks import batch_norm, fused_batch_norm, pointwise_conv, static_clip_shape, sublayer_list
-from kerasvid.ops import native
+from kerasvid.layers._blocks import (batch_norm, fused_batch_norm, pointwise_conv, static_clip_shape, sublayer_list,
+                                     update_moving_statistics)
+from kerasvid.ops import cp_mlp, native
 from kerasvid.ops.knn import cp_knn
 
 __all__ = ["CPModule"]
@@ -221,19 +222,39 @@ class CPModule(keras.layers.Layer):
         per_neighbour, per_query = tf.split(tf.matmul(points, tf.concat([w_neighbour, w_query], axis=1)), 2, axis=-1)
         per_neighbour = per_neighbour + coord_term
         per_query = per_query - coord_term
-        h = _gather_neighbours(per_neighbour, proposals, bool(training)) + tf.expand_dims(per_query, 2)  # [B, N, k, U]
-        h = fused_batch_norm(self.mlp_bns[0], h, training, shift=first.bias)  # bias as in _normalised_projection
-        for conv, bn in zip(self.mlp_convs[1:], self.mlp_bns[1:]):
-            h = _normalised_projection(conv, bn, tf.nn.relu(h), training)
-        # Max over the k proposals as a [1, k] max-pool (one fused gradient op that routes each channel's gradient
-        # to its maximum; reduce_max's gradient takes five passes over [B, N, k, U]), then the last ReLU, on the
-        # pooled tensor: max_k relu(h_k) = relu(max_k h_k), since the ReLU is non-decreasing.
-        h = tf.nn.relu(tf.squeeze(tf.nn.max_pool2d(h, [1, self.k], [1, self.k], "VALID"), axis=2))
+        h = self._compiled_mlp(per_neighbour, per_query, proposals) if training else None
+        if h is None:
+            h = _gather_neighbours(per_neighbour, proposals, bool(training)) + tf.expand_dims(per_query, 2)
+            h = fused_batch_norm(self.mlp_bns[0], h, training, shift=first.bias)  # [B, N, k, U]; bias folded
+            for conv, bn in zip(self.mlp_convs[1:], self.mlp_bns[1:]):
+                h = _normalised_projection(conv, bn, tf.nn.relu(h), training)
+            # Max over the k proposals as a [1, k] max-pool (one fused gradient op that routes each channel's
+            # gradient to its maximum; reduce_max's gradient takes five passes over [B, N, k, U]), then the last
+            # ReLU, on the pooled tensor: max_k relu(h_k) = relu(max_k h_k), since the ReLU is non-decreasing.
+            h = tf.nn.relu(tf.squeeze(tf.nn.max_pool2d(h, [1, self.k], [1, self.k], "VALID"), axis=2))
         g = _normalised_projection(self.final_conv, self.final_bn, h, training)
         g = tf.reshape(g, [batch, frames, small_h, small_w, channels])
         if self.spatial_shrink > 1:
             g = self._resize(g, (height, width), batch)
         return inputs + g
+
+    def _compiled_mlp(self, per_neighbour, per_query, proposals):
+        """The pooled MLP output `[B, N, U]` of a training step from kerasvid's compiled kernels (`cp_mlp.max_rows`:
+        the `[B, N, k, U]` rows are never formed), with the norms' moving statistics updated; None where they do
+        not apply (not two MLP layers, a frozen norm, not float32, no kernels here), and the caller uses TF ops."""
+        if len(self.mlp_convs) != 2 or not all(bn.trainable for bn in self.mlp_bns):
+            return None
+        (first, second), (bn0, bn1) = self.mlp_convs, self.mlp_bns
+        # The convs' biases cancel in the norms (their gradient is exactly zero, given as such: optimizers warn on
+        # None) and move the moving means, as in `fused_batch_norm(shift=...)`.
+        fused = cp_mlp.max_rows(per_neighbour, per_query, proposals, bn0.gamma, bn0.beta + 0.0 * first.bias,
+                                bn0.epsilon, second.kernel, bn1.gamma, bn1.beta + 0.0 * second.bias, bn1.epsilon)
+        if fused is None:
+            return None
+        h, (mean0, variance0), (mean1, variance1) = fused
+        update_moving_statistics(bn0, mean0 + tf.stop_gradient(first.bias), variance0)
+        update_moving_statistics(bn1, mean1 + tf.stop_gradient(second.bias), variance1)
+        return tf.cast(h, per_neighbour.dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

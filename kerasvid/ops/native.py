@@ -31,7 +31,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
-__all__ = ["disabled", "frame_pair_top_k", "native_status", "scatter_add_rows", "usable"]
+__all__ = ["disabled", "frame_pair_top_k", "library", "native_status", "scatter_add_rows", "usable"]
 
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native")
 _LOCK = threading.Lock()
@@ -71,8 +71,18 @@ def _compiler():
     return None
 
 
-def _build(source_path, target):
-    """Compiles `source_path` into the shared library `target`: a complete, synced temporary file renamed into place
+def _sources():
+    """The kernel sources, `_native/*.cc` in name order: (paths, their contents joined for the cache key)."""
+    paths = sorted(os.path.join(_SOURCE_DIR, name) for name in os.listdir(_SOURCE_DIR) if name.endswith(".cc"))
+    contents = []
+    for path in paths:
+        with open(path, "rb") as f:
+            contents.append(os.path.basename(path).encode() + b"\0" + f.read())
+    return paths, b"\0".join(contents)
+
+
+def _build(source_paths, target):
+    """Compiles `source_paths` into the shared library `target`: a complete, synced temporary file renamed into place
     (readable by every user of a shared cache), so that no process ever loads a partial build."""
     compiler = _compiler()
     if compiler is None:
@@ -80,7 +90,7 @@ def _build(source_path, target):
     os.makedirs(os.path.dirname(target), exist_ok=True)
     fd, temporary = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(target))
     os.close(fd)
-    command = ([compiler] + _FLAGS + ["-o", temporary, source_path] + tf.sysconfig.get_compile_flags()
+    command = ([compiler] + _FLAGS + ["-o", temporary] + list(source_paths) + tf.sysconfig.get_compile_flags()
                + tf.sysconfig.get_link_flags())
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -110,10 +120,9 @@ def _load():
         if os.environ.get("KERASVID_NATIVE", "1") == "0":
             status = "disabled by KERASVID_NATIVE=0"
         else:
-            source_path = os.path.join(_SOURCE_DIR, "cp_ops.cc")
             try:
-                with open(source_path, "rb") as f:
-                    target = os.path.join(_cache_dir(f.read()), "cp_ops.so")
+                source_paths, source = _sources()
+                target = os.path.join(_cache_dir(source), "cp_ops.so")
                 if os.path.exists(target):
                     try:
                         library = tf.load_op_library(target)
@@ -122,7 +131,7 @@ def _load():
                 if library is None:
                     logging.info("kerasvid: compiling the CP module's CPU kernels into %s (once, about 10 s)", target)
                     started = time.monotonic()
-                    _build(source_path, target)
+                    _build(source_paths, target)
                     library = tf.load_op_library(target)
                     logging.info("kerasvid: compiled in %.1f s", time.monotonic() - started)
                 status = f"loaded from {target}"
@@ -171,6 +180,13 @@ def _library():
 
 
 @tf.autograph.experimental.do_not_convert
+def library():
+    """The loaded kernel library (its ops as functions) where the kernels can run in the graph being built, else
+    None (`_library`)."""
+    return _library()
+
+
+@tf.autograph.experimental.do_not_convert
 def usable():
     """Whether the compiled kernels can run in the graph being built (`_library`)."""
     return _library() is not None
@@ -186,6 +202,7 @@ def frame_pair_top_k(rows, num_frames, k):
 
 def scatter_add_rows(updates, indices, num_rows):
     """`summed[b, j] = sum of updates[b, i, m] over indices[b, i, m] == j`: float32 `[batch, N, k, U]` and int32
-    `[batch, N, k]` -> `[batch, num_rows, U]`, or None where it cannot run (`_library`)."""
+    `[batch, N, k]` -> `[batch, num_rows, U]`, or None where it cannot run (`_library`). Updates `[batch, N, 1, U]`
+    count row i once for each of its k indices."""
     library = _library()
     return None if library is None else library.kerasvid_scatter_add_rows(updates, indices, num_rows=num_rows)

@@ -247,7 +247,8 @@ REGISTER_KERNEL_BUILDER(Name("KerasvidFramePairTopK").Device(DEVICE_CPU), FrameP
 
 // KerasvidScatterAddRows: out[b, j] = the sum of updates[b, i, m] over every (i, m) with indices[b, i, m] = j, for
 // j < num_rows: the gradient of the CP module's neighbour gather (`tf.gather(values, indices, batch_dims=1)`), in
-// one pass over the updates instead of TF's generic ScatterNd. Indices outside [0, num_rows) are an error.
+// one pass over the updates instead of TF's generic ScatterNd. Indices outside [0, num_rows) are an error. Updates
+// [batch, N, 1, U] stand for the same row at every m (each row added once per use).
 REGISTER_OP("KerasvidScatterAddRows")
     .Input("updates: float")
     .Input("indices: int32")
@@ -274,11 +275,13 @@ class ScatterAddRowsOp : public OpKernel {
     const Tensor& updates = ctx->input(0);
     const Tensor& indices = ctx->input(1);
     OP_REQUIRES(ctx, updates.dims() == 4 && indices.dims() == 3 && indices.dim_size(0) == updates.dim_size(0) &&
-                         indices.dim_size(1) == updates.dim_size(1) && indices.dim_size(2) == updates.dim_size(2),
-                absl::InvalidArgumentError(absl::StrCat("updates must be [batch, N, k, U] and indices [batch, N, k], "
-                                                        "got ", updates.shape().DebugString(), " and ",
+                         indices.dim_size(1) == updates.dim_size(1) &&
+                         (indices.dim_size(2) == updates.dim_size(2) || updates.dim_size(2) == 1),
+                absl::InvalidArgumentError(absl::StrCat("updates must be [batch, N, k or 1, U] and indices [batch, "
+                                                        "N, k], got ", updates.shape().DebugString(), " and ",
                                                         indices.shape().DebugString())));
-    const int64_t batch = updates.dim_size(0), sources = updates.dim_size(1) * updates.dim_size(2);
+    const int64_t batch = updates.dim_size(0), sources = indices.dim_size(1) * indices.dim_size(2);
+    const int64_t repeat = updates.dim_size(2) == indices.dim_size(2) ? 1 : std::max<int64_t>(1, indices.dim_size(2));  // uses a row
     const int64_t units = updates.dim_size(3), rows = rows_;
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, rows, units}), &out));
@@ -296,13 +299,13 @@ class ScatterAddRowsOp : public OpKernel {
         const int64_t b = piece / shards, part = piece % shards;
         const int64_t lo = rows * part / shards, hi = rows * (part + 1) / shards;
         const int32_t* bi = idx + b * sources;
-        const float* bu = upd + b * sources * units;
+        const float* bu = upd + b * (sources / repeat) * units;
         float* bs = sum + b * rows * units;
         for (int64_t i = 0; i < sources; ++i) {
           const int64_t j = bi[i];
           if (j < lo || j >= hi) continue;
           float* dst = bs + j * units;
-          const float* src = bu + i * units;
+          const float* src = bu + (i / repeat) * units;
           for (int64_t u = 0; u < units; ++u) dst[u] += src[u];
         }
       }
