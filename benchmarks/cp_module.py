@@ -10,7 +10,8 @@ of the wall time:
   selection or kerasvid's compiled kernel (`kerasvid.ops.native`, what `CPModule` uses when training on CPU),
 - `forward`: `CPModule(x, training=True)`,
 - `forward+backward`: the forward pass and the gradients of a loss with respect to the input and every weight, as
-  a training step runs it (compiled kernels),
+  a training step runs it (compiled kernels: the kNN selection and the fused MLP, `kerasvid.ops.cp_mlp`),
+- `forward+backward, TF-ops MLP`: the same with the MLP in TF ops (the compiled kNN kept), to set beside it,
 - `forward+backward, TF ops`: the same with TF ops only (the kNN selection and the gather gradient's `ScatterNd`),
 - `forward+backward, gather gradient`: TF ops, with `tf.gather`'s own gradient (an `UnsortedSegmentSum`) for the
   neighbour gather instead of the module's `ScatterNd` one (`cp_module._gather_neighbours`).
@@ -60,6 +61,14 @@ def variants(shape, k):
                 return fn()
         return traced
 
+    def train_tf_ops_mlp():
+        fused = cp_module.CPModule._compiled_mlp
+        cp_module.CPModule._compiled_mlp = lambda *args: None  # read when the function is traced
+        try:
+            return train()
+        finally:
+            cp_module.CPModule._compiled_mlp = fused
+
     def train_gather_gradient():
         scatter = cp_module._gather_neighbours
         cp_module._gather_neighbours = plain_gather
@@ -72,6 +81,7 @@ def variants(shape, k):
             "knn, compiled": tf.function(lambda: cp_knn(points, shape[1], k, compiled=True)),
             "forward": tf.function(lambda: layer(x, training=True)),
             "forward+backward": tf.function(train),
+            "forward+backward, TF-ops MLP": tf.function(train_tf_ops_mlp),
             "forward+backward, TF ops": tf.function(tf_ops(train)),
             "forward+backward, gather gradient": tf.function(tf_ops(train_gather_gradient))}
 
