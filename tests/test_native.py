@@ -62,6 +62,49 @@ def test_nan_or_infinite_points_give_valid_indices_of_other_frames(poison):
     assert all(len(set(row)) == 6 for row in got)
 
 
+def brute_force_from_rows(rows, frames, k):
+    """The op's contract on its own inputs: each query's scores against the other frames' points, NaN as -inf,
+    ranked by (-score, key index)."""
+    batch, per_frame = rows[0].shape[:2]
+    n = frames * per_frame
+    out = np.zeros((batch, n, k), np.int64)
+    for b in range(batch):
+        full = np.full((n, n), np.nan)
+        for a in range(frames - 1):
+            for c in range(a + 1, frames):
+                block = rows[a][b, :, (c - a - 1) * per_frame:(c - a) * per_frame]
+                full[a * per_frame:(a + 1) * per_frame, c * per_frame:(c + 1) * per_frame] = block
+                full[c * per_frame:(c + 1) * per_frame, a * per_frame:(a + 1) * per_frame] = block.T
+        for i in range(n):
+            keys = np.array([j for j in range(n) if j // per_frame != i // per_frame])
+            score = full[i, keys]
+            score = np.where(np.isnan(score), -np.inf, score)
+            out[b, i] = keys[np.lexsort((keys, -score))[:k]]
+    return out
+
+
+@pytest.mark.parametrize("batch,frames,per_frame,k,poisoned", [(2, 4, 70, 20, False), (1, 3, 70, 12, True),
+                                                                (1, 5, 9, 36, True), (2, 2, 17, 3, False)])
+def test_score_rows_with_ties_nan_and_inf_match_brute_force(batch, frames, per_frame, k, poisoned):
+    # On the kernel's own inputs: 70 points a frame is a full unit of 64 queries and a partial one of 6 (not a
+    # multiple of 16), k=20 needs three row segments, k=36 every key of other frames; NaN and +-inf among small
+    # integers (many ties).
+    rng = np.random.RandomState(per_frame + k)
+    rows = []
+    for a in range(frames - 1):
+        x = rng.randint(-2, 3, size=(batch, per_frame, (frames - 1 - a) * per_frame)).astype(np.float32)
+        if poisoned:
+            draw = rng.rand(*x.shape)
+            x[draw < 0.3] = np.nan
+            x[(draw >= 0.3) & (draw < 0.35)] = np.inf
+            x[(draw >= 0.35) & (draw < 0.4)] = -np.inf
+        rows.append(x)
+    got = native.frame_pair_top_k([tf.constant(x) for x in rows], frames, k).numpy()
+    np.testing.assert_array_equal(got, brute_force_from_rows(rows, frames, k))
+    empty = native.frame_pair_top_k([tf.constant(x[:0]) for x in rows], frames, k)
+    assert empty.shape == (0, frames * per_frame, k)
+
+
 def test_shape_errors_name_the_shape():
     with pytest.raises(tf.errors.InvalidArgumentError, match="4 frames need 3 score rows, got 2"):
         native.frame_pair_top_k([tf.zeros([1, 3, 9]), tf.zeros([1, 3, 6])], 4, 2)
