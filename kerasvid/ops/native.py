@@ -1,20 +1,23 @@
 """kerasvid's compiled CPU kernels: built from `kerasvid/ops/_native/*.cc` on first use, cached, optional.
 
-Two kernels of the CP module (`_native/cp_ops.cc`): `KerasvidFramePairTopK`, the selection step of `cp_knn` (the k
-largest of each query's scores in the frame-pair score blocks) in two passes over the blocks instead of the dozen TF
-ops of the stock selection, which made the kNN the largest part of a CPNet training step on CPU
-(`benchmarks/cp_module.py`, docs/speed.md), with the same indices, ties included; and `KerasvidScatterAddRows`, the
-gradient of the neighbour gather (the sums TF's ScatterNd forms, in one pass over the updates).
+The CP module's training step (`benchmarks/cp_module.py`, docs/speed.md):
+- `_native/cp_ops.cc`: `KerasvidFramePairTopK`, the selection step of `cp_knn` (the k largest of each query's scores
+  in the frame-pair score rows), which reads each score once per side and ranks only the scores that reach a
+  per-query threshold, instead of the dozen TF ops of the stock selection; the same indices, ties included. And
+  `KerasvidScatterAddRows`, the gradient of the neighbour gather (the sums TF's ScatterNd forms, in one pass).
+- `_native/cp_mlp.cc`: the module's two-layer MLP and max over the k proposals, forward and backward, without
+  forming the `[B, N, k, U]` rows (`kerasvid.ops.cp_mlp`; the same numbers up to float32 rounding).
 
-The kernel is compiled with the C++ compiler and flags TensorFlow documents for custom ops
+The kernels are compiled into one library with the C++ compiler and flags TensorFlow documents for custom ops
 (`tf.sysconfig.get_compile_flags()` / `get_link_flags()`, `-O3 -march=native`) the first time a CPNet trains, into
-`$KERASVID_CACHE_DIR` (default `~/.cache/kerasvid`)`/native/<key>/`, the key hashing the source, the TensorFlow
+`$KERASVID_CACHE_DIR` (default `~/.cache/kerasvid`)`/native/<key>/`, the key hashing the sources, the TensorFlow
 build and this CPU's model and flags, so that a cache shared between machines never hands one CPU another's build.
-A build takes about 10 s once (7-15 s seen here); later processes load the cached library (one that does not load
-is rebuilt). No compiler, a failed build or `KERASVID_NATIVE=0` leave the TF ops in place (the same numbers, slower),
-with one logged line saying why; `disabled()` does the same for the graphs traced inside it.
+A build takes about 15 s once (15.2 s here with other jobs on the 2 cores); later processes load the cached
+library (one that does not load is rebuilt). No compiler, a failed build or `KERASVID_NATIVE=0` leave the TF ops in
+place (the same numbers up to float32 rounding, slower), with one logged line saying why; `disabled()` does the same
+for the graphs traced inside it.
 
-Graphs that use the kernel need this library loaded to run, so only the training path uses it (`CPModule` with
+Graphs that use the kernels need this library loaded to run, so only the training path uses it (`CPModule` with
 `training=True`): inference, every export (SavedModel, TF Serving, LiteRT) and XLA-compiled functions keep stock TF
 ops.
 """
@@ -129,7 +132,7 @@ def _load():
                     except Exception as error:
                         logging.warning("kerasvid: rebuilding %s, which does not load (%s)", target, error)
                 if library is None:
-                    logging.info("kerasvid: compiling the CP module's CPU kernels into %s (once, about 10 s)", target)
+                    logging.info("kerasvid: compiling the CP module's CPU kernels into %s (once, about 15 s)", target)
                     started = time.monotonic()
                     _build(source_paths, target)
                     library = tf.load_op_library(target)
