@@ -5,10 +5,12 @@
 //   x = relu(scale0 * h + offset0)                                   (its BatchNorm with batch statistics, ReLU)
 //   z = x W                                                          (the second 1x1 conv, its bias in the norm)
 // and the statistics and extremes over the k rows of a query that the second BatchNorm and the max over k need.
-// The [B, N, k, U] tensors h, x and z are never formed: each row is computed in registers from P, Q and W.
+// The [B, N, k, U] tensors h, x and z are never formed: the rows of a block of kBlock queries (k * kBlock rows, a
+// few hundred KB at most for the paper's widths) are computed from P, Q and W into scratch buffers that stay in
+// cache, by register-tiled small matrix products (Gemm).
 //
-// Work is split into blocks of kBlock queries; the sums over all rows (statistics, weight gradients) are formed
-// per block and added in block order after the parallel part, so the results do not depend on the threads.
+// Work is split into those blocks; the sums over all rows (statistics, weight gradients) are formed per block and
+// added in block order after the parallel part, so the results do not depend on the threads.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
