@@ -378,14 +378,59 @@ def test_fused_mlp_equals_the_composite_with_its_gradients(batch, points, k, uni
 
 def test_fused_mlp_shape_and_index_errors_name_the_values():
     library = native.library()
-    p = tf.zeros([1, 4, 3])
+    p, ones, zeros = tf.zeros([1, 4, 3]), tf.ones([3]), tf.zeros([3])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"index 4 outside \[0, 4\)"):
         library.kerasvid_gather_moments(p, p, tf.constant([[[0], [1], [2], [4]]]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"per_neighbour and per_query must be \[batch, N, U\]"):
         library.kerasvid_gather_moments(p, tf.zeros([1, 4, 2]), tf.zeros([1, 4, 2], tf.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"k >= 1 proposals a query, got k=0"):
+        library.kerasvid_cp_mlp_forward(p, p, tf.zeros([1, 4, 0], tf.int32), ones, zeros, zeros, tf.zeros([3, 5]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"kernel must be \[3, units\], got \[2,5\]"):
-        library.kerasvid_cp_mlp_forward(p, p, tf.zeros([1, 4, 2], tf.int32), tf.ones([3]), tf.zeros([3]),
-                                        tf.zeros([2, 5]))
+        library.kerasvid_cp_mlp_forward(p, p, tf.zeros([1, 4, 2], tf.int32), ones, zeros, zeros, tf.zeros([2, 5]))
+    indices = tf.zeros([1, 4, 2], tf.int32)
+    z_max, z_min, arg_max, arg_min, mean, variance, x_mean = library.kerasvid_cp_mlp_forward(
+        p, p, indices, ones, zeros, zeros, tf.ones([3, 5]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"arg_max / arg_min must lie in \[0, 2\), got 2 and 0"):
+        library.kerasvid_cp_mlp_backward(p, p, indices, ones, zeros, zeros, tf.ones([3, 5]), arg_max + 2, arg_min,
+                                         z_max, z_min, mean, variance, x_mean)
+
+
+def test_fused_mlp_precision_does_not_depend_on_the_mean_and_nan_propagates():
+    # Rows whose mean is 1000 times their spread: centred statistics and gradients keep the fused path's error vs a
+    # float64 composite within a few times the float32 composite's (uncentred sums lost everything here), and a NaN
+    # in the rows makes every output NaN, not a finite number. The loss reads the outputs' values and the batch
+    # statistics: at this magnitude float32 rounding moves rows across the ReLU's kink and swaps nearly tied maxima
+    # in either path, which moves gradients routed through them by O(1) (a property of float32, not of a path).
+    from kerasvid.ops import cp_mlp
+
+    rng = np.random.RandomState(1)
+    batch, points, k, units, out = 2, 64, 8, 24, 40
+    values = [rng.randn(batch, points, units) + 1000.0, rng.randn(batch, points, units), rng.uniform(0.5, 1, units),
+              np.full(units, 6.0), rng.randn(units, out) / np.sqrt(units), rng.randn(out), rng.randn(out)]
+    indices = tf.constant(rng.randint(0, points, (batch, points, k)).astype(np.int32))
+    weights = [rng.randn(*shape) for shape in [(units,), (units,), (out,), (out,)]]
+
+    def run(fn, dtype):
+        args = [tf.constant(v.astype(dtype)) for v in values]
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            pooled, *statistics = tf.nest.flatten(fn(*args))
+            loss = sum(tf.reduce_sum(s * w.astype(dtype)) for s, w in zip(statistics, weights))
+        gradients = tape.gradient(loss, args, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return [np.asarray(v, np.float64) for v in [pooled] + statistics + gradients]
+
+    def fused_fn(p, q, g0, b0, w, g1, b1):
+        return cp_mlp.max_rows(p, q, indices, g0, b0, 1e-3, w, g1, b1, 1e-3)
+
+    def composite(p, q, g0, b0, w, g1, b1):
+        return _mlp_composite(p, q, indices, g0, b0, w, g1, b1, 1e-3)
+
+    fused, single, exact = run(fused_fn, np.float32), run(composite, np.float32), run(composite, np.float64)
+    for got, tf_ops, want in zip(fused, single, exact):
+        scale = np.abs(want).max()
+        assert np.abs(got - want).max() <= 5 * np.abs(tf_ops - want).max() + 1e-7 * scale
+    values[0][0, 2, 1] = np.nan
+    assert np.isnan(run(fused_fn, np.float32)[0]).all()  # (TF's max-pool skips NaN: the composite gives numbers)
 
 
 def test_scatter_add_rows_broadcasts_one_update_over_its_k_uses():

@@ -2,7 +2,7 @@
 //
 // The CP module's two-layer MLP on the [B, N, k] neighbour rows (kerasvid/ops/cp_mlp.py gives the formulas):
 //   h[b, n, m] = P[b, idx[b, n, m]] + Q[b, n]                       (the first 1x1 conv, split per point)
-//   x = relu(scale0 * h + offset0)                                   (its BatchNorm with batch statistics, ReLU)
+//   x = relu(scale0 * (h - center0) + offset0)                        (its BatchNorm with batch statistics, ReLU)
 //   z = x W                                                          (the second 1x1 conv, its bias in the norm)
 // and the statistics and extremes over the k rows of a query that the second BatchNorm and the max over k need.
 // The [B, N, k, U] tensors h, x and z are never formed: the rows of a block of kBlock queries (k * kBlock rows, a
@@ -10,7 +10,10 @@
 // cache, by register-tiled small matrix products (Gemm).
 //
 // Work is split into those blocks; the sums over all rows (statistics, weight gradients) are formed per block and
-// added in block order after the parallel part, so the results do not depend on the threads.
+// added in block order after the parallel part, so the results do not depend on the threads. Statistics are centred
+// (each block's sum of squared deviations from its own mean, in float64, merged exactly; gradients in terms of
+// h - center0 and x - mean(x)), so their precision does not depend on how large a channel's mean is against its
+// spread. A NaN or inf in the rows makes the statistics, hence every output, NaN.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -59,6 +62,8 @@ bool ReadRows(OpKernelContext* ctx, Rows* rows) {
   rows->points = p.dim_size(1);
   rows->units = p.dim_size(2);
   rows->k = idx.dim_size(2);
+  KERASVID_REQUIRE(ctx, rows->k >= 1, absl::InvalidArgumentError(absl::StrCat(
+                                           "indices must hold k >= 1 proposals a query, got k=", rows->k)));
   rows->p = p.flat<float>().data();
   rows->q = q.flat<float>().data();
   rows->idx = idx.flat<int32_t>().data();
@@ -106,20 +111,21 @@ inline Floats Load(const float* p) {
 inline void Store(float* p, Floats v) { std::memcpy(p, &v, sizeof(v)); }
 inline Floats Splat(float x) { return Floats{} + x; }
 
-// x = relu(scale * (p + q) + offset) of one row; h = p + q and y (before the ReLU) kept for the gradient.
-inline void FirstLayer(const float* p, const float* q, const float* scale, const float* offset, int64_t units,
-                       float* h, float* y, float* x) {
+// x = relu(scale * (p + q - center) + offset) of one row; h = p + q - center and y (before the ReLU) kept for the
+// gradient. NaN passes the ReLU (as tf.nn.relu).
+inline void FirstLayer(const float* p, const float* q, const float* scale, const float* center, const float* offset,
+                       int64_t units, float* h, float* y, float* x) {
   int64_t c = 0;
   for (; c + kLanes <= units; c += kLanes) {
-    const Floats hv = Load(p + c) + Load(q + c), yv = Load(scale + c) * hv + Load(offset + c);
+    const Floats hv = Load(p + c) + Load(q + c) - Load(center + c), yv = Load(scale + c) * hv + Load(offset + c);
     Store(h + c, hv);
     Store(y + c, yv);
-    Store(x + c, yv > 0.0f ? yv : Splat(0.0f));
+    Store(x + c, yv < 0.0f ? Splat(0.0f) : yv);
   }
   for (; c < units; ++c) {
-    h[c] = p[c] + q[c];
+    h[c] = p[c] + q[c] - center[c];
     y[c] = scale[c] * h[c] + offset[c];
-    x[c] = y[c] > 0.0f ? y[c] : 0.0f;
+    x[c] = y[c] < 0.0f ? 0.0f : y[c];
   }
 }
 
@@ -184,48 +190,97 @@ inline void Gemm(int64_t rows, int64_t cols, int64_t depth, const float* A, int6
     }
 }
 
-// Adds a query's float sums and sums of squares to its block's float64 ones.
-inline void AddToBlock(const std::vector<float>& s, const std::vector<float>& ss, double* block_sums,
-                       double* block_squares) {
-  for (size_t c = 0; c < s.size(); ++c) {
-    block_sums[c] += s[c];
-    block_squares[c] += ss[c];
+// Adds the column sums of the rows values[r * stride + c], r < n, c < units, to sums (float64), 16 rows at a time in
+// float32 (vectorised) between float64 additions.
+inline void AddColumnSums(const float* values, int64_t n, int64_t stride, int64_t units, double* sums,
+                          const float* center = nullptr, bool squares = false) {
+  std::vector<float> part(units);
+  for (int64_t r0 = 0; r0 < n; r0 += 16) {
+    std::fill(part.begin(), part.end(), 0.0f);
+    for (int64_t r = r0; r < std::min(n, r0 + 16); ++r) {
+      const float* v = values + r * stride;
+      if (squares)
+        for (int64_t c = 0; c < units; ++c) {
+          const float e = v[c] - center[c];
+          part[c] += e * e;
+        }
+      else
+        for (int64_t c = 0; c < units; ++c) part[c] += v[c];
+    }
+    for (int64_t c = 0; c < units; ++c) sums[c] += part[c];
   }
 }
 
-// Mean and biased variance from per-block sums and sums of squares (double), added in block order.
-void Moments(const std::vector<double>& sums, const std::vector<double>& squares, int64_t blocks, int64_t units,
-             double count, float* mean, float* variance) {
-  for (int64_t u = 0; u < units; ++u) {
-    double s = 0.0, ss = 0.0;
-    for (int64_t block = 0; block < blocks; ++block) {
-      s += sums[block * units + u];
-      ss += squares[block * units + u];
+// Per-block statistics of `units` channels: the block's row count, sums and sums of squared deviations from the
+// block's own mean (float64), merged over the blocks in block order (Chan et al.'s pairwise update).
+struct BlockMoments {
+  int64_t units;
+  std::vector<double> count, sums, deviations;  // [blocks], [blocks, units], [blocks, units]
+  BlockMoments(int64_t blocks, int64_t units_)
+      : units(units_), count(blocks, 0.0), sums(blocks * units_, 0.0), deviations(blocks * units_, 0.0) {}
+
+  // Records the rows values[r * stride + c], r < n, of block `block` (two passes: its mean, then the deviations,
+  // taken from the mean rounded to float32 and corrected: sum (v - m')^2 = sum (v - m)^2 + n (m' - m)^2).
+  void Add(int64_t block, const float* values, int64_t n, int64_t stride) {
+    double* s = &sums[block * units];
+    double* d = &deviations[block * units];
+    count[block] = double(n);
+    if (n == 0) return;
+    AddColumnSums(values, n, stride, units, s);
+    std::vector<float> mean(units);
+    for (int64_t c = 0; c < units; ++c) mean[c] = float(s[c] / n);
+    AddColumnSums(values, n, stride, units, d, mean.data(), true);
+    for (int64_t c = 0; c < units; ++c) {
+      const double shift = double(mean[c]) - s[c] / n;
+      d[c] -= n * shift * shift;
     }
-    const double m = count > 0 ? s / count : std::numeric_limits<double>::quiet_NaN();
-    mean[u] = float(m);
-    variance[u] = float(std::max(0.0, ss / count - m * m));
-    if (!(count > 0)) variance[u] = std::numeric_limits<float>::quiet_NaN();
   }
-}
+
+  // The mean and the biased variance over all rows (NaN for no rows). Variance clamped at 0 with NaN kept.
+  void Merge(float* mean, float* variance, double* block_means = nullptr) const {
+    const int64_t blocks = int64_t(count.size());
+    for (int64_t c = 0; c < units; ++c) {
+      double n = 0.0, m = 0.0, m2 = 0.0;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const double nb = count[b];
+        if (nb == 0) continue;
+        const double mb = sums[b * units + c] / nb, delta = mb - m;
+        m += delta * nb / (n + nb);
+        m2 += deviations[b * units + c] + delta * delta * n * nb / (n + nb);
+        n += nb;
+      }
+      const double nan = std::numeric_limits<double>::quiet_NaN();
+      mean[c] = float(n > 0 ? m : nan);
+      const double v = n > 0 ? m2 / n : nan;
+      variance[c] = float(v < 0.0 ? 0.0 : v);
+    }
+    if (block_means)
+      for (int64_t b = 0; b < blocks; ++b)
+        for (int64_t c = 0; c < units; ++c)
+          block_means[b * units + c] = count[b] > 0 ? sums[b * units + c] / count[b] : 0.0;
+  }
+};
 
 }  // namespace
 
-// KerasvidGatherMoments: mean and biased variance over all rows h[b, n, m] = per_neighbour[b, indices[b, n, m]] +
-// per_query[b, n] (per channel), and gathered_sum[b, n] = sum_m per_neighbour[b, indices[b, n, m]].
+// KerasvidGatherMoments: over all rows h[b, n, m] = per_neighbour[b, indices[b, n, m]] + per_query[b, n] (per
+// channel): mean, biased variance, and the means of the two parts (p_mean of the gathered per_neighbour rows,
+// q_mean of per_query counted k times); gathered_centred[b, n] = sum_m (per_neighbour[b, indices[b, n, m]] - p_mean)
+// for the statistics' gradient (kerasvid/ops/cp_mlp.py).
 REGISTER_OP("KerasvidGatherMoments")
     .Input("per_neighbour: float")
     .Input("per_query: float")
     .Input("indices: int32")
     .Output("mean: float")
     .Output("variance: float")
-    .Output("gathered_sum: float")
+    .Output("p_mean: float")
+    .Output("q_mean: float")
+    .Output("gathered_centred: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       shape_inference::ShapeHandle p;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &p));
-      c->set_output(0, c->Vector(c->Dim(p, 2)));
-      c->set_output(1, c->Vector(c->Dim(p, 2)));
-      c->set_output(2, p);
+      for (int i = 0; i < 4; ++i) c->set_output(i, c->Vector(c->Dim(p, 2)));
+      c->set_output(4, p);
       return absl::OkStatus();
     });
 
@@ -239,37 +294,62 @@ class GatherMomentsOp : public OpKernel {
     Rows rows;
     if (!ReadRows(ctx, &rows)) return;
     const int64_t U = rows.units, N = rows.points, k = rows.k, blocks = rows.blocks();
-    Tensor *mean = nullptr, *variance = nullptr, *gathered = nullptr;
+    Tensor *mean = nullptr, *variance = nullptr, *p_mean = nullptr, *q_mean = nullptr, *gathered = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({U}), &mean));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({U}), &variance));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(0).shape(), &gathered));
-    float* gsum = gathered->flat<float>().data();
-    std::vector<double> sums(blocks * U, 0.0), squares(blocks * U, 0.0);
-    ForBlocks(ctx, rows, kBlock * k * U * 4, [&](int64_t block) {
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({U}), &p_mean));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({U}), &q_mean));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, ctx->input(0).shape(), &gathered));
+    float* centred = gathered->flat<float>().data();
+    BlockMoments h_moments(blocks, U);
+    std::vector<double> p_sums(blocks * U, 0.0), q_sums(blocks * U, 0.0);
+    std::vector<float> p_block_means(blocks * U);
+    ForBlocks(ctx, rows, kBlock * k * U * 6, [&](int64_t block) {
       int64_t b, begin, end;
       BlockQueries(rows, block, &b, &begin, &end);
-      std::vector<float> s(U, 0.0f), ss(U, 0.0f);
-      double* bs = &sums[block * U];
-      double* bss = &squares[block * U];
+      const int64_t block_rows = (end - begin) * k;
+      std::vector<float> ps(block_rows * U), hs(block_rows * U);
+      for (int64_t r = 0; r < block_rows; ++r) {
+        const int64_t row = b * N + begin + r / k;
+        const float* p = rows.p + (b * N + rows.idx[row * k + r % k]) * U;
+        const float* q = rows.q + row * U;
+        for (int64_t c = 0; c < U; ++c) ps[r * U + c] = p[c], hs[r * U + c] = p[c] + q[c];
+      }
+      h_moments.Add(block, hs.data(), block_rows, U);
+      double* p_sum = &p_sums[block * U];
+      AddColumnSums(ps.data(), block_rows, U, U, p_sum);
+      AddColumnSums(rows.q + (b * N + begin) * U, end - begin, U, U, &q_sums[block * U]);  // each counted k times
+      for (int64_t c = 0; c < U; ++c) q_sums[block * U + c] *= k;
+      // Centred on the block's mean of the gathered rows here; the difference to the overall mean is added below.
+      float* p_mean_used = &p_block_means[block * U];
+      for (int64_t c = 0; c < U; ++c) p_mean_used[c] = float(p_sum[c] / block_rows);
       for (int64_t n = begin; n < end; ++n) {
-        const float* q = rows.q + (b * N + n) * U;
-        float* g = gsum + (b * N + n) * U;
+        float* g = centred + (b * N + n) * U;
         std::fill(g, g + U, 0.0f);
-        std::fill(s.begin(), s.end(), 0.0f);
-        std::fill(ss.begin(), ss.end(), 0.0f);
         for (int64_t m = 0; m < k; ++m) {
-          const float* p = rows.p + (b * N + rows.idx[(b * N + n) * k + m]) * U;
-          for (int64_t c = 0; c < U; ++c) {
-            const float h = p[c] + q[c];
-            g[c] += p[c];
-            s[c] += h;
-            ss[c] += h * h;
-          }
+          const float* pr = &ps[((n - begin) * k + m) * U];
+          for (int64_t c = 0; c < U; ++c) g[c] += pr[c] - p_mean_used[c];
         }
-        AddToBlock(s, ss, bs, bss);
       }
     });
-    Moments(sums, squares, blocks, U, rows.count(), mean->flat<float>().data(), variance->flat<float>().data());
+    h_moments.Merge(mean->flat<float>().data(), variance->flat<float>().data());
+    std::vector<double> p_all(U, 0.0), q_all(U, 0.0);
+    for (int64_t block = 0; block < blocks; ++block)
+      for (int64_t c = 0; c < U; ++c) p_all[c] += p_sums[block * U + c], q_all[c] += q_sums[block * U + c];
+    const double count = rows.count();
+    for (int64_t c = 0; c < U; ++c) {
+      p_all[c] /= count, q_all[c] /= count;
+      p_mean->flat<float>()(c) = float(p_all[c]);
+      q_mean->flat<float>()(c) = float(q_all[c]);
+    }
+    for (int64_t block = 0; block < blocks; ++block) {
+      int64_t b, begin, end;
+      BlockQueries(rows, block, &b, &begin, &end);
+      for (int64_t c = 0; c < U; ++c) {
+        const float shift = float(k * (double(p_block_means[block * U + c]) - p_all[c]));
+        for (int64_t n = begin; n < end; ++n) centred[(b * N + n) * U + c] += shift;
+      }
+    }
   }
 };
 
@@ -277,14 +357,16 @@ class GatherMomentsOp : public OpKernel {
 
 REGISTER_KERNEL_BUILDER(Name("KerasvidGatherMoments").Device(DEVICE_CPU), GatherMomentsOp);
 
-// KerasvidCpMlpForward: with x = relu(scale0 * h + offset0) and z = x kernel for every row (see the top), z_max and
-// z_min [B, N, U1] are the extremes of z over the k rows of each query, arg_max / arg_min the row m (0..k-1) that
-// holds them (the first one on ties), and mean / variance (biased) the statistics of z over all rows.
+// KerasvidCpMlpForward: with x = relu(scale0 * (h - center0) + offset0) and z = x kernel for every row (see the
+// top), z_max and z_min [B, N, U1] are the extremes of z over the k rows of each query, arg_max / arg_min the row m
+// (0..k-1) that holds them (the first one on ties), mean / variance (biased) the statistics of z over all rows, and
+// x_mean [U0] the mean of x over all rows (for the backward pass).
 REGISTER_OP("KerasvidCpMlpForward")
     .Input("per_neighbour: float")
     .Input("per_query: float")
     .Input("indices: int32")
     .Input("scale0: float")
+    .Input("center0: float")
     .Input("offset0: float")
     .Input("kernel: float")
     .Output("z_max: float")
@@ -293,25 +375,30 @@ REGISTER_OP("KerasvidCpMlpForward")
     .Output("arg_min: int32")
     .Output("mean: float")
     .Output("variance: float")
+    .Output("x_mean: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       shape_inference::ShapeHandle p, w;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &p));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &w));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 2, &w));
       auto extremes = c->MakeShape({c->Dim(p, 0), c->Dim(p, 1), c->Dim(w, 1)});
       for (int i = 0; i < 4; ++i) c->set_output(i, extremes);
       c->set_output(4, c->Vector(c->Dim(w, 1)));
       c->set_output(5, c->Vector(c->Dim(w, 1)));
+      c->set_output(6, c->Vector(c->Dim(p, 2)));
       return absl::OkStatus();
     });
 
 namespace {
 
+// The first layer's parameters (inputs 3-5: scale0, center0, offset0 [U0]) and the kernel (input 6, [U0, U1]).
 bool ReadLayers(OpKernelContext* ctx, const Rows& rows, int64_t* out_units) {
-  if (!CheckVector(ctx, 3, rows.units, "scale0") || !CheckVector(ctx, 4, rows.units, "offset0")) return false;
-  const Tensor& w = ctx->input(5);
+  if (!CheckVector(ctx, 3, rows.units, "scale0") || !CheckVector(ctx, 4, rows.units, "center0") ||
+      !CheckVector(ctx, 5, rows.units, "offset0"))
+    return false;
+  const Tensor& w = ctx->input(6);
   KERASVID_REQUIRE(ctx, w.dims() == 2 && w.dim_size(0) == rows.units,
-              absl::InvalidArgumentError(absl::StrCat("kernel must be [", rows.units, ", units], got ",
-                                                      w.shape().DebugString())));
+                   absl::InvalidArgumentError(absl::StrCat("kernel must be [", rows.units, ", units], got ",
+                                                           w.shape().DebugString())));
   *out_units = w.dim_size(1);
   return true;
 }
@@ -326,41 +413,45 @@ class CpMlpForwardOp : public OpKernel {
     if (!ReadRows(ctx, &rows) || !ReadLayers(ctx, rows, &V)) return;
     const int64_t U = rows.units, N = rows.points, k = rows.k, blocks = rows.blocks();
     const float* scale = ctx->input(3).flat<float>().data();
-    const float* offset = ctx->input(4).flat<float>().data();
-    const float* w = ctx->input(5).flat<float>().data();
+    const float* center = ctx->input(4).flat<float>().data();
+    const float* offset = ctx->input(5).flat<float>().data();
+    const float* w = ctx->input(6).flat<float>().data();
     const TensorShape extremes({rows.batch, N, V});
     Tensor *z_max = nullptr, *z_min = nullptr, *arg_max = nullptr, *arg_min = nullptr, *mean = nullptr,
-           *variance = nullptr;
+           *variance = nullptr, *x_mean = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, extremes, &z_max));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, extremes, &z_min));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, extremes, &arg_max));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, extremes, &arg_min));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({V}), &mean));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, TensorShape({V}), &variance));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, TensorShape({U}), &x_mean));
     float* zmax = z_max->flat<float>().data();
     float* zmin = z_min->flat<float>().data();
     int32_t* amax = arg_max->flat<int32_t>().data();
     int32_t* amin = arg_min->flat<int32_t>().data();
-    std::vector<double> sums(blocks * V, 0.0), squares(blocks * V, 0.0);
+    BlockMoments z_moments(blocks, V);
+    std::vector<double> x_sums(blocks * U, 0.0);
     ForBlocks(ctx, rows, kBlock * k * U * V * 2, [&](int64_t block) {
       int64_t b, begin, end;
       BlockQueries(rows, block, &b, &begin, &end);
       const int64_t block_rows = (end - begin) * k;  // row r: query begin + r / k, proposal r % k
-      std::vector<float> h(U), y(U), xs(block_rows * U), zs(block_rows * V), s(V), ss(V);
+      std::vector<float> h(U), y(U), xs(block_rows * U), zs(block_rows * V);
+      double* x_sum = &x_sums[block * U];
       for (int64_t r = 0; r < block_rows; ++r) {
         const int64_t row = b * N + begin + r / k;
-        FirstLayer(rows.p + (b * N + rows.idx[row * k + r % k]) * U, rows.q + row * U, scale, offset, U, h.data(),
-                   y.data(), &xs[r * U]);
+        FirstLayer(rows.p + (b * N + rows.idx[row * k + r % k]) * U, rows.q + row * U, scale, center, offset, U,
+                   h.data(), y.data(), &xs[r * U]);
       }
+      AddColumnSums(xs.data(), block_rows, U, U, x_sum);
       Gemm(block_rows, V, U, xs.data(), U, 1, w, V, zs.data(), V, false);  // z = x W, every row of the block
-      double* bs = &sums[block * V];
-      double* bss = &squares[block * V];
+      z_moments.Add(block, zs.data(), block_rows, V);
       for (int64_t n = begin; n < end; ++n) {
         const int64_t row = b * N + n;
         const float* z = &zs[(n - begin) * k * V];  // the query's k rows
         int64_t u = 0;
         for (; u + kLanes <= V; u += kLanes) {
-          Floats mx = Load(z + u), mn = mx, sv = mx, ssv = mx * mx;
+          Floats mx = Load(z + u), mn = mx;
           Ints ax = Ints{}, an = Ints{};
           for (int64_t m = 1; m < k; ++m) {
             const Floats zv = Load(z + m * V + u);
@@ -370,33 +461,30 @@ class CpMlpForwardOp : public OpKernel {
             ax = above ? here : ax;
             mn = below ? zv : mn;
             an = below ? here : an;
-            sv += zv;
-            ssv += zv * zv;
           }
           Store(zmax + row * V + u, mx);
           Store(zmin + row * V + u, mn);
           std::memcpy(amax + row * V + u, &ax, sizeof(ax));
           std::memcpy(amin + row * V + u, &an, sizeof(an));
-          Store(&s[u], sv);
-          Store(&ss[u], ssv);
         }
         for (; u < V; ++u) {
-          float mx = z[u], mn = z[u], sv = 0.0f, ssv = 0.0f;
+          float mx = z[u], mn = z[u];
           int32_t ax = 0, an = 0;
-          for (int64_t m = 0; m < k; ++m) {
+          for (int64_t m = 1; m < k; ++m) {
             const float zv = z[m * V + u];
             if (zv > mx) mx = zv, ax = int32_t(m);
             if (zv < mn) mn = zv, an = int32_t(m);
-            sv += zv;
-            ssv += zv * zv;
           }
           zmax[row * V + u] = mx, zmin[row * V + u] = mn, amax[row * V + u] = ax, amin[row * V + u] = an;
-          s[u] = sv, ss[u] = ssv;
         }
-        AddToBlock(s, ss, bs, bss);
       }
     });
-    Moments(sums, squares, blocks, V, rows.count(), mean->flat<float>().data(), variance->flat<float>().data());
+    z_moments.Merge(mean->flat<float>().data(), variance->flat<float>().data());
+    for (int64_t c = 0; c < U; ++c) {
+      double sum = 0.0;
+      for (int64_t block = 0; block < blocks; ++block) sum += x_sums[block * U + c];
+      x_mean->flat<float>()(c) = float(sum / rows.count());
+    }
   }
 };
 
@@ -405,16 +493,17 @@ class CpMlpForwardOp : public OpKernel {
 REGISTER_KERNEL_BUILDER(Name("KerasvidCpMlpForward").Device(DEVICE_CPU), CpMlpForwardOp);
 
 // KerasvidCpMlpBackward: the gradient of KerasvidCpMlpForward's z_max, z_min, mean and variance (arg_max, arg_min
-// and mean are its outputs; the upstream gradients are grad_max, grad_min [B, N, U1], grad_mean, grad_variance
+// and x_mean are its outputs; the upstream gradients are grad_max, grad_min [B, N, U1], grad_mean, grad_variance
 // [U1]). Each row's z gets dz = [m = arg_max] grad_max + [m = arg_min] grad_min + grad_mean / M
-// + 2 grad_variance (z - mean) / M (M = B N k rows). Outputs: grad_rows [B, N, k, U0], the gradient of each row's
-// h (to be summed into per_neighbour by index: KerasvidScatterAddRows), grad_per_query [B, N, U0] (the sum of a
-// query's rows), and the gradients of kernel, scale0 and offset0.
+// + 2 grad_variance (z - mean(z)) / M (M = B N k rows). Outputs: grad_rows [B, N, k, U0], the gradient of each
+// row's h (to be summed into per_neighbour by index: KerasvidScatterAddRows), grad_per_query [B, N, U0] (the sum of
+// a query's rows), and the gradients of kernel, scale0 and offset0 (center0's is -scale0 * grad_offset0).
 REGISTER_OP("KerasvidCpMlpBackward")
     .Input("per_neighbour: float")
     .Input("per_query: float")
     .Input("indices: int32")
     .Input("scale0: float")
+    .Input("center0: float")
     .Input("offset0: float")
     .Input("kernel: float")
     .Input("arg_max: int32")
@@ -423,7 +512,7 @@ REGISTER_OP("KerasvidCpMlpBackward")
     .Input("grad_min: float")
     .Input("grad_mean: float")
     .Input("grad_variance: float")
-    .Input("mean: float")
+    .Input("x_mean: float")
     .Output("grad_rows: float")
     .Output("grad_per_query: float")
     .Output("grad_kernel: float")
@@ -435,7 +524,7 @@ REGISTER_OP("KerasvidCpMlpBackward")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &idx));
       c->set_output(0, c->MakeShape({c->Dim(p, 0), c->Dim(p, 1), c->Dim(idx, 2), c->Dim(p, 2)}));
       c->set_output(1, p);
-      c->set_output(2, c->input(5));
+      c->set_output(2, c->input(6));
       c->set_output(3, c->Vector(c->Dim(p, 2)));
       c->set_output(4, c->Vector(c->Dim(p, 2)));
       return absl::OkStatus();
@@ -453,40 +542,47 @@ class CpMlpBackwardOp : public OpKernel {
     if (!ReadRows(ctx, &rows) || !ReadLayers(ctx, rows, &V)) return;
     const int64_t U = rows.units, N = rows.points, k = rows.k, blocks = rows.blocks();
     const TensorShape extremes({rows.batch, N, V});
-    for (int i = 6; i < 10; ++i)
+    for (int i = 7; i < 11; ++i)
       OP_REQUIRES(ctx, ctx->input(i).shape() == extremes,
                   absl::InvalidArgumentError(absl::StrCat("input ", i, " must be ", extremes.DebugString(),
                                                           ", got ", ctx->input(i).shape().DebugString())));
-    for (int i = 10; i < 13; ++i)
-      if (!CheckVector(ctx, i, V, "grad_mean, grad_variance and mean")) return;
+    if (!CheckVector(ctx, 11, V, "grad_mean") || !CheckVector(ctx, 12, V, "grad_variance") ||
+        !CheckVector(ctx, 13, U, "x_mean"))
+      return;
     const float* scale = ctx->input(3).flat<float>().data();
-    const float* offset = ctx->input(4).flat<float>().data();
-    const float* w = ctx->input(5).flat<float>().data();
-    const int32_t* amax = ctx->input(6).flat<int32_t>().data();
-    const int32_t* amin = ctx->input(7).flat<int32_t>().data();
-    const float* gmax = ctx->input(8).flat<float>().data();
-    const float* gmin = ctx->input(9).flat<float>().data();
-    const float* gmean = ctx->input(10).flat<float>().data();
-    const float* gvar = ctx->input(11).flat<float>().data();
-    const float* mean = ctx->input(12).flat<float>().data();
+    const float* center = ctx->input(4).flat<float>().data();
+    const float* offset = ctx->input(5).flat<float>().data();
+    const float* w = ctx->input(6).flat<float>().data();
+    const int32_t* amax = ctx->input(7).flat<int32_t>().data();
+    const int32_t* amin = ctx->input(8).flat<int32_t>().data();
+    const float* gmax = ctx->input(9).flat<float>().data();
+    const float* gmin = ctx->input(10).flat<float>().data();
+    const float* gmean = ctx->input(11).flat<float>().data();
+    const float* gvar = ctx->input(12).flat<float>().data();
+    const float* x_mean = ctx->input(13).flat<float>().data();
+    for (int64_t i = 0; i < extremes.num_elements(); ++i)
+      OP_REQUIRES(ctx, amax[i] >= 0 && amax[i] < k && amin[i] >= 0 && amin[i] < k,
+                  absl::InvalidArgumentError(absl::StrCat("arg_max / arg_min must lie in [0, ", k, "), got ",
+                                                          amax[i], " and ", amin[i])));
     Tensor *grad_rows = nullptr, *grad_q = nullptr, *grad_w = nullptr, *grad_scale = nullptr,
            *grad_offset = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows.batch, N, k, U}), &grad_rows));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &grad_q));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(5).shape(), &grad_w));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(6).shape(), &grad_w));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({U}), &grad_scale));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({U}), &grad_offset));
     float* drows = grad_rows->flat<float>().data();
     float* dq_all = grad_q->flat<float>().data();
-    // Each row's dz = sel + alpha + beta z, with sel the row's share of grad_max / grad_min (nonzero for the few
-    // channels whose extreme it holds) and the statistics' part affine in z = W^T x. So, without forming z:
-    //   dx = W dz = W sel + W alpha + (W diag(beta) W^T) x        (a U0 x U0 product and a few columns of W)
-    //   dW = X^T dZ = X^T Sel + (X^T 1) alpha^T + (X^T X) W diag(beta)   (X^T X and X^T 1 summed over the rows)
+    // Each row's dz = sel + alpha + beta (z - mean(z)), with sel the row's share of grad_max / grad_min (nonzero for
+    // the few channels whose extreme it holds), and z - mean(z) = (x - mean(x)) W = x~ W. So, without forming z:
+    //   dx = W dz = W sel + W alpha + (W diag(beta) W^T) x~       (a U0 x U0 product and a few columns of W)
+    //   dW = X^T dZ = X^T Sel + (X^T 1) alpha^T + (X~^T X~) W diag(beta)   (X^T X~ = X~^T X~)
+    // in terms of centred x~, so that no large terms cancel when a channel's mean is large against its spread.
     const double count = rows.count();
     std::vector<float> alpha(V), beta(V), wt(V * U), wbw(U * U, 0.0f), walpha(U, 0.0f);
     for (int64_t u = 0; u < V; ++u) {
       beta[u] = float(2.0 * gvar[u] / count);
-      alpha[u] = float(gmean[u] / count - 2.0 * gvar[u] * mean[u] / count);
+      alpha[u] = float(gmean[u] / count);
     }
     for (int64_t c = 0; c < U; ++c)
       for (int64_t u = 0; u < V; ++u) {
@@ -499,14 +595,15 @@ class CpMlpBackwardOp : public OpKernel {
         for (int64_t u = 0; u < V; ++u) sum += w[c * V + u] * beta[u] * w[d * V + u];
         wbw[c * U + d] = sum;
       }
-    // Per block: X^T Sel (transposed, [V, U]), X^T X [U, U], X^T 1, and the scale / offset gradients.
+    // Per block: X^T Sel (transposed, [V, U]), X~^T X~ [U, U], X^T 1, and the scale / offset gradients.
     const int64_t per_block = V * U + U * U + 3 * U;
     std::vector<float> partial(blocks * per_block, 0.0f);
     ForBlocks(ctx, rows, kBlock * k * U * (2 * U + 8), [&](int64_t block) {
       int64_t b, begin, end;
       BlockQueries(rows, block, &b, &begin, &end);
       const int64_t block_rows = (end - begin) * k;  // row r: query begin + r / k, proposal r % k
-      std::vector<float> hs(block_rows * U), ys(block_rows * U), xs(block_rows * U), dxs(block_rows * U);
+      std::vector<float> hs(block_rows * U), ys(block_rows * U), xs(block_rows * U), xcs(block_rows * U),
+          dxs(block_rows * U);
       float* sel_t = &partial[block * per_block];
       float* gram = sel_t + V * U;
       float* sum_x = gram + U * U;
@@ -514,11 +611,12 @@ class CpMlpBackwardOp : public OpKernel {
       float* doff = ds + U;
       for (int64_t r = 0; r < block_rows; ++r) {
         const int64_t row = b * N + begin + r / k;
-        FirstLayer(rows.p + (b * N + rows.idx[row * k + r % k]) * U, rows.q + row * U, scale, offset, U,
+        FirstLayer(rows.p + (b * N + rows.idx[row * k + r % k]) * U, rows.q + row * U, scale, center, offset, U,
                    &hs[r * U], &ys[r * U], &xs[r * U]);
+        for (int64_t c = 0; c < U; ++c) xcs[r * U + c] = xs[r * U + c] - x_mean[c];
       }
-      Gemm(block_rows, U, U, xs.data(), U, 1, wbw.data(), U, dxs.data(), U, false);  // (W diag(beta) W^T) x
-      Gemm(U, U, block_rows, xs.data(), 1, U, xs.data(), U, gram, U, true);          // X^T X
+      Gemm(block_rows, U, U, xcs.data(), U, 1, wbw.data(), U, dxs.data(), U, false);  // (W diag(beta) W^T) x~
+      Gemm(U, U, block_rows, xcs.data(), 1, U, xcs.data(), U, gram, U, true);          // X~^T X~
       // The extremes' gradients: row (n, arg_max[n, u]) gets grad_max[n, u] on channel u (likewise the minima):
       // dx += g W[:, u] and (X^T Sel)[:, u] += g x.
       for (int64_t n = begin; n < end; ++n) {
@@ -580,7 +678,7 @@ class CpMlpBackwardOp : public OpKernel {
     float* gw = grad_w->flat<float>().data();
     for (int64_t c = 0; c < U; ++c)
       for (int64_t u = 0; u < V; ++u) {
-        float gram_w = 0.0f;  // (X^T X W)[c, u]
+        float gram_w = 0.0f;  // (X~^T X~ W)[c, u]
         for (int64_t d = 0; d < U; ++d) gram_w += gram[c * U + d] * w[d * V + u];
         gw[c * V + u] = sel_t[u * U + c] + sum_x[c] * alpha[u] + gram_w * beta[u];
       }
