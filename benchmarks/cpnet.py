@@ -3,6 +3,7 @@
     python benchmarks/cpnet.py [--frames 8] [--models c2d_resnet18,cpnet_resnet18,...] [--repeats 3] [--inter-op 1]
 
 A model spec is a registry name, optionally `:variant` for CPNet (`cpnet_resnet34:released_code`), optionally
+`+tf_mlp`: the CP modules' MLP traced in TF ops (the compiled kNN kept), or
 `+tf_ops`: the training step traced without kerasvid's compiled CP-module kernels (`kerasvid.ops.native`, which
 CPNet training uses by default on CPU), to compare the two in one run. One
 training step = forward (training=True), softmax cross-entropy, backward, SGD update, in a `tf.function`. All
@@ -25,6 +26,7 @@ import tensorflow as tf
 
 from _report import sgd_train_step
 from kerasvid import zoo
+from kerasvid.layers import cp_module
 from kerasvid.ops import native
 
 CPU = "CPU:0"
@@ -43,7 +45,14 @@ def prepare(spec, frames, num_classes=174):
     model = build(spec, frames, num_classes)
     x = tf.random.uniform([1, frames, 112, 112, 3], seed=0)
     step = sgd_train_step(model, x, tf.constant([3]), 0.01)
-    if spec.endswith("+tf_ops"):
+    if spec.endswith("+tf_mlp"):
+        fused = cp_module.CPModule._compiled_mlp
+        cp_module.CPModule._compiled_mlp = lambda *args: None  # read when the step is traced
+        try:
+            step().numpy()
+        finally:
+            cp_module.CPModule._compiled_mlp = fused
+    elif spec.endswith("+tf_ops"):
         with native.disabled():  # traced with the TF ops instead of the compiled kernels
             step().numpy()  # trace + optimizer slots
     else:
