@@ -1,6 +1,7 @@
 """Tests of train/main.py: flag validation before any work, the recipes, and end-to-end runs in subprocesses
 (train + eval + export + predictions; SIGKILL and resume == uninterrupted; mirrored over 2 logical CPUs;
 multi_worker as two processes on 127.0.0.1 with identical weights and chief-only outputs)."""
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -152,11 +153,41 @@ def _digest(stdout):
     return found[-1]
 
 
+def _sigkill_then_resume(cmd, model_dir):
+    """SIGKILL once ckpt-2 is complete, then the same command: (the killed run's exit code, whether ckpt-6 was
+    written before the kill, the resumed run)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    deadline = time.time() + 240
+    state = model_dir / "checkpoint"  # written after the checkpoint files: ckpt-2 is then complete and restorable
+    while not (state.exists() and "ckpt-2" in state.read_text()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = os.path.exists(model_dir / "ckpt-6.index")
+    return proc.returncode, finished, (_run(cmd) if proc.returncode == -signal.SIGKILL else None)
+
+
 @pytest.fixture(scope="module")
-def reference_run(records, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("reference")
-    result = _run(_command(records, model_dir, "--mode=train_and_eval,export", "--predict_examples=2", "--pictures"))
-    return model_dir, result
+def runs(records, tmp_path_factory):
+    """The module's independent train/main.py runs, started at once and run two at a time (each process uses about
+    one core of the 2): {name: (model_dir, future of the result)}. A test waits only for its own."""
+    dirs = {name: tmp_path_factory.mktemp(name) for name in ("reference", "sigkill", "mirrored")}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        yield {
+            "reference": (dirs["reference"], pool.submit(_run, _command(
+                records, dirs["reference"], "--mode=train_and_eval,export", "--predict_examples=2", "--pictures"))),
+            "sigkill": (dirs["sigkill"], pool.submit(_sigkill_then_resume, _command(
+                records, dirs["sigkill"], "--mode=train"), dirs["sigkill"])),
+            "mirrored": (dirs["mirrored"], pool.submit(_run, _command(
+                records, dirs["mirrored"], "--strategy=mirrored", "--cpu_devices=2", "--mode=train_and_eval",
+                "--bn_recalibration_batches=2"))),
+        }
+
+
+@pytest.fixture(scope="module")
+def reference_run(runs):
+    model_dir, result = runs["reference"]
+    return model_dir, result.result()
 
 
 @pytest.mark.large
@@ -181,18 +212,10 @@ def test_train_eval_export_and_predict(reference_run):
 
 
 @pytest.mark.large
-def test_sigkill_then_rerun_resumes_to_the_same_weights(records, reference_run, tmp_path):
-    cmd = _command(records, tmp_path, "--mode=train")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
-    deadline = time.time() + 240
-    state = tmp_path / "checkpoint"  # written after the checkpoint files: ckpt-2 is then complete and restorable
-    while not (state.exists() and "ckpt-2" in state.read_text()) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not os.path.exists(tmp_path / "ckpt-6.index")
-    resumed = _run(cmd)
+def test_sigkill_then_rerun_resumes_to_the_same_weights(runs, reference_run):
+    code, finished, resumed = runs["sigkill"][1].result()
+    assert code == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not finished
     assert "Restored" in resumed.stderr
     assert _digest(resumed.stdout) == _digest(reference_run[1].stdout)
 
@@ -228,11 +251,10 @@ def test_a_resumed_run_restores_its_checkpoint_once(records, tmp_path, monkeypat
 
 
 @pytest.mark.large
-def test_mirrored_over_two_logical_cpus(records, tmp_path):
-    result = _run(_command(records, tmp_path, "--strategy=mirrored", "--cpu_devices=2", "--mode=train_and_eval",
-                           "--bn_recalibration_batches=2"))
+def test_mirrored_over_two_logical_cpus(runs):
+    model_dir, result = runs["mirrored"][0], runs["mirrored"][1].result()
     assert "replicas=2" in result.stderr and "Re-estimated the statistics of 20 BatchNorm layers" in result.stderr
-    assert json.load(open(tmp_path / "eval_results.json"))["step"] == 6
+    assert json.load(open(model_dir / "eval_results.json"))["step"] == 6
 
 
 def _free_port():

@@ -7,6 +7,7 @@ eval, export and `extract --checkpoint`), `save_weights`/`load_weights` and `.ke
 bit-equal. A checkpoint that does not hold every variable of the model must be refused with one line naming the
 first missing variable, never restored partially.
 """
+import json
 import os
 import subprocess
 import sys
@@ -68,20 +69,33 @@ def test_checkpoint_reaches_every_variable(trained):
     assert len(keys) == len(model.weights), f"{name}: the checkpoint holds {len(keys)} of {len(model.weights)}"
 
 
+@pytest.fixture(scope="module")
+def untrained(trained):
+    """The model of `trained` built again under another seed, and its initial values: what the checkpoint and
+    weights_h5 paths restore into (set back to those values first, so each restores into a newly built model's
+    state; one build per model instead of one per path)."""
+    model = _build(trained[0], 7)
+    return model, model.get_weights()
+
+
 @pytest.mark.parametrize("how", ["checkpoint", "weights_h5", "keras"])
-def test_every_variable_survives(trained, how, tmp_path):
+def test_every_variable_survives(trained, untrained, how, tmp_path):
     name, model = trained
+    if how in ("checkpoint", "weights_h5"):
+        fresh, initial = untrained
+        fresh.set_weights(initial)
+        equal = [x.path for x, y in zip(model.weights, fresh.weights) if np.array_equal(np.asarray(x), np.asarray(y))]
+        assert not equal, f"{name}: {equal[:3]} hold the trained values before the restore"
     if how == "checkpoint":
         path = tf.train.Checkpoint(model=model, step=tf.Variable(3)).write(str(tmp_path / "ckpt"))
-        fresh = _build(name, 7)
         assert checkpoints.restore_model(fresh, path) == path
     elif how == "weights_h5":
         model.save_weights(str(tmp_path / "m.weights.h5"))
-        fresh = _build(name, 7)
         fresh.load_weights(str(tmp_path / "m.weights.h5"))
     else:
         model.save(str(tmp_path / "m.keras"))
         fresh = keras.saving.load_model(str(tmp_path / "m.keras"), safe_mode=True)
+        assert json.loads(json.dumps(fresh.get_config())) == json.loads(json.dumps(model.get_config())), name
     _assert_same_state(model, fresh, f"{name} through {how}")
 
 

@@ -7,6 +7,7 @@ weights as the uninterrupted run. Then what must never happen to the user's file
 not a kerasvid export, a second trainer on the same model_dir, a resume with another model or label map, and a
 `--checkpoint` of another program are refused with one line, and nothing is deleted or rewritten.
 """
+import concurrent.futures
 import json
 import os
 import re
@@ -71,34 +72,57 @@ def _serve(export_dir, frames):
     return {k: v.numpy() for k, v in out.items()}
 
 
+@pytest.fixture(scope="module")
+def first_runs(records, tmp_path_factory):
+    """`first_runs(model)`: the finished run of `model` (train + eval + export, 6 steps), made once per module:
+    (its model_dir, its output, its eval_results.json, a copy of the export it made from the model in memory)."""
+    done = {}
+
+    def first_run(model):
+        if model not in done:
+            root = tmp_path_factory.mktemp(f"first_{model}")
+            result = _run(_command(records, model, root / "run", "--mode=train_and_eval,export"))
+            shutil.copytree(root / "run" / "export", root / "export_in_memory")
+            done[model] = (root / "run", result, json.load(open(root / "run" / "eval_results.json")),
+                           root / "export_in_memory")
+        return done[model]
+    return first_run
+
+
+def _sigterm_then_resume(cmd, model_dir):
+    """SIGTERM after the first checkpoint, then the same command: (the stopped run's exit code and stderr, the
+    resumed run)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+    state, deadline = model_dir / "checkpoint", time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (state.exists() and "ckpt-" in state.read_text()):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err, (_run(cmd) if proc.returncode == 143 else None)
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_a_trained_model_survives_its_checkpoint(records, model, tmp_path):
-    run = tmp_path / "run"
-    cmd = _command(records, model, run, "--mode=train_and_eval,export")
-    first = _run(cmd)
-    first_eval = json.load(open(run / "eval_results.json"))
-    shutil.copytree(run / "export", tmp_path / "export_in_memory")
-    again = _run(cmd)  # finished: restores the checkpoint, re-evaluates, re-exports
+def test_a_trained_model_survives_its_checkpoint(records, first_runs, model, tmp_path):
+    # The interrupted run (SIGTERM, resume) runs beside the uninterrupted one and its rerun: each process uses about
+    # one core, and the two chains share nothing but the records.
+    stopped = tmp_path / "stopped"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        interrupted = pool.submit(_sigterm_then_resume, _command(records, model, stopped, "--mode=train"), stopped)
+        run, first, first_eval, export_in_memory = first_runs(model)
+        # The finished run, rerun: restores the checkpoint, re-evaluates, re-exports.
+        again = _run(_command(records, model, run, "--mode=train_and_eval,export"))
+        code, err, resumed = interrupted.result()
     assert _digest(again.stdout) == _digest(first.stdout)
     again_eval = json.load(open(run / "eval_results.json"))
     assert again_eval == first_eval and again_eval["step"] == 6
     frames = np.random.default_rng(0).integers(0, 256, (2, int(MODELS[model][1].split("=")[1]), 32, 32, 3), np.uint8)
-    served, expected = _serve(str(run / "export"), frames), _serve(str(tmp_path / "export_in_memory"), frames)
+    served, expected = _serve(str(run / "export"), frames), _serve(str(export_in_memory), frames)
     for key in expected:
         np.testing.assert_array_equal(served[key], expected[key], err_msg=key)
     assert not [n for n in os.listdir(run) if n.startswith(".export.")]  # the replaced export is gone
 
     # SIGTERM after the first checkpoint, then the same command: the weights of the uninterrupted run.
-    stopped = tmp_path / "stopped"
-    cmd = _command(records, model, stopped, "--mode=train")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
-    state, deadline = stopped / "checkpoint", time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not (state.exists() and "ckpt-" in state.read_text()):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, ("the run was not stopped by SIGTERM", proc.returncode, err[-2000:])
-    resumed = _run(cmd)
+    assert code == 143, ("the run was not stopped by SIGTERM", code, err[-2000:])
     assert "Restored" in resumed.stderr
     assert _digest(resumed.stdout) == _digest(first.stdout)
 
@@ -116,11 +140,9 @@ def _tree(directory):
 
 
 @pytest.fixture(scope="module")
-def finished_run(records, tmp_path_factory):
-    """A finished CPNet run (train + export) whose files the refusal tests check are left alone."""
-    run = tmp_path_factory.mktemp("finished")
-    _run(_command(records, "cpnet_resnet18", run, "--mode=train,export", "--train_steps=2"))
-    return run
+def finished_run(first_runs):
+    """A finished CPNet run (train + eval + export) whose files the refusal tests check are left alone."""
+    return first_runs("cpnet_resnet18")[0]
 
 
 def _refused(cmd, message, *untouched):
