@@ -140,8 +140,8 @@ def _load():
                 status = f"loaded from {target}"
             except Exception as error:  # any failure leaves the stock TF-ops path in place
                 library, status = None, f"unavailable ({type(error).__name__}: {error})"
-                logging.warning("kerasvid: the CP module's compiled kernels are %s; using TF ops (same numbers, "
-                                "slower training)", status)
+                logging.warning("kerasvid: the CP module's compiled kernels are %s; using TF ops (the same numbers "
+                                "up to float32 rounding, slower training)", status)
         _STATE.update(library=library, status=status)
         return library
 
@@ -171,10 +171,10 @@ def disabled():
 
 
 @tf.autograph.experimental.do_not_convert
-def _library():
-    """The loaded library where its kernels can run here: None if disabled or not loaded, an accelerator is visible
-    (the data would cross to the host: the kernels are CPU-only) or the graph is XLA-compiled (XLA has no kernels
-    for them)."""
+def library():
+    """The loaded kernel library (its ops as functions) where its kernels can run in the graph being built: None if
+    disabled or not loaded, an accelerator is visible (the data would cross to the host: the kernels are CPU-only)
+    or the graph is XLA-compiled (XLA has no kernels for them)."""
     if getattr(_LOCAL, "disabled", False) or _in_xla_context():
         return None
     if any(device.device_type != "CPU" for device in tf.config.list_logical_devices()):
@@ -183,29 +183,22 @@ def _library():
 
 
 @tf.autograph.experimental.do_not_convert
-def library():
-    """The loaded kernel library (its ops as functions) where the kernels can run in the graph being built, else
-    None (`_library`)."""
-    return _library()
-
-
-@tf.autograph.experimental.do_not_convert
 def usable():
-    """Whether the compiled kernels can run in the graph being built (`_library`)."""
-    return _library() is not None
+    """Whether the compiled kernels can run in the graph being built (`library`)."""
+    return library() is not None
 
 
 def frame_pair_top_k(rows, num_frames, k):
     """The compiled selection of `cp_knn`: the T - 1 float32 score rows `[batch, S, (T - 1 - a) * S]` of frames
     a < T - 1 against the later frames (see `_native/cp_ops.cc`) -> int32 `[batch, T * S, k]`, or None where the
-    kernels cannot run (`_library`)."""
-    library = _library()
-    return None if library is None else library.kerasvid_frame_pair_top_k(rows, num_frames=num_frames, k=k)
+    kernels cannot run (`library`)."""
+    kernels = library()
+    return None if kernels is None else kernels.kerasvid_frame_pair_top_k(rows, num_frames=num_frames, k=k)
 
 
 def scatter_add_rows(updates, indices, num_rows):
     """`summed[b, j] = sum of updates[b, i, m] over indices[b, i, m] == j`: float32 `[batch, N, k, U]` and int32
-    `[batch, N, k]` -> `[batch, num_rows, U]`, or None where it cannot run (`_library`). Updates `[batch, N, 1, U]`
+    `[batch, N, k]` -> `[batch, num_rows, U]`, or None where it cannot run (`library`). Updates `[batch, N, 1, U]`
     count row i once for each of its k indices."""
-    library = _library()
-    return None if library is None else library.kerasvid_scatter_add_rows(updates, indices, num_rows=num_rows)
+    kernels = library()
+    return None if kernels is None else kernels.kerasvid_scatter_add_rows(updates, indices, num_rows=num_rows)

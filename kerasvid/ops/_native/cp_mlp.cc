@@ -211,6 +211,25 @@ inline void AddColumnSums(const float* values, int64_t n, int64_t stride, int64_
   }
 }
 
+// The sums over the blocks, in block order, of per-block float64 vectors partial[block * units + c].
+std::vector<double> BlockTotals(const std::vector<double>& partial, int64_t units) {
+  std::vector<double> total(units, 0.0);
+  for (size_t i = 0; i < partial.size(); ++i) total[i % units] += partial[i];
+  return total;
+}
+
+// FirstLayer for the rows of the queries [begin, end) of batch element b (row r: query begin + r / k, proposal
+// r % k) into hs, ys, xs [(end - begin) * k, U].
+void BlockFirstLayer(const Rows& rows, int64_t b, int64_t begin, int64_t end, const float* scale,
+                     const float* center, const float* offset, float* hs, float* ys, float* xs) {
+  const int64_t U = rows.units, N = rows.points, k = rows.k;
+  for (int64_t r = 0; r < (end - begin) * k; ++r) {
+    const int64_t row = b * N + begin + r / k;
+    FirstLayer(rows.p + (b * N + rows.idx[row * k + r % k]) * U, rows.q + row * U, scale, center, offset, U,
+               hs + r * U, ys + r * U, xs + r * U);
+  }
+}
+
 // Per-block statistics of `units` channels: the block's row count, sums and sums of squared deviations from the
 // block's own mean (float64), merged over the blocks in block order (Chan et al.'s pairwise update).
 struct BlockMoments {
@@ -237,7 +256,7 @@ struct BlockMoments {
   }
 
   // The mean and the biased variance over all rows (NaN for no rows). Variance clamped at 0 with NaN kept.
-  void Merge(float* mean, float* variance, double* block_means = nullptr) const {
+  void Merge(float* mean, float* variance) const {
     const int64_t blocks = int64_t(count.size());
     for (int64_t c = 0; c < units; ++c) {
       double n = 0.0, m = 0.0, m2 = 0.0;
@@ -254,10 +273,6 @@ struct BlockMoments {
       const double v = n > 0 ? m2 / n : nan;
       variance[c] = float(v < 0.0 ? 0.0 : v);
     }
-    if (block_means)
-      for (int64_t b = 0; b < blocks; ++b)
-        for (int64_t c = 0; c < units; ++c)
-          block_means[b * units + c] = count[b] > 0 ? sums[b * units + c] / count[b] : 0.0;
   }
 };
 
@@ -333,9 +348,7 @@ class GatherMomentsOp : public OpKernel {
       }
     });
     h_moments.Merge(mean->flat<float>().data(), variance->flat<float>().data());
-    std::vector<double> p_all(U, 0.0), q_all(U, 0.0);
-    for (int64_t block = 0; block < blocks; ++block)
-      for (int64_t c = 0; c < U; ++c) p_all[c] += p_sums[block * U + c], q_all[c] += q_sums[block * U + c];
+    std::vector<double> p_all = BlockTotals(p_sums, U), q_all = BlockTotals(q_sums, U);
     const double count = rows.count();
     for (int64_t c = 0; c < U; ++c) {
       p_all[c] /= count, q_all[c] /= count;
@@ -436,14 +449,9 @@ class CpMlpForwardOp : public OpKernel {
       int64_t b, begin, end;
       BlockQueries(rows, block, &b, &begin, &end);
       const int64_t block_rows = (end - begin) * k;  // row r: query begin + r / k, proposal r % k
-      std::vector<float> h(U), y(U), xs(block_rows * U), zs(block_rows * V);
-      double* x_sum = &x_sums[block * U];
-      for (int64_t r = 0; r < block_rows; ++r) {
-        const int64_t row = b * N + begin + r / k;
-        FirstLayer(rows.p + (b * N + rows.idx[row * k + r % k]) * U, rows.q + row * U, scale, center, offset, U,
-                   h.data(), y.data(), &xs[r * U]);
-      }
-      AddColumnSums(xs.data(), block_rows, U, U, x_sum);
+      std::vector<float> hs(block_rows * U), ys(block_rows * U), xs(block_rows * U), zs(block_rows * V);
+      BlockFirstLayer(rows, b, begin, end, scale, center, offset, hs.data(), ys.data(), xs.data());
+      AddColumnSums(xs.data(), block_rows, U, U, &x_sums[block * U]);
       Gemm(block_rows, V, U, xs.data(), U, 1, w, V, zs.data(), V, false);  // z = x W, every row of the block
       z_moments.Add(block, zs.data(), block_rows, V);
       for (int64_t n = begin; n < end; ++n) {
@@ -480,11 +488,8 @@ class CpMlpForwardOp : public OpKernel {
       }
     });
     z_moments.Merge(mean->flat<float>().data(), variance->flat<float>().data());
-    for (int64_t c = 0; c < U; ++c) {
-      double sum = 0.0;
-      for (int64_t block = 0; block < blocks; ++block) sum += x_sums[block * U + c];
-      x_mean->flat<float>()(c) = float(sum / rows.count());
-    }
+    const std::vector<double> x_total = BlockTotals(x_sums, U);
+    for (int64_t c = 0; c < U; ++c) x_mean->flat<float>()(c) = float(x_total[c] / rows.count());
   }
 };
 
@@ -595,8 +600,9 @@ class CpMlpBackwardOp : public OpKernel {
         for (int64_t u = 0; u < V; ++u) sum += w[c * V + u] * beta[u] * w[d * V + u];
         wbw[c * U + d] = sum;
       }
-    // Per block: X^T Sel (transposed, [V, U]), X~^T X~ [U, U], X^T 1, and the scale / offset gradients.
-    const int64_t per_block = V * U + U * U + 3 * U;
+    // Per block: X^T Sel (transposed, [V, U]), X~^T X~ [U, U], and the scale / offset gradients. (X^T 1 is
+    // M mean(x), from the forward pass.)
+    const int64_t per_block = V * U + U * U + 2 * U;
     std::vector<float> partial(blocks * per_block, 0.0f);
     ForBlocks(ctx, rows, kBlock * k * U * (2 * U + 8), [&](int64_t block) {
       int64_t b, begin, end;
@@ -606,15 +612,11 @@ class CpMlpBackwardOp : public OpKernel {
           dxs(block_rows * U);
       float* sel_t = &partial[block * per_block];
       float* gram = sel_t + V * U;
-      float* sum_x = gram + U * U;
-      float* ds = sum_x + U;
+      float* ds = gram + U * U;
       float* doff = ds + U;
-      for (int64_t r = 0; r < block_rows; ++r) {
-        const int64_t row = b * N + begin + r / k;
-        FirstLayer(rows.p + (b * N + rows.idx[row * k + r % k]) * U, rows.q + row * U, scale, center, offset, U,
-                   &hs[r * U], &ys[r * U], &xs[r * U]);
+      BlockFirstLayer(rows, b, begin, end, scale, center, offset, hs.data(), ys.data(), xs.data());
+      for (int64_t r = 0; r < block_rows; ++r)
         for (int64_t c = 0; c < U; ++c) xcs[r * U + c] = xs[r * U + c] - x_mean[c];
-      }
       Gemm(block_rows, U, U, xcs.data(), U, 1, wbw.data(), U, dxs.data(), U, false);  // (W diag(beta) W^T) x~
       Gemm(U, U, block_rows, xcs.data(), 1, U, xcs.data(), U, gram, U, true);          // X~^T X~
       // The extremes' gradients: row (n, arg_max[n, u]) gets grad_max[n, u] on channel u (likewise the minima):
@@ -644,7 +646,7 @@ class CpMlpBackwardOp : public OpKernel {
       }
       for (int64_t r = 0; r < block_rows; ++r) {
         const int64_t row = b * N + begin + r / k;
-        const float *h = &hs[r * U], *y = &ys[r * U], *x = &xs[r * U], *dx = &dxs[r * U];
+        const float *h = &hs[r * U], *y = &ys[r * U], *dx = &dxs[r * U];
         float* dq = dq_all + row * U;
         if (r % k == 0) std::fill(dq, dq + U, 0.0f);
         float* dr = drows + (row * k + r % k) * U;
@@ -653,7 +655,6 @@ class CpMlpBackwardOp : public OpKernel {
           const Floats yv = Load(y + c), dxv = Load(dx + c) + Load(&walpha[c]);
           const Floats dy = yv > 0.0f ? dxv : Splat(0.0f);
           const Floats dh = dy * Load(scale + c);
-          Store(sum_x + c, Load(sum_x + c) + Load(x + c));
           Store(ds + c, Load(ds + c) + dy * Load(h + c));
           Store(doff + c, Load(doff + c) + dy);
           Store(dr + c, dh);
@@ -661,7 +662,6 @@ class CpMlpBackwardOp : public OpKernel {
         }
         for (; c < U; ++c) {
           const float dy = y[c] > 0.0f ? dx[c] + walpha[c] : 0.0f;
-          sum_x[c] += x[c];
           ds[c] += dy * h[c];
           doff[c] += dy;
           dr[c] = dy * scale[c];
@@ -674,16 +674,18 @@ class CpMlpBackwardOp : public OpKernel {
       for (int64_t i = 0; i < per_block; ++i) total[i] += partial[block * per_block + i];
     const float* sel_t = total.data();
     const float* gram = sel_t + V * U;
-    const float* sum_x = gram + U * U;
+    const float* ds = gram + U * U;
     float* gw = grad_w->flat<float>().data();
-    for (int64_t c = 0; c < U; ++c)
+    for (int64_t c = 0; c < U; ++c) {
+      const float sum_x = float(count * x_mean[c]);  // X^T 1
       for (int64_t u = 0; u < V; ++u) {
         float gram_w = 0.0f;  // (X~^T X~ W)[c, u]
         for (int64_t d = 0; d < U; ++d) gram_w += gram[c * U + d] * w[d * V + u];
-        gw[c * V + u] = sel_t[u * U + c] + sum_x[c] * alpha[u] + gram_w * beta[u];
+        gw[c * V + u] = sel_t[u * U + c] + sum_x * alpha[u] + gram_w * beta[u];
       }
-    std::copy(sum_x + U, sum_x + 2 * U, grad_scale->flat<float>().data());
-    std::copy(sum_x + 2 * U, sum_x + 3 * U, grad_offset->flat<float>().data());
+    }
+    std::copy(ds, ds + U, grad_scale->flat<float>().data());
+    std::copy(ds + U, ds + 2 * U, grad_offset->flat<float>().data());
   }
 };
 
